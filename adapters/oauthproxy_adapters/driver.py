@@ -1,0 +1,124 @@
+"""The two drivers that run the core's handlers: one blocking, one asyncio.
+
+A handler is a generator of effects (``oauthproxy_core.effects``). The driver executes each effect
+against a store and an HTTP client and sends the result back, until the handler returns. This is the
+only place where effects meet I/O, so every web framework adapter shares it (psycopg 3's pattern).
+
+A store outage (``StoreUnavailableError``) is thrown into the handler as ``TemporarilyUnavailableError``
+so the core renders it like any OAuth error: 503 ``temporarily_unavailable``, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar
+
+from oauthproxy_core.effects import (
+    CompareAndSet,
+    DeleteRecord,
+    GetRecord,
+    HttpCall,
+    HttpFailure,
+    HttpRequest,
+    HttpResponse,
+    PutRecord,
+    TakeRecord,
+)
+from oauthproxy_core.errors import TemporarilyUnavailableError
+
+from .stores.base import AsyncStore, StoreUnavailableError, SyncStore
+
+T = TypeVar("T")
+
+SyncHttp = Callable[[HttpRequest], HttpResponse | HttpFailure]
+AsyncHttp = Callable[[HttpRequest], Awaitable[HttpResponse | HttpFailure]]
+
+
+class UnknownEffectError(TypeError):
+    pass
+
+
+def _no_http(_req: HttpRequest) -> HttpResponse | HttpFailure:
+    return HttpFailure(reason="connect")
+
+
+def execute_sync(effect: Any, store: SyncStore, http: SyncHttp) -> Any:
+    t = type(effect)
+    if t is GetRecord:
+        return store.get(effect.kind, effect.key)
+    if t is CompareAndSet:
+        return store.compare_and_set(
+            effect.kind, effect.key, effect.expected_version, effect.value, effect.ttl
+        )
+    if t is TakeRecord:
+        return store.take(effect.kind, effect.key)
+    if t is PutRecord:
+        return store.put(effect.kind, effect.key, effect.value, effect.version, effect.ttl)
+    if t is DeleteRecord:
+        return store.delete(effect.kind, effect.key)
+    if t is HttpCall:
+        return http(effect.request)
+    raise UnknownEffectError(type(effect).__name__)
+
+
+def run(handler: Generator[Any, Any, T], store: SyncStore, http: SyncHttp = _no_http) -> T:
+    """Drive ``handler`` to completion with blocking I/O."""
+    send: Any = None
+    throw: BaseException | None = None
+    while True:
+        try:
+            effect = handler.send(send) if throw is None else handler.throw(throw)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        throw = None
+        try:
+            send = execute_sync(effect, store, http)
+        except StoreUnavailableError:
+            send = None
+            throw = TemporarilyUnavailableError(
+                "storage is unavailable; retry shortly", retry_after=1
+            )
+
+
+async def _no_http_async(_req: HttpRequest) -> HttpResponse | HttpFailure:
+    return HttpFailure(reason="connect")
+
+
+async def execute_async(effect: Any, store: AsyncStore, http: AsyncHttp) -> Any:
+    t = type(effect)
+    if t is GetRecord:
+        return await store.get(effect.kind, effect.key)
+    if t is CompareAndSet:
+        return await store.compare_and_set(
+            effect.kind, effect.key, effect.expected_version, effect.value, effect.ttl
+        )
+    if t is TakeRecord:
+        return await store.take(effect.kind, effect.key)
+    if t is PutRecord:
+        return await store.put(effect.kind, effect.key, effect.value, effect.version, effect.ttl)
+    if t is DeleteRecord:
+        return await store.delete(effect.kind, effect.key)
+    if t is HttpCall:
+        return await http(effect.request)
+    raise UnknownEffectError(type(effect).__name__)
+
+
+async def run_async(
+    handler: Generator[Any, Any, T], store: AsyncStore, http: AsyncHttp = _no_http_async
+) -> T:
+    """Drive ``handler`` to completion with asyncio I/O."""
+    send: Any = None
+    throw: BaseException | None = None
+    while True:
+        try:
+            effect = handler.send(send) if throw is None else handler.throw(throw)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        throw = None
+        try:
+            send = await execute_async(effect, store, http)
+        except StoreUnavailableError:
+            send = None
+            throw = TemporarilyUnavailableError(
+                "storage is unavailable; retry shortly", retry_after=1
+            )

@@ -1,0 +1,99 @@
+"""Stores implementing the record store contract (ARCHITECTURE.md, "Storage contract").
+
+:func:`open_store` and :func:`open_async_store` pick an implementation from a URL:
+
+* ``memory://`` -- :class:`~.memory.MemoryStore`, in this process only;
+* ``sqlite://`` -- :class:`~.sqlite.SQLiteStore` at :func:`~.sqlite.default_sqlite_path`;
+  ``sqlite:///state.db`` -- a path relative to the current directory;
+  ``sqlite:////var/lib/oauthproxy/state.db`` -- an absolute path (SQLAlchemy's convention: what
+  follows ``sqlite:///`` is the path);
+* ``redis://host:port/db`` (or ``rediss://`` for TLS) -- :class:`~.redis.RedisStore`, shared by
+  several proxy instances.
+
+The Redis modules are imported only when a Redis URL is opened, so ``redis`` stays optional.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import AsyncStore, StoreFullError, StoreUnavailableError, SyncStore
+from .memory import AsyncMemoryStore, MemoryStore
+from .sqlite import AsyncSQLiteStore, SQLiteStore, default_sqlite_path
+
+if TYPE_CHECKING:
+    from .redis import AsyncRedisStore, RedisStore
+
+__all__ = [
+    "AsyncMemoryStore",
+    "AsyncRedisStore",
+    "AsyncSQLiteStore",
+    "AsyncStore",
+    "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
+    "StoreFullError",
+    "StoreUnavailableError",
+    "SyncStore",
+    "default_sqlite_path",
+    "open_async_store",
+    "open_store",
+]
+
+_SCHEMES = "memory://, sqlite://[/path], redis://host:port/db or rediss://host:port/db"
+
+
+def _sqlite_path(url: str) -> str:
+    rest = url[len("sqlite://") :]
+    if rest in ("", "/"):
+        return default_sqlite_path()
+    if not rest.startswith("/"):
+        # sqlite://host/... has no meaning for a local file.
+        raise ValueError(
+            f"bad SQLite store URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db"
+        )
+    return rest[1:]
+
+
+def _scheme(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ValueError(f"store URL {url!r} has no scheme; expected one of {_SCHEMES}")
+    return scheme.lower()
+
+
+def open_store(url: str) -> SyncStore:
+    """Open a blocking store from ``url`` (see the module docstring). Unknown scheme: ValueError."""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        return MemoryStore()
+    if scheme == "sqlite":
+        return SQLiteStore(_sqlite_path(url))
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisStore  # noqa: PLC0415 (redis is optional)
+
+        return RedisStore(url)
+    raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_SCHEMES}")
+
+
+def open_async_store(url: str) -> AsyncStore:
+    """Open an asyncio store from ``url`` (see the module docstring). Unknown scheme: ValueError."""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        return AsyncMemoryStore()
+    if scheme == "sqlite":
+        return AsyncSQLiteStore(_sqlite_path(url))
+    if scheme in ("redis", "rediss"):
+        from .redis import AsyncRedisStore  # noqa: PLC0415 (redis is optional)
+
+        return AsyncRedisStore(url)
+    raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_SCHEMES}")
+
+
+def __getattr__(name: str) -> object:
+    # Lazy access to the Redis classes without importing redis for memory/SQLite users.
+    if name in ("RedisStore", "AsyncRedisStore"):
+        from . import redis as redis_store  # noqa: PLC0415 (redis is optional)
+
+        return getattr(redis_store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,259 @@
+"""Shared record store on Redis, for several proxy instances behind a load balancer.
+
+Theory of operation:
+
+* A record ``(kind, key)`` is the Redis string ``prefix + kind + ":" + key`` (kinds contain no
+  ``":"``, so the mapping is one-to-one). Its value packs the version and the payload into one
+  string, ``version`` as 8 bytes big-endian followed by the value bytes, so that every operation
+  is a single command: ``get`` is ``GET``, ``take`` is ``GETDEL`` (atomic, Redis >= 6.2), ``put`` is
+  ``SET ... EX``, "insert if absent" is ``SET ... NX EX``.
+* ``compare_and_set`` on a version is a Lua script (:data:`_CAS_SCRIPT`), which Redis runs
+  atomically; it compares the 8-byte version prefix as a string, so no number parsing happens in
+  Lua.
+* TTLs are Redis's own (``EX``): Redis never returns an expired key, from any command.
+* Failures: every ``redis`` error (connection refused, timeout, ``READONLY``, ``OOM`` ...) becomes
+  :class:`StoreUnavailableError`. Sockets have connect and read timeouts, and commands are not
+  retried: a retried ``GETDEL`` or ``SET NX`` whose first attempt did run would report a miss for a
+  write that happened, so one failure is reported as one 503 instead.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from oauthproxy_core.effects import Stored
+
+from .base import StoreUnavailableError, check_cas, check_kind, check_put
+
+__all__ = ["AsyncRedisStore", "RedisStore"]
+
+_VERSION = struct.Struct(">Q")
+
+# KEYS[1]: the record; ARGV[1]: expected version (8 bytes); ARGV[2]: new packed value;
+# ARGV[3]: ttl in seconds. Returns 1 if written, 0 otherwise.
+_CAS_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, 8) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+#: Health-check an idle pooled connection (PING) before reusing it after this many seconds, so a
+#: connection dropped by a restarted server is noticed before a command is sent on it.
+_HEALTH_CHECK_INTERVAL = 30
+
+
+def _pack(version: int, value: bytes) -> bytes:
+    return _VERSION.pack(version) + value
+
+
+def _unpack(raw: Any) -> Stored | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, bytes) or len(raw) < _VERSION.size:
+        raise StoreUnavailableError("malformed record in Redis (not written by this store?)")
+    return Stored(value=raw[_VERSION.size :], version=_VERSION.unpack_from(raw)[0])
+
+
+def _client_options(socket_timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "health_check_interval": _HEALTH_CHECK_INTERVAL,
+        "decode_responses": False,
+    }
+
+
+def _unavailable(op: str, exc: Exception) -> StoreUnavailableError:
+    return StoreUnavailableError(f"Redis {op} failed: {type(exc).__name__}: {exc}")
+
+
+class RedisStore:
+    """A :class:`~oauthproxy_adapters.stores.base.SyncStore` on Redis (redis-py, pooled).
+
+    ``url`` is a redis-py URL (``redis://host:port/db``, ``rediss://`` for TLS); ``prefix``
+    namespaces every key; ``socket_timeout`` bounds connecting and every command, in seconds.
+    """
+
+    def __init__(
+        self, url: str, *, prefix: str = "oauthproxy:", socket_timeout: float = 2.0
+    ) -> None:
+        self.prefix = prefix
+        self._redis: redis.Redis = redis.Redis.from_url(url, **_client_options(socket_timeout))
+        self._cas = self._redis.register_script(_CAS_SCRIPT)
+
+    def _k(self, kind: str, key: str) -> str:
+        check_kind(kind)
+        return f"{self.prefix}{kind}:{key}"
+
+    def get(self, kind: str, key: str) -> Stored | None:
+        k = self._k(kind, key)
+        try:
+            raw = self._redis.get(k)
+        except RedisError as exc:
+            raise _unavailable("get", exc) from exc
+        return _unpack(raw)
+
+    def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
+        check_put(kind, version, ttl)
+        k = self._k(kind, key)
+        try:
+            self._redis.set(k, _pack(version, bytes(value)), ex=ttl)
+        except RedisError as exc:
+            raise _unavailable("put", exc) from exc
+
+    def take(self, kind: str, key: str) -> Stored | None:
+        k = self._k(kind, key)
+        try:
+            raw = self._redis.getdel(k)
+        except RedisError as exc:
+            raise _unavailable("take", exc) from exc
+        return _unpack(raw)
+
+    def compare_and_set(
+        self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
+    ) -> bool:
+        check_cas(kind, expected_version, ttl)
+        k = self._k(kind, key)
+        packed = _pack(expected_version + 1, bytes(value))
+        try:
+            if expected_version == 0:
+                return bool(self._redis.set(k, packed, ex=ttl, nx=True))
+            result = self._cas(keys=[k], args=[_VERSION.pack(expected_version), packed, ttl])
+        except RedisError as exc:
+            raise _unavailable("compare_and_set", exc) from exc
+        return bool(result == 1)
+
+    def delete(self, kind: str, key: str) -> None:
+        k = self._k(kind, key)
+        try:
+            self._redis.delete(k)
+        except RedisError as exc:
+            raise _unavailable("delete", exc) from exc
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # -- inspection (tests) -----------------------------------------------------------------------
+
+    def dump(self) -> list[tuple[str, str, bytes]]:
+        """Every record under the prefix as ``(kind, key, value)`` (SCAN: for tests only)."""
+        out: list[tuple[str, str, bytes]] = []
+        try:
+            for name in self._redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500):
+                stored = _unpack(self._redis.get(name))
+                if stored is not None:
+                    out.append((*_split(name, self.prefix), stored.value))
+        except RedisError as exc:
+            raise _unavailable("dump", exc) from exc
+        return sorted(out)
+
+    def clear(self) -> int:
+        """Delete every record under the prefix; returns how many were deleted (for tests)."""
+        try:
+            names = list(self._redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500))
+            return int(self._redis.delete(*names)) if names else 0
+        except RedisError as exc:
+            raise _unavailable("clear", exc) from exc
+
+
+_T = TypeVar("_T")
+
+
+class AsyncRedisStore:
+    """The asyncio twin of :class:`RedisStore` (``redis.asyncio``), with the same options."""
+
+    def __init__(
+        self, url: str, *, prefix: str = "oauthproxy:", socket_timeout: float = 2.0
+    ) -> None:
+        self.prefix = prefix
+        self._redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            url, **_client_options(socket_timeout)
+        )
+        self._cas = self._redis.register_script(_CAS_SCRIPT)
+
+    def _k(self, kind: str, key: str) -> str:
+        check_kind(kind)
+        return f"{self.prefix}{kind}:{key}"
+
+    @staticmethod
+    async def _call(op: str, fn: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await fn()
+        except RedisError as exc:
+            raise _unavailable(op, exc) from exc
+
+    async def get(self, kind: str, key: str) -> Stored | None:
+        k = self._k(kind, key)
+        return _unpack(await self._call("get", lambda: self._redis.get(k)))
+
+    async def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
+        check_put(kind, version, ttl)
+        k = self._k(kind, key)
+        packed = _pack(version, bytes(value))
+        await self._call("put", lambda: self._redis.set(k, packed, ex=ttl))
+
+    async def take(self, kind: str, key: str) -> Stored | None:
+        k = self._k(kind, key)
+        return _unpack(await self._call("take", lambda: self._redis.getdel(k)))
+
+    async def compare_and_set(
+        self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
+    ) -> bool:
+        check_cas(kind, expected_version, ttl)
+        k = self._k(kind, key)
+        packed = _pack(expected_version + 1, bytes(value))
+        if expected_version == 0:
+            written = await self._call(
+                "compare_and_set", lambda: self._redis.set(k, packed, ex=ttl, nx=True)
+            )
+            return bool(written)
+        expected = _VERSION.pack(expected_version)
+        result = await self._call(
+            "compare_and_set", lambda: self._cas(keys=[k], args=[expected, packed, ttl])
+        )
+        return bool(result == 1)
+
+    async def delete(self, kind: str, key: str) -> None:
+        k = self._k(kind, key)
+        await self._call("delete", lambda: self._redis.delete(k))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def dump(self) -> list[tuple[str, str, bytes]]:
+        """Every record under the prefix as ``(kind, key, value)`` (for tests)."""
+        out: list[tuple[str, str, bytes]] = []
+        try:
+            async for name in self._redis.scan_iter(
+                match=_glob_escape(self.prefix) + "*", count=500
+            ):
+                stored = _unpack(await self._redis.get(name))
+                if stored is not None:
+                    out.append((*_split(name, self.prefix), stored.value))
+        except RedisError as exc:
+            raise _unavailable("dump", exc) from exc
+        return sorted(out)
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis MATCH glob metacharacters so a prefix matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\^" else c for c in text)
+
+
+def _split(name: bytes | str, prefix: str) -> tuple[str, str]:
+    text = name.decode() if isinstance(name, bytes) else name
+    kind, _, key = text[len(prefix) :].partition(":")
+    return kind, key

@@ -1,0 +1,426 @@
+"""Embedded record store: one SQLite file in WAL mode, the default for a single proxy host.
+
+Theory of operation:
+
+* One connection per thread (``threading.local``), all in autocommit mode
+  (``isolation_level=None``), so that every store operation is a single SQL statement and therefore
+  its own transaction. SQLite's file locking serialises writers across threads *and* processes on
+  one machine; ``busy_timeout`` makes a writer wait for the lock instead of failing at once.
+* Atomicity comes from single statements, never from read-then-write in Python:
+  ``take`` is ``DELETE ... RETURNING`` (SQLite >= 3.35; older libraries fall back to
+  ``BEGIN IMMEDIATE`` + ``SELECT`` + ``DELETE``), ``compare_and_set`` is one ``UPDATE ... WHERE
+  version = ?`` or, for "only if absent", one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` the
+  existing row has expired.
+* Expiry: every statement compares ``expires_at`` with the clock, so an expired row is never
+  returned, taken or compared against (SECURITY.md 27). Expired rows are deleted incrementally:
+  every :data:`PURGE_EVERY` writes, at most :data:`PURGE_BATCH` of them.
+* Schema: a ``meta`` table holds ``schema_version``; :data:`MIGRATIONS` lists one function per
+  version step, applied in order inside ``BEGIN IMMEDIATE`` so that two processes opening a new file
+  at once do not both migrate it.
+* The file and its directory are created private (0o600 / 0o700): the store holds hashes and
+  encrypted blobs only (SECURITY.md 24), but there is no reason to let other users read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from oauthproxy_core.effects import Stored
+
+from .base import StoreUnavailableError, check_cas, check_kind, check_put
+
+__all__ = [
+    "MIGRATIONS",
+    "PURGE_BATCH",
+    "PURGE_EVERY",
+    "SCHEMA_VERSION",
+    "AsyncSQLiteStore",
+    "SQLiteStore",
+    "default_sqlite_path",
+]
+
+#: Environment variable naming the directory that holds ``state.db``.
+DATA_DIR_ENV = "OAUTHPROXY_DATA_DIR"
+
+#: Expired rows are purged once every this many writes ...
+PURGE_EVERY = 100
+#: ... at most this many at a time (bounds the latency one write pays for expiry).
+PURGE_BATCH = 100
+
+#: How long a statement waits for another connection's write lock before failing (milliseconds).
+BUSY_TIMEOUT_MS = 5_000
+
+# DELETE ... RETURNING appeared in SQLite 3.35.0.
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def default_sqlite_path() -> str:
+    """``$OAUTHPROXY_DATA_DIR/state.db`` if the variable is set, else ``./.oauthproxy/state.db``.
+
+    The result is absolute (resolved against the current directory now), so that a later ``chdir``
+    does not move the store.
+    """
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        return os.path.abspath(os.path.join(data_dir, "state.db"))
+    return os.path.abspath(os.path.join(".oauthproxy", "state.db"))
+
+
+# -- schema ----------------------------------------------------------------------------------------
+
+
+def _migrate_to_v1(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS records ("
+        " kind TEXT NOT NULL,"
+        " key TEXT NOT NULL,"
+        " value BLOB NOT NULL,"
+        " version INTEGER NOT NULL,"
+        " expires_at REAL NOT NULL,"
+        " PRIMARY KEY (kind, key)"
+        ") WITHOUT ROWID"
+    )
+    # The incremental purge looks rows up by expiry.
+    db.execute("CREATE INDEX IF NOT EXISTS records_expires_at ON records (expires_at)")
+
+
+#: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``. A v2 schema is one
+#: function appended here; it runs inside the migration transaction and must not commit.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_v1]
+
+#: The schema version this code reads and writes.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    try:
+        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
+    return 0 if row is None else int(row[0])
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    if _schema_version(db) == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID")
+        current = _schema_version(db)  # again, now that we hold the write lock
+        if current > SCHEMA_VERSION:
+            raise StoreUnavailableError(
+                f"database schema version {current} is newer than this oauthproxy supports "
+                f"({SCHEMA_VERSION}); upgrade oauthproxy"
+            )
+        for step in MIGRATIONS[current:]:
+            step(db)
+        db.execute(
+            "INSERT INTO meta (name, value) VALUES ('schema_version', ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (SCHEMA_VERSION,),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+# -- the store -------------------------------------------------------------------------------------
+
+
+class _Connection:
+    """Holds one thread's connection; weakly referenced by the store so ``close`` can reach it."""
+
+    __slots__ = ("__weakref__", "db")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+
+_SQL_GET = "SELECT value, version FROM records WHERE kind = ? AND key = ? AND expires_at > ?"
+_SQL_PUT = (
+    "INSERT INTO records (kind, key, value, version, expires_at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (kind, key) DO UPDATE SET"
+    " value = excluded.value, version = excluded.version, expires_at = excluded.expires_at"
+)
+_SQL_TAKE = (
+    "DELETE FROM records WHERE kind = ? AND key = ? AND expires_at > ? RETURNING value, version"
+)
+_SQL_CAS = (
+    "UPDATE records SET value = ?, version = ?, expires_at = ?"
+    " WHERE kind = ? AND key = ? AND version = ? AND expires_at > ?"
+)
+# "Only if absent": an expired row counts as absent, so the conflicting row is overwritten only
+# when it has expired (the upsert's WHERE); otherwise nothing changes and rowcount is 0.
+_SQL_INSERT = (
+    "INSERT INTO records (kind, key, value, version, expires_at) VALUES (?, ?, ?, 1, ?)"
+    " ON CONFLICT (kind, key) DO UPDATE SET"
+    " value = excluded.value, version = 1, expires_at = excluded.expires_at"
+    " WHERE records.expires_at <= ?"
+)
+_SQL_DELETE = "DELETE FROM records WHERE kind = ? AND key = ?"
+_SQL_PURGE = (
+    "DELETE FROM records WHERE (kind, key) IN"
+    " (SELECT kind, key FROM records WHERE expires_at <= ? LIMIT ?)"
+)
+
+
+class SQLiteStore:
+    """A :class:`~oauthproxy_adapters.stores.base.SyncStore` in one SQLite file.
+
+    Safe to share between threads (one connection each) and between processes on one machine
+    (SQLite's locking). ``clock`` returns the current time in seconds (injectable for tests).
+    """
+
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
+        if not path or path == ":memory:" or path.startswith("file:"):
+            # A per-thread connection to ":memory:" would give every thread its own database.
+            raise ValueError(
+                f"SQLiteStore needs a file path, got {path!r}"
+                " (use memory:// for an in-memory store)"
+            )
+        self.path = os.path.abspath(path)
+        self._clock = clock
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        self._writes = 0
+        self._use_returning = _HAS_RETURNING
+        try:
+            _create_private_file(self.path)
+            db = self._db()
+            # WAL is a property of the file: set once, every later connection inherits it.
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailableError(f"cannot put {self.path} in WAL mode (got {mode!r})")
+            _migrate(db)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot create SQLite store {self.path}: {exc}") from exc
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        holder: _Connection | None = getattr(self._local, "conn", None)
+        if holder is not None:
+            return holder.db
+        if self._closed:
+            raise StoreUnavailableError(f"SQLite store {self.path} is closed")
+        db = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,  # used by its own thread only, but closed by close()
+        )
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # FULL: a commit is on disk before the call returns, so a power cut cannot roll a consumed
+        # code or a rotated refresh token back to its usable state (SECURITY.md 27).
+        db.execute("PRAGMA synchronous = FULL")
+        holder = _Connection(db)
+        self._local.conn = holder
+        with self._connections_lock:
+            self._connections.add(holder)
+        return db
+
+    def _after_write(self, db: sqlite3.Connection, now: float) -> None:
+        # A racy counter is fine: it only paces the purge.
+        self._writes += 1
+        if self._writes % PURGE_EVERY == 0:
+            db.execute(_SQL_PURGE, (now, PURGE_BATCH))
+
+    # -- the store contract -----------------------------------------------------------------------
+
+    def get(self, kind: str, key: str) -> Stored | None:
+        check_kind(kind)
+        try:
+            row = self._db().execute(_SQL_GET, (kind, key, self._clock())).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite get failed: {exc}") from exc
+        return None if row is None else Stored(value=bytes(row[0]), version=row[1])
+
+    def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
+        check_put(kind, version, ttl)
+        try:
+            db = self._db()
+            now = self._clock()
+            db.execute(_SQL_PUT, (kind, key, bytes(value), version, now + ttl))
+            self._after_write(db, now)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite put failed: {exc}") from exc
+
+    def take(self, kind: str, key: str) -> Stored | None:
+        check_kind(kind)
+        try:
+            db = self._db()
+            now = self._clock()
+            if self._use_returning:
+                # fetchall steps the statement to completion, which ends its implicit transaction.
+                rows = db.execute(_SQL_TAKE, (kind, key, now)).fetchall()
+            else:
+                rows = self._take_without_returning(db, kind, key, now)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite take failed: {exc}") from exc
+        if not rows:
+            return None
+        return Stored(value=bytes(rows[0][0]), version=rows[0][1])
+
+    @staticmethod
+    def _take_without_returning(
+        db: sqlite3.Connection, kind: str, key: str, now: float
+    ) -> list[Any]:
+        # BEGIN IMMEDIATE takes the write lock before the read, so no other connection can take
+        # the same row between our SELECT and DELETE.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(_SQL_GET, (kind, key, now)).fetchall()
+            if rows:
+                db.execute(_SQL_DELETE, (kind, key))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return rows
+
+    def compare_and_set(
+        self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
+    ) -> bool:
+        check_cas(kind, expected_version, ttl)
+        try:
+            db = self._db()
+            now = self._clock()
+            if expected_version == 0:
+                cur = db.execute(_SQL_INSERT, (kind, key, bytes(value), now + ttl, now))
+            else:
+                cur = db.execute(
+                    _SQL_CAS,
+                    (
+                        bytes(value),
+                        expected_version + 1,
+                        now + ttl,
+                        kind,
+                        key,
+                        expected_version,
+                        now,
+                    ),
+                )
+            written = cur.rowcount == 1
+            if written:
+                self._after_write(db, now)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite compare_and_set failed: {exc}") from exc
+        return written
+
+    def delete(self, kind: str, key: str) -> None:
+        check_kind(kind)
+        try:
+            self._db().execute(_SQL_DELETE, (kind, key))
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite delete failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise :class:`StoreUnavailableError`."""
+        self._closed = True
+        with self._connections_lock:
+            holders = list(self._connections)
+            self._connections.clear()
+        for holder in holders:
+            holder.db.close()
+        self._local = threading.local()
+
+    # -- inspection (tests, operators) ------------------------------------------------------------
+
+    def dump(self) -> list[tuple[str, str, bytes]]:
+        """Every live record as ``(kind, key, value)``: what an attacker reading the file sees."""
+        try:
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT kind, key, value FROM records WHERE expires_at > ? ORDER BY kind, key",
+                    (self._clock(),),
+                )
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite dump failed: {exc}") from exc
+        return [(str(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the file's ``meta`` table."""
+        return _schema_version(self._db())
+
+    def journal_mode(self) -> str:
+        """The file's journal mode (``"wal"``)."""
+        return str(self._db().execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def _create_private_file(path: str) -> None:
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    if not os.path.exists(path):
+        # SQLite creates its -wal and -shm files with the database file's permissions.
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+_T = TypeVar("_T")
+
+
+class AsyncSQLiteStore:
+    """The asyncio face of :class:`SQLiteStore`: each call runs on a small private thread pool.
+
+    The pool is private (not the loop's default executor) so that a burst of store calls cannot
+    starve other ``to_thread`` users, and so that the number of SQLite connections stays bounded.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_threads: int = 4,
+    ) -> None:
+        self.sync = SQLiteStore(path, clock=clock)
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_threads, thread_name_prefix="oauthproxy-sqlite"
+        )
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def get(self, kind: str, key: str) -> Stored | None:
+        return await self._run(self.sync.get, kind, key)
+
+    async def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
+        await self._run(self.sync.put, kind, key, value, version, ttl)
+
+    async def take(self, kind: str, key: str) -> Stored | None:
+        return await self._run(self.sync.take, kind, key)
+
+    async def compare_and_set(
+        self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
+    ) -> bool:
+        return await self._run(self.sync.compare_and_set, kind, key, expected_version, value, ttl)
+
+    async def delete(self, kind: str, key: str) -> None:
+        await self._run(self.sync.delete, kind, key)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        self.sync.close()
+
+    def dump(self) -> list[tuple[str, str, bytes]]:
+        return self.sync.dump()

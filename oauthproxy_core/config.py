@@ -1,0 +1,103 @@
+"""The proxy's configuration as one validated, immutable record, and the per-request context.
+
+``ProxyConfig`` holds policy (issuer, protected resource, scopes, lifetimes, bounds) and the upstream
+profile. ``Context`` adds what changes per request and must not come from globals in a sans-IO core:
+the clock reading, the random source and the key material (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import attrs
+
+from .crypto import RandomSource
+from .keys import Keyring
+from .resources import canonical_resource
+from .upstream import UpstreamProfile
+
+
+def _tuple(v: Iterable[str]) -> tuple[str, ...]:
+    return tuple(v)
+
+
+def _check_issuer(_inst: object, _a: attrs.Attribute[str], value: str) -> None:
+    # RFC 8414 §2: "https" URL with no query or fragment. INTEROP.md: byte-identical everywhere, so
+    # no trailing slash. http is allowed on loopback for development and tests.
+    parts = urlsplit(value)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError("issuer must be https (http only on loopback)")
+    if parts.query or parts.fragment or value.endswith("/") or not parts.hostname:
+        raise ValueError("issuer must have a host, no query, fragment or trailing slash")
+
+
+@attrs.frozen(kw_only=True)
+class Lifetimes:
+    """Seconds. Defaults follow OAuth 2.1 §4.1.2 (codes short-lived; at most 10 minutes here)."""
+
+    transaction: int = 600
+    code: int = attrs.field(default=120)
+    access_token: int = 3600
+    refresh_token: int = 30 * 24 * 3600
+    refresh_grace: int = 30
+    consent_memory: int = 30 * 24 * 3600
+    browser_cookie: int = 30 * 24 * 3600
+    #: A registered client is forgotten this long after registration (SECURITY.md 28).
+    client: int = 90 * 24 * 3600
+
+    @code.validator
+    def _code_bounded(self, _a: attrs.Attribute[int], value: int) -> None:
+        if not 1 <= value <= 600:  # SECURITY.md 9
+            raise ValueError("code lifetime must be between 1 and 600 seconds")
+
+
+@attrs.frozen(kw_only=True)
+class ProxyConfig:
+    issuer: str = attrs.field(validator=_check_issuer)
+    #: Path of the protected MCP endpoint; the resource is ``issuer + mcp_path``.
+    mcp_path: str = "/mcp"
+    upstream: UpstreamProfile
+    scopes_supported: tuple[str, ...] = attrs.field(converter=_tuple, default=("mcp",))
+    default_scopes: tuple[str, ...] = attrs.field(converter=_tuple, default=("mcp",))
+    consent_mode: str = attrs.field(
+        default="always", validator=attrs.validators.in_(("always", "remember"))
+    )
+    lifetimes: Lifetimes = attrs.field(factory=Lifetimes)
+    callback_path: str = "/auth/callback"
+    service_name: str = "MCP server"
+    #: Allow the RFC 8252 §7.3 port tolerance for ``localhost`` as well as loopback IP literals.
+    allow_localhost_port: bool = True
+    #: Registration and pending-transaction bounds (SECURITY.md 28).
+    max_pending_per_client: int = 64
+    resource: str = attrs.field(init=False)
+    secure_cookies: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            not self.mcp_path.startswith("/")
+            or (self.mcp_path.endswith("/")
+            and self.mcp_path != "/")
+        ):
+            raise ValueError("mcp_path must start with '/' and not end with '/'")
+        object.__setattr__(self, "resource", canonical_resource(self.issuer + self.mcp_path))
+        object.__setattr__(self, "secure_cookies", self.issuer.startswith("https://"))
+        if not set(self.default_scopes) <= set(self.scopes_supported):
+            raise ValueError("default_scopes must be a subset of scopes_supported")
+
+    @property
+    def callback_url(self) -> str:
+        return self.issuer + self.callback_path
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/token"
+
+
+@attrs.frozen(kw_only=True)
+class Context:
+    config: ProxyConfig
+    keys: Keyring
+    now: int
+    random: RandomSource = attrs.field(repr=False)

@@ -1,0 +1,28 @@
+"""Cookies the proxy sets on the user's browser, and how they are named.
+
+SECURITY.md 17: on https the cookies are ``__Host-`` prefixed, ``Secure``, ``HttpOnly``,
+``SameSite=Lax``, ``Path=/`` (RFC 6265bis §4.1.3.2: the prefix pins them to this host); on plain http
+loopback (development) the prefix and ``Secure`` are dropped because browsers refuse them there.
+"""
+
+from __future__ import annotations
+
+BROWSER = "oauthproxy_browser"
+CSRF = "oauthproxy_csrf"
+
+
+def cookie_name(base: str, secure: bool) -> str:
+    return f"__Host-{base}" if secure else base
+
+
+def set_cookie(base: str, value: str, *, secure: bool, max_age: int) -> tuple[str, str]:
+    parts = [
+        f"{cookie_name(base, secure)}={value}",
+        "Path=/",
+        f"Max-Age={max_age}",
+        "HttpOnly",
+        "SameSite=Lax",
+    ]
+    if secure:
+        parts.append("Secure")
+    return ("Set-Cookie", "; ".join(parts))

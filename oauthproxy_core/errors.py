@@ -1,0 +1,172 @@
+"""Typed OAuth errors: one class per error code, each knowing its HTTP status.
+
+Error codes come from RFC 6749 §4.1.2.1 and §5.2 (as carried into OAuth 2.1 §4.1.2.1 and §3.2.4),
+RFC 7591 §3.2.2 (registration), RFC 8707 §2 (``invalid_target``), RFC 6750 §3.1 (bearer challenges)
+and RFC 7009 §2.2.1 (``unsupported_token_type``).
+
+Like wsproto's ``RemoteProtocolError.event_hint``, an error carries what the caller must send: its
+code, its status and whether it may travel to the client's redirect URI. Whether it *does* is decided by
+the handler, which only redirects once the client and its redirect URI are validated (SECURITY.md 2).
+Descriptions are ours and never contain secrets or upstream error text.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OAuthError(Exception):
+    """Base of every error a handler may raise. Anything else escaping a handler is a bug."""
+
+    error: ClassVar[str] = "server_error"
+    status: ClassVar[int] = 400
+    #: May be delivered to a validated redirect URI as ``?error=...`` (RFC 6749 §4.1.2.1).
+    redirectable: ClassVar[bool] = True
+
+    def __init__(self, description: str = "", *, retry_after: int | None = None) -> None:
+        super().__init__(description or self.error)
+        self.description = description
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.description!r})"
+
+
+class InvalidRequestError(OAuthError):
+    error = "invalid_request"
+
+
+class InvalidClientError(OAuthError):
+    """RFC 6749 §5.2: client authentication failed. 401 so clients re-register (INTEROP.md)."""
+
+    error = "invalid_client"
+    status = 401
+    redirectable = False
+
+
+class InvalidGrantError(OAuthError):
+    error = "invalid_grant"
+    redirectable = False
+
+
+class UnauthorizedClientError(OAuthError):
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantTypeError(OAuthError):
+    error = "unsupported_grant_type"
+    redirectable = False
+
+
+class UnsupportedResponseTypeError(OAuthError):
+    error = "unsupported_response_type"
+
+
+class InvalidScopeError(OAuthError):
+    error = "invalid_scope"
+
+
+class InvalidTargetError(OAuthError):
+    """RFC 8707 §2: the requested resource is invalid, unknown or malformed."""
+
+    error = "invalid_target"
+
+
+class AccessDeniedError(OAuthError):
+    error = "access_denied"
+    status = 403
+
+
+class ServerError(OAuthError):
+    error = "server_error"
+    status = 500
+
+
+class TemporarilyUnavailableError(OAuthError):
+    """Upstream or store outage: a transient condition; nothing was revoked (RFC 6749 §4.1.2.1)."""
+
+    error = "temporarily_unavailable"
+    status = 503
+
+
+class InvalidRedirectUriError(OAuthError):
+    """RFC 7591 §3.2.2 at registration; at authorize it is rendered as a page, never redirected."""
+
+    error = "invalid_redirect_uri"
+    redirectable = False
+
+
+class InvalidClientMetadataError(OAuthError):
+    error = "invalid_client_metadata"
+    redirectable = False
+
+
+class UnsupportedTokenTypeError(OAuthError):
+    error = "unsupported_token_type"
+    redirectable = False
+
+
+class InvalidTokenError(OAuthError):
+    """RFC 6750 §3.1: the access token is expired, revoked, malformed or for another audience."""
+
+    error = "invalid_token"
+    status = 401
+    redirectable = False
+
+
+class InsufficientScopeError(OAuthError):
+    error = "insufficient_scope"
+    status = 403
+    redirectable = False
+
+
+class TooManyRequestsError(OAuthError):
+    """A bound on an unauthenticated endpoint was reached (SECURITY.md 28)."""
+
+    error = "too_many_requests"
+    status = 429
+    redirectable = False
+
+
+class NotFoundError(OAuthError):
+    """No endpoint at this path. Rendered as a plain 404."""
+
+    error = "not_found"
+    status = 404
+    redirectable = False
+
+
+class MethodNotAllowedError(OAuthError):
+    error = "method_not_allowed"
+    status = 405
+    redirectable = False
+
+
+class PayloadTooLargeError(OAuthError):
+    error = "invalid_request"
+    status = 413
+    redirectable = False
+
+
+ALL_ERRORS: tuple[type[OAuthError], ...] = (
+    InvalidRequestError,
+    InvalidClientError,
+    InvalidGrantError,
+    UnauthorizedClientError,
+    UnsupportedGrantTypeError,
+    UnsupportedResponseTypeError,
+    InvalidScopeError,
+    InvalidTargetError,
+    AccessDeniedError,
+    ServerError,
+    TemporarilyUnavailableError,
+    InvalidRedirectUriError,
+    InvalidClientMetadataError,
+    UnsupportedTokenTypeError,
+    InvalidTokenError,
+    InsufficientScopeError,
+    TooManyRequestsError,
+    NotFoundError,
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+)

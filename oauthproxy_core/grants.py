@@ -1,0 +1,95 @@
+"""Refresh-token families: minting, rotation with an idempotent grace window, reuse detection and
+revocation (OAuth 2.1 §4.3, RFC 9700 §4.14.2, SECURITY.md 19-21).
+
+A refresh token is ``<grant id>.<secret>``; the store keeps only the secret's digest in the grant.
+Rotation is a compare-and-set on the grant's version, so of two concurrent refreshes of the same token
+one rotates and the other finds it in ``previous_hash`` and, inside the grace window, receives the very
+same response (sealed in the grant). Outside the window, or for an older generation, presenting the
+token is reuse: the whole family is revoked. Revocation writes a marker keyed by grant id that the
+bearer verifier consults, so every access token of the family dies with it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Generator
+from typing import Any
+
+import attrs
+
+from . import persistence
+from .config import Context
+from .crypto import digest, new_secret, seal
+from .records import Grant
+from .tokens import mint_access_token
+
+REVOKED = "revoked"
+RETIRED_KEEP = 32
+_REFRESH_RE = re.compile(r"([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
+
+
+def split_refresh_token(token: str) -> tuple[str, str] | None:
+    m = _REFRESH_RE.fullmatch(token)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def token_response(
+    ctx: Context, grant: Grant, scopes: tuple[str, ...], refresh_token: str | None
+) -> dict[str, Any]:
+    access, expires_in = mint_access_token(
+        ctx,
+        subject=grant.subject,
+        client_id=grant.client_id,
+        scopes=scopes,
+        resource=grant.resource,
+        grant_id=grant.id,
+        jti=new_secret(ctx.random, 16),
+        claims=grant.claims,
+    )
+    body: dict[str, Any] = {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": " ".join(scopes),
+    }
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    return body
+
+
+def new_refresh_secret(ctx: Context, grant_id: str) -> tuple[str, str]:
+    secret = new_secret(ctx.random, 32)
+    return f"{grant_id}.{secret}", digest(secret)
+
+
+def rotated(
+    ctx: Context, grant: Grant, presented_hash: str, response: dict[str, Any], new_hash: str
+) -> Grant:
+    retired = grant.retired_hashes
+    if grant.previous_hash:
+        retired = ((grant.previous_hash, *retired))[:RETIRED_KEEP]
+    return attrs.evolve(
+        grant,
+        generation=grant.generation + 1,
+        refresh_hash=new_hash,
+        previous_hash=presented_hash,
+        grace_until=ctx.now + ctx.config.lifetimes.refresh_grace,
+        previous_response_sealed=seal(
+            ctx.keys, ctx.random, json.dumps(response).encode(), "refresh|" + grant.id
+        ),
+        retired_hashes=retired,
+        expires_at=ctx.now + ctx.config.lifetimes.refresh_token,
+    )
+
+
+def revoke_grant(ctx: Context, grant_id: str) -> Generator[Any, Any, None]:
+    lifetimes = ctx.config.lifetimes
+    ttl = max(lifetimes.refresh_token, lifetimes.access_token) + 60
+    yield from persistence.put_raw(REVOKED, grant_id, b"1", ttl)
+    yield from persistence.delete("grant", grant_id)
+
+
+def is_revoked(grant_id: str) -> Generator[Any, Any, bool]:
+    marker = yield from persistence.get_raw(REVOKED, grant_id)
+    return marker is not None

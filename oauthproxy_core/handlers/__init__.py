@@ -1,0 +1,1 @@
+"""One generator per endpoint of the authorization server (ARCHITECTURE.md)."""

@@ -1,0 +1,120 @@
+"""The authorization endpoint, OAuth 2.1 §4.1.1 (RFC 6749 §4.1.1 with RFC 7636 §4.3, RFC 8707 §2).
+
+Order matters (SECURITY.md 2; Authlib CVE-2026-41479 redirected before looking up the client): first
+the client, then the redirect URI, both answered with a rendered page when wrong; only then may an error
+travel to the redirect URI. A valid request creates a transaction in ``pkce_bound`` and sends the
+browser to the proxy's consent page; the upstream provider is not contacted yet (SECURITY.md 11).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import attrs
+
+from .. import persistence
+from ..config import Context
+from ..crypto import new_secret
+from ..errors import (
+    InvalidRequestError,
+    OAuthError,
+    ServerError,
+    UnauthorizedClientError,
+    UnsupportedResponseTypeError,
+)
+from ..http import Request, Response, form_body, parse_params
+from ..pages import error_page
+from ..pkce import validate_code_challenge
+from ..records import Client, Transaction
+from ..redirect_uris import is_acceptable_redirect_uri, match_redirect_uri
+from ..redirects import error_redirect
+from ..resources import select_resource
+from ..scopes import parse_scope, resolve_scopes
+from ..states import EventData, TxEvent, TxState, advance
+from .consent import remembered_consent, start_upstream
+
+
+def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    params = parse_params(req.query) if req.method == "GET" else form_body(req)
+
+    # 1. The client (rendered page on failure).
+    client_id = params.get("client_id")
+    if not client_id:
+        return error_page(400, "invalid_request", "The request names no client.")
+    client = yield from persistence.load("client", client_id, Client)
+    if client is None:
+        return error_page(400, "invalid_client", "This application is not registered.")
+
+    # 2. The redirect URI (rendered page on failure).
+    requested = params.get("redirect_uri")
+    if requested is None:
+        if len(client.redirect_uris) != 1:
+            return error_page(400, "invalid_request", "The request must name a redirect URI.")
+        redirect_uri, sent = client.redirect_uris[0], False
+    else:
+        matched = match_redirect_uri(
+            client.redirect_uris, requested, allow_localhost_port=ctx.config.allow_localhost_port
+        )
+        if matched is None:
+            return error_page(400, "invalid_request", "The redirect URI is not registered.")
+        redirect_uri, sent = requested, True
+    if not is_acceptable_redirect_uri(redirect_uri):
+        return error_page(400, "invalid_request", "The redirect URI is not acceptable.")
+
+    # 3. Everything else may be reported to the validated redirect URI.
+    client_state = params.get("state")
+    try:
+        tx = _new_transaction(params, client, redirect_uri, sent, ctx)
+    except OAuthError as err:
+        return error_redirect(
+            redirect_uri, err, client_state=client_state, issuer=ctx.config.issuer
+        )
+
+    ttl = tx.expires_at - ctx.now
+    if not (yield from persistence.create("tx", tx.id, tx, ttl)):
+        raise ServerError("could not allocate a transaction")
+
+    remembered = yield from remembered_consent(req, ctx, tx)
+    if remembered:
+        return (yield from start_upstream(req, ctx, tx))
+    location = f"{ctx.config.issuer}/consent?txn={tx.id}"
+    return Response(status=302, headers=(("Location", location), ("Cache-Control", "no-store")))
+
+
+def _new_transaction(
+    params: dict[str, str], client: Client, redirect_uri: str, sent: bool, ctx: Context
+) -> Transaction:
+    if params.get("response_type") != "code":
+        raise UnsupportedResponseTypeError("response_type must be code")
+    if "authorization_code" not in client.grant_types:
+        raise UnauthorizedClientError("client may not use the authorization code grant")
+    if "request" in params or "request_uri" in params:
+        raise InvalidRequestError("request objects are not supported")
+    challenge = validate_code_challenge(
+        params.get("code_challenge"), params.get("code_challenge_method")
+    )
+    scopes = resolve_scopes(
+        parse_scope(params.get("scope")),
+        supported=ctx.config.scopes_supported,
+        default=ctx.config.default_scopes,
+        client_allowed=client.scope or None,
+    )
+    resource = select_resource(params.get("resource"), (ctx.config.resource,))
+    tx = Transaction(
+        id=new_secret(ctx.random, 16),
+        state=TxState.registered.value,
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        redirect_uri_sent=sent,
+        client_state=params.get("state"),
+        code_challenge=challenge,
+        scopes=scopes,
+        resource=resource,
+        created_at=ctx.now,
+        expires_at=ctx.now + ctx.config.lifetimes.transaction,
+    )
+    target = advance(tx, TxEvent.challenge_bound, EventData(now=ctx.now))
+    if target is not TxState.pkce_bound:
+        raise InvalidRequestError("code_challenge rejected")
+    return attrs.evolve(tx, state=target.value)

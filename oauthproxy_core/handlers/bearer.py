@@ -1,0 +1,100 @@
+"""Bearer-token verification for the protected MCP resource (RFC 6750 §2.1, §3; RFC 9728 §5.1; MCP
+authorization spec, "Authorization Server Discovery" and "Token Handling").
+
+A pure function of (token, keys, clock) plus one revocation look-up. It returns either a ``Principal``
+or the exact challenge to send: 401 with ``resource_metadata`` and ``scope`` (and
+``error="invalid_token"`` when a token was presented), or 403 ``insufficient_scope``. INTEROP.md: the
+TypeScript client parses only a header starting with ``Bearer ``, so there is exactly one challenge.
+Tokens for another audience and upstream tokens never verify (SECURITY.md 18, no passthrough).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import attrs
+
+from .. import grants
+from ..config import Context
+from ..errors import InvalidTokenError
+from ..http import Response, json_response
+from ..tokens import AccessClaims, verify_access_token
+
+
+@attrs.frozen(kw_only=True)
+class Principal:
+    """Who is calling: the proxy's subject (``<provider>:<upstream id>``), client and scopes."""
+
+    subject: str
+    client_id: str
+    scopes: tuple[str, ...]
+    resource: str
+    grant_id: str
+    expires_at: int
+    claims: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Challenge:
+    """The response to send instead of serving the request."""
+
+    status: int
+    www_authenticate: str
+    error: str | None = None
+
+    def response(self) -> Response:
+        body = {
+            "error": self.error or "invalid_token",
+            "error_description": "authorization required",
+        }
+        return json_response(
+            self.status, body, extra_headers=(("WWW-Authenticate", self.www_authenticate),)
+        )
+
+
+def prm_url(ctx: Context) -> str:
+    return f"{ctx.config.issuer}/.well-known/oauth-protected-resource{ctx.config.mcp_path}"
+
+
+def challenge(ctx: Context, *, status: int, error: str | None, scopes: Sequence[str]) -> Challenge:
+    parts = [f'resource_metadata="{prm_url(ctx)}"']
+    scope = " ".join(scopes) or " ".join(ctx.config.default_scopes)
+    if scope:
+        parts.append(f'scope="{scope}"')
+    if error:
+        parts.append(f'error="{error}"')
+    return Challenge(status=status, www_authenticate="Bearer " + ", ".join(parts), error=error)
+
+
+def principal_of(claims: AccessClaims) -> Principal:
+    return Principal(
+        subject=claims.subject,
+        client_id=claims.client_id,
+        scopes=claims.scopes,
+        resource=claims.resource,
+        grant_id=claims.grant_id,
+        expires_at=claims.expires_at,
+        claims=claims.claims,
+    )
+
+
+def verify_bearer(
+    authorization: str | None, ctx: Context, required_scopes: Sequence[str] = ()
+) -> Generator[Any, Any, Principal | Challenge]:
+    if not authorization:
+        return challenge(ctx, status=401, error=None, scopes=required_scopes)
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
+    try:
+        claims = verify_access_token(ctx, token, audience=ctx.config.resource)
+    except InvalidTokenError:
+        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
+    if (yield from grants.is_revoked(claims.grant_id)):
+        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
+    missing = [s for s in required_scopes if s not in claims.scopes]
+    if missing:
+        return challenge(ctx, status=403, error="insufficient_scope", scopes=required_scopes)
+    return principal_of(claims)

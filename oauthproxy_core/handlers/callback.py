@@ -1,0 +1,169 @@
+"""The upstream provider's redirect back to the proxy (the fixed ``<issuer>/auth/callback``).
+
+RFC 6749 §4.1.2 from the proxy's side as a client, with RFC 9207 §2.4 (``iss`` checked against the
+upstream's issuer, SECURITY.md 14), RFC 7636 (the proxy's own verifier, SECURITY.md 7) and the
+browser binding of SECURITY.md 12 and 13: the upstream ``state`` is taken atomically from the store
+(a second callback finds nothing), and the transaction advances only when the cookie set at consent is
+presented by this browser. Only then is the upstream code redeemed and the proxy's own code issued.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import attrs
+
+from .. import persistence
+from ..config import Context
+from ..crypto import UnsealError, digest, new_secret, seal, unseal
+from ..effects import HttpCall
+from ..errors import AccessDeniedError, OAuthError, ServerError, TemporarilyUnavailableError
+from ..http import Request, Response, parse_params
+from ..pages import error_page
+from ..records import Transaction
+from ..redirects import authorization_redirect, error_redirect
+from ..states import EventData, TxEvent, TxState, advance
+from ..upstream import (
+    UpstreamError,
+    UpstreamTokens,
+    UpstreamUnavailableError,
+    build_token_request,
+    build_userinfo_request,
+    check_callback_issuer,
+    parse_identity,
+    parse_token_response,
+)
+from .consent import browser_id
+
+_UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
+
+
+def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    params = parse_params(req.query)
+    upstream_state = params.get("state")
+    if not upstream_state:
+        return error_page(400, "invalid_request", _UNKNOWN)
+    txn = yield from persistence.take_raw("ustate", digest(upstream_state))
+    if txn is None:
+        return error_page(400, "invalid_request", _UNKNOWN)
+    tx = yield from persistence.load("tx", txn.decode(), Transaction)
+    if tx is None or tx.upstream_state_hash != digest(upstream_state):
+        return error_page(400, "invalid_request", _UNKNOWN)
+    browser = browser_id(req, ctx)
+    data = EventData(now=ctx.now, browser_hash=digest(browser) if browser else None)
+
+    if "error" in params:
+        target = advance(tx, TxEvent.upstream_denied, data)
+        updated = yield from _move(tx, target, ctx)
+        if updated is None or target is not TxState.denied:
+            return error_page(400, "access_denied", _UNKNOWN)
+        # Upstream error text is never relayed (it is not ours to vouch for).
+        err: OAuthError = (
+            AccessDeniedError("the user or the identity provider denied the request")
+            if params["error"] == "access_denied"
+            else TemporarilyUnavailableError("the identity provider could not complete sign-in")
+        )
+        return error_redirect(
+            tx.redirect_uri, err, client_state=tx.client_state, issuer=ctx.config.issuer
+        )
+
+    # Check the browser before the upstream code is redeemed: a callback from another browser must
+    # not cause any upstream traffic, let alone a code (SECURITY.md 13).
+    if advance(tx, TxEvent.upstream_returned, data) is not TxState.code_issued:
+        yield from _move(tx, TxState.failed, ctx)
+        return error_page(400, "access_denied", "This sign-in was started in another browser.")
+    try:
+        check_callback_issuer(ctx.config.upstream, params.get("iss"))
+        code = params.get("code")
+        if not code:
+            raise ServerError("the identity provider returned no code")
+        tokens, subject, claims = yield from _redeem_upstream(ctx, tx, code)
+    except OAuthError as exc:
+        target = advance(tx, TxEvent.upstream_failed, data)
+        yield from _move(tx, target, ctx)
+        client_err: OAuthError = (
+            TemporarilyUnavailableError("the identity provider is unavailable")
+            if isinstance(exc, UpstreamUnavailableError)
+            else AccessDeniedError("sign-in with the identity provider failed")
+        )
+        return error_redirect(
+            tx.redirect_uri, client_err, client_state=tx.client_state, issuer=ctx.config.issuer
+        )
+
+    code_value = new_secret(ctx.random, 32)
+    grant_id = new_secret(ctx.random, 16)
+    lifetimes = ctx.config.lifetimes
+    issued = attrs.evolve(
+        tx,
+        state=TxState.code_issued.value,
+        code_hash=digest(code_value),
+        code_expires_at=ctx.now + lifetimes.code,
+        grant_id=grant_id,
+        subject=subject,
+        claims=claims,
+        upstream_sealed=seal(ctx.keys, ctx.random, _tokens_json(tokens), "upstream|" + grant_id),
+        upstream_verifier_sealed=None,
+    )
+    # The transaction must outlive its code so a replay can still be recognised and punished.
+    updated = yield from persistence.replace("tx", tx.id, tx, issued, lifetimes.transaction)
+    if updated is None:
+        return error_page(400, "invalid_request", _UNKNOWN)
+    yield from persistence.put_raw(
+        "code", digest(code_value), tx.id.encode(), lifetimes.transaction
+    )
+    return authorization_redirect(
+        tx.redirect_uri,
+        [("code", code_value)],
+        client_state=tx.client_state,
+        issuer=ctx.config.issuer,
+    )
+
+
+def _move(
+    tx: Transaction, target: TxState, ctx: Context
+) -> Generator[Any, Any, Transaction | None]:
+    return (
+        yield from persistence.replace("tx", tx.id, tx, attrs.evolve(tx, state=target.value), 60)
+    )
+
+
+def _redeem_upstream(
+    ctx: Context, tx: Transaction, code: str
+) -> Generator[Any, Any, tuple[UpstreamTokens, str, tuple[tuple[str, str], ...]]]:
+    profile = ctx.config.upstream
+    verifier: str | None = None
+    if tx.upstream_verifier_sealed is not None:
+        try:
+            verifier = unseal(ctx.keys, tx.upstream_verifier_sealed, "verifier|" + tx.id).decode()
+        except UnsealError:
+            raise ServerError("transaction damaged") from None
+    result = yield HttpCall(
+        request=build_token_request(
+            profile,
+            code=code,
+            redirect_uri=ctx.config.callback_url,
+            code_verifier=verifier,
+            resource=tx.resource,
+        )
+    )
+    tokens = parse_token_response(result, now=ctx.now)
+    if profile.userinfo_url is None:
+        raise UpstreamError("no way to read the user's identity is configured")
+    info = yield HttpCall(request=build_userinfo_request(profile, access_token=tokens.access_token))
+    identity = parse_identity(profile, info)
+    return tokens, f"{profile.name}:{identity.subject}", identity.claims
+
+
+def _tokens_json(tokens: UpstreamTokens) -> bytes:
+    return json.dumps(
+        {
+            "access_token": tokens.access_token,
+            "token_type": tokens.token_type,
+            "refresh_token": tokens.refresh_token,
+            "expires_at": tokens.expires_at,
+            "scope": list(tokens.scope),
+            "id_token": tokens.id_token,
+        }
+    ).encode()

@@ -1,0 +1,80 @@
+"""Discovery documents: RFC 8414 (authorization server metadata, also served at the OpenID Connect
+Discovery 1.0 §4 alias), RFC 9728 (protected resource metadata) and the JWKS (RFC 7517 §5).
+
+INTEROP.md: clients do not follow redirects here, so every probed URL answers 200 directly, and
+``issuer`` is byte-identical in these documents and in every ``iss`` parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from ..config import Context
+from ..http import Request, Response, json_response
+
+CORS: tuple[tuple[str, str], ...] = (("Access-Control-Allow-Origin", "*"),)
+#: Metadata may be cached briefly; it changes only with configuration.
+CACHEABLE: tuple[tuple[str, str], ...] = (("Cache-Control", "public, max-age=300"),)
+
+
+def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    iss = cfg.issuer
+    return {
+        "issuer": iss,
+        "authorization_endpoint": iss + "/authorize",
+        "token_endpoint": iss + "/token",
+        "registration_endpoint": iss + "/register",
+        "revocation_endpoint": iss + "/revoke",
+        "jwks_uri": iss + "/jwks.json",
+        "scopes_supported": list(cfg.scopes_supported),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_post",
+            "client_secret_basic",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_post",
+            "client_secret_basic",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        "protected_resources": [cfg.resource],
+    }
+
+
+def protected_resource_metadata(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    return {
+        "resource": cfg.resource,
+        "authorization_servers": [cfg.issuer],
+        "scopes_supported": list(cfg.scopes_supported),
+        "bearer_methods_supported": ["header"],
+        "resource_name": cfg.service_name,
+    }
+
+
+def as_metadata_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    return json_response(
+        200, authorization_server_metadata(ctx), no_store=False, extra_headers=CORS + CACHEABLE
+    )
+    yield  # pragma: no cover - makes this a generator like every handler
+
+
+def prm_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    return json_response(
+        200, protected_resource_metadata(ctx), no_store=False, extra_headers=CORS + CACHEABLE
+    )
+    yield  # pragma: no cover
+
+
+def jwks_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    return json_response(
+        200, ctx.keys.public_jwks(), no_store=False, extra_headers=CORS + CACHEABLE
+    )
+    yield  # pragma: no cover

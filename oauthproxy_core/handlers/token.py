@@ -1,0 +1,194 @@
+"""The token endpoint: ``authorization_code`` (OAuth 2.1 §4.1.3, RFC 7636 §4.5-4.6, RFC 8707 §2.2)
+and ``refresh_token`` (OAuth 2.1 §4.3) grants.
+
+Code redemption (SECURITY.md 8, 9): the transaction moves ``code_issued -> exchanged`` by a
+compare-and-set on its version, so of two racing redemptions exactly one wins. The loser, and any later
+replay, moves the transaction to ``revoked`` and revokes the grant the winner created.
+
+Decided once (SECURITY.md 9): after the client has authenticated, a redemption that fails any binding
+check (another client, another ``redirect_uri``, another ``resource``, a wrong ``code_verifier``, or an
+expired code) **consumes** the code: the transaction becomes ``failed``. A failed client
+authentication consumes nothing (SECURITY.md 22).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import attrs
+
+from .. import grants, persistence
+from ..client_auth import authenticate_client
+from ..config import Context
+from ..crypto import UnsealError, digest, equal, unseal
+from ..errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    InvalidTargetError,
+    UnauthorizedClientError,
+    UnsupportedGrantTypeError,
+)
+from ..http import Request, Response, form_body, json_response
+from ..records import Client, Grant, Transaction
+from ..resources import canonical_resource
+from ..scopes import is_subset, parse_scope
+from ..states import Absorbed, EventData, TxEvent, TxState, advance
+from .metadata import CORS
+
+
+def token_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    form = form_body(req)
+    grant_type = form.get("grant_type")
+    if grant_type is None:
+        raise InvalidRequestError("grant_type is required")
+    if grant_type not in ("authorization_code", "refresh_token"):
+        raise UnsupportedGrantTypeError("unsupported grant_type")
+    client = yield from authenticate_client(req, form)
+    if grant_type not in client.grant_types:
+        raise UnauthorizedClientError("client may not use this grant type")
+    if grant_type == "authorization_code":
+        body = yield from _redeem_code(ctx, client, form)
+    else:
+        body = yield from _refresh(ctx, client, form)
+    return json_response(200, body, extra_headers=CORS)
+
+
+def _resource_param(form: dict[str, str]) -> str | None:
+    raw = form.get("resource")
+    if raw is None:
+        return None
+    try:
+        return canonical_resource(raw)
+    except InvalidTargetError:
+        return raw  # cannot equal the bound resource; the guard rejects it
+
+
+def _redeem_code(
+    ctx: Context, client: Client, form: dict[str, str]
+) -> Generator[Any, Any, dict[str, Any]]:
+    code = form.get("code")
+    if not code:
+        raise InvalidRequestError("code is required")
+    code_hash = digest(code)
+    txn = yield from persistence.get_raw("code", code_hash)
+    if txn is None:
+        raise InvalidGrantError("code is invalid or expired")
+    tx = yield from persistence.load("tx", txn.decode(), Transaction)
+    if tx is None or tx.code_hash is None or not equal(tx.code_hash, code_hash):
+        raise InvalidGrantError("code is invalid or expired")
+    data = EventData(
+        now=ctx.now,
+        client_id=client.client_id,
+        redirect_uri=form.get("redirect_uri"),
+        resource=_resource_param(form),
+        code_verifier=form.get("code_verifier"),
+    )
+    if tx.state == TxState.exchanged.value:
+        yield from _punish_replay(ctx, tx)
+        raise InvalidGrantError("code was already used")
+    try:
+        target = advance(tx, TxEvent.code_redeemed, data)
+    except Absorbed:
+        raise InvalidGrantError("code is invalid or expired") from None
+    lifetimes = ctx.config.lifetimes
+    exchanged = yield from persistence.replace(
+        "tx", tx.id, tx, attrs.evolve(tx, state=target.value), lifetimes.transaction
+    )
+    if exchanged is None:
+        # Lost a race with another redemption: that one is now a replay of ours (SECURITY.md 8).
+        current = yield from persistence.load("tx", tx.id, Transaction)
+        if current is not None and current.state == TxState.exchanged.value:
+            yield from _punish_replay(ctx, current)
+        raise InvalidGrantError("code was already used")
+    if target is not TxState.exchanged:
+        raise InvalidGrantError(
+            "code does not match this client, redirect_uri, resource or verifier"
+        )
+
+    assert tx.grant_id is not None and tx.subject is not None  # set when the code was issued
+    refresh, refresh_hash = (
+        grants.new_refresh_secret(ctx, tx.grant_id)
+        if "refresh_token" in client.grant_types
+        else (None, "")
+    )
+    grant = Grant(
+        id=tx.grant_id,
+        client_id=tx.client_id,
+        subject=tx.subject,
+        scopes=tx.scopes,
+        resource=tx.resource,
+        claims=tx.claims,
+        created_at=ctx.now,
+        expires_at=ctx.now + lifetimes.refresh_token,
+        refresh_hash=refresh_hash,
+        upstream_sealed=tx.upstream_sealed,
+    )
+    yield from persistence.put("grant", grant.id, grant, lifetimes.refresh_token)
+    return grants.token_response(ctx, grant, grant.scopes, refresh)
+
+
+def _punish_replay(ctx: Context, tx: Transaction) -> Generator[Any, Any, None]:
+    target = advance(tx, TxEvent.code_replayed, EventData(now=ctx.now))
+    yield from persistence.replace("tx", tx.id, tx, attrs.evolve(tx, state=target.value), 60)
+    if tx.grant_id is not None:
+        yield from grants.revoke_grant(ctx, tx.grant_id)
+
+
+def _refresh(
+    ctx: Context, client: Client, form: dict[str, str]
+) -> Generator[Any, Any, dict[str, Any]]:
+    presented = form.get("refresh_token")
+    if not presented:
+        raise InvalidRequestError("refresh_token is required")
+    parts = grants.split_refresh_token(presented)
+    if parts is None:
+        raise InvalidGrantError("refresh token is invalid")
+    grant_id, secret = parts
+    presented_hash = digest(secret)
+    for _attempt in range(3):
+        grant = yield from persistence.load("grant", grant_id, Grant)
+        if grant is None or grant.state != "active" or grant.expires_at <= ctx.now:
+            raise InvalidGrantError("refresh token is invalid")
+        if grant.client_id != client.client_id:
+            # Another client's token: nothing changes (SECURITY.md 19, 21).
+            raise InvalidGrantError("refresh token is invalid")
+        if (yield from grants.is_revoked(grant_id)):
+            raise InvalidGrantError("refresh token is invalid")
+        resource = _resource_param(form)
+        if resource is not None and resource != grant.resource:
+            raise InvalidTargetError("resource differs from the original grant")
+        requested = parse_scope(form.get("scope"))
+        if requested and not is_subset(requested, grant.scopes):
+            raise InvalidScopeError("scope exceeds the original grant")
+        scopes = requested or grant.scopes
+
+        if grant.refresh_hash and equal(presented_hash, grant.refresh_hash):
+            refresh, new_hash = grants.new_refresh_secret(ctx, grant.id)
+            body = grants.token_response(ctx, grant, scopes, refresh)
+            successor = grants.rotated(ctx, grant, presented_hash, body, new_hash)
+            stored = yield from persistence.replace(
+                "grant", grant.id, grant, successor, ctx.config.lifetimes.refresh_token
+            )
+            if stored is not None:
+                return body
+            continue  # a concurrent refresh rotated first: re-read and answer as a retry
+        if grant.previous_hash and equal(presented_hash, grant.previous_hash):
+            if ctx.now <= grant.grace_until and grant.previous_response_sealed:
+                try:
+                    sealed = grant.previous_response_sealed
+                    answer: dict[str, Any] = json.loads(
+                        unseal(ctx.keys, sealed, "refresh|" + grant.id)
+                    )
+                except (UnsealError, ValueError):
+                    raise InvalidGrantError("refresh token is invalid") from None
+                return answer
+            yield from grants.revoke_grant(ctx, grant.id)
+            raise InvalidGrantError("refresh token was already used")
+        if any(equal(presented_hash, h) for h in grant.retired_hashes):
+            yield from grants.revoke_grant(ctx, grant.id)
+            raise InvalidGrantError("refresh token was already used")
+        raise InvalidGrantError("refresh token is invalid")
+    raise InvalidGrantError("refresh token is contended; retry")

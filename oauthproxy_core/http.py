@@ -1,0 +1,175 @@
+"""Immutable HTTP request and response values exchanged between adapters and the core.
+
+Adapters translate their framework's request into ``Request`` and write back ``Response``; the core
+never sees a framework object (ARCHITECTURE.md, adapters are thin). Parameter parsing enforces the
+bounds of SECURITY.md 28 and RFC 6749 §3.1 ("Request and response parameters MUST NOT be included more
+than once").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import attrs
+
+from .errors import InvalidRequestError, PayloadTooLargeError
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_PARAMS = 64
+MAX_PARAM_LENGTH = 4096
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """One HTTP request as the core sees it.
+
+    ``path`` is the decoded path without query; ``query`` the raw query string; ``headers`` lower-cased
+    names. ``remote_addr`` is the peer address the adapter trusts (used only for rate bounds).
+    """
+
+    method: str
+    path: str
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = attrs.field(default=b"", repr=False)
+    remote_addr: str = ""
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for k, v in self.headers:
+            if k == lname:
+                return v
+        return None
+
+    def cookie(self, name: str) -> str | None:
+        raw = self.header("cookie")
+        if not raw:
+            return None
+        for part in raw.split(";"):
+            k, sep, v = part.strip().partition("=")
+            if sep and k == name:
+                return v
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = attrs.field(default=b"", repr=False)
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+
+NO_STORE: tuple[tuple[str, str], ...] = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+
+
+def json_response(
+    status: int,
+    body: Mapping[str, Any],
+    *,
+    no_store: bool = True,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+    if no_store:
+        headers += NO_STORE
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return Response(status=status, headers=headers + extra_headers, body=data)
+
+
+def parse_params(raw: str) -> dict[str, str]:
+    """Parse an ``application/x-www-form-urlencoded`` string into single-valued parameters.
+
+    Raises ``InvalidRequestError`` on repeated names, too many parameters, over-long values,
+    NUL bytes or undecodable percent-encoding (SECURITY.md 28, 29).
+    """
+    if not raw:
+        return {}
+    if raw.count("&") >= MAX_PARAMS:
+        raise InvalidRequestError("too many parameters")
+    try:
+        pairs = parse_qsl(
+            raw,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_PARAMS,
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError("malformed parameters") from exc
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name in out:
+            # RFC 6749 §3.1: parameters MUST NOT be included more than once.
+            raise InvalidRequestError(f"parameter {_safe_name(name)} repeated")
+        if len(name) > 128 or len(value) > MAX_PARAM_LENGTH:
+            raise InvalidRequestError("parameter too long")
+        if "\x00" in value or "\x00" in name:
+            raise InvalidRequestError("parameter contains NUL")
+        out[name] = value
+    return out
+
+
+def _safe_name(name: str) -> str:
+    cleaned = "".join(c for c in name[:40] if c.isalnum() or c in "_-")
+    return cleaned or "?"
+
+
+def form_body(req: Request) -> dict[str, str]:
+    """The parameters of an ``application/x-www-form-urlencoded`` POST body."""
+    if len(req.body) > MAX_BODY_BYTES:
+        raise PayloadTooLargeError("request body too large")
+    ctype = (req.header("content-type") or "").split(";", 1)[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise InvalidRequestError("expected application/x-www-form-urlencoded")
+    try:
+        text = req.body.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError("form body must be ASCII (percent-encoded)") from exc
+    return parse_params(text)
+
+
+def json_body(req: Request) -> dict[str, Any]:
+    """A JSON object body, bounded in size and depth."""
+    if len(req.body) > MAX_BODY_BYTES:
+        raise PayloadTooLargeError("request body too large")
+    ctype = (req.header("content-type") or "").split(";", 1)[0].strip().lower()
+    if ctype != "application/json":
+        raise InvalidRequestError("expected application/json")
+    if _nesting_exceeds(req.body, 16):
+        raise InvalidRequestError("JSON nested too deeply")
+    try:
+        value = json.loads(req.body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequestError("malformed JSON") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequestError("JSON body must be an object")
+    return value
+
+
+def _nesting_exceeds(data: bytes, limit: int) -> bool:
+    # A cheap pre-scan so a depth bomb never reaches the recursive decoder. Brackets inside strings
+    # only make the estimate conservative.
+    depth = 0
+    for b in data:
+        if b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return False

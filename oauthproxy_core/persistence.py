@@ -1,0 +1,82 @@
+"""Sub-generators that turn record operations into store effects (used with ``yield from``).
+
+A corrupt stored value is treated as absent (``codec.CorruptRecordError``): damage can deny a flow but
+never grant one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+import attrs
+
+from . import codec
+from .effects import CompareAndSet, DeleteRecord, GetRecord, PutRecord, Stored, TakeRecord
+
+T = TypeVar("T")
+Gen = Generator[Any, Any, T]
+
+
+def _decode(stored: Stored | None, cls: type[T]) -> T | None:
+    if stored is None:
+        return None
+    try:
+        return codec.decode(stored.value, cls, stored.version)
+    except codec.CorruptRecordError:
+        return None
+
+
+def load(kind: str, key: str, cls: type[T]) -> Gen[T | None]:
+    stored = yield GetRecord(kind=kind, key=key)
+    return _decode(stored, cls)
+
+
+def take(kind: str, key: str, cls: type[T]) -> Gen[T | None]:
+    stored = yield TakeRecord(kind=kind, key=key)
+    return _decode(stored, cls)
+
+
+def create(kind: str, key: str, record: Any, ttl: int) -> Gen[bool]:
+    """Insert only if absent (compare-and-set on version 0); the record gets version 1."""
+    ok = yield CompareAndSet(
+        kind=kind, key=key, expected_version=0, value=codec.encode(record), ttl=max(ttl, 1)
+    )
+    return bool(ok)
+
+
+def put(kind: str, key: str, record: Any, ttl: int) -> Gen[None]:
+    yield PutRecord(
+        kind=kind, key=key, value=codec.encode(record), version=record.version, ttl=max(ttl, 1)
+    )
+
+
+def replace(kind: str, key: str, old: Any, new: Any, ttl: int) -> Gen[Any | None]:
+    """Compare-and-set ``new`` over ``old``; returns ``new`` with its new version, or ``None``."""
+    updated = attrs.evolve(new, version=old.version + 1)
+    ok = yield CompareAndSet(
+        kind=kind,
+        key=key,
+        expected_version=old.version,
+        value=codec.encode(updated),
+        ttl=max(ttl, 1),
+    )
+    return updated if ok else None
+
+
+def delete(kind: str, key: str) -> Gen[None]:
+    yield DeleteRecord(kind=kind, key=key)
+
+
+def put_raw(kind: str, key: str, value: bytes, ttl: int) -> Gen[None]:
+    yield PutRecord(kind=kind, key=key, value=value, version=1, ttl=max(ttl, 1))
+
+
+def get_raw(kind: str, key: str) -> Gen[bytes | None]:
+    stored = yield GetRecord(kind=kind, key=key)
+    return None if stored is None else stored.value
+
+
+def take_raw(kind: str, key: str) -> Gen[bytes | None]:
+    stored = yield TakeRecord(kind=kind, key=key)
+    return None if stored is None else stored.value

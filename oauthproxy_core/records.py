@@ -1,0 +1,149 @@
+"""Persisted records: clients, authorization transactions, grants, consent decisions.
+
+Every record is a frozen attrs class validated at construction (h11 ``_events.py`` style: a record
+that exists is well-formed) and carries ``state`` and ``version``; the version is the store's
+compare-and-set token (ARCHITECTURE.md, "Storage contract"). Secret material never appears here in
+plaintext (SECURITY.md 24): secrets are stored as SHA-256 digests, upstream tokens and the upstream
+PKCE verifier as AEAD-sealed strings. Such fields are excluded from ``repr`` and ``eq``.
+
+Records are encoded by ``codec.py``, never pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from .states import GrantState, TxState
+
+
+def _tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _pairs(value: Iterable[Iterable[str]]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in value:
+        k, v = item
+        out.append((str(k), str(v)))
+    return tuple(out)
+
+
+def _secret(default: Any = None) -> Any:
+    return attrs.field(default=default, repr=False, eq=False)
+
+
+def _positive_version(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError("version must be >= 1")
+
+
+@attrs.frozen(kw_only=True)
+class Client:
+    """A registered client (RFC 7591 §3.2.1): DCR-registered, static, or resolved from CIMD."""
+
+    client_id: str
+    state: str = "active"
+    version: int = attrs.field(default=1, validator=_positive_version)
+    secret_hash: str | None = _secret()
+    token_endpoint_auth_method: str
+    redirect_uris: tuple[str, ...] = attrs.field(converter=_tuple)
+    grant_types: tuple[str, ...] = attrs.field(converter=_tuple)
+    scope: tuple[str, ...] = attrs.field(converter=_tuple, default=())
+    client_name: str | None = None
+    application_type: str = "web"
+    source: str = "dcr"
+    #: The full registration metadata as echoed (RFC 7591 §3.2.1), JSON-encoded values.
+    metadata: tuple[tuple[str, str], ...] = attrs.field(converter=_pairs, default=())
+    issued_at: int
+
+    @redirect_uris.validator
+    def _check_redirects(self, _a: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        if not value:
+            raise ValueError("a client needs at least one redirect URI")
+
+
+@attrs.frozen(kw_only=True)
+class Transaction:
+    """One authorization transaction, from the client's request to the code's redemption.
+
+    ``state`` is a ``TxState`` value; every change goes through ``states.advance`` and is persisted
+    with a compare-and-set on ``version``.
+    """
+
+    id: str
+    state: str = attrs.field(validator=attrs.validators.in_(frozenset(s.value for s in TxState)))
+    version: int = attrs.field(default=1, validator=_positive_version)
+    client_id: str
+    redirect_uri: str
+    #: Whether ``redirect_uri`` was sent explicitly (RFC 6749 §4.1.3 ties the token request to it).
+    redirect_uri_sent: bool = True
+    #: The client's ``state`` parameter, returned byte for byte (SECURITY.md 4).
+    client_state: str | None = None
+    code_challenge: str
+    scopes: tuple[str, ...] = attrs.field(converter=_tuple)
+    resource: str
+    created_at: int
+    expires_at: int
+    #: SHA-256 of the browser-binding cookie value set when consent was approved (SECURITY.md 11).
+    browser_hash: str | None = _secret()
+    #: SHA-256 of the upstream ``state`` (SECURITY.md 11, 24).
+    upstream_state_hash: str | None = _secret()
+    #: The proxy's own upstream PKCE verifier, sealed (SECURITY.md 7, 24).
+    upstream_verifier_sealed: str | None = _secret()
+    #: SHA-256 of the proxy's authorization code once issued.
+    code_hash: str | None = _secret()
+    code_expires_at: int | None = None
+    grant_id: str | None = None
+    subject: str | None = None
+    claims: tuple[tuple[str, str], ...] = attrs.field(converter=_pairs, default=())
+    #: Upstream tokens, sealed; moved into the grant at redemption.
+    upstream_sealed: str | None = _secret()
+
+
+@attrs.frozen(kw_only=True)
+class Grant:
+    """A refresh-token family (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2): one consent, many rotations."""
+
+    id: str
+    state: str = attrs.field(
+        default=GrantState.active.value,
+        validator=attrs.validators.in_(frozenset(s.value for s in GrantState)),
+    )
+    version: int = attrs.field(default=1, validator=_positive_version)
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...] = attrs.field(converter=_tuple)
+    resource: str
+    claims: tuple[tuple[str, str], ...] = attrs.field(converter=_pairs, default=())
+    created_at: int
+    expires_at: int
+    generation: int = 1
+    #: SHA-256 of the current refresh token's secret part.
+    refresh_hash: str = _secret("")
+    #: SHA-256 of the previous refresh token, answered idempotently until ``grace_until``.
+    previous_hash: str | None = _secret()
+    grace_until: int = 0
+    #: The sealed response that rotated ``previous_hash`` (returned again on a retry, invariant 20).
+    previous_response_sealed: str | None = _secret()
+    #: Hashes of older generations: presenting one is reuse and revokes the family.
+    retired_hashes: tuple[str, ...] = attrs.field(
+        converter=_tuple, default=(), repr=False, eq=False
+    )
+    upstream_sealed: str | None = _secret()
+
+
+@attrs.frozen(kw_only=True)
+class ConsentDecision:
+    """A remembered approval: exactly (client, redirect URI, scopes, resource) for one browser."""
+
+    client_id: str
+    state: str = "approved"
+    version: int = attrs.field(default=1, validator=_positive_version)
+    redirect_uri: str
+    scopes: tuple[str, ...] = attrs.field(converter=_tuple)
+    resource: str
+    decided_at: int
+    expires_at: int

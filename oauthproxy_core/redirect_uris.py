@@ -1,0 +1,266 @@
+"""Redirect URI registration predicate and matching (SECURITY.md invariants 1 and 3).
+
+Implements RFC 6749 §3.1.2 (absolute URI, no fragment), OAuth 2.1 §2.3 and §4.1.3 (exact string
+matching of redirect URIs), RFC 8252 §7.1 (private-use URI schemes for native apps), §7.3 (loopback
+redirects, where "the authorization server MUST allow any port to be specified at the time of the
+request for loopback IP redirect URIs") and RFC 9700 §2.1 (no pattern matching, exact comparison).
+
+Nothing here normalises a URI: the registered string is compared byte for byte with the requested
+one. The predicate is deliberately narrower than RFC 3986 so that a URI it accepts means the same
+thing to us, to the browser and to the client (the incidents behind it: ``javascript:`` accepted at
+DCR, backslashes read as ``/`` by browsers in the authority, dot segments escaping a registered
+path, ``fnmatch`` patterns crossing ``/``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from urllib.parse import unquote
+
+import attrs
+
+from .errors import InvalidRedirectUriError
+
+__all__ = [
+    "MAX_REDIRECT_URI_LENGTH",
+    "is_acceptable_redirect_uri",
+    "match_redirect_uri",
+    "redirect_host",
+    "validate_redirect_uri",
+]
+
+MAX_REDIRECT_URI_LENGTH = 2000
+
+# RFC 3986 §2: unreserved, reserved and "%". Anything else (space, controls, non-ASCII, quotes,
+# angle brackets, backslash, braces, "|", "^", "`") is not part of a URI; a browser would repair
+# it in its own way, so we refuse instead of guessing what it will do.
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+# RFC 8252 §7.1: "a URI scheme based on a domain name under their control, expressed in reverse
+# order". At least one dot, non-empty labels, so no built-in browser scheme can qualify.
+_PRIVATE_USE_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-]*(?:\.[A-Za-z0-9][A-Za-z0-9+\-]*)+")
+# DNS-style host names only: no percent-encoding (which would hide e.g. U+3002, a dot lookalike).
+_REG_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\.?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+# RFC 8252 §7.3 loopback hosts. Only these exact spellings: "127.1", "0x7f.1" or
+# "[::ffff:127.0.0.1]" also reach loopback, but we neither need nor want several spellings of one
+# address when comparing raw strings.
+_LOOPBACK_IP_HOSTS = frozenset({"127.0.0.1", "[::1]"})
+_LOCALHOST = "localhost"
+
+_APPLICATION_TYPE_NATIVE = "native"
+
+
+@attrs.frozen(kw_only=True)
+class _Parts:
+    """A redirect URI split for comparison; every field is a verbatim slice of the input."""
+
+    scheme: str
+    host: str  # "" for private-use schemes without an authority
+    port: str | None
+    rest: str  # path and query, verbatim
+
+
+def _fail(description: str) -> InvalidRedirectUriError:
+    # Descriptions never echo the URI: it is attacker-chosen and ends up in logs and error pages.
+    return InvalidRedirectUriError(description)
+
+
+def _check_path(path: str) -> None:
+    """Reject dot segments, also percent-encoded (``%2e``) or hidden behind ``%2f``/``%5c``.
+
+    A server or browser that resolves dot segments (RFC 3986 §5.2.4) would turn
+    ``https://good.example/cb/../evil`` into a URI that was never registered.
+    """
+    decoded = path
+    # Decode a few times so double encoding (%252e) cannot smuggle a dot segment either.
+    for _ in range(3):
+        segments = re.split(r"[/\\]", decoded)
+        if any(segment in (".", "..") for segment in segments):
+            raise _fail("redirect_uri must not contain dot segments")
+        again = unquote(decoded, errors="replace")
+        if again == decoded:
+            return
+        decoded = again
+    # Still changing after three rounds: nobody registers that legitimately.
+    raise _fail("redirect_uri has excessive percent-encoding")
+
+
+def _split_authority(authority: str) -> tuple[str, str | None]:
+    if "@" in authority:
+        # "http://localhost@evil.com" goes to evil.com (RFC 3986 §3.2.1 userinfo).
+        raise _fail("redirect_uri must not contain userinfo")
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise _fail("redirect_uri has a malformed IP literal")
+        host, after = authority[: end + 1], authority[end + 1 :]
+        if "%" in host:
+            # ipaddress accepts scope ids ("fe80::1%eth0"); a redirect target never has one.
+            raise _fail("redirect_uri has a malformed IP literal")
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            # Also refuses zone identifiers (RFC 6874) and IPvFuture.
+            raise _fail("redirect_uri has a malformed IP literal") from None
+        if after and not after.startswith(":"):
+            raise _fail("redirect_uri has a malformed authority")
+        port = after[1:] if after else None
+    else:
+        host, sep, port_text = authority.partition(":")
+        port = port_text if sep else None
+        if not _REG_NAME.fullmatch(host):
+            raise _fail("redirect_uri has an invalid host")
+    if port is not None and (not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535):
+        raise _fail("redirect_uri has an invalid port")
+    return host, port
+
+
+def _parse(uri: object, application_type: str) -> _Parts:
+    if not isinstance(uri, str):
+        raise _fail("redirect_uri must be a string")
+    if not uri:
+        raise _fail("redirect_uri must not be empty")
+    if len(uri) > MAX_REDIRECT_URI_LENGTH:
+        raise _fail("redirect_uri is too long")
+    if "\\" in uri:
+        # Browsers treat "\" as "/" in http(s) URLs (WHATWG URL), RFC 3986 parsers do not:
+        # "http://127.0.0.1\@evil.com" is evil.com to a browser.
+        raise _fail("redirect_uri must not contain backslashes")
+    if "#" in uri:
+        # RFC 6749 §3.1.2: "The endpoint URI MUST NOT include a fragment component."
+        raise _fail("redirect_uri must not contain a fragment")
+    if not _URI_CHARS.fullmatch(uri):
+        raise _fail("redirect_uri contains whitespace, control or non-ASCII characters")
+    if _BAD_PERCENT.search(uri):
+        raise _fail("redirect_uri has malformed percent-encoding")
+    scheme_match = _SCHEME.match(uri)
+    if scheme_match is None:
+        # RFC 6749 §3.1.2: "The redirection endpoint URI MUST be an absolute URI".
+        raise _fail("redirect_uri must be an absolute URI")
+    scheme = scheme_match.group(1)
+    after_scheme = uri[scheme_match.end() :]
+
+    if scheme in ("http", "https"):
+        # Lowercase only: "HTTP://..." would be the same URI to a browser but a different string
+        # to the exact matcher, so we refuse it instead of storing two spellings.
+        if not after_scheme.startswith("//"):
+            raise _fail("redirect_uri must have a host")
+        hier = after_scheme[2:]
+        cut = len(hier)
+        for delimiter in "/?":
+            position = hier.find(delimiter)
+            if 0 <= position < cut:
+                cut = position
+        authority, rest = hier[:cut], hier[cut:]
+        if not authority:
+            raise _fail("redirect_uri must have a host")
+        host, port = _split_authority(authority)
+        if scheme == "http" and host not in _LOOPBACK_IP_HOSTS and host != _LOCALHOST:
+            # OAuth 2.1 §2.3.1 / RFC 9700 §2.1: plain http only for loopback (RFC 8252 §7.3).
+            raise _fail("http redirect_uri is allowed only on loopback")
+        path = rest.partition("?")[0]
+        _check_path(path)
+        return _Parts(scheme=scheme, host=host, port=port, rest=rest)
+
+    if not _PRIVATE_USE_SCHEME.fullmatch(scheme):
+        # Covers javascript:, data:, file:, vbscript:, about:, blob:, ftp: and any other
+        # single-label scheme a browser or OS may act on.
+        raise _fail("redirect_uri scheme is not allowed")
+    if application_type != _APPLICATION_TYPE_NATIVE:
+        # RFC 8252 §7.1 private-use schemes are for native apps only.
+        raise _fail("private-use URI schemes are allowed only for native clients")
+    if not after_scheme:
+        raise _fail("redirect_uri must have a path")
+    host = ""
+    rest = after_scheme
+    if after_scheme.startswith("//"):
+        hier = after_scheme[2:]
+        cut = len(hier)
+        for delimiter in "/?":
+            position = hier.find(delimiter)
+            if 0 <= position < cut:
+                cut = position
+        authority, rest = hier[:cut], hier[cut:]
+        if "@" in authority:
+            raise _fail("redirect_uri must not contain userinfo")
+        host = authority
+    _check_path(rest.partition("?")[0])
+    return _Parts(scheme=scheme, host=host, port=None, rest=rest)
+
+
+def validate_redirect_uri(uri: str, *, application_type: str = "web") -> str:
+    """Return ``uri`` unchanged if it may be registered, else raise InvalidRedirectUriError.
+
+    Accepts ``https`` URIs with a host, ``http`` on ``127.0.0.1``, ``[::1]`` or ``localhost``, and,
+    only when ``application_type == "native"``, private-use schemes containing a dot (RFC 8252
+    §7.1). Any other ``application_type`` is treated as ``"web"`` (the stricter one).
+    """
+    _parse(uri, application_type)
+    return uri
+
+
+def is_acceptable_redirect_uri(uri: str) -> bool:
+    """The registration predicate with the most permissive ``application_type``; never raises.
+
+    Applied again at authorize, at consent and before the final redirect (SECURITY.md 3).
+    """
+    try:
+        _parse(uri, _APPLICATION_TYPE_NATIVE)
+    except InvalidRedirectUriError:
+        return False
+    return True
+
+
+def _port_variable(parts: _Parts, *, allow_localhost_port: bool) -> bool:
+    if parts.scheme != "http":
+        return False
+    return parts.host in _LOOPBACK_IP_HOSTS or (allow_localhost_port and parts.host == _LOCALHOST)
+
+
+def match_redirect_uri(
+    registered: Sequence[str], requested: str, *, allow_localhost_port: bool = True
+) -> str | None:
+    """Return the registered entry that ``requested`` matches, or None.
+
+    OAuth 2.1 §4.1.3 / RFC 9700 §2.1: exact string comparison. The only tolerance is the port of
+    an ``http`` loopback IP literal and, if ``allow_localhost_port``, of ``http://localhost``
+    (RFC 8252 §7.3); scheme, host, path and query stay byte-identical.
+    """
+    try:
+        wanted = _parse(requested, _APPLICATION_TYPE_NATIVE)
+    except InvalidRedirectUriError:
+        return None
+    candidates = [entry for entry in registered if is_acceptable_redirect_uri(entry)]
+    # An exact match wins over a port variant so the caller gets the most specific entry.
+    for entry in candidates:
+        if entry == requested:
+            return entry
+    if not _port_variable(wanted, allow_localhost_port=allow_localhost_port):
+        return None
+    for entry in candidates:
+        parts = _parse(entry, _APPLICATION_TYPE_NATIVE)
+        if (
+            parts.scheme == wanted.scheme
+            and parts.host == wanted.host
+            and parts.rest == wanted.rest
+        ):
+            return entry
+    return None
+
+
+def redirect_host(uri: str) -> str:
+    """What the consent page shows as the redirect target (SECURITY.md 17).
+
+    ``host[:port]`` (host lowercased, as the browser reads it) for http(s); the scheme for
+    private-use schemes, since the OS, not a host, decides which app receives it.
+    """
+    parts = _parse(uri, _APPLICATION_TYPE_NATIVE)
+    if parts.scheme not in ("http", "https"):
+        return parts.scheme
+    host = parts.host.lower()
+    return host if parts.port is None else f"{host}:{parts.port}"

@@ -1,0 +1,67 @@
+"""Authorization responses sent to the client's redirect URI (RFC 6749 §4.1.2, RFC 9207 §2).
+
+Only called with a redirect URI that matched the client's registration; the predicate of SECURITY.md 3
+is applied once more here, immediately before the redirect leaves (defence in depth against a record
+damaged at rest). Every response carries exactly one ``iss`` (SECURITY.md 4) and the client's ``state``
+byte for byte.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from .errors import OAuthError
+from .http import Response
+from .pages import error_page
+from .redirect_uris import is_acceptable_redirect_uri
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="-._~")
+
+
+def authorization_redirect(
+    redirect_uri: str,
+    params: list[tuple[str, str]],
+    *,
+    client_state: str | None,
+    issuer: str,
+    status: int = 302,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    if not is_acceptable_redirect_uri(redirect_uri):
+        return error_page(400, "invalid_request", "The redirect URI is not acceptable.")
+    items = list(params)
+    if client_state is not None:
+        items.append(("state", client_state))
+    items.append(("iss", issuer))
+    query = "&".join(f"{_q(k)}={_q(v)}" for k, v in items)
+    sep = "&" if "?" in redirect_uri else "?"
+    headers = (
+        ("Location", redirect_uri + sep + query),
+        ("Cache-Control", "no-store"),
+        ("Referrer-Policy", "no-referrer"),
+    )
+    return Response(status=status, headers=headers + extra_headers)
+
+
+def error_redirect(
+    redirect_uri: str,
+    error: OAuthError,
+    *,
+    client_state: str | None,
+    issuer: str,
+    status: int = 302,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    params = [("error", error.error)]
+    if error.description:
+        params.append(("error_description", error.description))
+    return authorization_redirect(
+        redirect_uri,
+        params,
+        client_state=client_state,
+        issuer=issuer,
+        status=status,
+        extra_headers=extra_headers,
+    )

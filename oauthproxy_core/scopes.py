@@ -1,0 +1,90 @@
+"""Scope parsing and policy (RFC 6749 §3.3, as carried into OAuth 2.1 §1.4.1).
+
+``scope = scope-token *( SP scope-token )`` and ``scope-token = 1*( %x21 / %x23-5B / %x5D-7E )``.
+Refresh never widens scopes (SECURITY.md 19): ``is_subset`` is the check the refresh path uses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .errors import InvalidScopeError
+
+__all__ = [
+    "MAX_SCOPE_TOKENS",
+    "MAX_SCOPE_TOKEN_LENGTH",
+    "format_scope",
+    "is_subset",
+    "parse_scope",
+    "resolve_scopes",
+]
+
+MAX_SCOPE_TOKENS = 64
+MAX_SCOPE_TOKEN_LENGTH = 128
+
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+def parse_scope(value: str | None) -> tuple[str, ...]:
+    """Split a ``scope`` parameter into distinct tokens, first occurrence first.
+
+    Lenient on runs of spaces (some clients join with two), strict on everything else: a tab,
+    newline, ``"`` or ``\\`` is not a separator and not part of a scope-token (RFC 6749 §3.3).
+    None and "" mean no scope was requested.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, str):
+        raise InvalidScopeError("scope must be a string")
+    tokens = [token for token in value.split(" ") if token]
+    # Bound before doing any work per token (SECURITY.md 28).
+    if len(tokens) > MAX_SCOPE_TOKENS:
+        raise InvalidScopeError("too many scopes")
+    seen: dict[str, None] = {}
+    for token in tokens:
+        if len(token) > MAX_SCOPE_TOKEN_LENGTH:
+            raise InvalidScopeError("scope token is too long")
+        if not _SCOPE_TOKEN.fullmatch(token):
+            raise InvalidScopeError("scope contains invalid characters")
+        seen.setdefault(token, None)
+    return tuple(seen)
+
+
+def format_scope(scopes: Sequence[str]) -> str:
+    """RFC 6749 §3.3: the space-delimited form for responses."""
+    return " ".join(scopes)
+
+
+def resolve_scopes(
+    requested: tuple[str, ...],
+    *,
+    supported: Sequence[str],
+    default: Sequence[str],
+    client_allowed: Sequence[str] | None,
+) -> tuple[str, ...]:
+    """Decide the scopes of a grant.
+
+    RFC 6749 §3.3: with no scope requested the server "MUST either process the request using a
+    pre-defined default value or fail": we use ``default``, narrowed to what the client may have.
+    A requested scope the server does not support, or the client did not register, is an error
+    rather than silently dropped, so the consent page never shows less than what was asked.
+    """
+    if not requested:
+        if client_allowed is None:
+            return tuple(dict.fromkeys(default))
+        allowed = set(client_allowed)
+        return tuple(scope for scope in dict.fromkeys(default) if scope in allowed)
+    supported_set = set(supported)
+    allowed_set = None if client_allowed is None else set(client_allowed)
+    for scope in requested:
+        if scope not in supported_set:
+            raise InvalidScopeError("scope is not supported")
+        if allowed_set is not None and scope not in allowed_set:
+            raise InvalidScopeError("scope is not allowed for this client")
+    return tuple(dict.fromkeys(requested))
+
+
+def is_subset(a: Sequence[str], b: Sequence[str]) -> bool:
+    """True if every scope of ``a`` is in ``b`` (RFC 6749 §6: a refresh may only narrow)."""
+    return set(a) <= set(b)

@@ -1,0 +1,120 @@
+"""The proxy's own access tokens (RFC 9068 JWT profile) and their verification (RFC 6750).
+
+Access tokens are JWTs with ``typ: at+jwt`` (RFC 9068 §2.1) signed by the active signing key, with
+``aud`` = the canonical resource URL (RFC 8707 §2, SECURITY.md 18; FastMCP CVE-2025-69196 took the
+audience from the server's base URL instead). ``gid`` names the grant so that revoking the grant
+revokes every access token minted from it (SECURITY.md 21).
+
+joserfc's ``jwt.decode`` checks only the signature (STYLE.md), so verification also checks ``typ``,
+``iss``, ``aud``, ``exp``, ``nbf`` and ``iat`` explicitly, with the context's clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from .config import Context
+from .errors import InvalidTokenError
+
+#: Tolerated clock skew between proxy instances (seconds).
+LEEWAY = 30
+
+
+@attrs.frozen(kw_only=True)
+class AccessClaims:
+    """What a verified access token says."""
+
+    subject: str
+    client_id: str
+    scopes: tuple[str, ...]
+    resource: str
+    grant_id: str
+    expires_at: int
+    issued_at: int
+    jti: str
+    claims: tuple[tuple[str, str], ...] = ()
+
+
+def mint_access_token(
+    ctx: Context,
+    *,
+    subject: str,
+    client_id: str,
+    scopes: tuple[str, ...],
+    resource: str,
+    grant_id: str,
+    jti: str,
+    claims: tuple[tuple[str, str], ...] = (),
+) -> tuple[str, int]:
+    """Return ``(token, expires_in)``."""
+    lifetime = ctx.config.lifetimes.access_token
+    body: dict[str, Any] = {
+        "iss": ctx.config.issuer,
+        "sub": subject,
+        "aud": resource,
+        "client_id": client_id,
+        "scope": " ".join(scopes),
+        "iat": ctx.now,
+        "exp": ctx.now + lifetime,
+        "jti": jti,
+        "gid": grant_id,
+    }
+    for name, value in claims:
+        body.setdefault(name, value)
+    key = ctx.keys.active_signing
+    header = {"alg": ctx.keys.active_signing_alg, "typ": "at+jwt", "kid": key.kid}
+    return jwt.encode(header, body, key), lifetime
+
+
+_RESERVED = frozenset(
+    {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "gid", "nbf"}
+)
+
+
+def verify_access_token(ctx: Context, token: str, *, audience: str) -> AccessClaims:
+    """Verify signature, type and claims; raise ``InvalidTokenError`` (description is generic)."""
+    if not token or len(token) > 8192:
+        raise InvalidTokenError("malformed token")
+    try:
+        decoded = jwt.decode(token, ctx.keys.keyset, algorithms=list(ctx.keys.algorithms))
+    except (JoseError, ValueError, TypeError, KeyError):
+        # Covers upstream tokens presented to us: they never verify under our keys (no passthrough).
+        raise InvalidTokenError("token signature invalid") from None
+    if decoded.header.get("typ") != "at+jwt":
+        raise InvalidTokenError("not an access token")
+    c = decoded.claims
+    now = ctx.now
+    try:
+        exp, iat = c["exp"], c["iat"]
+        if not (isinstance(exp, int) and isinstance(iat, int)):
+            raise InvalidTokenError("malformed token")
+        if c["iss"] != ctx.config.issuer:
+            raise InvalidTokenError("wrong issuer")
+        if c["aud"] != audience:
+            raise InvalidTokenError("token is for another resource")
+        if exp <= now - LEEWAY or iat > now + LEEWAY:
+            raise InvalidTokenError("token expired")
+        nbf = c.get("nbf")
+        if nbf is not None and (not isinstance(nbf, int) or nbf > now + LEEWAY):
+            raise InvalidTokenError("token not yet valid")
+        scope, sub, cid, gid, jti = c["scope"], c["sub"], c["client_id"], c["gid"], c["jti"]
+        if not all(isinstance(x, str) for x in (scope, sub, cid, gid, jti)):
+            raise InvalidTokenError("malformed token")
+    except KeyError:
+        raise InvalidTokenError("malformed token") from None
+    extra = tuple((k, v) for k, v in c.items() if k not in _RESERVED and isinstance(v, str))
+    return AccessClaims(
+        subject=sub,
+        client_id=cid,
+        scopes=tuple(scope.split()),
+        resource=audience,
+        grant_id=gid,
+        expires_at=exp,
+        issued_at=iat,
+        jti=jti,
+        claims=extra,
+    )

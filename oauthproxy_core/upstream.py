@@ -1,0 +1,672 @@
+"""The upstream side: the proxy as one pre-registered confidential client of an identity provider.
+
+Toward the upstream provider (GitHub, Google, Entra, any OAuth 2.0 / OIDC server) the proxy is an
+ordinary authorization-code client with one fixed redirect URI and its own PKCE (ARCHITECTURE.md,
+"the problem in one paragraph"). This module describes a provider as data (``UpstreamProfile``)
+and turns that description into HTTP requests and back, without doing any I/O: builders return
+URLs or ``effects.HttpRequest`` values, parsers take ``effects.HttpResponse | effects.HttpFailure``.
+
+Specifications followed:
+
+- RFC 6749 §4.1 (authorization code grant): §4.1.1 the authorization request, §4.1.3 the token
+  request, §2.3.1 client password authentication (form-urlencoding before HTTP Basic).
+- RFC 6749 §5.1 / §5.2: successful and error token responses; §6: refreshing an access token.
+- RFC 7636: PKCE, ``S256`` only.
+- RFC 9207: the ``iss`` authorization response parameter, checked against the expected issuer
+  (§2.4) to defeat mix-up attacks.
+- OpenID Connect Core 1.0 §5.3: the UserInfo endpoint, read as a JSON object with a stable subject.
+- RFC 8707: ``resource`` is forwarded upstream only when the profile opts in (INTEROP.md: many
+  providers reject unknown resources with ``invalid_target``).
+
+Provider quirks handled here (INTEROP.md, "Upstream providers: the quirks"): GitHub answers
+form-encoded unless asked for JSON, reports failures as HTTP 200 with an ``error`` field, sends no
+``expires_in`` for OAuth Apps, separates granted scopes with commas and identifies users by a
+numeric ``id``.
+
+Every exception raised by a parser is an ``UpstreamError``, itself an ``errors.OAuthError``. Their
+descriptions are our own fixed words: upstream text (``error_description``, unknown error codes,
+body fragments) is never copied into them, and neither is any secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
+
+import attrs
+
+from .effects import HttpFailure, HttpRequest, HttpResponse
+from .errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailableError,
+)
+
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "TOKEN_AUTH_METHODS",
+    "UpstreamDeniedError",
+    "UpstreamError",
+    "UpstreamIdentity",
+    "UpstreamMixUpError",
+    "UpstreamProfile",
+    "UpstreamProtocolError",
+    "UpstreamTokens",
+    "UpstreamUnavailableError",
+    "build_authorize_url",
+    "build_refresh_request",
+    "build_token_request",
+    "build_userinfo_request",
+    "check_callback_issuer",
+    "parse_identity",
+    "parse_token_response",
+]
+
+#: Upstream bodies larger than this are refused (also sent as ``HttpRequest.max_response_bytes``).
+MAX_RESPONSE_BYTES = 1 << 20
+TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic", "none")
+
+#: Ten years: a longer ``expires_in`` is a provider bug, and adding it to ``now`` must stay sane.
+MAX_EXPIRES_IN = 10 * 366 * 24 * 3600
+MAX_TOKEN_LENGTH = 64 * 1024
+MAX_SUBJECT_LENGTH = 255
+MAX_CLAIM_LENGTH = 256
+MAX_RETRY_AFTER = 3600
+_MAX_FORM_FIELDS = 64
+
+# Parameters the builders set themselves. RFC 6749 §3.1: "Request and response parameters MUST NOT
+# be included more than once", so extra parameters may not repeat them.
+_AUTHORIZE_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "scope",
+        "code_challenge",
+        "code_challenge_method",
+        "resource",
+    }
+)
+_TOKEN_PARAMS = frozenset(
+    {
+        "grant_type",
+        "code",
+        "redirect_uri",
+        "code_verifier",
+        "refresh_token",
+        "client_id",
+        "client_secret",
+        "resource",
+    }
+)
+
+# Error codes at the token endpoint meaning "this grant is no good": the user must authorize again.
+# bad_verification_code and bad_refresh_token are GitHub's spellings of invalid_grant.
+_DENIED_CODES = frozenset(
+    {
+        "invalid_grant",
+        "access_denied",
+        "unauthorized_client",
+        "bad_verification_code",
+        "bad_refresh_token",
+    }
+)
+# The proxy's own registration is wrong: an operator problem, not the user's.
+_CREDENTIAL_CODES = frozenset({"invalid_client", "incorrect_client_credentials"})
+_TRANSIENT_CODES = frozenset({"temporarily_unavailable", "server_error"})
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# RFC 6749 Appendix A.4: scope-token = 1*NQCHAR, NQCHAR = %x21 / %x23-5B / %x5D-7E.
+_SCOPE_TOKEN_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+# RFC 6749 Appendix A.12 / A.17: access-token and refresh-token = 1*VSCHAR (%x20-7E). Checking it
+# also keeps CR/LF out of the Authorization header we later build from an access token.
+_VSCHAR_RE = re.compile(r"[\x20-\x7e]+")
+_HTTP_FAILURE_REASONS = frozenset({"timeout", "connect", "too_large", "protocol"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+class UpstreamError(OAuthError):
+    """Base of every failure talking to the upstream provider: 502, the upstream failed."""
+
+    error: ClassVar[str] = "server_error"
+    status: ClassVar[int] = 502
+
+
+class UpstreamDeniedError(InvalidGrantError, UpstreamError):
+    """The upstream refused the grant (invalid or expired code, revoked refresh token, denied user).
+
+    ``invalid_grant`` / 400, so an MCP client re-authorizes (INTEROP.md, token endpoint errors).
+    """
+
+    error: ClassVar[str] = "invalid_grant"
+    status: ClassVar[int] = 400
+
+
+class UpstreamUnavailableError(TemporarilyUnavailableError, UpstreamError):
+    """Timeout, connection failure, 5xx or 429 upstream: transient, nothing was revoked.
+
+    ``temporarily_unavailable`` / 503; ``retry_after`` carries the upstream's bounded hint, if any.
+    """
+
+    error: ClassVar[str] = "temporarily_unavailable"
+    status: ClassVar[int] = 503
+
+
+class UpstreamProtocolError(ServerError, UpstreamError):
+    """The upstream answered something we cannot use, or rejected the proxy's own configuration.
+
+    ``server_error`` / 502 (bad gateway): the MCP client did nothing wrong; retrying will not help.
+    """
+
+    error: ClassVar[str] = "server_error"
+    status: ClassVar[int] = 502
+
+
+class UpstreamMixUpError(InvalidRequestError, UpstreamError):
+    """RFC 9207 §2.4: the callback's ``iss`` is missing where required, or names another issuer.
+
+    ``invalid_request`` / 400: the authorization response must not be used.
+    """
+
+    error: ClassVar[str] = "invalid_request"
+    status: ClassVar[int] = 400
+
+
+# --------------------------------------------------------------------------------------------------
+# Records
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _pair_tuple(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in value)
+
+
+def _check_url(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ValueError(f"{attribute.name} must be an absolute http(s) URL")
+    # RFC 6749 §3.1 / §3.2: endpoint URIs MUST NOT include a fragment component.
+    if parts.fragment or "#" in value:
+        raise ValueError(f"{attribute.name} must not contain a fragment")
+
+
+def _check_extra(reserved: frozenset[str]) -> Any:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: tuple[tuple[str, str], ...]) -> None:
+        names = [name for name, _v in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{attribute.name} repeats a parameter")
+        clash = sorted(set(names) & reserved)
+        if clash:
+            raise ValueError(f"{attribute.name} may not set {', '.join(clash)}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamProfile:
+    """One upstream provider as data: where its endpoints are and how the proxy authenticates.
+
+    ``name`` prefixes subjects (``github:12345``), so it is a short lower-case token.
+    """
+
+    name: str = attrs.field()
+    authorize_url: str = attrs.field(validator=_check_url)
+    token_url: str = attrs.field(validator=_check_url)
+    client_id: str = attrs.field()
+    client_secret: str = attrs.field(default="", repr=False, eq=False)
+    scopes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    token_auth_method: str = attrs.field(
+        default="client_secret_post", validator=attrs.validators.in_(TOKEN_AUTH_METHODS)
+    )
+    #: Send RFC 8707 ``resource`` upstream (off by default: many providers reject it).
+    forward_resource: bool = False
+    #: Expected RFC 9207 ``iss`` at the callback when the provider sends one.
+    issuer: str | None = None
+    #: The provider advertises ``authorization_response_iss_parameter_supported``.
+    require_iss: bool = False
+    #: GET with the upstream access token as Bearer; answers a JSON identity.
+    userinfo_url: str | None = attrs.field(default=None, validator=_check_url)
+    #: Field of the userinfo JSON holding the stable user id (``"id"`` for GitHub).
+    subject_field: str = "sub"
+    identity_fields: tuple[str, ...] = attrs.field(
+        default=("login", "email", "name", "preferred_username"), converter=_str_tuple
+    )
+    extra_authorize_params: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=_pair_tuple, validator=_check_extra(_AUTHORIZE_PARAMS)
+    )
+    extra_token_params: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=_pair_tuple, validator=_check_extra(_TOKEN_PARAMS)
+    )
+    use_pkce: bool = True
+    timeout: float = 10.0
+
+    @name.validator
+    def _check_name(self, _: attrs.Attribute[str], value: str) -> None:
+        if not _NAME_RE.fullmatch(value):
+            raise ValueError("name must match [a-z0-9][a-z0-9._-]{0,63}")
+
+    @client_id.validator
+    def _check_client_id(self, _: attrs.Attribute[str], value: str) -> None:
+        if not value:
+            raise ValueError("client_id must not be empty")
+
+    @scopes.validator
+    def _check_scopes(self, _: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
+        for scope in value:
+            if not _SCOPE_TOKEN_RE.fullmatch(scope):
+                raise ValueError("each scope must be one RFC 6749 §3.3 scope-token")
+
+    def __attrs_post_init__(self) -> None:
+        if self.issuer is not None and not self.issuer:
+            raise ValueError("issuer must be None or non-empty")
+        if self.require_iss and self.issuer is None:
+            # Every callback would be rejected: nothing to compare `iss` with.
+            raise ValueError("require_iss needs issuer")
+        if not self.subject_field:
+            raise ValueError("subject_field must not be empty")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError("timeout must be a positive number of seconds")
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamTokens:
+    """RFC 6749 §5.1: an upstream token response, validated. Kept server-side, sealed at rest."""
+
+    access_token: str = attrs.field(repr=False, eq=False)
+    #: Always ``"Bearer"`` (the only type accepted).
+    token_type: str
+    refresh_token: str | None = attrs.field(repr=False, eq=False, default=None)
+    #: Absolute epoch seconds (``now + expires_in``); ``None`` if the provider sent no lifetime.
+    expires_at: int | None
+    #: Scopes as granted, from ``scope`` (spaces or GitHub's commas); ``()`` if absent.
+    scope: tuple[str, ...] = attrs.field(converter=_str_tuple)
+    id_token: str | None = attrs.field(repr=False, eq=False, default=None)
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamIdentity:
+    """Who the upstream says the user is (OIDC Core §5.3, or GitHub's ``GET /user``)."""
+
+    #: Stable upstream user id as a string (GitHub's numeric id becomes ``"12345"``).
+    subject: str
+    #: ``identity_fields`` present in the userinfo, as cleaned, bounded strings, in profile order.
+    claims: tuple[tuple[str, str], ...] = attrs.field(converter=_pair_tuple)
+
+
+# --------------------------------------------------------------------------------------------------
+# Request builders
+
+
+def build_authorize_url(
+    profile: UpstreamProfile,
+    *,
+    redirect_uri: str,
+    state: str,
+    code_challenge: str | None,
+    resource: str | None,
+) -> str:
+    """RFC 6749 §4.1.1 authorization request URL, with RFC 7636 §4.3 PKCE parameters.
+
+    Parameters already in ``profile.authorize_url`` (e.g. a tenant selector) are kept. RFC 6749
+    §3.1: the endpoint URI "MAY include an application/x-www-form-urlencoded formatted query
+    component, which MUST be retained when adding additional query parameters".
+    """
+    params: list[tuple[str, str]] = [
+        ("response_type", "code"),
+        ("client_id", profile.client_id),
+        ("redirect_uri", redirect_uri),
+        ("state", state),
+    ]
+    if profile.scopes:
+        params.append(("scope", " ".join(profile.scopes)))
+    if profile.use_pkce:
+        if not code_challenge:
+            raise ValueError("profile uses PKCE: code_challenge is required")
+        params.append(("code_challenge", code_challenge))
+        params.append(("code_challenge_method", "S256"))
+    if profile.forward_resource and resource:
+        params.append(("resource", resource))
+    params.extend(profile.extra_authorize_params)
+
+    parts = urlsplit(profile.authorize_url)
+    added = urlencode(params, quote_via=quote, safe="")
+    query = f"{parts.query}&{added}" if parts.query else added
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def build_token_request(
+    profile: UpstreamProfile,
+    *,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str | None,
+    resource: str | None,
+) -> HttpRequest:
+    """RFC 6749 §4.1.3 access token request (with the RFC 7636 §4.5 ``code_verifier``)."""
+    params: list[tuple[str, str]] = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+    ]
+    if profile.use_pkce:
+        if not code_verifier:
+            raise ValueError("profile uses PKCE: code_verifier is required")
+        params.append(("code_verifier", code_verifier))
+    return _token_endpoint_request(profile, params, resource)
+
+
+def build_refresh_request(
+    profile: UpstreamProfile, *, refresh_token: str, resource: str | None
+) -> HttpRequest:
+    """RFC 6749 §6 refresh request. ``scope`` is omitted: the grant keeps its original scope."""
+    params = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)]
+    return _token_endpoint_request(profile, params, resource)
+
+
+def _token_endpoint_request(
+    profile: UpstreamProfile, params: list[tuple[str, str]], resource: str | None
+) -> HttpRequest:
+    headers: list[tuple[str, str]] = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        # GitHub answers form-encoded without it (INTEROP.md).
+        ("Accept", "application/json"),
+    ]
+    method = profile.token_auth_method
+    if method == "client_secret_basic":
+        headers.append(("Authorization", _basic_credentials(profile)))
+    elif method == "client_secret_post":
+        # RFC 6749 §2.3.1 allows the credentials in the body as client_id / client_secret.
+        params += [("client_id", profile.client_id), ("client_secret", profile.client_secret)]
+    else:
+        # RFC 6749 §4.1.3: a client that does not authenticate sends its client_id.
+        params.append(("client_id", profile.client_id))
+    if profile.forward_resource and resource:
+        params.append(("resource", resource))
+    params.extend(profile.extra_token_params)
+    return HttpRequest(
+        method="POST",
+        url=profile.token_url,
+        headers=tuple(headers),
+        body=urlencode(params).encode("ascii"),
+        timeout=profile.timeout,
+        max_response_bytes=MAX_RESPONSE_BYTES,
+    )
+
+
+def _basic_credentials(profile: UpstreamProfile) -> str:
+    # RFC 6749 §2.3.1: "The client identifier is encoded using the application/x-www-form-urlencoded
+    # encoding algorithm ..., and the encoded value is used as the username; the client password is
+    # encoded using the same algorithm and used as the password." A secret holding ':' or '%' breaks
+    # against strict servers without this step.
+    user = quote_plus(profile.client_id, safe="")
+    password = quote_plus(profile.client_secret, safe="")
+    token = base64.b64encode(f"{user}:{password}".encode("ascii")).decode("ascii")
+    return f"Basic {token}"
+
+
+def build_userinfo_request(profile: UpstreamProfile, *, access_token: str) -> HttpRequest:
+    """OIDC Core §5.3.1 UserInfo request (GitHub: ``GET /user``), the upstream token as Bearer."""
+    if profile.userinfo_url is None:
+        raise ValueError(f"upstream profile {profile.name} has no userinfo_url")
+    if not _VSCHAR_RE.fullmatch(access_token) or len(access_token) > MAX_TOKEN_LENGTH:
+        raise ValueError("access token is not a valid bearer token")
+    return HttpRequest(
+        method="GET",
+        url=profile.userinfo_url,
+        headers=(("Authorization", f"Bearer {access_token}"), ("Accept", "application/json")),
+        timeout=profile.timeout,
+        max_response_bytes=MAX_RESPONSE_BYTES,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Response parsers
+
+
+def parse_token_response(result: HttpResponse | HttpFailure, *, now: int) -> UpstreamTokens:
+    """Read an upstream token endpoint answer (RFC 6749 §5.1 success, §5.2 error).
+
+    Raises ``UpstreamUnavailableError`` (transport failure, 429, 5xx), ``UpstreamDeniedError`` (the
+    grant was refused: re-authorize) or ``UpstreamProtocolError`` (anything else unusable).
+    """
+    response = _usable_response(result, "token endpoint")
+    params = _decode_body(response)
+    if params is not None and params.get("error") is not None:
+        raise _token_error(params["error"])
+    if not 200 <= response.status < 300:
+        if response.status == 401:
+            raise UpstreamProtocolError("upstream rejected the proxy's client credentials")
+        raise UpstreamProtocolError("upstream token endpoint answered an unexpected status")
+    if params is None:
+        raise UpstreamProtocolError("upstream token response is not JSON or form-encoded")
+
+    access_token = _token_field(params, "access_token")
+    if access_token is None:
+        raise UpstreamProtocolError("upstream token response has no access_token")
+    token_type = _optional_str(params, "token_type")
+    # RFC 6749 §7.1: the client MUST NOT use a token whose type it does not understand.
+    if token_type is not None and token_type.lower() != "bearer":
+        raise UpstreamProtocolError("upstream issued a token type other than Bearer")
+    expires_in = _expires_in(params)
+    return UpstreamTokens(
+        access_token=access_token,
+        token_type="Bearer",
+        refresh_token=_token_field(params, "refresh_token"),
+        expires_at=None if expires_in is None else now + expires_in,
+        scope=_granted_scope(params),
+        id_token=_token_field(params, "id_token"),
+    )
+
+
+def parse_identity(
+    profile: UpstreamProfile, result: HttpResponse | HttpFailure
+) -> UpstreamIdentity:
+    """Read a UserInfo answer (OIDC Core §5.3.2) into a stable subject and a few display claims."""
+    response = _usable_response(result, "userinfo endpoint")
+    status = response.status
+    if status in (401, 403):
+        if status == 403 and _rate_limited(response):
+            # GitHub signals its primary rate limit with 403 and X-RateLimit-Remaining: 0.
+            raise UpstreamUnavailableError(
+                "upstream userinfo endpoint is rate limited", retry_after=_retry_after(response)
+            )
+        # RFC 6750 §3.1: the upstream token is invalid, expired, revoked or lacks scope.
+        raise UpstreamDeniedError("upstream rejected the access token at its userinfo endpoint")
+    if not 200 <= status < 300:
+        raise UpstreamProtocolError("upstream userinfo endpoint answered an unexpected status")
+    document = _json_object(response.body)
+    if document is None:
+        raise UpstreamProtocolError("upstream userinfo response is not a JSON object")
+
+    raw_subject = document.get(profile.subject_field)
+    if isinstance(raw_subject, bool) or not isinstance(raw_subject, str | int):
+        raise UpstreamProtocolError("upstream userinfo response has no usable subject")
+    subject = str(raw_subject)
+    # OIDC Core §5.1: sub is "a locally unique and never reassigned identifier ... MUST NOT exceed
+    # 255 ASCII characters in length". Control characters would corrupt logs and keys.
+    if not subject or len(subject) > MAX_SUBJECT_LENGTH or any(map(_is_control, subject)):
+        raise UpstreamProtocolError("upstream userinfo response has no usable subject")
+
+    claims: list[tuple[str, str]] = []
+    for name in profile.identity_fields:
+        value = document.get(name)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            continue  # absent, null (GitHub's private email) or not a scalar: skip it
+        text = "".join(c for c in str(value) if not _is_control(c))[:MAX_CLAIM_LENGTH]
+        if text:
+            claims.append((name, text))
+    return UpstreamIdentity(subject=subject, claims=tuple(claims))
+
+
+def check_callback_issuer(profile: UpstreamProfile, iss: str | None) -> None:
+    """RFC 9207 §2.4: validate the ``iss`` parameter of the upstream authorization response.
+
+    "Clients MUST compare the iss parameter value to the issuer identifier of the authorization
+    server where the authorization request was sent" (simple string comparison, no normalization);
+    and a client that knows the server supports the parameter "MUST reject authorization responses
+    without the iss parameter". An ``iss`` we have nothing to compare with is rejected too.
+    """
+    if iss is None:
+        if profile.require_iss:
+            raise UpstreamMixUpError("upstream authorization response lacks the iss parameter")
+        return
+    if profile.issuer is None:
+        raise UpstreamMixUpError("upstream sent an iss parameter but no issuer is configured")
+    if iss != profile.issuer:
+        raise UpstreamMixUpError("upstream authorization response came from another issuer")
+
+
+# --------------------------------------------------------------------------------------------------
+# Internals
+
+
+def _usable_response(result: HttpResponse | HttpFailure, what: str) -> HttpResponse:
+    if isinstance(result, HttpFailure):
+        # `reason` comes from our own driver, but echo only the documented values.
+        reason = result.reason if result.reason in _HTTP_FAILURE_REASONS else "failure"
+        raise UpstreamUnavailableError(f"upstream {what} unreachable ({reason})")
+    if len(result.body) > MAX_RESPONSE_BYTES:
+        raise UpstreamProtocolError(f"upstream {what} response too large")
+    if result.status == 429 or result.status >= 500:
+        raise UpstreamUnavailableError(
+            f"upstream {what} temporarily unavailable", retry_after=_retry_after(result)
+        )
+    return result
+
+
+def _retry_after(response: HttpResponse) -> int | None:
+    # RFC 9110 §10.2.3 delay-seconds only; an HTTP-date needs a clock we do not have here.
+    value = (response.header("retry-after") or "").strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:
+        return None
+    return min(int(value), MAX_RETRY_AFTER)
+
+
+def _rate_limited(response: HttpResponse) -> bool:
+    remaining = (response.header("x-ratelimit-remaining") or "").strip()
+    return remaining == "0" or response.header("retry-after") is not None
+
+
+def _media_type(response: HttpResponse) -> str:
+    return (response.header("content-type") or "").split(";", 1)[0].strip().lower()
+
+
+def _decode_body(response: HttpResponse) -> dict[str, Any] | None:
+    """A JSON object or a form-encoded body as a dict; ``None`` if it is neither."""
+    if _media_type(response) == "application/x-www-form-urlencoded":
+        # GitHub without Accept: application/json.
+        decoders = (_form_object, _json_object)
+    else:
+        decoders = (_json_object, _form_object)
+    for decode in decoders:
+        value = decode(response.body)
+        if value is not None:
+            return value
+    return None
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _form_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=_MAX_FORM_FIELDS,
+        )
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            return None  # RFC 6749 §3.1: parameters MUST NOT be repeated
+        # Form fields carry no null: an empty value means "not sent".
+        out[name] = value or None
+    return out
+
+
+def _token_error(code: object) -> UpstreamError:
+    if not isinstance(code, str):
+        return UpstreamProtocolError("upstream token error response is malformed")
+    if code in _DENIED_CODES:
+        return UpstreamDeniedError("upstream refused the authorization grant")
+    if code in _CREDENTIAL_CODES:
+        return UpstreamProtocolError("upstream rejected the proxy's client credentials")
+    if code in _TRANSIENT_CODES:
+        return UpstreamUnavailableError("upstream token endpoint temporarily unavailable")
+    # invalid_request, unsupported_grant_type, invalid_scope, invalid_target, redirect_uri_mismatch:
+    # the proxy's profile disagrees with the provider's registration. Not the user's fault.
+    return UpstreamProtocolError("upstream rejected the proxy's token request")
+
+
+def _optional_str(params: dict[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UpstreamProtocolError(f"upstream token response field {name} is not a string")
+    return value or None
+
+
+def _token_field(params: dict[str, Any], name: str) -> str | None:
+    value = _optional_str(params, name)
+    if value is not None and (len(value) > MAX_TOKEN_LENGTH or not _VSCHAR_RE.fullmatch(value)):
+        raise UpstreamProtocolError(f"upstream token response field {name} is malformed")
+    return value
+
+
+def _expires_in(params: dict[str, Any]) -> int | None:
+    value = params.get("expires_in")
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        seconds = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        raise UpstreamProtocolError("upstream token response field expires_in is malformed")
+    if not 0 <= seconds <= MAX_EXPIRES_IN:
+        raise UpstreamProtocolError("upstream token response field expires_in is out of range")
+    return seconds
+
+
+def _granted_scope(params: dict[str, Any]) -> tuple[str, ...]:
+    value = _optional_str(params, "scope")
+    if value is None:
+        return ()
+    # RFC 6749 §3.3 separates with spaces; GitHub uses commas ("repo,user").
+    tokens = value.replace(",", " ").split()
+    if not all(_SCOPE_TOKEN_RE.fullmatch(token) for token in tokens):
+        raise UpstreamProtocolError("upstream token response field scope is malformed")
+    return tuple(dict.fromkeys(tokens))  # ordered de-duplication
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) == "Cc"
