@@ -57,7 +57,9 @@ def authenticate_client(req: Request, form: dict[str, str]) -> Generator[Any, An
     if method != client.token_endpoint_auth_method:
         raise InvalidClientError("client authentication method not allowed for this client")
     if method != "none" and (
-        client.secret_hash is None or secret is None or not equal(digest(secret), client.secret_hash)
+        client.secret_hash is None
+        or secret is None
+        or not equal(digest(secret), client.secret_hash)
     ):
         raise InvalidClientError("client authentication failed")
     return client

@@ -75,10 +75,8 @@ class ProxyConfig:
     secure_cookies: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        if (
-            not self.mcp_path.startswith("/")
-            or (self.mcp_path.endswith("/")
-            and self.mcp_path != "/")
+        if not self.mcp_path.startswith("/") or (
+            self.mcp_path.endswith("/") and self.mcp_path != "/"
         ):
             raise ValueError("mcp_path must start with '/' and not end with '/'")
         object.__setattr__(self, "resource", canonical_resource(self.issuer + self.mcp_path))

@@ -47,17 +47,6 @@ class PutRecord:
 
 
 @attrs.frozen(kw_only=True)
-class InsertRecord:
-    """Write only if absent (atomic). Result: ``bool`` (``True`` if written)."""
-
-    kind: str
-    key: str
-    value: bytes = attrs.field(repr=False)
-    version: int
-    ttl: int
-
-
-@attrs.frozen(kw_only=True)
 class TakeRecord:
     """Atomic get-and-delete: of N concurrent takes of one key at most one sees the value.
 
@@ -139,9 +128,7 @@ class HttpCall:
     request: HttpRequest
 
 
-StoreEffect: TypeAlias = (
-    GetRecord | PutRecord | InsertRecord | TakeRecord | CompareAndSet | DeleteRecord
-)
+StoreEffect: TypeAlias = GetRecord | PutRecord | TakeRecord | CompareAndSet | DeleteRecord
 Effect: TypeAlias = StoreEffect | HttpCall
 
 #: A handler: yields effects, is sent their results, returns its value.

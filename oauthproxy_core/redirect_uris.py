@@ -188,6 +188,10 @@ def _parse(uri: object, application_type: str) -> _Parts:
         authority, rest = hier[:cut], hier[cut:]
         if "@" in authority:
             raise _fail("redirect_uri must not contain userinfo")
+        # Same host syntax as for https: "com.example.app://.." must not slip a dot segment in
+        # as an authority, nor a port or percent-encoding hide what the OS will dispatch on.
+        if authority and not _REG_NAME.fullmatch(authority):
+            raise _fail("redirect_uri has an invalid host")
         host = authority
     _check_path(rest.partition("?")[0])
     return _Parts(scheme=scheme, host=host, port=None, rest=rest)

@@ -74,9 +74,7 @@ class AuthorizationServer:
         mcp = cfg.mcp_path
         routes: dict[str, _Route] = {}
 
-        def add(
-            path: str, methods: Methods, *, browser: bool = False, cors: bool = False
-        ) -> None:
+        def add(path: str, methods: Methods, *, browser: bool = False, cors: bool = False) -> None:
             routes[path] = _Route(methods, browser=browser, cors=cors)
 
         meta = {"GET": as_metadata_endpoint}

@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import attrs
-
 from oauthproxy_adapters.driver import run, run_async
 from oauthproxy_adapters.keygen import new_keyring
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore, MemoryStore
+
 from oauthproxy_core import (
     AuthorizationServer,
     HttpFailure,
@@ -60,9 +60,12 @@ def make_profile(**overrides: Any) -> UpstreamProfile:
 
 
 def make_config(**overrides: Any) -> ProxyConfig:
-    fields: dict[str, Any] = {"issuer": ISSUER, "upstream": make_profile(),
-                              "scopes_supported": ("mcp", "offline_access"),
-                              "default_scopes": ("mcp",)}
+    fields: dict[str, Any] = {
+        "issuer": ISSUER,
+        "upstream": make_profile(),
+        "scopes_supported": ("mcp", "offline_access"),
+        "default_scopes": ("mcp",),
+    }
     fields.update(overrides)
     return ProxyConfig(**fields)
 
@@ -100,11 +103,19 @@ class ScriptedUpstream:
         q = dict(parse_qsl(urlsplit(authorize_url).query))
         assert q["redirect_uri"] == self.callback_url
         if deny:
-            return self.callback_url + "?" + urlencode({"error": "access_denied", "state": q["state"], "iss": UPSTREAM})
+            return (
+                self.callback_url
+                + "?"
+                + urlencode({"error": "access_denied", "state": q["state"], "iss": UPSTREAM})
+            )
         self._n += 1
         code = f"upcode{self._n}"
         self.codes[code] = {"challenge": q.get("code_challenge"), "user": user, "state": q["state"]}
-        return self.callback_url + "?" + urlencode({"code": code, "state": q["state"], "iss": UPSTREAM})
+        return (
+            self.callback_url
+            + "?"
+            + urlencode({"code": code, "state": q["state"], "iss": UPSTREAM})
+        )
 
     def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
         self.calls.append(req)
@@ -119,7 +130,11 @@ class ScriptedUpstream:
             if entry is None:
                 return _json(200, {"error": "bad_verification_code"})  # GitHub answers 200
             verifier = form.get("code_verifier", "")
-            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            digest = (
+                base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+                .rstrip(b"=")
+                .decode()
+            )
             if digest != entry["challenge"]:
                 return _json(200, {"error": "bad_verification_code"})
             self._n += 1
@@ -136,8 +151,11 @@ class ScriptedUpstream:
 
 
 def _json(status: int, body: dict[str, Any]) -> HttpResponse:
-    return HttpResponse(status=status, headers=(("Content-Type", "application/json"),),
-                        body=json.dumps(body).encode())
+    return HttpResponse(
+        status=status,
+        headers=(("Content-Type", "application/json"),),
+        body=json.dumps(body).encode(),
+    )
 
 
 class Browser:
@@ -158,8 +176,14 @@ class Browser:
 class Harness:
     """One proxy, one store, one upstream; synchronous driver unless ``use_async``."""
 
-    def __init__(self, config: ProxyConfig | None = None, *, seed: int = 1, store: Any = None,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig | None = None,
+        *,
+        seed: int = 1,
+        store: Any = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.config = config or make_config()
         self.clock = clock or Clock()
         self.rng = _random.Random(seed)
@@ -171,52 +195,114 @@ class Harness:
         return self.rng.randbytes(n)
 
     # -- raw requests ---------------------------------------------------------------------------
-    def request(self, method: str, target: str, *, headers: tuple[tuple[str, str], ...] = (),
-                body: bytes = b"", browser: Browser | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+        browser: Browser | None = None,
+    ) -> Response:
         req = self.make_request(method, target, headers=headers, body=body, browser=browser)
-        resp = run(self.server.handle(req, now=self.clock.now, random=self.random), self.store, self.upstream)
+        resp = run(
+            self.server.handle(req, now=self.clock.now, random=self.random),
+            self.store,
+            self.upstream,
+        )
         if browser is not None:
             browser.absorb(resp)
         return resp
 
-    def make_request(self, method: str, target: str, *, headers: tuple[tuple[str, str], ...] = (),
-                     body: bytes = b"", browser: Browser | None = None) -> Request:
+    def make_request(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+        browser: Browser | None = None,
+    ) -> Request:
         parts = urlsplit(target)
         hdrs = tuple((k.lower(), v) for k, v in headers) + (browser.header() if browser else ())
-        return Request(method=method, path=parts.path, query=parts.query, headers=hdrs, body=body,
-                       remote_addr="127.0.0.1")
+        return Request(
+            method=method,
+            path=parts.path,
+            query=parts.query,
+            headers=hdrs,
+            body=body,
+            remote_addr="127.0.0.1",
+        )
 
-    def form(self, path: str, data: dict[str, str], *, headers: tuple[tuple[str, str], ...] = (),
-             browser: Browser | None = None) -> Response:
-        return self.request("POST", path, body=urlencode(data).encode(), browser=browser,
-                            headers=(("content-type", "application/x-www-form-urlencoded"), *headers))
+    def form(
+        self,
+        path: str,
+        data: dict[str, str],
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        browser: Browser | None = None,
+    ) -> Response:
+        return self.request(
+            "POST",
+            path,
+            body=urlencode(data).encode(),
+            browser=browser,
+            headers=(("content-type", "application/x-www-form-urlencoded"), *headers),
+        )
 
     def bearer(self, token: str | None, scopes: tuple[str, ...] = ()) -> Principal | Challenge:
         header = f"Bearer {token}" if token is not None else None
-        return run(self.server.verify_bearer(header, now=self.clock.now, random=self.random,
-                                             required_scopes=scopes), self.store)
+        return run(
+            self.server.verify_bearer(
+                header, now=self.clock.now, random=self.random, required_scopes=scopes
+            ),
+            self.store,
+        )
 
     # -- flow steps -----------------------------------------------------------------------------
     def register(self, **meta: Any) -> dict[str, Any]:
-        body = {"redirect_uris": ["http://127.0.0.1:33418/callback"], "client_name": "Test Client",
-                "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]}
+        body = {
+            "redirect_uris": ["http://127.0.0.1:33418/callback"],
+            "client_name": "Test Client",
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+        }
         body.update(meta)
-        resp = self.request("POST", "/register", body=json.dumps(body).encode(),
-                            headers=(("content-type", "application/json"),))
+        resp = self.request(
+            "POST",
+            "/register",
+            body=json.dumps(body).encode(),
+            headers=(("content-type", "application/json"),),
+        )
         assert resp.status == 201, resp.body
         return json.loads(resp.body)  # type: ignore[no-any-return]
 
     def authorize_url(self, client: dict[str, Any], verifier: str, **params: str) -> str:
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-        q = {"response_type": "code", "client_id": client["client_id"],
-             "redirect_uri": client["redirect_uris"][0], "state": "client-state-1",
-             "code_challenge": challenge, "code_challenge_method": "S256",
-             "resource": self.config.resource}
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
+        q = {
+            "response_type": "code",
+            "client_id": client["client_id"],
+            "redirect_uri": client["redirect_uris"][0],
+            "state": "client-state-1",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "resource": self.config.resource,
+        }
         q.update(params)
         return "/authorize?" + urlencode({k: v for k, v in q.items() if v is not None})
 
-    def run_to_callback(self, client: dict[str, Any], verifier: str, browser: Browser,
-                        user: UpstreamUser | None = None, **params: str) -> Response:
+    def run_to_callback(
+        self,
+        client: dict[str, Any],
+        verifier: str,
+        browser: Browser,
+        user: UpstreamUser | None = None,
+        **params: str,
+    ) -> Response:
         """authorize -> consent GET -> consent POST approve -> upstream login -> callback."""
         resp = self.request("GET", self.authorize_url(client, verifier, **params), browser=browser)
         assert resp.status == 302, resp.body
@@ -235,7 +321,9 @@ class Harness:
     def token(self, data: dict[str, str], headers: tuple[tuple[str, str], ...] = ()) -> Response:
         return self.form("/token", data, headers=headers)
 
-    def full_code(self, client: dict[str, Any], verifier: str, browser: Browser | None = None) -> str:
+    def full_code(
+        self, client: dict[str, Any], verifier: str, browser: Browser | None = None
+    ) -> str:
         resp = self.run_to_callback(client, verifier, browser or Browser())
         assert resp.status == 302, resp.body
         return redirect_params(resp)["code"]
@@ -247,7 +335,7 @@ def consent_fields(page: Response) -> dict[str, str]:
     for name in ("txn", "csrf"):
         marker = f'name="{name}" value="'
         start = html.index(marker) + len(marker)
-        out[name] = html[start: html.index('"', start)]
+        out[name] = html[start : html.index('"', start)]
     return out
 
 
@@ -270,14 +358,23 @@ class AsyncHarness(Harness):
         self.astore = AsyncMemoryStore(clock=self.clock)
         self.loop_runner: Callable[[Any], Any] | None = None
 
-    async def arequest(self, method: str, target: str, *, headers: tuple[tuple[str, str], ...] = (),
-                       body: bytes = b"", browser: Browser | None = None) -> Response:
+    async def arequest(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+        browser: Browser | None = None,
+    ) -> Response:
         req = self.make_request(method, target, headers=headers, body=body, browser=browser)
 
         async def http(r: HttpRequest) -> HttpResponse | HttpFailure:
             return self.upstream(r)
 
-        resp = await run_async(self.server.handle(req, now=self.clock.now, random=self.random), self.astore, http)
+        resp = await run_async(
+            self.server.handle(req, now=self.clock.now, random=self.random), self.astore, http
+        )
         if browser is not None:
             browser.absorb(resp)
         return resp

@@ -76,8 +76,8 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
         raise ServerError("could not allocate a transaction")
 
     remembered = yield from remembered_consent(req, ctx, tx)
-    if remembered:
-        return (yield from start_upstream(req, ctx, tx))
+    if remembered is not None:
+        return (yield from start_upstream(ctx, tx, remembered))
     location = f"{ctx.config.issuer}/consent?txn={tx.id}"
     return Response(status=302, headers=(("Location", location), ("Cache-Control", "no-store")))
 

@@ -124,24 +124,25 @@ def consent_post(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         return (yield from _deny(ctx, tx))
     if decision != "approve":
         raise InvalidRequestError("decision must be approve or deny")
+    # The binding cookie is (re)issued now, at approval (SECURITY.md 11); an existing one is reused so
+    # that several flows in one browser, and remembered consent, keep working.
+    browser = browser_id(req, ctx) or new_secret(ctx.random, 16)
     if ctx.config.consent_mode == "remember":
-        browser = browser_id(req, ctx)
-        if browser is not None:
-            decision_rec = ConsentDecision(
-                client_id=tx.client_id,
-                redirect_uri=tx.redirect_uri,
-                scopes=tx.scopes,
-                resource=tx.resource,
-                decided_at=ctx.now,
-                expires_at=ctx.now + ctx.config.lifetimes.consent_memory,
-            )
-            yield from persistence.put(
-                "consent",
-                _consent_key(browser, tx),
-                decision_rec,
-                ctx.config.lifetimes.consent_memory,
-            )
-    return (yield from start_upstream(req, ctx, tx, status=303))
+        decision_rec = ConsentDecision(
+            client_id=tx.client_id,
+            redirect_uri=tx.redirect_uri,
+            scopes=tx.scopes,
+            resource=tx.resource,
+            decided_at=ctx.now,
+            expires_at=ctx.now + ctx.config.lifetimes.consent_memory,
+        )
+        yield from persistence.put(
+            "consent",
+            _consent_key(browser, tx),
+            decision_rec,
+            ctx.config.lifetimes.consent_memory,
+        )
+    return (yield from start_upstream(ctx, tx, browser, status=303))
 
 
 def _deny(ctx: Context, tx: Transaction) -> Generator[Any, Any, Response]:
@@ -162,16 +163,19 @@ def _deny(ctx: Context, tx: Transaction) -> Generator[Any, Any, Response]:
     )
 
 
-def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Generator[Any, Any, bool]:
+def remembered_consent(
+    req: Request, ctx: Context, tx: Transaction
+) -> Generator[Any, Any, str | None]:
+    """The browser id when this exact request was approved before in this browser, else ``None``."""
     if ctx.config.consent_mode != "remember":
-        return False
+        return None
     if req.header("sec-fetch-site") not in _SAFE_FETCH_SITES:
-        return False
+        return None
     browser = browser_id(req, ctx)
     if browser is None:
-        return False
+        return None
     rec = yield from persistence.load("consent", _consent_key(browser, tx), ConsentDecision)
-    return (
+    remembered = (
         rec is not None
         and rec.client_id == tx.client_id
         and rec.redirect_uri == tx.redirect_uri
@@ -179,17 +183,17 @@ def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Generator
         and rec.resource == tx.resource
         and rec.expires_at > ctx.now
     )
+    return browser if remembered else None
 
 
 def start_upstream(
-    req: Request, ctx: Context, tx: Transaction, *, status: int = 302
+    ctx: Context, tx: Transaction, browser: str, *, status: int = 302
 ) -> Generator[Any, Any, Response]:
     """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream."""
     target = advance(tx, TxEvent.consent_approved, EventData(now=ctx.now))
     if target is not TxState.upstream_pending:
         yield from persistence.replace("tx", tx.id, tx, attrs.evolve(tx, state=target.value), 60)
         return error_page(400, "invalid_request", "This authorization request has expired.")
-    browser = browser_id(req, ctx) or new_secret(ctx.random, 16)
     upstream_state = new_secret(ctx.random, 32)
     verifier = new_secret(ctx.random, 32)
     ttl = tx.expires_at - ctx.now

@@ -1,0 +1,21 @@
+"""Regenerate spec/transitions.md and spec/transitions.mmd from oauthproxy_core/states.py.
+
+Run: .venv/bin/python spec/generate.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oauthproxy_core.transitions_doc import transitions_markdown, transitions_mermaid
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    (HERE / "transitions.md").write_text(transitions_markdown())
+    (HERE / "transitions.mmd").write_text(transitions_mermaid())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Worker processes for the cross-process race tests of test_store_conformance.py.
+
+Kept in their own small module because ``multiprocessing`` with the ``spawn`` start method imports
+the target's module in each child: this one imports only the stores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oauthproxy_adapters.stores.redis import RedisStore
+from oauthproxy_adapters.stores.sqlite import SQLiteStore
+
+
+def open_spec(spec: tuple[str, ...]) -> Any:
+    """Open a store from a picklable ``("sqlite", path)`` or ``("redis", url, prefix)``."""
+    if spec[0] == "sqlite":
+        return SQLiteStore(spec[1])
+    if spec[0] == "redis":
+        return RedisStore(spec[1], prefix=spec[2])
+    raise ValueError(spec)
+
+
+def race(
+    spec: tuple[str, ...], op: str, worker: int, rounds: int, barrier: Any, results: Any
+) -> None:
+    """For each round, wait for every worker, then ``take`` or ``compare_and_set`` key ``r<round>``.
+
+    Puts ``(worker, round, won)`` on ``results`` for every round.
+    """
+    store = open_spec(spec)
+    try:
+        for r in range(rounds):
+            barrier.wait(timeout=30)
+            if op == "take":
+                won = store.take("race", f"r{r}") is not None
+            else:
+                won = store.compare_and_set("race", f"r{r}", 1, f"w{worker}".encode(), 60)
+            results.put((worker, r, won))
+    finally:
+        store.close()

@@ -1,0 +1,797 @@
+"""One conformance suite for every record store (ARCHITECTURE.md, "Storage contract").
+
+The contract tests run against the memory store, SQLite (a real file) and Redis (the real server at
+``OAUTHPROXY_TEST_REDIS_URL``, default ``redis://127.0.0.1:6379/0``, under a random key prefix per
+test). Redis being unreachable is a test *failure*, never a skip: a shared-store deployment must not
+pass CI untested. Backend-specific sections follow (SQLite durability and schema, memory bounds,
+Redis outages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import socket
+import sqlite3
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import store_race_workers
+from oauthproxy_adapters import stores
+from oauthproxy_adapters.stores import (
+    AsyncStore,
+    StoreFullError,
+    StoreUnavailableError,
+    SyncStore,
+    open_async_store,
+    open_store,
+)
+from oauthproxy_adapters.stores import sqlite as sqlite_module
+from oauthproxy_adapters.stores.memory import PURGE_BATCH, AsyncMemoryStore, MemoryStore
+from oauthproxy_adapters.stores.redis import AsyncRedisStore, RedisStore
+from oauthproxy_adapters.stores.sqlite import AsyncSQLiteStore, SQLiteStore, default_sqlite_path
+
+from oauthproxy_core.effects import Stored
+
+REDIS_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+THREADS = 16
+THREAD_ROUNDS = 10
+PROCESSES = 4
+PROCESS_ROUNDS = 5
+TASKS = 16
+
+
+class FakeClock:
+    """An injectable clock: tests move time instead of sleeping."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _redis_prefix() -> str:
+    return f"oauthproxy-test:{uuid.uuid4().hex}:"
+
+
+def _require_redis(store: RedisStore) -> None:
+    try:
+        store.get("probe", "probe")
+    except StoreUnavailableError as exc:
+        pytest.fail(f"these tests need a Redis server at {REDIS_URL} and could not reach it: {exc}")
+
+
+@pytest.fixture
+def redis_store() -> Iterator[RedisStore]:
+    store = RedisStore(REDIS_URL, prefix=_redis_prefix())
+    _require_redis(store)
+    yield store
+    store.clear()
+    store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Each store under test, empty."""
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "sqlite":
+        s = SQLiteStore(str(tmp_path / "state.db"))
+        yield s
+        s.close()
+    else:
+        yield request.getfixturevalue("redis_store")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, FakeClock]]:
+    """A store driven by a fake clock (Redis keeps its own time: see test_redis_ttl_expires)."""
+    clock = FakeClock()
+    if request.param == "memory":
+        yield MemoryStore(clock=clock), clock
+    else:
+        s = SQLiteStore(str(tmp_path / "state.db"), clock=clock)
+        yield s, clock
+        s.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def async_store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], Any]]:
+    """Builds the async store inside the test's event loop (redis.asyncio pools are loop-bound)."""
+    if request.param == "memory":
+        yield AsyncMemoryStore
+    elif request.param == "sqlite":
+        yield lambda: AsyncSQLiteStore(str(tmp_path / "state.db"))
+    else:
+        prefix = _redis_prefix()
+        cleaner = RedisStore(REDIS_URL, prefix=prefix)
+        _require_redis(cleaner)
+        yield lambda: AsyncRedisStore(REDIS_URL, prefix=prefix)
+        cleaner.clear()
+        cleaner.close()
+
+
+def run_async(factory: Callable[[], Any], body: Callable[[Any], Awaitable[None]]) -> None:
+    async def main() -> None:
+        s = factory()
+        try:
+            await body(s)
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+# -- the contract, on every store --------------------------------------------------------------------
+
+
+def test_implements_protocol(store: Any) -> None:
+    assert isinstance(store, SyncStore)
+
+
+def test_get_absent_is_none(store: Any) -> None:
+    assert store.get("code", "nope") is None
+    assert store.take("code", "nope") is None
+
+
+def test_put_get_round_trip(store: Any) -> None:
+    value = bytes(range(256)) + b"\x00tail"
+    store.put("code", "k1", value, 1, 60)
+    assert store.get("code", "k1") == Stored(value=value, version=1)
+    # A read does not consume.
+    assert store.get("code", "k1") == Stored(value=value, version=1)
+
+
+def test_empty_value_and_odd_keys(store: Any) -> None:
+    store.put("client", "", b"", 3, 60)
+    store.put("client", "a:b:c/ü* ?[x]", b"v", 4, 60)
+    assert store.get("client", "") == Stored(value=b"", version=3)
+    assert store.get("client", "a:b:c/ü* ?[x]") == Stored(value=b"v", version=4)
+
+
+def test_put_replaces_value_and_version(store: Any) -> None:
+    store.put("session", "k", b"one", 1, 60)
+    store.put("session", "k", b"two", 7, 60)
+    assert store.get("session", "k") == Stored(value=b"two", version=7)
+
+
+def test_kinds_are_separate(store: Any) -> None:
+    store.put("code", "same", b"c", 1, 60)
+    store.put("token", "same", b"t", 2, 60)
+    assert store.get("code", "same") == Stored(value=b"c", version=1)
+    assert store.get("token", "same") == Stored(value=b"t", version=2)
+    store.delete("code", "same")
+    assert store.get("code", "same") is None
+    assert store.get("token", "same") == Stored(value=b"t", version=2)
+
+
+def test_delete(store: Any) -> None:
+    store.put("code", "k", b"v", 1, 60)
+    store.delete("code", "k")
+    assert store.get("code", "k") is None
+    store.delete("code", "k")  # absent: not an error
+    store.delete("code", "never-existed")
+
+
+def test_take_returns_once(store: Any) -> None:
+    store.put("code", "k", b"v", 5, 60)
+    assert store.take("code", "k") == Stored(value=b"v", version=5)
+    assert store.take("code", "k") is None
+    assert store.get("code", "k") is None
+
+
+def test_cas_success_bumps_version(store: Any) -> None:
+    store.put("txn", "k", b"v1", 1, 60)
+    assert store.compare_and_set("txn", "k", 1, b"v2", 60) is True
+    assert store.get("txn", "k") == Stored(value=b"v2", version=2)
+    assert store.compare_and_set("txn", "k", 2, b"v3", 60) is True
+    assert store.get("txn", "k") == Stored(value=b"v3", version=3)
+
+
+def test_cas_wrong_version_fails_and_changes_nothing(store: Any) -> None:
+    store.put("txn", "k", b"v", 4, 60)
+    assert store.compare_and_set("txn", "k", 3, b"x", 60) is False
+    assert store.compare_and_set("txn", "k", 5, b"x", 60) is False
+    assert store.compare_and_set("txn", "k", 0, b"x", 60) is False  # present: not "absent"
+    assert store.get("txn", "k") == Stored(value=b"v", version=4)
+
+
+def test_cas_on_absent_record_fails(store: Any) -> None:
+    assert store.compare_and_set("txn", "k", 1, b"x", 60) is False
+    assert store.get("txn", "k") is None
+
+
+def test_cas_zero_inserts_only_if_absent(store: Any) -> None:
+    assert store.compare_and_set("reg", "k", 0, b"first", 60) is True
+    assert store.get("reg", "k") == Stored(value=b"first", version=1)
+    assert store.compare_and_set("reg", "k", 0, b"second", 60) is False
+    assert store.get("reg", "k") == Stored(value=b"first", version=1)
+    store.delete("reg", "k")
+    assert store.compare_and_set("reg", "k", 0, b"third", 60) is True
+    assert store.get("reg", "k") == Stored(value=b"third", version=1)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.put("code", "k", b"v", 1, 0),
+        lambda s: s.put("code", "k", b"v", 1, -5),
+        lambda s: s.put("code", "k", b"v", 1, 1.5),
+        lambda s: s.put("code", "k", b"v", 0, 60),
+        lambda s: s.put("code", "k", b"v", True, 60),
+        lambda s: s.put("", "k", b"v", 1, 60),
+        lambda s: s.put("co:de", "k", b"v", 1, 60),
+        lambda s: s.compare_and_set("code", "k", -1, b"v", 60),
+        lambda s: s.compare_and_set("code", "k", 0, b"v", 0),
+        lambda s: s.get("a:b", "k"),
+        lambda s: s.take("", "k"),
+    ],
+)
+def test_bad_arguments_raise_value_error_and_store_nothing(store: Any, call: Any) -> None:
+    with pytest.raises(ValueError):
+        call(store)
+    assert store.dump() == []
+
+
+def test_dump_shows_what_is_at_rest(store: Any) -> None:
+    store.put("code", "h1", b"sealed-1", 1, 60)
+    store.put("token", "h2", b"sealed-2", 1, 60)
+    assert sorted(store.dump()) == [("code", "h1", b"sealed-1"), ("token", "h2", b"sealed-2")]
+
+
+# -- races ---------------------------------------------------------------------------------------
+
+
+def _thread_race(op: Callable[[int, int], bool]) -> list[int]:
+    """Run ``op(worker, round)`` on THREADS threads released together; winners per round."""
+    barrier = threading.Barrier(THREADS)
+
+    def work(worker: int) -> list[bool]:
+        outcomes = []
+        for r in range(THREAD_ROUNDS):
+            barrier.wait(timeout=30)
+            outcomes.append(op(worker, r))
+        return outcomes
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        per_worker = list(pool.map(work, range(THREADS)))
+    return [sum(outcomes[r] for outcomes in per_worker) for r in range(THREAD_ROUNDS)]
+
+
+def test_threads_take_one_key_exactly_one_wins(store: Any) -> None:
+    for r in range(THREAD_ROUNDS):
+        store.put("race", f"r{r}", b"code", 1, 60)
+    winners = _thread_race(lambda w, r: store.take("race", f"r{r}") is not None)
+    assert winners == [1] * THREAD_ROUNDS
+
+
+def test_threads_cas_one_version_exactly_one_wins(store: Any) -> None:
+    for r in range(THREAD_ROUNDS):
+        store.put("race", f"r{r}", b"init", 1, 60)
+    won_by: dict[int, int] = {}
+
+    def op(worker: int, r: int) -> bool:
+        won = store.compare_and_set("race", f"r{r}", 1, f"w{worker}".encode(), 60)
+        if won:
+            won_by[r] = worker
+        return bool(won)
+
+    assert _thread_race(op) == [1] * THREAD_ROUNDS
+    for r in range(THREAD_ROUNDS):
+        assert store.get("race", f"r{r}") == Stored(value=f"w{won_by[r]}".encode(), version=2)
+
+
+def test_threads_insert_if_absent_exactly_one_wins(store: Any) -> None:
+    winners = _thread_race(
+        lambda w, r: store.compare_and_set("race", f"r{r}", 0, f"w{w}".encode(), 60)
+    )
+    assert winners == [1] * THREAD_ROUNDS
+
+
+def _process_spec(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    if backend == "sqlite":
+        spec: tuple[str, ...] = ("sqlite", str(tmp_path / "shared.db"))
+        return spec, SQLiteStore(spec[1])
+    parent = request.getfixturevalue("redis_store")
+    return ("redis", REDIS_URL, parent.prefix), parent
+
+
+@pytest.mark.parametrize("op", ["take", "cas"])
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_processes_race_exactly_one_wins(
+    backend: str, op: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    spec, parent = _process_spec(backend, tmp_path, request)
+    for r in range(PROCESS_ROUNDS):
+        parent.put("race", f"r{r}", b"init", 1, 60)
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCESSES)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=store_race_workers.race,
+            args=(spec, op, worker, PROCESS_ROUNDS, barrier, results),
+        )
+        for worker in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = [results.get(timeout=60) for _ in range(PROCESSES * PROCESS_ROUNDS)]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    assert [p.exitcode for p in procs] == [0] * PROCESSES
+    for r in range(PROCESS_ROUNDS):
+        winners = [w for (w, rr, won) in outcomes if rr == r and won]
+        assert len(winners) == 1, (r, outcomes)
+        after = parent.get("race", f"r{r}")
+        if op == "take":
+            assert after is None
+        else:
+            assert after == Stored(value=f"w{winners[0]}".encode(), version=2)
+    if backend == "sqlite":
+        parent.close()
+
+
+# -- async ---------------------------------------------------------------------------------------
+
+
+def test_async_contract(async_store_factory: Callable[[], Any]) -> None:
+    async def body(s: Any) -> None:
+        assert isinstance(s, AsyncStore)
+        assert await s.get("code", "k") is None
+        await s.put("code", "k", b"v", 1, 60)
+        assert await s.get("code", "k") == Stored(value=b"v", version=1)
+        assert await s.compare_and_set("code", "k", 1, b"w", 60) is True
+        assert await s.compare_and_set("code", "k", 1, b"x", 60) is False
+        assert await s.take("code", "k") == Stored(value=b"w", version=2)
+        assert await s.take("code", "k") is None
+        assert await s.compare_and_set("code", "k", 0, b"y", 60) is True
+        assert await s.compare_and_set("code", "k", 0, b"z", 60) is False
+        await s.delete("code", "k")
+        assert await s.get("code", "k") is None
+        with pytest.raises(ValueError):
+            await s.put("code", "k", b"v", 1, 0)
+
+    run_async(async_store_factory, body)
+
+
+def test_async_tasks_take_exactly_one_wins(async_store_factory: Callable[[], Any]) -> None:
+    async def body(s: Any) -> None:
+        for r in range(5):
+            await s.put("race", f"r{r}", b"code", 1, 60)
+            got = await asyncio.gather(*(s.take("race", f"r{r}") for _ in range(TASKS)))
+            assert sum(g is not None for g in got) == 1
+
+    run_async(async_store_factory, body)
+
+
+def test_async_tasks_cas_exactly_one_wins(async_store_factory: Callable[[], Any]) -> None:
+    async def body(s: Any) -> None:
+        for r in range(5):
+            await s.put("race", f"r{r}", b"init", 1, 60)
+            won = await asyncio.gather(
+                *(s.compare_and_set("race", f"r{r}", 1, b"w%d" % i, 60) for i in range(TASKS))
+            )
+            assert sum(won) == 1
+            winner = won.index(True)
+            assert await s.get("race", f"r{r}") == Stored(value=b"w%d" % winner, version=2)
+            inserted = await asyncio.gather(
+                *(s.compare_and_set("race", f"new{r}", 0, b"n", 60) for _ in range(TASKS))
+            )
+            assert sum(inserted) == 1
+
+    run_async(async_store_factory, body)
+
+
+# -- expiry (SECURITY.md 27: advancing the clock never revives an expired record) ---------------
+
+
+def test_expired_record_is_never_returned(clocked: tuple[Any, FakeClock]) -> None:
+    store, clock = clocked
+    store.put("code", "k", b"v", 1, 10)
+    clock.advance(9.999)
+    assert store.get("code", "k") == Stored(value=b"v", version=1)
+    clock.advance(0.001)  # exactly at expires_at: expired
+    assert store.get("code", "k") is None
+    assert store.take("code", "k") is None
+    assert store.compare_and_set("code", "k", 1, b"x", 10) is False
+    assert store.dump() == []
+    for _ in range(3):
+        clock.advance(1_000_000)
+        assert store.get("code", "k") is None
+
+
+def test_take_of_expired_record_is_none(clocked: tuple[Any, FakeClock]) -> None:
+    store, clock = clocked
+    store.put("code", "k", b"v", 1, 1)
+    clock.advance(1)
+    assert store.take("code", "k") is None
+    assert store.get("code", "k") is None
+
+
+def test_expired_record_counts_as_absent_for_insert(clocked: tuple[Any, FakeClock]) -> None:
+    store, clock = clocked
+    store.put("reg", "k", b"old", 9, 5)
+    clock.advance(5)
+    assert store.compare_and_set("reg", "k", 0, b"new", 5) is True
+    assert store.get("reg", "k") == Stored(value=b"new", version=1)
+    assert store.compare_and_set("reg", "k", 9, b"stale", 5) is False
+
+
+def test_cas_and_put_renew_ttl(clocked: tuple[Any, FakeClock]) -> None:
+    store, clock = clocked
+    store.put("txn", "k", b"v", 1, 10)
+    clock.advance(8)
+    assert store.compare_and_set("txn", "k", 1, b"w", 10) is True
+    clock.advance(8)
+    assert store.get("txn", "k") == Stored(value=b"w", version=2)
+    clock.advance(2)
+    assert store.get("txn", "k") is None
+
+
+def test_many_expired_records_are_reclaimed(clocked: tuple[Any, FakeClock]) -> None:
+    store, clock = clocked
+    for i in range(300):
+        store.put("code", f"old{i}", b"v", 1, 1)
+    clock.advance(2)
+    for i in range(300):
+        store.put("code", f"new{i}", b"v", 1, 60)
+    live = store.dump()
+    assert len(live) == 300
+    assert all(key.startswith("new") for (_, key, _) in live)
+
+
+def test_redis_ttl_expires(redis_store: RedisStore) -> None:
+    """Redis keeps its own clock: one real one-second TTL, checked through every operation."""
+    for key in ("get", "take", "cas", "insert"):
+        redis_store.put("code", key, b"v", 1, 1)
+    assert redis_store.get("code", "get") == Stored(value=b"v", version=1)
+    time.sleep(1.1)
+    assert redis_store.get("code", "get") is None
+    assert redis_store.take("code", "take") is None
+    assert redis_store.compare_and_set("code", "cas", 1, b"x", 60) is False
+    assert redis_store.compare_and_set("code", "insert", 0, b"x", 60) is True
+    assert redis_store.dump() == [("code", "insert", b"x")]
+
+
+# -- memory store ------------------------------------------------------------------------------
+
+
+def test_memory_store_is_bounded_and_refusal_loses_nothing() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock, max_records=3)
+    for i in range(3):
+        store.put("reg", f"k{i}", b"v", 1, 10)
+    with pytest.raises(StoreFullError):
+        store.put("reg", "k3", b"v", 1, 10)
+    with pytest.raises(StoreFullError):
+        store.compare_and_set("reg", "k3", 0, b"v", 10)
+    assert issubclass(StoreFullError, StoreUnavailableError)
+    # Replacing an existing record needs no room.
+    store.put("reg", "k0", b"w", 2, 10)
+    assert store.compare_and_set("reg", "k1", 1, b"w", 10) is True
+    assert len(store.dump()) == 3
+    assert store.get("reg", "k2") == Stored(value=b"v", version=1)
+
+
+def test_memory_store_reclaims_expired_records_when_full() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock, max_records=3)
+    for i in range(3):
+        store.put("reg", f"k{i}", b"v", 1, 10)
+    clock.advance(10)
+    for i in range(3, 6):
+        store.put("reg", f"k{i}", b"v", 1, 10)
+    assert sorted(k for (_, k, _) in store.dump()) == ["k3", "k4", "k5"]
+    assert store.compare_and_set("reg", "k3", 0, b"x", 10) is False
+
+
+def test_memory_purge_per_write_is_bounded() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    for i in range(100):
+        store.put("code", f"k{i}", b"v", 1, 1)
+    clock.advance(1)
+    store.put("code", "fresh", b"v", 1, 60)
+    assert len(store) == 100 - PURGE_BATCH + 1
+    for _ in range(10):
+        store.put("code", "fresh", b"v", 1, 60)
+    assert len(store) == 1
+
+
+def test_memory_heap_stays_proportional_under_rewrites() -> None:
+    store = MemoryStore()
+    for i in range(20_000):
+        store.put("txn", "k", b"v", i + 1, 3600)
+    assert len(store._expiries) <= 2 * len(store) + 1025
+
+
+def test_async_memory_store_shares_a_sync_store() -> None:
+    sync = MemoryStore()
+    sync.put("code", "k", b"v", 1, 60)
+
+    async def main() -> Stored | None:
+        return await AsyncMemoryStore(store=sync).take("code", "k")
+
+    assert asyncio.run(main()) == Stored(value=b"v", version=1)
+    assert sync.get("code", "k") is None
+
+
+# -- SQLite --------------------------------------------------------------------------------------
+
+
+def test_sqlite_data_survives_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    first = SQLiteStore(path)
+    first.put("client", "c1", b"registration", 3, 3600)
+    first.close()
+    second = open_store("sqlite:///" + path)
+    assert second.get("client", "c1") == Stored(value=b"registration", version=3)
+    second.close()
+
+
+def test_sqlite_closed_store_is_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    store.close()
+    with pytest.raises(StoreUnavailableError):
+        store.get("code", "k")
+
+
+def test_sqlite_schema_version_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStore(str(path))
+    assert store.schema_version() == sqlite_module.SCHEMA_VERSION == 1
+    assert store.journal_mode() == "wal"
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (
+            1,
+        )
+        columns = [row[1] for row in raw.execute("PRAGMA table_info(records)")]
+        assert columns == ["kind", "key", "value", "version", "expires_at"]
+    finally:
+        raw.close()
+        store.close()
+
+
+def test_sqlite_migration_is_a_function_in_a_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "state.db")
+    v1 = SQLiteStore(path)
+    v1.put("client", "c", b"kept", 1, 3600)
+    v1.close()
+
+    def to_v2(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE audit (at REAL)")
+
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*sqlite_module.MIGRATIONS, to_v2])
+    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", 2)
+    v2 = SQLiteStore(path)
+    assert v2.schema_version() == 2
+    assert v2.get("client", "c") == Stored(value=b"kept", version=1)
+    v2._db().execute("SELECT count(*) FROM audit").fetchone()
+    v2.close()
+    SQLiteStore(path).close()  # reopening an up-to-date file migrates nothing
+
+
+def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    SQLiteStore(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE meta SET value = 99 WHERE name = 'schema_version'")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreUnavailableError, match="newer"):
+        SQLiteStore(path)
+
+
+def test_sqlite_file_and_directory_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "state.db"
+    store = SQLiteStore(str(path))
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    store.close()
+
+
+def test_sqlite_purges_expired_rows_incrementally(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = str(tmp_path / "state.db")
+    store = SQLiteStore(path, clock=clock)
+    for i in range(sqlite_module.PURGE_EVERY):
+        store.put("code", f"old{i}", b"v", 1, 1)
+    clock.advance(2)
+    for i in range(sqlite_module.PURGE_EVERY):
+        store.put("code", f"new{i}", b"v", 1, 60)
+    raw = sqlite3.connect(path)
+    try:
+        (expired,) = raw.execute(
+            "SELECT count(*) FROM records WHERE expires_at <= ?", (clock(),)
+        ).fetchone()
+    finally:
+        raw.close()
+    assert expired == max(0, sqlite_module.PURGE_EVERY - sqlite_module.PURGE_BATCH)
+    store.close()
+
+
+def test_sqlite_take_without_returning_is_atomic(tmp_path: Path) -> None:
+    """The fallback for SQLite < 3.35 (BEGIN IMMEDIATE + SELECT + DELETE) is exercised too."""
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    store._use_returning = False
+    for r in range(THREAD_ROUNDS):
+        store.put("race", f"r{r}", b"code", 1, 60)
+    winners = _thread_race(lambda w, r: store.take("race", f"r{r}") is not None)
+    assert winners == [1] * THREAD_ROUNDS
+    store.close()
+
+
+def test_sqlite_rejects_memory_path() -> None:
+    with pytest.raises(ValueError, match="memory://"):
+        SQLiteStore(":memory:")
+
+
+def test_default_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OAUTHPROXY_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_sqlite_path() == str(tmp_path / ".oauthproxy" / "state.db")
+    monkeypatch.setenv("OAUTHPROXY_DATA_DIR", str(tmp_path / "data"))
+    assert default_sqlite_path() == str(tmp_path / "data" / "state.db")
+
+
+def test_async_sqlite_sees_sync_writes(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    sync = SQLiteStore(path)
+    sync.put("code", "k", b"v", 1, 60)
+
+    async def main() -> Stored | None:
+        s = AsyncSQLiteStore(path)
+        try:
+            return await s.take("code", "k")
+        finally:
+            await s.close()
+
+    assert asyncio.run(main()) == Stored(value=b"v", version=1)
+    assert sync.get("code", "k") is None
+    sync.close()
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+def test_redis_layout_is_prefix_kind_key_and_packed_version(redis_store: RedisStore) -> None:
+    redis_store.put("code", "h", b"sealed", 258, 60)
+    raw = redis.Redis.from_url(REDIS_URL)
+    try:
+        name = f"{redis_store.prefix}code:h"
+        assert raw.get(name) == (258).to_bytes(8, "big") + b"sealed"
+        assert 0 < raw.ttl(name) <= 60
+        raw.set(f"{redis_store.prefix}code:bad", b"short")
+    finally:
+        raw.close()
+    with pytest.raises(StoreUnavailableError, match="malformed"):
+        redis_store.get("code", "bad")
+
+
+def test_redis_unreachable_fails_fast() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", prefix=_redis_prefix())
+    calls: list[Callable[[], object]] = [
+        lambda: store.get("code", "k"),
+        lambda: store.put("code", "k", b"v", 1, 60),
+        lambda: store.take("code", "k"),
+        lambda: store.compare_and_set("code", "k", 1, b"v", 60),
+        lambda: store.compare_and_set("code", "k", 0, b"v", 60),
+        lambda: store.delete("code", "k"),
+    ]
+    started = time.monotonic()
+    for call in calls:
+        with pytest.raises(StoreUnavailableError):
+            call()
+    assert time.monotonic() - started < 3
+    store.close()
+
+
+def test_redis_silent_server_times_out() -> None:
+    """A server that accepts connections but never answers: the socket timeout fires, no hang."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            store.get("code", "k")
+        assert time.monotonic() - started < 3
+        store.close()
+
+
+def test_async_redis_unreachable_fails_fast() -> None:
+    async def main() -> None:
+        store = AsyncRedisStore("redis://127.0.0.1:1/0")
+        try:
+            with pytest.raises(StoreUnavailableError):
+                await store.take("code", "k")
+            with pytest.raises(StoreUnavailableError):
+                await store.compare_and_set("code", "k", 1, b"v", 60)
+        finally:
+            await store.close()
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - started < 3
+
+
+# -- open_store ----------------------------------------------------------------------------------
+
+
+def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OAUTHPROXY_DATA_DIR", str(tmp_path / "data"))
+    assert isinstance(open_store("memory://"), MemoryStore)
+
+    relative = open_store("sqlite:///sub/rel.db")
+    assert isinstance(relative, SQLiteStore)
+    assert relative.path == str(tmp_path / "sub" / "rel.db")
+    relative.close()
+
+    absolute = open_store(f"sqlite:///{tmp_path}/abs.db")
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == str(tmp_path / "abs.db")
+    absolute.close()
+
+    default = open_store("sqlite://")
+    assert isinstance(default, SQLiteStore)
+    assert default.path == str(tmp_path / "data" / "state.db")
+    assert (tmp_path / "data" / "state.db").exists()
+    default.close()
+
+    shared = open_store(REDIS_URL)
+    assert isinstance(shared, RedisStore)
+    shared.close()
+
+
+def test_open_async_store_urls(tmp_path: Path) -> None:
+    async def main() -> None:
+        for url, cls in [
+            ("memory://", AsyncMemoryStore),
+            (f"sqlite:///{tmp_path}/a.db", AsyncSQLiteStore),
+            (REDIS_URL, AsyncRedisStore),
+        ]:
+            s = open_async_store(url)
+            assert isinstance(s, cls)
+            await s.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://localhost/db", "memcached://x", "state.db", "", "sqlite://host/x.db"]
+)
+def test_open_store_rejects_unknown_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="store URL"):
+        open_store(url)
+    with pytest.raises(ValueError, match="store URL"):
+        open_async_store(url)
+
+
+def test_stores_package_exports_redis_lazily() -> None:
+    assert stores.RedisStore is RedisStore
+    assert stores.AsyncRedisStore is AsyncRedisStore
+    assert StoreFullError.__mro__[1] is StoreUnavailableError
