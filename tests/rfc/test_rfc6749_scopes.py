@@ -91,8 +91,7 @@ def test_resolve_defaults_when_nothing_requested() -> None:
 def test_resolve_accepts_supported_and_allowed() -> None:
     requested = ("mcp:write", "mcp:read")
     assert (
-        resolve_scopes(requested, supported=SUPPORTED, default=(), client_allowed=None)
-        == requested
+        resolve_scopes(requested, supported=SUPPORTED, default=(), client_allowed=None) == requested
     )
     assert (
         resolve_scopes(requested, supported=SUPPORTED, default=(), client_allowed=SUPPORTED)

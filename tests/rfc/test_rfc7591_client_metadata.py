@@ -59,14 +59,14 @@ def test_typical_mcp_client_registration_is_echoed() -> None:
 
 def test_record_converts_lists_to_tuples() -> None:
     md = ClientMetadata(
-        redirect_uris=["https://a.example/cb"],  # type: ignore[arg-type]
+        redirect_uris=["https://a.example/cb"],
         token_endpoint_auth_method="none",
-        grant_types=["authorization_code"],  # type: ignore[arg-type]
-        response_types=["code"],  # type: ignore[arg-type]
+        grant_types=["authorization_code"],
+        response_types=["code"],
         application_type="web",
         client_name=None,
-        scope=[],  # type: ignore[arg-type]
-        extra=[("k", '"v"')],  # type: ignore[arg-type]
+        scope=[],
+        extra=[("k", '"v"')],
     )
     assert md.redirect_uris == ("https://a.example/cb",)
     assert md.extra == (("k", '"v"'),)
@@ -110,7 +110,7 @@ def test_private_use_scheme_rejected_for_declared_web_client() -> None:
         "https://client.example/cb",
         [1],
         [None],
-        ["https://client.example/cb"] * 0 + [f"https://c.example/{i}" for i in range(21)],
+        [f"https://c.example/{i}" for i in range(21)],
         ["javascript:alert(1)//"],
         ["http://localhost@evil.com/cb"],
         ["https://client.example/cb#x"],
@@ -254,8 +254,9 @@ def test_duplicates_collapse_in_order() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 

@@ -140,9 +140,7 @@ def test_invariant_6_plain_or_missing_challenge_rejected_table(
 
 
 @given(verifiers, st.one_of(st.none(), st.text(max_size=10)))
-def test_invariant_6_plain_or_missing_challenge_rejected(
-    verifier: str, method: str | None
-) -> None:
+def test_invariant_6_plain_or_missing_challenge_rejected(verifier: str, method: str | None) -> None:
     assume(method != "S256")
     # "plain": the challenge is the verifier itself; any method other than S256 is refused,
     # and so is a request with no challenge at all.

@@ -28,7 +28,8 @@ _port = st.integers(min_value=1, max_value=65535).map(str)
 def _path_and_query(draw: st.DrawFn) -> str:
     segments = draw(st.lists(_segment, max_size=4))
     path = "/" + "/".join(segments)
-    if segments and draw(st.booleans()):
+    trailing_slash: bool = draw(st.booleans())
+    if segments and trailing_slash:
         path += "/"
     if draw(st.booleans()):
         path += "?" + draw(st.from_regex(r"[a-z]{1,5}=[A-Za-z0-9]{0,5}", fullmatch=True))
@@ -320,9 +321,7 @@ def _oracle(registered: list[str], requested: str, allow_localhost_port: bool) -
 def test_invariant_1_only_registered_or_loopback_port_variant_matches(
     registered: list[str], requested: str, allow_localhost_port: bool
 ) -> None:
-    result = match_redirect_uri(
-        registered, requested, allow_localhost_port=allow_localhost_port
-    )
+    result = match_redirect_uri(registered, requested, allow_localhost_port=allow_localhost_port)
     assert (result is not None) == _oracle(registered, requested, allow_localhost_port)
     if result is not None:
         assert result in registered
@@ -417,9 +416,13 @@ def test_rfc8252_7_3_match_table(registered: str, requested: str, expected: bool
 def test_localhost_port_tolerance_is_a_policy() -> None:
     registered = ["http://localhost:1/cb"]
     assert match_redirect_uri(registered, "http://localhost:2/cb") == registered[0]
-    assert match_redirect_uri(registered, "http://localhost:2/cb", allow_localhost_port=False) is None
+    assert (
+        match_redirect_uri(registered, "http://localhost:2/cb", allow_localhost_port=False) is None
+    )
     # Exact match is always allowed; IP literals keep their tolerance.
-    assert match_redirect_uri(registered, registered[0], allow_localhost_port=False) == registered[0]
+    assert (
+        match_redirect_uri(registered, registered[0], allow_localhost_port=False) == registered[0]
+    )
     ip = ["http://127.0.0.1:1/cb"]
     assert match_redirect_uri(ip, "http://127.0.0.1:2/cb", allow_localhost_port=False) == ip[0]
 

@@ -108,7 +108,7 @@ def test_canonical_equality_means_same_resource(a: str, b: str) -> None:
     # Two spellings canonicalise equal only if they differ in nothing but case of scheme/host,
     # a default port and a single trailing slash.
     def key(value: str) -> tuple[str, str, str]:
-        scheme, _, rest = value.partition("://")
+        _, _, rest = value.partition("://")
         rest, question, query = rest.partition("?")
         authority, slash, path = rest.partition("/")
         authority = authority.lower().removesuffix(":443")
