@@ -16,8 +16,6 @@ import re
 from collections.abc import Generator
 from typing import Any
 
-import attrs
-
 from . import persistence
 from .config import Context
 from .crypto import digest, new_secret, seal
@@ -63,14 +61,14 @@ def new_refresh_secret(ctx: Context, grant_id: str) -> tuple[str, str]:
     return f"{grant_id}.{secret}", digest(secret)
 
 
-def rotated(
+def rotation(
     ctx: Context, grant: Grant, presented_hash: str, response: dict[str, Any], new_hash: str
-) -> Grant:
+) -> dict[str, Any]:
+    """The changes that rotate ``grant`` from ``presented_hash`` to ``new_hash``."""
     retired = grant.retired_hashes
     if grant.previous_hash:
         retired = ((grant.previous_hash, *retired))[:RETIRED_KEEP]
-    return attrs.evolve(
-        grant,
+    return dict(
         generation=grant.generation + 1,
         refresh_hash=new_hash,
         previous_hash=presented_hash,

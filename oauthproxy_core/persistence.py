@@ -51,13 +51,18 @@ def put(kind: str, key: str, record: Any, ttl: int) -> Gen[None]:
     )
 
 
-def replace(kind: str, key: str, old: Any, new: Any, ttl: int) -> Gen[Any | None]:
-    """Compare-and-set ``new`` over ``old``; returns ``new`` with its new version, or ``None``."""
-    updated = attrs.evolve(new, version=old.version + 1)
+def replace(kind: str, key: str, old: T, ttl: int, **changes: Any) -> Gen[T | None]:
+    """Compare-and-set ``old`` with ``changes`` applied over ``old``'s version.
+
+    Returns the stored record (version ``old.version + 1``), or ``None`` if another writer got there
+    first (ARCHITECTURE.md: every state change is a compare-and-set on the version).
+    """
+    version: int = old.version  # type: ignore[attr-defined]
+    updated = attrs.evolve(old, version=version + 1, **changes)  # type: ignore[misc]
     ok = yield CompareAndSet(
         kind=kind,
         key=key,
-        expected_version=old.version,
+        expected_version=version,
         value=codec.encode(updated),
         ttl=max(ttl, 1),
     )

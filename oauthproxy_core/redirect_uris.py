@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from urllib.parse import unquote
 
 import attrs
@@ -208,16 +209,22 @@ def validate_redirect_uri(uri: str, *, application_type: str = "web") -> str:
     return uri
 
 
+@lru_cache(maxsize=4096)
+def _native_parts(uri: str) -> _Parts | None:
+    # The same few URIs are checked several times per flow (authorize, consent, callback, final
+    # redirect); _parse is pure, so its verdict for a string can be remembered.
+    try:
+        return _parse(uri, _APPLICATION_TYPE_NATIVE)
+    except InvalidRedirectUriError:
+        return None
+
+
 def is_acceptable_redirect_uri(uri: str) -> bool:
     """The registration predicate with the most permissive ``application_type``; never raises.
 
     Applied again at authorize, at consent and before the final redirect (SECURITY.md 3).
     """
-    try:
-        _parse(uri, _APPLICATION_TYPE_NATIVE)
-    except InvalidRedirectUriError:
-        return False
-    return True
+    return isinstance(uri, str) and _native_parts(uri) is not None
 
 
 def _port_variable(parts: _Parts, *, allow_localhost_port: bool) -> bool:
@@ -235,9 +242,8 @@ def match_redirect_uri(
     an ``http`` loopback IP literal and, if ``allow_localhost_port``, of ``http://localhost``
     (RFC 8252 §7.3); scheme, host, path and query stay byte-identical.
     """
-    try:
-        wanted = _parse(requested, _APPLICATION_TYPE_NATIVE)
-    except InvalidRedirectUriError:
+    wanted = _native_parts(requested) if isinstance(requested, str) else None
+    if wanted is None:
         return None
     candidates = [entry for entry in registered if is_acceptable_redirect_uri(entry)]
     # An exact match wins over a port variant so the caller gets the most specific entry.
@@ -247,9 +253,10 @@ def match_redirect_uri(
     if not _port_variable(wanted, allow_localhost_port=allow_localhost_port):
         return None
     for entry in candidates:
-        parts = _parse(entry, _APPLICATION_TYPE_NATIVE)
+        parts = _native_parts(entry)
         if (
-            parts.scheme == wanted.scheme
+            parts is not None
+            and parts.scheme == wanted.scheme
             and parts.host == wanted.host
             and parts.rest == wanted.rest
         ):

@@ -8,6 +8,7 @@ byte for byte.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from .errors import OAuthError
@@ -16,8 +17,12 @@ from .pages import error_page
 from .redirect_uris import is_acceptable_redirect_uri
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
+
+
 def _q(value: str) -> str:
-    return quote(value, safe="-._~")
+    # Codes, ids and most states are already unreserved characters (RFC 3986 §2.3).
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="-._~")
 
 
 def authorization_redirect(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -54,7 +55,9 @@ class Challenge:
 
 
 def prm_url(ctx: Context) -> str:
-    return f"{ctx.config.issuer}/.well-known/oauth-protected-resource{ctx.config.mcp_path}"
+    """RFC 9728 §3.1: the well-known segment goes between the resource's host and its path."""
+    parts = urlsplit(ctx.config.resource)
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{parts.path}"
 
 
 def challenge(ctx: Context, *, status: int, error: str | None, scopes: Sequence[str]) -> Challenge:

@@ -13,8 +13,6 @@ import json
 from collections.abc import Generator
 from typing import Any
 
-import attrs
-
 from .. import persistence
 from ..config import Context
 from ..crypto import UnsealError, digest, new_secret, seal, unseal
@@ -92,11 +90,15 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
             tx.redirect_uri, client_err, client_state=tx.client_state, issuer=ctx.config.issuer
         )
 
+    # The transaction must outlive its code so a replay can still be recognised and punished.
     code_value = new_secret(ctx.random, 32)
     grant_id = new_secret(ctx.random, 16)
     lifetimes = ctx.config.lifetimes
-    issued = attrs.evolve(
+    updated = yield from persistence.replace(
+        "tx",
+        tx.id,
         tx,
+        lifetimes.transaction,
         state=TxState.code_issued.value,
         code_hash=digest(code_value),
         code_expires_at=ctx.now + lifetimes.code,
@@ -106,8 +108,6 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
         upstream_sealed=seal(ctx.keys, ctx.random, _tokens_json(tokens), "upstream|" + grant_id),
         upstream_verifier_sealed=None,
     )
-    # The transaction must outlive its code so a replay can still be recognised and punished.
-    updated = yield from persistence.replace("tx", tx.id, tx, issued, lifetimes.transaction)
     if updated is None:
         return error_page(400, "invalid_request", _UNKNOWN)
     yield from persistence.put_raw(
@@ -124,9 +124,7 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
 def _move(
     tx: Transaction, target: TxState, ctx: Context
 ) -> Generator[Any, Any, Transaction | None]:
-    return (
-        yield from persistence.replace("tx", tx.id, tx, attrs.evolve(tx, state=target.value), 60)
-    )
+    return (yield from persistence.replace("tx", tx.id, tx, 60, state=target.value))
 
 
 def _redeem_upstream(

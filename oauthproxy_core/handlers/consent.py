@@ -20,8 +20,6 @@ import re
 from collections.abc import Generator
 from typing import Any
 
-import attrs
-
 from .. import persistence
 from ..config import Context
 from ..cookies import BROWSER, CSRF, cookie_name, set_cookie
@@ -147,9 +145,7 @@ def consent_post(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
 
 def _deny(ctx: Context, tx: Transaction) -> Generator[Any, Any, Response]:
     target = advance(tx, TxEvent.consent_denied, EventData(now=ctx.now))
-    updated = yield from persistence.replace(
-        "tx", tx.id, tx, attrs.evolve(tx, state=target.value), 60
-    )
+    updated = yield from persistence.replace("tx", tx.id, tx, 60, state=target.value)
     if updated is None or target is not TxState.denied:
         return error_page(
             400, "invalid_request", "This authorization request was already answered."
@@ -192,19 +188,21 @@ def start_upstream(
     """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream."""
     target = advance(tx, TxEvent.consent_approved, EventData(now=ctx.now))
     if target is not TxState.upstream_pending:
-        yield from persistence.replace("tx", tx.id, tx, attrs.evolve(tx, state=target.value), 60)
+        yield from persistence.replace("tx", tx.id, tx, 60, state=target.value)
         return error_page(400, "invalid_request", "This authorization request has expired.")
     upstream_state = new_secret(ctx.random, 32)
     verifier = new_secret(ctx.random, 32)
     ttl = tx.expires_at - ctx.now
-    approved = attrs.evolve(
+    updated = yield from persistence.replace(
+        "tx",
+        tx.id,
         tx,
+        ttl,
         state=target.value,
         browser_hash=digest(browser),
         upstream_state_hash=digest(upstream_state),
         upstream_verifier_sealed=seal(ctx.keys, ctx.random, verifier.encode(), "verifier|" + tx.id),
     )
-    updated = yield from persistence.replace("tx", tx.id, tx, approved, ttl)
     if updated is None:
         return error_page(
             400, "invalid_request", "This authorization request was already answered."

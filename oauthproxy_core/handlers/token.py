@@ -17,8 +17,6 @@ import json
 from collections.abc import Generator
 from typing import Any
 
-import attrs
-
 from .. import grants, persistence
 from ..client_auth import authenticate_client
 from ..config import Context
@@ -95,7 +93,7 @@ def _redeem_code(
         raise InvalidGrantError("code is invalid or expired") from None
     lifetimes = ctx.config.lifetimes
     exchanged = yield from persistence.replace(
-        "tx", tx.id, tx, attrs.evolve(tx, state=target.value), lifetimes.transaction
+        "tx", tx.id, tx, lifetimes.transaction, state=target.value
     )
     if exchanged is None:
         # Lost a race with another redemption: that one is now a replay of ours (SECURITY.md 8).
@@ -132,7 +130,7 @@ def _redeem_code(
 
 def _punish_replay(ctx: Context, tx: Transaction) -> Generator[Any, Any, None]:
     target = advance(tx, TxEvent.code_replayed, EventData(now=ctx.now))
-    yield from persistence.replace("tx", tx.id, tx, attrs.evolve(tx, state=target.value), 60)
+    yield from persistence.replace("tx", tx.id, tx, 60, state=target.value)
     if tx.grant_id is not None:
         yield from grants.revoke_grant(ctx, tx.grant_id)
 
@@ -168,9 +166,12 @@ def _refresh(
         if grant.refresh_hash and equal(presented_hash, grant.refresh_hash):
             refresh, new_hash = grants.new_refresh_secret(ctx, grant.id)
             body = grants.token_response(ctx, grant, scopes, refresh)
-            successor = grants.rotated(ctx, grant, presented_hash, body, new_hash)
             stored = yield from persistence.replace(
-                "grant", grant.id, grant, successor, ctx.config.lifetimes.refresh_token
+                "grant",
+                grant.id,
+                grant,
+                ctx.config.lifetimes.refresh_token,
+                **grants.rotation(ctx, grant, presented_hash, body, new_hash),
             )
             if stored is not None:
                 return body

@@ -301,6 +301,10 @@ class ProxyMachine(RuleBasedStateMachine):
             headers=(("sec-fetch-site", sec_fetch),),
         )
         registered = redirect_uris.match_redirect_uri(client.redirect_uris, redirect) is not None
+        if client_state is not None and "\x00" in client_state:
+            # A NUL byte makes the whole request malformed: refused with a page (invariant 2).
+            assert resp.status == 400 and resp.header("location") is None
+            return multiple()
         if not registered:
             # Invariants 1, 2: an unregistered redirect URI gets a page, never a redirect.
             assert resp.status == 400 and resp.header("location") is None
@@ -795,11 +799,11 @@ def test_invariants_1_to_27_hold_under_attack() -> None:
 # -- the properties must bite: deliberately broken variants -------------------------------------------
 
 
-def _read_then_write(kind: str, key: str, old: Any, new: Any, ttl: int) -> Generator[Any, Any, Any]:
+def _read_then_write(kind: str, key: str, old: Any, ttl: int, **changes: Any) -> Generator[Any, Any, Any]:
     stored = yield GetRecord(kind=kind, key=key)
     if stored is None or stored.version != old.version:
         return None
-    updated = attrs.evolve(new, version=old.version + 1)
+    updated = attrs.evolve(old, version=old.version + 1, **changes)
     yield PutRecord(
         kind=kind, key=key, value=codec.encode(updated), version=updated.version, ttl=max(ttl, 1)
     )
