@@ -16,7 +16,6 @@ from .http import Response
 from .pages import error_page
 from .redirect_uris import is_acceptable_redirect_uri
 
-
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
 
 

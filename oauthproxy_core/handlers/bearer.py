@@ -95,6 +95,19 @@ def verify_bearer(
         claims = verify_access_token(ctx, token, audience=ctx.config.resource)
     except InvalidTokenError:
         return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
+    return (yield from authorize_claims(claims, ctx, required_scopes))
+
+
+def authorize_claims(
+    claims: AccessClaims, ctx: Context, required_scopes: Sequence[str] = ()
+) -> Generator[Any, Any, Principal | Challenge]:
+    """The checks after signature verification: expiry, revocation, scopes.
+
+    Split out so that a verified-token cache (in the adapters) can skip only the signature, never
+    the revocation look-up.
+    """
+    if claims.expires_at <= ctx.now:
+        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
     if (yield from grants.is_revoked(claims.grant_id)):
         return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
     missing = [s for s in required_scopes if s not in claims.scopes]

@@ -1,0 +1,187 @@
+"""The ASGI adapter: the authorization server, and bearer protection for an MCP app, in one app.
+
+``OAuthProxyApp(proxy, app)`` answers every path the core serves (metadata, registration, authorize,
+consent, callback, token, revocation, JWKS), protects ``mcp_path`` (and below) with bearer tokens,
+passes authenticated requests to ``app`` with the verified ``Principal`` in
+``scope["state"]["oauthproxy_principal"]`` (Starlette's ``request.state.oauthproxy_principal``), and
+everything else to ``app`` untouched. It is plain ASGI 3: mount it in Starlette, FastAPI, the `mcp`
+SDK's server or run it alone under uvicorn.
+
+Thin by design (ARCHITECTURE.md): request -> ``oauthproxy_core.Request``, the async driver runs the
+handler, response written. Request bodies are read up to the core's bound and refused with 413 past it
+(SECURITY.md 28); an unexpected exception becomes a generic 500 and a log line, never a traceback to
+the client (SECURITY.md 29).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from oauthproxy_core import Request, Response
+from oauthproxy_core.handlers.bearer import Challenge, Principal
+from oauthproxy_core.http import MAX_BODY_BYTES, json_response
+
+from .proxy import AsyncProxy
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("oauthproxy.asgi")
+
+PRINCIPAL_KEY = "oauthproxy_principal"
+#: CORS for the protected MCP endpoint (INTEROP.md: browsers' MCP clients need these).
+MCP_CORS: tuple[tuple[str, str], ...] = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Expose-Headers", "WWW-Authenticate, Mcp-Session-Id"),
+)
+MCP_PREFLIGHT: tuple[tuple[str, str], ...] = (
+    *MCP_CORS,
+    ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
+    (
+        "Access-Control-Allow-Headers",
+        "Authorization, Content-Type, MCP-Protocol-Version, Mcp-Session-Id, Last-Event-ID",
+    ),
+    ("Access-Control-Max-Age", "86400"),
+)
+
+
+def to_core_request(scope: Scope, body: bytes) -> Request:
+    headers = tuple(
+        (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())
+    )
+    client = scope.get("client")
+    return Request(
+        method=scope["method"],
+        path=scope["path"],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        body=body,
+        remote_addr=client[0] if client else "",
+    )
+
+
+async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The request body, or ``None`` once it exceeds ``limit`` bytes."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return bytes(body)
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def send_response(send: Send, resp: Response) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": resp.status,
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers]
+            + [(b"content-length", str(len(resp.body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": resp.body})
+
+
+TOO_LARGE = json_response(413, {"error": "invalid_request", "error_description": "body too large"})
+SERVER_ERROR = json_response(500, {"error": "server_error"})
+NOT_FOUND = json_response(404, {"error": "not_found"}, no_store=False)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", ()):
+        if k.lower() == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+class OAuthProxyApp:
+    def __init__(
+        self,
+        proxy: AsyncProxy,
+        app: ASGIApp | None = None,
+        *,
+        protect: Sequence[str] | None = None,
+        required_scopes: Sequence[str] = (),
+    ) -> None:
+        self.proxy = proxy
+        self.app = app
+        self.protect = tuple(protect if protect is not None else (proxy.config.mcp_path,))
+        self.required_scopes = tuple(required_scopes)
+
+    def is_protected(self, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protect)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if self.app is not None:
+                await self.app(scope, receive, send)
+            elif scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        path = scope["path"]
+        try:
+            if self.proxy.handles(path):
+                body = await read_body(receive)
+                if body is None:
+                    await send_response(send, TOO_LARGE)
+                    return
+                await send_response(send, await self.proxy.handle(to_core_request(scope, body)))
+                return
+            if self.is_protected(path):
+                if scope["method"] == "OPTIONS":
+                    await send_response(send, Response(status=204, headers=MCP_PREFLIGHT))
+                    return
+                verdict = await self.proxy.verify(
+                    header(scope, b"authorization"), self.required_scopes
+                )
+                if isinstance(verdict, Challenge):
+                    resp = verdict.response()
+                    await send_response(
+                        send,
+                        Response(
+                            status=resp.status, headers=resp.headers + MCP_CORS, body=resp.body
+                        ),
+                    )
+                    return
+                scope = with_principal(scope, verdict)
+        except Exception:
+            log.exception("unhandled error in the authorization server")
+            await send_response(send, SERVER_ERROR)
+            return
+        if self.app is None:
+            await send_response(send, NOT_FOUND)
+            return
+        await self.app(scope, receive, send)
+
+
+def with_principal(scope: Scope, principal: Principal) -> Scope:
+    scope = dict(scope)
+    state = dict(scope.get("state") or {})
+    state[PRINCIPAL_KEY] = principal
+    scope["state"] = state
+    return scope
+
+
+def principal_from_scope(scope: Scope) -> Principal | None:
+    state = scope.get("state") or {}
+    value = state.get(PRINCIPAL_KEY)
+    return value if isinstance(value, Principal) else None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

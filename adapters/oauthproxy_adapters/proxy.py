@@ -1,0 +1,160 @@
+"""``Proxy`` and ``AsyncProxy``: the core bound to a store, an HTTP client, the clock and randomness.
+
+Every framework adapter (ASGI, WSGI, the h11 server, the gateway, the `mcp` SDK verifier) holds one of
+these and nothing else; none repeats protocol logic. They also offer the resource-server side:
+bearer verification (with a small verified-token cache that skips only the signature check, never the
+revocation look-up) and the user's upstream access token.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from oauthproxy_core import AuthorizationServer, Keyring, ProxyConfig, Request, Response
+from oauthproxy_core.errors import InvalidTokenError, OAuthError
+from oauthproxy_core.handlers.bearer import Challenge, Principal, authorize_claims, challenge
+from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_token
+from oauthproxy_core.tokens import AccessClaims, verify_access_token
+
+from .driver import AsyncHttp, SyncHttp, run, run_async
+from .stores.base import AsyncStore, SyncStore
+
+Clock = Callable[[], float]
+
+
+class TokenCache:
+    """Verified access-token claims by token string, bounded, expiring with the token."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[str, AccessClaims] = {}
+
+    def get(self, token: str, now: int) -> AccessClaims | None:
+        claims = self._entries.get(token)
+        if claims is not None and claims.expires_at <= now:
+            self._entries.pop(token, None)
+            return None
+        return claims
+
+    def put(self, token: str, claims: AccessClaims) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)), None)
+        self._entries[token] = claims
+
+
+class _Base:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        keys: Keyring,
+        *,
+        clock: Clock = time.time,
+        random: Callable[[int], bytes] = os.urandom,
+        token_cache: bool = True,
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.server = AuthorizationServer(config, keys)
+        self.clock = clock
+        self.random = random
+        self.cache = TokenCache() if token_cache else None
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def handles(self, path: str) -> bool:
+        return self.server.handles(path)
+
+    def _verify_signature(self, authorization: str | None) -> AccessClaims | Challenge:
+        ctx = self.server.context(now=self.now(), random=self.random)
+        if not authorization:
+            return challenge(ctx, status=401, error=None, scopes=())
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return challenge(ctx, status=401, error="invalid_token", scopes=())
+        if self.cache is not None:
+            hit = self.cache.get(token, ctx.now)
+            if hit is not None:
+                return hit
+        try:
+            claims = verify_access_token(ctx, token, audience=self.config.resource)
+        except InvalidTokenError:
+            return challenge(ctx, status=401, error="invalid_token", scopes=())
+        if self.cache is not None:
+            self.cache.put(token, claims)
+        return claims
+
+
+def _with_scopes(
+    verdict: Challenge, ctx_challenge: Callable[..., Challenge], required: Sequence[str]
+) -> Challenge:
+    if not required:
+        return verdict
+    return ctx_challenge(status=verdict.status, error=verdict.error, scopes=required)
+
+
+class Proxy(_Base):
+    """Blocking: for WSGI applications and threads."""
+
+    def __init__(
+        self, config: ProxyConfig, keys: Keyring, store: SyncStore, http: SyncHttp, **kw: Any
+    ) -> None:
+        super().__init__(config, keys, **kw)
+        self.store = store
+        self.http = http
+
+    def handle(self, req: Request) -> Response:
+        return run(
+            self.server.handle(req, now=self.now(), random=self.random), self.store, self.http
+        )
+
+    def verify(
+        self, authorization: str | None, required_scopes: Sequence[str] = ()
+    ) -> Principal | Challenge:
+        ctx = self.server.context(now=self.now(), random=self.random)
+        verdict = self._verify_signature(authorization)
+        if isinstance(verdict, Challenge):
+            return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
+        return run(authorize_claims(verdict, ctx, required_scopes), self.store)
+
+    def upstream_token(self, principal: Principal) -> UpstreamAccess:
+        """The user's upstream access token (refreshed when expired). Raises ``OAuthError``."""
+        ctx = self.server.context(now=self.now(), random=self.random)
+        return run(upstream_access_token(ctx, principal.grant_id), self.store, self.http)
+
+
+class AsyncProxy(_Base):
+    """asyncio: for ASGI applications, the h11 server and the gateway."""
+
+    def __init__(
+        self, config: ProxyConfig, keys: Keyring, store: AsyncStore, http: AsyncHttp, **kw: Any
+    ) -> None:
+        super().__init__(config, keys, **kw)
+        self.store = store
+        self.http = http
+
+    async def handle(self, req: Request) -> Response:
+        gen = self.server.handle(req, now=self.now(), random=self.random)
+        return await run_async(gen, self.store, self.http)
+
+    async def verify(
+        self, authorization: str | None, required_scopes: Sequence[str] = ()
+    ) -> Principal | Challenge:
+        ctx = self.server.context(now=self.now(), random=self.random)
+        verdict = self._verify_signature(authorization)
+        if isinstance(verdict, Challenge):
+            return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
+        return await run_async(authorize_claims(verdict, ctx, required_scopes), self.store)
+
+    async def upstream_token(self, principal: Principal) -> UpstreamAccess:
+        ctx = self.server.context(now=self.now(), random=self.random)
+        return await run_async(
+            upstream_access_token(ctx, principal.grant_id), self.store, self.http
+        )
+
+
+__all__ = ["AsyncProxy", "OAuthError", "Proxy", "TokenCache", "UpstreamAccess"]

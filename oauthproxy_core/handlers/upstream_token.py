@@ -1,0 +1,89 @@
+"""The user's upstream access token, for a resource server that calls the provider's API on the
+user's behalf (ARCHITECTURE.md, "Tokens").
+
+Upstream tokens never reach MCP clients (SECURITY.md 18); this is the one explicit way for the
+protected server itself to use them. An expired token is refreshed with the upstream refresh token
+(RFC 6749 §6) and the grant is updated by compare-and-set, so two concurrent callers do not both
+rotate a provider's refresh token: the loser re-reads the grant and uses the winner's token. An upstream
+``invalid_grant`` revokes the proxy's grant (SECURITY.md 21); transient failures revoke nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import attrs
+
+from .. import grants, persistence
+from ..config import Context
+from ..crypto import UnsealError, seal, unseal
+from ..effects import HttpCall
+from ..errors import InvalidGrantError, InvalidTokenError
+from ..records import Grant
+from ..upstream import UpstreamDeniedError, build_refresh_request, parse_token_response
+
+#: Refresh a little before the provider's expiry so a token handed out is still usable.
+EARLY_REFRESH = 60
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamAccess:
+    access_token: str = attrs.field(repr=False)
+    token_type: str
+    expires_at: int | None
+    scope: tuple[str, ...]
+
+
+def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, UpstreamAccess]:
+    for _attempt in range(3):
+        grant = yield from persistence.load("grant", grant_id, Grant)
+        if grant is None or (yield from grants.is_revoked(grant_id)):
+            raise InvalidTokenError("the grant was revoked")
+        if grant.upstream_sealed is None:
+            raise InvalidGrantError("no upstream token is held for this grant")
+        try:
+            stored = json.loads(unseal(ctx.keys, grant.upstream_sealed, "upstream|" + grant.id))
+        except (UnsealError, ValueError):
+            raise InvalidGrantError("upstream token unavailable") from None
+        expires_at = stored.get("expires_at")
+        fresh = expires_at is None or expires_at - EARLY_REFRESH > ctx.now
+        if fresh or not stored.get("refresh_token"):
+            return _access(stored)
+        result = yield HttpCall(
+            request=build_refresh_request(
+                ctx.config.upstream, refresh_token=stored["refresh_token"], resource=grant.resource
+            )
+        )
+        try:
+            tokens = parse_token_response(result, now=ctx.now)
+        except UpstreamDeniedError:
+            yield from grants.revoke_grant(ctx, grant.id)
+            raise InvalidTokenError("the provider revoked the user's authorization") from None
+        renewed = {
+            "access_token": tokens.access_token,
+            "token_type": tokens.token_type,
+            # Providers that do not rotate (Google) omit it: keep the one we have.
+            "refresh_token": tokens.refresh_token or stored["refresh_token"],
+            "expires_at": tokens.expires_at,
+            "scope": list(tokens.scope) or stored.get("scope", []),
+            "id_token": tokens.id_token or stored.get("id_token"),
+        }
+        sealed = seal(ctx.keys, ctx.random, json.dumps(renewed).encode(), "upstream|" + grant.id)
+        ttl = max(grant.expires_at - ctx.now, 1)
+        updated = yield from persistence.replace(
+            "grant", grant.id, grant, ttl, upstream_sealed=sealed
+        )
+        if updated is not None:
+            return _access(renewed)
+    raise InvalidGrantError("the upstream token is being refreshed elsewhere; retry")
+
+
+def _access(stored: dict[str, Any]) -> UpstreamAccess:
+    return UpstreamAccess(
+        access_token=str(stored["access_token"]),
+        token_type=str(stored.get("token_type") or "Bearer"),
+        expires_at=stored.get("expires_at"),
+        scope=tuple(stored.get("scope") or ()),
+    )
