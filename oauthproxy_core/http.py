@@ -172,6 +172,8 @@ def json_body(req: Request) -> dict[str, Any]:
 def _nesting_exceeds(data: bytes, limit: int) -> bool:
     # A cheap pre-scan so a depth bomb never reaches the recursive decoder. Brackets inside strings
     # only make the estimate conservative.
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False  # cannot nest deeper than it has brackets
     depth = 0
     for b in data:
         if b in (0x5B, 0x7B):
