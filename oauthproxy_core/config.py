@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .bounds import Bounds
 from .crypto import RandomSource
 from .keys import Keyring
 from .resources import canonical_resource
@@ -70,7 +71,7 @@ class ProxyConfig:
     #: Allow the RFC 8252 §7.3 port tolerance for ``localhost`` as well as loopback IP literals.
     allow_localhost_port: bool = True
     #: Registration and pending-transaction bounds (SECURITY.md 28).
-    max_pending_per_client: int = 64
+    bounds: Bounds = attrs.field(factory=Bounds)
     resource: str = attrs.field(init=False)
     secure_cookies: bool = attrs.field(init=False)
 

@@ -31,6 +31,7 @@ from oauthproxy_core import (
     Response,
     UpstreamProfile,
 )
+from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 
 ISSUER = "https://proxy.example"
@@ -59,8 +60,18 @@ def make_profile(**overrides: Any) -> UpstreamProfile:
     return UpstreamProfile(**fields)
 
 
+#: Generous bounds: tests drive one address hard; tests/rfc/test_bounds.py checks real limits.
+GENEROUS = Bounds(
+    registrations_per_address=100_000,
+    registrations_total=100_000,
+    authorizations_per_client=100_000,
+    authorizations_total=100_000,
+)
+
+
 def make_config(**overrides: Any) -> ProxyConfig:
     fields: dict[str, Any] = {
+        "bounds": GENEROUS,
         "issuer": ISSUER,
         "upstream": make_profile(),
         "scopes_supported": ("mcp", "offline_access"),

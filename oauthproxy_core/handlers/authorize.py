@@ -14,12 +14,14 @@ from typing import Any
 import attrs
 
 from .. import persistence
+from ..bounds import take_slot
 from ..config import Context
 from ..crypto import new_secret
 from ..errors import (
     InvalidRequestError,
     OAuthError,
     ServerError,
+    TemporarilyUnavailableError,
     UnauthorizedClientError,
     UnsupportedResponseTypeError,
 )
@@ -72,6 +74,24 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
         )
 
     ttl = tx.expires_at - ctx.now
+    b, window = ctx.config.bounds, ctx.config.lifetimes.transaction
+    try:
+        yield from take_slot(
+            "authorize",
+            client.client_id,
+            limit=b.authorizations_per_client,
+            window=window,
+            now=ctx.now,
+        )
+        yield from take_slot(
+            "authorize", "*", limit=b.authorizations_total, window=window, now=ctx.now
+        )
+    except OAuthError as err:
+        # RFC 6749 §4.1.2.1 temporarily_unavailable, sent to the validated redirect URI.
+        busy = TemporarilyUnavailableError(err.description)
+        return error_redirect(
+            redirect_uri, busy, client_state=client_state, issuer=ctx.config.issuer
+        )
     if not (yield from persistence.create("tx", tx.id, tx, ttl)):
         raise ServerError("could not allocate a transaction")
 

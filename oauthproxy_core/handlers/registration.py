@@ -13,6 +13,7 @@ from collections.abc import Generator
 from typing import Any
 
 from .. import persistence
+from ..bounds import take_slot
 from ..client_metadata import validate_client_metadata
 from ..config import Context
 from ..crypto import digest, new_secret
@@ -25,6 +26,16 @@ from .metadata import CORS
 def register_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
     raw = json_body(req)
     meta = validate_client_metadata(raw, supported_scopes=ctx.config.scopes_supported)
+    b = ctx.config.bounds
+    window = b.registration_window
+    yield from take_slot(
+        "register",
+        req.remote_addr or "-",
+        limit=b.registrations_per_address,
+        window=window,
+        now=ctx.now,
+    )
+    yield from take_slot("register", "*", limit=b.registrations_total, window=window, now=ctx.now)
     client_id = new_secret(ctx.random, 16)
     secret: str | None = None
     if meta.token_endpoint_auth_method != "none":
