@@ -65,13 +65,20 @@ def to_core_request(scope: Scope, body: bytes) -> Request:
     )
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its request body was complete."""
+
+
 async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes | None:
-    """The request body, or ``None`` once it exceeds ``limit`` bytes."""
+    """The request body, or ``None`` once it exceeds ``limit`` bytes.
+
+    Raises ``ClientDisconnected`` for a truncated body: it must not reach the core as if complete.
+    """
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return bytes(body)
+            raise ClientDisconnected
         body += message.get("body", b"")
         if len(body) > limit:
             return None
@@ -80,14 +87,11 @@ async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes | No
 
 
 async def send_response(send: Send, resp: Response) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": resp.status,
-            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers]
-            + [(b"content-length", str(len(resp.body)).encode())],
-        }
-    )
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers]
+    if resp.status not in (204, 304) and resp.status >= 200:
+        # RFC 9110 §8.6: no Content-Length on 204 (and 1xx).
+        headers.append((b"content-length", str(len(resp.body)).encode()))
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
     await send({"type": "http.response.body", "body": resp.body})
 
 
@@ -153,6 +157,8 @@ class OAuthProxyApp:
                     )
                     return
                 scope = with_principal(scope, verdict)
+        except ClientDisconnected:
+            return  # nobody is listening for an answer
         except Exception:
             log.exception("unhandled error in the authorization server")
             await send_response(send, SERVER_ERROR)

@@ -9,6 +9,7 @@ revocation look-up) and the user's upstream access token.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ class TokenCache:
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
         self._entries: dict[str, AccessClaims] = {}
+        self._lock = threading.Lock()  # threaded WSGI servers share one cache
 
     def get(self, token: str, now: int) -> AccessClaims | None:
         claims = self._entries.get(token)
@@ -40,9 +42,10 @@ class TokenCache:
         return claims
 
     def put(self, token: str, claims: AccessClaims) -> None:
-        if len(self._entries) >= self.max_entries:
-            self._entries.pop(next(iter(self._entries)), None)
-        self._entries[token] = claims
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.pop(next(iter(self._entries)), None)
+            self._entries[token] = claims
 
 
 class _Base:
