@@ -15,7 +15,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 
 def build_demo_mcp_app() -> Any:
-    server = MCPServer("oauthproxy-demo")
+    server = MCPServer("oauthproxy-demo", log_level="WARNING")
 
     @server.tool()
     def whoami(ctx: Context) -> str:
