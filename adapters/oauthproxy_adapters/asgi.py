@@ -125,6 +125,14 @@ class OAuthProxyApp:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protect)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self.is_protected(scope["path"]):
+            # The protected path is protected for every protocol, not only HTTP.
+            verdict = await self.proxy.verify(header(scope, b"authorization"), self.required_scopes)
+            if isinstance(verdict, Challenge) or self.app is None:
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await self.app(with_principal(scope, verdict), receive, send)
+            return
         if scope["type"] != "http":
             if self.app is not None:
                 await self.app(scope, receive, send)

@@ -799,7 +799,9 @@ def test_invariants_1_to_27_hold_under_attack() -> None:
 # -- the properties must bite: deliberately broken variants -------------------------------------------
 
 
-def _read_then_write(kind: str, key: str, old: Any, ttl: int, **changes: Any) -> Generator[Any, Any, Any]:
+def _read_then_write(
+    kind: str, key: str, old: Any, ttl: int, **changes: Any
+) -> Generator[Any, Any, Any]:
     stored = yield GetRecord(kind=kind, key=key)
     if stored is None or stored.version != old.version:
         return None
@@ -839,9 +841,12 @@ def test_broken_variants_are_caught(name: str, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(AssertionError):
         run_state_machine_as_test(
             ProxyMachine,
+            # Derandomized: the same search on every run, so a variant caught once is caught always
+            # (a random search that sometimes misses would make this test flaky).
             settings=settings(
                 SETTINGS,
-                max_examples=200,
+                max_examples=300,
+                derandomize=True,
                 database=None,
                 report_multiple_bugs=False,
                 phases=[p for p in settings.default.phases if p.name != "shrink"],

@@ -1,0 +1,185 @@
+"""Assembling the standalone proxy from ``Settings``: store, HTTP client, keyring, ASGI app, gateway.
+
+``build_app(settings)`` returns ``(app, proxy, cleanup)``:
+
+- ``app`` is plain ASGI 3: ``GET /healthz`` answers 200 ``ok`` (for load balancers; it touches no
+  store), everything else goes to ``OAuthProxyApp(proxy, Gateway(...))`` (the gateway only when
+  ``[gateway] upstream_url`` is configured; without it, authenticated requests to ``mcp_path`` get
+  404). It handles the ASGI lifespan itself and calls ``cleanup`` at shutdown.
+- ``proxy`` is the ``AsyncProxy`` (store from ``open_async_store(settings.store_url)``, one pooled
+  ``AsyncHttpClient``, the keyring from ``settings.keys_file``).
+- ``cleanup`` is an idempotent coroutine function closing the gateway's client, the HTTP client and
+  the store.
+
+The keyring file is created on first start when missing: fresh keys (``keygen.new_keyring_document``),
+written with mode 0600 (its directory 0700) and ``O_EXCL``, so two instances starting together end up
+with the same file. An existing file readable by group or others is refused: it holds private keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from oauthproxy_core.keys import KeyError_, Keyring
+
+from .asgi import ASGIApp, OAuthProxyApp, Receive, Scope, Send
+from .config_file import ConfigError, Settings, redact_url
+from .gateway import Gateway
+from .http_clients import AsyncHttpClient
+from .keygen import new_keyring_document
+from .proxy import AsyncProxy
+from .stores import open_async_store
+
+__all__ = [
+    "build_app",
+    "load_or_create_keyring",
+    "read_keys_document",
+    "write_keys_document",
+]
+
+Cleanup = Callable[[], Awaitable[None]]
+KEY = "[keys].file"
+
+
+def read_keys_document(path: str) -> dict[str, Any]:
+    """The keyring JSON document at ``path``, checked to load. Raises ``ConfigError``."""
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{KEY}: {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{KEY}: cannot read {path} ({exc.strerror})") from None
+    except ValueError:
+        raise ConfigError(f"{KEY}: {path} is not a JSON keyring document") from None
+    if os.name == "posix" and stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(
+            f"{KEY}: {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+            "chmod 600 it, it holds private keys"
+        )
+    if not isinstance(document, dict):
+        raise ConfigError(f"{KEY}: {path} is not a JSON keyring document")
+    try:
+        Keyring.from_dict(document)
+    except (KeyError_, ValueError, TypeError) as exc:
+        raise ConfigError(f"{KEY}: {path}: {exc}") from None
+    return document
+
+
+def write_keys_document(path: str, document: dict[str, Any], *, overwrite: bool) -> None:
+    """Write ``document`` to ``path`` with mode 0600, atomically.
+
+    ``overwrite=False`` fails with ``FileExistsError`` if the file exists (``O_EXCL``: no race).
+    ``overwrite=True`` writes a temporary file beside it and renames it over the old one.
+    """
+    data = (json.dumps(document, indent=2) + "\n").encode()
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    if not overwrite:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_or_create_keyring(path: str) -> Keyring:
+    """Load the keyring at ``path``, creating it with fresh keys (mode 0600) if it is missing."""
+    if not os.path.exists(path):
+        try:
+            write_keys_document(path, new_keyring_document(), overwrite=False)
+        except FileExistsError:
+            pass  # another instance created it first: use theirs
+        except OSError as exc:
+            raise ConfigError(f"{KEY}: cannot create {path} ({exc.strerror})") from None
+    return Keyring.from_dict(read_keys_document(path))
+
+
+class _Root:
+    """``/healthz``, the lifespan (cleanup at shutdown), and the proxy for everything else."""
+
+    def __init__(self, app: ASGIApp, cleanup: Cleanup) -> None:
+        self.app = app
+        self.cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.cleanup()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "http" and scope["path"] == "/healthz":
+            body = b"ok" if scope["method"] in ("GET", "HEAD") else b""
+            status = 200 if body else 405
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"cache-control", b"no-store"),
+                    ],
+                }
+            )
+            await send(
+                {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
+    """Assemble the standalone proxy (see the module docstring). Raises ``ConfigError``."""
+    keys = load_or_create_keyring(settings.keys_file)
+    try:
+        store = open_async_store(settings.store_url)
+    except (ValueError, ImportError, OSError) as exc:
+        # The message may quote the URL: never with a Redis password in it.
+        message = str(exc).replace(settings.store_url, redact_url(settings.store_url))
+        raise ConfigError(f"[store].url: {message}") from None
+    http = AsyncHttpClient()
+    proxy = AsyncProxy(settings.proxy, keys, store, http)
+    gateway = (
+        Gateway(settings.gateway_upstream_url, mount_path=settings.proxy.mcp_path)
+        if settings.gateway_upstream_url
+        else None
+    )
+    closed = False
+
+    async def cleanup() -> None:
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        if gateway is not None:
+            await gateway.aclose()
+        await http.aclose()
+        await store.close()
+
+    root = _Root(OAuthProxyApp(proxy, gateway), cleanup)
+    return root, proxy, cleanup

@@ -1,0 +1,208 @@
+"""The ``oauthproxy`` command (also ``python -m oauthproxy_adapters``).
+
+::
+
+    oauthproxy serve --config proxy.toml [--host H] [--port P] [--log-level warning]
+    oauthproxy check-config proxy.toml
+    oauthproxy keys new --out keys.json [--force]
+    oauthproxy keys rotate --file keys.json [--which signing|sealing|cookie|all]
+    oauthproxy keys retire --file keys.json [--keep 2]
+    oauthproxy keys show --file keys.json
+    oauthproxy demo [...]
+
+Exit status: 0 success; 2 the configuration (or the command line) is wrong, with one line
+``error: <message naming the key>`` on stderr and never a traceback; 1 any other failure (a file
+that exists, a server that could not start, the demo not installed). The configuration file format
+is documented in ``config_file.py``; key rotation in ``keygen.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config_file import ConfigError, load_settings
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+KINDS = ("signing", "sealing", "cookie")
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oauthproxy",
+        description="An OAuth 2.1 authorization server (and gateway) in front of an MCP server.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the proxy (and its gateway) under uvicorn")
+    serve.add_argument("--config", required=True, help="the TOML configuration file")
+    serve.add_argument("--host", help="listen address (overrides [server].host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides [server].port)")
+    serve.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level (default: warning)",
+    )
+
+    check = sub.add_parser("check-config", help="validate a configuration file and summarise it")
+    check.add_argument("config", help="the TOML configuration file")
+
+    keys = sub.add_parser("keys", help="create and rotate the proxy's keyring")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    new = ksub.add_parser("new", help="write a fresh keyring (mode 0600)")
+    new.add_argument("--out", required=True, help="where to write the keyring")
+    new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    rotate = ksub.add_parser("rotate", help="add a new active key; old keys stay valid")
+    rotate.add_argument("--file", required=True)
+    rotate.add_argument("--which", choices=(*KINDS, "all"), default="all")
+    retire = ksub.add_parser("retire", help="drop all but the newest keys of each kind")
+    retire.add_argument("--file", required=True)
+    retire.add_argument("--keep", type=int, default=2, help="keys to keep per kind (default 2)")
+    show = ksub.add_parser("show", help="list the key ids and kinds (no key material)")
+    show.add_argument("--file", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="run the whole flow locally (development only)", add_help=False
+    )
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="passed to the demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if arguments[:1] == ["demo"]:
+        # Everything after `demo` belongs to the demo's own parser (argparse's REMAINDER would
+        # reject leading options such as `--data-dir`).
+        args = argparse.Namespace(command="demo", demo_args=arguments[1:])
+    else:
+        args = parser.parse_args(arguments)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "check-config":
+            return _check_config(args)
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "demo":
+            return _demo(args)
+    except ConfigError as exc:
+        _error(exc.message)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    print(f"ok: {settings.summary()}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import attrs  # noqa: PLC0415 (keep `oauthproxy keys` fast)
+    import uvicorn  # noqa: PLC0415
+
+    from .app import build_app  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    if args.host is not None:
+        settings = attrs.evolve(settings, host=args.host)
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError("--port: must be between 0 and 65535")
+        settings = attrs.evolve(settings, port=args.port)
+    app, _proxy, _cleanup = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        lifespan="on",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    print(
+        f"oauthproxy: issuer {settings.issuer}, listening on {settings.host}:{settings.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    server.run()
+    # uvicorn reports a failed start (port in use, ...) in its log and leaves `started` unset.
+    return EXIT_OK if server.started else EXIT_FAILURE
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from . import keygen  # noqa: PLC0415
+    from .app import read_keys_document, write_keys_document  # noqa: PLC0415
+
+    action = args.keys_command
+    if action == "new":
+        try:
+            write_keys_document(args.out, keygen.new_keyring_document(), overwrite=args.force)
+        except FileExistsError:
+            _error(f"{args.out} exists; use --force to overwrite it")
+            return EXIT_FAILURE
+        except OSError as exc:
+            _error(f"cannot write {args.out} ({exc.strerror})")
+            return EXIT_FAILURE
+        print(f"wrote {args.out} (mode 0600)")
+        return EXIT_OK
+    document = read_keys_document(args.file)
+    if action == "show":
+        _show(document)
+        return EXIT_OK
+    if action == "rotate":
+        updated = keygen.rotate(document, args.which)
+    else:
+        if args.keep < 1:
+            raise ConfigError("--keep: must be at least 1")
+        updated = keygen.retire(document, keep=args.keep)
+    try:
+        write_keys_document(args.file, updated, overwrite=True)
+    except OSError as exc:
+        _error(f"cannot write {args.file} ({exc.strerror})")
+        return EXIT_FAILURE
+    _show(updated)
+    return EXIT_OK
+
+
+def _show(document: dict[str, Any]) -> None:
+    """Public information only: kinds, kids, key types. Never key material."""
+    for kind in KINDS:
+        for index, key in enumerate(document.get(kind, [])):
+            kid = str(key.get("kid", "?"))
+            detail = ""
+            if kind == "signing":
+                detail = " ".join(str(key[f]) for f in ("kty", "crv") if f in key)
+            marker = "active" if index == 0 else "previous"
+            print(f"{kind:8} {kid:32} {detail:10} {marker}".rstrip())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        demo = importlib.import_module("oauthproxy_adapters.demo")
+    except ModuleNotFoundError as exc:
+        missing = "" if exc.name == "oauthproxy_adapters.demo" else f" (missing {exc.name})"
+        print(f"demo is not available{missing}", file=sys.stderr)
+        return EXIT_FAILURE
+    result = demo.main(list(args.demo_args))
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

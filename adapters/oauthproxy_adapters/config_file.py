@@ -1,0 +1,658 @@
+"""``proxy.toml``: the standalone proxy's configuration file, read into one validated ``Settings``.
+
+``load_settings(path)`` parses TOML (Python's ``tomllib``), checks every key, and builds the core's
+``ProxyConfig`` (with its ``UpstreamProfile``) eagerly, so that a file that loads is a file that
+serves. Every problem is a ``ConfigError`` whose message starts with the key it is about
+(``[upstream].client_id: required``); unknown tables and keys are errors too, so a typo never passes
+silently. Messages and reprs never contain a secret (the upstream client secret, or the password of
+a ``redis://`` URL).
+
+The file::
+
+    [server]
+    host = "127.0.0.1"                 # where `oauthproxy serve` listens (default 127.0.0.1)
+    port = 8000                        # default 8000
+    base_url = "https://mcp.example"   # REQUIRED: the issuer; no trailing slash, no query
+    mcp_path = "/mcp"                  # the protected resource is base_url + mcp_path
+    service_name = "My MCP server"     # shown on the consent page
+    scopes_supported = ["mcp"]         # the proxy's own scopes (not the upstream's)
+    default_scopes = ["mcp"]           # granted when a client asks for none
+
+    [upstream]
+    provider = "github"                # github | google | entra | oidc | oauth2
+    client_id = "..."                  # the proxy's registration at the provider
+    client_secret = "..."              # or: client_secret_env = "NAME" (read at load time)
+    scopes = ["read:user"]             # requested upstream
+    authorize_url = "..."              # endpoint overrides (every provider)
+    token_url = "..."
+    userinfo_url = "..."
+    api_base_url = "..."               # github only: where GET /user lives (https://api.github.com)
+    issuer = "..."                     # oidc: discovery base and the RFC 9207 `iss` to expect
+    userinfo_subject_field = "sub"     # the userinfo field holding the stable user id
+    allow_insecure_http = false        # true: http upstream URLs on loopback hosts only (tests)
+
+    [consent]
+    mode = "always"                    # always | remember
+
+    [store]
+    url = "memory://"                  # memory:// | sqlite:///path.db | redis://host:port/db
+
+    [keys]
+    file = ".oauthproxy/keys.json"     # the keyring (see below)
+
+    [gateway]
+    upstream_url = "http://127.0.0.1:9100/mcp"   # the MCP server the gateway forwards to
+
+Providers (this release): ``github`` needs only the client credentials; ``oauth2`` needs
+``authorize_url``, ``token_url`` and ``userinfo_url``; ``oidc`` takes the three endpoints explicitly,
+or discovers them from ``<issuer>/.well-known/openid-configuration`` (OpenID Connect Discovery 1.0
+§4) when the file is loaded, checking that the document names the same ``issuer`` (§4.3) and
+requiring RFC 9207 ``iss`` at the callback when the document advertises
+``authorization_response_iss_parameter_supported``. ``google`` and ``entra`` are accepted only with
+explicit endpoints (then treated like ``oidc``); their built-in profiles arrive with the providers
+issue. Upstream URLs must be https; ``allow_insecure_http = true`` admits http only when the host is a
+loopback address, for tests and local development.
+
+Paths: ``[keys] file`` and ``sqlite:///relative.db`` store URLs are relative to the working directory
+of the process (the stores' convention). The default key file is ``keys.json`` in the store's default
+directory: ``$OAUTHPROXY_DATA_DIR`` if set, else ``./.oauthproxy``. ``oauthproxy serve`` creates the
+file on first start (mode 0600, its directory 0700) with fresh keys; manage it afterwards with
+``oauthproxy keys rotate|retire|show``. An existing key file readable by group or others is refused
+(``chmod 600`` it). Every instance behind one load balancer needs the same file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import httpx
+
+from oauthproxy_core.config import ProxyConfig
+from oauthproxy_core.upstream import UpstreamProfile
+
+from .stores.sqlite import default_sqlite_path
+
+__all__ = [
+    "PROVIDERS",
+    "ConfigError",
+    "Settings",
+    "default_keys_file",
+    "load_settings",
+    "parse_settings",
+    "redact_url",
+]
+
+PROVIDERS = ("github", "google", "entra", "oidc", "oauth2")
+GITHUB_AUTHORIZE_URL = "https://github.com/login/oauth/authorize"
+GITHUB_TOKEN_URL = "https://github.com/login/oauth/access_token"
+GITHUB_API_BASE_URL = "https://api.github.com"
+DISCOVERY_TIMEOUT = 10.0
+MAX_DISCOVERY_BYTES = 256 * 1024
+
+_TABLES: dict[str, frozenset[str]] = {
+    "server": frozenset(
+        {
+            "host",
+            "port",
+            "base_url",
+            "mcp_path",
+            "service_name",
+            "scopes_supported",
+            "default_scopes",
+        }
+    ),
+    "upstream": frozenset(
+        {
+            "provider",
+            "client_id",
+            "client_secret",
+            "client_secret_env",
+            "scopes",
+            "authorize_url",
+            "token_url",
+            "userinfo_url",
+            "api_base_url",
+            "issuer",
+            "userinfo_subject_field",
+            "allow_insecure_http",
+        }
+    ),
+    "consent": frozenset({"mode"}),
+    "store": frozenset({"url"}),
+    "keys": frozenset({"file"}),
+    "gateway": frozenset({"upstream_url"}),
+}
+_REQUIRED_TABLES = ("server", "upstream")
+_STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss")
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. ``message`` names the key (``[table].key: problem``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def default_keys_file() -> str:
+    """``keys.json`` beside the default SQLite store: ``$OAUTHPROXY_DATA_DIR`` or ``./.oauthproxy``."""
+    return os.path.join(os.path.dirname(default_sqlite_path()), "keys.json")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password of its userinfo (``redis://:secret@host`` -> ``redis://:***@host``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything ``oauthproxy serve`` needs, validated. Built by ``load_settings``."""
+
+    #: The core's configuration (issuer, resource, scopes, consent, the upstream profile).
+    proxy: ProxyConfig
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store_url: str = attrs.field(default="memory://", repr=redact_url)
+    #: Absolute path of the keyring document (created on first start if missing).
+    keys_file: str
+    #: The MCP server behind the gateway, or ``None`` (then the proxy only protects ``mcp_path``).
+    gateway_upstream_url: str | None = None
+    #: The file the settings came from (``None`` when parsed from a mapping).
+    source: str | None = None
+
+    @property
+    def issuer(self) -> str:
+        return self.proxy.issuer
+
+    @property
+    def upstream(self) -> UpstreamProfile:
+        return self.proxy.upstream
+
+    @property
+    def mcp_path(self) -> str:
+        return self.proxy.mcp_path
+
+    def summary(self) -> str:
+        """One line describing the configuration, without any secret."""
+        up = self.proxy.upstream
+        parts = [
+            f"issuer {self.proxy.issuer}",
+            f"resource {self.proxy.resource}",
+            f"provider {up.name} (client_id {up.client_id})",
+            f"consent {self.proxy.consent_mode}",
+            f"store {redact_url(self.store_url)}",
+            f"keys {self.keys_file}",
+            f"gateway {self.gateway_upstream_url or 'none'}",
+            f"listen {self.host}:{self.port}",
+        ]
+        return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_settings(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    http: httpx.Client | None = None,
+) -> Settings:
+    """Read and validate a TOML configuration file. Raises ``ConfigError`` and nothing else.
+
+    ``environ`` (default ``os.environ``) resolves ``client_secret_env``; ``http`` is the client used
+    for OIDC discovery (a short-lived one by default).
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{name}: cannot read ({exc.strerror or exc.__class__.__name__})"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: not valid TOML ({exc})") from None
+    return parse_settings(data, environ=environ, http=http, source=os.path.abspath(name))
+
+
+def parse_settings(
+    data: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    http: httpx.Client | None = None,
+    source: str | None = None,
+) -> Settings:
+    """Validate an already-parsed TOML document (see ``load_settings``)."""
+    env = os.environ if environ is None else environ
+    tables = _tables(data)
+    server = _Table("server", tables["server"])
+    upstream_t = _Table("upstream", tables["upstream"])
+    consent = _Table("consent", tables.get("consent", {}))
+    store = _Table("store", tables.get("store", {}))
+    keys = _Table("keys", tables.get("keys", {}))
+    gateway = _Table("gateway", tables.get("gateway", {}))
+
+    host = server.get("host", str, "127.0.0.1")
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError("[server].host: must be a host name or IP address")
+    port = server.get("port", int, 8000)
+    if not 0 <= port <= 65535:
+        raise ConfigError("[server].port: must be between 0 and 65535")
+    base_url = _base_url(server.require("base_url", str))
+    mcp_path = server.get("mcp_path", str, "/mcp")
+    if not mcp_path.startswith("/") or (mcp_path.endswith("/") and mcp_path != "/"):
+        raise ConfigError("[server].mcp_path: must start with '/' and not end with '/'")
+    if any(c.isspace() or c in "?#\\" or ord(c) < 0x20 for c in mcp_path):
+        raise ConfigError("[server].mcp_path: must be a plain path (no query, fragment or spaces)")
+    service_name = server.get("service_name", str, "MCP server")
+    scopes_supported = server.get_str_list("scopes_supported") or ["mcp"]
+    if server.has("scopes_supported") and not server.values["scopes_supported"]:
+        raise ConfigError("[server].scopes_supported: must not be empty")
+    default_scopes = server.get_str_list("default_scopes")
+    if default_scopes is None:
+        default_scopes = [s for s in ("mcp",) if s in scopes_supported] or scopes_supported[:1]
+    if not set(default_scopes) <= set(scopes_supported):
+        raise ConfigError("[server].default_scopes: must be a subset of scopes_supported")
+
+    profile = _upstream_profile(upstream_t, env, http)
+
+    consent_mode = consent.get("mode", str, "always")
+    if consent_mode not in ("always", "remember"):
+        raise ConfigError(f"[consent].mode: must be 'always' or 'remember', not {consent_mode!r}")
+
+    store_url = _store_url(store.get("url", str, "memory://"))
+    keys_file = keys.get("file", str, "")
+    keys_file = os.path.abspath(keys_file) if keys_file else os.path.abspath(default_keys_file())
+
+    gateway_url = gateway.get("upstream_url", str, None)
+    if gateway_url is not None:
+        _gateway_url(gateway_url)
+
+    try:
+        proxy = ProxyConfig(
+            issuer=base_url,
+            mcp_path=mcp_path,
+            upstream=profile,
+            scopes_supported=scopes_supported,
+            default_scopes=default_scopes,
+            consent_mode=consent_mode,
+            service_name=service_name,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"[server]: {exc}") from None
+    return Settings(
+        proxy=proxy,
+        host=host,
+        port=port,
+        store_url=store_url,
+        keys_file=keys_file,
+        gateway_upstream_url=gateway_url,
+        source=source,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables and typed keys
+
+
+def _tables(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    unknown = sorted(set(data) - set(_TABLES))
+    if unknown:
+        names = ", ".join(f"[{n}]" for n in unknown)
+        raise ConfigError(f"{names}: unknown table (expected {', '.join(_TABLES)})")
+    for name in _REQUIRED_TABLES:
+        if name not in data:
+            raise ConfigError(f"[{name}]: required table is missing")
+    out: dict[str, Mapping[str, Any]] = {}
+    for name, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}]: must be a table")
+        unknown_keys = sorted(set(value) - _TABLES[name])
+        if unknown_keys:
+            listed = ", ".join(f"[{name}].{k}" for k in unknown_keys)
+            raise ConfigError(f"{listed}: unknown key")
+        out[name] = value
+    return out
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+class _Table:
+    def __init__(self, name: str, values: Mapping[str, Any]) -> None:
+        self.name = name
+        self.values = values
+
+    def key(self, key: str) -> str:
+        return f"[{self.name}].{key}"
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def get(self, key: str, kind: type[T], default: Any) -> Any:
+        if key not in self.values:
+            return default
+        value = self.values[key]
+        # bool is an int in Python; TOML keeps them apart, and so do we.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{self.key(key)}: must be {_TYPE_NAMES.get(kind, kind.__name__)}")
+        return value
+
+    def require(self, key: str, kind: type[T]) -> T:
+        value = self.get(key, kind, None)
+        if value is None or value == "":
+            raise ConfigError(f"{self.key(key)}: required")
+        return value  # type: ignore[no-any-return]
+
+    def get_str_list(self, key: str) -> list[str] | None:
+        """The list of scope-like strings at ``key``, or ``None`` when it is absent."""
+        if key not in self.values:
+            return None
+        value = self.values[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{self.key(key)}: must be a list of non-empty strings")
+        if any(any(c.isspace() or ord(c) < 0x21 or c in '"\\' for c in v) for v in value):
+            raise ConfigError(f"{self.key(key)}: scope names may not contain spaces or quotes")
+        return list(dict.fromkeys(value))
+
+
+# --------------------------------------------------------------------------------------------------
+# URLs
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(value: str) -> str:
+    key = "[server].base_url"
+    parts = _split(key, value)
+    if parts.scheme not in ("https", "http"):
+        raise ConfigError(f"{key}: must be an https URL")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"{key}: must be https (http only on 127.0.0.1, localhost or [::1])")
+    if value.endswith("/"):
+        raise ConfigError(f"{key}: must not end with '/'")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ConfigError(f"{key}: must not have a query or fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{key}: must not contain userinfo")
+    return value
+
+
+def _split(key: str, value: str) -> Any:
+    if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in value):
+        raise ConfigError(f"{key}: must not contain spaces, control characters or backslashes")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError:
+        raise ConfigError(f"{key}: not a valid URL") from None
+    if not parts.scheme or not parts.hostname:
+        raise ConfigError(f"{key}: must be an absolute URL with a host")
+    return parts
+
+
+def _upstream_url(key: str, value: str, allow_insecure_http: bool) -> str:
+    """RFC 6749 §3.1 / §3.2 endpoint rules, plus TLS: https, or http on loopback for tests only."""
+    parts = _split(key, value)
+    if parts.scheme == "http":
+        if not allow_insecure_http:
+            raise ConfigError(
+                f"{key}: must be https (http is allowed only on loopback with "
+                "[upstream].allow_insecure_http = true)"
+            )
+        if not _is_loopback(parts.hostname):
+            raise ConfigError(
+                f"{key}: http is allowed only on a loopback host, even with allow_insecure_http"
+            )
+    elif parts.scheme != "https":
+        raise ConfigError(f"{key}: must be an https URL")
+    if parts.fragment or "#" in value:
+        raise ConfigError(f"{key}: must not contain a fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{key}: must not contain userinfo")
+    return value
+
+
+def _store_url(value: str) -> str:
+    key = "[store].url"
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ConfigError(f"{key}: expected memory://, sqlite:///path.db or redis://host:port/db")
+    scheme = scheme.lower()
+    if scheme not in _STORE_SCHEMES:
+        raise ConfigError(f"{key}: unknown scheme {scheme!r} (expected memory, sqlite or redis)")
+    if scheme == "sqlite" and rest not in ("", "/") and not rest.startswith("/"):
+        raise ConfigError(f"{key}: use sqlite:///relative.db or sqlite:////absolute.db")
+    if scheme in ("redis", "rediss"):
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018
+        except ValueError:
+            raise ConfigError(f"{key}: not a valid Redis URL") from None
+        if not parts.hostname:
+            raise ConfigError(f"{key}: a Redis URL needs a host")
+    return value
+
+
+def _gateway_url(value: str) -> None:
+    key = "[gateway].upstream_url"
+    parts = _split(key, value)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{key}: must be an http or https URL")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ConfigError(f"{key}: must not have a query or fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{key}: must not contain userinfo")
+
+
+# --------------------------------------------------------------------------------------------------
+# The upstream profile
+
+
+def _upstream_profile(
+    t: _Table, env: Mapping[str, str], http: httpx.Client | None
+) -> UpstreamProfile:
+    provider = t.require("provider", str)
+    if provider not in PROVIDERS:
+        raise ConfigError(f"[upstream].provider: must be one of {', '.join(PROVIDERS)}")
+    client_id = t.require("client_id", str)
+    if any(c.isspace() or ord(c) < 0x20 for c in client_id):
+        raise ConfigError("[upstream].client_id: must not contain spaces or control characters")
+    secret = _client_secret(t, env)
+    insecure = t.get("allow_insecure_http", bool, False)
+    scopes = t.get_str_list("scopes")
+    subject_field = t.get("userinfo_subject_field", str, None)
+    if subject_field == "":
+        raise ConfigError("[upstream].userinfo_subject_field: must not be empty")
+
+    def url(key: str) -> str | None:
+        value = t.get(key, str, None)
+        return None if value is None else _upstream_url(t.key(key), value, insecure)
+
+    authorize_url = url("authorize_url")
+    token_url = url("token_url")
+    userinfo_url = url("userinfo_url")
+    issuer = url("issuer")
+    api_base_url = url("api_base_url")
+    if api_base_url is not None and provider != "github":
+        raise ConfigError("[upstream].api_base_url: only used with provider = 'github'")
+
+    fields: dict[str, Any] = {"name": provider, "client_id": client_id, "client_secret": secret}
+    if provider == "github":
+        base = (api_base_url or GITHUB_API_BASE_URL).rstrip("/")
+        fields.update(
+            authorize_url=authorize_url or GITHUB_AUTHORIZE_URL,
+            token_url=token_url or GITHUB_TOKEN_URL,
+            userinfo_url=userinfo_url or base + "/user",
+            subject_field=subject_field or "id",
+            scopes=("read:user",) if scopes is None else scopes,
+            issuer=issuer,
+        )
+    elif provider == "oauth2":
+        for key, value in (
+            ("authorize_url", authorize_url),
+            ("token_url", token_url),
+            ("userinfo_url", userinfo_url),
+        ):
+            if value is None:
+                raise ConfigError(f"[upstream].{key}: required with provider = 'oauth2'")
+        fields.update(
+            authorize_url=authorize_url,
+            token_url=token_url,
+            userinfo_url=userinfo_url,
+            subject_field=subject_field or "sub",
+            scopes=() if scopes is None else scopes,
+            issuer=issuer,
+        )
+    else:  # oidc, google, entra
+        explicit = (authorize_url, token_url, userinfo_url)
+        if all(v is not None for v in explicit):
+            fields.update(
+                authorize_url=authorize_url,
+                token_url=token_url,
+                userinfo_url=userinfo_url,
+                issuer=issuer,
+            )
+        elif provider != "oidc":
+            raise ConfigError(
+                f"[upstream].provider: the built-in {provider!r} profile arrives with the providers "
+                "issue; until then give authorize_url, token_url and userinfo_url"
+            )
+        elif issuer is None:
+            raise ConfigError(
+                "[upstream].issuer: required with provider = 'oidc' (for discovery), unless "
+                "authorize_url, token_url and userinfo_url are all given"
+            )
+        else:
+            found = _discover(issuer, insecure, http)
+            # An explicitly configured endpoint wins over the discovered one.
+            fields.update(
+                authorize_url=authorize_url or found["authorize_url"],
+                token_url=token_url or found["token_url"],
+                userinfo_url=userinfo_url or found["userinfo_url"],
+                issuer=issuer,
+                require_iss=found["require_iss"],
+                token_auth_method=found["token_auth_method"],
+            )
+        fields.update(
+            subject_field=subject_field or "sub",
+            scopes=("openid", "profile", "email") if scopes is None else scopes,
+        )
+    try:
+        return UpstreamProfile(**fields)
+    except (ValueError, TypeError) as exc:
+        # The profile's validators name the field ("scopes ...", "client_id ..."): keep the table.
+        raise ConfigError(f"[upstream]: {exc}") from None
+
+
+def _client_secret(t: _Table, env: Mapping[str, str]) -> str:
+    if t.has("client_secret") and t.has("client_secret_env"):
+        raise ConfigError(
+            "[upstream].client_secret: give client_secret or client_secret_env, not both"
+        )
+    if t.has("client_secret_env"):
+        name = t.require("client_secret_env", str)
+        value = env.get(name)
+        if not value:
+            raise ConfigError(
+                f"[upstream].client_secret_env: environment variable {name} is not set or empty"
+            )
+        return value
+    secret = t.get("client_secret", str, None)
+    if not secret:
+        raise ConfigError("[upstream].client_secret: required (or client_secret_env)")
+    return str(secret)
+
+
+def _discover(issuer: str, insecure: bool, http: httpx.Client | None) -> dict[str, Any]:
+    """OpenID Connect Discovery 1.0 §4: fetch and check ``<issuer>/.well-known/openid-configuration``."""
+    key = "[upstream].issuer"
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    document = _fetch_json(key, url, http)
+    # §4.3: "The issuer value returned MUST be identical to the Issuer URL that was used as the
+    # prefix to /.well-known/openid-configuration" (the mix-up defence RFC 9207 builds on).
+    if document.get("issuer") != issuer:
+        raise ConfigError(f"{key}: the discovery document at {url} names another issuer")
+
+    def endpoint(name: str) -> str:
+        value = document.get(name)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: the discovery document at {url} has no {name}")
+        return _upstream_url(f"{key} (discovered {name})", value, insecure)
+
+    methods = document.get("token_endpoint_auth_methods_supported", ["client_secret_basic"])
+    if not isinstance(methods, list):
+        methods = ["client_secret_basic"]
+    if "client_secret_post" in methods:
+        method = "client_secret_post"
+    elif "client_secret_basic" in methods:
+        # Discovery §3: "If omitted, the default is client_secret_basic".
+        method = "client_secret_basic"
+    else:
+        raise ConfigError(
+            f"{key}: the provider supports neither client_secret_post nor client_secret_basic"
+        )
+    return {
+        "authorize_url": endpoint("authorization_endpoint"),
+        "token_url": endpoint("token_endpoint"),
+        "userinfo_url": endpoint("userinfo_endpoint"),
+        "require_iss": document.get("authorization_response_iss_parameter_supported") is True,
+        "token_auth_method": method,
+    }
+
+
+def _fetch_json(key: str, url: str, http: httpx.Client | None) -> dict[str, Any]:
+    client = http or httpx.Client(follow_redirects=False, trust_env=False)
+    try:
+        with client.stream(
+            "GET", url, headers={"Accept": "application/json"}, timeout=DISCOVERY_TIMEOUT
+        ) as resp:
+            if resp.status_code != 200:
+                raise ConfigError(f"{key}: discovery at {url} answered HTTP {resp.status_code}")
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_DISCOVERY_BYTES:
+                    raise ConfigError(f"{key}: the discovery document at {url} is too large")
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"{key}: discovery at {url} failed ({exc.__class__.__name__})") from None
+    finally:
+        if http is None:
+            client.close()
+    try:
+        document = json.loads(bytes(body))
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{key}: the discovery document at {url} is not a JSON object")
+    return document
