@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import attrs
+
 from oauthproxy_adapters.driver import run, run_async
 from oauthproxy_adapters.keygen import new_keyring
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore, MemoryStore
-
 from oauthproxy_core import (
     AuthorizationServer,
     HttpFailure,

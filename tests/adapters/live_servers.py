@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import uvicorn
+
 from oauthproxy_adapters.h11_server import H11Server
 from oauthproxy_adapters.proxy import AsyncProxy, Proxy
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore, MemoryStore
-
 from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse, ProxyConfig
 from tests.harness import ScriptedUpstream, keys
 

@@ -21,10 +21,10 @@ from typing import Any
 import attrs
 import httpx
 import pytest
+
 from oauthproxy_adapters.asgi import OAuthProxyApp, principal_from_scope
 from oauthproxy_adapters.h11_server import serve
 from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
-
 from oauthproxy_core import Request, Response
 from oauthproxy_core.cookies import BROWSER, CSRF
 from oauthproxy_core.handlers.bearer import Principal

@@ -14,14 +14,14 @@ from typing import Any
 
 import flask
 import httpx
-from oauthproxy_adapters.asgi import OAuthProxyApp
-from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
+from oauthproxy_adapters.asgi import OAuthProxyApp
+from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
 from tests.adapters.flow import (
     Call,
     Flow,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from oauthproxy_adapters.config_file import ConfigError, Settings, load_settings
 
 SECRET = "upstream-S3CRET-do-not-print"

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from oauthproxy_adapters.asgi import OAuthProxyApp, with_principal
 from oauthproxy_adapters.gateway import Gateway, identity_headers
-
 from oauthproxy_core.handlers.bearer import Principal
 from tests.adapters.flow import Call, Reply, drive, login
 from tests.adapters.live_servers import UvicornThread, async_proxy

@@ -17,8 +17,8 @@ import h11
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oauthproxy_adapters.h11_server import serve
 
+from oauthproxy_adapters.h11_server import serve
 from oauthproxy_core import Request, Response
 from oauthproxy_core.handlers.bearer import Principal
 from oauthproxy_core.http import json_response

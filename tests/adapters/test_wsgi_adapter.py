@@ -11,13 +11,13 @@ import logging
 from typing import Any
 
 import pytest
+
 from oauthproxy_adapters.wsgi import (
     PRINCIPAL_KEY,
     OAuthProxyWSGI,
     principal_from_environ,
     to_core_request,
 )
-
 from oauthproxy_core import Request, Response
 from oauthproxy_core.http import MAX_BODY_BYTES
 from tests.adapters.live_servers import sync_proxy

@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oauthproxy_adapters.driver import run
 
+from oauthproxy_adapters.driver import run
 from oauthproxy_core import Request, Response
 from tests.harness import (
     ISSUER,

@@ -35,8 +35,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from oauthproxy_adapters.driver import execute_sync
 
+from oauthproxy_adapters.driver import execute_sync
 from oauthproxy_core import codec, persistence, redirect_uris, states
 from oauthproxy_core.effects import GetRecord, PutRecord
 from oauthproxy_core.handlers import authorize as authorize_mod

@@ -12,11 +12,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+
 from oauthproxy_adapters.driver import run
 from oauthproxy_adapters.stores.memory import MemoryStore
 from oauthproxy_adapters.stores.redis import RedisStore
 from oauthproxy_adapters.stores.sqlite import SQLiteStore
-
 from oauthproxy_core import Request
 from oauthproxy_core.bounds import Bounds
 from tests.harness import VERIFIER, Harness, make_config, redirect_params

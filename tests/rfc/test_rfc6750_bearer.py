@@ -10,9 +10,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
 from oauthproxy_adapters.driver import run
 from oauthproxy_adapters.keygen import new_keyring
-
 from oauthproxy_core import AuthorizationServer
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from tests.harness import VERIFIER, Browser, Harness, make_config, redirect_params
