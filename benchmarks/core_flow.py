@@ -49,10 +49,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import ECKey
+
 from oauthproxy_adapters.driver import run
 from oauthproxy_adapters.keygen import new_keyring
 from oauthproxy_adapters.stores.memory import MemoryStore
-
 from oauthproxy_core import (
     AuthorizationServer,
     HttpFailure,
@@ -63,6 +63,7 @@ from oauthproxy_core import (
     Response,
     UpstreamProfile,
 )
+from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 
 RESULTS = Path(__file__).resolve().parent / "results" / "core_flow.json"
@@ -177,6 +178,13 @@ class Proxy:
         self.config = ProxyConfig(
             issuer=ISSUER,
             upstream=profile,
+            # One client address registers thousands of times here: lift the abuse bounds.
+            bounds=Bounds(
+                registrations_per_address=10**9,
+                registrations_total=10**9,
+                authorizations_per_client=10**9,
+                authorizations_total=10**9,
+            ),
             scopes_supported=("mcp", "offline_access"),
             default_scopes=("mcp",),
         )

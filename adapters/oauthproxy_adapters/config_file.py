@@ -453,6 +453,10 @@ def _store_url(value: str) -> str:
         raise ConfigError(f"{key}: unknown scheme {scheme!r} (expected memory, sqlite or redis)")
     if scheme == "sqlite" and rest not in ("", "/") and not rest.startswith("/"):
         raise ConfigError(f"{key}: use sqlite:///relative.db or sqlite:////absolute.db")
+    if scheme == "sqlite" and "?" in rest:
+        option = rest.partition("?")[2].lower()
+        if option not in ("synchronous=normal", "synchronous=full"):
+            raise ConfigError(f"{key}: the only SQLite option is ?synchronous=normal|full")
     if scheme in ("redis", "rediss"):
         try:
             parts = urlsplit(value)

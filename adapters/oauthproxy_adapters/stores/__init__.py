@@ -6,7 +6,8 @@
 * ``sqlite://`` -- :class:`~.sqlite.SQLiteStore` at :func:`~.sqlite.default_sqlite_path`;
   ``sqlite:///state.db`` -- a path relative to the current directory;
   ``sqlite:////var/lib/oauthproxy/state.db`` -- an absolute path (SQLAlchemy's convention: what
-  follows ``sqlite:///`` is the path);
+  follows ``sqlite:///`` is the path); ``?synchronous=full`` makes every commit wait for the disk
+  (survives power loss, ~200 us per write), the default ``normal`` survives process crashes;
 * ``redis://host:port/db`` (or ``rediss://`` for TLS) -- :class:`~.redis.RedisStore`, shared by
   several proxy instances.
 
@@ -43,6 +44,18 @@ __all__ = [
 _SCHEMES = "memory://, sqlite://[/path], redis://host:port/db or rediss://host:port/db"
 
 
+def _sqlite_options(url: str) -> tuple[str, str]:
+    """``(path, synchronous)`` from ``sqlite:///path.db[?synchronous=full|normal]``."""
+    base, _, query = url.partition("?")
+    synchronous = "normal"
+    for item in filter(None, query.split("&")):
+        name, _, value = item.partition("=")
+        if name != "synchronous" or value.lower() not in ("normal", "full"):
+            raise ValueError(f"bad SQLite store URL option {item!r}: only synchronous=normal|full")
+        synchronous = value.lower()
+    return _sqlite_path(base), synchronous
+
+
 def _sqlite_path(url: str) -> str:
     rest = url[len("sqlite://") :]
     if rest in ("", "/"):
@@ -68,7 +81,8 @@ def open_store(url: str) -> SyncStore:
     if scheme == "memory":
         return MemoryStore()
     if scheme == "sqlite":
-        return SQLiteStore(_sqlite_path(url))
+        path, synchronous = _sqlite_options(url)
+        return SQLiteStore(path, synchronous=synchronous)
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore  # noqa: PLC0415 (redis is optional)
 
@@ -82,7 +96,8 @@ def open_async_store(url: str) -> AsyncStore:
     if scheme == "memory":
         return AsyncMemoryStore()
     if scheme == "sqlite":
-        return AsyncSQLiteStore(_sqlite_path(url))
+        path, synchronous = _sqlite_options(url)
+        return AsyncSQLiteStore(path, synchronous=synchronous)
     if scheme in ("redis", "rediss"):
         from .redis import AsyncRedisStore  # noqa: PLC0415 (redis is optional)
 
