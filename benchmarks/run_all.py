@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("core_flow.py",)
+BENCHMARKS = ("core_flow.py", "stores_flow.py")
 
 
 def main(argv: list[str] | None = None) -> int:

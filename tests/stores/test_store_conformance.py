@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import redis
 import store_race_workers
+
 from oauthproxy_adapters import stores
 from oauthproxy_adapters.stores import (
     AsyncStore,
@@ -39,7 +40,6 @@ from oauthproxy_adapters.stores import sqlite as sqlite_module
 from oauthproxy_adapters.stores.memory import PURGE_BATCH, AsyncMemoryStore, MemoryStore
 from oauthproxy_adapters.stores.redis import AsyncRedisStore, RedisStore
 from oauthproxy_adapters.stores.sqlite import AsyncSQLiteStore, SQLiteStore, default_sqlite_path
-
 from oauthproxy_core.effects import Stored
 
 REDIS_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -1,0 +1,594 @@
+"""Two ``oauthproxy serve`` processes behind one logical issuer, sharing one store (ARCHITECTURE.md,
+"Storage contract": "a flow begun on one instance completes on another").
+
+Setup, once per shared store (one Redis database, and separately one SQLite file):
+
+- a GitHub-shaped upstream on loopback (``oauthproxy_adapters.devprovider.DevProvider`` under
+  uvicorn in a thread), whose one registered redirect URI is ``<base_url>/auth/callback``;
+- two proxy processes started from the console script (``.venv/bin/oauthproxy serve --config``),
+  each listening on its own port, with the same ``base_url`` (the issuer, as a load balancer would
+  publish it), the same keys file and the same store URL.
+
+The client plays the load balancer: every request it makes to the issuer goes to the next instance,
+round-robin, by rewriting the ``host:port`` of the issuer-based URL to the instance chosen; cookies
+are kept by hand (one browser, one jar). Tests:
+
+- a complete flow whose register, authorize, consent, callback, token, bearer use and refresh land
+  on alternating instances;
+- SECURITY.md 8 across processes: one code raced against both instances at once (two threads, one
+  token request to each) is redeemed exactly once -- one 200, one 400 ``invalid_grant`` -- and the
+  replay revokes what the winner got; five times.
+
+Redis: the configuration file has no key-prefix setting, so the test uses a dedicated database
+(``OAUTHPROXY_TEST_REDIS_DB_URL``, default ``redis://127.0.0.1:6379/5``), flushed before and after.
+Every process binds 127.0.0.1 and is stopped through its own ``Popen`` object.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+import redis
+
+from oauthproxy_adapters.devprovider import DevProvider
+from tests.adapters.live_servers import UvicornThread
+from tests.harness import VERIFIER
+
+REDIS_DB_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_DB_URL", "redis://127.0.0.1:6379/5")
+UPSTREAM_CLIENT_ID = "proxy-at-devprovider"
+UPSTREAM_CLIENT_SECRET = "devprovider-secret-" + "s" * 24
+CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
+START_TIMEOUT = 20.0
+RACES = 5
+
+
+def oauthproxy_command() -> list[str]:
+    """The console script next to the interpreter running the tests (``.venv/bin/oauthproxy``)."""
+    script = Path(sys.executable).parent / "oauthproxy"
+    if not script.exists():
+        found = shutil.which("oauthproxy")
+        if found is None:
+            pytest.fail(f"the console script {script} is missing: pip install -e .")
+        script = Path(found)
+    return [str(script)]
+
+
+def pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- the upstream provider ---------------------------------------------------------------------------
+
+
+class Upstream:
+    """DevProvider under uvicorn in a thread of this process."""
+
+    def __init__(self, redirect_uri: str) -> None:
+        self.provider = DevProvider(
+            client_id=UPSTREAM_CLIENT_ID,
+            client_secret=UPSTREAM_CLIENT_SECRET,
+            redirect_uri=redirect_uri,
+        )
+        self.server = UvicornThread(lambda _base: self.provider.app)
+        self.base = self.server.base
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# -- the proxy processes -------------------------------------------------------------------------------
+
+
+def write_config(
+    path: Path,
+    *,
+    port: int,
+    base_url: str,
+    upstream: str,
+    store_url: str,
+    keys_file: Path,
+) -> Path:
+    path.write_text(
+        f"""\
+[server]
+host = "127.0.0.1"
+port = {port}
+base_url = "{base_url}"
+mcp_path = "/mcp"
+service_name = "multi-instance e2e"
+
+[upstream]
+provider = "oauth2"
+client_id = "{UPSTREAM_CLIENT_ID}"
+client_secret = "{UPSTREAM_CLIENT_SECRET}"
+authorize_url = "{upstream}/login/oauth/authorize"
+token_url = "{upstream}/login/oauth/access_token"
+userinfo_url = "{upstream}/user"
+userinfo_subject_field = "id"
+scopes = ["read:user"]
+allow_insecure_http = true
+
+[store]
+url = "{store_url}"
+
+[keys]
+file = "{keys_file}"
+"""
+    )
+    return path
+
+
+def make_keys(path: Path) -> Path:
+    done = subprocess.run(
+        [*oauthproxy_command(), "keys", "new", "--out", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+class ProxyProcess:
+    """One ``oauthproxy serve --config FILE`` process on a fixed loopback port."""
+
+    def __init__(self, config: Path, port: int, workdir: Path, name: str) -> None:
+        self.config = config
+        self.port = port
+        self.workdir = workdir
+        self.name = name
+        self.netloc = f"127.0.0.1:{port}"
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> ProxyProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        env = {**os.environ, "OAUTHPROXY_DATA_DIR": str(self.workdir / "data")}
+        with open(self.log, "ab") as log:
+            log.write(f"--- start #{self.starts}\n".encode())
+            self.proc = subprocess.Popen(
+                [*oauthproxy_command(), "serve", "--config", str(self.config)],
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited at start:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (
+                    httpx.get(
+                        f"http://{self.netloc}/healthz", timeout=1.0, trust_env=False
+                    ).status_code
+                    == 200
+                ):
+                    return self
+            if time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                raise AssertionError(f"{self.name} did not answer /healthz:\n{self.output()}")
+            time.sleep(0.05)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Send ``sig`` to this process (by its own PID) and wait for it to exit."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            raise AssertionError(f"{self.name} ignored {sig.name}:\n{self.output()}") from None
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no log)"
+
+
+# -- the client: one browser, one MCP client, a round-robin load balancer --------------------------
+
+
+class Balancer:
+    """Sends each issuer-based request to the next instance, round-robin; keeps the cookies."""
+
+    def __init__(self, base_url: str, instances: list[ProxyProcess]) -> None:
+        self.base = urlsplit(base_url)
+        self.instances = instances
+        self.turn = 0
+        self.cookies: dict[str, str] = {}
+        self.http = httpx.Client(follow_redirects=False, timeout=15.0, trust_env=False)
+        #: ``(instance name, method, path)`` of every request sent to an instance.
+        self.log: list[tuple[str, str, str]] = []
+
+    def close(self) -> None:
+        self.http.close()
+
+    def next_instance(self) -> ProxyProcess:
+        instance = self.instances[self.turn % len(self.instances)]
+        self.turn += 1
+        return instance
+
+    def to(self, url: str, instance: ProxyProcess) -> str:
+        parts = urlsplit(url)
+        assert parts.netloc == self.base.netloc, f"{url} is not on the issuer {self.base.netloc}"
+        return urlunsplit((parts.scheme, instance.netloc, parts.path, parts.query, ""))
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        instance: ProxyProcess | None = None,
+        browser: bool = False,
+        **kw: Any,
+    ) -> httpx.Response:
+        target = instance or self.next_instance()
+        headers = dict(kw.pop("headers", {}))
+        if browser and self.cookies:
+            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        resp = self.http.request(method, self.to(url, target), headers=headers, **kw)
+        self.log.append((target.name, method, urlsplit(url).path))
+        if browser:
+            for value in resp.headers.get_list("set-cookie"):
+                name, _, rest = value.partition("=")
+                self.cookies[name.strip()] = rest.split(";", 1)[0]
+        return resp
+
+    def issuer_url(self, path: str) -> str:
+        return urlunsplit((self.base.scheme, self.base.netloc, path, "", ""))
+
+
+def _check(resp: httpx.Response, status: int, where: str, instances: list[ProxyProcess]) -> None:
+    if resp.status_code != status:
+        logs = "\n".join(f"== {p.name}\n{p.output()}" for p in instances)
+        raise AssertionError(f"{where}: {resp.status_code} {resp.text[:500]}\n{logs}")
+
+
+class Flow:
+    """The steps of one authorization-code flow, each through the balancer (or a given instance)."""
+
+    def __init__(self, lb: Balancer, upstream: Upstream) -> None:
+        self.lb = lb
+        self.upstream = upstream
+        self.client: dict[str, Any] = {}
+        self.verifier = VERIFIER
+
+    def ok(self, resp: httpx.Response, status: int, where: str) -> httpx.Response:
+        _check(resp, status, where, self.lb.instances)
+        return resp
+
+    def register(self, instance: ProxyProcess | None = None) -> dict[str, Any]:
+        body = {
+            "redirect_uris": [CLIENT_REDIRECT],
+            "client_name": "e2e client",
+            "token_endpoint_auth_method": "client_secret_post",
+            "grant_types": ["authorization_code", "refresh_token"],
+        }
+        resp = self.lb.send("POST", self.lb.issuer_url("/register"), json=body, instance=instance)
+        self.client = self.ok(resp, 201, "register").json()
+        return self.client
+
+    def authorize_and_consent(self, instance: ProxyProcess | None = None) -> str:
+        """authorize -> consent page -> approve; returns the upstream authorize URL."""
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.client["client_id"],
+                "redirect_uri": CLIENT_REDIRECT,
+                "state": "client-state-" + secrets.token_hex(4),
+                "code_challenge": pkce_challenge(self.verifier),
+                "code_challenge_method": "S256",
+                "resource": self.lb.issuer_url("/mcp"),
+            }
+        )
+        url = self.lb.issuer_url("/authorize") + "?" + query
+        resp = self.ok(self.lb.send("GET", url, browser=True, instance=instance), 302, "authorize")
+        consent_url = resp.headers["location"]
+        page = self.ok(
+            self.lb.send("GET", consent_url, browser=True, instance=instance), 200, "consent page"
+        )
+        form = {**hidden_fields(page.text), "decision": "approve"}
+        resp = self.lb.send(
+            "POST", self.lb.issuer_url("/consent"), data=form, browser=True, instance=instance
+        )
+        self.ok(resp, 303, "consent approve")
+        upstream_url: str = resp.headers["location"]
+        assert upstream_url.startswith(self.upstream.base + "/login/oauth/authorize?")
+        return upstream_url
+
+    def upstream_login(self, upstream_url: str) -> str:
+        """The browser at the provider (not an instance): returns the callback URL it redirects to."""
+        resp = self.lb.http.get(upstream_url)
+        assert resp.status_code == 302, resp.text
+        callback: str = resp.headers["location"]
+        assert callback.startswith(self.lb.issuer_url("/auth/callback") + "?"), callback
+        return callback
+
+    def callback(self, callback: str, instance: ProxyProcess | None = None) -> str:
+        resp = self.lb.send("GET", callback, browser=True, instance=instance)
+        location = self.ok(resp, 302, "callback").headers["location"]
+        assert location.startswith(CLIENT_REDIRECT + "?"), location
+        params = dict(parse_qsl(urlsplit(location).query))
+        assert "error" not in params, params
+        return params["code"]
+
+    def code(self) -> str:
+        return self.callback(self.upstream_login(self.authorize_and_consent()))
+
+    def token_form(self, code: str) -> dict[str, str]:
+        return {
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": self.client["client_id"],
+            "client_secret": self.client["client_secret"],
+            "redirect_uri": CLIENT_REDIRECT,
+            "code_verifier": self.verifier,
+            "resource": self.lb.issuer_url("/mcp"),
+        }
+
+    def token(self, code: str, instance: ProxyProcess | None = None) -> dict[str, Any]:
+        resp = self.lb.send(
+            "POST", self.lb.issuer_url("/token"), data=self.token_form(code), instance=instance
+        )
+        body: dict[str, Any] = self.ok(resp, 200, "token").json()
+        assert body["token_type"] == "Bearer" and body["refresh_token"]
+        return body
+
+    def refresh(self, refresh_token: str, instance: ProxyProcess | None = None) -> httpx.Response:
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": self.client["client_id"],
+            "client_secret": self.client["client_secret"],
+        }
+        return self.lb.send("POST", self.lb.issuer_url("/token"), data=form, instance=instance)
+
+    def bearer_status(self, access_token: str, instance: ProxyProcess | None = None) -> int:
+        """GET the protected MCP path: 404 = authenticated (no gateway configured), 401 = refused."""
+        resp = self.lb.send(
+            "GET",
+            self.lb.issuer_url("/mcp"),
+            headers={"authorization": f"Bearer {access_token}"},
+            instance=instance,
+        )
+        assert resp.status_code in (401, 404), (resp.status_code, resp.text)
+        return resp.status_code
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    out = {}
+    for name in ("txn", "csrf"):
+        marker = f'name="{name}" value="'
+        start = html.index(marker) + len(marker)
+        out[name] = html[start : html.index('"', start)]
+    return out
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+
+
+class Cluster:
+    def __init__(
+        self, base_url: str, upstream: Upstream, instances: list[ProxyProcess], store_url: str
+    ) -> None:
+        self.base_url = base_url
+        self.store_url = store_url
+        self.upstream = upstream
+        self.instances = instances
+
+    def balancer(self) -> Balancer:
+        return Balancer(self.base_url, self.instances)
+
+
+def _flush_redis_db() -> None:
+    client = redis.Redis.from_url(REDIS_DB_URL, socket_timeout=5)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        pytest.fail(f"this test needs Redis at {REDIS_DB_URL}: {exc}")
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module", params=["redis", "sqlite"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp(f"multi-{request.param}")
+    # The issuer: one logical server (a load balancer's address; nothing listens there).
+    base_url = f"http://127.0.0.1:{free_port()}"
+    upstream = Upstream(base_url + "/auth/callback")
+    if request.param == "redis":
+        _flush_redis_db()
+        store_url = REDIS_DB_URL
+    else:
+        store_url = f"sqlite:///{workdir / 'shared.db'}"
+    keys_file = make_keys(workdir / "keys.json")
+    instances = []
+    try:
+        for name in ("A", "B"):
+            port = free_port()
+            config = write_config(
+                workdir / f"{name}.toml",
+                port=port,
+                base_url=base_url,
+                upstream=upstream.base,
+                store_url=store_url,
+                keys_file=keys_file,
+            )
+            instances.append(ProxyProcess(config, port, workdir, name))
+        for instance in instances:
+            instance.start()
+        yield Cluster(base_url, upstream, instances, store_url)
+    finally:
+        for instance in instances:
+            instance.stop()
+        upstream.stop()
+        if request.param == "redis":
+            _flush_redis_db()
+
+
+# -- the tests -----------------------------------------------------------------------------------------
+
+
+def test_flow_across_alternating_instances_completes(cluster: Cluster) -> None:
+    lb = cluster.balancer()
+    try:
+        flow = Flow(lb, cluster.upstream)
+        flow.register()
+        code = flow.code()
+        tokens = flow.token(code)
+        # Each of authorize, consent page, consent POST, callback and token went to the other
+        # instance than the step before it.
+        steps = [(name, path) for name, _method, path in lb.log]
+        assert [p for _n, p in steps] == [
+            "/register",
+            "/authorize",
+            "/consent",
+            "/consent",
+            "/auth/callback",
+            "/token",
+        ]
+        names = [n for n, _p in steps]
+        assert all(a != b for a, b in itertools.pairwise(names)), names
+
+        # The access token is good on both instances (same keys, same store) ...
+        a, b = cluster.instances
+        assert flow.bearer_status(tokens["access_token"], a) == 404
+        assert flow.bearer_status(tokens["access_token"], b) == 404
+        # ... and the refresh rotation is shared: refresh on one, the successor on the other.
+        first = flow.refresh(tokens["refresh_token"], a)
+        _check(first, 200, "refresh on A", cluster.instances)
+        second = flow.refresh(first.json()["refresh_token"], b)
+        _check(second, 200, "refresh on B", cluster.instances)
+        assert flow.bearer_status(second.json()["access_token"], a) == 404
+        # The JWKS is the same document on both (one keys file).
+        assert (
+            lb.http.get(f"http://{a.netloc}/jwks.json").json()
+            == lb.http.get(f"http://{b.netloc}/jwks.json").json()
+        )
+    finally:
+        lb.close()
+
+
+def race_token_requests(
+    form: dict[str, str], *instances: ProxyProcess
+) -> dict[str, httpx.Response]:
+    """POST the same token request to each instance at once (one thread each, behind a barrier)."""
+    barrier = threading.Barrier(len(instances))
+    results: dict[str, httpx.Response] = {}
+    errors: list[BaseException] = []
+
+    def redeem(instance: ProxyProcess) -> None:
+        try:
+            with httpx.Client(timeout=15.0, trust_env=False) as http:
+                http.get(f"http://{instance.netloc}/healthz")  # the connection is open
+                barrier.wait(10)
+                results[instance.name] = http.post(f"http://{instance.netloc}/token", data=form)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=redeem, args=(inst,)) for inst in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert len(results) == len(instances)
+    return results
+
+
+def test_invariant_8_code_raced_against_both_instances_is_redeemed_once(cluster: Cluster) -> None:
+    lb = cluster.balancer()
+    try:
+        flow = Flow(lb, cluster.upstream)
+        flow.register()
+        a, b = cluster.instances
+        for race in range(RACES):
+            code = flow.code()
+            results = race_token_requests(flow.token_form(code), a, b)
+            statuses = {name: r.status_code for name, r in results.items()}
+            assert sorted(statuses.values()) == [200, 400], (
+                f"race {race}: {statuses} {[r.text for r in results.values()]}"
+            )
+            winner = next(r for r in results.values() if r.status_code == 200)
+            loser = next(r for r in results.values() if r.status_code == 400)
+            assert loser.json()["error"] == "invalid_grant", loser.text
+            # The replay revoked what the winner got (SECURITY.md 8), on both instances.
+            tokens = winner.json()
+            assert flow.bearer_status(tokens["access_token"], a) == 401
+            assert flow.bearer_status(tokens["access_token"], b) == 401
+            again = flow.refresh(tokens["refresh_token"])
+            assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    finally:
+        lb.close()
+
+
+def test_instances_share_nothing_but_the_store(cluster: Cluster) -> None:
+    """Sanity for the setup: two processes, two ports, one issuer in both metadata documents."""
+    a, b = cluster.instances
+    assert a.proc is not None and b.proc is not None and a.proc.pid != b.proc.pid
+    docs = [
+        httpx.get(
+            f"http://{i.netloc}/.well-known/oauth-authorization-server", timeout=5, trust_env=False
+        ).json()
+        for i in (a, b)
+    ]
+    assert docs[0]["issuer"] == docs[1]["issuer"] == cluster.base_url
+    body = json.dumps(docs[0])
+    assert a.netloc not in body and b.netloc not in body
+    # A client registered on A is a record in the one shared store, and known to B.
+    lb = cluster.balancer()
+    try:
+        flow = Flow(lb, cluster.upstream)
+        flow.register(a)
+        resp = flow.refresh("not-a-token", b)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant", resp.text
+    finally:
+        lb.close()
+    if cluster.store_url.startswith("redis"):
+        client = redis.Redis.from_url(cluster.store_url)
+        try:
+            assert client.dbsize() > 0
+        finally:
+            client.close()
+    else:
+        path = cluster.store_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT count(*) FROM records").fetchone()[0] > 0
