@@ -764,7 +764,30 @@ def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     shared = open_store(REDIS_URL)
     assert isinstance(shared, RedisStore)
+    assert shared.prefix == "oauthproxy:"
     shared.close()
+
+    durable = open_store(f"sqlite:///{tmp_path}/durable.db?synchronous=full")
+    assert isinstance(durable, SQLiteStore) and durable.synchronous == "FULL"
+    assert durable.path == str(tmp_path / "durable.db")
+    durable.close()
+
+
+def test_redis_url_prefix_separates_deployments() -> None:
+    """Issue 4: a key prefix per deployment, so several proxies can share one Redis."""
+    a = open_store(REDIS_URL + "?prefix=oauthproxy-test-a:")
+    b = open_store(REDIS_URL + "?prefix=oauthproxy-test-b:")
+    assert isinstance(a, RedisStore) and isinstance(b, RedisStore)
+    try:
+        a.put("client", "same-key", b"A", 1, 30)
+        assert b.get("client", "same-key") is None
+        stored = a.get("client", "same-key")
+        assert stored is not None and stored.value == b"A"
+        assert any(k.startswith("oauthproxy-test-a:") or k == "same-key" for _, k, _ in a.dump())
+    finally:
+        a.delete("client", "same-key")
+        a.close()
+        b.close()
 
 
 def test_open_async_store_urls(tmp_path: Path) -> None:
@@ -782,7 +805,16 @@ def test_open_async_store_urls(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["postgres://localhost/db", "memcached://x", "state.db", "", "sqlite://host/x.db"]
+    "url",
+    [
+        "postgres://localhost/db",
+        "memcached://x",
+        "state.db",
+        "",
+        "sqlite://host/x.db",
+        "sqlite:///x.db?synchronous=sometimes",
+        "redis://127.0.0.1:6379/0?prefix=",
+    ],
 )
 def test_open_store_rejects_unknown_urls(url: str) -> None:
     with pytest.raises(ValueError, match="store URL"):

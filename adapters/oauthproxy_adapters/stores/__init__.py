@@ -17,6 +17,7 @@ The Redis modules are imported only when a Redis URL is opened, so ``redis`` sta
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .base import AsyncStore, StoreFullError, StoreUnavailableError, SyncStore
 from .memory import AsyncMemoryStore, MemoryStore
@@ -68,6 +69,24 @@ def _sqlite_path(url: str) -> str:
     return rest[1:]
 
 
+def _redis_options(url: str) -> tuple[str, str]:
+    """``(url without our option, key prefix)``: ``redis://h:6379/0?prefix=team-a:`` gives each
+    deployment sharing one Redis its own key space (default prefix ``oauthproxy:``)."""
+    parts = urlsplit(url)
+    prefix = "oauthproxy:"
+    kept = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "prefix":
+            if not value or any(c.isspace() for c in value):
+                raise ValueError(
+                    f"bad Redis store URL {url!r}: the key prefix must be non-empty, no spaces"
+                )
+            prefix = value
+        else:
+            kept.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+
+
 def _scheme(url: str) -> str:
     scheme, sep, _ = url.partition("://")
     if not sep:
@@ -86,7 +105,8 @@ def open_store(url: str) -> SyncStore:
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore  # noqa: PLC0415 (redis is optional)
 
-        return RedisStore(url)
+        redis_url, prefix = _redis_options(url)
+        return RedisStore(redis_url, prefix=prefix)
     raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_SCHEMES}")
 
 
@@ -101,7 +121,8 @@ def open_async_store(url: str) -> AsyncStore:
     if scheme in ("redis", "rediss"):
         from .redis import AsyncRedisStore  # noqa: PLC0415 (redis is optional)
 
-        return AsyncRedisStore(url)
+        redis_url, prefix = _redis_options(url)
+        return AsyncRedisStore(redis_url, prefix=prefix)
     raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_SCHEMES}")
 
 
