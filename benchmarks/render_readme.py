@@ -29,9 +29,12 @@ Every number below is read from a JSON file in `results/` that a benchmark scrip
 is regenerated from those files and never edited by hand. Reproduce everything with:
 
 ```sh
-sh .ci/dev bench            # full run (about half a minute per benchmark)
+sh .ci/dev bench            # full run (about five minutes on two cores)
 sh .ci/dev bench --quick    # smoke test: a few rounds, numbers not meant to be quoted
 ```
+
+The comparisons with fastmcp's `OAuthProxy` and the `mcp` SDK need the benchmark-only packages
+(`pip install -e ".[bench]"`); without them `run_all.py` runs only the benchmarks of this project.
 
 Medians are the headline numbers; p10 and p90 show the spread of individual samples. Ratios are
 taken between medians measured in the same process, interleaved sample by sample, so that machine
@@ -45,6 +48,8 @@ def us(value: float) -> str:
 
 
 def ratio_sentence(entry: dict[str, Any], measurements: dict[str, Any]) -> str:
+    if entry.get("sentence"):
+        return str(entry["sentence"])
     num, den = entry["numerator"], entry["denominator"]
     num_words = entry.get("numerator_words") or f"`{num}`"
     den_words = entry.get("denominator_words") or f"`{den}`"
@@ -56,7 +61,19 @@ def ratio_sentence(entry: dict[str, Any], measurements: dict[str, Any]) -> str:
     if target is None:
         return sentence + "; there is no target for this ratio, it is shown for context."
     verdict = "met" if entry.get("pass") else "missed"
-    return sentence + f"; the target of at most {target:g} times is {verdict}."
+    bound = "at least" if entry.get("target_kind") == "at_least" else "at most"
+    return sentence + f"; the target of {bound} {target:g} times is {verdict}."
+
+
+def target_text(entry: dict[str, Any]) -> str:
+    if entry.get("target") is None:
+        return "-"
+    sign = ">=" if entry.get("target_kind") == "at_least" else "<="
+    return f"{sign} {entry['target']:g}x"
+
+
+def multiple(value: float) -> str:
+    return f"{value:.3g}x"
 
 
 def render_result(path: Path) -> str:
@@ -82,7 +99,9 @@ def render_result(path: Path) -> str:
         packages = m.get("packages", {})
         if packages:
             out.append("- Packages: " + ", ".join(f"{k} {v}" for k, v in packages.items()))
-    if settings:
+    if settings.get("sampling"):
+        out.append(f"- Sampling: {settings['sampling']}; {settings.get('seconds', '?')} s measured")
+    elif settings:
         out.append(
             f"- Sampling: {settings.get('rounds', '?')} rounds of "
             f"{settings.get('samples_per_round', '?')} samples per measurement "
@@ -93,15 +112,20 @@ def render_result(path: Path) -> str:
 
     measurements: dict[str, Any] = data.get("measurements", {})
     if measurements:
+        floor_column = any("x_floor" in r for r in measurements.values())
         out += [
-            "| measurement | what it is | median µs | p10 µs | p90 µs | samples |",
-            "|---|---|---:|---:|---:|---:|",
+            "| measurement | what it is | median µs | p10 µs | p90 µs | samples |"
+            + (" x floor |" if floor_column else ""),
+            "|---|---|---:|---:|---:|---:|" + ("---:|" if floor_column else ""),
         ]
         for key, r in measurements.items():
-            out.append(
+            row = (
                 f"| `{key}` | {r.get('description', '')} | **{us(r['median_us'])}** | "
                 f"{us(r['p10_us'])} | {us(r['p90_us'])} | {r.get('n', '?')} |"
             )
+            if floor_column:
+                row += f" {multiple(r['x_floor'])} |" if "x_floor" in r else " - |"
+            out.append(row)
         out.append("")
 
     ratios: dict[str, Any] = data.get("ratios", {})
@@ -111,7 +135,7 @@ def render_result(path: Path) -> str:
             "|---|---:|---:|---:|---|",
         ]
         for key, e in ratios.items():
-            target = f"<= {e['target']:g}x" if e.get("target") is not None else "-"
+            target = target_text(e)
             verdict = ("PASS" if e["pass"] else "**MISS**") if "pass" in e else "(context)"
             out.append(
                 f"| `{key}` = `{e['numerator']}` / `{e['denominator']}` | **{e['value']:.2f}x** | "
@@ -119,6 +143,35 @@ def render_result(path: Path) -> str:
             )
         out.append("")
         out += [f"- {ratio_sentence(e, measurements)}" for e in ratios.values()]
+        out.append("")
+
+    for table in data.get("tables", []):
+        out += [f"{table['title']}:", ""]
+        out.append("| " + " | ".join(table["columns"]) + " |")
+        out.append("|---" + "|---:" * (len(table["columns"]) - 1) + "|")
+        out += ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]]
+        out.append("")
+    notes: list[str] = data.get("notes", [])
+    if notes:
+        out += [f"- {note}" for note in notes]
+        out.append("")
+    profile: dict[str, Any] = data.get("profile", {})
+    if profile.get("cumtime") and "calls_per_unit" in profile["cumtime"][0]:
+        unit = "flow" if "flows" in profile else "call"
+        count = profile.get("flows") or profile.get("calls")
+        what = profile.get("system") or profile.get("what") or "ours"
+        out += [
+            f"Profile of our side (`{what}`, {count} {unit}s under cProfile, so times are "
+            f"inflated; µs per {unit}), top entries by cumulative time:",
+            "",
+            "| calls | own µs | cumulative µs | function |",
+            "|---:|---:|---:|---|",
+        ]
+        for r in profile["cumtime"][:15]:
+            out.append(
+                f"| {r['calls_per_unit']:.1f} | {r['tottime_us_per_unit']:,.1f} | "
+                f"{r['cumtime_us_per_unit']:,.1f} | `{r['function']}` |"
+            )
         out.append("")
 
     endpoints: dict[str, Any] = data.get("endpoints_mean_us", {})

@@ -1,0 +1,359 @@
+"""Benchmark: the complete flow over real loopback HTTP, 32 flows at a time (issue 7).
+
+Each system (``systems.py``) runs under uvicorn in its own subprocess on 127.0.0.1 (same scripted
+upstream, faked at its HTTP transport inside the server). This process is the client: one
+``httpx.AsyncClient`` per system with keep-alive, and K concurrent asyncio workers that each run
+complete flows back to back. The systems take turns in bursts (A B C ... A B C, order rotated every
+round); each burst lasts ``--burst`` seconds of starting new flows (flows in flight are let finish
+and counted). Reported per system: flows per second, flow latency p50/p99, and the server's CPU time
+per flow (read from ``/proc/<pid>/stat``), which does not depend on how the two processes share the
+cores.
+
+Usage: ``python benchmarks/compare_loopback.py [--quick] [--systems a,b] [--concurrency 32]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import benchlib
+import httpx
+import systems
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_SYSTEMS = ("ours_memory", "fastmcp_memory", "fastmcp_memory_reused", "mcp_sdk")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class Server:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "serve_system.py"),
+                "--system",
+                name,
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=self.base, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    resp = await client.get("/.well-known/oauth-authorization-server")
+                    if resp.status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+async def burst(system: systems.System, workers: list[Any], seconds: float) -> dict[str, Any]:
+    """Each worker runs complete flows on its own client until ``seconds`` have passed."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(client: Any) -> None:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            try:
+                await system.flow(client)
+            except (AssertionError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                if len(errors) > 50:
+                    return
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(client) for client in workers))
+    wall = time.perf_counter() - started
+    return {"latencies": latencies, "errors": errors, "wall": wall}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    names = [n for n in args.systems.split(",") if n]
+    servers = {name: Server(name) for name in names}
+    try:
+        await asyncio.gather(*(s.wait_ready() for s in servers.values()))
+        flows = {name: systems.build(name, base=servers[name].base) for name in names}
+        clients: dict[str, list[Any]] = {}
+        for name in names:
+            if args.client == "httpx":
+                limits = httpx.Limits(
+                    max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+                )
+                shared = systems.new_client(
+                    base_url=servers[name].base, limits=limits, timeout=60.0
+                )
+                clients[name] = [shared] * args.concurrency
+            else:
+                clients[name] = [
+                    systems.RawHttpClient(servers[name].base) for _ in range(args.concurrency)
+                ]
+        for name in names:  # warm-up: connections open, caches and code paths warm
+            await burst(flows[name], clients[name], args.warmup)
+
+        per_system: dict[str, dict[str, Any]] = {
+            n: {
+                "latencies": [],
+                "errors": [],
+                "wall": 0.0,
+                "flows": 0,
+                "server_cpu": 0.0,
+                "client_cpu": 0.0,
+            }
+            for n in names
+        }
+        round_rates: list[dict[str, float]] = []
+        started = time.perf_counter()
+        for r in range(args.rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            rates = {}
+            for name in order:
+                pid = servers[name].proc.pid
+                cpu0, client_cpu0 = cpu_seconds(pid), time.process_time()
+                result = await burst(flows[name], clients[name], args.burst)
+                cpu1, client_cpu1 = cpu_seconds(pid), time.process_time()
+                slot = per_system[name]
+                slot["latencies"] += result["latencies"]
+                slot["errors"] += result["errors"]
+                slot["wall"] += result["wall"]
+                slot["flows"] += len(result["latencies"])
+                slot["server_cpu"] += cpu1 - cpu0
+                slot["client_cpu"] += client_cpu1 - client_cpu0
+                rates[name] = len(result["latencies"]) / result["wall"]
+            round_rates.append(rates)
+        elapsed = time.perf_counter() - started
+        for workers in clients.values():
+            for client in set(workers):
+                await client.aclose()
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    floor = benchlib.floor_function()
+    floor_us = []
+    for _ in range(200):
+        t0 = time.perf_counter_ns()
+        floor()
+        floor_us.append((time.perf_counter_ns() - t0) / 1000)
+    floor_median = statistics.median(floor_us)
+    measurements: dict[str, dict[str, Any]] = {}
+    rows = []
+    for name in names:
+        slot = per_system[name]
+        lat_us = [x * 1e6 for x in slot["latencies"]] or [float("nan")]
+        rate = slot["flows"] / slot["wall"] if slot["wall"] else 0.0
+        flows_done = slot["flows"] or float("nan")
+        cpu_per_flow_us = slot["server_cpu"] / flows_done * 1e6
+        client_cpu_per_flow_us = slot["client_cpu"] / flows_done * 1e6
+        measurements[name] = {
+            "description": f"{flows[name].description}: flow latency with {args.concurrency} "
+            "concurrent flows over loopback HTTP",
+            **benchlib.summarize_us(lat_us),
+            "flows_per_s": rate,
+            "server_cpu_us_per_flow": cpu_per_flow_us,
+            "client_cpu_us_per_flow": client_cpu_per_flow_us,
+            "errors": len(slot["errors"]),
+            "error_examples": slot["errors"][:3],
+        }
+        rows.append(
+            [
+                f"`{name}`",
+                f"**{rate:,.1f}**",
+                f"{statistics.median(lat_us) / 1000:,.1f}",
+                f"{benchlib.quantile(lat_us, 0.99) / 1000:,.1f}",
+                f"{cpu_per_flow_us / 1000:,.2f}",
+                f"{cpu_per_flow_us / floor_median:,.1f}x",
+                f"{client_cpu_per_flow_us / 1000:,.2f}",
+                str(slot["flows"]),
+                str(len(slot["errors"])),
+            ]
+        )
+
+    def rate_ratio(
+        num: str, den: str, target: float | None, words: tuple[str, str]
+    ) -> dict[str, Any]:
+        per_round = [m[num] / m[den] for m in round_rates if m.get(den)]
+        value = measurements[num]["flows_per_s"] / measurements[den]["flows_per_s"]
+        entry: dict[str, Any] = {
+            "numerator": num,
+            "denominator": den,
+            "numerator_words": words[0],
+            "denominator_words": words[1],
+            "value": value,
+            "per_round_p10": benchlib.quantile(per_round, 0.1),
+            "per_round_p90": benchlib.quantile(per_round, 0.9),
+            "target": target,
+            "quantity": "flows per second",
+            "sentence": f"{words[0]} completes {value:.2f} times as many flows per second as "
+            f"{words[1]} ({measurements[num]['flows_per_s']:,.1f} against "
+            f"{measurements[den]['flows_per_s']:,.1f}, {args.concurrency} concurrent flows)",
+        }
+        if target is not None:
+            entry["target_kind"] = "at_least"
+            entry["pass"] = value >= target
+            entry["sentence"] += (
+                f"; the target of at least {target:g} times is {'met' if entry['pass'] else 'missed'}."
+            )
+        else:
+            entry["sentence"] += "; there is no target for this ratio, it is shown for context."
+        return entry
+
+    ratios: dict[str, dict[str, Any]] = {}
+    if "ours_memory" in names and "fastmcp_memory" in names:
+        ratios["ours_memory_vs_fastmcp_memory_flows_per_s"] = rate_ratio(
+            "ours_memory",
+            "fastmcp_memory",
+            5.0,
+            ("Ours with the memory store", "fastmcp's OAuthProxy with its memory store"),
+        )
+    if "ours_memory" in names and "fastmcp_memory_reused" in names:
+        ratios["ours_memory_vs_fastmcp_memory_reused_flows_per_s"] = rate_ratio(
+            "ours_memory",
+            "fastmcp_memory_reused",
+            None,
+            ("Ours with the memory store", "fastmcp with its upstream client reused"),
+        )
+    if "ours_memory" in names and "mcp_sdk" in names:
+        ratios["ours_memory_vs_mcp_sdk_flows_per_s"] = rate_ratio(
+            "ours_memory",
+            "mcp_sdk",
+            None,
+            ("Ours with the memory store", "the mcp SDK with a trivial provider"),
+        )
+
+    report: dict[str, Any] = {
+        "benchmark": "compare_loopback",
+        "title": f"The complete flow over loopback HTTP, {args.concurrency} concurrent flows",
+        "script": "benchmarks/compare_loopback.py" + (" --quick" if args.quick else ""),
+        "command": "sh .ci/dev bench" + (" --quick" if args.quick else ""),
+        "date": benchlib.now_iso(),
+        "machine": benchlib.machine(),
+        "settings": {
+            "quick": args.quick,
+            "rounds": args.rounds,
+            "samples_per_round": f"one {args.burst:g} s burst of {args.concurrency} concurrent flows",
+            "warmup": f"one {args.warmup:g} s burst per system",
+            "interleaving": "systems take turns burst by burst, order rotated every round",
+            "sampling": f"{args.rounds} rounds; in each, every system runs one {args.burst:g} s "
+            f"burst of {args.concurrency} concurrent flows, in turn, order rotated every round; one "
+            f"{args.warmup:g} s warm-up burst per system first",
+            "seconds": round(elapsed, 1),
+        },
+        "notes": [
+            "Servers: uvicorn (one worker, `lifespan=off`, no access log) in a subprocess per "
+            "system, on 127.0.0.1. Client: this process, "
+            f"{args.concurrency} asyncio workers, each with its own keep-alive connection "
+            f"({'a minimal HTTP/1.1 client' if args.client == 'raw' else 'one shared httpx client'}"
+            "); client and server share the machine's "
+            f"{os.cpu_count()} cores, so flows/s is a whole-machine figure. `server CPU ms/flow` "
+            "is the server process's own CPU time divided by the flows it completed.",
+            "Latency p50/p99 are over every flow of every burst. `server CPU / floor` is the "
+            f"server's CPU time per flow as a multiple of the primitive floor of one flow "
+            f"(core_flow.py, {floor_median:,.1f} µs here).",
+        ],
+        "measurements": measurements,
+        "ratios": ratios,
+        "tables": [
+            {
+                "title": "Throughput and latency",
+                "columns": [
+                    "system",
+                    "flows/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "server CPU ms/flow",
+                    "server CPU / floor",
+                    "client CPU ms/flow",
+                    "flows",
+                    "errors",
+                ],
+                "rows": rows,
+            }
+        ],
+    }
+    print(
+        f"{'system':<24}{'flows/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server cpu ms':>15}"
+        f"{'client cpu ms':>15}{'errors':>8}"
+    )
+    for name, m in measurements.items():
+        print(
+            f"{name:<24}{m['flows_per_s']:>9.1f}{m['median_us'] / 1000:>9.1f}"
+            f"{m['p99_us'] / 1000:>9.1f}{m['server_cpu_us_per_flow'] / 1000:>15.2f}"
+            f"{m['client_cpu_us_per_flow'] / 1000:>15.2f}{m['errors']:>8}"
+        )
+    for key, e in ratios.items():
+        print(
+            f"{key}: {e['value']:.2f}x (rounds {e['per_round_p10']:.2f}-{e['per_round_p90']:.2f})"
+        )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="short bursts: a smoke test")
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS))
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="raw: one minimal keep-alive HTTP/1.1 connection per worker (default); httpx: one "
+        "shared httpx.AsyncClient (its pool costs more client CPU than the servers spend)",
+    )
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    args.rounds, args.burst, args.warmup = (1, 1.0, 0.5) if args.quick else (4, 2.5, 1.0)
+    systems.fastmcp_home()
+    report = asyncio.run(run(args))
+    benchlib.write_result("compare_loopback", report, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
