@@ -80,6 +80,15 @@ class DeleteRecord:
     key: str
 
 
+def header_value(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    """The first value of header ``name`` (case-insensitive), or ``None``."""
+    lname = name.lower()
+    for k, v in headers:
+        if k.lower() == lname:
+            return v
+    return None
+
+
 _SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 
 
@@ -107,11 +116,7 @@ class HttpResponse:
     body: bytes = attrs.field(default=b"", repr=False)
 
     def header(self, name: str) -> str | None:
-        lname = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lname:
-                return v
-        return None
+        return header_value(self.headers, name)
 
 
 @attrs.frozen(kw_only=True)

@@ -15,6 +15,7 @@ from urllib.parse import unquote_plus
 
 import attrs
 
+from .effects import header_value
 from .errors import InvalidRequestError, PayloadTooLargeError
 
 MAX_BODY_BYTES = 64 * 1024
@@ -62,11 +63,7 @@ class Response:
     body: bytes = attrs.field(default=b"", repr=False)
 
     def header(self, name: str) -> str | None:
-        lname = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lname:
-                return v
-        return None
+        return header_value(self.headers, name)
 
     def header_values(self, name: str) -> list[str]:
         lname = name.lower()

@@ -23,7 +23,7 @@ from oauthproxy_core import Request, Response
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
-from .proxy import AsyncProxy
+from .proxy import AsyncProxy, is_protected, protected_prefixes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -118,11 +118,11 @@ class OAuthProxyApp:
     ) -> None:
         self.proxy = proxy
         self.app = app
-        self.protect = tuple(protect if protect is not None else (proxy.config.mcp_path,))
+        self.protect = protected_prefixes(proxy.config, protect)
         self.required_scopes = tuple(required_scopes)
 
     def is_protected(self, path: str) -> bool:
-        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protect)
+        return is_protected(path, self.protect)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.is_protected(scope["path"]):

@@ -43,7 +43,7 @@ from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
 from .asgi import MCP_CORS, MCP_PREFLIGHT, NOT_FOUND, SERVER_ERROR, TOO_LARGE
-from .proxy import AsyncProxy
+from .proxy import AsyncProxy, is_protected, protected_prefixes
 
 __all__ = ["AppHandler", "H11Server", "serve"]
 
@@ -151,7 +151,7 @@ async def serve(
     settings = _Settings(
         proxy=proxy,
         app_handler=app_handler,
-        protect=tuple(protect if protect is not None else (proxy.config.mcp_path,)),
+        protect=protected_prefixes(proxy.config, protect),
         required_scopes=tuple(required_scopes),
         max_body=max_body,
         max_header_bytes=max_header_bytes,
@@ -215,7 +215,7 @@ class _Settings:
         self.request_timeout = request_timeout
 
     def is_protected(self, path: str) -> bool:
-        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protect)
+        return is_protected(path, self.protect)
 
 
 class _Connection:

@@ -92,6 +92,16 @@ class _Base:
         return claims
 
 
+def protected_prefixes(config: ProxyConfig, protect: Sequence[str] | None) -> tuple[str, ...]:
+    """The path prefixes a web adapter guards with bearer tokens (default: the MCP path)."""
+    return tuple(protect if protect is not None else (config.mcp_path,))
+
+
+def is_protected(path: str, prefixes: Sequence[str]) -> bool:
+    """``path`` equals a prefix or lies below it (``/mcp`` guards ``/mcp`` and ``/mcp/x``)."""
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
 def _with_scopes(
     verdict: Challenge, ctx_challenge: Callable[..., Challenge], required: Sequence[str]
 ) -> Challenge:

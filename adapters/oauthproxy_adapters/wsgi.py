@@ -34,7 +34,7 @@ from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
 from .asgi import MCP_CORS, MCP_PREFLIGHT, NOT_FOUND, SERVER_ERROR, TOO_LARGE
-from .proxy import Proxy
+from .proxy import Proxy, is_protected, protected_prefixes
 
 __all__ = ["PRINCIPAL_KEY", "OAuthProxyWSGI", "principal_from_environ"]
 
@@ -172,11 +172,11 @@ class OAuthProxyWSGI:
     ) -> None:
         self.proxy = proxy
         self.app = app
-        self.protect = tuple(protect if protect is not None else (proxy.config.mcp_path,))
+        self.protect = protected_prefixes(proxy.config, protect)
         self.required_scopes = tuple(required_scopes)
 
     def is_protected(self, path: str) -> bool:
-        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protect)
+        return is_protected(path, self.protect)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
