@@ -785,7 +785,7 @@ def mutate(uri: str, mutation: str | None) -> str:
 
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=150,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
