@@ -34,6 +34,7 @@ from .http_clients import AsyncHttpClient
 from .keygen import new_keyring_document
 from .proxy import AsyncProxy
 from .stores import open_async_store
+from .stores.base import StoreUnavailableError
 
 __all__ = [
     "build_app",
@@ -116,11 +117,26 @@ def load_or_create_keyring(path: str) -> Keyring:
 
 
 class _Root:
-    """``/healthz``, the lifespan (cleanup at shutdown), and the proxy for everything else."""
+    """``/healthz``, ``/readyz``, the lifespan (cleanup at shutdown), and the proxy for the rest.
 
-    def __init__(self, app: ASGIApp, cleanup: Cleanup) -> None:
+    ``/healthz`` says the process serves requests (it touches nothing); ``/readyz`` also reads the
+    store and answers 503 while it is unreachable, so a load balancer can take an instance whose
+    Redis is gone out of rotation.
+    """
+
+    def __init__(self, app: ASGIApp, cleanup: Cleanup, proxy: AsyncProxy | None = None) -> None:
         self.app = app
         self.cleanup = cleanup
+        self.proxy = proxy
+
+    async def _ready(self) -> bool:
+        if self.proxy is None:
+            return True
+        try:
+            await self.proxy.store.get("health", "probe")
+        except StoreUnavailableError:
+            return False
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -132,9 +148,11 @@ class _Root:
                     await self.cleanup()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        if scope["type"] == "http" and scope["path"] == "/healthz":
+        if scope["type"] == "http" and scope["path"] in ("/healthz", "/readyz"):
             body = b"ok" if scope["method"] in ("GET", "HEAD") else b""
             status = 200 if body else 405
+            if body and scope["path"] == "/readyz" and not await self._ready():
+                body, status = b"store unavailable", 503
             await send(
                 {
                     "type": "http.response.start",
@@ -181,5 +199,5 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
         await http.aclose()
         await store.close()
 
-    root = _Root(OAuthProxyApp(proxy, gateway), cleanup)
+    root = _Root(OAuthProxyApp(proxy, gateway), cleanup, proxy)
     return root, proxy, cleanup

@@ -61,8 +61,16 @@ def execute_sync(effect: Any, store: SyncStore, http: SyncHttp) -> Any:
     raise UnknownEffectError(type(effect).__name__)
 
 
-def run(handler: Generator[Any, Any, T], store: SyncStore, http: SyncHttp = _no_http) -> T:
-    """Drive ``handler`` to completion with blocking I/O."""
+Observer = Callable[[Any, Any], None]
+
+
+def run(
+    handler: Generator[Any, Any, T],
+    store: SyncStore,
+    http: SyncHttp = _no_http,
+    observe: Observer | None = None,
+) -> T:
+    """Drive ``handler`` to completion with blocking I/O; ``observe(effect, result)`` sees each."""
     send: Any = None
     throw: BaseException | None = None
     while True:
@@ -73,6 +81,8 @@ def run(handler: Generator[Any, Any, T], store: SyncStore, http: SyncHttp = _no_
         throw = None
         try:
             send = execute_sync(effect, store, http)
+            if observe is not None:
+                observe(effect, send)
         except StoreUnavailableError:
             send = None
             throw = TemporarilyUnavailableError(
@@ -104,9 +114,12 @@ async def execute_async(effect: Any, store: AsyncStore, http: AsyncHttp) -> Any:
 
 
 async def run_async(
-    handler: Generator[Any, Any, T], store: AsyncStore, http: AsyncHttp = _no_http_async
+    handler: Generator[Any, Any, T],
+    store: AsyncStore,
+    http: AsyncHttp = _no_http_async,
+    observe: Observer | None = None,
 ) -> T:
-    """Drive ``handler`` to completion with asyncio I/O."""
+    """Drive ``handler`` to completion with asyncio I/O; ``observe(effect, result)`` sees each."""
     send: Any = None
     throw: BaseException | None = None
     while True:
@@ -117,6 +130,8 @@ async def run_async(
         throw = None
         try:
             send = await execute_async(effect, store, http)
+            if observe is not None:
+                observe(effect, send)
         except StoreUnavailableError:
             send = None
             throw = TemporarilyUnavailableError(

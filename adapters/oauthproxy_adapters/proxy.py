@@ -20,6 +20,7 @@ from oauthproxy_core.handlers.bearer import Challenge, Principal, authorize_clai
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_token
 from oauthproxy_core.tokens import AccessClaims, verify_access_token
 
+from .audit import observe as audit_observe
 from .driver import AsyncHttp, SyncHttp, run, run_async
 from .stores.base import AsyncStore, SyncStore
 
@@ -57,6 +58,7 @@ class _Base:
         clock: Clock = time.time,
         random: Callable[[int], bytes] = os.urandom,
         token_cache: bool = True,
+        audit: bool = True,
     ) -> None:
         self.config = config
         self.keys = keys
@@ -64,6 +66,8 @@ class _Base:
         self.clock = clock
         self.random = random
         self.cache = TokenCache() if token_cache else None
+        #: Emits ``oauthproxy.audit`` events (audit.py) when that logger is enabled for INFO.
+        self.observe = audit_observe if audit else None
 
     def now(self) -> int:
         return int(self.clock())
@@ -121,9 +125,8 @@ class Proxy(_Base):
         self.http = http
 
     def handle(self, req: Request) -> Response:
-        return run(
-            self.server.handle(req, now=self.now(), random=self.random), self.store, self.http
-        )
+        gen = self.server.handle(req, now=self.now(), random=self.random)
+        return run(gen, self.store, self.http, self.observe)
 
     def verify(
         self, authorization: str | None, required_scopes: Sequence[str] = ()
@@ -152,7 +155,7 @@ class AsyncProxy(_Base):
 
     async def handle(self, req: Request) -> Response:
         gen = self.server.handle(req, now=self.now(), random=self.random)
-        return await run_async(gen, self.store, self.http)
+        return await run_async(gen, self.store, self.http, self.observe)
 
     async def verify(
         self, authorization: str | None, required_scopes: Sequence[str] = ()
