@@ -20,8 +20,19 @@ Specifications followed:
 
 Provider quirks handled here (INTEROP.md, "Upstream providers: the quirks"): GitHub answers
 form-encoded unless asked for JSON, reports failures as HTTP 200 with an ``error`` field, sends no
-``expires_in`` for OAuth Apps, separates granted scopes with commas and identifies users by a
-numeric ``id``.
+``expires_in`` for OAuth Apps, separates granted scopes with commas, identifies users by a
+numeric ``id`` and reports the token's granted scopes in the ``X-OAuth-Scopes`` header of
+``GET /user`` (``scopes_header``); GitHub Apps add ``refresh_token_expires_in``. Entra ID needs
+custom-API scopes prefixed with the application ID URI (``scope_prefix``, removed again from the
+scopes it returns) and, for multi-tenant apps, an issuer template (``{tenantid}``). The per-provider
+factories live in ``oauthproxy_core.providers``; ID token verification (OIDC Core §3.1.3.7) in
+``oauthproxy_core.providers.id_token``.
+
+The OIDC ``nonce`` (OIDC Core §3.1.2.1) is not stored: it is derived from the upstream ``state``
+(``nonce_for_state``: base64url(SHA-256("nonce|" + state))). The state is 256 random bits known
+only to this transaction's browser and the proxy, the callback receives it back, and SHA-256 is one
+way, so the nonce is unguessable, unique per transaction, and an ID token carrying it cannot be
+replayed into another transaction; the state cannot be recovered from an ID token that leaks.
 
 Every exception raised by a parser is an ``UpstreamError``, itself an ``errors.OAuthError``. Their
 descriptions are our own fixed words: upstream text (``error_description``, unknown error codes,
@@ -31,6 +42,7 @@ body fragments) is never copied into them, and neither is any secret.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import re
@@ -61,13 +73,19 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamTokens",
     "UpstreamUnavailableError",
+    "OIDC_SCOPES",
     "build_authorize_url",
     "build_refresh_request",
     "build_token_request",
     "build_userinfo_request",
     "check_callback_issuer",
+    "identity_from_claims",
+    "issuer_matches",
+    "nonce_for_state",
     "parse_identity",
     "parse_token_response",
+    "requested_scopes",
+    "unprefix_scopes",
 ]
 
 #: Upstream bodies larger than this are refused (also sent as ``HttpRequest.max_response_bytes``).
@@ -82,6 +100,23 @@ MAX_CLAIM_LENGTH = 256
 MAX_RETRY_AFTER = 3600
 _MAX_FORM_FIELDS = 64
 
+IDENTITY_SOURCES = ("userinfo", "id_token", "both")
+#: Asymmetric JWS algorithms accepted for ID tokens (RFC 7518 §3.1). ``none`` and the HMAC family
+#: are never accepted: an HS256 token "signed" with a provider's public key must not verify.
+ID_TOKEN_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+#: Scopes defined by OIDC Core §5.4 / §11 rather than by an API: never prefixed (Entra accepts them
+#: next to one resource's scopes).
+OIDC_SCOPES = frozenset({"openid", "profile", "email", "address", "phone", "offline_access"})
+#: Entra ID's multi-tenant issuer template (``https://login.microsoftonline.com/{tenantid}/v2.0``).
+TENANT_PLACEHOLDER = "{tenantid}"
+_TENANT_ID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+# Names of the proxy's own access token claims (tokens.py): a claim map may not shadow them.
+_RESERVED_CLAIMS = frozenset(
+    {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "gid", "nbf", "azp", "cnf"}
+)
+
 # Parameters the builders set themselves. RFC 6749 §3.1: "Request and response parameters MUST NOT
 # be included more than once", so extra parameters may not repeat them.
 _AUTHORIZE_PARAMS = frozenset(
@@ -94,6 +129,7 @@ _AUTHORIZE_PARAMS = frozenset(
         "code_challenge",
         "code_challenge_method",
         "resource",
+        "nonce",
     }
 )
 _TOKEN_PARAMS = frozenset(
@@ -219,11 +255,28 @@ def _check_extra(reserved: frozenset[str]) -> Any:
     return check
 
 
+def _check_claim_map(
+    _: Any, attribute: attrs.Attribute[Any], value: tuple[tuple[str, str], ...]
+) -> None:
+    ours = [name for name, _field in value]
+    if len(set(ours)) != len(ours):
+        raise ValueError(f"{attribute.name} names a claim twice")
+    for name, field in value:
+        if not _NAME_RE.fullmatch(name.lower()) or name in _RESERVED_CLAIMS:
+            raise ValueError(f"{attribute.name}: {name!r} is not a usable claim name")
+        if not field or len(field) > 64:
+            raise ValueError(
+                f"{attribute.name}: the upstream field for {name} is empty or too long"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class UpstreamProfile:
     """One upstream provider as data: where its endpoints are and how the proxy authenticates.
 
-    ``name`` prefixes subjects (``github:12345``), so it is a short lower-case token.
+    ``name`` prefixes subjects (``github:12345``), so it is a short lower-case token. Build one with
+    the factories of ``oauthproxy_core.providers`` (``github_profile``, ``google_profile``, ...);
+    every field has a safe default, so a profile is also plain data a test can write by hand.
     """
 
     name: str = attrs.field()
@@ -256,6 +309,35 @@ class UpstreamProfile:
     )
     use_pkce: bool = True
     timeout: float = 10.0
+    #: Where the user's identity comes from: the UserInfo endpoint, the verified ID token, or both
+    #: (subject from the ID token, which must equal UserInfo's ``sub``: OIDC Core §5.3.2).
+    identity_source: str = attrs.field(
+        default="userinfo", validator=attrs.validators.in_(IDENTITY_SOURCES)
+    )
+    #: The provider's JWK Set (OIDC Discovery ``jwks_uri``), fetched through ``HttpCall`` and cached.
+    jwks_uri: str | None = attrs.field(default=None, validator=_check_url)
+    #: Seconds a fetched JWK Set is cached (record kind ``jwks``); an unknown ``kid`` refetches once.
+    jwks_cache_ttl: int = 3600
+    #: JWS algorithms accepted on ID tokens: a subset of ``ID_TOKEN_ALGS``.
+    id_token_signing_algs: tuple[str, ...] = attrs.field(default=("RS256",), converter=_str_tuple)
+    #: Further ``iss`` values accepted in ID tokens (Google also uses ``accounts.google.com``).
+    id_token_issuers: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    #: Send an OIDC ``nonce`` (derived from the upstream state) and require it in the ID token.
+    nonce: bool = False
+    #: Seconds of clock skew tolerated on ID token ``exp`` / ``iat`` / ``nbf``.
+    clock_skew: int = 60
+    #: Prefix for API scopes (Entra: the application ID URI plus ``/``); OIDC scopes are exempt.
+    scope_prefix: str = ""
+    #: Our claim name -> upstream field (``login`` -> ``preferred_username``). Empty: each of
+    #: ``identity_fields`` under its own name.
+    claim_map: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=_pair_tuple, validator=_check_claim_map
+    )
+    #: Entra tenant (``common``, ``organizations``, ``consumers`` or a GUID); informational.
+    tenant: str | None = None
+    #: Response header of the userinfo call listing the token's granted scopes (GitHub:
+    #: ``X-OAuth-Scopes``); it replaces the token response's ``scope`` when present.
+    scopes_header: str | None = None
 
     @name.validator
     def _check_name(self, _: attrs.Attribute[str], value: str) -> None:
@@ -283,6 +365,46 @@ class UpstreamProfile:
             raise ValueError("subject_field must not be empty")
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
+        if self.issuer is not None and TENANT_PLACEHOLDER in self.issuer.replace(
+            TENANT_PLACEHOLDER, "", 1
+        ):
+            raise ValueError("issuer may contain {tenantid} at most once")
+        if self.identity_source != "userinfo":
+            if self.jwks_uri is None or self.issuer is None:
+                raise ValueError(
+                    f"identity_source {self.identity_source} needs jwks_uri and issuer"
+                )
+            if self.identity_source == "both" and self.userinfo_url is None:
+                raise ValueError("identity_source both needs userinfo_url")
+            if "openid" not in self.scopes:
+                # OIDC Core §3.1.2.1: "OpenID Connect requests MUST contain the openid scope value".
+                raise ValueError(f"identity_source {self.identity_source} needs the openid scope")
+        if not self.id_token_signing_algs or not set(self.id_token_signing_algs) <= set(
+            ID_TOKEN_ALGS
+        ):
+            raise ValueError(f"id_token_signing_algs must be a non-empty subset of {ID_TOKEN_ALGS}")
+        if not 1 <= self.jwks_cache_ttl <= 7 * 24 * 3600:
+            raise ValueError("jwks_cache_ttl must be between 1 second and 7 days")
+        if not 0 <= self.clock_skew <= 600:
+            raise ValueError("clock_skew must be between 0 and 600 seconds")
+        if self.scope_prefix and (
+            any(c.isspace() or c in '"\\' for c in self.scope_prefix)
+            or not self.scope_prefix.endswith("/")
+        ):
+            raise ValueError("scope_prefix must end with '/' and hold no spaces or quotes")
+        if self.scopes_header is not None and not re.fullmatch(
+            r"[A-Za-z0-9-]+", self.scopes_header
+        ):
+            raise ValueError("scopes_header must be an HTTP header name")
+
+    @property
+    def uses_id_token(self) -> bool:
+        return self.identity_source != "userinfo"
+
+    @property
+    def claim_pairs(self) -> tuple[tuple[str, str], ...]:
+        """``(our claim name, upstream field)`` pairs read from an identity document."""
+        return self.claim_map or tuple((f, f) for f in self.identity_fields)
 
 
 @attrs.frozen(kw_only=True)
@@ -298,6 +420,8 @@ class UpstreamTokens:
     #: Scopes as granted, from ``scope`` (spaces or GitHub's commas); ``()`` if absent.
     scope: tuple[str, ...] = attrs.field(converter=_str_tuple)
     id_token: str | None = attrs.field(repr=False, eq=False, default=None)
+    #: Absolute expiry of the refresh token (GitHub Apps: ``refresh_token_expires_in``), if sent.
+    refresh_expires_at: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -308,6 +432,54 @@ class UpstreamIdentity:
     subject: str
     #: ``identity_fields`` present in the userinfo, as cleaned, bounded strings, in profile order.
     claims: tuple[tuple[str, str], ...] = attrs.field(converter=_pair_tuple)
+    #: Granted scopes reported with the identity (GitHub's ``X-OAuth-Scopes``); ``None`` if absent.
+    scopes: tuple[str, ...] | None = None
+
+
+def nonce_for_state(state: str) -> str:
+    """OIDC Core §3.1.2.1 ``nonce`` for the transaction whose upstream ``state`` is ``state``.
+
+    base64url(SHA-256("nonce|" + state)): unguessable and unique because the state is (256 random
+    bits, SECURITY.md 11), recomputable at the callback (which receives the state back) without
+    storing anything, and one-way, so a leaked ID token does not reveal the state.
+    """
+    raw = hashlib.sha256(("nonce|" + state).encode("utf-8", "surrogatepass")).digest()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def requested_scopes(profile: UpstreamProfile) -> tuple[str, ...]:
+    """The scopes as sent upstream: API scopes get ``scope_prefix`` (Entra: ``api://<app>/x``)."""
+    prefix = profile.scope_prefix
+    if not prefix:
+        return profile.scopes
+    return tuple(
+        s if s in OIDC_SCOPES or s.startswith(prefix) or "://" in s else prefix + s
+        for s in profile.scopes
+    )
+
+
+def unprefix_scopes(profile: UpstreamProfile, scopes: Iterable[str]) -> tuple[str, ...]:
+    """Granted scopes under the names the profile uses (``api://<app>/x`` -> ``x``)."""
+    prefix = profile.scope_prefix
+    out = (s.removeprefix(prefix) if prefix and len(s) > len(prefix) else s for s in scopes)
+    return tuple(dict.fromkeys(out))
+
+
+def issuer_matches(expected: str, iss: str, *, tenant_id: str | None = None) -> bool:
+    """RFC 9207 §2.4 / OIDC Core §3.1.3.7: exact string comparison, except for a ``{tenantid}``.
+
+    With the template, ``{tenantid}`` must stand for ``tenant_id`` when one is known (the ID token's
+    ``tid``), else for some tenant GUID; everything around it is compared exactly.
+    """
+    if TENANT_PLACEHOLDER not in expected:
+        return iss == expected
+    head, _, tail = expected.partition(TENANT_PLACEHOLDER)
+    if not (iss.startswith(head) and iss.endswith(tail) and len(iss) > len(head) + len(tail)):
+        return False
+    tenant = iss[len(head) : len(iss) - len(tail)]
+    if not _TENANT_ID_RE.fullmatch(tenant):
+        return False
+    return tenant_id is None or tenant == tenant_id
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,7 +507,7 @@ def build_authorize_url(
         ("state", state),
     ]
     if profile.scopes:
-        params.append(("scope", " ".join(profile.scopes)))
+        params.append(("scope", " ".join(requested_scopes(profile))))
     if profile.use_pkce:
         if not code_challenge:
             raise ValueError("profile uses PKCE: code_challenge is required")
@@ -343,6 +515,8 @@ def build_authorize_url(
         params.append(("code_challenge_method", "S256"))
     if profile.forward_resource and resource:
         params.append(("resource", resource))
+    if profile.nonce:
+        params.append(("nonce", nonce_for_state(state)))
     params.extend(profile.extra_authorize_params)
 
     parts = urlsplit(profile.authorize_url)
@@ -440,10 +614,13 @@ def build_userinfo_request(profile: UpstreamProfile, *, access_token: str) -> Ht
 # Response parsers
 
 
-def parse_token_response(result: HttpResponse | HttpFailure, *, now: int) -> UpstreamTokens:
+def parse_token_response(
+    result: HttpResponse | HttpFailure, *, now: int, profile: UpstreamProfile | None = None
+) -> UpstreamTokens:
     """Read an upstream token endpoint answer (RFC 6749 §5.1 success, §5.2 error).
 
-    Raises ``UpstreamUnavailableError`` (transport failure, 429, 5xx), ``UpstreamDeniedError`` (the
+    With ``profile``, granted scopes lose the profile's ``scope_prefix``. Raises
+    ``UpstreamUnavailableError`` (transport failure, 429, 5xx), ``UpstreamDeniedError`` (the
     grant was refused: re-authorize) or ``UpstreamProtocolError`` (anything else unusable).
     """
     response = _usable_response(result, "token endpoint")
@@ -465,13 +642,22 @@ def parse_token_response(result: HttpResponse | HttpFailure, *, now: int) -> Ups
     if token_type is not None and token_type.lower() != "bearer":
         raise UpstreamProtocolError("upstream issued a token type other than Bearer")
     expires_in = _expires_in(params)
+    refresh_token = _token_field(params, "refresh_token")
+    # GitHub Apps: "refresh_token_expires_in" (the refresh token's own lifetime, six months).
+    refresh_expires_in = _expires_in(params, "refresh_token_expires_in")
+    scope = _granted_scope(params)
     return UpstreamTokens(
         access_token=access_token,
         token_type="Bearer",
-        refresh_token=_token_field(params, "refresh_token"),
+        refresh_token=refresh_token,
         expires_at=None if expires_in is None else now + expires_in,
-        scope=_granted_scope(params),
+        scope=scope if profile is None else unprefix_scopes(profile, scope),
         id_token=_token_field(params, "id_token"),
+        refresh_expires_at=(
+            None
+            if refresh_expires_in is None or refresh_token is None
+            else now + refresh_expires_in
+        ),
     )
 
 
@@ -494,19 +680,44 @@ def parse_identity(
     document = _json_object(response.body)
     if document is None:
         raise UpstreamProtocolError("upstream userinfo response is not a JSON object")
+    identity = identity_from_claims(profile, document, source="userinfo")
+    if profile.scopes_header is None:
+        return identity
+    header = response.header(profile.scopes_header)
+    if header is None:
+        return identity
+    # GitHub: "X-OAuth-Scopes: repo, user" lists the scopes the token actually carries (the user
+    # may have granted fewer than requested); an empty header means no scopes at all.
+    tokens = header.replace(",", " ").split()
+    if not all(_SCOPE_TOKEN_RE.fullmatch(t) for t in tokens) or len(tokens) > 256:
+        raise UpstreamProtocolError("upstream userinfo scopes header is malformed")
+    return attrs.evolve(identity, scopes=unprefix_scopes(profile, tokens))
 
+
+def identity_from_claims(
+    profile: UpstreamProfile, document: dict[str, Any], *, source: str = "ID token"
+) -> UpstreamIdentity:
+    """A stable subject and the mapped display claims from a UserInfo object or ID token claims.
+
+    The subject is ``document[profile.subject_field]`` (GitHub's numeric ``id`` becomes a string);
+    claims follow ``profile.claim_pairs``. An ``email`` whose ``email_verified`` is ``false`` is
+    dropped (OIDC Core §5.1: the provider does not vouch for it).
+    """
     raw_subject = document.get(profile.subject_field)
     if isinstance(raw_subject, bool) or not isinstance(raw_subject, str | int):
-        raise UpstreamProtocolError("upstream userinfo response has no usable subject")
+        raise UpstreamProtocolError(f"upstream {source} has no usable subject")
     subject = str(raw_subject)
     # OIDC Core §5.1: sub is "a locally unique and never reassigned identifier ... MUST NOT exceed
     # 255 ASCII characters in length". Control characters would corrupt logs and keys.
     if not subject or len(subject) > MAX_SUBJECT_LENGTH or any(map(_is_control, subject)):
-        raise UpstreamProtocolError("upstream userinfo response has no usable subject")
+        raise UpstreamProtocolError(f"upstream {source} has no usable subject")
 
+    unverified_email = document.get("email_verified") is False
     claims: list[tuple[str, str]] = []
-    for name in profile.identity_fields:
-        value = document.get(name)
+    for name, field in profile.claim_pairs:
+        if field == "email" and unverified_email:
+            continue
+        value = document.get(field)
         if isinstance(value, bool) or not isinstance(value, str | int):
             continue  # absent, null (GitHub's private email) or not a scalar: skip it
         text = "".join(c for c in str(value) if not _is_control(c))[:MAX_CLAIM_LENGTH]
@@ -529,7 +740,7 @@ def check_callback_issuer(profile: UpstreamProfile, iss: str | None) -> None:
         return
     if profile.issuer is None:
         raise UpstreamMixUpError("upstream sent an iss parameter but no issuer is configured")
-    if iss != profile.issuer:
+    if not issuer_matches(profile.issuer, iss):
         raise UpstreamMixUpError("upstream authorization response came from another issuer")
 
 
@@ -642,8 +853,8 @@ def _token_field(params: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def _expires_in(params: dict[str, Any]) -> int | None:
-    value = params.get("expires_in")
+def _expires_in(params: dict[str, Any], name: str = "expires_in") -> int | None:
+    value = params.get(name)
     if value is None or value == "":
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
@@ -651,9 +862,9 @@ def _expires_in(params: dict[str, Any]) -> int | None:
     elif isinstance(value, int) and not isinstance(value, bool):
         seconds = value
     else:
-        raise UpstreamProtocolError("upstream token response field expires_in is malformed")
+        raise UpstreamProtocolError(f"upstream token response field {name} is malformed")
     if not 0 <= seconds <= MAX_EXPIRES_IN:
-        raise UpstreamProtocolError("upstream token response field expires_in is out of range")
+        raise UpstreamProtocolError(f"upstream token response field {name} is out of range")
     return seconds
 
 

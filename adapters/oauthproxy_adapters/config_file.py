@@ -30,6 +30,14 @@ The file::
     issuer = "..."                     # oidc: discovery base and the RFC 9207 `iss` to expect
     userinfo_subject_field = "sub"     # the userinfo field holding the stable user id
     allow_insecure_http = false        # true: http upstream URLs on loopback hosts only (tests)
+    github_app = false                 # github only: a GitHub App (expiring, rotating user tokens)
+    tenant = "common"                  # entra only: common | organizations | consumers | <GUID>
+    app_id_uri = "api://<app-id>"      # entra only: prefix for custom API scopes
+    identity_source = "userinfo"       # oidc/oauth2: userinfo | id_token | both
+    claims = { login = "preferred_username" }   # our claim name -> upstream field
+    extra_authorize_params = { audience = "https://api.example" }   # e.g. Auth0
+    extra_token_params = { audience = "https://api.example" }
+    forward_resource = false           # send RFC 8707 `resource` upstream
 
     [consent]
     mode = "always"                    # always | remember
@@ -48,10 +56,15 @@ Providers (this release): ``github`` needs only the client credentials; ``oauth2
 or discovers them from ``<issuer>/.well-known/openid-configuration`` (OpenID Connect Discovery 1.0
 §4) when the file is loaded, checking that the document names the same ``issuer`` (§4.3) and
 requiring RFC 9207 ``iss`` at the callback when the document advertises
-``authorization_response_iss_parameter_supported``. ``google`` and ``entra`` are accepted only with
-explicit endpoints (then treated like ``oidc``); their built-in profiles arrive with the providers
-issue. Upstream URLs must be https; ``allow_insecure_http = true`` admits http only when the host is a
-loopback address, for tests and local development.
+``authorization_response_iss_parameter_supported``; with ``identity_source = "id_token"`` or
+``"both"`` the ID token is verified against the discovered ``jwks_uri`` (a nonce is sent).
+``google`` and ``entra`` use the built-in profiles of ``oauthproxy_core.providers`` (no network at
+load: Google's documented endpoints; Entra's URLs from ``tenant``), identity from the verified ID
+token; given all three of ``authorize_url``, ``token_url`` and ``userinfo_url`` they are treated like
+``oidc`` with explicit endpoints, as before. ``github`` with GitHub Enterprise Server: set
+``api_base_url``, ``authorize_url`` and ``token_url`` to the enterprise host. Upstream URLs must be
+https; ``allow_insecure_http = true`` admits http only when the host is a loopback address, for tests
+and local development.
 
 Paths: ``[keys] file`` and ``sqlite:///relative.db`` store URLs are relative to the working directory
 of the process (the stores' convention). The default key file is ``keys.json`` in the store's default
@@ -75,7 +88,14 @@ import attrs
 import httpx
 
 from oauthproxy_core.config import ProxyConfig
-from oauthproxy_core.upstream import UpstreamProfile
+from oauthproxy_core.providers import (
+    entra_profile,
+    github_app_profile,
+    github_profile,
+    google_profile,
+)
+from oauthproxy_core.providers.entra import entra_issuer
+from oauthproxy_core.upstream import ID_TOKEN_ALGS, IDENTITY_SOURCES, UpstreamProfile
 
 from .stores.sqlite import default_sqlite_path
 
@@ -122,6 +142,14 @@ _TABLES: dict[str, frozenset[str]] = {
             "issuer",
             "userinfo_subject_field",
             "allow_insecure_http",
+            "github_app",
+            "tenant",
+            "app_id_uri",
+            "identity_source",
+            "claims",
+            "extra_authorize_params",
+            "extra_token_params",
+            "forward_resource",
         }
     ),
     "consent": frozenset({"mode"}),
@@ -510,19 +538,92 @@ def _upstream_profile(
     api_base_url = url("api_base_url")
     if api_base_url is not None and provider != "github":
         raise ConfigError("[upstream].api_base_url: only used with provider = 'github'")
+    github_app = t.get("github_app", bool, False)
+    if t.has("github_app") and provider != "github":
+        raise ConfigError("[upstream].github_app: only used with provider = 'github'")
+    for key in ("tenant", "app_id_uri"):
+        if t.has(key) and provider != "entra":
+            raise ConfigError(f"[upstream].{key}: only used with provider = 'entra'")
+    identity_source = t.get("identity_source", str, None)
+    if identity_source is not None and identity_source not in IDENTITY_SOURCES:
+        raise ConfigError(
+            f"[upstream].identity_source: must be one of {', '.join(IDENTITY_SOURCES)}"
+        )
+    common: dict[str, Any] = {}
+    claim_map = _str_table(t, "claims")
+    if claim_map is not None:
+        common["claim_map"] = tuple(claim_map.items())
+    for key in ("extra_authorize_params", "extra_token_params"):
+        params = _str_table(t, key)
+        if params is not None:
+            common[key] = tuple(params.items())
+    if t.has("forward_resource"):
+        common["forward_resource"] = t.get("forward_resource", bool, False)
+    explicit = (authorize_url, token_url, userinfo_url)
 
     fields: dict[str, Any] = {"name": provider, "client_id": client_id, "client_secret": secret}
     if provider == "github":
-        base = (api_base_url or GITHUB_API_BASE_URL).rstrip("/")
-        fields.update(
-            authorize_url=authorize_url or GITHUB_AUTHORIZE_URL,
-            token_url=token_url or GITHUB_TOKEN_URL,
-            userinfo_url=userinfo_url or base + "/user",
-            subject_field=subject_field or "id",
-            scopes=("read:user",) if scopes is None else scopes,
-            issuer=issuer,
+        if identity_source not in (None, "userinfo"):
+            raise ConfigError("[upstream].identity_source: GitHub has only userinfo (GET /user)")
+        factory = github_app_profile if github_app else github_profile
+        overrides: dict[str, Any] = {"issuer": issuer, **common}
+        if scopes is not None:
+            overrides["scopes"] = scopes
+        elif not github_app:
+            overrides["scopes"] = ("read:user",)
+        if subject_field is not None:
+            overrides["subject_field"] = subject_field
+        return _build(
+            lambda: factory(
+                client_id=client_id,
+                client_secret=secret,
+                api_base_url=api_base_url or GITHUB_API_BASE_URL,
+                authorize_url=authorize_url or GITHUB_AUTHORIZE_URL,
+                token_url=token_url or GITHUB_TOKEN_URL,
+                userinfo_url=userinfo_url,
+                **overrides,
+            ),
         )
-    elif provider == "oauth2":
+    if provider in ("google", "entra") and not all(v is not None for v in explicit):
+        built_in: dict[str, Any] = {**common}
+        for key, value in (
+            ("authorize_url", authorize_url),
+            ("token_url", token_url),
+            ("userinfo_url", userinfo_url),
+            ("issuer", issuer),
+            ("subject_field", subject_field),
+            ("identity_source", identity_source),
+        ):
+            if value is not None:
+                built_in[key] = value
+        if scopes is not None:
+            built_in["scopes"] = scopes
+        if provider == "google":
+            return _build(
+                lambda: google_profile(client_id=client_id, client_secret=secret, **built_in)
+            )
+        tenant = t.get("tenant", str, "common")
+        app_id_uri = t.get("app_id_uri", str, None)
+        try:
+            entra_issuer(tenant)
+        except ValueError as exc:
+            raise ConfigError(f"[upstream].tenant: {exc}") from None
+        if app_id_uri is not None and (
+            not app_id_uri or any(c.isspace() or c in "?#" for c in app_id_uri)
+        ):
+            raise ConfigError(
+                "[upstream].app_id_uri: must be an application ID URI (api://<app-id>)"
+            )
+        return _build(
+            lambda: entra_profile(
+                client_id=client_id,
+                client_secret=secret,
+                tenant=tenant,
+                app_id_uri=app_id_uri,
+                **built_in,
+            ),
+        )
+    if provider == "oauth2":
         for key, value in (
             ("authorize_url", authorize_url),
             ("token_url", token_url),
@@ -538,19 +639,13 @@ def _upstream_profile(
             scopes=() if scopes is None else scopes,
             issuer=issuer,
         )
-    else:  # oidc, google, entra
-        explicit = (authorize_url, token_url, userinfo_url)
+    else:  # oidc; google and entra with every endpoint explicit
         if all(v is not None for v in explicit):
             fields.update(
                 authorize_url=authorize_url,
                 token_url=token_url,
                 userinfo_url=userinfo_url,
                 issuer=issuer,
-            )
-        elif provider != "oidc":
-            raise ConfigError(
-                f"[upstream].provider: the built-in {provider!r} profile arrives with the providers "
-                "issue; until then give authorize_url, token_url and userinfo_url"
             )
         elif issuer is None:
             raise ConfigError(
@@ -567,16 +662,45 @@ def _upstream_profile(
                 issuer=issuer,
                 require_iss=found["require_iss"],
                 token_auth_method=found["token_auth_method"],
+                jwks_uri=found["jwks_uri"],
+                id_token_signing_algs=found["id_token_signing_algs"],
             )
         fields.update(
             subject_field=subject_field or "sub",
             scopes=("openid", "profile", "email") if scopes is None else scopes,
         )
+    if identity_source is not None and identity_source != "userinfo":
+        if fields.get("jwks_uri") is None:
+            raise ConfigError(
+                f"[upstream].identity_source: {identity_source!r} needs a jwks_uri, found by "
+                "discovery (provider = 'oidc' with issuer and without explicit endpoints)"
+            )
+        fields.update(identity_source=identity_source, nonce=True)
+    fields.update(common)
+    return _build(lambda: UpstreamProfile(**fields))
+
+
+def _build(make: Any) -> UpstreamProfile:
     try:
-        return UpstreamProfile(**fields)
+        profile: UpstreamProfile = make()
     except (ValueError, TypeError) as exc:
         # The profile's validators name the field ("scopes ...", "client_id ..."): keep the table.
         raise ConfigError(f"[upstream]: {exc}") from None
+    return profile
+
+
+def _str_table(t: _Table, key: str) -> dict[str, str] | None:
+    """An inline table of non-empty strings (``claims = {login = "preferred_username"}``)."""
+    if not t.has(key):
+        return None
+    value = t.values[key]
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ConfigError(f"{t.key(key)}: must be a table of non-empty strings")
+    if any(any(ord(c) < 0x20 for c in k + v) for k, v in value.items()):
+        raise ConfigError(f"{t.key(key)}: must not contain control characters")
+    return dict(value)
 
 
 def _client_secret(t: _Table, env: Mapping[str, str]) -> str:
@@ -626,12 +750,17 @@ def _discover(issuer: str, insecure: bool, http: httpx.Client | None) -> dict[st
         raise ConfigError(
             f"{key}: the provider supports neither client_secret_post nor client_secret_basic"
         )
+    jwks_uri = document.get("jwks_uri")
+    advertised = document.get("id_token_signing_alg_values_supported")
+    algs = tuple(a for a in ID_TOKEN_ALGS if isinstance(advertised, list) and a in advertised)
     return {
         "authorize_url": endpoint("authorization_endpoint"),
         "token_url": endpoint("token_endpoint"),
         "userinfo_url": endpoint("userinfo_endpoint"),
         "require_iss": document.get("authorization_response_iss_parameter_supported") is True,
         "token_auth_method": method,
+        "jwks_uri": None if jwks_uri is None else endpoint("jwks_uri"),
+        "id_token_signing_algs": algs or ("RS256",),
     }
 
 

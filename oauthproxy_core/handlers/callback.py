@@ -5,6 +5,13 @@ upstream's issuer, SECURITY.md 14), RFC 7636 (the proxy's own verifier, SECURITY
 browser binding of SECURITY.md 12 and 13: the upstream ``state`` is taken atomically from the store
 (a second callback finds nothing), and the transaction advances only when the cookie set at consent is
 presented by this browser. Only then is the upstream code redeemed and the proxy's own code issued.
+
+The upstream code is redeemed only at ``ctx.config.upstream.token_url``: the profile is fixed per
+proxy, so nothing in the callback can steer the code to another token endpoint (RFC 9700 §4.4).
+The identity comes from the profile's ``identity_source``: the UserInfo endpoint, the ID token
+(verified against the provider's cached JWK Set, with the nonce derived from the upstream state:
+``upstream.nonce_for_state``), or both (OIDC Core §5.3.2: UserInfo's ``sub`` must equal the ID
+token's). The proxy's subject is ``<provider>:<upstream user id>``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import json
 from collections.abc import Generator
 from typing import Any
 
+import attrs
+
 from .. import persistence
 from ..config import Context
 from ..crypto import UnsealError, digest, new_secret, seal, unseal
@@ -20,16 +29,21 @@ from ..effects import HttpCall
 from ..errors import AccessDeniedError, OAuthError, ServerError, TemporarilyUnavailableError
 from ..http import Request, Response, parse_params
 from ..pages import error_page
+from ..providers.jwks import verified_id_token_claims
 from ..records import Transaction
 from ..redirects import authorization_redirect, error_redirect
 from ..states import EventData, TxEvent, TxState, advance
 from ..upstream import (
     UpstreamError,
+    UpstreamIdentity,
+    UpstreamProtocolError,
     UpstreamTokens,
     UpstreamUnavailableError,
     build_token_request,
     build_userinfo_request,
     check_callback_issuer,
+    identity_from_claims,
+    nonce_for_state,
     parse_identity,
     parse_token_response,
 )
@@ -77,7 +91,7 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
         code = params.get("code")
         if not code:
             raise ServerError("the identity provider returned no code")
-        tokens, subject, claims = yield from _redeem_upstream(ctx, tx, code)
+        tokens, subject, claims = yield from _redeem_upstream(ctx, tx, code, upstream_state)
     except OAuthError as exc:
         target = advance(tx, TxEvent.upstream_failed, data)
         yield from _move(tx, target, ctx)
@@ -128,7 +142,7 @@ def _move(
 
 
 def _redeem_upstream(
-    ctx: Context, tx: Transaction, code: str
+    ctx: Context, tx: Transaction, code: str, upstream_state: str
 ) -> Generator[Any, Any, tuple[UpstreamTokens, str, tuple[tuple[str, str], ...]]]:
     profile = ctx.config.upstream
     verifier: str | None = None
@@ -146,11 +160,46 @@ def _redeem_upstream(
             resource=tx.resource,
         )
     )
-    tokens = parse_token_response(result, now=ctx.now)
-    if profile.userinfo_url is None:
-        raise UpstreamError("no way to read the user's identity is configured")
-    info = yield HttpCall(request=build_userinfo_request(profile, access_token=tokens.access_token))
-    identity = parse_identity(profile, info)
+    tokens = parse_token_response(result, now=ctx.now, profile=profile)
+    identity: UpstreamIdentity | None = None
+    id_subject: str | None = None
+    if profile.uses_id_token:
+        if tokens.id_token is None:
+            raise UpstreamProtocolError("the identity provider returned no ID token")
+        nonce = nonce_for_state(upstream_state) if profile.nonce else None
+        id_claims = yield from verified_id_token_claims(
+            profile, tokens.id_token, now=ctx.now, nonce=nonce
+        )
+        id_subject = id_claims["sub"]
+        identity = identity_from_claims(profile, id_claims)
+    if profile.identity_source != "id_token":
+        if profile.userinfo_url is None:
+            raise UpstreamError("no way to read the user's identity is configured")
+        info = yield HttpCall(
+            request=build_userinfo_request(profile, access_token=tokens.access_token)
+        )
+        from_userinfo = parse_identity(profile, info)
+        if identity is not None:
+            # OIDC Core §5.3.2: "The sub Claim in the UserInfo Response MUST be verified to exactly
+            # match the sub Claim in the ID Token; if they do not match, the UserInfo Response values
+            # MUST NOT be used." (Checked when both name the subject in the same field.)
+            if profile.subject_field == "sub" and from_userinfo.subject != id_subject:
+                raise UpstreamProtocolError("UserInfo and ID token name different users")
+            merged = dict(identity.claims)
+            merged.update(from_userinfo.claims)
+            identity = attrs.evolve(
+                from_userinfo,
+                subject=identity.subject,
+                claims=tuple(
+                    (name, merged[name]) for name, _f in profile.claim_pairs if name in merged
+                ),
+            )
+        else:
+            identity = from_userinfo
+    assert identity is not None
+    if identity.scopes is not None:
+        # GitHub's X-OAuth-Scopes is what the token really carries.
+        tokens = attrs.evolve(tokens, scope=identity.scopes)
     return tokens, f"{profile.name}:{identity.subject}", identity.claims
 
 
@@ -163,5 +212,6 @@ def _tokens_json(tokens: UpstreamTokens) -> bytes:
             "expires_at": tokens.expires_at,
             "scope": list(tokens.scope),
             "id_token": tokens.id_token,
+            "refresh_expires_at": tokens.refresh_expires_at,
         }
     ).encode()

@@ -5,7 +5,15 @@ Upstream tokens never reach MCP clients (SECURITY.md 18); this is the one explic
 protected server itself to use them. An expired token is refreshed with the upstream refresh token
 (RFC 6749 §6) and the grant is updated by compare-and-set, so two concurrent callers do not both
 rotate a provider's refresh token: the loser re-reads the grant and uses the winner's token. An upstream
-``invalid_grant`` revokes the proxy's grant (SECURITY.md 21); transient failures revoke nothing.
+``invalid_grant`` revokes the proxy's grant (SECURITY.md 21); transient failures (timeouts, 5xx,
+429) raise ``temporarily_unavailable`` and revoke nothing; upstream error text is never relayed.
+
+Rotating providers (GitHub Apps, Entra) invalidate the old refresh token on use. If two callers
+race, the loser's refresh with the already-rotated token is refused upstream: before revoking, the
+grant is re-read, and if the winner already stored new tokens the loser simply uses them. A refresh
+token past its own expiry (GitHub Apps' ``refresh_token_expires_in``) is not sent at all: the grant is
+revoked as the provider would. Providers that do not rotate (Google) send no new refresh token and
+the old one is kept.
 """
 
 from __future__ import annotations
@@ -51,14 +59,22 @@ def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, Up
         fresh = expires_at is None or expires_at - EARLY_REFRESH > ctx.now
         if fresh or not stored.get("refresh_token"):
             return _access(stored)
+        refresh_expires_at = stored.get("refresh_expires_at")
+        if isinstance(refresh_expires_at, int) and refresh_expires_at <= ctx.now:
+            yield from grants.revoke_grant(ctx, grant.id)
+            raise InvalidTokenError("the provider's authorization has expired")
+        profile = ctx.config.upstream
         result = yield HttpCall(
             request=build_refresh_request(
-                ctx.config.upstream, refresh_token=stored["refresh_token"], resource=grant.resource
+                profile, refresh_token=stored["refresh_token"], resource=grant.resource
             )
         )
         try:
-            tokens = parse_token_response(result, now=ctx.now)
+            tokens = parse_token_response(result, now=ctx.now, profile=profile)
         except UpstreamDeniedError:
+            current = yield from persistence.load("grant", grant_id, Grant)
+            if current is not None and current.upstream_sealed != grant.upstream_sealed:
+                continue  # another caller rotated the refresh token meanwhile: use its result
             yield from grants.revoke_grant(ctx, grant.id)
             raise InvalidTokenError("the provider revoked the user's authorization") from None
         renewed = {
@@ -69,6 +85,11 @@ def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, Up
             "expires_at": tokens.expires_at,
             "scope": list(tokens.scope) or stored.get("scope", []),
             "id_token": tokens.id_token or stored.get("id_token"),
+            "refresh_expires_at": (
+                tokens.refresh_expires_at
+                if tokens.refresh_token
+                else stored.get("refresh_expires_at")
+            ),
         }
         sealed = seal(ctx.keys, ctx.random, json.dumps(renewed).encode(), "upstream|" + grant.id)
         ttl = max(grant.expires_at - ctx.now, 1)

@@ -227,13 +227,6 @@ def test_unknown_provider(tmp_path: Path) -> None:
     assert error(tmp_path, text).startswith("[upstream].provider: must be one of")
 
 
-def test_google_without_endpoints_arrives_later(tmp_path: Path) -> None:
-    text = GITHUB.replace('"github"', '"google"')
-    message = error(tmp_path, text)
-    assert message.startswith("[upstream].provider:")
-    assert "providers issue" in message
-
-
 def test_google_with_explicit_endpoints_is_oidc_like(tmp_path: Path) -> None:
     text = OAUTH2.replace('"oauth2"', '"google"').replace(
         'scopes = ["profile"]', 'scopes = ["openid"]\nissuer = "https://accounts.google.com"'

@@ -1,0 +1,95 @@
+"""GitHub (github.com and GitHub Enterprise Server) as an upstream profile.
+
+GitHub is plain OAuth 2.0 with quirks (INTEROP.md, "Upstream providers: the quirks"; GitHub docs,
+"Authorizing OAuth apps" and "Generating a user access token for a GitHub App"):
+
+- no OIDC for users and no discovery: identity is ``GET /user`` (``id``, ``login``, ``name``,
+  ``email``), the stable subject the numeric ``id`` (a login can be renamed and reused);
+- the token endpoint answers form-encoded unless sent ``Accept: application/json`` (the builders
+  always send it) and reports failures as HTTP 200 with an ``error`` field (the parser reads it);
+- OAuth Apps issue no refresh token and no ``expires_in``; GitHub Apps (with expiring user tokens)
+  issue ``expires_in`` (8 hours), a rotating ``refresh_token`` and ``refresh_token_expires_in``
+  (6 months), and ignore ``scope`` (the App's permissions apply);
+- the scopes a token really carries come back in the ``X-OAuth-Scopes`` header of ``GET /user``;
+- GitHub Enterprise Server lives at ``https://<host>/login/oauth/...`` with its API under
+  ``https://<host>/api/v3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..upstream import UpstreamProfile
+
+__all__ = [
+    "GITHUB_API_BASE_URL",
+    "GITHUB_AUTHORIZE_URL",
+    "GITHUB_CLAIMS",
+    "GITHUB_TOKEN_URL",
+    "github_app_profile",
+    "github_profile",
+]
+
+GITHUB_AUTHORIZE_URL = "https://github.com/login/oauth/authorize"
+GITHUB_TOKEN_URL = "https://github.com/login/oauth/access_token"
+GITHUB_API_BASE_URL = "https://api.github.com"
+GITHUB_CLAIMS = (("login", "login"), ("email", "email"), ("name", "name"))
+
+
+def github_profile(
+    *,
+    client_id: str,
+    client_secret: str,
+    scopes: Iterable[str] = ("read:user",),
+    enterprise_host: str | None = None,
+    api_base_url: str | None = None,
+    authorize_url: str | None = None,
+    token_url: str | None = None,
+    userinfo_url: str | None = None,
+    **fields: Any,
+) -> UpstreamProfile:
+    """A GitHub OAuth App. ``enterprise_host`` (``github.example.com``) selects GitHub Enterprise
+    Server; explicit URLs win over both defaults. Further ``UpstreamProfile`` fields pass through.
+    """
+    if enterprise_host is not None:
+        web = f"https://{enterprise_host}"
+        default_api = f"{web}/api/v3"
+        default_authorize = f"{web}/login/oauth/authorize"
+        default_token = f"{web}/login/oauth/access_token"
+    else:
+        default_api, default_authorize, default_token = (
+            GITHUB_API_BASE_URL,
+            GITHUB_AUTHORIZE_URL,
+            GITHUB_TOKEN_URL,
+        )
+    api = (api_base_url or default_api).rstrip("/")
+    values: dict[str, Any] = {
+        "name": "github",
+        "authorize_url": authorize_url or default_authorize,
+        "token_url": token_url or default_token,
+        "userinfo_url": userinfo_url or api + "/user",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "scopes": tuple(scopes),
+        "subject_field": "id",
+        "claim_map": GITHUB_CLAIMS,
+        "scopes_header": "X-OAuth-Scopes",
+        "identity_source": "userinfo",
+    }
+    values.update(fields)
+    return UpstreamProfile(**values)
+
+
+def github_app_profile(
+    *,
+    client_id: str,
+    client_secret: str,
+    **kwargs: Any,
+) -> UpstreamProfile:
+    """A GitHub App acting for a user: like ``github_profile`` but without scopes (the App's
+    permissions decide) and with expiring, rotating user tokens, which the token parser and
+    ``handlers.upstream_token`` already handle (``expires_in``, ``refresh_token_expires_in``).
+    """
+    kwargs.setdefault("scopes", ())
+    return github_profile(client_id=client_id, client_secret=client_secret, **kwargs)

@@ -1,0 +1,126 @@
+"""Generic OpenID Connect providers (by discovery document) and generic OAuth 2.0 providers.
+
+``oidc_profile_from_discovery`` reads an OpenID Connect Discovery 1.0 §3 document that the caller
+fetched (the core does no I/O; the config loader fetches it at start-up) and checks it (§4.3: the
+``issuer`` must be the one it was fetched for, the mix-up defence RFC 9207 builds on). RFC 9207
+``iss`` is then required at the callback when the document advertises
+``authorization_response_iss_parameter_supported``. Extra authorize/token parameters (Auth0's
+``audience``) and forwarding ``resource`` (RFC 8707, off by default: INTEROP.md) are profile data.
+
+``oauth2_profile`` is a provider with explicit endpoints and a UserInfo-like JSON endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..upstream import ID_TOKEN_ALGS, UpstreamProfile
+
+__all__ = ["discovered_endpoints", "oauth2_profile", "oidc_profile_from_discovery"]
+
+
+def discovered_endpoints(document: Mapping[str, Any], *, issuer: str) -> dict[str, Any]:
+    """``UpstreamProfile`` fields from a discovery document; ``ValueError`` names what is wrong."""
+    if document.get("issuer") != issuer:
+        # Discovery §4.3: "The issuer value returned MUST be identical to the Issuer URL that was
+        # used as the prefix to /.well-known/openid-configuration".
+        raise ValueError("the discovery document names another issuer")
+
+    def url(name: str, *, required: bool = True) -> str | None:
+        value = document.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or urlsplit(value).scheme not in ("https", "http"):
+            raise ValueError(f"the discovery document has no usable {name}")
+        return value
+
+    methods = document.get("token_endpoint_auth_methods_supported", ["client_secret_basic"])
+    if not isinstance(methods, list):
+        methods = ["client_secret_basic"]
+    if "client_secret_post" in methods:
+        method = "client_secret_post"
+    elif "client_secret_basic" in methods:
+        # Discovery §3: "If omitted, the default is client_secret_basic".
+        method = "client_secret_basic"
+    else:
+        raise ValueError("the provider supports neither client_secret_post nor client_secret_basic")
+    advertised = document.get("id_token_signing_alg_values_supported", ["RS256"])
+    if not isinstance(advertised, list):
+        advertised = ["RS256"]
+    algs = tuple(a for a in ID_TOKEN_ALGS if a in advertised) or ("RS256",)
+    return {
+        "issuer": issuer,
+        "authorize_url": url("authorization_endpoint"),
+        "token_url": url("token_endpoint"),
+        "userinfo_url": url("userinfo_endpoint", required=False),
+        "jwks_uri": url("jwks_uri", required=False),
+        "require_iss": document.get("authorization_response_iss_parameter_supported") is True,
+        "token_auth_method": method,
+        "id_token_signing_algs": algs,
+    }
+
+
+def oidc_profile_from_discovery(
+    document: Mapping[str, Any],
+    *,
+    issuer: str,
+    client_id: str,
+    client_secret: str,
+    name: str = "oidc",
+    scopes: Iterable[str] = ("openid", "profile", "email"),
+    identity_source: str | None = None,
+    **fields: Any,
+) -> UpstreamProfile:
+    """A generic OIDC provider. ``identity_source`` defaults to ``both`` (ID token verified, then
+    UserInfo) when the document has a ``jwks_uri`` and a UserInfo endpoint, ``id_token`` with only
+    a ``jwks_uri``, ``userinfo`` with only a UserInfo endpoint. A nonce is sent whenever the ID token
+    is used. Explicit ``fields`` (endpoints, ``extra_authorize_params``, ...) win.
+    """
+    found = discovered_endpoints(document, issuer=issuer)
+    if identity_source is None:
+        if found["jwks_uri"] and found["userinfo_url"]:
+            identity_source = "both"
+        elif found["jwks_uri"]:
+            identity_source = "id_token"
+        else:
+            identity_source = "userinfo"
+    values: dict[str, Any] = {
+        "name": name,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "scopes": tuple(scopes),
+        **found,
+        "identity_source": identity_source,
+        "nonce": identity_source != "userinfo",
+    }
+    values.update(fields)
+    return UpstreamProfile(**values)
+
+
+def oauth2_profile(
+    *,
+    authorize_url: str,
+    token_url: str,
+    userinfo_url: str,
+    client_id: str,
+    client_secret: str,
+    name: str = "oauth2",
+    scopes: Iterable[str] = (),
+    subject_field: str = "sub",
+    **fields: Any,
+) -> UpstreamProfile:
+    """A plain OAuth 2.0 provider: explicit endpoints, identity from ``userinfo_url``."""
+    values: dict[str, Any] = {
+        "name": name,
+        "authorize_url": authorize_url,
+        "token_url": token_url,
+        "userinfo_url": userinfo_url,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "scopes": tuple(scopes),
+        "subject_field": subject_field,
+    }
+    values.update(fields)
+    return UpstreamProfile(**values)
