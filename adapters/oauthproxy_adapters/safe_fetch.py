@@ -1,0 +1,341 @@
+"""SSRF-safe execution of the core's metadata-document fetches (SECURITY.md 23).
+
+The core marks a fetch of a Client ID Metadata Document (or of a CIMD client's ``jwks_uri``) by the
+URL scheme prefix ``safe+`` (``oauthproxy_core.cimd.SAFE_SCHEME_PREFIX``). An ordinary HTTP client
+cannot fetch such a URL, so a deployment that forgets this executor fails closed (the client is not
+found) instead of fetching attacker-chosen URLs from inside the network. ``SyncRoutingHttp`` and
+``AsyncRoutingHttp`` send marked requests here and everything else to the upstream client::
+
+    http = AsyncRoutingHttp(AsyncHttpClient(), AsyncSafeFetcher())
+    proxy = AsyncProxy(config, keys, store, http)
+
+For each request the fetcher, before any connection is made:
+
+1. accepts only ``https`` (``http`` only under ``allow_loopback`` and only to loopback);
+2. resolves the host (``socket.getaddrinfo`` in a thread; injectable) and refuses the request if
+   *any* resolved address is not public (``oauthproxy_core.cimd.address_allowed``: private, loopback,
+   link-local, ULA, CGNAT, multicast, unspecified, reserved, and their IPv4-mapped, NAT64, 6to4 and
+   Teredo forms), so numeric spellings (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are judged by the
+   address they resolve to;
+3. pins the checked address: the request goes to the IP-literal URL with ``Host`` and TLS SNI (and
+   so certificate verification) for the original name, so a second DNS answer (rebinding) is never
+   consulted; connections are not kept alive, so one pinned TLS session never serves another name.
+
+Then: no redirects (a 3xx is returned as is and the core rejects it), a size cap (64 KiB) read
+incrementally, a timeout (5 s), no proxy from the environment, a 200 must be ``application/json``,
+and only ``Accept`` and ``If-None-Match`` are sent. Failures are ``HttpFailure`` values (reason
+``refused`` for a policy refusal); nothing raises into the handler.
+
+``allow_loopback`` is for tests and local development only (``[clients] cimd_allow_loopback``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import httpx
+
+from oauthproxy_core.cimd import (
+    FETCH_TIMEOUT,
+    MAX_DOCUMENT_BYTES,
+    SAFE_SCHEME_PREFIX,
+    address_allowed,
+)
+from oauthproxy_core.effects import HttpFailure, HttpRequest, HttpResponse
+
+from .http_clients import USER_AGENT
+
+__all__ = [
+    "AsyncRoutingHttp",
+    "AsyncSafeFetcher",
+    "FetchPlan",
+    "Resolver",
+    "SyncRoutingHttp",
+    "SyncSafeFetcher",
+    "plan_fetch",
+    "system_resolver",
+]
+
+#: ``resolver(host, port) -> addresses`` (IP strings). Raising ``OSError`` means "does not resolve".
+Resolver = Callable[[str, int], Sequence[str]]
+_FORWARDED = frozenset({"accept", "if-none-match"})
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address ``getaddrinfo`` gives for ``host`` (A and AAAA), as strings."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@attrs.frozen(kw_only=True)
+class FetchPlan:
+    """Where a checked request goes: the IP-literal URL, and the name for Host and SNI."""
+
+    url: str
+    host_header: str
+    sni_hostname: str | None
+
+
+def _strip(url: str) -> str:
+    return url[len(SAFE_SCHEME_PREFIX) :] if url.startswith(SAFE_SCHEME_PREFIX) else url
+
+
+def _target(url: str, *, allow_loopback: bool) -> tuple[str, str, int] | HttpFailure:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return HttpFailure(reason="refused")
+    scheme, host = parts.scheme, parts.hostname
+    if scheme not in ("https", "http") or not host or parts.username or parts.password:
+        return HttpFailure(reason="refused")
+    if scheme == "http" and not allow_loopback:
+        return HttpFailure(reason="refused")
+    return scheme, host, port or (443 if scheme == "https" else 80)
+
+
+def plan_fetch(
+    url: str, addresses: Sequence[str], *, allow_loopback: bool
+) -> FetchPlan | HttpFailure:
+    """Check resolved ``addresses`` for ``url`` and pin the first; pure (no I/O)."""
+    target = _target(url, allow_loopback=allow_loopback)
+    if isinstance(target, HttpFailure):
+        return target
+    scheme, host, port = target
+    ips = []
+    for text in addresses:
+        try:
+            ip = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            return HttpFailure(reason="refused")
+        # Every answer must pass: a name that also resolves to an internal address is refused
+        # outright, whichever address a connection would have picked.
+        if not address_allowed(ip, allow_loopback=allow_loopback):
+            return HttpFailure(reason="refused")
+        ips.append(ip)
+    if not ips:
+        return HttpFailure(reason="connect")
+    if scheme == "http" and not all(_loopback(ip) for ip in ips):
+        return HttpFailure(reason="refused")  # plain http is only for loopback test documents
+    pinned = ips[0]
+    literal = f"[{pinned}]" if pinned.version == 6 else str(pinned)
+    parts = urlsplit(url)
+    default_port = 443 if scheme == "https" else 80
+    netloc = literal if port == default_port else f"{literal}:{port}"
+    host_header = _host_header(host, port, default_port)
+    is_literal = _is_ip(host)
+    return FetchPlan(
+        url=urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")),
+        host_header=host_header,
+        sni_hostname=None if is_literal or scheme == "http" else host,
+    )
+
+
+def _loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_header(host: str, port: int, default_port: int) -> str:
+    name = f"[{host}]" if ":" in host else host
+    return name if port == default_port else f"{name}:{port}"
+
+
+def _request_headers(req: HttpRequest, plan: FetchPlan) -> list[tuple[str, str]]:
+    headers = [(k, v) for k, v in req.headers if k.lower() in _FORWARDED]
+    headers.append(("Host", plan.host_header))
+    headers.append(("User-Agent", USER_AGENT))
+    return headers
+
+
+def _extensions(plan: FetchPlan) -> dict[str, str]:
+    return {"sni_hostname": plan.sni_hostname} if plan.sni_hostname else {}
+
+
+def _finish(
+    status: int, headers: Sequence[tuple[str, str]], body: bytes
+) -> HttpResponse | HttpFailure:
+    response = HttpResponse(status=status, headers=tuple(headers), body=body)
+    if status == 200:
+        ctype = (response.header("content-type") or "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            return HttpFailure(reason="protocol")
+    return response
+
+
+def _client_kwargs(verify: bool | object) -> dict[str, object]:
+    return {
+        "verify": verify,
+        "follow_redirects": False,
+        "trust_env": False,  # an environment proxy would defeat address pinning
+        "limits": httpx.Limits(max_connections=20, max_keepalive_connections=0),
+    }
+
+
+class SyncSafeFetcher:
+    """Blocking: ``fetcher(request) -> HttpResponse | HttpFailure`` under the policy above."""
+
+    def __init__(
+        self,
+        *,
+        allow_loopback: bool = False,
+        resolver: Resolver = system_resolver,
+        client: httpx.Client | None = None,
+        verify: bool | object = True,
+        max_bytes: int = MAX_DOCUMENT_BYTES,
+        timeout: float = FETCH_TIMEOUT,
+    ) -> None:
+        self.allow_loopback = allow_loopback
+        self.resolver = resolver
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self._client = client or httpx.Client(**_client_kwargs(verify))  # type: ignore[arg-type]
+
+    def plan(self, url: str) -> FetchPlan | HttpFailure:
+        target = _target(url, allow_loopback=self.allow_loopback)
+        if isinstance(target, HttpFailure):
+            return target
+        try:
+            addresses = self.resolver(target[1], target[2])
+        except (OSError, UnicodeError, ValueError):
+            return HttpFailure(reason="connect")
+        return plan_fetch(url, addresses, allow_loopback=self.allow_loopback)
+
+    def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
+        if req.method != "GET":
+            return HttpFailure(reason="refused")
+        plan = self.plan(_strip(req.url))
+        if isinstance(plan, HttpFailure):
+            return plan
+        limit = min(self.max_bytes, req.max_response_bytes)
+        try:
+            with self._client.stream(
+                "GET",
+                plan.url,
+                headers=_request_headers(req, plan),
+                timeout=min(self.timeout, req.timeout),
+                extensions=_extensions(plan),
+            ) as resp:
+                body = bytearray()
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        return HttpFailure(reason="too_large")
+                return _finish(resp.status_code, list(resp.headers.items()), bytes(body))
+        except httpx.TimeoutException:
+            return HttpFailure(reason="timeout")
+        except (httpx.ConnectError, httpx.NetworkError):
+            return HttpFailure(reason="connect")
+        except httpx.HTTPError:
+            return HttpFailure(reason="protocol")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncSafeFetcher:
+    """asyncio: ``await fetcher(request) -> HttpResponse | HttpFailure`` under the policy above."""
+
+    def __init__(
+        self,
+        *,
+        allow_loopback: bool = False,
+        resolver: Resolver = system_resolver,
+        client: httpx.AsyncClient | None = None,
+        verify: bool | object = True,
+        max_bytes: int = MAX_DOCUMENT_BYTES,
+        timeout: float = FETCH_TIMEOUT,
+    ) -> None:
+        self.allow_loopback = allow_loopback
+        self.resolver = resolver
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self._client = client or httpx.AsyncClient(**_client_kwargs(verify))  # type: ignore[arg-type]
+
+    async def plan(self, url: str) -> FetchPlan | HttpFailure:
+        target = _target(url, allow_loopback=self.allow_loopback)
+        if isinstance(target, HttpFailure):
+            return target
+        try:
+            # getaddrinfo blocks; the timeout bounds a slow resolver too.
+            addresses = await asyncio.wait_for(
+                asyncio.to_thread(self.resolver, target[1], target[2]), self.timeout
+            )
+        except (OSError, UnicodeError, ValueError, TimeoutError):
+            return HttpFailure(reason="connect")
+        return plan_fetch(url, addresses, allow_loopback=self.allow_loopback)
+
+    async def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
+        if req.method != "GET":
+            return HttpFailure(reason="refused")
+        plan = await self.plan(_strip(req.url))
+        if isinstance(plan, HttpFailure):
+            return plan
+        limit = min(self.max_bytes, req.max_response_bytes)
+        try:
+            async with self._client.stream(
+                "GET",
+                plan.url,
+                headers=_request_headers(req, plan),
+                timeout=min(self.timeout, req.timeout),
+                extensions=_extensions(plan),
+            ) as resp:
+                body = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        return HttpFailure(reason="too_large")
+                return _finish(resp.status_code, list(resp.headers.items()), bytes(body))
+        except httpx.TimeoutException:
+            return HttpFailure(reason="timeout")
+        except (httpx.ConnectError, httpx.NetworkError):
+            return HttpFailure(reason="connect")
+        except httpx.HTTPError:
+            return HttpFailure(reason="protocol")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+SyncHttp = Callable[[HttpRequest], HttpResponse | HttpFailure]
+AsyncHttp = Callable[[HttpRequest], Awaitable[HttpResponse | HttpFailure]]
+
+
+class SyncRoutingHttp:
+    """Marked (``safe+``) requests to the safe fetcher, all others to the upstream client."""
+
+    def __init__(self, upstream: SyncHttp, safe: SyncHttp) -> None:
+        self.upstream = upstream
+        self.safe = safe
+
+    def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
+        if req.url.startswith(SAFE_SCHEME_PREFIX):
+            return self.safe(req)
+        return self.upstream(req)
+
+
+class AsyncRoutingHttp:
+    """Marked (``safe+``) requests to the safe fetcher, all others to the upstream client."""
+
+    def __init__(self, upstream: AsyncHttp, safe: AsyncHttp) -> None:
+        self.upstream = upstream
+        self.safe = safe
+
+    async def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
+        if req.url.startswith(SAFE_SCHEME_PREFIX):
+            return await self.safe(req)
+        return await self.upstream(req)
