@@ -15,11 +15,16 @@ import attrs
 from .bounds import Bounds
 from .crypto import RandomSource
 from .keys import Keyring
+from .records import Client
 from .resources import canonical_resource
 from .upstream import UpstreamProfile
 
 
 def _tuple(v: Iterable[str]) -> tuple[str, ...]:
+    return tuple(v)
+
+
+def _clients(v: Iterable[Client]) -> tuple[Client, ...]:
     return tuple(v)
 
 
@@ -72,8 +77,15 @@ class ProxyConfig:
     allow_localhost_port: bool = True
     #: Registration and pending-transaction bounds (SECURITY.md 28).
     bounds: Bounds = attrs.field(factory=Bounds)
+    #: Pre-registered clients (``[[clients.static]]``), secrets as digests; never in the store.
+    static_clients: tuple[Client, ...] = attrs.field(converter=_clients, default=())
+    #: Accept Client ID Metadata Documents (an https URL as ``client_id``; cimd.py).
+    cimd_enabled: bool = True
+    #: Tests and local development only: fetch CIMD documents from loopback, also over http.
+    cimd_allow_loopback: bool = False
     resource: str = attrs.field(init=False)
     secure_cookies: bool = attrs.field(init=False)
+    _static_by_id: dict[str, Client] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.mcp_path.startswith("/") or (
@@ -84,6 +96,14 @@ class ProxyConfig:
         object.__setattr__(self, "secure_cookies", self.issuer.startswith("https://"))
         if not set(self.default_scopes) <= set(self.scopes_supported):
             raise ValueError("default_scopes must be a subset of scopes_supported")
+        by_id = {c.client_id: c for c in self.static_clients}
+        if len(by_id) != len(self.static_clients):
+            raise ValueError("static client ids must be distinct")
+        object.__setattr__(self, "_static_by_id", by_id)
+
+    def static_client(self, client_id: str) -> Client | None:
+        """The pre-registered client with this id, if any."""
+        return self._static_by_id.get(client_id)
 
     @property
     def callback_url(self) -> str:

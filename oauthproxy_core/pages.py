@@ -58,16 +58,36 @@ def consent_page(
     csrf_token: str,
     action: str,
     extra_headers: tuple[tuple[str, str], ...] = (),
+    verified_host: str | None = None,
+    localhost_warning: bool = False,
 ) -> Response:
+    """The consent page. ``verified_host``: the host of a CIMD client's metadata document (the
+    verified part of its identity); ``localhost_warning``: every redirect URI is on this machine."""
     name = client_name or client_id
     scope_items = "".join(f"<li><code>{escape(s)}</code></li>" for s in scopes) or "<li>none</li>"
+    verified = (
+        f"<dt>Published by</dt><dd><code>{escape(verified_host)}</code> "
+        '<span class="note">(verified: the application\'s metadata document is served from this '
+        "host)</span></dd>"
+        if verified_host
+        else ""
+    )
+    warning = (
+        '<p class="warn">This application returns to an address on your own computer '
+        "(localhost). Any program running on your computer can present itself under this name. "
+        "Approve only if you just started this connection from an application you trust.</p>"
+        if localhost_warning
+        else ""
+    )
     body = (
         f"<main><h1>Allow {escape(name)} to use {escape(service_name)}?</h1>"
         f'<p class="note">The name &ldquo;{escape(name)}&rdquo; was chosen by the application '
         "itself and is not verified.</p>"
+        f"{warning}"
         "<dl>"
         f'<dt>Application</dt><dd>{escape(name)} <span class="note">(client id '
         f"<code>{escape(client_id)}</code>)</span></dd>"
+        f"{verified}"
         f"<dt>After approval you will be sent to</dt><dd><code>{escape(redirect_host)}</code></dd>"
         f"<dt>Access requested</dt><dd><ul>{scope_items}</ul></dd>"
         f"<dt>For the resource</dt><dd><code>{escape(resource)}</code></dd>"

@@ -58,6 +58,8 @@ class Client:
     #: The full registration metadata as echoed (RFC 7591 §3.2.1), JSON-encoded values.
     metadata: tuple[tuple[str, str], ...] = attrs.field(converter=_pairs, default=())
     issued_at: int
+    #: SHA-256 of the RFC 7592 registration access token (DCR clients only).
+    registration_token_hash: str | None = _secret()
 
     @redirect_uris.validator
     def _check_redirects(self, _a: attrs.Attribute[Any], value: tuple[str, ...]) -> None:

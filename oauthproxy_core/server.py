@@ -26,7 +26,11 @@ from .handlers.bearer import Challenge, Principal, verify_bearer
 from .handlers.callback import callback_endpoint
 from .handlers.consent import consent_get, consent_post
 from .handlers.metadata import CORS, as_metadata_endpoint, jwks_endpoint, prm_endpoint
-from .handlers.registration import register_endpoint
+from .handlers.registration import (
+    client_configuration_endpoint,
+    management_prefix,
+    register_endpoint,
+)
 from .handlers.revocation import revocation_endpoint
 from .handlers.token import token_endpoint
 from .http import Request, Response, json_response
@@ -44,13 +48,29 @@ _PREFLIGHT_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 
-class _Route:
-    __slots__ = ("browser", "cors", "methods")
+_MANAGEMENT_PREFLIGHT: tuple[tuple[str, str], ...] = (
+    *CORS,
+    ("Access-Control-Allow-Methods", "GET, PUT, DELETE, OPTIONS"),
+    ("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version"),
+    ("Access-Control-Max-Age", "86400"),
+)
 
-    def __init__(self, methods: Methods, *, browser: bool, cors: bool) -> None:
+
+class _Route:
+    __slots__ = ("browser", "cors", "methods", "preflight")
+
+    def __init__(
+        self,
+        methods: Methods,
+        *,
+        browser: bool,
+        cors: bool,
+        preflight: tuple[tuple[str, str], ...] = _PREFLIGHT_HEADERS,
+    ) -> None:
         self.methods = methods
         self.browser = browser
         self.cors = cors
+        self.preflight = preflight
 
 
 class AuthorizationServer:
@@ -64,6 +84,14 @@ class AuthorizationServer:
         self.config = config
         self.keys = keys
         self._routes = self._build_routes()
+        # RFC 7592 §3: registration_client_uri = <issuer>/register/<client_id>, one route for all.
+        self._management_prefix = management_prefix(config.issuer)
+        manage = {
+            "GET": client_configuration_endpoint,
+            "PUT": client_configuration_endpoint,
+            "DELETE": client_configuration_endpoint,
+        }
+        self._management = _Route(manage, browser=False, cors=True, preflight=_MANAGEMENT_PREFLIGHT)
 
     def context(self, *, now: int, random: RandomSource) -> Context:
         return Context(config=self.config, keys=self.keys, now=now, random=random)
@@ -106,7 +134,10 @@ class AuthorizationServer:
         return tuple(self._routes)
 
     def handles(self, path: str) -> bool:
-        return path in self._routes
+        return path in self._routes or self._is_management(path)
+
+    def _is_management(self, path: str) -> bool:
+        return path.startswith(self._management_prefix) and len(path) > len(self._management_prefix)
 
     def handle(
         self, req: Request, *, now: int, random: RandomSource
@@ -116,10 +147,12 @@ class AuthorizationServer:
 
     def _dispatch(self, req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         route = self._routes.get(req.path)
+        if route is None and self._is_management(req.path):
+            route = self._management
         if route is None:
             return render_error(NotFoundError("no such endpoint"), browser=False, cors=False)
         if req.method == "OPTIONS" and route.cors:
-            return Response(status=204, headers=_PREFLIGHT_HEADERS)
+            return Response(status=204, headers=route.preflight)
         endpoint = route.methods.get(req.method)
         if endpoint is None:
             allow = ", ".join(route.methods)
@@ -155,6 +188,9 @@ def render_error(err: OAuthError, *, browser: bool, cors: bool) -> Response:
     if err.status == 401 and err.error == "invalid_client":
         # RFC 6749 §5.2: a 401 from the token endpoint carries a challenge for the client's scheme.
         extra += (("WWW-Authenticate", 'Basic realm="oauthproxy"'),)
+    elif err.status == 401 and err.error == "invalid_token":
+        # RFC 6750 §3 (RFC 7592 §2: the registration access token is a bearer token).
+        extra += (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
     body = {"error": err.error}
     if err.description:
         body["error_description"] = err.description

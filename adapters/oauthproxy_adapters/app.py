@@ -7,9 +7,11 @@
   ``[gateway] upstream_url`` is configured; without it, authenticated requests to ``mcp_path`` get
   404). It handles the ASGI lifespan itself and calls ``cleanup`` at shutdown.
 - ``proxy`` is the ``AsyncProxy`` (store from ``open_async_store(settings.store_url)``, one pooled
-  ``AsyncHttpClient``, the keyring from ``settings.keys_file``).
-- ``cleanup`` is an idempotent coroutine function closing the gateway's client, the HTTP client and
-  the store.
+  ``AsyncHttpClient`` for the upstream provider, an ``AsyncSafeFetcher`` for client metadata
+  documents under the ``[clients] cimd_allow_loopback`` policy, the keyring from
+  ``settings.keys_file``).
+- ``cleanup`` is an idempotent coroutine function closing the gateway's client, both HTTP clients
+  and the store.
 
 The keyring file is created on first start when missing: fresh keys (``keygen.new_keyring_document``),
 written with mode 0600 (its directory 0700) and ``O_EXCL``, so two instances starting together end up
@@ -33,6 +35,7 @@ from .gateway import Gateway
 from .http_clients import AsyncHttpClient
 from .keygen import new_keyring_document
 from .proxy import AsyncProxy
+from .safe_fetch import AsyncRoutingHttp, AsyncSafeFetcher
 from .stores import open_async_store
 from .stores.base import StoreUnavailableError
 
@@ -180,7 +183,11 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
         # The message may quote the URL: never with a Redis password in it.
         message = str(exc).replace(settings.store_url, redact_url(settings.store_url))
         raise ConfigError(f"[store].url: {message}") from None
-    http = AsyncHttpClient()
+    upstream_http = AsyncHttpClient()
+    # Client ID Metadata Documents (and private_key_jwt jwks_uri) are fetched only through the
+    # SSRF-safe fetcher; the core marks those requests so the router can tell them apart.
+    safe = AsyncSafeFetcher(allow_loopback=settings.proxy.cimd_allow_loopback)
+    http = AsyncRoutingHttp(upstream_http, safe)
     proxy = AsyncProxy(settings.proxy, keys, store, http)
     gateway = (
         Gateway(settings.gateway_upstream_url, mount_path=settings.proxy.mcp_path)
@@ -196,7 +203,8 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
         closed = True
         if gateway is not None:
             await gateway.aclose()
-        await http.aclose()
+        await upstream_http.aclose()
+        await safe.aclose()
         await store.close()
 
     root = _Root(OAuthProxyApp(proxy, gateway), cleanup, proxy)

@@ -51,6 +51,18 @@ The file::
     [gateway]
     upstream_url = "http://127.0.0.1:9100/mcp"   # the MCP server the gateway forwards to
 
+    [clients]
+    cimd = true                        # accept Client ID Metadata Documents (https client_id URLs)
+    cimd_allow_loopback = false        # true only for tests/local dev: documents from 127.0.0.1/http
+
+    [[clients.static]]                 # pre-registered clients (any number of these tables)
+    client_id = "my-cli"
+    client_secret = "..."              # optional; omit for a public client
+    redirect_uris = ["http://127.0.0.1/callback"]
+    token_endpoint_auth_method = "client_secret_basic"   # default: client_secret_basic with a
+                                       # secret, none without; client_secret_post also accepted
+    client_name = "My CLI"             # optional, shown on the consent page
+
 Providers (this release): ``github`` needs only the client credentials; ``oauth2`` needs
 ``authorize_url``, ``token_url`` and ``userinfo_url``; ``oidc`` takes the three endpoints explicitly,
 or discovers them from ``<issuer>/.well-known/openid-configuration`` (OpenID Connect Discovery 1.0
@@ -88,6 +100,8 @@ import attrs
 import httpx
 
 from oauthproxy_core.config import ProxyConfig
+from oauthproxy_core.crypto import digest
+from oauthproxy_core.errors import InvalidRedirectUriError
 from oauthproxy_core.providers import (
     entra_profile,
     github_app_profile,
@@ -95,6 +109,8 @@ from oauthproxy_core.providers import (
     google_profile,
 )
 from oauthproxy_core.providers.entra import entra_issuer
+from oauthproxy_core.records import Client
+from oauthproxy_core.redirect_uris import validate_redirect_uri
 from oauthproxy_core.upstream import ID_TOKEN_ALGS, IDENTITY_SOURCES, UpstreamProfile
 
 from .stores.sqlite import default_sqlite_path
@@ -156,6 +172,7 @@ _TABLES: dict[str, frozenset[str]] = {
     "store": frozenset({"url"}),
     "keys": frozenset({"file"}),
     "gateway": frozenset({"upstream_url"}),
+    "clients": frozenset({"cimd", "cimd_allow_loopback", "static"}),
 }
 _REQUIRED_TABLES = ("server", "upstream")
 _STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss")
@@ -280,6 +297,7 @@ def parse_settings(
     store = _Table("store", tables.get("store", {}))
     keys = _Table("keys", tables.get("keys", {}))
     gateway = _Table("gateway", tables.get("gateway", {}))
+    clients_t = _Table("clients", tables.get("clients", {}))
 
     host = server.get("host", str, "127.0.0.1")
     if not host or any(c.isspace() for c in host):
@@ -317,6 +335,10 @@ def parse_settings(
     if gateway_url is not None:
         _gateway_url(gateway_url)
 
+    cimd_enabled = clients_t.get("cimd", bool, True)
+    cimd_allow_loopback = clients_t.get("cimd_allow_loopback", bool, False)
+    static_clients = _static_clients(clients_t)
+
     try:
         proxy = ProxyConfig(
             issuer=base_url,
@@ -326,6 +348,9 @@ def parse_settings(
             default_scopes=default_scopes,
             consent_mode=consent_mode,
             service_name=service_name,
+            static_clients=static_clients,
+            cimd_enabled=cimd_enabled,
+            cimd_allow_loopback=cimd_allow_loopback,
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"[server]: {exc}") from None
@@ -789,3 +814,87 @@ def _fetch_json(key: str, url: str, http: httpx.Client | None) -> dict[str, Any]
     if not isinstance(document, dict):
         raise ConfigError(f"{key}: the discovery document at {url} is not a JSON object")
     return document
+
+
+# --------------------------------------------------------------------------------------------------
+# [clients]: pre-registered clients
+
+_STATIC_KEYS = frozenset(
+    {"client_id", "client_secret", "redirect_uris", "token_endpoint_auth_method", "client_name"}
+)
+_STATIC_METHODS = ("none", "client_secret_basic", "client_secret_post")
+MIN_STATIC_SECRET_LENGTH = 16
+
+
+def _static_clients(t: _Table) -> tuple[Client, ...]:
+    """``[[clients.static]]`` tables as ``Client`` records (secrets kept only as digests)."""
+    if not t.has("static"):
+        return ()
+    entries = t.values["static"]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError("[clients].static: must be an array of tables ([[clients.static]])")
+    out: list[Client] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        out.append(_static_client(_Table(f"clients.static[{i}]", entry), seen))
+    return tuple(out)
+
+
+def _static_client(t: _Table, seen: set[str]) -> Client:
+    unknown = sorted(set(t.values) - _STATIC_KEYS)
+    if unknown:
+        raise ConfigError(", ".join(t.key(k) for k in unknown) + ": unknown key")
+    client_id = t.require("client_id", str)
+    if len(client_id) > 255 or any(c.isspace() or ord(c) < 0x21 for c in client_id):
+        raise ConfigError(f"{t.key('client_id')}: must be printable, without spaces")
+    if client_id in seen:
+        raise ConfigError(f"{t.key('client_id')}: {client_id!r} is listed twice")
+    seen.add(client_id)
+    secret = t.get("client_secret", str, None)
+    if secret is not None and len(secret) < MIN_STATIC_SECRET_LENGTH:
+        raise ConfigError(
+            f"{t.key('client_secret')}: must be at least {MIN_STATIC_SECRET_LENGTH} characters"
+        )
+    method = t.get("token_endpoint_auth_method", str, "client_secret_basic" if secret else "none")
+    if method not in _STATIC_METHODS:
+        raise ConfigError(
+            f"{t.key('token_endpoint_auth_method')}: must be one of {', '.join(_STATIC_METHODS)}"
+        )
+    if (method == "none") != (secret is None):
+        raise ConfigError(
+            f"{t.key('client_secret')}: required with {method}"
+            if secret is None
+            else f"{t.key('client_secret')}: a public client (none) has no secret"
+        )
+    uris = t.values.get("redirect_uris")
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+        raise ConfigError(f"{t.key('redirect_uris')}: required, a non-empty list of URIs")
+    application_type = "web" if all(u.startswith("https:") for u in uris) else "native"
+    for uri in uris:
+        try:
+            validate_redirect_uri(uri, application_type=application_type)
+        except InvalidRedirectUriError as exc:
+            raise ConfigError(f"{t.key('redirect_uris')}: {exc.description}") from None
+    name = t.get("client_name", str, None)
+    grant_types = ("authorization_code", "refresh_token")
+    metadata = {
+        "redirect_uris": list(dict.fromkeys(uris)),
+        "token_endpoint_auth_method": method,
+        "grant_types": list(grant_types),
+        "response_types": ["code"],
+        "application_type": application_type,
+    }
+    if name:
+        metadata["client_name"] = name
+    return Client(
+        client_id=client_id,
+        secret_hash=digest(secret) if secret is not None else None,
+        token_endpoint_auth_method=method,
+        redirect_uris=tuple(dict.fromkeys(uris)),
+        grant_types=grant_types,
+        client_name=name or None,
+        application_type=application_type,
+        source="static",
+        metadata=tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(metadata.items())),
+        issued_at=0,
+    )

@@ -15,6 +15,8 @@ import attrs
 
 from .. import persistence
 from ..bounds import take_slot
+from ..cimd import looks_like_cimd
+from ..client_lookup import load_client
 from ..config import Context
 from ..crypto import new_secret
 from ..errors import (
@@ -44,8 +46,15 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
     client_id = params.get("client_id")
     if not client_id:
         return error_page(400, "invalid_request", "The request names no client.")
-    client = yield from persistence.load("client", client_id, Client)
+    # Static, CIMD (fetched and validated here) or registered: client_lookup.py.
+    client = yield from load_client(client_id, ctx)
     if client is None:
+        if looks_like_cimd(client_id, allow_loopback=True):
+            return error_page(
+                400,
+                "invalid_client",
+                "This application's metadata document could not be fetched or is not valid.",
+            )
         return error_page(400, "invalid_client", "This application is not registered.")
 
     # 2. The redirect URI (rendered page on failure).

@@ -21,6 +21,8 @@ from collections.abc import Generator
 from typing import Any
 
 from .. import persistence
+from ..cimd import all_loopback_redirects, document_host
+from ..client_lookup import load_client
 from ..config import Context
 from ..cookies import BROWSER, CSRF, cookie_name, set_cookie
 from ..crypto import digest, mac, mac_matches, new_secret, seal
@@ -28,7 +30,7 @@ from ..errors import AccessDeniedError, InvalidRequestError
 from ..http import Request, Response, form_body, parse_params
 from ..pages import consent_page, error_page
 from ..pkce import s256
-from ..records import Client, ConsentDecision, Transaction
+from ..records import ConsentDecision, Transaction
 from ..redirect_uris import redirect_host
 from ..redirects import error_redirect
 from ..states import EventData, TxEvent, TxState, advance
@@ -82,9 +84,13 @@ def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         is not TxState.upstream_pending
     ):
         return error_page(400, "invalid_request", "This authorization request has expired.")
-    client = yield from persistence.load("client", tx.client_id, Client)
+    client = yield from load_client(tx.client_id, ctx)
     if client is None:
         return error_page(400, "invalid_client", "This application is no longer registered.")
+    # A CIMD client's identity is its document URL: the host is what the fetch verified. With only
+    # localhost redirect URIs, any local program can use a well-known client's document
+    # (localhost impersonation, draft-ietf-oauth-client-id-metadata-document §6): say so.
+    cimd = client.source == "cimd"
     token = mac(ctx.keys, _csrf_message(tx.id))
     cookie = set_cookie(
         CSRF, token, secure=ctx.config.secure_cookies, max_age=ctx.config.lifetimes.transaction
@@ -101,6 +107,8 @@ def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         csrf_token=token,
         action=ctx.config.issuer + "/consent",
         extra_headers=(cookie,),
+        verified_host=document_host(client.client_id) if cimd else None,
+        localhost_warning=cimd and all_loopback_redirects(client.redirect_uris),
     )
 
 

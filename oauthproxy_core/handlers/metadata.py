@@ -21,7 +21,10 @@ CACHEABLE: tuple[tuple[str, str], ...] = (("Cache-Control", "public, max-age=300
 def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     iss = cfg.issuer
-    return {
+    methods = ["none", "client_secret_post", "client_secret_basic"]
+    if cfg.cimd_enabled:
+        methods.append("private_key_jwt")  # CIMD clients only (RFC 7523 §2.2)
+    body: dict[str, Any] = {
         "issuer": iss,
         "authorization_endpoint": iss + "/authorize",
         "token_endpoint": iss + "/token",
@@ -32,20 +35,19 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_methods_supported": [
-            "none",
-            "client_secret_post",
-            "client_secret_basic",
-        ],
-        "revocation_endpoint_auth_methods_supported": [
-            "none",
-            "client_secret_post",
-            "client_secret_basic",
-        ],
+        "token_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint_auth_methods_supported": list(methods),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "protected_resources": [cfg.resource],
     }
+    if cfg.cimd_enabled:
+        # draft-ietf-oauth-client-id-metadata-document §5; MCP 2025-11-25 clients check this flag.
+        body["client_id_metadata_document_supported"] = True
+        algs = ["ES256", "RS256", "EdDSA"]
+        body["token_endpoint_auth_signing_alg_values_supported"] = algs
+        body["revocation_endpoint_auth_signing_alg_values_supported"] = list(algs)
+    return body
 
 
 def protected_resource_metadata(ctx: Context) -> dict[str, Any]:

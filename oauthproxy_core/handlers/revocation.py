@@ -24,7 +24,7 @@ from .metadata import CORS
 
 def revocation_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
     form = form_body(req)
-    client = yield from authenticate_client(req, form)
+    client = yield from authenticate_client(req, form, ctx)
     token = form.get("token")
     if token is None:
         raise InvalidRequestError("token is required")

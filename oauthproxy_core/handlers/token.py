@@ -44,7 +44,7 @@ def token_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         raise InvalidRequestError("grant_type is required")
     if grant_type not in ("authorization_code", "refresh_token"):
         raise UnsupportedGrantTypeError("unsupported grant_type")
-    client = yield from authenticate_client(req, form)
+    client = yield from authenticate_client(req, form, ctx)
     if grant_type not in client.grant_types:
         raise UnauthorizedClientError("client may not use this grant type")
     if grant_type == "authorization_code":

@@ -1,0 +1,514 @@
+"""Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document; MCP 2025-11-25).
+
+A client that does not register sends an ``https`` URL as its ``client_id``; the document at that URL
+is its registration. This module holds the pure rules and the one generator that fetches a document:
+
+- ``cimd_url_problem``: the draft's §3 rules for the URL ("MUST use the https scheme", "MUST contain a
+  path component", "MUST NOT contain single-dot or double-dot path segments", "MUST NOT contain a
+  fragment", "MUST NOT contain a username or password"; a query "SHOULD NOT" be used: we refuse it), and
+  the static half of SECURITY.md 23: an IP-literal host must be a public address.
+- ``client_from_document``: the draft's §4.1 rules for the document ("the client_id property MUST
+  match the URL of the document", compared as strings; no shared secrets: ``client_secret`` and the
+  ``client_secret_*`` methods are refused, and so is any private or symmetric key in ``jwks``), then
+  the same metadata validation as dynamic registration (RFC 7591 §2, redirect URIs included).
+- ``fetch_document``: a GET through the ``HttpCall`` effect, cached in the store (kind ``"cimd"``,
+  keyed by the URL's digest: documents are public, nothing is sealed) per the response's
+  ``Cache-Control: max-age`` clamped to [60 s, 24 h] (5 min without one), revalidated with
+  ``If-None-Match`` once stale, so every proxy instance sees the same document and a changed document is
+  picked up after expiry.
+
+SSRF (SECURITY.md 23). The core cannot resolve names, so the network policy lives in the adapter that
+executes the call (``oauthproxy_adapters.safe_fetch``). The core marks such a request in a way that
+fails closed: its URL carries the scheme prefix ``safe+`` (``safe+https://client.example/c.json``),
+which no ordinary HTTP client can fetch (httpx refuses the scheme, the call fails). Only the safe
+fetcher, which resolves the host, refuses non-public addresses, pins the address it checked and never
+follows redirects, strips the prefix and performs the request. An ``X-OAuthProxy-Fetch`` header names
+the purpose (``cimd`` or ``jwks``) for routing and logs; the fetcher does not send it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Generator, Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from . import persistence
+from .bounds import take_slot
+from .client_metadata import validate_client_metadata
+from .crypto import digest
+from .effects import HttpCall, HttpFailure, HttpRequest, HttpResponse
+from .errors import OAuthError
+from .records import Client
+
+__all__ = [
+    "ALLOWED_AUTH_METHODS",
+    "DEFAULT_TTL",
+    "FETCH_HEADER",
+    "FETCH_TIMEOUT",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_TTL",
+    "MIN_TTL",
+    "PRIVATE_JWK_MEMBERS",
+    "SAFE_SCHEME_PREFIX",
+    "CimdDocumentError",
+    "address_allowed",
+    "all_loopback_redirects",
+    "cimd_url_problem",
+    "client_from_document",
+    "document_host",
+    "fetch_document",
+    "freshness",
+    "is_public_address",
+    "looks_like_cimd",
+]
+
+SAFE_SCHEME_PREFIX = "safe+"
+FETCH_HEADER = "X-OAuthProxy-Fetch"
+MAX_DOCUMENT_BYTES = 64 * 1024
+FETCH_TIMEOUT = 5.0
+MIN_TTL, DEFAULT_TTL, MAX_TTL = 60, 300, 24 * 3600
+#: A stale document is kept this long beyond its freshness, for ``If-None-Match`` revalidation.
+STALE_KEEP = 24 * 3600
+MAX_URL_LENGTH = 2000
+MAX_KEYS = 10
+ALLOWED_AUTH_METHODS = ("none", "private_key_jwt")
+#: RFC 7517 §9.3 / RFC 7518 §6: members that make a JWK private (``k``: a symmetric key).
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_KEY_TYPES = frozenset({"EC", "RSA", "OKP"})
+#: Fetches per window: per document host and in total (SECURITY.md 28: /authorize is unauthenticated
+#: and each unknown CIMD URL costs an outbound request).
+FETCHES_PER_HOST, FETCHES_TOTAL, FETCH_WINDOW = 60, 2_000, 300
+
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_REG_NAME = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+#: Special-purpose ranges (RFC 6890 registries) refused explicitly, whatever the Python version's
+#: ``ipaddress`` tables say about them.
+_BLOCKED_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+)
+_BLOCKED_V6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/96",
+        "100::/64",
+        "2001:db8::/32",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class CimdDocumentError(ValueError):
+    """The URL or the document breaks a rule. The message names the rule, never a value."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Addresses
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for: IPv4-mapped, 6to4, Teredo client, NAT64."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    for net in _NAT64:
+        if ip in net:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    # IPv4-compatible (::a.b.c.d, deprecated by RFC 4291 §2.5.5.1): ::/96 is reserved anyway.
+    return None
+
+
+def _plain_public(ip: IPAddress) -> bool:
+    if (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_unspecified
+        or ip.is_reserved
+        or not ip.is_global
+    ):
+        return False
+    if isinstance(ip, ipaddress.IPv4Address):
+        return not any(ip in net for net in _BLOCKED_V4)
+    if any(ip in net for net in _BLOCKED_V6):
+        return False
+    return ip.scope_id is None  # fe80::1%eth0 style zone ids only occur on link-local
+
+
+def is_public_address(ip: IPAddress) -> bool:
+    """True only for a globally routable unicast address, also through every IPv4 embedding.
+
+    Refused (SECURITY.md 23): private (RFC 1918, ULA fc00::/7), loopback, link-local, CGNAT
+    (100.64/10), multicast, unspecified, reserved and documentation ranges, and the IPv4-mapped,
+    NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16) and Teredo forms of any of them.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            # The wrapper prefixes are not "global" in Python's registry view for every version;
+            # what the packet reaches is the embedded IPv4 address.
+            return _plain_public(inner)
+    return _plain_public(ip)
+
+
+def address_allowed(ip: IPAddress, *, allow_loopback: bool) -> bool:
+    """The fetch policy: public addresses, plus loopback (only) under the test policy."""
+    if is_public_address(ip):
+        return True
+    if not allow_loopback:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _ip_literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The URL
+
+
+def looks_like_cimd(client_id: str, *, allow_loopback: bool = False) -> bool:
+    """Whether ``client_id`` is meant as a metadata document URL (generated ids never hold ``:``)."""
+    return client_id.startswith("https://") or (allow_loopback and client_id.startswith("http://"))
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    ip = _ip_literal(host)
+    return ip is not None and ip.is_loopback
+
+
+def cimd_url_problem(url: str, *, allow_loopback: bool = False) -> str | None:
+    """``None`` if ``url`` may be a CIMD ``client_id``, else which rule it breaks."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
+        return "the client_id URL is empty or too long"
+    if not _URI_CHARS.fullmatch(url) or re.search(r"%(?![0-9A-Fa-f]{2})", url):
+        return "the client_id URL contains characters outside RFC 3986"
+    if "#" in url:
+        return "the client_id URL must not contain a fragment"
+    if "?" in url:
+        return "the client_id URL must not contain a query"
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest:
+        return "the client_id is not an absolute URL"
+    authority, slash, path = rest.partition("/")
+    path = slash + path
+    if "@" in authority:
+        return "the client_id URL must not contain userinfo"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "the client_id URL has an invalid port"
+    host = parts.hostname or ""
+    if not host:
+        return "the client_id URL has no host"
+    if port == 0:
+        return "the client_id URL has an invalid port"
+    literal = _ip_literal(host)
+    if literal is None and not _REG_NAME.fullmatch(host):
+        return "the client_id URL has an invalid host"
+    if authority.startswith("[") != (literal is not None and literal.version == 6):
+        return "the client_id URL has an invalid host"
+    loopback = _is_loopback_host(host)
+    if scheme == "http":
+        if not (allow_loopback and loopback):
+            return "the client_id URL must use https"
+    elif scheme != "https":
+        return "the client_id URL must use https"
+    if loopback and not allow_loopback:
+        return "the client_id URL must not point to this machine"
+    if literal is not None and not address_allowed(literal, allow_loopback=allow_loopback):
+        return "the client_id URL must name a public address"
+    if path in ("", "/"):
+        return "the client_id URL must contain a path"
+    decoded = path
+    for _ in range(3):
+        if any(seg in (".", "..") for seg in re.split(r"[/\\]", decoded)):
+            return "the client_id URL must not contain dot segments"
+        again = unquote(decoded, errors="replace")
+        if again == decoded:
+            break
+        decoded = again
+    return None
+
+
+def document_host(url: str) -> str:
+    """The verified part of a CIMD client's identity: ``host[:port]`` of its document URL."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
+def all_loopback_redirects(redirect_uris: tuple[str, ...]) -> bool:
+    """Whether every redirect URI is ``http`` on this machine (localhost, 127.0.0.1, [::1])."""
+
+    def loopback(uri: str) -> bool:
+        try:
+            parts = urlsplit(uri)
+            return parts.scheme == "http" and _is_loopback_host(parts.hostname or "")
+        except ValueError:
+            return False
+
+    return bool(redirect_uris) and all(loopback(u) for u in redirect_uris)
+
+
+# --------------------------------------------------------------------------------------------------
+# The document
+
+
+def _check_jwks(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
+        raise CimdDocumentError("jwks must be a JWK Set")
+    keys = value["keys"]
+    if not keys or len(keys) > MAX_KEYS:
+        raise CimdDocumentError("jwks must hold between 1 and 10 keys")
+    for key in keys:
+        if not isinstance(key, dict):
+            raise CimdDocumentError("jwks entries must be objects")
+        if PRIVATE_JWK_MEMBERS & set(key):
+            # The draft, §4.1: a metadata document is public; a private or symmetric key in it is
+            # compromised by publication.
+            raise CimdDocumentError("jwks must not contain private or symmetric keys")
+        if key.get("kty") not in _KEY_TYPES:
+            raise CimdDocumentError("jwks keys must be EC, RSA or OKP public keys")
+    return value
+
+
+def client_from_document(
+    document: Mapping[str, Any],
+    url: str,
+    *,
+    now: int,
+    supported_scopes: tuple[str, ...] | None = None,
+    allow_loopback: bool = False,
+) -> Client:
+    """The ``Client`` a metadata document describes, or ``CimdDocumentError``.
+
+    The document's metadata passes the same validation as a registration request (RFC 7591 §2),
+    with two differences: ``token_endpoint_auth_method`` defaults to ``none`` (a published document
+    cannot hold a shared secret, so ``client_secret_basic``, RFC 7591's default, is impossible) and
+    may only be ``none`` or ``private_key_jwt``; ``client_name`` is required (the consent page needs a
+    name, and a document without one is most likely not a client's).
+    """
+    problem = cimd_url_problem(url, allow_loopback=allow_loopback)
+    if problem is not None:
+        raise CimdDocumentError(problem)
+    if not isinstance(document, Mapping):
+        raise CimdDocumentError("the document is not a JSON object")
+    if document.get("client_id") != url:
+        raise CimdDocumentError("the document's client_id differs from its URL")
+    if "client_secret" in document:
+        raise CimdDocumentError("the document must not contain client_secret")
+    method = document.get("token_endpoint_auth_method", "none")
+    if method not in ALLOWED_AUTH_METHODS:
+        raise CimdDocumentError("token_endpoint_auth_method must be none or private_key_jwt")
+    name = document.get("client_name")
+    if not isinstance(name, str) or not name.strip():
+        raise CimdDocumentError("client_name is required")
+    if "redirect_uris" not in document:
+        raise CimdDocumentError("redirect_uris is required")
+    jwks = document.get("jwks")
+    jwks_uri = document.get("jwks_uri")
+    if jwks is not None and jwks_uri is not None:
+        # RFC 7591 §2: "The jwks_uri and jwks parameters MUST NOT both be present".
+        raise CimdDocumentError("jwks and jwks_uri must not both be present")
+    keys: list[tuple[str, str]] = []
+    if jwks is not None:
+        keys.append(("jwks", json.dumps(_check_jwks(jwks), sort_keys=True)))
+    if jwks_uri is not None:
+        if not isinstance(jwks_uri, str) or cimd_url_problem(
+            jwks_uri, allow_loopback=allow_loopback
+        ):
+            raise CimdDocumentError("jwks_uri must be an https URL with a path")
+        keys.append(("jwks_uri", json.dumps(jwks_uri)))
+    if method == "private_key_jwt" and not keys:
+        raise CimdDocumentError("private_key_jwt needs jwks or jwks_uri")
+    rest = {
+        k: v
+        for k, v in document.items()
+        if k not in ("client_id", "jwks", "jwks_uri", "client_secret_expires_at")
+    }
+    rest["token_endpoint_auth_method"] = method
+    try:
+        meta = validate_client_metadata(rest, auth_methods=ALLOWED_AUTH_METHODS)
+    except OAuthError as err:
+        raise CimdDocumentError(err.description or err.error) from None
+    scope = meta.scope
+    if supported_scopes is not None:
+        # A public document may list scopes of other servers; only ours can ever be granted.
+        scope = tuple(s for s in scope if s in supported_scopes)
+    echo = meta.to_json_dict()
+    echo["client_id"] = url
+    metadata = [(k, json.dumps(v, sort_keys=True)) for k, v in echo.items()]
+    return Client(
+        client_id=url,
+        token_endpoint_auth_method=meta.token_endpoint_auth_method,
+        redirect_uris=meta.redirect_uris,
+        grant_types=meta.grant_types,
+        scope=scope,
+        client_name=meta.client_name,
+        application_type=meta.application_type,
+        source="cimd",
+        metadata=tuple(sorted(metadata + keys)),
+        issued_at=now,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Fetching and caching
+
+
+def freshness(cache_control: str | None) -> int:
+    """Seconds a fetched document stays fresh: ``max-age`` clamped to [MIN_TTL, MAX_TTL].
+
+    No header: ``DEFAULT_TTL``. ``no-store``/``no-cache``: ``MIN_TTL`` (we must keep the document
+    at least for the flow that fetched it; a minute bounds how often a client can make us fetch).
+    """
+    if not cache_control:
+        return DEFAULT_TTL
+    ttl: int | None = None
+    for directive in cache_control.lower().split(","):
+        name, _, value = directive.strip().partition("=")
+        if name in ("no-store", "no-cache"):
+            return MIN_TTL
+        if name == "max-age":
+            value = value.strip().strip('"')
+            if value.isdigit():
+                ttl = int(value[:12])
+    if ttl is None:
+        return DEFAULT_TTL
+    return max(MIN_TTL, min(MAX_TTL, ttl))
+
+
+def _is_json(response: HttpResponse) -> bool:
+    ctype = (response.header("content-type") or "").split(";", 1)[0].strip().lower()
+    return ctype == "application/json"
+
+
+def _cache_key(purpose: str, url: str) -> str:
+    return digest(purpose + "|" + url)
+
+
+def _load_entry(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("doc"), dict)
+        or not isinstance(entry.get("fresh_until"), int)
+    ):
+        return None
+    return entry
+
+
+def _store_entry(
+    key: str, doc: dict[str, Any], etag: str | None, ttl: int, now: int
+) -> Generator[Any, Any, None]:
+    entry = {"v": 1, "doc": doc, "etag": etag, "fresh_until": now + ttl, "fetched_at": now}
+    value = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode()
+    yield from persistence.put_raw("cimd", key, value, ttl + STALE_KEEP)
+
+
+def fetch_document(
+    url: str, *, now: int, purpose: str = "cimd"
+) -> Generator[Any, Any, dict[str, Any] | None]:
+    """The JSON object at ``url`` (a CIMD document or a JWK Set), from the cache or fetched.
+
+    Returns ``None`` when it cannot be had (network failure, non-200, not ``application/json``, too
+    large, not an object, or the fetch bound reached). Validation is the caller's.
+    """
+    key = _cache_key(purpose, url)
+    entry = _load_entry((yield from persistence.get_raw("cimd", key)))
+    if entry is not None and entry["fresh_until"] > now:
+        return dict(entry["doc"])
+    host = document_host(url)
+    try:
+        yield from take_slot(
+            "cimd-fetch", host, limit=FETCHES_PER_HOST, window=FETCH_WINDOW, now=now
+        )
+        yield from take_slot("cimd-fetch", "*", limit=FETCHES_TOTAL, window=FETCH_WINDOW, now=now)
+    except OAuthError:
+        return None
+    headers: tuple[tuple[str, str], ...] = (
+        ("Accept", "application/json"),
+        (FETCH_HEADER, purpose),
+    )
+    etag = entry.get("etag") if entry is not None else None
+    if isinstance(etag, str) and etag:
+        headers += (("If-None-Match", etag),)
+    result = yield HttpCall(
+        request=HttpRequest(
+            method="GET",
+            url=SAFE_SCHEME_PREFIX + url,
+            headers=headers,
+            timeout=FETCH_TIMEOUT,
+            max_response_bytes=MAX_DOCUMENT_BYTES,
+        )
+    )
+    if isinstance(result, HttpFailure) or not isinstance(result, HttpResponse):
+        return None
+    ttl = freshness(result.header("cache-control"))
+    if result.status == 304 and entry is not None:
+        # RFC 9111 §4.3.4: a 304 freshens the stored response; the document is unchanged.
+        new_etag = result.header("etag") or etag
+        yield from _store_entry(key, entry["doc"], _short(new_etag), ttl, now)
+        return dict(entry["doc"])
+    if result.status != 200 or not _is_json(result) or len(result.body) > MAX_DOCUMENT_BYTES:
+        return None
+    try:
+        doc = json.loads(result.body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    yield from _store_entry(key, doc, _short(result.header("etag")), ttl, now)
+    return doc
+
+
+def _short(etag: str | None) -> str | None:
+    if not etag or len(etag) > 256:
+        return None
+    return etag

@@ -1,0 +1,69 @@
+"""Client lookup: the one place that turns a ``client_id`` into a ``Client``.
+
+Three sources, tried in this order:
+
+1. pre-registered clients from the configuration (``ProxyConfig.static_clients``; no store access);
+2. Client ID Metadata Documents, when ``client_id`` is an https URL and CIMD is enabled: the cached
+   document, else a fetch (``cimd.fetch_document``), validated on every load by
+   ``cimd.client_from_document`` so a rule can never be skipped by a cache hit;
+3. dynamically registered clients, the store's ``"client"`` records (RFC 7591).
+
+Every endpoint that needs a client (authorize, consent, token and revocation authentication, RFC
+7592 management) asks here, so the three kinds of clients are treated alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from . import persistence
+from .cimd import (
+    CimdDocumentError,
+    cimd_url_problem,
+    client_from_document,
+    fetch_document,
+    looks_like_cimd,
+)
+from .config import Context
+from .records import Client
+
+
+def load_client(client_id: str, ctx: Context) -> Generator[Any, Any, Client | None]:
+    """The active client named ``client_id``, or ``None`` (unknown, invalid or unreachable)."""
+    if not client_id:
+        return None
+    cfg = ctx.config
+    static = cfg.static_client(client_id)
+    if static is not None:
+        return static
+    if looks_like_cimd(client_id, allow_loopback=True):
+        # A URL is never a generated id (those are base64url), so it never reaches the store.
+        if not cfg.cimd_enabled or not looks_like_cimd(
+            client_id, allow_loopback=cfg.cimd_allow_loopback
+        ):
+            return None
+        return (yield from load_cimd_client(client_id, ctx))
+    client = yield from persistence.load("client", client_id, Client)
+    if client is None or client.state != "active":
+        return None
+    return client
+
+
+def load_cimd_client(url: str, ctx: Context) -> Generator[Any, Any, Client | None]:
+    cfg = ctx.config
+    if cimd_url_problem(url, allow_loopback=cfg.cimd_allow_loopback) is not None:
+        return None
+    document = yield from fetch_document(url, now=ctx.now, purpose="cimd")
+    if document is None:
+        return None
+    try:
+        return client_from_document(
+            document,
+            url,
+            now=ctx.now,
+            supported_scopes=cfg.scopes_supported,
+            allow_loopback=cfg.cimd_allow_loopback,
+        )
+    except CimdDocumentError:
+        return None

@@ -1,0 +1,142 @@
+"""Pre-registered clients from the configuration file (``[[clients.static]]``) and the ``[clients]``
+CIMD switches: parsed into ``ProxyConfig``, found by ``client_lookup`` without the store, and
+authenticated by their configured method only (SECURITY.md 22)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from oauthproxy_adapters.config_file import ConfigError, parse_settings
+from oauthproxy_core.crypto import digest
+from tests.harness import VERIFIER, Browser, Harness, make_config, redirect_params
+
+SECRET = "static-client-secret-0123456789"
+
+
+def _doc(clients: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "server": {"base_url": "https://mcp.example"},
+        "upstream": {"provider": "github", "client_id": "gh", "client_secret": "gh-secret"},
+    }
+    if clients is not None:
+        doc["clients"] = clients
+    return doc
+
+
+def test_defaults_cimd_on_loopback_off_no_static_clients() -> None:
+    cfg = parse_settings(_doc()).proxy
+    assert cfg.cimd_enabled is True and cfg.cimd_allow_loopback is False
+    assert cfg.static_clients == ()
+
+
+def test_static_clients_are_parsed_with_secret_digests() -> None:
+    cfg = parse_settings(
+        _doc(
+            {
+                "cimd": False,
+                "cimd_allow_loopback": True,
+                "static": [
+                    {
+                        "client_id": "cli",
+                        "client_secret": SECRET,
+                        "redirect_uris": ["http://127.0.0.1/callback"],
+                    },
+                    {
+                        "client_id": "web",
+                        "redirect_uris": ["https://app.example/cb"],
+                        "token_endpoint_auth_method": "none",
+                        "client_name": "Web App",
+                    },
+                ],
+            }
+        )
+    ).proxy
+    assert cfg.cimd_enabled is False and cfg.cimd_allow_loopback is True
+    cli, web = cfg.static_clients
+    assert cli.token_endpoint_auth_method == "client_secret_basic"
+    assert cli.secret_hash == digest(SECRET) and SECRET not in repr(cli)
+    assert web.secret_hash is None and web.client_name == "Web App"
+    assert cfg.static_client("cli") is cli and cfg.static_client("nope") is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ({"redirect_uris": ["https://a.example/cb"]}, "client_id"),
+        ({"client_id": "x"}, "redirect_uris"),
+        ({"client_id": "x", "redirect_uris": ["javascript:alert(1)"]}, "redirect_uris"),
+        (
+            {"client_id": "x", "redirect_uris": ["https://a.example/cb"], "client_secret": "short"},
+            "client_secret",
+        ),
+        (
+            {
+                "client_id": "x",
+                "redirect_uris": ["https://a.example/cb"],
+                "token_endpoint_auth_method": "client_secret_post",
+            },
+            "client_secret",
+        ),
+        (
+            {
+                "client_id": "x",
+                "redirect_uris": ["https://a.example/cb"],
+                "token_endpoint_auth_method": "private_key_jwt",
+            },
+            "token_endpoint_auth_method",
+        ),
+        ({"client_id": "x", "redirect_uris": ["https://a.example/cb"], "secret": "x"}, "secret"),
+    ],
+)
+def test_bad_static_clients_are_config_errors(entry: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(_doc({"static": [entry]}))
+    assert f"[clients.static[0]].{key}" in str(err.value)
+
+
+def test_unknown_clients_key_and_duplicate_ids() -> None:
+    with pytest.raises(ConfigError, match=r"\[clients\]\.cimd_typo"):
+        parse_settings(_doc({"cimd_typo": True}))
+    dup = {"client_id": "x", "redirect_uris": ["https://a.example/cb"]}
+    with pytest.raises(ConfigError, match="twice"):
+        parse_settings(_doc({"static": [dup, dup]}))
+
+
+def test_static_client_completes_a_flow_and_authenticates_by_its_method_only() -> None:
+    static = parse_settings(
+        _doc(
+            {
+                "static": [
+                    {
+                        "client_id": "cli",
+                        "client_secret": SECRET,
+                        "redirect_uris": ["http://127.0.0.1:33418/callback"],
+                    }
+                ]
+            }
+        )
+    ).proxy.static_clients
+    h = Harness(make_config(static_clients=static))
+    client = {"client_id": "cli", "redirect_uris": ["http://127.0.0.1:33418/callback"]}
+    code = redirect_params(h.run_to_callback(client, VERIFIER, Browser()))["code"]
+    assert not any(kind == "client" for kind, _, _ in h.store.dump())  # never stored
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": "http://127.0.0.1:33418/callback",
+        "code_verifier": VERIFIER,
+    }
+    wrong = h.token({**form, "client_id": "cli", "client_secret": SECRET})  # post, not basic
+    assert wrong.status == 401
+    bad = base64.b64encode(b"cli:wrong-secret-wrong-secret").decode()
+    assert h.token(form, headers=(("authorization", f"Basic {bad}"),)).status == 401
+    good = base64.b64encode(f"cli:{SECRET}".encode()).decode()
+    resp = h.token(form, headers=(("authorization", f"Basic {good}"),))
+    assert resp.status == 200, resp.body  # the failures above consumed nothing
+    assert json.loads(resp.body)["token_type"] == "Bearer"
+    # A static client has no registration access token: not manageable through RFC 7592.
+    assert h.request("GET", "/register/cli", headers=(("authorization", "Bearer x"),)).status == 401
