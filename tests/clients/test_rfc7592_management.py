@@ -7,7 +7,7 @@ import base64
 import json
 from typing import Any
 
-from tests.harness import Harness
+from tests.harness import VERIFIER, Harness
 
 JSON = (("content-type", "application/json"),)
 
@@ -139,3 +139,39 @@ def test_preflight_allows_management_methods() -> None:
     resp = h.request("OPTIONS", _path(h, reg))
     assert resp.status == 204
     assert "DELETE" in (resp.header("access-control-allow-methods") or "")
+
+
+def test_deleting_a_registration_ends_its_refresh_tokens() -> None:
+    """RFC 7592 §2.3: after DELETE the client's grants can no longer be used to mint tokens.
+
+    Issued access tokens stay valid until their (short) expiry: the bearer check keeps one store
+    read per request and there is no per-client index of grants to revoke them one by one.
+    """
+    h = Harness()
+    reg = h.register()
+    code = h.full_code(reg, VERIFIER)
+    tok = json.loads(
+        h.token(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "client_id": reg["client_id"],
+                "redirect_uri": reg["redirect_uris"][0],
+                "code_verifier": VERIFIER,
+            }
+        ).body
+    )
+    assert "refresh_token" in tok, tok
+    refresh = {
+        "grant_type": "refresh_token",
+        "refresh_token": tok["refresh_token"],
+        "client_id": reg["client_id"],
+    }
+    assert (
+        h.request("DELETE", _path(h, reg), headers=_auth(reg["registration_access_token"])).status
+        == 204
+    )
+    resp = h.token(refresh)
+    assert resp.status in (400, 401)
+    assert json.loads(resp.body)["error"] in ("invalid_client", "invalid_grant")
+    assert "access_token" not in json.loads(resp.body)
