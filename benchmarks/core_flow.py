@@ -182,6 +182,7 @@ class Proxy:
             bounds=Bounds(
                 registrations_per_address=10**9,
                 registrations_total=10**9,
+                authorizations_per_address=10**9,
                 authorizations_per_client=10**9,
                 authorizations_total=10**9,
             ),

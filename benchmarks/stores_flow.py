@@ -70,6 +70,7 @@ BEARER_BATCH = 20
 BENCH_BOUNDS = Bounds(
     registrations_per_address=10_000_000,
     registrations_total=10_000_000,
+    authorizations_per_address=10_000_000,
     authorizations_per_client=10_000_000,
     authorizations_total=10_000_000,
 )

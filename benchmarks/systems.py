@@ -5,7 +5,8 @@ Three authorization servers, each as an ASGI app that also protects one trivial 
 ``ours``
     ``OAuthProxyApp(AsyncProxy(config, keys, store, http), mcp_app)`` with a memory, SQLite (temporary
     file) or Redis (random key prefix) store. The upstream HTTP client is the project's own
-    ``AsyncHttpClient`` on an ``httpx.AsyncClient`` whose transport is the scripted upstream.
+    ``AsyncHttpClient`` as shipped (requests straight to its pooled httpx transport), with that
+    transport replaced by the scripted upstream.
 ``fastmcp``
     fastmcp's ``OAuthProxy`` (an upstream-token verifier that is a dictionary look-up, so that no
     upstream call happens per MCP request), wired into a Starlette app exactly as
@@ -444,6 +445,7 @@ def ours_config(base: str = BASE) -> Any:
     bounds = Bounds(
         registrations_per_address=big,
         registrations_total=big,
+        authorizations_per_address=big,
         authorizations_per_client=big,
         authorizations_total=big,
     )
@@ -514,7 +516,8 @@ def build_ours(
     config = ours_config(base)
     keys = keys or new_keyring()
     store = store if store is not None else ours_store(store_kind)
-    http = AsyncHttpClient(client=httpx.AsyncClient(transport=httpx_upstream_transport()))
+    # As shipped (the pooled transport, no httpx.AsyncClient layer), with only the transport faked.
+    http = AsyncHttpClient(transport=httpx_upstream_transport())
     proxy = AsyncProxy(config, keys, store, http, token_cache=token_cache)
     app = OAuthProxyApp(proxy, mcp_app)
     resource_q = quote(config.resource, safe="")

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import persistence
-from .bounds import take_slot
+from .bounds import Slot, take_slots
 from .client_metadata import validate_client_metadata
 from .crypto import digest
 from .effects import HttpCall, HttpFailure, HttpRequest, HttpResponse
@@ -466,10 +466,13 @@ def fetch_document(
         return dict(entry["doc"])
     host = document_host(url)
     try:
-        yield from take_slot(
-            "cimd-fetch", host, limit=FETCHES_PER_HOST, window=FETCH_WINDOW, now=now
+        yield from take_slots(
+            (
+                Slot("cimd-fetch", host, FETCHES_PER_HOST, FETCH_WINDOW),
+                Slot("cimd-fetch", "*", FETCHES_TOTAL, FETCH_WINDOW),
+            ),
+            now=now,
         )
-        yield from take_slot("cimd-fetch", "*", limit=FETCHES_TOTAL, window=FETCH_WINDOW, now=now)
     except OAuthError:
         return None
     headers: tuple[tuple[str, str], ...] = (

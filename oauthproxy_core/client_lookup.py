@@ -10,6 +10,11 @@ Three sources, tried in this order:
 
 Every endpoint that needs a client (authorize, consent, token and revocation authentication, RFC
 7592 management) asks here, so the three kinds of clients are treated alike.
+
+A registered client's record expires ``Lifetimes.client`` (90 days) after its last use, so an
+abandoned registration does not live forever (SECURITY.md 28, "registration lifetime when unused")
+while one in use never disappears under its users: ``touch_client`` renews the record when the
+token endpoint issues tokens to it, at most once per ``TOUCH_INTERVAL``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,33 @@ def load_client(client_id: str, ctx: Context) -> Generator[Any, Any, Client | No
     if client is None or client.state != "active":
         return None
     return client
+
+
+#: A used registration is renewed at most this often: one store write per client per day.
+TOUCH_INTERVAL = 24 * 3600
+
+
+def registration_expires_at(client: Client, lifetime: int) -> int:
+    """When a registered client's record expires: ``lifetime`` after its last use (or issuance)."""
+    return max(client.issued_at, client.last_used_at or 0) + lifetime
+
+
+def touch_client(client: Client, ctx: Context) -> Generator[Any, Any, None]:
+    """Record a use of a registered client, renewing its record's lifetime (SECURITY.md 28).
+
+    Only DCR clients live in the store; a write happens only when the last recorded use is
+    ``TOUCH_INTERVAL`` old (or a quarter of a shorter lifetime). Losing the compare-and-set to a
+    concurrent update is harmless: that writer, or the next use, renews the record.
+    """
+    if client.source != "dcr":
+        return
+    lifetime = ctx.config.lifetimes.client
+    last = max(client.issued_at, client.last_used_at or 0)
+    if ctx.now - last < min(TOUCH_INTERVAL, max(1, lifetime // 4)):
+        return
+    yield from persistence.replace(
+        "client", client.client_id, client, lifetime, last_used_at=ctx.now
+    )
 
 
 def load_cimd_client(url: str, ctx: Context) -> Generator[Any, Any, Client | None]:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .bounds import Bounds
+from .consent_theme import ConsentTheme
 from .crypto import RandomSource
 from .keys import Keyring
 from .records import Client
@@ -83,6 +84,9 @@ class ProxyConfig:
     cimd_enabled: bool = True
     #: Tests and local development only: fetch CIMD documents from loopback, also over http.
     cimd_allow_loopback: bool = False
+    #: The consent page's look: product name, logo, colours, extra text or a full template
+    #: (``[consent]``; validated in consent_theme.py so no value can inject HTML or CSS).
+    consent_theme: ConsentTheme = attrs.field(factory=ConsentTheme)
     resource: str = attrs.field(init=False)
     secure_cookies: bool = attrs.field(init=False)
     _static_by_id: dict[str, Client] = attrs.field(init=False, repr=False, eq=False)

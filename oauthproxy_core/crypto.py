@@ -6,9 +6,10 @@
   SECURITY.md 22 and 25 hold.
 - Stores see only ``digest()`` of a secret (SECURITY.md 24). Plain SHA-256 suffices: the inputs are
   256-bit random values, not passwords.
-- ``seal``/``unseal``: AES-256-GCM (RFC 7518 §5.3, through joserfc's registry) with a fresh 96-bit
-  nonce, the key id in the envelope for rotation, and associated data binding a sealed value to its
-  purpose so one sealed field cannot be replayed into another.
+- ``seal``/``unseal``: AES-256-GCM (RFC 7518 §5.3; ``cryptography``'s AEAD, one cipher object per
+  key, kept on the key) with a fresh 96-bit nonce, the key id in the envelope for rotation, and
+  associated data binding a sealed value to its purpose so one sealed field cannot be replayed into
+  another. Envelope: ``<kid>.<b64u(iv || tag || ciphertext)>``.
 """
 
 from __future__ import annotations
@@ -18,16 +19,11 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from joserfc.errors import JoseError
-from joserfc.jwe import JWERegistry
+from cryptography.exceptions import InvalidTag
 
 from .keys import Keyring
 
 RandomSource = Callable[[int], bytes]
-
-_GCM = JWERegistry().get_enc("A256GCM")
-if _GCM is None:  # pragma: no cover - joserfc always ships A256GCM
-    raise ImportError("joserfc lacks A256GCM")
 
 
 def b64u(data: bytes) -> str:
@@ -63,8 +59,8 @@ class UnsealError(Exception):
 def seal(keys: Keyring, random: RandomSource, plaintext: bytes, purpose: str) -> str:
     key = keys.sealing[0]
     iv = random(12)
-    ct, tag = _GCM.encrypt(plaintext, key.secret, iv, purpose.encode())
-    return f"{key.kid}.{b64u(iv + tag + ct)}"
+    sealed = key.aead.encrypt(iv, plaintext, purpose.encode())  # ciphertext || 16-byte tag
+    return f"{key.kid}.{b64u(iv + sealed[-16:] + sealed[:-16])}"
 
 
 def unseal(keys: Keyring, sealed: str, purpose: str) -> bytes:
@@ -75,8 +71,10 @@ def unseal(keys: Keyring, sealed: str, purpose: str) -> bytes:
     try:
         raw = b64u_decode(body)
         iv, tag, ct = raw[:12], raw[12:28], raw[28:]
-        return bytes(_GCM.decrypt(ct, tag, key.secret, iv, purpose.encode()))
-    except (JoseError, ValueError) as exc:
+        if len(iv) != 12 or len(tag) != 16:
+            raise UnsealError("sealed value rejected")
+        return key.aead.decrypt(iv, ct + tag, purpose.encode())
+    except (InvalidTag, ValueError) as exc:
         raise UnsealError("sealed value rejected") from exc
 
 

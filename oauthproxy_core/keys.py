@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 SIGNING_ALGS = {"EC": "ES256", "OKP": "Ed25519", "RSA": "RS256"}
@@ -38,11 +39,16 @@ def _b64(data: str) -> bytes:
 class SymmetricKey:
     kid: str
     secret: bytes = attrs.field(repr=False, eq=False)
+    #: The AES-256-GCM cipher for this key (``crypto.seal``), built once instead of per call.
+    aead: AESGCM = attrs.field(init=False, repr=False, eq=False)
 
     @secret.validator
     def _check(self, _a: attrs.Attribute[bytes], value: bytes) -> None:
         if len(value) != 32:
             raise KeyError_("symmetric keys are 256 bits")
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "aead", AESGCM(self.secret))
 
 
 @attrs.frozen(kw_only=True)

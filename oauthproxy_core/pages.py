@@ -4,45 +4,89 @@ The consent page is the proxy's defence against the confused-deputy attack on a 
 upstream client (MCP Security Best Practices; FastMCP CVE-2026-27124): the user sees which client asks,
 where the answer goes and what it may do, before the upstream provider is ever contacted.
 SECURITY.md 17 lists what it must show and the headers it is served with. Everything interpolated is
-HTML-escaped; the page loads no script and no remote resource (CSP ``default-src 'none'``).
+HTML-escaped; the page loads no script and no remote resource except a configured logo (CSP
+``default-src 'none'``, ``img-src`` naming only the logo's origin). Accessibility: ``lang``, one
+``<main>`` landmark labelled by its heading, real buttons inside a labelled form, a visible focus
+ring, text colours chosen for a contrast of at least 4.5:1, and a layout that stacks the buttons on
+narrow (phone) screens. The operator's look comes from ``consent_theme.ConsentTheme``.
 """
 
 from __future__ import annotations
 
+import string
 from html import escape
 
+from .consent_theme import ConsentTheme
 from .http import Response
 
-PAGE_HEADERS: tuple[tuple[str, str], ...] = (
-    ("Content-Type", "text/html; charset=utf-8"),
-    ("Cache-Control", "no-store"),
-    ("X-Frame-Options", "DENY"),
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self' https: http:; "
-        "frame-ancestors 'none'; base-uri 'none'",
-    ),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Content-Type-Options", "nosniff"),
-)
+DEFAULT_THEME = ConsentTheme()
 
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;"
-    "line-height:1.5;color:#1b1b1b;background:#fff}"
-    "h1{font-size:1.35rem}dt{font-weight:600;margin-top:.6rem}dd{margin:0 0 0 0}"
-    ".note{color:#5a5a5a;font-size:.9rem}.warn{background:#fff4d6;padding:.5rem;border-radius:4px}"
-    "button{font-size:1rem;padding:.6rem 1.2rem;margin:.4rem .4rem 0 0;border-radius:6px;"
-    "border:1px solid #555;cursor:pointer}button.primary{background:#1f5fbf;color:#fff;border:0}"
-    "code{word-break:break-all}"
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src {img_src}; "
+    "form-action 'self' https: http:; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
-def _page(title: str, body: str) -> bytes:
+def page_headers(theme: ConsentTheme = DEFAULT_THEME) -> tuple[tuple[str, str], ...]:
+    """The headers of every page (SECURITY.md 17). ``img-src`` admits the theme's logo and nothing
+    else; no script may run (``default-src 'none'`` and no ``script-src``)."""
+    return (
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("X-Frame-Options", "DENY"),
+        ("Content-Security-Policy", _CSP.format(img_src=theme.img_src())),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Content-Type-Options", "nosniff"),
+    )
+
+
+PAGE_HEADERS: tuple[tuple[str, str], ...] = page_headers()
+
+
+def _style(theme: ConsentTheme) -> str:
+    """The stylesheet, from the theme's palette: every colour is a ``#rrggbb`` the core wrote."""
+    c = theme.palette()
+    return (
+        f"body{{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:36rem;"
+        f"margin:0 auto;padding:1rem 1.25rem 2rem;line-height:1.5;font-size:1.0625rem;"
+        f"color:{c['text']};background:{c['background']}}}"
+        "header{display:flex;align-items:center;gap:.75rem;padding:.5rem 0 1rem;"
+        f"border-bottom:1px solid {c['text']}33;margin-bottom:1rem}}"
+        "header img{height:2.5rem;width:auto;max-width:10rem;object-fit:contain}"
+        "header .product{font-weight:600}"
+        "h1{font-size:1.4rem;line-height:1.3;margin:.5rem 0 1rem}"
+        "dt{font-weight:600;margin-top:.75rem}dd{margin:0}ul{margin:.25rem 0;padding-left:1.25rem}"
+        ".note{font-size:.95rem}"
+        ".warn{color:#111111;background:#fff4d6;border-left:4px solid #8a5a00;padding:.6rem .8rem}"
+        "code{word-break:break-all;font-size:.95em}"
+        ".actions{display:flex;flex-wrap:wrap;gap:.75rem;margin-top:1.25rem}"
+        "button{font:inherit;font-weight:600;min-height:2.75rem;min-width:8rem;"
+        "padding:.6rem 1.4rem;border-radius:6px;cursor:pointer}"
+        f"button.approve{{background:{c['primary']};color:{c['on_primary']};"
+        f"border:2px solid {c['accent']}}}"
+        f"button.deny{{background:transparent;color:{c['text']};border:2px solid {c['text']}}}"
+        f":focus-visible{{outline:3px solid {c['accent']};outline-offset:3px}}"
+        f"footer{{margin-top:2rem;padding-top:1rem;border-top:1px solid {c['text']}33;"
+        "font-size:.95rem}"
+        "@media (max-width:30rem){body{padding:.75rem 1rem 1.5rem}"
+        ".actions{flex-direction:column}.actions button{width:100%}}"
+    )
+
+
+def _page(title: str, body: str, theme: ConsentTheme = DEFAULT_THEME) -> bytes:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>{body}</body></html>"
+        f"<title>{escape(title)}</title><style>{_style(theme)}</style></head>"
+        f"<body>{body}</body></html>"
     ).encode()
+
+
+def _paragraphs(text: str | None) -> str:
+    if not text:
+        return ""
+    blocks = [b.strip() for b in text.replace("\r\n", "\n").split("\n\n")]
+    return "".join(f"<p>{escape(b)}</p>" for b in blocks if b)
 
 
 def consent_page(
@@ -60,9 +104,11 @@ def consent_page(
     extra_headers: tuple[tuple[str, str], ...] = (),
     verified_host: str | None = None,
     localhost_warning: bool = False,
+    theme: ConsentTheme = DEFAULT_THEME,
 ) -> Response:
     """The consent page. ``verified_host``: the host of a CIMD client's metadata document (the
-    verified part of its identity); ``localhost_warning``: every redirect URI is on this machine."""
+    verified part of its identity); ``localhost_warning``: every redirect URI is on this machine;
+    ``theme``: the operator's look (``[consent]``), or a full template (``consent_theme.py``)."""
     name = client_name or client_id
     scope_items = "".join(f"<li><code>{escape(s)}</code></li>" for s in scopes) or "<li>none</li>"
     verified = (
@@ -73,14 +119,13 @@ def consent_page(
         else ""
     )
     warning = (
-        '<p class="warn">This application returns to an address on your own computer '
+        '<p class="warn" role="note">This application returns to an address on your own computer '
         "(localhost). Any program running on your computer can present itself under this name. "
         "Approve only if you just started this connection from an application you trust.</p>"
         if localhost_warning
         else ""
     )
-    body = (
-        f"<main><h1>Allow {escape(name)} to use {escape(service_name)}?</h1>"
+    details = (
         f'<p class="note">The name &ldquo;{escape(name)}&rdquo; was chosen by the application '
         "itself and is not verified.</p>"
         f"{warning}"
@@ -92,18 +137,51 @@ def consent_page(
         f"<dt>Access requested</dt><dd><ul>{scope_items}</ul></dd>"
         f"<dt>For the resource</dt><dd><code>{escape(resource)}</code></dd>"
         "</dl>"
-        f"<p>If you approve, you will sign in with {escape(upstream_name)}. Only approve if you "
-        "started this connection yourself.</p>"
-        f'<form method="post" action="{escape(action)}">'
+    )
+    form = (
+        f'<form method="post" action="{escape(action)}" aria-label="Your decision">'
         f'<input type="hidden" name="txn" value="{escape(transaction_id)}">'
         f'<input type="hidden" name="csrf" value="{escape(csrf_token)}">'
-        '<button class="primary" type="submit" name="decision" value="approve">Approve</button>'
-        '<button type="submit" name="decision" value="deny">Deny</button>'
-        "</form></main>"
+        '<div class="actions">'
+        '<button class="approve" type="submit" name="decision" value="approve">Approve</button>'
+        '<button class="deny" type="submit" name="decision" value="deny">Deny</button>'
+        "</div></form>"
     )
-    return Response(
-        status=200, headers=PAGE_HEADERS + extra_headers, body=_page(f"Authorize {name}", body)
+    product = theme.product_name or service_name
+    logo = f'<img src="{escape(theme.logo_url)}" alt="" height="40">' if theme.logo_url else ""
+    title = f"Authorize {name}"
+    headers = page_headers(theme) + extra_headers
+    if theme.template is not None:
+        values = {
+            "title": escape(title),
+            "service_name": escape(service_name),
+            "product_name": escape(product),
+            "client_name": escape(name),
+            "client_id": escape(client_id),
+            "redirect_host": escape(redirect_host),
+            "scopes": escape(" ".join(scopes)),
+            "resource": escape(resource),
+            "upstream_name": escape(upstream_name),
+            "extra_text": escape(theme.extra_text or ""),
+            "style": f"<style>{_style(theme)}</style>",
+            "logo": logo,
+            "details": details,
+            "form": form,
+        }
+        body = string.Template(theme.template).substitute(values)
+        return Response(status=200, headers=headers, body=body.encode())
+    footer = _paragraphs(theme.extra_text)
+    body = (
+        f'<header>{logo}<span class="product">{escape(product)}</span></header>'
+        '<main aria-labelledby="consent-title">'
+        f'<h1 id="consent-title">Allow {escape(name)} to use {escape(service_name)}?</h1>'
+        f"{details}"
+        f"<p>If you approve, you will sign in with {escape(upstream_name)}. Only approve if you "
+        "started this connection yourself.</p>"
+        f"{form}</main>"
+        f"{f'<footer>{footer}</footer>' if footer else ''}"
     )
+    return Response(status=200, headers=headers, body=_page(title, body, theme))
 
 
 def error_page(status: int, error: str, description: str) -> Response:

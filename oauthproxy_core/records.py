@@ -60,6 +60,10 @@ class Client:
     issued_at: int
     #: SHA-256 of the RFC 7592 registration access token (DCR clients only).
     registration_token_hash: str | None = _secret()
+    #: When tokens were last issued to this client, recorded at most once a day
+    #: (``client_lookup.touch_client``); ``None`` before the first use. SECURITY.md 28: a DCR
+    #: registration lives ``Lifetimes.client`` after its last use.
+    last_used_at: int | None = None
 
     @redirect_uris.validator
     def _check_redirects(self, _a: attrs.Attribute[Any], value: tuple[str, ...]) -> None:

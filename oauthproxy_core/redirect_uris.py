@@ -83,7 +83,12 @@ def _check_path(path: str) -> None:
         segments = re.split(r"[/\\]", decoded)
         if any(segment in (".", "..") for segment in segments):
             raise _fail("redirect_uri must not contain dot segments")
-        again = unquote(decoded, errors="replace")
+        try:
+            again = unquote(decoded, errors="strict")
+        except UnicodeDecodeError:
+            # Overlong or otherwise invalid UTF-8: "%c0%ae" is "." to a lenient decoder (the
+            # IIS dot-segment traversal, CVE-2000-0884), so it could hide a dot segment too.
+            raise _fail("redirect_uri has malformed percent-encoding") from None
         if again == decoded:
             return
         decoded = again

@@ -7,10 +7,17 @@ revokes every access token minted from it (SECURITY.md 21).
 
 joserfc's ``jwt.decode`` checks only the signature (STYLE.md), so verification also checks ``typ``,
 ``iss``, ``aud``, ``exp``, ``nbf`` and ``iat`` explicitly, with the context's clock.
+
+``own_token_claims`` reads a token the proxy has *just minted* without its signature check, with the
+same claim checks: the adapters use it to put the access token of their own token response into their
+verified-token cache, so that its first use costs no ES256 verification. It is never applied to a
+token a client presents.
 """
 
 from __future__ import annotations
 
+import binascii
+import json
 from typing import Any
 
 import attrs
@@ -18,6 +25,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from .config import Context
+from .crypto import b64u_decode
 from .errors import InvalidTokenError
 
 #: Tolerated clock skew between proxy instances (seconds).
@@ -84,9 +92,34 @@ def verify_access_token(ctx: Context, token: str, *, audience: str) -> AccessCla
     except (JoseError, ValueError, TypeError, KeyError):
         # Covers upstream tokens presented to us: they never verify under our keys (no passthrough).
         raise InvalidTokenError("token signature invalid") from None
-    if decoded.header.get("typ") != "at+jwt":
+    return _access_claims(ctx, decoded.header, decoded.claims, audience)
+
+
+def own_token_claims(ctx: Context, token: str, *, audience: str) -> AccessClaims:
+    """The claims of an access token this process minted, read WITHOUT checking its signature.
+
+    Only for the ``access_token`` of a response the proxy's own token endpoint has just produced
+    (it was signed here, moments ago). Never call it on a token someone presents: that is what
+    ``verify_access_token`` is for. Raises ``InvalidTokenError`` like it.
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > 8192:
+        raise InvalidTokenError("malformed token")
+    try:
+        header = json.loads(b64u_decode(parts[0]))
+        claims = json.loads(b64u_decode(parts[1]))
+    except (ValueError, binascii.Error):
+        raise InvalidTokenError("malformed token") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise InvalidTokenError("malformed token")
+    return _access_claims(ctx, header, claims, audience)
+
+
+def _access_claims(
+    ctx: Context, header: dict[str, Any], c: dict[str, Any], audience: str
+) -> AccessClaims:
+    if header.get("typ") != "at+jwt":
         raise InvalidTokenError("not an access token")
-    c = decoded.claims
     now = ctx.now
     try:
         exp, iat = c["exp"], c["iat"]

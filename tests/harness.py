@@ -64,6 +64,7 @@ def make_profile(**overrides: Any) -> UpstreamProfile:
 GENEROUS = Bounds(
     registrations_per_address=100_000,
     registrations_total=100_000,
+    authorizations_per_address=100_000,
     authorizations_per_client=100_000,
     authorizations_total=100_000,
 )

@@ -5,7 +5,10 @@
 - ``app`` is plain ASGI 3: ``GET /healthz`` answers 200 ``ok`` (for load balancers; it touches no
   store), everything else goes to ``OAuthProxyApp(proxy, Gateway(...))`` (the gateway only when
   ``[gateway] upstream_url`` is configured; without it, authenticated requests to ``mcp_path`` get
-  404). It handles the ASGI lifespan itself and calls ``cleanup`` at shutdown.
+  404). It handles the ASGI lifespan itself and calls ``cleanup`` at shutdown. With ``[metrics]
+  enabled = true`` it also answers ``GET /metrics`` (Prometheus text, ``metrics.py``; behind
+  ``Authorization: Bearer <[metrics] bearer_token>`` when one is set); otherwise ``/metrics`` is
+  not special (404 without a gateway).
 - ``proxy`` is the ``AsyncProxy`` (store from ``open_async_store(settings.store_url)``, one pooled
   ``AsyncHttpClient`` for the upstream provider, an ``AsyncSafeFetcher`` for client metadata
   documents under the ``[clients] cimd_allow_loopback`` policy, the keyring from
@@ -127,10 +130,17 @@ class _Root:
     Redis is gone out of rotation.
     """
 
-    def __init__(self, app: ASGIApp, cleanup: Cleanup, proxy: AsyncProxy | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        cleanup: Cleanup,
+        proxy: AsyncProxy | None = None,
+        metrics_endpoint: ASGIApp | None = None,
+    ) -> None:
         self.app = app
         self.cleanup = cleanup
         self.proxy = proxy
+        self.metrics_endpoint = metrics_endpoint
 
     async def _ready(self) -> bool:
         if self.proxy is None:
@@ -151,6 +161,13 @@ class _Root:
                     await self.cleanup()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if (
+            scope["type"] == "http"
+            and self.metrics_endpoint is not None
+            and scope["path"] == "/metrics"
+        ):
+            await self.metrics_endpoint(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["path"] in ("/healthz", "/readyz"):
             body = b"ok" if scope["method"] in ("GET", "HEAD") else b""
             status = 200 if body else 405
@@ -188,7 +205,18 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
     # SSRF-safe fetcher; the core marks those requests so the router can tell them apart.
     safe = AsyncSafeFetcher(allow_loopback=settings.proxy.cimd_allow_loopback)
     http = AsyncRoutingHttp(upstream_http, safe)
-    proxy = AsyncProxy(settings.proxy, keys, store, http)
+    metrics: Any = None
+    metrics_endpoint: ASGIApp | None = None
+    if settings.metrics_enabled:
+        try:
+            from .metrics import Metrics  # noqa: PLC0415 (prometheus-client is optional)
+        except ImportError:
+            raise ConfigError(
+                "[metrics].enabled: needs prometheus-client (pip install 'oauthproxy[metrics]')"
+            ) from None
+        metrics = Metrics()
+        metrics_endpoint = metrics.asgi_app(bearer_token=settings.metrics_bearer_token)
+    proxy = AsyncProxy(settings.proxy, keys, store, http, metrics=metrics)
     gateway = (
         Gateway(settings.gateway_upstream_url, mount_path=settings.proxy.mcp_path)
         if settings.gateway_upstream_url
@@ -207,5 +235,5 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
         await safe.aclose()
         await store.close()
 
-    root = _Root(OAuthProxyApp(proxy, gateway), cleanup, proxy)
+    root = _Root(OAuthProxyApp(proxy, gateway), cleanup, proxy, metrics_endpoint)
     return root, proxy, cleanup

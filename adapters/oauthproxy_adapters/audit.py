@@ -40,60 +40,84 @@ def _ref(identifier: str) -> str:
     return hashlib.sha256(identifier.encode()).hexdigest()[:12]
 
 
-def _emit(event: str, **fields: Any) -> None:
-    log.info(json.dumps({"event": event, **fields}, separators=(",", ":"), sort_keys=True))
+def emit(event: dict[str, Any]) -> None:
+    """Write one event (as returned by ``events``) to the ``oauthproxy.audit`` logger."""
+    log.info(json.dumps(event, separators=(",", ":"), sort_keys=True))
+
+
+def enabled() -> bool:
+    """Whether the ``oauthproxy.audit`` logger would write an INFO line."""
+    return log.isEnabledFor(logging.INFO)
 
 
 def observe(effect: Any, result: Any) -> None:
     """Driver observer: called with each executed effect and its result."""
     if not log.isEnabledFor(logging.INFO):
         return
+    for event in events(effect, result):
+        emit(event)
+
+
+def events(effect: Any, result: Any) -> list[dict[str, Any]]:
+    """The audit events one executed effect stands for (most effects stand for none).
+
+    Shared with ``metrics`` (its transition counters), so the log and the counters agree.
+    """
     kind = getattr(effect, "kind", None)
     if type(effect) is CompareAndSet:
         outcome = "applied" if result else "conflict"
         try:
             if kind == "tx":
                 tx = codec.decode(effect.value, Transaction)
-                _emit(
-                    "transaction",
-                    txn=_ref(tx.id),
-                    state=tx.state,
-                    client_id=tx.client_id,
-                    subject=tx.subject,
-                    outcome=outcome,
-                )
-            elif kind == "client" and effect.expected_version == 0 and result:
+                return [
+                    {
+                        "event": "transaction",
+                        "txn": _ref(tx.id),
+                        "state": tx.state,
+                        "client_id": tx.client_id,
+                        "subject": tx.subject,
+                        "outcome": outcome,
+                    }
+                ]
+            if kind == "client" and effect.expected_version == 0 and result:
                 client = codec.decode(effect.value, Client)
-                _emit(
-                    "client_registered",
-                    client_id=client.client_id,
-                    source=client.source,
-                    auth_method=client.token_endpoint_auth_method,
-                )
-            elif kind == "grant":
+                return [
+                    {
+                        "event": "client_registered",
+                        "client_id": client.client_id,
+                        "source": client.source,
+                        "auth_method": client.token_endpoint_auth_method,
+                    }
+                ]
+            if kind == "grant":
                 grant = codec.decode(effect.value, Grant)
-                _emit(
-                    "grant_rotated",
-                    grant=_ref(grant.id),
-                    client_id=grant.client_id,
-                    subject=grant.subject,
-                    generation=grant.generation,
-                    outcome=outcome,
-                )
+                return [
+                    {
+                        "event": "grant_rotated",
+                        "grant": _ref(grant.id),
+                        "client_id": grant.client_id,
+                        "subject": grant.subject,
+                        "generation": grant.generation,
+                        "outcome": outcome,
+                    }
+                ]
         except codec.CorruptRecordError:
-            return
+            return []
     elif type(effect) is PutRecord:
         if kind == "grant":
             try:
                 grant = codec.decode(effect.value, Grant)
             except codec.CorruptRecordError:
-                return
-            _emit(
-                "grant_issued",
-                grant=_ref(grant.id),
-                client_id=grant.client_id,
-                subject=grant.subject,
-                scopes=" ".join(grant.scopes),
-            )
-        elif kind == "revoked":
-            _emit("grant_revoked", grant=_ref(effect.key))
+                return []
+            return [
+                {
+                    "event": "grant_issued",
+                    "grant": _ref(grant.id),
+                    "client_id": grant.client_id,
+                    "subject": grant.subject,
+                    "scopes": " ".join(grant.scopes),
+                }
+            ]
+        if kind == "revoked":
+            return [{"event": "grant_revoked", "grant": _ref(effect.key)}]
+    return []

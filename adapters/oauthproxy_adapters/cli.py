@@ -134,6 +134,12 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         lifespan="on",
         server_header=False,
+        # The client address the rate bounds count by (oauthproxy_core.bounds): X-Forwarded-For is
+        # believed only from the peers listed in [server] forwarded_allow_ips; [] believes nobody.
+        proxy_headers=settings.forwarded_allow_ips != (),
+        forwarded_allow_ips=(
+            None if settings.forwarded_allow_ips is None else list(settings.forwarded_allow_ips)
+        ),
     )
     server = uvicorn.Server(config)
     print(

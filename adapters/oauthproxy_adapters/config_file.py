@@ -17,6 +17,10 @@ The file::
     service_name = "My MCP server"     # shown on the consent page
     scopes_supported = ["mcp"]         # the proxy's own scopes (not the upstream's)
     default_scopes = ["mcp"]           # granted when a client asks for none
+    forwarded_allow_ips = ["10.0.0.5"]  # peers (addresses or networks) whose X-Forwarded-For names
+                                       # the client address the rate bounds count by; [] trusts
+                                       # nobody; default: uvicorn's ($FORWARDED_ALLOW_IPS, else
+                                       # 127.0.0.1 and ::1)
 
     [upstream]
     provider = "github"                # github | google | entra | oidc | oauth2
@@ -28,6 +32,7 @@ The file::
     userinfo_url = "..."
     api_base_url = "..."               # github only: where GET /user lives (https://api.github.com)
     issuer = "..."                     # oidc: discovery base and the RFC 9207 `iss` to expect
+                                       # (github: default <authorize host>/login/oauth)
     userinfo_subject_field = "sub"     # the userinfo field holding the stable user id
     allow_insecure_http = false        # true: http upstream URLs on loopback hosts only (tests)
     github_app = false                 # github only: a GitHub App (expiring, rotating user tokens)
@@ -41,6 +46,13 @@ The file::
 
     [consent]
     mode = "always"                    # always | remember
+    product_name = "Acme tools"        # the consent page's brand (plain text)
+    logo_url = "https://cdn.example/logo.png"   # https (plain DNS host) or data:image/...;base64
+    primary_color = "#1f5fbf"          # #rgb, #rrggbb or rgb(r, g, b); text colours follow
+    background_color = "#ffffff"
+    extra_text = "Questions? Ask the platform team."   # plain text under the form
+    template = "consent.html"          # a full-page template ($form, $details, ...: see
+                                       # oauthproxy_core/consent_theme.py), read at load
 
     [store]
     url = "memory://"                  # memory:// | sqlite:///path.db | redis://host:port/db
@@ -54,6 +66,19 @@ The file::
     [clients]
     cimd = true                        # accept Client ID Metadata Documents (https client_id URLs)
     cimd_allow_loopback = false        # true only for tests/local dev: documents from 127.0.0.1/http
+
+    [limits]                           # abuse bounds (SECURITY.md 28; oauthproxy_core.bounds)
+    registrations_per_address = 20     # per registration_window, per client address
+    registrations_total = 2000         # per registration_window, all addresses
+    registration_window = 3600         # seconds
+    authorizations_per_address = 32    # pending authorization requests per transaction lifetime
+    authorizations_per_client = 64
+    authorizations_total = 20000
+
+    [metrics]                          # Prometheus metrics at GET /metrics (the `metrics` extra)
+    enabled = false                    # default off: /metrics is then 404
+    bearer_token_env = "NAME"          # or bearer_token = "...": required as `Authorization: Bearer`;
+                                       # without one, keep /metrics unreachable from outside
 
     [[clients.static]]                 # pre-registered clients (any number of these tables)
     client_id = "my-cli"
@@ -99,7 +124,9 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import httpx
 
+from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import ProxyConfig
+from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.crypto import digest
 from oauthproxy_core.errors import InvalidRedirectUriError
 from oauthproxy_core.providers import (
@@ -142,6 +169,7 @@ _TABLES: dict[str, frozenset[str]] = {
             "service_name",
             "scopes_supported",
             "default_scopes",
+            "forwarded_allow_ips",
         }
     ),
     "upstream": frozenset(
@@ -168,11 +196,23 @@ _TABLES: dict[str, frozenset[str]] = {
             "forward_resource",
         }
     ),
-    "consent": frozenset({"mode"}),
+    "consent": frozenset(
+        {
+            "mode",
+            "product_name",
+            "logo_url",
+            "primary_color",
+            "background_color",
+            "extra_text",
+            "template",
+        }
+    ),
     "store": frozenset({"url"}),
     "keys": frozenset({"file"}),
     "gateway": frozenset({"upstream_url"}),
     "clients": frozenset({"cimd", "cimd_allow_loopback", "static"}),
+    "limits": frozenset(attrs.fields_dict(Bounds)),
+    "metrics": frozenset({"enabled", "bearer_token", "bearer_token_env"}),
 }
 _REQUIRED_TABLES = ("server", "upstream")
 _STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss")
@@ -222,6 +262,12 @@ class Settings:
     gateway_upstream_url: str | None = None
     #: The file the settings came from (``None`` when parsed from a mapping).
     source: str | None = None
+    #: ``[metrics] enabled``: serve Prometheus metrics at ``GET /metrics`` (metrics.py).
+    metrics_enabled: bool = False
+    #: ``[metrics] bearer_token`` (or ``_env``): required as ``Authorization: Bearer`` on /metrics.
+    metrics_bearer_token: str | None = attrs.field(default=None, repr=False)
+    #: Peers trusted to name the client in ``X-Forwarded-For`` (``None``: uvicorn's default).
+    forwarded_allow_ips: tuple[str, ...] | None = None
 
     @property
     def issuer(self) -> str:
@@ -298,6 +344,8 @@ def parse_settings(
     keys = _Table("keys", tables.get("keys", {}))
     gateway = _Table("gateway", tables.get("gateway", {}))
     clients_t = _Table("clients", tables.get("clients", {}))
+    metrics_t = _Table("metrics", tables.get("metrics", {}))
+    limits_t = _Table("limits", tables.get("limits", {}))
 
     host = server.get("host", str, "127.0.0.1")
     if not host or any(c.isspace() for c in host):
@@ -326,6 +374,7 @@ def parse_settings(
     consent_mode = consent.get("mode", str, "always")
     if consent_mode not in ("always", "remember"):
         raise ConfigError(f"[consent].mode: must be 'always' or 'remember', not {consent_mode!r}")
+    consent_theme = _consent_theme(consent)
 
     store_url = _store_url(store.get("url", str, "memory://"))
     keys_file = keys.get("file", str, "")
@@ -338,6 +387,15 @@ def parse_settings(
     cimd_enabled = clients_t.get("cimd", bool, True)
     cimd_allow_loopback = clients_t.get("cimd_allow_loopback", bool, False)
     static_clients = _static_clients(clients_t)
+    bounds = _bounds(limits_t)
+    forwarded = server.get_str_list("forwarded_allow_ips")
+    for entry in forwarded or ():
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"[server].forwarded_allow_ips: {entry!r} is not an IP address or network"
+            ) from None
 
     try:
         proxy = ProxyConfig(
@@ -351,6 +409,8 @@ def parse_settings(
             static_clients=static_clients,
             cimd_enabled=cimd_enabled,
             cimd_allow_loopback=cimd_allow_loopback,
+            bounds=bounds,
+            consent_theme=consent_theme,
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"[server]: {exc}") from None
@@ -362,7 +422,38 @@ def parse_settings(
         keys_file=keys_file,
         gateway_upstream_url=gateway_url,
         source=source,
+        metrics_enabled=metrics_t.get("enabled", bool, False),
+        metrics_bearer_token=_metrics_token(metrics_t, env),
+        forwarded_allow_ips=None if forwarded is None else tuple(forwarded),
     )
+
+
+def _metrics_token(t: _Table, env: Mapping[str, str]) -> str | None:
+    if t.has("bearer_token") and t.has("bearer_token_env"):
+        raise ConfigError("[metrics].bearer_token: give bearer_token or bearer_token_env, not both")
+    if t.has("bearer_token_env"):
+        name = t.require("bearer_token_env", str)
+        value = env.get(name)
+        if not value:
+            raise ConfigError(
+                f"[metrics].bearer_token_env: environment variable {name} is not set or empty"
+            )
+        return value
+    token = t.get("bearer_token", str, None)
+    if token is not None and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise ConfigError("[metrics].bearer_token: at least 16 characters, no whitespace")
+    return token  # type: ignore[no-any-return]
+
+
+def _bounds(t: _Table) -> Bounds:
+    """``[limits]``: every key an integer >= 1; absent keys keep ``Bounds``' defaults."""
+    values: dict[str, int] = {}
+    for name in sorted(t.values):
+        value = t.get(name, int, None)
+        if value < 1:
+            raise ConfigError(f"{t.key(name)}: must be at least 1")
+        values[name] = value
+    return Bounds(**values)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -591,7 +682,8 @@ def _upstream_profile(
         if identity_source not in (None, "userinfo"):
             raise ConfigError("[upstream].identity_source: GitHub has only userinfo (GET /user)")
         factory = github_app_profile if github_app else github_profile
-        overrides: dict[str, Any] = {"issuer": issuer, **common}
+        # Without `issuer`, the profile expects the RFC 9207 `iss` GitHub sends (<web>/login/oauth).
+        overrides: dict[str, Any] = {**common} if issuer is None else {"issuer": issuer, **common}
         if scopes is not None:
             overrides["scopes"] = scopes
         elif not github_app:
@@ -814,6 +906,50 @@ def _fetch_json(key: str, url: str, http: httpx.Client | None) -> dict[str, Any]
     if not isinstance(document, dict):
         raise ConfigError(f"{key}: the discovery document at {url} is not a JSON object")
     return document
+
+
+# --------------------------------------------------------------------------------------------------
+# [consent]: the consent page's look
+
+_THEME_KEYS = ("product_name", "logo_url", "primary_color", "background_color", "extra_text")
+MAX_TEMPLATE_FILE = 64 * 1024
+
+
+def _consent_theme(t: _Table) -> ConsentTheme:
+    """``[consent]`` theme keys as a validated ``ConsentTheme``; ``template`` is a file path, read
+    now (relative paths from the working directory, like ``[keys] file``)."""
+    fields: dict[str, str] = {}
+    for key in _THEME_KEYS:
+        value = t.get(key, str, None)
+        if value is not None:
+            fields[key] = value
+    path = t.get("template", str, None)
+    if path is not None:
+        fields["template"] = _read_template(t.key("template"), path)
+    for key, value in fields.items():
+        # One key at a time, so the message names the key that is wrong.
+        try:
+            ConsentTheme(**{key: value})
+        except ValueError as exc:
+            reason = str(exc).removeprefix(key).lstrip(" :")
+            raise ConfigError(f"{t.key(key)}: {reason}") from None
+    return ConsentTheme(**fields)
+
+
+def _read_template(key: str, path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TEMPLATE_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: cannot read {path} ({exc.strerror or exc.__class__.__name__})"
+        ) from None
+    if len(raw) > MAX_TEMPLATE_FILE:
+        raise ConfigError(f"{key}: {path} is larger than {MAX_TEMPLATE_FILE} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
 
 
 # --------------------------------------------------------------------------------------------------

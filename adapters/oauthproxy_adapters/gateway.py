@@ -70,7 +70,7 @@ import httpx
 
 from oauthproxy_core.handlers.bearer import Principal
 
-from .asgi import MCP_CORS, Receive, Scope, Send, principal_from_scope
+from .asgi import MCP_CORS, ClientDisconnected, Receive, Scope, Send, principal_from_scope
 
 __all__ = ["IDENTITY_HEADER_PREFIX", "Gateway", "identity_headers"]
 
@@ -266,7 +266,9 @@ class Gateway:
             forwarded_for = f"{forwarded_for}, {client[0]}" if forwarded_for else str(client[0])
         extra: list[tuple[str, str]] = []
         if forwarded_for:
-            extra.append(("X-Forwarded-For", forwarded_for))
+            # The client's own X-Forwarded-For may carry obs-text (bytes 0x80-0xFF, which HTTP/1.1
+            # lets through): encoded like every value the gateway sets, never sent raw.
+            extra.append(("X-Forwarded-For", _header_value(forwarded_for)))
         if host:
             extra.append(("X-Forwarded-Host", _header_value(host)))
         extra.append(("X-Forwarded-Proto", "https" if scope.get("scheme") == "https" else "http"))
@@ -307,6 +309,8 @@ class Gateway:
         except (TimeoutError, httpx.TimeoutException):
             await _send_json(send, *_GATEWAY_TIMEOUT)
             return
+        except ClientDisconnected:
+            return  # the client went away before its body was complete: nobody to answer
         except httpx.HTTPError as exc:
             log.warning("gateway: upstream %s unreachable (%s)", target, exc.__class__.__name__)
             await _send_json(send, *_BAD_GATEWAY)
@@ -382,7 +386,9 @@ async def _request_body(receive: Receive, done: asyncio.Event) -> AsyncIterator[
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                # A truncated body must not reach the MCP server as if complete (with its declared
+                # Content-Length, h11 refuses to end it short: that escaped as an exception).
+                raise ClientDisconnected
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk

@@ -228,6 +228,9 @@ class _Connection:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_header_bytes)
         peer = writer.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        #: The request being answered is a HEAD: h11 frames its answer without a body, whatever
+        #: answer it is (a refusal too), and refuses body bytes.
+        self._head = False
 
     async def run(self) -> None:
         linger = False
@@ -247,6 +250,7 @@ class _Connection:
     # -- one request/response cycle ------------------------------------------------------------
     async def _cycle(self) -> tuple[bool, bool]:
         """Serve one request. Returns (keep the connection, linger when closing)."""
+        self._head = False
         if not await self._await_request_start():
             return False, False
         try:
@@ -254,6 +258,7 @@ class _Connection:
                 event = await self._next_event()
                 if not isinstance(event, h11.Request):
                     return False, False  # a clean close between requests
+                self._head = event.method == b"HEAD"
                 refusal = self._refuse_head(event)
                 if refusal is not None:
                     await self._send(refusal, close=True)
@@ -268,7 +273,13 @@ class _Connection:
         if body is None:
             await self._send(TOO_LARGE, close=True)
             return False, True
-        request = self._core_request(event, body)
+        try:
+            request = self._core_request(event, body)
+        except ValueError:
+            # An absolute-form target whose authority ``urlsplit`` refuses ("http://[/x"): h11
+            # accepts any visible characters there, so this is malformed HTTP, answered like it.
+            await self._send(_error(400), close=True)
+            return False, True
         response = await self._dispatch(request)
         await self._send(response, head=request.method == "HEAD")
         if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
@@ -396,7 +407,7 @@ class _Connection:
             )
             or b""
         )
-        if resp.body and not (head or no_body):
+        if resp.body and not (head or self._head or no_body):
             out += self.conn.send(h11.Data(data=resp.body)) or b""
         out += self.conn.send(h11.EndOfMessage()) or b""
         self.writer.write(bytes(out))

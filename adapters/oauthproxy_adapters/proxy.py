@@ -4,25 +4,35 @@ Every framework adapter (ASGI, WSGI, the h11 server, the gateway, the `mcp` SDK 
 these and nothing else; none repeats protocol logic. They also offer the resource-server side:
 bearer verification (with a small verified-token cache that skips only the signature check, never the
 revocation look-up) and the user's upstream access token.
+
+The cache also receives the access token of every successful response of the proxy's own token
+endpoint, read with ``tokens.own_token_claims`` (same claim checks, no signature check: the token was
+signed in this process a moment ago), so that the first request made with a fresh token costs no
+ES256 verification either.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from oauthproxy_core import AuthorizationServer, Keyring, ProxyConfig, Request, Response
 from oauthproxy_core.errors import InvalidTokenError, OAuthError
 from oauthproxy_core.handlers.bearer import Challenge, Principal, authorize_claims, challenge
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_token
-from oauthproxy_core.tokens import AccessClaims, verify_access_token
+from oauthproxy_core.tokens import AccessClaims, own_token_claims, verify_access_token
 
 from .audit import observe as audit_observe
-from .driver import AsyncHttp, SyncHttp, run, run_async
+from .driver import AsyncHttp, Observer, SyncHttp, run, run_async
 from .stores.base import AsyncStore, SyncStore
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 Clock = Callable[[], float]
 
@@ -59,6 +69,7 @@ class _Base:
         random: Callable[[int], bytes] = os.urandom,
         token_cache: bool = True,
         audit: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.keys = keys
@@ -66,14 +77,46 @@ class _Base:
         self.clock = clock
         self.random = random
         self.cache = TokenCache() if token_cache else None
+        self._token_path = urlsplit(config.token_endpoint).path
         #: Emits ``oauthproxy.audit`` events (audit.py) when that logger is enabled for INFO.
-        self.observe = audit_observe if audit else None
+        self.observe: Observer | None = audit_observe if audit else None
+        #: Optional Prometheus metrics (metrics.py): the observer then also counts transitions,
+        #: and the store and HTTP client given to the subclass are timed.
+        self.metrics = metrics
+        self._endpoint: Callable[[str], str | None] | None = None
+        if metrics is not None:
+            self.observe = metrics.observer(audit_log=audit)
+            self._endpoint = metrics.endpoint_names(self.server)
+
+    def _count(self, path: str, resp: Response) -> None:
+        if self.metrics is not None and self._endpoint is not None:
+            endpoint = self._endpoint(path)
+            if endpoint is not None:
+                self.metrics.count_response(endpoint, resp)
+
+    def _count_challenge(self, verdict: Principal | Challenge) -> None:
+        if self.metrics is not None and isinstance(verdict, Challenge) and verdict.error:
+            self.metrics.count_error("resource", verdict.error)
 
     def now(self) -> int:
         return int(self.clock())
 
     def handles(self, path: str) -> bool:
         return self.server.handles(path)
+
+    def _remember_issued(self, req: Request, resp: Response) -> None:
+        """Cache the claims of the access token our own token endpoint has just issued."""
+        if self.cache is None or resp.status != 200 or req.path != self._token_path:
+            return
+        try:
+            token = json.loads(resp.body)["access_token"]
+            if not isinstance(token, str):
+                return
+            ctx = self.server.context(now=self.now(), random=self.random)
+            claims = own_token_claims(ctx, token, audience=self.config.resource)
+        except (ValueError, KeyError, TypeError, InvalidTokenError):
+            return  # not a token response of ours for this resource: nothing to cache
+        self.cache.put(token, claims)
 
     def _verify_signature(self, authorization: str | None) -> AccessClaims | Challenge:
         ctx = self.server.context(now=self.now(), random=self.random)
@@ -123,10 +166,17 @@ class Proxy(_Base):
         super().__init__(config, keys, **kw)
         self.store = store
         self.http = http
+        if self.metrics is not None:
+            self.store = self.metrics.instrument_store(store)
+            self.http = self.metrics.instrument_http(http, config, is_async=False)
 
     def handle(self, req: Request) -> Response:
         gen = self.server.handle(req, now=self.now(), random=self.random)
-        return run(gen, self.store, self.http, self.observe)
+        resp = run(gen, self.store, self.http, self.observe)
+        self._remember_issued(req, resp)
+        if self.metrics is not None:
+            self._count(req.path, resp)
+        return resp
 
     def verify(
         self, authorization: str | None, required_scopes: Sequence[str] = ()
@@ -134,8 +184,11 @@ class Proxy(_Base):
         ctx = self.server.context(now=self.now(), random=self.random)
         verdict = self._verify_signature(authorization)
         if isinstance(verdict, Challenge):
+            self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
-        return run(authorize_claims(verdict, ctx, required_scopes), self.store)
+        result = run(authorize_claims(verdict, ctx, required_scopes), self.store)
+        self._count_challenge(result)
+        return result
 
     def upstream_token(self, principal: Principal) -> UpstreamAccess:
         """The user's upstream access token (refreshed when expired). Raises ``OAuthError``."""
@@ -152,10 +205,17 @@ class AsyncProxy(_Base):
         super().__init__(config, keys, **kw)
         self.store = store
         self.http = http
+        if self.metrics is not None:
+            self.store = self.metrics.instrument_store(store)
+            self.http = self.metrics.instrument_http(http, config, is_async=True)
 
     async def handle(self, req: Request) -> Response:
         gen = self.server.handle(req, now=self.now(), random=self.random)
-        return await run_async(gen, self.store, self.http, self.observe)
+        resp = await run_async(gen, self.store, self.http, self.observe)
+        self._remember_issued(req, resp)
+        if self.metrics is not None:
+            self._count(req.path, resp)
+        return resp
 
     async def verify(
         self, authorization: str | None, required_scopes: Sequence[str] = ()
@@ -163,8 +223,11 @@ class AsyncProxy(_Base):
         ctx = self.server.context(now=self.now(), random=self.random)
         verdict = self._verify_signature(authorization)
         if isinstance(verdict, Challenge):
+            self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
-        return await run_async(authorize_claims(verdict, ctx, required_scopes), self.store)
+        result = await run_async(authorize_claims(verdict, ctx, required_scopes), self.store)
+        self._count_challenge(result)
+        return result
 
     async def upstream_token(self, principal: Principal) -> UpstreamAccess:
         ctx = self.server.context(now=self.now(), random=self.random)

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from .. import persistence
-from ..bounds import take_slot
+from ..bounds import Slot, take_slots
 from ..cimd import looks_like_cimd
 from ..client_lookup import load_client
 from ..config import Context
@@ -85,15 +85,19 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
     ttl = tx.expires_at - ctx.now
     b, window = ctx.config.bounds, ctx.config.lifetimes.transaction
     try:
-        yield from take_slot(
-            "authorize",
-            client.client_id,
-            limit=b.authorizations_per_client,
-            window=window,
+        # Per address first: one address alone cannot use up a shared client's slots (bounds.py).
+        yield from take_slots(
+            (
+                Slot(
+                    "authorize-address",
+                    req.remote_addr or "-",
+                    b.authorizations_per_address,
+                    window,
+                ),
+                Slot("authorize", client.client_id, b.authorizations_per_client, window),
+                Slot("authorize", "*", b.authorizations_total, window),
+            ),
             now=ctx.now,
-        )
-        yield from take_slot(
-            "authorize", "*", limit=b.authorizations_total, window=window, now=ctx.now
         )
     except OAuthError as err:
         # RFC 6749 §4.1.2.1 temporarily_unavailable, sent to the validated redirect URI.

@@ -109,6 +109,7 @@ def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         extra_headers=(cookie,),
         verified_host=document_host(client.client_id) if cimd else None,
         localhost_warning=cimd and all_loopback_redirects(client.redirect_uris),
+        theme=ctx.config.consent_theme,
     )
 
 

@@ -25,7 +25,8 @@ from collections.abc import Generator
 from typing import Any
 
 from .. import persistence
-from ..bounds import take_slot
+from ..bounds import Slot, take_slots
+from ..client_lookup import registration_expires_at
 from ..client_metadata import validate_client_metadata
 from ..config import Context
 from ..crypto import digest, equal, new_secret
@@ -51,14 +52,13 @@ def register_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     meta = validate_client_metadata(raw, supported_scopes=ctx.config.scopes_supported)
     b = ctx.config.bounds
     window = b.registration_window
-    yield from take_slot(
-        "register",
-        req.remote_addr or "-",
-        limit=b.registrations_per_address,
-        window=window,
+    yield from take_slots(
+        (
+            Slot("register", req.remote_addr or "-", b.registrations_per_address, window),
+            Slot("register", "*", b.registrations_total, window),
+        ),
         now=ctx.now,
     )
-    yield from take_slot("register", "*", limit=b.registrations_total, window=window, now=ctx.now)
     client_id = new_secret(ctx.random, 16)
     secret: str | None = None
     if meta.token_endpoint_auth_method != "none":
@@ -84,7 +84,7 @@ def register_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     )
     if not created:  # 128 random bits collided: treat as an internal fault, not a client error
         raise ServerError("could not allocate a client id")
-    body = _client_body(ctx, client)
+    body = _client_body(ctx, client, echo)
     if secret is not None:
         body["client_secret"] = secret
         body["client_secret_expires_at"] = 0
@@ -92,8 +92,15 @@ def register_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     return json_response(201, body, extra_headers=CORS)
 
 
-def _client_body(ctx: Context, client: Client) -> dict[str, Any]:
-    body: dict[str, Any] = {name: json.loads(value) for name, value in client.metadata}
+def _client_body(
+    ctx: Context, client: Client, echo: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    # ``echo`` is what ``client.metadata`` encodes, when the caller still has it (no re-decoding).
+    body: dict[str, Any] = (
+        dict(echo)
+        if echo is not None
+        else {name: json.loads(value) for name, value in client.metadata}
+    )
     body["client_id"] = client.client_id
     body["client_id_issued_at"] = client.issued_at
     body["registration_client_uri"] = registration_client_uri(ctx, client.client_id)
@@ -173,7 +180,7 @@ def _update(req: Request, ctx: Context, client: Client) -> Generator[Any, Any, R
         new_secret_value = new_secret(ctx.random, 32)
         secret_hash = digest(new_secret_value)
     echo = meta.to_json_dict()
-    ttl = client.issued_at + ctx.config.lifetimes.client - ctx.now
+    ttl = registration_expires_at(client, ctx.config.lifetimes.client) - ctx.now
     updated = yield from persistence.replace(
         "client",
         client.client_id,

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import grants, persistence
 from ..client_auth import authenticate_client
+from ..client_lookup import touch_client
 from ..config import Context
 from ..crypto import UnsealError, digest, equal, unseal
 from ..errors import (
@@ -51,6 +52,8 @@ def token_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         body = yield from _redeem_code(ctx, client, form)
     else:
         body = yield from _refresh(ctx, client, form)
+    # SECURITY.md 28: a registration in use is renewed; only an unused one expires.
+    yield from touch_client(client, ctx)
     return json_response(200, body, extra_headers=CORS)
 
 

@@ -12,7 +12,12 @@ GitHub is plain OAuth 2.0 with quirks (INTEROP.md, "Upstream providers: the quir
   (6 months), and ignore ``scope`` (the App's permissions apply);
 - the scopes a token really carries come back in the ``X-OAuth-Scopes`` header of ``GET /user``;
 - GitHub Enterprise Server lives at ``https://<host>/login/oauth/...`` with its API under
-  ``https://<host>/api/v3``.
+  ``https://<host>/api/v3``;
+- since April 2026 github.com adds RFC 9207 ``iss=https://github.com/login/oauth`` to its redirects
+  back (its documented OAuth issuer). The profile expects exactly that value, derived from the
+  authorize URL (``<web>/login/oauth``, so GitHub Enterprise gets its own host), and still accepts
+  callbacks without ``iss`` (older Enterprise servers). With no issuer configured, every callback
+  carrying ``iss`` would be refused as a mix-up (RFC 9207 §2.4), i.e. every GitHub sign-in.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "GITHUB_CLAIMS",
     "GITHUB_TOKEN_URL",
     "github_app_profile",
+    "github_issuer",
     "github_profile",
 ]
 
@@ -35,6 +41,16 @@ GITHUB_AUTHORIZE_URL = "https://github.com/login/oauth/authorize"
 GITHUB_TOKEN_URL = "https://github.com/login/oauth/access_token"
 GITHUB_API_BASE_URL = "https://api.github.com"
 GITHUB_CLAIMS = (("login", "login"), ("email", "email"), ("name", "name"))
+_AUTHORIZE_SUFFIX = "/login/oauth/authorize"
+
+
+def github_issuer(authorize_url: str) -> str | None:
+    """The RFC 9207 ``iss`` GitHub sends for ``authorize_url`` (``<web>/login/oauth``), or ``None``
+    when the URL is not GitHub-shaped (then no issuer is assumed)."""
+    base, _, query = authorize_url.partition("?")
+    if query or not base.endswith(_AUTHORIZE_SUFFIX):
+        return None
+    return base.removesuffix("/authorize")
 
 
 def github_profile(
@@ -50,7 +66,8 @@ def github_profile(
     **fields: Any,
 ) -> UpstreamProfile:
     """A GitHub OAuth App. ``enterprise_host`` (``github.example.com``) selects GitHub Enterprise
-    Server; explicit URLs win over both defaults. Further ``UpstreamProfile`` fields pass through.
+    Server; explicit URLs win over both defaults. Further ``UpstreamProfile`` fields pass through
+    (``issuer`` overrides the one derived from the authorize URL; ``None`` accepts no ``iss``).
     """
     if enterprise_host is not None:
         web = f"https://{enterprise_host}"
@@ -64,9 +81,11 @@ def github_profile(
             GITHUB_TOKEN_URL,
         )
     api = (api_base_url or default_api).rstrip("/")
+    authorize = authorize_url or default_authorize
     values: dict[str, Any] = {
         "name": "github",
-        "authorize_url": authorize_url or default_authorize,
+        "issuer": github_issuer(authorize),
+        "authorize_url": authorize,
         "token_url": token_url or default_token,
         "userinfo_url": userinfo_url or api + "/user",
         "client_id": client_id,

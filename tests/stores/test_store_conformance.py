@@ -673,6 +673,129 @@ def test_async_sqlite_sees_sync_writes(tmp_path: Path) -> None:
     sync.close()
 
 
+def _pool_calls(s: AsyncSQLiteStore) -> list[str]:
+    calls: list[str] = []
+    run = s._run
+
+    async def counting(fn: Callable[..., Any], *args: Any) -> Any:
+        calls.append(fn.__name__)
+        return await run(fn, *args)
+
+    s._run = counting  # type: ignore[method-assign]
+    return calls
+
+
+def test_async_sqlite_runs_small_statements_on_the_loop(tmp_path: Path) -> None:
+    # synchronous=normal: reads and writes need no fsync, so no thread hop at all.
+    async def main() -> list[str]:
+        s = AsyncSQLiteStore(str(tmp_path / "state.db"))
+        calls = _pool_calls(s)
+        try:
+            await s.put("tx", "k", b"v", 1, 60)
+            assert await s.compare_and_set("tx", "k", 1, b"w", 60)
+            assert await s.get("tx", "k") == Stored(value=b"w", version=2)
+            assert await s.take("tx", "k") == Stored(value=b"w", version=2)
+            await s.delete("tx", "k")
+        finally:
+            await s.close()
+        return calls
+
+    assert asyncio.run(main()) == []
+
+
+def test_async_sqlite_full_sync_writes_on_the_pool(tmp_path: Path) -> None:
+    # synchronous=full: every commit fsyncs, which must not block the event loop.
+    async def main() -> list[str]:
+        s = AsyncSQLiteStore(str(tmp_path / "state.db"), synchronous="full")
+        calls = _pool_calls(s)
+        try:
+            await s.put("tx", "k", b"v", 1, 60)
+            assert await s.get("tx", "k") == Stored(value=b"v", version=1)
+            assert await s.compare_and_set("tx", "k", 1, b"w", 60)
+            assert await s.take("tx", "k") == Stored(value=b"w", version=2)
+        finally:
+            await s.close()
+        return calls
+
+    assert asyncio.run(main()) == ["put", "compare_and_set", "take"]
+
+
+def test_async_sqlite_never_waits_for_a_lock_on_the_loop(tmp_path: Path) -> None:
+    # Another connection (another process, in production) holds the write lock: the loop's
+    # statement fails at once without changing anything and is run again on the pool, which waits.
+    path = str(tmp_path / "state.db")
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    async def main() -> tuple[list[str], float, Stored | None]:
+        s = AsyncSQLiteStore(path)
+        calls = _pool_calls(s)
+        try:
+            await s.put("code", "k", b"v", 1, 60)
+            locker.execute("BEGIN IMMEDIATE")
+            threading.Timer(0.2, lambda: locker.execute("COMMIT")).start()
+            loop = asyncio.get_running_loop()
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            t = loop.create_task(ticker())
+            started = time.perf_counter()
+            taken = await s.take("code", "k")
+            waited = time.perf_counter() - started
+            t.cancel()
+            assert ticks >= 5  # the loop kept running while the pool waited for the lock
+            return calls, waited, taken
+        finally:
+            await s.close()
+
+    calls, waited, taken = asyncio.run(main())
+    locker.close()
+    assert calls == ["take"]
+    assert waited >= 0.15
+    assert taken == Stored(value=b"v", version=1)
+
+
+def test_async_sqlite_maintains_the_file_from_the_pool(tmp_path: Path) -> None:
+    # The loop's connection neither purges nor checkpoints; every INLINE_MAINTENANCE_EVERY inline
+    # writes the pool does both.
+    path = str(tmp_path / "state.db")
+    now = [1000.0]
+    every = sqlite_module.INLINE_MAINTENANCE_EVERY
+
+    async def main() -> list[str]:
+        s = AsyncSQLiteStore(path, clock=lambda: now[0])
+        ran: list[str] = []
+        maintain = s._maintain
+
+        def spy() -> None:
+            ran.append("maintain")
+            maintain()
+
+        s._maintain = spy  # type: ignore[method-assign]
+        try:
+            for i in range(every):
+                await s.put("tx", f"old{i}", b"v", 1, 1)
+            await asyncio.sleep(0.2)  # let that run finish (nothing has expired yet)
+            now[0] = 2000.0
+            for i in range(every):
+                await s.put("tx", f"new{i}", b"v", 1, 60)
+        finally:
+            await s.close()  # waits for the second run
+        return ran
+
+    assert asyncio.run(main()) == ["maintain", "maintain"]
+    raw = sqlite3.connect(path)
+    try:
+        # The second run purged the expired rows (at most one batch of them).
+        assert raw.execute("SELECT count(*) FROM records").fetchone()[0] == every
+    finally:
+        raw.close()
+
+
 # -- Redis ----------------------------------------------------------------------------------------
 
 

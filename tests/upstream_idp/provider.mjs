@@ -22,6 +22,37 @@
 //   IDP_DENY               "1" makes every authorization request end in access_denied
 //   IDP_WATCH_STDIN        "1" exits when stdin reaches EOF (parent process went away)
 //   IDP_DEBUG              "1" logs provider events to stderr
+//   IDP_PROFILE            which upstream this provider plays (default "oidc"):
+//                            oidc    plain OpenID Connect (Google-shaped: discovery, JWKS, nonce);
+//                            github  a GitHub-shaped shim in front of it (see "GitHub shim" below);
+//                            jwt     OIDC whose access tokens are RFC 9068 JWTs for one API
+//                                    (RFC 8707 resource indicators), signed with the rotating key
+//   IDP_KEY_ID             kid of the signing key (default idp-test-rs256): a restart with another
+//                          kid on the same port is a key rotation as a relying party sees it
+//   IDP_API_RESOURCE       jwt profile: the API's resource indicator (default https://api.upstream.test)
+//   IDP_GITHUB_APP         github profile: "1" behaves like a GitHub App (expiring user tokens with
+//                          expires_in, a refresh_token and refresh_token_expires_in)
+//
+// GitHub shim (IDP_PROFILE=github), the quirks oauthproxy's github profile relies on:
+//   GET  /login/oauth/authorize     the GitHub authorize URL; the redirect back carries RFC 9207
+//                                   `iss=<issuer>/login/oauth` as github.com's does since 2026
+//                                   (github_iss=0 omits it, like older GitHub Enterprise servers)
+//   POST /login/oauth/access_token  JSON only with `Accept: application/json`, form-encoded otherwise;
+//                                   failures are HTTP 200 with `error` (bad_verification_code,
+//                                   bad_refresh_token, incorrect_client_credentials); `scope` uses
+//                                   commas; an OAuth App gets neither refresh_token nor expires_in
+//   GET  /api/v3/user, GET /user    {id, login, name, email} for `Authorization: Bearer|token <t>`,
+//                                   with X-OAuth-Scopes; 401 {"message": "Bad credentials"} otherwise
+//
+// Test controls (loopback only, no authentication: never run this outside tests):
+//   GET  /_test/log                 what the provider saw: authorization requests (parameter names,
+//                                   prompt, scope), token requests (grant_type, Accept, response
+//                                   format, access token format and kid), JWKS, userinfo and /user
+//                                   calls; never a token, code or secret
+//   POST /_test/settings?deny=1|0&token_format=auto|form|json&github_iss=1|0
+//                                   deny: end every authorization in access_denied;
+//                                   token_format: the github shim's answer format (auto honours Accept);
+//                                   github_iss: whether the github shim sends `iss`
 //
 // On success a single JSON line is written to stdout:
 //   {"ready": true, "issuer": ..., "authorization_endpoint": ..., "token_endpoint": ...,
@@ -31,7 +62,7 @@ import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import process from 'node:process';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const HOST = '127.0.0.1';
 
@@ -69,8 +100,27 @@ if (!['client_secret_post', 'client_secret_basic'].includes(TOKEN_AUTH_METHOD)) 
 const ACCESS_TTL = intFromEnv('IDP_ACCESS_TTL', 3600);
 const REFRESH_TTL = intFromEnv('IDP_REFRESH_TTL', 14 * 24 * 60 * 60);
 const CLOCK_TOLERANCE = intFromEnv('IDP_CLOCK_TOLERANCE', 0);
-const DENY = process.env.IDP_DENY === '1';
 const DEBUG = process.env.IDP_DEBUG === '1';
+const PROFILE = process.env.IDP_PROFILE || 'oidc';
+if (!['oidc', 'github', 'jwt'].includes(PROFILE)) fail(`IDP_PROFILE must be oidc, github or jwt, got ${PROFILE}`);
+const KEY_ID = process.env.IDP_KEY_ID || 'idp-test-rs256';
+const API_RESOURCE = process.env.IDP_API_RESOURCE || 'https://api.upstream.test';
+const API_SCOPES = 'api:read api:write';
+const GITHUB_APP = process.env.IDP_GITHUB_APP === '1';
+// GitHub's identity for the one account: a numeric id (the stable subject) and a login.
+const GITHUB_USER = { login: 'tester', id: 4242, name: 'Test User', email: 'test@example.com', type: 'User' };
+
+// Mutable at run time through POST /_test/settings.
+const settings = {
+  deny: process.env.IDP_DENY === '1',
+  tokenFormat: 'auto',
+  githubIss: true,
+};
+// What the provider saw (GET /_test/log). Never holds a token, a code or a secret.
+const seen = [];
+function note(entry) {
+  if (seen.length < 1000) seen.push({ at: Date.now(), ...entry });
+}
 
 // The one and only account.
 const ACCOUNT_ID = 'testuser';
@@ -85,7 +135,7 @@ const ACCOUNT_CLAIMS = {
 function buildConfiguration() {
   // Fresh signing key per process: nothing here is meant to outlive a test run.
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'idp-test-rs256', use: 'sig', alg: 'RS256' };
+  const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: KEY_ID, use: 'sig', alg: 'RS256' };
 
   return {
     clients: [
@@ -114,6 +164,7 @@ function buildConfiguration() {
       registration: { enabled: false },
       userinfo: { enabled: true },
       revocation: { enabled: true },
+      resourceIndicators: PROFILE === 'jwt' ? jwtResourceIndicators() : { enabled: true },
     },
     // RFC 7636 is mandatory for every request; oidc-provider v9 only implements S256.
     pkce: { required: () => true },
@@ -141,6 +192,26 @@ function buildConfiguration() {
     renderError: async (ctx, out) => {
       ctx.type = 'json';
       ctx.body = out;
+    },
+  };
+}
+
+// RFC 8707 + RFC 9068 for the jwt profile: every authorization is for the one API (the default
+// resource), and its access tokens are JWTs signed with the provider's current key.
+function jwtResourceIndicators() {
+  return {
+    enabled: true,
+    defaultResource: async () => API_RESOURCE,
+    useGrantedResource: async () => true,
+    getResourceServerInfo: async (_ctx, indicator) => {
+      if (indicator !== API_RESOURCE) throw new errors.InvalidTarget();
+      return {
+        scope: API_SCOPES,
+        audience: API_RESOURCE,
+        accessTokenTTL: ACCESS_TTL,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      };
     },
   };
 }
@@ -187,7 +258,7 @@ async function handleInteraction(provider, req, res, uid) {
   }
 
   let result;
-  if (DENY) {
+  if (settings.deny) {
     result = { error: 'access_denied', error_description: 'the test user declined the request' };
   } else if (interaction.prompt.name === 'login') {
     result = { login: { accountId: ACCOUNT_ID, amr: ['pwd'] } };
@@ -198,6 +269,200 @@ async function handleInteraction(provider, req, res, uid) {
   }
   if (DEBUG) process.stderr.write(`upstream-idp: interaction ${uid} ${interaction.prompt.name} -> ${Object.keys(result)[0]}\n`);
   await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
+}
+
+// --- what the provider saw, and the test controls ------------------------
+
+function readBody(req, limit = 64 * 1024) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new Error('body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function jwtHeader(token) {
+  const parts = typeof token === 'string' ? token.split('.') : [];
+  if (parts.length !== 3) return undefined;
+  try {
+    return JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function authScheme(req) {
+  const header = req.headers.authorization;
+  return header ? header.split(' ', 1)[0] : undefined;
+}
+
+// Logged before dispatch: names and harmless values only.
+function noteRequest(req, url) {
+  const path = url.pathname;
+  const q = url.searchParams;
+  if (path === '/auth' || path === '/login/oauth/authorize') {
+    note({
+      kind: 'authorize',
+      path,
+      params: [...new Set(q.keys())].sort(),
+      scope: q.get('scope'),
+      prompt: q.get('prompt'),
+      access_type: q.get('access_type'),
+      code_challenge_method: q.get('code_challenge_method'),
+    });
+  } else if (path === '/jwks') {
+    note({ kind: 'jwks' });
+  } else if (path === '/me') {
+    note({ kind: 'userinfo', auth_scheme: authScheme(req) });
+  }
+}
+
+// Koa middleware inside oidc-provider: the token endpoint's answers (format and kid only), and the
+// github profile's RFC 9207 `iss` on the redirect back to the client (GitHub's value, or none).
+function observe(redirectUris, issuer) {
+  return async (ctx, next) => {
+    await next();
+    if (ctx.path === '/token' && ctx.method === 'POST') {
+      const body = ctx.body && typeof ctx.body === 'object' ? ctx.body : {};
+      const header = jwtHeader(body.access_token);
+      note({
+        kind: 'token',
+        grant_type: ctx.oidc?.params?.grant_type ?? null,
+        status: ctx.status,
+        error: body.error ?? null,
+        access_token_format: body.access_token ? (header ? 'jwt' : 'opaque') : null,
+        access_token_kid: header?.kid ?? null,
+        id_token_kid: jwtHeader(body.id_token)?.kid ?? null,
+        refresh_token: Boolean(body.refresh_token),
+        shim: ctx.get('x-github-shim') === '1',
+      });
+    }
+    if (PROFILE === 'github' && ctx.status >= 300 && ctx.status < 400) {
+      const location = ctx.response.get('location');
+      if (location && redirectUris.some((uri) => location.startsWith(`${uri}?`))) {
+        const target = new URL(location);
+        if (target.searchParams.has('iss')) {
+          if (settings.githubIss) target.searchParams.set('iss', `${issuer}/login/oauth`);
+          else target.searchParams.delete('iss');
+        }
+        note({ kind: 'github_callback', iss: target.searchParams.get('iss') });
+        ctx.redirect(target.href);
+      }
+    }
+  };
+}
+
+async function handleTestControl(req, res, url) {
+  if (url.pathname === '/_test/log' && req.method === 'GET') {
+    sendJson(res, 200, { settings, seen });
+    return;
+  }
+  if (url.pathname === '/_test/settings' && req.method === 'POST') {
+    const deny = url.searchParams.get('deny');
+    if (deny !== null) settings.deny = deny === '1';
+    const githubIss = url.searchParams.get('github_iss');
+    if (githubIss !== null) settings.githubIss = githubIss === '1';
+    const format = url.searchParams.get('token_format');
+    if (format !== null) {
+      if (!['auto', 'form', 'json'].includes(format)) {
+        sendJson(res, 400, { error: 'invalid_request' });
+        return;
+      }
+      settings.tokenFormat = format;
+    }
+    sendJson(res, 200, { settings });
+    return;
+  }
+  sendJson(res, 404, { error: 'not_found' });
+}
+
+// --- GitHub shim ----------------------------------------------------------
+
+// The scope the proxy asked for at /login/oauth/authorize, reported back as GitHub does
+// (comma-separated in the token response, ", "-separated in X-OAuth-Scopes).
+let githubRequestedScope = '';
+
+function githubAuthorize(res, url, issuer) {
+  const params = new URLSearchParams(url.searchParams);
+  githubRequestedScope = (params.get('scope') ?? '').split(/[ ,]+/).filter(Boolean).join(',');
+  // oidc-provider needs OIDC scopes to log the user in; GitHub's own scopes are only echoed back.
+  params.set('scope', GITHUB_APP ? 'openid offline_access' : 'openid');
+  if (GITHUB_APP) params.set('prompt', 'consent');
+  res.statusCode = 302;
+  res.setHeader('Location', `${issuer}/auth?${params}`);
+  res.setHeader('Cache-Control', 'no-store');
+  res.end();
+}
+
+function sendGithubToken(req, res, body) {
+  const wantsJson = (req.headers.accept ?? '').toLowerCase().includes('application/json');
+  const json = settings.tokenFormat === 'json' || (settings.tokenFormat === 'auto' && wantsJson);
+  note({ kind: 'github_token_answer', accept: req.headers.accept ?? null, format: json ? 'json' : 'form', error: body.error ?? null });
+  // GitHub answers 200 even for errors.
+  if (json) {
+    sendJson(res, 200, body);
+    return;
+  }
+  const payload = new URLSearchParams(Object.entries(body).map(([k, v]) => [k, String(v)])).toString();
+  res.statusCode = 200;
+  res.setHeader('Content-Type', 'application/x-www-form-urlencoded; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(payload));
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(payload);
+}
+
+async function githubToken(req, res, issuer) {
+  const raw = await readBody(req);
+  const form = new URLSearchParams(raw);
+  const grantType = form.get('grant_type');
+  const headers = { 'content-type': 'application/x-www-form-urlencoded', 'x-github-shim': '1' };
+  if (req.headers.authorization) headers.authorization = req.headers.authorization;
+  const upstream = await fetch(`${issuer}/token`, { method: 'POST', headers, body: raw });
+  const answer = await upstream.json();
+  if (answer.error) {
+    let error = answer.error;
+    if (error === 'invalid_grant') error = grantType === 'refresh_token' ? 'bad_refresh_token' : 'bad_verification_code';
+    if (error === 'invalid_client') error = 'incorrect_client_credentials';
+    sendGithubToken(req, res, {
+      error,
+      error_description: 'The code passed is incorrect or expired.',
+      error_uri: 'https://docs.github.com/apps/troubleshooting',
+    });
+    return;
+  }
+  const body = { access_token: answer.access_token, token_type: 'bearer', scope: githubRequestedScope };
+  if (GITHUB_APP) {
+    body.expires_in = answer.expires_in;
+    if (answer.refresh_token) {
+      body.refresh_token = answer.refresh_token;
+      body.refresh_token_expires_in = REFRESH_TTL;
+    }
+  }
+  sendGithubToken(req, res, body);
+}
+
+async function githubUser(provider, req, res) {
+  const header = req.headers.authorization ?? '';
+  const match = /^(?:Bearer|token) (\S+)$/i.exec(header);
+  const token = match ? await provider.AccessToken.find(match[1]) : undefined;
+  note({ kind: 'github_user', auth_scheme: authScheme(req), accept: req.headers.accept ?? null, valid: Boolean(token) });
+  if (!token) {
+    sendJson(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest' });
+    return;
+  }
+  res.setHeader('X-OAuth-Scopes', githubRequestedScope.split(',').filter(Boolean).join(', '));
+  res.setHeader('X-Accepted-OAuth-Scopes', '');
+  sendJson(res, 200, { ...GITHUB_USER });
 }
 
 // --- server ---------------------------------------------------------------
@@ -234,15 +499,37 @@ server.listen(requestedPort, HOST, async () => {
     }
   }
 
+  provider.use(observe(redirectUris, issuer));
   const providerCallback = provider.callback();
   server.on('request', (req, res) => {
-    const match = req.method === 'GET' ? INTERACTION_PATH.exec(new URL(req.url, issuer).pathname) : null;
+    const url = new URL(req.url, issuer);
+    const failed = (what) => (err) => {
+      process.stderr.write(`upstream-idp: ${what} failure ${err?.stack ?? err}\n`);
+      if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
+      else res.destroy();
+    };
+    noteRequest(req, url);
+    if (url.pathname.startsWith('/_test/')) {
+      handleTestControl(req, res, url).catch(failed('test control'));
+      return;
+    }
+    if (PROFILE === 'github') {
+      if (url.pathname === '/login/oauth/authorize' && req.method === 'GET') {
+        githubAuthorize(res, url, issuer);
+        return;
+      }
+      if (url.pathname === '/login/oauth/access_token' && req.method === 'POST') {
+        githubToken(req, res, issuer).catch(failed('github token'));
+        return;
+      }
+      if ((url.pathname === '/api/v3/user' || url.pathname === '/user') && req.method === 'GET') {
+        githubUser(provider, req, res).catch(failed('github user'));
+        return;
+      }
+    }
+    const match = req.method === 'GET' ? INTERACTION_PATH.exec(url.pathname) : null;
     if (match) {
-      handleInteraction(provider, req, res, match[1]).catch((err) => {
-        process.stderr.write(`upstream-idp: interaction failure ${err?.stack ?? err}\n`);
-        if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
-        else res.destroy();
-      });
+      handleInteraction(provider, req, res, match[1]).catch(failed('interaction'));
       return;
     }
     providerCallback(req, res);
@@ -273,7 +560,10 @@ server.listen(requestedPort, HOST, async () => {
       client_id: CLIENT_ID,
       token_endpoint_auth_method: TOKEN_AUTH_METHOD,
       access_token_ttl: ACCESS_TTL,
-      deny: DENY,
+      deny: settings.deny,
+      profile: PROFILE,
+      kid: KEY_ID,
+      api_resource: PROFILE === 'jwt' ? API_RESOURCE : undefined,
     })}\n`,
   );
 });

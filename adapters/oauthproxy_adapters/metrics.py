@@ -1,0 +1,469 @@
+"""Prometheus metrics for the proxy (optional: the ``metrics`` extra, ``prometheus-client``).
+
+Off unless asked for. ``oauthproxy serve`` exposes them at ``GET /metrics`` with ``[metrics]
+enabled = true`` in ``proxy.toml`` (optionally behind a bearer token: ``bearer_token_env``). An
+embedder builds one ``Metrics``, hands it to ``Proxy``/``AsyncProxy`` (``metrics=``) and mounts
+``metrics.asgi_app()`` (or serves ``metrics.exposition()``) wherever its own operators can reach it.
+
+``/metrics`` is operational data about every client of the proxy (how many flows, which errors):
+do not publish it on the internet. Set a token, or keep the path unreachable from outside (block it
+at the reverse proxy, or serve ``metrics.asgi_app()`` on a separate, private listener).
+
+The series, all with bounded labels (no client id, no subject, no path or value taken from a
+request, and never a secret):
+
+==============================================  ===================================================
+``oauthproxy_transitions_total``                the state changes the audit log records
+                                                (``audit.events``), derived from the same executed
+                                                effects: ``event`` (``transaction``,
+                                                ``client_registered``, ``grant_issued``,
+                                                ``grant_rotated``, ``grant_revoked``), ``state``
+                                                (the transaction's new state, else empty) and
+                                                ``outcome`` (``applied``, or ``conflict`` when a
+                                                concurrent request won the compare-and-set)
+``oauthproxy_errors_total``                     OAuth errors answered, by ``endpoint`` (a fixed name
+                                                per route: ``token``, ``authorize``, ...,
+                                                ``resource`` for bearer checks at the MCP path) and
+                                                ``error`` (the RFC error code; ``other`` for any
+                                                value outside the known set)
+``oauthproxy_upstream_request_duration_seconds``  HTTP calls to the provider and metadata fetches,
+                                                by ``kind`` (``token``, ``userinfo``, ``jwks``,
+                                                ``client_metadata``, ``other``) and
+                                                ``status_class`` (``2xx`` ... ``5xx``, or the
+                                                failure: ``timeout``, ``connect``, ``too_large``,
+                                                ``protocol``, ``refused``, ``failure``)
+``oauthproxy_store_operation_duration_seconds``  store calls, by ``operation`` (``get``, ``put``,
+                                                ``take``, ``compare_and_set``, ``delete``) and
+                                                ``store`` (``memory``, ``sqlite``, ``redis``,
+                                                ``other``)
+==============================================  ===================================================
+
+Errors are read from the response the core produced (the JSON ``error`` member, the ``error``
+parameter of a redirect to the client, or the code on a rendered error page), so every error path
+is counted without the core knowing about metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from oauthproxy_core import AuthorizationServer, ProxyConfig, Response
+from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX
+from oauthproxy_core.effects import HttpFailure, HttpRequest, HttpResponse, Stored
+from oauthproxy_core.errors import OAuthError
+
+from . import audit
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FAILURES = frozenset({"timeout", "connect", "too_large", "protocol", "refused"})
+_PAGE_CODE = re.compile(rb"<code>([a-z_]{1,64})</code>")
+
+Observer = Callable[[Any, Any], None]
+
+
+def _error_codes() -> frozenset[str]:
+    """Every error code the proxy can answer with: the ``error`` of each OAuthError subclass."""
+    codes: set[str] = set()
+    pending: list[type[Any]] = [OAuthError]
+    while pending:
+        cls = pending.pop()
+        code = getattr(cls, "error", None)
+        if isinstance(code, str):
+            codes.add(code)
+        pending.extend(cls.__subclasses__())
+    return frozenset(codes)
+
+
+def _store_type(store: object) -> str:
+    name = type(store).__name__.lower()
+    for kind in ("memory", "sqlite", "redis"):
+        if kind in name:
+            return kind
+    return "other"
+
+
+def _status_class(result: HttpResponse | HttpFailure) -> str:
+    if isinstance(result, HttpResponse):
+        return f"{result.status // 100}xx" if 100 <= result.status <= 599 else "failure"
+    return result.reason if result.reason in _FAILURES else "failure"
+
+
+def _endpoint_names(server: AuthorizationServer) -> dict[str, str]:
+    """A fixed name for every route the server answers (its paths come from the configuration)."""
+    callback = urlsplit(server.config.callback_url).path
+    names: dict[str, str] = {}
+    for path in server.paths:
+        if path == callback:
+            name = "callback"
+        elif "/.well-known/oauth-protected-resource" in path:
+            name = "protected_resource_metadata"
+        elif "/.well-known/" in path:
+            name = "authorization_server_metadata"
+        else:
+            last = path.rsplit("/", 1)[-1]
+            name = {
+                "jwks.json": "jwks",
+                "register": "register",
+                "token": "token",
+                "revoke": "revocation",
+                "authorize": "authorize",
+                "consent": "consent",
+            }.get(last, "other")
+        names[path] = name
+    return names
+
+
+class Metrics:
+    """One set of proxy metrics in its own ``CollectorRegistry`` (never the process-global one).
+
+    ``registry`` may be given to share one with the embedding application; one ``Metrics`` can serve
+    several proxies (their series add up).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.transitions = Counter(
+            "oauthproxy_transitions_total",
+            "State changes of transactions, clients and grants (the audit events).",
+            ("event", "state", "outcome"),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "oauthproxy_errors_total",
+            "OAuth errors answered, by endpoint and RFC error code.",
+            ("endpoint", "error"),
+            registry=self.registry,
+        )
+        self.upstream_seconds = Histogram(
+            "oauthproxy_upstream_request_duration_seconds",
+            "Duration of HTTP calls to the upstream provider and of metadata document fetches.",
+            ("kind", "status_class"),
+            buckets=UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "oauthproxy_store_operation_duration_seconds",
+            "Duration of record store operations.",
+            ("operation", "store"),
+            buckets=STORE_BUCKETS,
+            registry=self.registry,
+        )
+        self._codes = _error_codes()
+
+    # -- exposition ------------------------------------------------------------------------------
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every series (``CONTENT_TYPE`` is its media type)."""
+        return generate_latest(self.registry)
+
+    def asgi_app(self, *, bearer_token: str | None = None) -> Callable[..., Awaitable[None]]:
+        """An ASGI endpoint answering any GET with the exposition (see ``MetricsEndpoint``)."""
+        return MetricsEndpoint(self, bearer_token=bearer_token)
+
+    # -- flows -----------------------------------------------------------------------------------
+    def observer(self, *, audit_log: bool = True) -> Observer:
+        """A driver observer counting transitions; with ``audit_log`` it also writes the audit log.
+
+        Both come from one ``audit.events`` derivation per effect, so the counters and the log
+        never disagree.
+        """
+        transitions = self.transitions
+
+        def observe(effect: Any, result: Any) -> None:
+            found = audit.events(effect, result)
+            if not found:
+                return
+            log = audit_log and audit.enabled()
+            for event in found:
+                transitions.labels(
+                    event=event["event"],
+                    state=event.get("state") or "",
+                    outcome=event.get("outcome", "applied"),
+                ).inc()
+                if log:
+                    audit.emit(event)
+
+        return observe
+
+    # -- errors ----------------------------------------------------------------------------------
+    def endpoint_names(self, server: AuthorizationServer) -> Callable[[str], str | None]:
+        """``path -> endpoint name`` for ``server``; ``None`` for a path it does not serve."""
+        names = _endpoint_names(server)
+
+        def name_of(path: str) -> str | None:
+            found = names.get(path)
+            if found is not None:
+                return found
+            return "client_configuration" if server.handles(path) else None
+
+        return name_of
+
+    def _code(self, code: object) -> str:
+        return code if isinstance(code, str) and code in self._codes else "other"
+
+    def count_error(self, endpoint: str, code: object) -> None:
+        self.errors.labels(endpoint=endpoint, error=self._code(code)).inc()
+
+    def count_response(self, endpoint: str, resp: Response) -> None:
+        """Count ``resp`` if it answers an error (see the module docstring)."""
+        code = error_code(resp)
+        if code is not None:
+            self.count_error(endpoint, code)
+
+    # -- stores and HTTP -------------------------------------------------------------------------
+    def instrument_store(self, store: Any, store_type: str | None = None) -> Any:
+        """``store`` timed per operation (a ``SyncStore`` or an ``AsyncStore``, same kind back)."""
+        kind = store_type or _store_type(store)
+        if kind not in ("memory", "sqlite", "redis"):
+            kind = "other"
+        cls = _TimedAsyncStore if _is_async(store) else _TimedSyncStore
+        return cls(store, self.store_seconds, kind)
+
+    def instrument_http(self, http: Any, config: ProxyConfig, *, is_async: bool) -> Any:
+        """``http`` (a driver's HTTP callable) timed per call, by upstream endpoint kind."""
+        classify = _upstream_kinds(config)
+        histogram = self.upstream_seconds
+        if is_async:
+
+            async def timed_async(req: HttpRequest) -> HttpResponse | HttpFailure:
+                start = time.perf_counter()
+                result: HttpResponse | HttpFailure = await http(req)
+                histogram.labels(kind=classify(req), status_class=_status_class(result)).observe(
+                    time.perf_counter() - start
+                )
+                return result
+
+            return timed_async
+
+        def timed(req: HttpRequest) -> HttpResponse | HttpFailure:
+            start = time.perf_counter()
+            result: HttpResponse | HttpFailure = http(req)
+            histogram.labels(kind=classify(req), status_class=_status_class(result)).observe(
+                time.perf_counter() - start
+            )
+            return result
+
+        return timed
+
+
+def error_code(resp: Response) -> str | None:
+    """The OAuth error code ``resp`` answers with, or ``None`` for a successful response."""
+    if 300 <= resp.status < 400:
+        location = resp.header("location")
+        if not location or "error=" not in location:
+            return None
+        error: str | None = None
+        for name, value in parse_qsl(urlsplit(location).query, keep_blank_values=True):
+            # The proxy appends its parameters after any query the registered URI carries.
+            if name == "error":
+                error = value
+            elif name == "code":
+                error = None
+        return error
+    if resp.status < 400:
+        return None
+    content_type = (resp.header("content-type") or "").lower()
+    if content_type.startswith("application/json"):
+        try:
+            body = json.loads(resp.body)
+        except ValueError:
+            return "other"
+        code = body.get("error") if isinstance(body, dict) else None
+        return code if isinstance(code, str) else "other"
+    if content_type.startswith("text/html"):
+        match = _PAGE_CODE.search(resp.body)
+        return match.group(1).decode() if match else "other"
+    return "other"
+
+
+def _upstream_kinds(config: ProxyConfig) -> Callable[[HttpRequest], str]:
+    profile = config.upstream
+
+    def base(url: str | None) -> str | None:
+        return url.split("?", 1)[0] if url else None
+
+    known = {
+        base(profile.token_url): "token",
+        base(profile.userinfo_url): "userinfo",
+        base(profile.jwks_uri): "jwks",
+    }
+    known.pop(None, None)
+
+    def classify(req: HttpRequest) -> str:
+        if req.url.startswith(SAFE_SCHEME_PREFIX):
+            return "client_metadata"
+        return known.get(base(req.url), "other")
+
+    return classify
+
+
+def _is_async(store: Any) -> bool:
+    import inspect  # noqa: PLC0415
+
+    return inspect.iscoroutinefunction(getattr(store, "get", None))
+
+
+class _TimedSyncStore:
+    """A ``SyncStore`` that times each call of the store it wraps."""
+
+    def __init__(self, inner: Any, histogram: Histogram, kind: str) -> None:
+        self.inner = inner
+        self._obs = {
+            op: histogram.labels(operation=op, store=kind).observe
+            for op in ("get", "put", "take", "compare_and_set", "delete")
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get(self, kind: str, key: str) -> Stored | None:
+        start = time.perf_counter()
+        try:
+            result: Stored | None = self.inner.get(kind, key)
+            return result
+        finally:
+            self._obs["get"](time.perf_counter() - start)
+
+    def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
+        start = time.perf_counter()
+        try:
+            self.inner.put(kind, key, value, version, ttl)
+        finally:
+            self._obs["put"](time.perf_counter() - start)
+
+    def take(self, kind: str, key: str) -> Stored | None:
+        start = time.perf_counter()
+        try:
+            result: Stored | None = self.inner.take(kind, key)
+            return result
+        finally:
+            self._obs["take"](time.perf_counter() - start)
+
+    def compare_and_set(
+        self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
+    ) -> bool:
+        start = time.perf_counter()
+        try:
+            return bool(self.inner.compare_and_set(kind, key, expected_version, value, ttl))
+        finally:
+            self._obs["compare_and_set"](time.perf_counter() - start)
+
+    def delete(self, kind: str, key: str) -> None:
+        start = time.perf_counter()
+        try:
+            self.inner.delete(kind, key)
+        finally:
+            self._obs["delete"](time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _TimedAsyncStore:
+    """An ``AsyncStore`` that times each call of the store it wraps."""
+
+    def __init__(self, inner: Any, histogram: Histogram, kind: str) -> None:
+        self.inner = inner
+        self._obs = {
+            op: histogram.labels(operation=op, store=kind).observe
+            for op in ("get", "put", "take", "compare_and_set", "delete")
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, kind: str, key: str) -> Stored | None:
+        start = time.perf_counter()
+        try:
+            result: Stored | None = await self.inner.get(kind, key)
+            return result
+        finally:
+            self._obs["get"](time.perf_counter() - start)
+
+    async def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
+        start = time.perf_counter()
+        try:
+            await self.inner.put(kind, key, value, version, ttl)
+        finally:
+            self._obs["put"](time.perf_counter() - start)
+
+    async def take(self, kind: str, key: str) -> Stored | None:
+        start = time.perf_counter()
+        try:
+            result: Stored | None = await self.inner.take(kind, key)
+            return result
+        finally:
+            self._obs["take"](time.perf_counter() - start)
+
+    async def compare_and_set(
+        self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
+    ) -> bool:
+        start = time.perf_counter()
+        try:
+            return bool(await self.inner.compare_and_set(kind, key, expected_version, value, ttl))
+        finally:
+            self._obs["compare_and_set"](time.perf_counter() - start)
+
+    async def delete(self, kind: str, key: str) -> None:
+        start = time.perf_counter()
+        try:
+            await self.inner.delete(kind, key)
+        finally:
+            self._obs["delete"](time.perf_counter() - start)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class MetricsEndpoint:
+    """ASGI: ``GET``/``HEAD`` -> the exposition; other methods 405.
+
+    With ``bearer_token``, a request without ``Authorization: Bearer <that token>`` gets 401
+    (compared in constant time). The response is never cached.
+    """
+
+    def __init__(self, metrics: Metrics, *, bearer_token: str | None = None) -> None:
+        self.metrics = metrics
+        self._expected = f"Bearer {bearer_token}".encode() if bearer_token else None
+
+    def authorized(self, authorization: bytes | None) -> bool:
+        if self._expected is None:
+            return True
+        return authorization is not None and hmac.compare_digest(authorization, self._expected)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        authorization = next(
+            (v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"), None
+        )
+        headers = [(b"cache-control", b"no-store")]
+        if scope["method"] not in ("GET", "HEAD"):
+            status, body = 405, b"method not allowed"
+            headers += [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
+        elif not self.authorized(authorization):
+            status, body = 401, b"unauthorized"
+            headers += [
+                (b"www-authenticate", b'Bearer realm="metrics"'),
+                (b"content-type", b"text/plain; charset=utf-8"),
+            ]
+        else:
+            status, body = 200, self.metrics.exposition()
+            headers.append((b"content-type", CONTENT_TYPE.encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )

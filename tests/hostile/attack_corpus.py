@@ -1,0 +1,157 @@
+"""Known attack strings, as data. Each entry names what it tries; tests/hostile/test_attack_corpus.py
+sends every one through the real application and asserts the documented answer.
+
+Sources: RFC 9700 §4.1 (redirect URI validation attacks), RFC 8252 §7.3 and §8.3 (loopback), OWASP's
+open-redirect and header-injection cheat sheets, the incidents listed in SECURITY.md (``javascript:``
+at DCR, backslash in the authority, ``fnmatch`` across ``/``, dot segments), and the classic parser
+differentials (userinfo, IDN homoglyphs, overlong UTF-8, lone surrogates).
+"""
+
+from __future__ import annotations
+
+#: The client under attack registers these two (one web, one loopback native callback).
+REGISTERED_HTTPS = "https://app.example/cb"
+REGISTERED_LOOPBACK = "http://127.0.0.1:33418/callback"
+REGISTERED_LOCALHOST = "http://localhost:33418/callback"
+
+#: Refused at registration (RFC 7591 §2, SECURITY.md 3): ``invalid_redirect_uri`` 400.
+BAD_REDIRECT_URIS_AT_REGISTRATION: dict[str, str] = {
+    "javascript scheme": "javascript:alert(document.domain)",
+    "javascript with slashes": "javascript://app.example/%0aalert(1)",
+    "data scheme": "data:text/html,<script>alert(1)</script>",
+    "file scheme": "file:///etc/passwd",
+    "vbscript scheme": "vbscript:msgbox(1)",
+    "plain http to a public host": "http://app.example/cb",
+    "http to a name that starts like localhost": "http://localhost.evil.example/cb",
+    "http to 127.0.0.1 as a subdomain": "http://127.0.0.1.evil.example/cb",
+    "userinfo disguising the host": "https://app.example@evil.example/cb",
+    "userinfo on loopback": "http://localhost@evil.example/cb",
+    "percent-encoded at-sign": "https://app.example%40evil.example/cb",
+    "backslash in the authority": "https://app.example\\@evil.example/cb",
+    "backslash after the host": "https://evil.example\\.app.example/cb",
+    "scheme-relative": "//evil.example/cb",
+    "missing slash": "https:/evil.example/cb",
+    "fragment": "https://app.example/cb#frag",
+    "empty fragment": "https://app.example/cb#",
+    "dot segment": "https://app.example/cb/../evil",
+    "encoded dot segment": "https://app.example/cb/%2e%2e/evil",
+    "double-encoded dot segment": "https://app.example/cb/%252e%252e/evil",
+    "encoded slash and dots": "https://app.example/cb%2f..%2fevil",
+    "overlong UTF-8 dot": "https://app.example/cb/%c0%ae%c0%ae/evil",
+    "IDN homoglyph host (Cyrillic a)": "https://\u0430pp.example/cb",
+    "fullwidth dot in host": "https://app\uff0eexample/cb",
+    "ideographic full stop encoded": "https://app%E3%80%82example/cb",
+    "space": "https://app.example/c b",
+    "tab": "https://app.example/\tcb",
+    "CRLF": "https://app.example/cb\r\nLocation: https://evil.example/",
+    "NUL": "https://app.example/cb\x00.evil.example",
+    "IPv6 zone id": "http://[fe80::1%25eth0]:8080/cb",
+    "malformed IPv6": "http://[::1/cb",
+    "port out of range": "http://127.0.0.1:99999/cb",
+    "relative": "/cb",
+    "empty": "",
+}
+
+#: Sent at /authorize by a client that registered ``REGISTERED_*``; answered with a 400 page and no
+#: redirect anywhere (SECURITY.md 1, 2): exact string comparison, only the loopback port may vary.
+BAD_REDIRECT_URIS_AT_AUTHORIZE: dict[str, str] = {
+    "other host": "https://evil.example/cb",
+    "suffix host": "https://app.example.evil.example/cb",
+    "host with trailing dot": "https://app.example./cb",
+    "upper-case host": "https://APP.example/cb",
+    "explicit default port": "https://app.example:443/cb",
+    "other port on https": "https://app.example:8443/cb",
+    "trailing slash": "https://app.example/cb/",
+    "extra path": "https://app.example/cb/more",
+    "extra query": "https://app.example/cb?next=https://evil.example",
+    "fragment": "https://app.example/cb#x",
+    "dot segment": "https://app.example/cb/../cb",
+    "encoded dot segment": "https://app.example/%2e/cb",
+    "userinfo": "https://app.example@evil.example/cb",
+    "backslash": "https://app.example\\@evil.example/cb",
+    "scheme-relative": "//app.example/cb",
+    "http downgrade": "http://app.example/cb",
+    "IDN homoglyph": "https://\u0430pp.example/cb",
+    "javascript": "javascript:alert(1)//https://app.example/cb",
+    "CRLF": "https://app.example/cb\r\nX: y",
+    "NUL": "https://app.example/cb\x00",
+    "path case": "http://127.0.0.1:33418/Callback",
+    "loopback other path": "http://127.0.0.1:33418/callback2",
+    "loopback with query": "http://127.0.0.1:33418/callback?x=1",
+    "loopback as localhost": "http://localhost:33418/callback",
+    "loopback other spelling": "http://127.1:33418/callback",
+    "loopback IPv6 not registered": "http://[::1]:33418/callback",
+    "loopback https": "https://127.0.0.1:33418/callback",
+    "loopback userinfo": "http://127.0.0.1:33418@evil.example/callback",
+    "loopback decimal": "http://2130706433:33418/callback",
+    "loopback port empty": "http://127.0.0.1:/callback",
+    "loopback port garbage": "http://127.0.0.1:0x50/callback",
+}
+
+#: RFC 8252 §7.3: "MUST allow any port to be specified at the time of the request for loopback IP
+#: redirect URIs" (and for ``localhost`` where the proxy's policy allows it, the default).
+ALLOWED_LOOPBACK_VARIANTS: dict[str, str] = {
+    "other port": "http://127.0.0.1:1/callback",
+    "highest port": "http://127.0.0.1:65535/callback",
+    "no port": "http://127.0.0.1/callback",
+    "localhost other port": "http://localhost:50123/callback",
+}
+
+#: Client ``state`` values that try to break out of the Location header or the query string. Each
+#: must come back byte for byte, percent-encoded, in one ``state`` parameter (SECURITY.md 4).
+HOSTILE_STATES: dict[str, str] = {
+    "CRLF header injection": "x\r\nSet-Cookie: session=evil",
+    "LF only": "x\nLocation: https://evil.example/",
+    "parameter smuggling": "x&code=attacker&iss=https://evil.example",
+    "fragment": "x#https://evil.example",
+    "quotes and brackets": "\"'><script>alert(1)</script>",
+    "non-ASCII": "\u00e9t\u00e9 \u2603 \U0001f600",
+    "percent signs": "%0d%0a%00%",
+    "long": "s" * 2000,
+}
+
+#: Percent-encoded byte sequences that are not valid UTF-8, or decode to a NUL: 400 wherever they
+#: appear in a parameter.
+MALFORMED_ENCODINGS: dict[str, str] = {
+    "overlong dot": "%C0%AE",
+    "overlong slash": "%C0%AF",
+    "overlong NUL": "%C0%80",
+    "lone high surrogate": "%ED%A0%80",
+    "lone low surrogate": "%ED%B0%80",
+    "truncated sequence": "%E2%82",
+    "invalid byte": "%FF",
+    "NUL": "%00",
+}
+
+#: JSON bodies for /register that attack the parser rather than the policy: 400, never 5xx.
+JSON_BOMBS: dict[str, bytes] = {
+    "deep arrays": b"[" * 100_000 + b"]" * 100_000,
+    "deep objects": b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    "deep in a valid field": b'{"redirect_uris":["https://app.example/cb"],"x":'
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}",
+    "unbalanced": b"[" * 50_000,
+    "huge integer": b'{"redirect_uris":["https://app.example/cb"],"x":' + b"9" * 50_000 + b"}",
+    "huge exponent": b'{"redirect_uris":["https://app.example/cb"],"x":1e999999}',
+    "NaN": b'{"redirect_uris":["https://app.example/cb"],"x":NaN}',
+    "Infinity": b'{"redirect_uris":["https://app.example/cb"],"x":-Infinity}',
+    "not UTF-8": b'{"redirect_uris":["https://app.example/cb"],"client_name":"\xff\xfe"}',
+    "UTF-16 BOM": b"\xff\xfe{\x00}\x00",
+    "duplicate keys": b'{"redirect_uris":["https://app.example/cb"],'
+    b'"redirect_uris":["https://evil.example/cb"]}',
+    "top-level array": b'[{"redirect_uris":["https://app.example/cb"]}]',
+    "top-level string": b'"https://app.example/cb"',
+    "empty": b"",
+    "truncated": b'{"redirect_uris":["https://app.example/cb"',
+}
+
+#: Numbers where a small one belongs.
+HUGE_NUMBERS: tuple[str, ...] = (
+    "9" * 400,
+    "-1",
+    "1e308",
+    "18446744073709551616",
+    "0x7fffffff",
+    "NaN",
+)
