@@ -41,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -157,49 +157,73 @@ def make_keys(path: Path) -> Path:
     return path
 
 
-class ProxyProcess:
-    """One ``oauthproxy serve --config FILE`` process on a fixed loopback port."""
+def wait_healthy(netloc: str, alive: Callable[[], bool], what: str) -> None:
+    """Poll ``/healthz`` until it answers 200; fail if ``alive()`` turns false or time runs out."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if not alive():
+            raise AssertionError(f"{what} exited at start")
+        with contextlib.suppress(httpx.HTTPError):
+            resp = httpx.get(f"http://{netloc}/healthz", timeout=1.0, trust_env=False)
+            if resp.status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not answer /healthz")
+        time.sleep(0.03)
 
-    def __init__(self, config: Path, port: int, workdir: Path, name: str) -> None:
+
+class ProxyProcess:
+    """One ``oauthproxy serve --config FILE`` (or ``command``) process on a fixed loopback port."""
+
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        workdir: Path,
+        name: str = "proxy",
+        command: list[str] | None = None,
+    ) -> None:
         self.config = config
         self.port = port
         self.workdir = workdir
         self.name = name
         self.netloc = f"127.0.0.1:{port}"
         self.log = workdir / f"{name}.log"
+        self.command = command or [*oauthproxy_command(), "serve", "--config", str(config)]
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self) -> ProxyProcess:
+    def start(self, env: Mapping[str, str] | None = None) -> ProxyProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
-        env = {**os.environ, "OAUTHPROXY_DATA_DIR": str(self.workdir / "data")}
+        full_env = {**os.environ, "OAUTHPROXY_DATA_DIR": str(self.workdir / "data"), **(env or {})}
         with open(self.log, "ab") as log:
             log.write(f"--- start #{self.starts}\n".encode())
             self.proc = subprocess.Popen(
-                [*oauthproxy_command(), "serve", "--config", str(self.config)],
+                self.command,
                 cwd=self.workdir,
-                env=env,
+                env=full_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited at start:\n{self.output()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (
-                    httpx.get(
-                        f"http://{self.netloc}/healthz", timeout=1.0, trust_env=False
-                    ).status_code
-                    == 200
-                ):
-                    return self
-            if time.monotonic() > deadline:
-                self.stop(signal.SIGKILL)
-                raise AssertionError(f"{self.name} did not answer /healthz:\n{self.output()}")
-            time.sleep(0.05)
+        try:
+            wait_healthy(
+                self.netloc, lambda: self.proc is not None and self.proc.poll() is None, self.name
+            )
+        except AssertionError as exc:
+            self.stop(signal.SIGKILL)
+            raise AssertionError(f"{exc}:\n{self.output()}") from None
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Send ``sig`` to this process (by its own PID) and wait for it to exit."""

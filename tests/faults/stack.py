@@ -24,16 +24,12 @@ Crash-consistency rules (what "nothing half-written survives" means here):
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import os
 import secrets
-import signal
 import sqlite3
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -46,7 +42,15 @@ from oauthproxy_adapters.app import build_app
 from oauthproxy_adapters.config_file import load_settings
 from oauthproxy_core import codec
 from oauthproxy_core.records import Grant, Transaction
-from tests.e2e.test_multi_instance import free_port, hidden_fields, make_keys, oauthproxy_command
+from tests.e2e.test_multi_instance import (
+    ProxyProcess as ServeProcess,
+)
+from tests.e2e.test_multi_instance import (
+    free_port,
+    hidden_fields,
+    make_keys,
+    wait_healthy,
+)
 from tests.faults.scripted_upstream import CLIENT_ID, CLIENT_SECRET
 
 __all__ = [
@@ -61,7 +65,6 @@ __all__ = [
 ]
 
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
-START_TIMEOUT = 20.0
 
 
 def write_config(
@@ -112,89 +115,6 @@ file = "{keys_file}"
     return path
 
 
-def _wait_healthy(netloc: str, alive: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if not alive():
-            raise AssertionError(f"{what} exited at start")
-        with contextlib.suppress(httpx.HTTPError):
-            resp = httpx.get(f"http://{netloc}/healthz", timeout=1.0, trust_env=False)
-            if resp.status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not answer /healthz")
-        time.sleep(0.03)
-
-
-class ServeProcess:
-    """``oauthproxy serve --config FILE`` (or ``command``) as a child process on a fixed port."""
-
-    def __init__(
-        self,
-        config: Path,
-        port: int,
-        workdir: Path,
-        name: str = "proxy",
-        command: list[str] | None = None,
-    ) -> None:
-        self.config = config
-        self.port = port
-        self.workdir = workdir
-        self.name = name
-        self.netloc = f"127.0.0.1:{port}"
-        self.log = workdir / f"{name}.log"
-        self.command = command or [*oauthproxy_command(), "serve", "--config", str(config)]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, env: Mapping[str, str] | None = None) -> ServeProcess:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        full_env = {**os.environ, "OAUTHPROXY_DATA_DIR": str(self.workdir / "data"), **(env or {})}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command,
-                cwd=self.workdir,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            _wait_healthy(
-                self.netloc, lambda: self.proc is not None and self.proc.poll() is None, self.name
-            )
-        except AssertionError as exc:
-            self.stop(signal.SIGKILL)
-            raise AssertionError(f"{exc}:\n{self.output()}") from None
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def wait_exit(self, timeout: float = 15.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
-        proc.send_signal(sig)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            raise AssertionError(f"{self.name} ignored {sig.name}:\n{self.output()}") from None
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except OSError:
-            return "(no log)"
-
-
 class InProcessProxy:
     """``build_app`` under uvicorn in a daemon thread, with ``upstream_timeout`` seconds upstream."""
 
@@ -212,7 +132,7 @@ class InProcessProxy:
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        _wait_healthy(self.netloc, self.thread.is_alive, self.name)
+        wait_healthy(self.netloc, self.thread.is_alive, self.name)
 
     def stop(self) -> None:
         self.server.should_exit = True
