@@ -5,8 +5,10 @@ A refresh token is ``<grant id>.<secret>``; the store keeps only the secret's di
 Rotation is a compare-and-set on the grant's version, so of two concurrent refreshes of the same token
 one rotates and the other finds it in ``previous_hash`` and, inside the grace window, receives the very
 same response (sealed in the grant). Outside the window, or for an older generation, presenting the
-token is reuse: the whole family is revoked. Revocation writes a marker keyed by grant id that the
-bearer verifier consults, so every access token of the family dies with it.
+token is reuse: the whole family is revoked. Every change of a grant is a transition of
+``states.GrantMachine``; revocation moves the grant to ``revoked`` (dropping its sealed secrets) and
+writes a marker keyed by grant id that the bearer verifier consults, so every access token of the
+family dies with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from . import persistence
 from .config import Context
 from .crypto import digest, new_secret, seal
 from .records import Grant
+from .states import EventData, GrantEvent, GrantState, grant_step
 from .tokens import mint_access_token
 
 REVOKED = "revoked"
@@ -81,11 +84,31 @@ def rotation(
     )
 
 
-def revoke_grant(ctx: Context, grant_id: str) -> Generator[Any, Any, None]:
+def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Generator[Any, Any, None]:
+    """Revoke the family ``grant_id`` for ``reason`` (a revoking ``GrantEvent``).
+
+    The marker is written first and unconditionally: a code replay may revoke a grant that its
+    racing winner has not stored yet, and the marker is what access tokens are checked against.
+    """
     lifetimes = ctx.config.lifetimes
     ttl = max(lifetimes.refresh_token, lifetimes.access_token) + 60
     yield from persistence.put_raw(REVOKED, grant_id, b"1", ttl)
-    yield from persistence.delete("grant", grant_id)
+    for _attempt in range(3):
+        grant = yield from persistence.load("grant", grant_id, Grant)
+        if grant is None or grant.state != GrantState.active.value:
+            return
+        revoked = grant_step(
+            grant,
+            reason,
+            EventData(now=ctx.now),
+            upstream_sealed=None,
+            previous_response_sealed=None,
+        )
+        stored = yield from persistence.commit(
+            "grant", grant_id, grant, revoked, max(grant.expires_at - ctx.now, 60)
+        )
+        if stored is not None:
+            return
 
 
 def is_revoked(grant_id: str) -> Generator[Any, Any, bool]:

@@ -13,6 +13,7 @@ import attrs
 
 from . import codec
 from .effects import CompareAndSet, DeleteRecord, GetRecord, PutRecord, Stored, TakeRecord
+from .states import Step
 
 T = TypeVar("T")
 Gen = Generator[Any, Any, T]
@@ -37,12 +38,17 @@ def take(kind: str, key: str, cls: type[T]) -> Gen[T | None]:
     return _decode(stored, cls)
 
 
-def create(kind: str, key: str, record: Any, ttl: int) -> Gen[bool]:
-    """Insert only if absent (compare-and-set on version 0); the record gets version 1."""
+def create(kind: str, key: str, record: T, ttl: int) -> Gen[T | None]:
+    """Insert only if absent (compare-and-set on version 0).
+
+    Returns the record as stored, with version 1 whatever steps it took before it was first
+    persisted, or ``None`` when the key already exists.
+    """
+    first = attrs.evolve(record, version=1)  # type: ignore[misc]
     ok = yield CompareAndSet(
-        kind=kind, key=key, expected_version=0, value=codec.encode(record), ttl=max(ttl, 1)
+        kind=kind, key=key, expected_version=0, value=codec.encode(first), ttl=max(ttl, 1)
     )
-    return bool(ok)
+    return first if ok else None
 
 
 def put(kind: str, key: str, record: Any, ttl: int) -> Gen[None]:
@@ -55,8 +61,11 @@ def replace(kind: str, key: str, old: T, ttl: int, **changes: Any) -> Gen[T | No
     """Compare-and-set ``old`` with ``changes`` applied over ``old``'s version.
 
     Returns the stored record (version ``old.version + 1``), or ``None`` if another writer got there
-    first (ARCHITECTURE.md: every state change is a compare-and-set on the version).
+    first (spec/architecture.md: every state change is a compare-and-set on the version). A state is
+    never changed here: transitions go through ``states`` and are persisted with ``commit``.
     """
+    if "state" in changes:
+        raise TypeError("states are written only by oauthproxy_core.states (use commit)")
     version: int = old.version  # type: ignore[attr-defined]
     updated = attrs.evolve(old, version=version + 1, **changes)  # type: ignore[misc]
     ok = yield CompareAndSet(
@@ -67,6 +76,21 @@ def replace(kind: str, key: str, old: T, ttl: int, **changes: Any) -> Gen[T | No
         ttl=max(ttl, 1),
     )
     return updated if ok else None
+
+
+def commit(kind: str, key: str, old: Any, step: Step[T], ttl: int) -> Gen[T | None]:
+    """Persist what a transition returned, by compare-and-set on ``old``'s version.
+
+    Returns the stored record, or ``None`` if another writer changed ``old`` first.
+    """
+    ok = yield CompareAndSet(
+        kind=kind,
+        key=key,
+        expected_version=old.version,
+        value=codec.encode(step.record),
+        ttl=max(ttl, 1),
+    )
+    return step.record if ok else None
 
 
 def delete(kind: str, key: str) -> Gen[None]:

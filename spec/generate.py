@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oauthproxy_core.transitions_doc import transitions_markdown, transitions_mermaid
+from oauthproxy_core.transitions_doc import (
+    grant_transitions_mermaid,
+    transitions_markdown,
+    transitions_mermaid,
+)
 
 HERE = Path(__file__).parent
 
@@ -15,6 +19,7 @@ HERE = Path(__file__).parent
 def main() -> None:
     (HERE / "transitions.md").write_text(transitions_markdown())
     (HERE / "transitions.mmd").write_text(transitions_mermaid())
+    (HERE / "grant-transitions.mmd").write_text(grant_transitions_mermaid())
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-import attrs
-
 from .. import persistence
 from ..bounds import Slot, take_slots
 from ..cimd import looks_like_cimd
@@ -35,7 +33,7 @@ from ..redirect_uris import is_acceptable_redirect_uri, match_redirect_uri
 from ..redirects import error_redirect
 from ..resources import select_resource
 from ..scopes import parse_scope, resolve_scopes
-from ..states import EventData, TxEvent, TxState, advance
+from ..states import EXPIRY_NOTICE, EventData, TxEvent, TxState, new_transaction, step
 from .consent import remembered_consent, start_upstream
 
 
@@ -82,7 +80,7 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
             redirect_uri, err, client_state=client_state, issuer=ctx.config.issuer
         )
 
-    ttl = tx.expires_at - ctx.now
+    ttl = tx.expires_at - ctx.now + EXPIRY_NOTICE
     b, window = ctx.config.bounds, ctx.config.lifetimes.transaction
     try:
         # Per address first: one address alone cannot use up a shared client's slots (bounds.py).
@@ -105,8 +103,10 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
         return error_redirect(
             redirect_uri, busy, client_state=client_state, issuer=ctx.config.issuer
         )
-    if not (yield from persistence.create("tx", tx.id, tx, ttl)):
+    stored = yield from persistence.create("tx", tx.id, tx, ttl)
+    if stored is None:
         raise ServerError("could not allocate a transaction")
+    tx = stored
 
     remembered = yield from remembered_consent(req, ctx, tx)
     if remembered is not None:
@@ -134,9 +134,8 @@ def _new_transaction(
         client_allowed=client.scope or None,
     )
     resource = select_resource(params.get("resource"), (ctx.config.resource,))
-    tx = Transaction(
+    tx = new_transaction(
         id=new_secret(ctx.random, 16),
-        state=TxState.registered.value,
         client_id=client.client_id,
         redirect_uri=redirect_uri,
         redirect_uri_sent=sent,
@@ -147,7 +146,7 @@ def _new_transaction(
         created_at=ctx.now,
         expires_at=ctx.now + ctx.config.lifetimes.transaction,
     )
-    target = advance(tx, TxEvent.challenge_bound, EventData(now=ctx.now))
-    if target is not TxState.pkce_bound:
+    bound = step(tx, TxEvent.challenge_bound, EventData(now=ctx.now))
+    if bound.state != TxState.pkce_bound.value:
         raise InvalidRequestError("code_challenge rejected")
-    return attrs.evolve(tx, state=target.value)
+    return bound.record

@@ -32,7 +32,7 @@ from ..pages import error_page
 from ..providers.jwks import verified_id_token_claims
 from ..records import Transaction
 from ..redirects import authorization_redirect, error_redirect
-from ..states import EventData, TxEvent, TxState, advance
+from ..states import Absorbed, EventData, Step, TxEvent, TxState, step
 from ..upstream import (
     UpstreamError,
     UpstreamIdentity,
@@ -67,9 +67,11 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     data = EventData(now=ctx.now, browser_hash=digest(browser) if browser else None)
 
     if "error" in params:
-        target = advance(tx, TxEvent.upstream_denied, data)
-        updated = yield from _move(tx, target, ctx)
-        if updated is None or target is not TxState.denied:
+        denied = _try_step(tx, TxEvent.upstream_denied, data)
+        if denied is None:
+            return error_page(400, "access_denied", _UNKNOWN)
+        updated = yield from persistence.commit("tx", tx.id, tx, denied, 60)
+        if updated is None or denied.state != TxState.denied.value:
             return error_page(400, "access_denied", _UNKNOWN)
         # Upstream error text is never relayed (it is not ours to vouch for).
         err: OAuthError = (
@@ -83,8 +85,13 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
 
     # Check the browser before the upstream code is redeemed: a callback from another browser must
     # not cause any upstream traffic, let alone a code (SECURITY.md 13).
-    if advance(tx, TxEvent.upstream_returned, data) is not TxState.code_issued:
-        yield from _move(tx, TxState.failed, ctx)
+    preview = _try_step(tx, TxEvent.upstream_returned, data)
+    if preview is None:
+        return error_page(400, "invalid_request", _UNKNOWN)
+    if preview.state != TxState.code_issued.value:
+        yield from persistence.commit("tx", tx.id, tx, preview, 60)
+        if preview.event is TxEvent.deadline_passed:
+            return error_page(400, "access_denied", "This sign-in took too long. Start again.")
         return error_page(400, "access_denied", "This sign-in was started in another browser.")
     try:
         check_callback_issuer(ctx.config.upstream, params.get("iss"))
@@ -93,8 +100,7 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
             raise ServerError("the identity provider returned no code")
         tokens, subject, claims = yield from _redeem_upstream(ctx, tx, code, upstream_state)
     except OAuthError as exc:
-        target = advance(tx, TxEvent.upstream_failed, data)
-        yield from _move(tx, target, ctx)
+        yield from persistence.commit("tx", tx.id, tx, step(tx, TxEvent.upstream_failed, data), 60)
         client_err: OAuthError = (
             TemporarilyUnavailableError("the identity provider is unavailable")
             if isinstance(exc, UpstreamUnavailableError)
@@ -108,12 +114,10 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     code_value = new_secret(ctx.random, 32)
     grant_id = new_secret(ctx.random, 16)
     lifetimes = ctx.config.lifetimes
-    updated = yield from persistence.replace(
-        "tx",
-        tx.id,
+    issued = step(
         tx,
-        lifetimes.transaction,
-        state=TxState.code_issued.value,
+        TxEvent.upstream_returned,
+        data,
         code_hash=digest(code_value),
         code_expires_at=ctx.now + lifetimes.code,
         grant_id=grant_id,
@@ -122,6 +126,7 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
         upstream_sealed=seal(ctx.keys, ctx.random, _tokens_json(tokens), "upstream|" + grant_id),
         upstream_verifier_sealed=None,
     )
+    updated = yield from persistence.commit("tx", tx.id, tx, issued, lifetimes.transaction)
     if updated is None:
         return error_page(400, "invalid_request", _UNKNOWN)
     yield from persistence.put_raw(
@@ -135,10 +140,12 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     )
 
 
-def _move(
-    tx: Transaction, target: TxState, ctx: Context
-) -> Generator[Any, Any, Transaction | None]:
-    return (yield from persistence.replace("tx", tx.id, tx, 60, state=target.value))
+def _try_step(tx: Transaction, event: TxEvent, data: EventData) -> Step[Transaction] | None:
+    """The step for ``event``, or ``None`` when ``tx`` is already final (nothing to change)."""
+    try:
+        return step(tx, event, data)
+    except Absorbed:
+        return None
 
 
 def _redeem_upstream(

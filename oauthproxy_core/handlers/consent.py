@@ -33,7 +33,7 @@ from ..pkce import s256
 from ..records import ConsentDecision, Transaction
 from ..redirect_uris import redirect_host
 from ..redirects import error_redirect
-from ..states import EventData, TxEvent, TxState, advance
+from ..states import EXPIRY_NOTICE, Absorbed, EventData, TxEvent, TxState, step
 from ..upstream import build_authorize_url
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
@@ -79,13 +79,15 @@ def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
     if isinstance(found, Response):
         return found
     tx = found
-    if (
-        advance(tx, TxEvent.consent_approved, EventData(now=ctx.now))
-        is not TxState.upstream_pending
-    ):
+    # Rendering writes nothing, except the fact that the transaction has expired (audited).
+    preview = step(tx, TxEvent.consent_approved, EventData(now=ctx.now))
+    if preview.event is TxEvent.deadline_passed:
+        yield from persistence.commit("tx", tx.id, tx, preview, 60)
+    if preview.state != TxState.upstream_pending.value:
         return error_page(400, "invalid_request", "This authorization request has expired.")
     client = yield from load_client(tx.client_id, ctx)
     if client is None:
+        yield from end_for_removed_client(ctx, tx)
         return error_page(400, "invalid_client", "This application is no longer registered.")
     # A CIMD client's identity is its document URL: the host is what the fetch verified. With only
     # localhost redirect URIs, any local program can use a well-known client's document
@@ -153,9 +155,9 @@ def consent_post(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
 
 
 def _deny(ctx: Context, tx: Transaction) -> Generator[Any, Any, Response]:
-    target = advance(tx, TxEvent.consent_denied, EventData(now=ctx.now))
-    updated = yield from persistence.replace("tx", tx.id, tx, 60, state=target.value)
-    if updated is None or target is not TxState.denied:
+    denied = step(tx, TxEvent.consent_denied, EventData(now=ctx.now))
+    updated = yield from persistence.commit("tx", tx.id, tx, denied, 60)
+    if updated is None or denied.state != TxState.denied.value:
         return error_page(
             400, "invalid_request", "This authorization request was already answered."
         )
@@ -195,23 +197,21 @@ def start_upstream(
     ctx: Context, tx: Transaction, browser: str, *, status: int = 302
 ) -> Generator[Any, Any, Response]:
     """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream."""
-    target = advance(tx, TxEvent.consent_approved, EventData(now=ctx.now))
-    if target is not TxState.upstream_pending:
-        yield from persistence.replace("tx", tx.id, tx, 60, state=target.value)
-        return error_page(400, "invalid_request", "This authorization request has expired.")
     upstream_state = new_secret(ctx.random, 32)
     verifier = new_secret(ctx.random, 32)
-    ttl = tx.expires_at - ctx.now
-    updated = yield from persistence.replace(
-        "tx",
-        tx.id,
+    approved = step(
         tx,
-        ttl,
-        state=target.value,
+        TxEvent.consent_approved,
+        EventData(now=ctx.now),
         browser_hash=digest(browser),
         upstream_state_hash=digest(upstream_state),
         upstream_verifier_sealed=seal(ctx.keys, ctx.random, verifier.encode(), "verifier|" + tx.id),
     )
+    ttl = tx.expires_at - ctx.now + EXPIRY_NOTICE
+    if approved.state != TxState.upstream_pending.value:
+        yield from persistence.commit("tx", tx.id, tx, approved, 60)
+        return error_page(400, "invalid_request", "This authorization request has expired.")
+    updated = yield from persistence.commit("tx", tx.id, tx, approved, ttl)
     if updated is None:
         return error_page(
             400, "invalid_request", "This authorization request was already answered."
@@ -240,3 +240,12 @@ def start_upstream(
             ("Referrer-Policy", "no-referrer"),
         ),
     )
+
+
+def end_for_removed_client(ctx: Context, tx: Transaction) -> Generator[Any, Any, None]:
+    """RFC 7592 §2.3: an authorization in flight dies with its client (``client_removed``)."""
+    try:
+        removed = step(tx, TxEvent.client_removed, EventData(now=ctx.now))
+    except Absorbed:
+        return
+    yield from persistence.commit("tx", tx.id, tx, removed, 60)

@@ -18,6 +18,7 @@ from ..crypto import digest, equal
 from ..errors import InvalidRequestError, InvalidTokenError
 from ..http import NO_STORE, Request, Response, form_body
 from ..records import Grant
+from ..states import GrantEvent
 from ..tokens import verify_access_token
 from .metadata import CORS
 
@@ -30,7 +31,7 @@ def revocation_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respo
         raise InvalidRequestError("token is required")
     grant_id = yield from _grant_of(ctx, token, client.client_id)
     if grant_id is not None:
-        yield from grants.revoke_grant(ctx, grant_id)
+        yield from grants.revoke_grant(ctx, grant_id, GrantEvent.revocation_requested)
     return Response(status=200, headers=NO_STORE + CORS)
 
 

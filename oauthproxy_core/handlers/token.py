@@ -34,7 +34,16 @@ from ..http import Request, Response, form_body, json_response
 from ..records import Client, Grant, Transaction
 from ..resources import canonical_resource
 from ..scopes import is_subset, parse_scope
-from ..states import Absorbed, EventData, TxEvent, TxState, advance
+from ..states import (
+    Absorbed,
+    EventData,
+    GrantEvent,
+    GrantState,
+    TxEvent,
+    TxState,
+    grant_step,
+    step,
+)
 from .metadata import CORS
 
 
@@ -91,20 +100,20 @@ def _redeem_code(
         yield from _punish_replay(ctx, tx)
         raise InvalidGrantError("code was already used")
     try:
-        target = advance(tx, TxEvent.code_redeemed, data)
+        redeemed = step(tx, TxEvent.code_redeemed, data)
     except Absorbed:
         raise InvalidGrantError("code is invalid or expired") from None
     lifetimes = ctx.config.lifetimes
-    exchanged = yield from persistence.replace(
-        "tx", tx.id, tx, lifetimes.transaction, state=target.value
-    )
+    exchanged = yield from persistence.commit("tx", tx.id, tx, redeemed, lifetimes.transaction)
     if exchanged is None:
         # Lost a race with another redemption: that one is now a replay of ours (SECURITY.md 8).
         current = yield from persistence.load("tx", tx.id, Transaction)
         if current is not None and current.state == TxState.exchanged.value:
             yield from _punish_replay(ctx, current)
         raise InvalidGrantError("code was already used")
-    if target is not TxState.exchanged:
+    if redeemed.event is TxEvent.deadline_passed:
+        raise InvalidGrantError("code has expired")
+    if redeemed.state != TxState.exchanged.value:
         raise InvalidGrantError(
             "code does not match this client, redirect_uri, resource or verifier"
         )
@@ -132,10 +141,14 @@ def _redeem_code(
 
 
 def _punish_replay(ctx: Context, tx: Transaction) -> Generator[Any, Any, None]:
-    target = advance(tx, TxEvent.code_replayed, EventData(now=ctx.now))
-    yield from persistence.replace("tx", tx.id, tx, 60, state=target.value)
+    try:
+        replayed = step(tx, TxEvent.code_replayed, EventData(now=ctx.now))
+    except Absorbed:
+        pass  # already revoked by an earlier replay; the grant marker below is idempotent
+    else:
+        yield from persistence.commit("tx", tx.id, tx, replayed, 60)
     if tx.grant_id is not None:
-        yield from grants.revoke_grant(ctx, tx.grant_id)
+        yield from grants.revoke_grant(ctx, tx.grant_id, GrantEvent.code_replayed)
 
 
 def _refresh(
@@ -151,7 +164,7 @@ def _refresh(
     presented_hash = digest(secret)
     for _attempt in range(3):
         grant = yield from persistence.load("grant", grant_id, Grant)
-        if grant is None or grant.state != "active" or grant.expires_at <= ctx.now:
+        if grant is None or grant.state != GrantState.active.value or grant.expires_at <= ctx.now:
             raise InvalidGrantError("refresh token is invalid")
         if grant.client_id != client.client_id:
             # Another client's token: nothing changes (SECURITY.md 19, 21).
@@ -169,12 +182,14 @@ def _refresh(
         if grant.refresh_hash and equal(presented_hash, grant.refresh_hash):
             refresh, new_hash = grants.new_refresh_secret(ctx, grant.id)
             body = grants.token_response(ctx, grant, scopes, refresh)
-            stored = yield from persistence.replace(
-                "grant",
-                grant.id,
+            rotated = grant_step(
                 grant,
-                ctx.config.lifetimes.refresh_token,
+                GrantEvent.refresh_rotated,
+                EventData(now=ctx.now, presented_hash=presented_hash),
                 **grants.rotation(ctx, grant, presented_hash, body, new_hash),
+            )
+            stored = yield from persistence.commit(
+                "grant", grant.id, grant, rotated, ctx.config.lifetimes.refresh_token
             )
             if stored is not None:
                 return body
@@ -189,10 +204,10 @@ def _refresh(
                 except (UnsealError, ValueError):
                     raise InvalidGrantError("refresh token is invalid") from None
                 return answer
-            yield from grants.revoke_grant(ctx, grant.id)
+            yield from grants.revoke_grant(ctx, grant.id, GrantEvent.refresh_replayed)
             raise InvalidGrantError("refresh token was already used")
         if any(equal(presented_hash, h) for h in grant.retired_hashes):
-            yield from grants.revoke_grant(ctx, grant.id)
+            yield from grants.revoke_grant(ctx, grant.id, GrantEvent.refresh_replayed)
             raise InvalidGrantError("refresh token was already used")
         raise InvalidGrantError("refresh token is invalid")
     raise InvalidGrantError("refresh token is contended; retry")

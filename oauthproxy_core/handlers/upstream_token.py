@@ -30,6 +30,7 @@ from ..crypto import UnsealError, seal, unseal
 from ..effects import HttpCall
 from ..errors import InvalidGrantError, InvalidTokenError
 from ..records import Grant
+from ..states import EventData, GrantEvent, GrantState, grant_step
 from ..upstream import UpstreamDeniedError, build_refresh_request, parse_token_response
 
 #: Refresh a little before the provider's expiry so a token handed out is still usable.
@@ -47,7 +48,11 @@ class UpstreamAccess:
 def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, UpstreamAccess]:
     for _attempt in range(3):
         grant = yield from persistence.load("grant", grant_id, Grant)
-        if grant is None or (yield from grants.is_revoked(grant_id)):
+        if (
+            grant is None
+            or grant.state != GrantState.active.value
+            or (yield from grants.is_revoked(grant_id))
+        ):
             raise InvalidTokenError("the grant was revoked")
         if grant.upstream_sealed is None:
             raise InvalidGrantError("no upstream token is held for this grant")
@@ -61,7 +66,7 @@ def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, Up
             return _access(stored)
         refresh_expires_at = stored.get("refresh_expires_at")
         if isinstance(refresh_expires_at, int) and refresh_expires_at <= ctx.now:
-            yield from grants.revoke_grant(ctx, grant.id)
+            yield from grants.revoke_grant(ctx, grant.id, GrantEvent.upstream_refused)
             raise InvalidTokenError("the provider's authorization has expired")
         profile = ctx.config.upstream
         result = yield HttpCall(
@@ -75,7 +80,7 @@ def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, Up
             current = yield from persistence.load("grant", grant_id, Grant)
             if current is not None and current.upstream_sealed != grant.upstream_sealed:
                 continue  # another caller rotated the refresh token meanwhile: use its result
-            yield from grants.revoke_grant(ctx, grant.id)
+            yield from grants.revoke_grant(ctx, grant.id, GrantEvent.upstream_refused)
             raise InvalidTokenError("the provider revoked the user's authorization") from None
         renewed = {
             "access_token": tokens.access_token,
@@ -93,9 +98,10 @@ def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, Up
         }
         sealed = seal(ctx.keys, ctx.random, json.dumps(renewed).encode(), "upstream|" + grant.id)
         ttl = max(grant.expires_at - ctx.now, 1)
-        updated = yield from persistence.replace(
-            "grant", grant.id, grant, ttl, upstream_sealed=sealed
+        refreshed = grant_step(
+            grant, GrantEvent.upstream_refreshed, EventData(now=ctx.now), upstream_sealed=sealed
         )
+        updated = yield from persistence.commit("grant", grant.id, grant, refreshed, ttl)
         if updated is not None:
             return _access(renewed)
     raise InvalidGrantError("the upstream token is being refreshed elsewhere; retry")

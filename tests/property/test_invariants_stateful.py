@@ -800,12 +800,12 @@ def test_invariants_1_to_27_hold_under_attack() -> None:
 
 
 def _read_then_write(
-    kind: str, key: str, old: Any, ttl: int, **changes: Any
+    kind: str, key: str, old: Any, step: Any, ttl: int
 ) -> Generator[Any, Any, Any]:
     stored = yield GetRecord(kind=kind, key=key)
     if stored is None or stored.version != old.version:
         return None
-    updated = attrs.evolve(old, version=old.version + 1, **changes)
+    updated = step.record
     yield PutRecord(
         kind=kind, key=key, value=codec.encode(updated), version=updated.version, ttl=max(ttl, 1)
     )
@@ -813,7 +813,7 @@ def _read_then_write(
 
 
 BROKEN = {
-    "non-atomic compare-and-set": (persistence, "replace", _read_then_write),
+    "non-atomic compare-and-set": (persistence, "commit", _read_then_write),
     "browser binding ignored": (
         states,
         "guard_same_browser",
