@@ -57,6 +57,19 @@ def definitions(path: Path) -> frozenset[str]:
     return frozenset(names)
 
 
+def cited_test_problem(test_id: str) -> str | None:
+    """Why ``path::function`` names no existing test, or ``None`` when it does."""
+    match = TEST_ID.fullmatch(test_id)
+    if match is None:
+        return f"malformed test id {test_id!r} (path::function)"
+    path = ROOT / match["path"]
+    if not path.is_file():
+        return f"no file {match['path']}"
+    if match["name"] not in definitions(path):
+        return f"{match['path']} defines no {match['name']}"
+    return None
+
+
 def load_renderer() -> ModuleType:
     spec = importlib.util.spec_from_file_location("render_requirements", RENDERER_PATH)
     assert spec is not None and spec.loader is not None
@@ -115,15 +128,9 @@ def test_every_named_test_exists() -> None:
     missing = []
     for req in requirements():
         for test_id in req.get("tests", []):
-            match = TEST_ID.fullmatch(test_id)
-            if match is None:
-                missing.append(f"{req['id']}: malformed test id {test_id!r} (path::function)")
-                continue
-            path = ROOT / match["path"]
-            if not path.is_file():
-                missing.append(f"{req['id']}: no file {match['path']}")
-            elif match["name"] not in definitions(path):
-                missing.append(f"{req['id']}: {match['path']} defines no {match['name']}")
+            problem = cited_test_problem(test_id)
+            if problem is not None:
+                missing.append(f"{req['id']}: {problem}")
     assert not missing, "\n".join(missing)
 
 

@@ -10,8 +10,7 @@ import re
 from tests.core.test_requirements_matrix import (
     ROOT,
     SECURITY_INVARIANTS,
-    TEST_ID,
-    definitions,
+    cited_test_problem,
 )
 
 THREAT_MODEL = ROOT / "spec" / "threat-model.md"
@@ -33,15 +32,7 @@ def sections() -> dict[str, str]:
 def test_every_cited_test_exists() -> None:
     cited = CITED.findall(text())
     assert len(cited) >= 50, "the threat model cites suspiciously few tests"
-    missing = []
-    for test_id in cited:
-        match = TEST_ID.fullmatch(test_id)
-        assert match is not None, test_id
-        path = ROOT / match["path"]
-        if not path.is_file():
-            missing.append(f"no file {match['path']}")
-        elif match["name"] not in definitions(path):
-            missing.append(f"{match['path']} defines no {match['name']}")
+    missing = [problem for test_id in cited if (problem := cited_test_problem(test_id))]
     assert not missing, "\n".join(missing)
 
 
