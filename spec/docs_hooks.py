@@ -10,8 +10,11 @@ Generated, so they cannot drift:
 - ``<!-- generated: cli-help -->``: ``oauthproxy --help`` and every sub-command's help, from the
   argparse parser in ``oauthproxy_adapters.cli``;
 - ``<!-- generated: transitions-diagram -->``: ``spec/transitions.mmd`` as a Mermaid block;
-- the pages ``reference/transitions.md``, ``reference/requirements.md`` and
-  ``reference/threat-model.md``: copies of the files of the same names in ``spec/``.
+- the pages ``reference/transitions.md``, ``reference/requirements.md``,
+  ``reference/threat-model.md`` and the design documents ``reference/architecture.md``,
+  ``reference/security.md``, ``reference/interop.md`` and ``reference/style.md``: copies of the
+  files of the same names in ``spec/``. They sit side by side, so their relative links to each other
+  resolve in the repository and on the site alike.
 
 A marker that is not replaced, or a page that names an unknown marker, fails the build.
 """
@@ -85,6 +88,10 @@ COPIED = {
     "reference/transitions.md": SPEC / "transitions.md",
     "reference/requirements.md": SPEC / "requirements.md",
     "reference/threat-model.md": SPEC / "threat-model.md",
+    "reference/architecture.md": SPEC / "architecture.md",
+    "reference/security.md": SPEC / "security.md",
+    "reference/interop.md": SPEC / "interop.md",
+    "reference/style.md": SPEC / "style.md",
 }
 
 
