@@ -26,8 +26,8 @@ from oauthproxy_core import Request, Response
 from oauthproxy_core.handlers.bearer import Principal
 from oauthproxy_core.http import json_response
 from tests.adapters.live_servers import H11Thread, async_proxy
-from tests.adapters.test_cli import config as serve_config
-from tests.e2e.test_multi_instance import ProxyProcess, oauthproxy_command
+from tests.adapters.serve_process import start_serve
+from tests.e2e.test_multi_instance import ProxyProcess
 from tests.harness import ScriptedUpstream, make_config
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -157,15 +157,8 @@ def test_rfc9112_6_1_h11_server_still_serves_each_framing_alone(h11_server: H11T
 @pytest.fixture(scope="module")
 def serve_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     work = tmp_path_factory.mktemp("serve-smuggling")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    base = f"http://127.0.0.1:{port}"
-    config = work / "proxy.toml"
-    config.write_text(serve_config(base, work / "keys.json", port=port))
     # At info level uvicorn logs one access line per request it processed: the evidence.
-    command = [*oauthproxy_command(), "serve", "--config", str(config), "--log-level", "info"]
-    proc = ProxyProcess(config, port, work, name="serve", command=command).start()
+    proc = start_serve(work, "--log-level", "info")
     try:
         yield proc
     finally:
