@@ -357,7 +357,9 @@ class Gateway:
         except ClientDisconnected:
             return  # the client went away before its body was complete: nobody to answer
         except httpx.HTTPError as exc:
-            log.warning("gateway: upstream %s unreachable (%s)", target, exc.__class__.__name__)
+            # Never the query (it is the client's) nor userinfo from the configured URL.
+            where = target.copy_with(query=None, userinfo=b"")
+            log.warning("gateway: upstream %s unreachable (%s)", where, exc.__class__.__name__)
             await _send_json(send, *_BAD_GATEWAY)
             return
         try:
