@@ -1,6 +1,6 @@
 """spec/threat-model.md stays truthful: every test id it cites exists (the same check as the
 requirement matrix's), every threat section cites at least one, every RFC 9700 §4 threat and MCP
-best-practice threat has its section, and every SECURITY.md invariant 1..29 appears in its
+best-practice threat has its section, and every proved SECURITY.md invariant appears in its
 invariant table."""
 
 from __future__ import annotations
