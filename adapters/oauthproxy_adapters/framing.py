@@ -36,7 +36,11 @@ AMBIGUOUS_FRAMING = json_response(
 
 def has_ambiguous_framing(header_names: Iterable[bytes], http_version: str) -> bool:
     """Whether a request with these header names (any case) and version must be refused."""
-    names = {name.lower() for name in header_names}
-    if b"transfer-encoding" not in names:
-        return False
-    return b"content-length" in names or http_version == "1.0"
+    chunked = length = False
+    for name in header_names:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            chunked = True
+        elif lowered == b"content-length":
+            length = True
+    return chunked and (length or http_version == "1.0")

@@ -141,7 +141,7 @@ PROTECTED_HEADER_PREFIXES: tuple[str, ...] = (
     "x-original-forwarded-for",
 )
 # RFC 9110 §5.1 allows more token characters in a name; nginx forwards only these by default.
-_FORWARDABLE_NAME = re.compile(r"[A-Za-z0-9-]+")
+_FORWARDABLE_NAME = re.compile(r"[a-z0-9-]+")
 _FOLD = re.compile(r"[^a-z0-9]")
 _RESPONSE_DROP = _HOP_BY_HOP | {"content-length"}  # re-added only when the upstream sent it
 _CLAIM_NAME_CHARS = re.compile(r"[^A-Za-z0-9-]")
@@ -166,8 +166,12 @@ def folded_header_name(name: str) -> str:
     return _FOLD.sub("-", name.lower())
 
 
-def _is_protected(name: str) -> bool:
-    return folded_header_name(name).startswith(PROTECTED_HEADER_PREFIXES)
+def _dropped_name(name: str) -> bool:
+    """A lower-cased client header name the gateway never forwards (SECURITY.md 30)."""
+    if not _FORWARDABLE_NAME.fullmatch(name):
+        return True  # "_" or another character some stack folds: never forwarded
+    # Letters, digits and "-" only: the name is its own folded form.
+    return name.startswith(PROTECTED_HEADER_PREFIXES)
 
 
 def identity_headers(principal: Principal) -> list[tuple[str, str]]:
@@ -299,12 +303,7 @@ class Gateway:
             name = k.decode("latin-1").lower()
             if name == "host":
                 host = v.decode("latin-1")
-            if (
-                name in _REQUEST_DROP
-                or name in named_in_connection
-                or not _FORWARDABLE_NAME.fullmatch(name)
-                or _is_protected(name)
-            ):
+            if name in _REQUEST_DROP or name in named_in_connection or _dropped_name(name):
                 continue
             headers.append((name.encode("latin-1"), v))
         client = scope.get("client")
