@@ -10,7 +10,9 @@ SDK's server or run it alone under uvicorn.
 Thin by design (ARCHITECTURE.md): request -> ``oauthproxy_core.Request``, the async driver runs the
 handler, response written. Request bodies are read up to the core's bound and refused with 413 past it
 (SECURITY.md 28); an unexpected exception becomes a generic 500 and a log line, never a traceback to
-the client (SECURITY.md 29).
+the client (SECURITY.md 29). A request with ambiguous framing (``Transfer-Encoding`` with
+``Content-Length``, or in HTTP/1.0) is refused with 400 and ``Connection: close`` before anything
+reads it (RFC 9112 §6.1, ``framing.py``): the server in front may not do it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from oauthproxy_core import Request, Response
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
+from .framing import AMBIGUOUS_FRAMING, has_ambiguous_framing
 from .proxy import AsyncProxy, is_protected, protected_prefixes
 
 Scope = MutableMapping[str, Any]
@@ -138,6 +141,12 @@ class OAuthProxyApp:
                 await self.app(scope, receive, send)
             elif scope["type"] == "lifespan":
                 await _lifespan(receive, send)
+            return
+        if has_ambiguous_framing(
+            (name for name, _ in scope.get("headers", ())), scope.get("http_version", "1.1")
+        ):
+            # RFC 9112 §6.1; uvicorn on h11 would serve the trailing bytes as a second request.
+            await send_response(send, AMBIGUOUS_FRAMING)
             return
         path = scope["path"]
         try:

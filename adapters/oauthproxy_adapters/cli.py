@@ -10,6 +10,9 @@
     oauthproxy keys show --file keys.json
     oauthproxy demo [...]
 
+``serve`` logs through uvicorn's logging configuration with every secret-bearing query value
+(``code``, ``state``, ``txn``, tokens, credentials) redacted at every level (``log_redaction.py``).
+
 Exit status: 0 success; 2 the configuration (or the command line) is wrong, with one line
 ``error: <message naming the key>`` on stderr and never a traceback; 1 any other failure (a file
 that exists, a server that could not start, the demo not installed). The configuration file format
@@ -118,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from .app import build_app  # noqa: PLC0415
+    from .log_redaction import serve_log_config  # noqa: PLC0415
 
     settings = load_settings(args.config)
     if args.host is not None:
@@ -132,6 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
+        # Query values such as the callback's code and state never reach the log, at any level.
+        log_config=serve_log_config(uvicorn.config.LOGGING_CONFIG),
         lifespan="on",
         server_header=False,
         # The client address the rate bounds count by (oauthproxy_core.bounds): X-Forwarded-For is

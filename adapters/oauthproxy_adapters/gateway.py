@@ -14,12 +14,29 @@ What is forwarded
 
 What is removed from the request (so a client cannot spoof identity or reach around the proxy)
     ``Authorization`` (the proxy's access token is for the proxy; the upstream never sees it: no token
-    passthrough, SECURITY.md 18), ``Cookie`` (the proxy's browser cookies), every incoming
-    ``X-OAuthProxy-*`` header, ``Host`` (set to the upstream's), ``X-Forwarded-Host`` and
-    ``X-Forwarded-Proto`` (set by the gateway), ``Forwarded``, ``Expect``, and the hop-by-hop
-    headers of RFC 9110 §7.6.1 (``Connection`` and every header it names, ``Keep-Alive``,
-    ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``,
-    ``Proxy-Authorization``).
+    passthrough, SECURITY.md 18), ``Cookie`` (the proxy's browser cookies), ``Host`` (set to the
+    upstream's), ``Expect``, and the hop-by-hop headers of RFC 9110 §7.6.1 (``Connection`` and every
+    header it names, ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``,
+    ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Authorization``).
+
+    Identity and forwarding headers, however they are spelled (SECURITY.md 30). A server that
+    builds a CGI-style environment (WSGI's ``HTTP_*`` keys, PHP-FPM, Rack) folds case, ``-`` and
+    ``_`` into one name: a client's ``X_OAuthProxy_Subject`` would land on the same key as the
+    gateway's ``X-OAuthProxy-Subject`` (Puma CVE-2024-45614 was this with ``X-Forwarded-For``).
+    So a client header is dropped when its name, lower-cased with every character other than a
+    letter or digit read as ``-``, starts with one of ``PROTECTED_HEADER_PREFIXES``: ``x-oauthproxy``
+    (every identity header), ``x-forwarded`` (``-for``, ``-host``, ``-proto``, ``-port``,
+    ``-prefix``, ...), ``forwarded`` (RFC 7239), and the client-address headers other stacks trust
+    (``x-real-ip``, ``x-client-ip``, ``true-client-ip``, ``x-cluster-client-ip``,
+    ``cf-connecting-ip``, ``fastly-client-ip``, ``x-original-forwarded-for``). The client's own
+    ``X-Forwarded-For`` is dropped like the rest: the gateway sends the address the proxy itself
+    determined (uvicorn takes it from a trusted peer's ``X-Forwarded-For``, ``[server]
+    forwarded_allow_ips``), never a chain the client wrote.
+
+    Besides, only names made of letters, digits and ``-`` are forwarded: a name with ``_`` (or
+    ``.`` or any other token character) is dropped, whatever it says. nginx does the same by
+    default (``underscores_in_headers off``, ``ignore_invalid_headers on``) for the same reason:
+    no stack behind the gateway can then confuse a client's header with one the gateway set.
 
 What is added: the trusted identity headers
     ================================  ============================================================
@@ -30,7 +47,7 @@ What is added: the trusted identity headers
                                       ``email``, ``name``, ``preferred_username``, ...). ``<name>`` keeps
                                       ``[A-Za-z0-9-]``; any other character becomes ``-``
                                       (``X-OAuthProxy-Claim-preferred-username``)
-    ``X-Forwarded-For``               the client's address, appended
+    ``X-Forwarded-For``               the client's address as the proxy sees it (one address)
     ``X-Forwarded-Host``              the ``Host`` the client used
     ``X-Forwarded-Proto``             ``http`` or ``https`` as seen by the proxy
     ================================  ============================================================
@@ -40,8 +57,9 @@ What is added: the trusted identity headers
     unchanged, ``José`` arrives as ``Jos%C3%A9`` (``urllib.parse.unquote`` restores it).
 
     The MCP server may trust these headers ONLY if it is reachable through the gateway alone (bind
-    it to loopback or a private network): the gateway guarantees that a client cannot set them, not
-    that nobody can reach the server directly.
+    it to loopback or a private network): the gateway guarantees that a client cannot set them,
+    under any spelling a server stack folds onto them (above), not that nobody can reach the server
+    directly.
 
 Errors
     The upstream unreachable (connection refused, DNS, reset before a response): 502
@@ -72,7 +90,13 @@ from oauthproxy_core.handlers.bearer import Principal
 
 from .asgi import MCP_CORS, ClientDisconnected, Receive, Scope, Send, principal_from_scope
 
-__all__ = ["IDENTITY_HEADER_PREFIX", "Gateway", "identity_headers"]
+__all__ = [
+    "IDENTITY_HEADER_PREFIX",
+    "PROTECTED_HEADER_PREFIXES",
+    "Gateway",
+    "folded_header_name",
+    "identity_headers",
+]
 
 log = logging.getLogger("oauthproxy.gateway")
 
@@ -100,10 +124,25 @@ _REQUEST_DROP = _HOP_BY_HOP | {
     "cookie",
     "host",
     "expect",  # 100-continue is answered by our own server; the upstream gets the body at once
-    "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-proto",
 }
+#: Folded names (``folded_header_name``) of the headers the gateway sets, or that a stack behind it
+#: may read as the client's identity or address; a client header whose folded name starts with one
+#: of these is dropped (SECURITY.md 30).
+PROTECTED_HEADER_PREFIXES: tuple[str, ...] = (
+    IDENTITY_HEADER_PREFIX.rstrip("-"),
+    "x-forwarded",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+)
+# RFC 9110 §5.1 allows more token characters in a name; nginx forwards only these by default.
+_FORWARDABLE_NAME = re.compile(r"[a-z0-9-]+")
+_FOLD = re.compile(r"[^a-z0-9]")
 _RESPONSE_DROP = _HOP_BY_HOP | {"content-length"}  # re-added only when the upstream sent it
 _CLAIM_NAME_CHARS = re.compile(r"[^A-Za-z0-9-]")
 # Visible ASCII except "%": left as is by the value encoding.
@@ -119,6 +158,20 @@ _UNAUTHENTICATED = (401, {"error": "invalid_token", "error_description": "no ver
 def _header_value(value: str) -> str:
     text = "".join(c for c in value if unicodedata.category(c) != "Cc")
     return quote(text.strip(), safe=_SAFE_VALUE_CHARS)
+
+
+def folded_header_name(name: str) -> str:
+    """``name`` as every server stack reads it: lower case, any character but a letter or digit
+    as ``-`` (CGI-style environments turn ``-`` into ``_``; some turn every other one too)."""
+    return _FOLD.sub("-", name.lower())
+
+
+def _dropped_name(name: str) -> bool:
+    """A lower-cased client header name the gateway never forwards (SECURITY.md 30)."""
+    if not _FORWARDABLE_NAME.fullmatch(name):
+        return True  # "_" or another character some stack folds: never forwarded
+    # Letters, digits and "-" only: the name is its own folded form.
+    return name.startswith(PROTECTED_HEADER_PREFIXES)
 
 
 def identity_headers(principal: Principal) -> list[tuple[str, str]]:
@@ -246,29 +299,20 @@ class Gateway:
                 }
         headers: list[tuple[bytes, bytes]] = []
         host = ""
-        forwarded_for = ""
         for k, v in raw:
             name = k.decode("latin-1").lower()
             if name == "host":
                 host = v.decode("latin-1")
-            if name == "x-forwarded-for":
-                forwarded_for = v.decode("latin-1")
-                continue
-            if (
-                name in _REQUEST_DROP
-                or name in named_in_connection
-                or name.startswith(IDENTITY_HEADER_PREFIX)
-            ):
+            if name in _REQUEST_DROP or name in named_in_connection or _dropped_name(name):
                 continue
             headers.append((name.encode("latin-1"), v))
         client = scope.get("client")
-        if client:
-            forwarded_for = f"{forwarded_for}, {client[0]}" if forwarded_for else str(client[0])
         extra: list[tuple[str, str]] = []
-        if forwarded_for:
-            # The client's own X-Forwarded-For may carry obs-text (bytes 0x80-0xFF, which HTTP/1.1
-            # lets through): encoded like every value the gateway sets, never sent raw.
-            extra.append(("X-Forwarded-For", _header_value(forwarded_for)))
+        if client:
+            # uvicorn may have taken the address from a trusted peer's X-Forwarded-For, whose
+            # entries can carry obs-text (bytes 0x80-0xFF, which HTTP/1.1 lets through): encoded
+            # like every value the gateway sets, never sent raw.
+            extra.append(("X-Forwarded-For", _header_value(str(client[0]))))
         if host:
             extra.append(("X-Forwarded-Host", _header_value(host)))
         extra.append(("X-Forwarded-Proto", "https" if scope.get("scheme") == "https" else "http"))
@@ -312,7 +356,9 @@ class Gateway:
         except ClientDisconnected:
             return  # the client went away before its body was complete: nobody to answer
         except httpx.HTTPError as exc:
-            log.warning("gateway: upstream %s unreachable (%s)", target, exc.__class__.__name__)
+            # Never the query (it is the client's) nor userinfo from the configured URL.
+            where = target.copy_with(query=None, userinfo=b"")
+            log.warning("gateway: upstream %s unreachable (%s)", where, exc.__class__.__name__)
             await _send_json(send, *_BAD_GATEWAY)
             return
         try:

@@ -15,7 +15,10 @@ most ``idle_timeout`` (a silent idle connection is closed without a word), then 
 completes gets 408 and is closed), answers, and starts the next cycle when both sides are done. Bounds
 (SECURITY.md 28): a head longer than ``max_header_bytes`` is 431; a body declared or grown past
 ``max_body`` is 413, sent before ``100 Continue`` so the client need not upload it. Malformed HTTP is
-400 (or h11's hint: 431, 501) with ``Connection: close`` (SECURITY.md 29). A connection closed after an
+400 (or h11's hint: 431, 501) with ``Connection: close`` (SECURITY.md 29), and so is a request whose
+framing is ambiguous (``Transfer-Encoding`` with ``Content-Length``, or in HTTP/1.0: RFC 9112 §6.1,
+``framing.py``), which h11 alone would frame by the chunked coding and follow with the trailing bytes
+as a second, smuggled request. A connection closed after an
 error response is half-closed first and drained briefly ("lingering close", RFC 9112 §9.6), so the
 client reads the answer instead of a reset. Nothing escapes a connection task: an unexpected
 exception is logged and the connection closed; one in the proxy or the app is a generic 500.
@@ -43,6 +46,7 @@ from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
 from .asgi import MCP_CORS, MCP_PREFLIGHT, NOT_FOUND, SERVER_ERROR, TOO_LARGE
+from .framing import AMBIGUOUS_FRAMING, has_ambiguous_framing
 from .proxy import AsyncProxy, is_protected, protected_prefixes
 
 __all__ = ["AppHandler", "H11Server", "serve"]
@@ -317,6 +321,8 @@ class _Connection:
         size += sum(len(name) + len(value) + 4 for name, value in event.headers)
         if size > self.s.max_header_bytes:
             return HEADERS_TOO_LARGE  # h11 bounds only a head that arrives in pieces
+        if has_ambiguous_framing((name for name, _ in event.headers), event.http_version.decode()):
+            return AMBIGUOUS_FRAMING  # RFC 9112 §6.1: answered, then the connection is closed
         for name, value in event.headers:
             if name == b"content-length" and int(value) > self.s.max_body:
                 return TOO_LARGE  # refused before any "100 Continue": never uploaded

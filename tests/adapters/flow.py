@@ -205,3 +205,15 @@ def login(base: str, upstream: ScriptedUpstream, user: UpstreamUser | None = Non
     )
     tokens = yield from exchange_code(base, client, redirect["code"])
     return Session(client=client, tokens=tokens, redirect=redirect)
+
+
+def httpx_send(client: Any) -> Callable[[Call], Reply]:
+    """A ``send`` for ``drive`` over an ``httpx.Client``, whose cookie jar is the browser's."""
+
+    def send(call: Call) -> Reply:
+        r = client.request(call.method, call.url, headers=list(call.headers), content=call.body)
+        return Reply(
+            r.status_code, tuple((k.lower(), v) for k, v in r.headers.multi_items()), r.content
+        )
+
+    return send

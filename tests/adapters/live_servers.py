@@ -62,11 +62,14 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> No
 
 
 class UvicornThread:
-    def __init__(self, build: Callable[[str], Any]) -> None:
+    """``options`` are passed on to ``uvicorn.Config`` (``proxy_headers=False``: believe no peer's
+    ``X-Forwarded-For``, as ``oauthproxy serve`` with ``forwarded_allow_ips = []``)."""
+
+    def __init__(self, build: Callable[[str], Any], **options: Any) -> None:
         sock = bound_socket()
         self.base = base_url(sock)
         config = uvicorn.Config(
-            build(self.base), lifespan="off", log_level="warning", http="h11", ws="none"
+            build(self.base), lifespan="off", log_level="warning", http="h11", ws="none", **options
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

@@ -21,7 +21,7 @@ import pytest
 from oauthproxy_adapters.asgi import OAuthProxyApp, with_principal
 from oauthproxy_adapters.gateway import Gateway, identity_headers
 from oauthproxy_core.handlers.bearer import Principal
-from tests.adapters.flow import Call, Reply, drive, login
+from tests.adapters.flow import drive, httpx_send, login
 from tests.adapters.live_servers import UvicornThread, async_proxy
 from tests.harness import ScriptedUpstream, make_config
 
@@ -367,20 +367,13 @@ def test_behind_oauthproxyapp_with_a_real_token(
 
     server = UvicornThread(build)
     try:
-
-        def send(call: Call) -> Reply:
-            r = http.request(call.method, call.url, headers=list(call.headers), content=call.body)
-            return Reply(
-                r.status_code, tuple((k.lower(), v) for k, v in r.headers.multi_items()), r.content
-            )
-
         before = len(app.requests)
         denied = http.post(server.base + "/mcp", content=b"{}")
         assert denied.status_code == 401
         assert denied.headers["www-authenticate"].startswith("Bearer resource_metadata=")
         assert len(app.requests) == before  # the upstream never saw it
 
-        session = drive(login(server.base, made["idp"]), send)
+        session = drive(login(server.base, made["idp"]), httpx_send(http))
         token = session.tokens["access_token"]
         resp = http.post(
             server.base + "/mcp",

@@ -4,14 +4,17 @@ socket, ``OAuthProxyApp`` verifying a valid access token, the ``Gateway`` forwar
 
 With a healthy MCP server behind it, no input may produce a 5xx (a 502 or 504 here means the gateway
 broke the request itself), and whatever reaches the MCP server carries exactly one set of identity
-headers, the true one: no ``Authorization`` or ``Cookie``, no client-chosen ``X-OAuthProxy-*``
-value, however the client spells, repeats or hop-by-hop-lists them, and no dot segment in the path.
+headers, the true one: no ``Authorization`` or ``Cookie``, no client-chosen ``X-OAuthProxy-*`` or
+forwarding value, however the client spells (case, ``_`` for ``-``: SECURITY.md 30), repeats or
+hop-by-hop-lists them, no header name a CGI-style stack could fold onto another (``_``), and no dot
+segment in the path.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -25,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from oauthproxy_adapters.asgi import OAuthProxyApp
-from oauthproxy_adapters.gateway import Gateway
+from oauthproxy_adapters.gateway import PROTECTED_HEADER_PREFIXES, Gateway, folded_header_name
 from tests.adapters.flow import Session
 from tests.adapters.live_servers import UvicornThread
 from tests.hostile.support import (
@@ -60,6 +63,8 @@ TOKEN = st.text(
 
 
 RECEIVED: list[dict[str, Any]] = []
+#: The forwarding headers the gateway sets on every request.
+GATEWAY_FORWARDING = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -127,11 +132,27 @@ def stack() -> Iterator[Stack]:
 
 
 def identity(seen: dict[str, Any]) -> dict[str, list[str]]:
+    """The identity headers received, keyed by folded name: ``x_oauthproxy_subject`` counts as a
+    second ``x-oauthproxy-subject`` (a WSGI server would merge the two)."""
+    return {k: v for k, v in protected(seen).items() if k.startswith("x-oauthproxy-")}
+
+
+def protected(seen: dict[str, Any]) -> dict[str, list[str]]:
+    """Every received header whose folded name is an identity or forwarding one (SECURITY.md 30)."""
     out: dict[str, list[str]] = {}
     for k, v in seen["headers"]:
-        if k.startswith("x-oauthproxy-"):
-            out.setdefault(k, []).append(v)
+        if folded_header_name(k).startswith(PROTECTED_HEADER_PREFIXES):
+            out.setdefault(folded_header_name(k), []).append(v)
     return out
+
+
+def spelled(name: str) -> st.SearchStrategy[str]:
+    """``name`` with each letter in either case and each ``-`` as ``-`` or ``_``."""
+    parts = [
+        st.sampled_from(["-", "_"]) if c == "-" else st.sampled_from(sorted({c.lower(), c.upper()}))
+        for c in name
+    ]
+    return st.tuples(*parts).map("".join)
 
 
 def exchange(port: int, data: bytes) -> bytes:
@@ -210,6 +231,21 @@ def test_gateway_barrage(stack: Stack) -> None:
                     "Content-Type",
                 ]
             ),
+            # SECURITY.md 30: the same names as a CGI-style stack folds them.
+            st.sampled_from(
+                [
+                    "x-oauthproxy-subject",
+                    "x-oauthproxy-client-id",
+                    "x-oauthproxy-scopes",
+                    "x-oauthproxy-claim-login",
+                    "x-oauthproxy-claim-email",
+                    "x-forwarded-for",
+                    "x-forwarded-host",
+                    "x-forwarded-proto",
+                    "x-real-ip",
+                    "mcp-session-id",
+                ]
+            ).flatmap(spelled),
             TOKEN,
         )
         header_value = st.one_of(
@@ -274,7 +310,20 @@ def test_gateway_barrage(stack: Stack) -> None:
             assert ids["x-oauthproxy-subject"] == ["idp:42"], seen
             assert ids["x-oauthproxy-client-id"] == [cid], seen
             assert all(SPOOFED not in v for values in ids.values() for v in values), seen
-            assert all(len(values) == 1 for values in ids.values()), seen
+            # SECURITY.md 30: one header per folded identity or forwarding name, the gateway's,
+            # and no client-chosen value under any of them (X-Forwarded-For names the address
+            # uvicorn took from a trusted peer's X-Forwarded-For: loopback is trusted here).
+            forwarding = protected(seen)
+            assert all(len(values) == 1 for values in forwarding.values()), seen
+            assert set(forwarding) == {*ids, *GATEWAY_FORWARDING}, seen
+            assert all(
+                SPOOFED not in v
+                for k, values in forwarding.items()
+                if k != "x-forwarded-for"
+                for v in values
+            ), seen
+            # Nothing a CGI-style stack could fold onto another name.
+            assert all(re.fullmatch(r"[a-z0-9-]+", k) for k in names), seen
             assert seen["raw_path"].startswith("/mcp-server"), seen
             assert not any(s in (".", "..") for s in seen["path"].split("/")), seen
 
