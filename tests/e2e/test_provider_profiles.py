@@ -273,7 +273,7 @@ def google_stack(tmp_path_factory: pytest.TempPathFactory, mcp_backend: str) -> 
 issuer = "{idp.issuer}"
 scopes = ["openid", "email", "profile"]
 identity_source = "id_token"
-claims = {{ login = "preferred_username", email = "email" }}
+claims = {{ preferred_username = "preferred_username", email = "email" }}
 extra_authorize_params = {{ access_type = "offline", prompt = "consent" }}"""
 
     stack = _start_stack(
