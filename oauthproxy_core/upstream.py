@@ -15,8 +15,23 @@ Specifications followed:
 - RFC 9207: the ``iss`` authorization response parameter, checked against the expected issuer
   (§2.4) to defeat mix-up attacks.
 - OpenID Connect Core 1.0 §5.3: the UserInfo endpoint, read as a JSON object with a stable subject.
+- OpenID Connect Core 1.0 §5.1 and §5.7: ``sub`` is the only claim that identifies the user ("a
+  locally unique and never reassigned identifier"); ``email``, ``preferred_username`` and ``name``
+  may change and may be reused, and ``email_verified`` says whether the provider vouches for the
+  address.
 - RFC 8707: ``resource`` is forwarded upstream only when the profile opts in (INTEROP.md: many
   providers reject unknown resources with ``invalid_target``).
+
+Identity, SECURITY.md 32 ("only claims the provider vouches for become identity"): the subject
+(``<provider>:<immutable upstream id>``) is the identity; every other claim is display data. An
+``email`` is kept only when the provider vouches for it: the profile's ``email_verified_claim`` is
+``true`` in the same document (OIDC ``email_verified``; Entra ``xms_edov``; ``email_vouched`` says
+which values count), or, for GitHub, it is the primary and verified address of ``GET
+/user/emails`` (``verified_email_url``). Otherwise it is dropped: never forwarded, never put in a
+token, so no access rule can match it. The incident is "nOAuth" (Descope, 2023): applications
+keyed accounts on Entra's ``email``, which any tenant's administrator can set to any address. For
+the same reason mutable claims (``MUTABLE_CLAIMS``) are refused as the subject and as ``login``,
+and an ``email`` is kept exactly or not at all (never truncated or stripped into another address).
 
 Provider quirks handled here (INTEROP.md, "Upstream providers: the quirks"): GitHub answers
 form-encoded unless asked for JSON, reports failures as HTTP 200 with an ``error`` field, sends no
@@ -64,6 +79,7 @@ from .errors import (
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
+    "MUTABLE_CLAIMS",
     "TOKEN_AUTH_METHODS",
     "UpstreamDeniedError",
     "UpstreamError",
@@ -78,14 +94,19 @@ __all__ = [
     "build_refresh_request",
     "build_token_request",
     "build_userinfo_request",
+    "build_verified_email_request",
     "check_callback_issuer",
+    "email_vouched",
     "identity_from_claims",
     "issuer_matches",
     "nonce_for_state",
     "parse_identity",
     "parse_token_response",
+    "parse_verified_email",
     "requested_scopes",
     "unprefix_scopes",
+    "wants_verified_email",
+    "with_verified_email",
 ]
 
 #: Upstream bodies larger than this are refused (also sent as ``HttpRequest.max_response_bytes``).
@@ -112,6 +133,28 @@ TENANT_PLACEHOLDER = "{tenantid}"
 _TENANT_ID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
+#: Upstream fields that the user or a tenant administrator can change, or that are reused after a
+#: rename (OIDC Core §5.7: only ``sub`` is stable; Microsoft: ``preferred_username``, ``upn``,
+#: ``email`` and ``unique_name`` are mutable and must not be used for authorization decisions).
+#: They are display data: never the subject, never our ``login`` (SECURITY.md 32).
+MUTABLE_CLAIMS = frozenset(
+    {
+        "email",
+        "mail",
+        "upn",
+        "unique_name",
+        "preferred_username",
+        "name",
+        "nickname",
+        "given_name",
+        "family_name",
+    }
+)
+# A user's handle (GitHub's `login`) is renamed and then reused by someone else: a display claim,
+# never the subject.
+_MUTABLE_SUBJECTS = MUTABLE_CLAIMS | {"login", "username"}
+#: Entries of GitHub's ``GET /user/emails`` looked at (it pages at 30 by default, 100 at most).
+MAX_EMAIL_ENTRIES = 100
 # Names of the proxy's own access token claims (tokens.py): a claim map may not shadow them.
 _RESERVED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "gid", "nbf", "azp", "cnf"}
@@ -268,6 +311,17 @@ def _check_claim_map(
             raise ValueError(
                 f"{attribute.name}: the upstream field for {name} is empty or too long"
             )
+        # SECURITY.md 32: the provider vouches (email_verified, xms_edov, /user/emails) for its
+        # `email` field only; an `email` read from another field would be trusted unvouched.
+        if name == "email" and field != "email":
+            raise ValueError(f"{attribute.name}: email can only come from the email field")
+        # `login` reads as the user's handle; a tenant-controlled, mutable field under that name
+        # is the nOAuth confusion (Entra's preferred_username).
+        if name == "login" and field in MUTABLE_CLAIMS:
+            raise ValueError(
+                f"{attribute.name}: login may not come from the mutable field {field!r}; "
+                f"map it under its own name ({field} = {field!r})"
+            )
 
 
 @attrs.frozen(kw_only=True)
@@ -338,6 +392,19 @@ class UpstreamProfile:
     #: Response header of the userinfo call listing the token's granted scopes (GitHub:
     #: ``X-OAuth-Scopes``); it replaces the token response's ``scope`` when present.
     scopes_header: str | None = None
+    #: The claim that must be true (``email_vouched``) in the same identity document for its
+    #: ``email`` to be kept (OIDC Core §5.1 ``email_verified``; Entra ``xms_edov``). ``None``: the
+    #: provider never vouches for an address in its identity document, which is then dropped
+    #: (SECURITY.md 32). The safe default for a profile written by hand.
+    email_verified_claim: str | None = None
+    #: GitHub's ``GET /user/emails``: the primary address is kept only if GitHub marks it verified.
+    verified_email_url: str | None = attrs.field(default=None, validator=_check_url)
+    #: ``verified_email_url`` is asked only when one of these scopes was granted (GitHub:
+    #: ``user:email`` or ``user``); empty: always (a GitHub App's permissions decide).
+    verified_email_scopes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    #: A field that qualifies the subject (Entra: ``tid`` with ``oid``, an object id being unique
+    #: only within its tenant): the subject becomes ``<qualifier>:<subject>``.
+    subject_qualifier_field: str | None = None
 
     @name.validator
     def _check_name(self, _: attrs.Attribute[str], value: str) -> None:
@@ -363,6 +430,15 @@ class UpstreamProfile:
             raise ValueError("require_iss needs issuer")
         if not self.subject_field:
             raise ValueError("subject_field must not be empty")
+        if self.subject_field in _MUTABLE_SUBJECTS:
+            # SECURITY.md 32: the subject is the identity; it must be the provider's immutable id.
+            raise ValueError(
+                f"subject_field {self.subject_field!r} can change or be reused: use the provider's "
+                "immutable user id (sub, id, oid)"
+            )
+        for name in (self.email_verified_claim, self.subject_qualifier_field):
+            if name is not None and (not name or len(name) > 64 or name in _MUTABLE_SUBJECTS):
+                raise ValueError(f"{name!r} cannot vouch for an email or qualify the subject")
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
         if self.issuer is not None and TENANT_PLACEHOLDER in self.issuer.replace(
@@ -426,11 +502,16 @@ class UpstreamTokens:
 
 @attrs.frozen(kw_only=True)
 class UpstreamIdentity:
-    """Who the upstream says the user is (OIDC Core §5.3, or GitHub's ``GET /user``)."""
+    """Who the upstream says the user is (OIDC Core §5.3, or GitHub's ``GET /user``).
 
-    #: Stable upstream user id as a string (GitHub's numeric id becomes ``"12345"``).
+    ``subject`` is the identity; ``claims`` are display data (SECURITY.md 32).
+    """
+
+    #: Stable upstream user id as a string (GitHub's numeric id becomes ``"12345"``; Entra's
+    #: ``oid`` becomes ``"<tid>:<oid>"``).
     subject: str
-    #: ``identity_fields`` present in the userinfo, as cleaned, bounded strings, in profile order.
+    #: ``claim_pairs`` present in the document, in profile order: display text cleaned and bounded;
+    #: ``email`` only when the provider vouched for it, exactly as sent.
     claims: tuple[tuple[str, str], ...] = attrs.field(converter=_pair_tuple)
     #: Granted scopes reported with the identity (GitHub's ``X-OAuth-Scopes``); ``None`` if absent.
     scopes: tuple[str, ...] | None = None
@@ -599,11 +680,16 @@ def build_userinfo_request(profile: UpstreamProfile, *, access_token: str) -> Ht
     """OIDC Core §5.3.1 UserInfo request (GitHub: ``GET /user``), the upstream token as Bearer."""
     if profile.userinfo_url is None:
         raise ValueError(f"upstream profile {profile.name} has no userinfo_url")
+    return _bearer_get(profile, profile.userinfo_url, access_token)
+
+
+def _bearer_get(profile: UpstreamProfile, url: str, access_token: str) -> HttpRequest:
+    """RFC 6750 §2.1: ``GET url`` with the upstream access token in the Authorization header."""
     if not _VSCHAR_RE.fullmatch(access_token) or len(access_token) > MAX_TOKEN_LENGTH:
         raise ValueError("access token is not a valid bearer token")
     return HttpRequest(
         method="GET",
-        url=profile.userinfo_url,
+        url=url,
         headers=(("Authorization", f"Bearer {access_token}"), ("Accept", "application/json")),
         timeout=profile.timeout,
         max_response_bytes=MAX_RESPONSE_BYTES,
@@ -699,31 +785,125 @@ def identity_from_claims(
 ) -> UpstreamIdentity:
     """A stable subject and the mapped display claims from a UserInfo object or ID token claims.
 
-    The subject is ``document[profile.subject_field]`` (GitHub's numeric ``id`` becomes a string);
-    claims follow ``profile.claim_pairs``. An ``email`` whose ``email_verified`` is ``false`` is
-    dropped (OIDC Core §5.1: the provider does not vouch for it).
+    The subject is ``document[profile.subject_field]`` (GitHub's numeric ``id`` becomes a string),
+    qualified by ``profile.subject_qualifier_field`` when set; claims follow ``profile.claim_pairs``.
+    The ``email`` field is kept only when ``email_vouched`` (SECURITY.md 32), and then exactly as
+    sent: an address that is too long or holds unprintable characters or spaces is dropped, never cut
+    or cleaned into another address. Other claims are display text, cleaned and bounded.
     """
-    raw_subject = document.get(profile.subject_field)
-    if isinstance(raw_subject, bool) or not isinstance(raw_subject, str | int):
-        raise UpstreamProtocolError(f"upstream {source} has no usable subject")
-    subject = str(raw_subject)
-    # OIDC Core §5.1: sub is "a locally unique and never reassigned identifier ... MUST NOT exceed
-    # 255 ASCII characters in length". Control characters would corrupt logs and keys.
-    if not subject or len(subject) > MAX_SUBJECT_LENGTH or any(map(_is_control, subject)):
-        raise UpstreamProtocolError(f"upstream {source} has no usable subject")
+    subject = _subject_part(document.get(profile.subject_field), source)
+    if profile.subject_qualifier_field is not None:
+        qualifier = _subject_part(document.get(profile.subject_qualifier_field), source)
+        subject = _subject_part(f"{qualifier}:{subject}", source)
 
-    unverified_email = document.get("email_verified") is False
+    vouched = email_vouched(profile, document)
     claims: list[tuple[str, str]] = []
     for name, field in profile.claim_pairs:
-        if field == "email" and unverified_email:
-            continue
         value = document.get(field)
+        if field == "email":
+            address = _exact_email(value) if vouched else None
+            if address is not None:
+                claims.append((name, address))
+            continue
         if isinstance(value, bool) or not isinstance(value, str | int):
             continue  # absent, null (GitHub's private email) or not a scalar: skip it
         text = "".join(c for c in str(value) if not _is_control(c))[:MAX_CLAIM_LENGTH]
         if text:
             claims.append((name, text))
     return UpstreamIdentity(subject=subject, claims=tuple(claims))
+
+
+def email_vouched(profile: UpstreamProfile, document: dict[str, Any]) -> bool:
+    """Whether ``document`` vouches for its own ``email`` (SECURITY.md 32).
+
+    True only when the profile names a vouching claim and it is JSON ``true``, or the exact string
+    ``"true"``: AWS Cognito's UserInfo endpoint sends ``email_verified`` as a string (pomerium
+    #792, coreos/go-oidc #249, zitadel/oidc #139), as Google's did in 2013-2014
+    (google-api-java-client #828). ``false``, ``"false"``, ``"True"``, ``1``, ``"1"`` and ``null``
+    are not true, and neither is an absent claim: Entra, which never sends ``email_verified``,
+    vouches only through its optional ``xms_edov`` claim.
+    """
+    claim = profile.email_verified_claim
+    if claim is None:
+        return False
+    value = document.get(claim)
+    # `value == True` would also accept 1 and 1.0: compare by identity and by exact string.
+    return value is True or (isinstance(value, str) and value == "true")
+
+
+def _subject_part(raw: object, source: str) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise UpstreamProtocolError(f"upstream {source} has no usable subject")
+    subject = str(raw)
+    # OIDC Core §5.1: sub is "a locally unique and never reassigned identifier ... MUST NOT exceed
+    # 255 ASCII characters in length". Control characters would corrupt logs and keys.
+    if not subject or len(subject) > MAX_SUBJECT_LENGTH or any(map(_is_control, subject)):
+        raise UpstreamProtocolError(f"upstream {source} has no usable subject")
+    return subject
+
+
+def _exact_email(value: object) -> str | None:
+    """``value`` if it is an address we can forward unchanged, else ``None``."""
+    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_LENGTH:
+        return None
+    # Control, format (zero-width), private-use and separator characters have no place in an
+    # address and could make two different strings display alike.
+    if "@" not in value or not value.isprintable() or any(c.isspace() for c in value):
+        return None
+    return value
+
+
+def wants_verified_email(profile: UpstreamProfile, granted: Iterable[str]) -> bool:
+    """Whether to ask ``profile.verified_email_url`` for a token with the ``granted`` scopes."""
+    if profile.verified_email_url is None:
+        return False
+    if not profile.verified_email_scopes:
+        return True
+    return not set(profile.verified_email_scopes).isdisjoint(granted)
+
+
+def build_verified_email_request(profile: UpstreamProfile, *, access_token: str) -> HttpRequest:
+    """GitHub's ``GET /user/emails`` (REST "List email addresses for the authenticated user")."""
+    if profile.verified_email_url is None:
+        raise ValueError(f"upstream profile {profile.name} has no verified_email_url")
+    return _bearer_get(profile, profile.verified_email_url, access_token)
+
+
+def parse_verified_email(result: HttpResponse | HttpFailure) -> str | None:
+    """The primary address GitHub marks ``verified``, or ``None``.
+
+    The list is display data, so nothing here fails a sign-in: a missing permission (403, 404), an
+    outage or an answer we cannot read means no email, never an unverified one.
+    """
+    if isinstance(result, HttpFailure) or not 200 <= result.status < 300:
+        return None
+    if len(result.body) > MAX_RESPONSE_BYTES:
+        return None
+    entries = _json_array(result.body)
+    if entries is None:
+        return None
+    for entry in entries[:MAX_EMAIL_ENTRIES]:
+        if (
+            isinstance(entry, dict)
+            and entry.get("primary") is True
+            and entry.get("verified") is True
+        ):
+            return _exact_email(entry.get("email"))
+    return None
+
+
+def with_verified_email(
+    profile: UpstreamProfile, identity: UpstreamIdentity, email: str | None
+) -> UpstreamIdentity:
+    """``identity`` with ``email`` as every claim mapped from the ``email`` field, in profile order."""
+    if email is None:
+        return identity
+    claims = dict(identity.claims)
+    for name, field in profile.claim_pairs:
+        if field == "email":
+            claims[name] = email
+    ordered = tuple((name, claims[name]) for name, _f in profile.claim_pairs if name in claims)
+    return attrs.evolve(identity, claims=ordered)
 
 
 def check_callback_issuer(profile: UpstreamProfile, iss: str | None) -> None:
@@ -799,6 +979,14 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return value if isinstance(value, dict) else None
+
+
+def _json_array(body: bytes) -> list[Any] | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, list) else None
 
 
 def _form_object(body: bytes) -> dict[str, Any] | None:

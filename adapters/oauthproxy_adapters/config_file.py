@@ -39,7 +39,12 @@ The file::
     tenant = "common"                  # entra only: common | organizations | consumers | <GUID>
     app_id_uri = "api://<app-id>"      # entra only: prefix for custom API scopes
     identity_source = "userinfo"       # oidc/oauth2: userinfo | id_token | both
-    claims = { login = "preferred_username" }   # our claim name -> upstream field
+    claims = { handle = "username" }   # our claim name -> upstream field (display data; `login`
+                                       # may not come from a mutable field such as
+                                       # preferred_username, `email` only from `email`)
+    email_verified_claim = "email_verified"   # oidc/oauth2: the field that must be true for
+                                       # `email` to be kept (default: email_verified for oidc;
+                                       # oauth2: none, so no email is kept)
     extra_authorize_params = { audience = "https://api.example" }   # e.g. Auth0
     extra_token_params = { audience = "https://api.example" }
     forward_resource = false           # send RFC 8707 `resource` upstream
@@ -135,7 +140,7 @@ from oauthproxy_core.providers import (
     github_profile,
     google_profile,
 )
-from oauthproxy_core.providers.entra import entra_issuer
+from oauthproxy_core.providers.entra import ENTRA_EMAIL_VERIFIED_CLAIM, entra_issuer
 from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
 from oauthproxy_core.upstream import ID_TOKEN_ALGS, IDENTITY_SOURCES, UpstreamProfile
@@ -191,6 +196,7 @@ _TABLES: dict[str, frozenset[str]] = {
             "app_id_uri",
             "identity_source",
             "claims",
+            "email_verified_claim",
             "extra_authorize_params",
             "extra_token_params",
             "forward_resource",
@@ -660,6 +666,13 @@ def _upstream_profile(
     for key in ("tenant", "app_id_uri"):
         if t.has(key) and provider != "entra":
             raise ConfigError(f"[upstream].{key}: only used with provider = 'entra'")
+    email_verified_claim = t.get("email_verified_claim", str, None)
+    if email_verified_claim is not None and provider not in ("oidc", "oauth2"):
+        # Built-in providers know how they vouch (SECURITY.md 32): email_verified, xms_edov,
+        # GitHub's /user/emails.
+        raise ConfigError(
+            "[upstream].email_verified_claim: only used with provider = 'oidc' or 'oauth2'"
+        )
     identity_source = t.get("identity_source", str, None)
     if identity_source is not None and identity_source not in IDENTITY_SOURCES:
         raise ConfigError(
@@ -785,7 +798,13 @@ def _upstream_profile(
         fields.update(
             subject_field=subject_field or "sub",
             scopes=("openid", "profile", "email") if scopes is None else scopes,
+            # OIDC Core §5.1; Entra vouches only with its optional xms_edov (SECURITY.md 32).
+            email_verified_claim=ENTRA_EMAIL_VERIFIED_CLAIM
+            if provider == "entra"
+            else "email_verified",
         )
+    if email_verified_claim is not None:
+        fields["email_verified_claim"] = email_verified_claim
     if identity_source is not None and identity_source != "userinfo":
         if fields.get("jwks_uri") is None:
             raise ConfigError(
@@ -801,7 +820,13 @@ def _build(make: Any) -> UpstreamProfile:
     try:
         profile: UpstreamProfile = make()
     except (ValueError, TypeError) as exc:
-        # The profile's validators name the field ("scopes ...", "client_id ..."): keep the table.
+        # The profile's validators name the field ("scopes ...", "client_id ..."): keep the table,
+        # and name the file's key where it differs from the profile field.
+        message = str(exc)
+        if message.startswith("claim_map: "):
+            raise ConfigError("[upstream].claims: " + message.removeprefix("claim_map: ")) from None
+        if message.startswith("subject_field "):
+            raise ConfigError("[upstream].userinfo_subject_field: " + message) from None
         raise ConfigError(f"[upstream]: {exc}") from None
     return profile
 

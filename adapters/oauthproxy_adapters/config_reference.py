@@ -216,8 +216,20 @@ KEYS: tuple[ConfigKey, ...] = (
         "claims",
         "table of strings",
         None,
-        "Identity claims to keep: our name = the upstream field "
-        '(`{ login = "preferred_username" }`).',
+        'Display claims to keep: our name = the upstream field (`{ handle = "username" }`). '
+        "The subject is the identity; claims are display data. `login` may not come from a "
+        "mutable field (`preferred_username`, `upn`, `email`, `name`, ...) and `email` only "
+        "from `email`, kept only when the provider vouches for it (SECURITY.md 32).",
+    ),
+    _k(
+        "upstream",
+        "email_verified_claim",
+        "string",
+        None,
+        "oidc/oauth2 only: the identity field that must be `true` (JSON true or the string "
+        '`"true"`) for `email` to be kept. Default: `email_verified` for oidc; none for oauth2, '
+        "whose `email` is then never kept. google uses `email_verified`, entra `xms_edov`, "
+        "github the verified primary address of `GET /user/emails` (scope `user:email`).",
     ),
     _k(
         "upstream",

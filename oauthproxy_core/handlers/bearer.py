@@ -25,7 +25,12 @@ from ..tokens import AccessClaims, verify_access_token
 
 @attrs.frozen(kw_only=True)
 class Principal:
-    """Who is calling: the proxy's subject (``<provider>:<upstream id>``), client and scopes."""
+    """Who is calling: the proxy's subject (``<provider>:<upstream id>``), client and scopes.
+
+    ``subject`` is the user's identity: key accounts and access decisions on it. ``claims`` are
+    display data from the provider (``login``, ``name``, ...); an ``email`` is among them only when
+    the provider vouched for it (SECURITY.md 32).
+    """
 
     subject: str
     client_id: str

@@ -11,7 +11,10 @@ proxy, so nothing in the callback can steer the code to another token endpoint (
 The identity comes from the profile's ``identity_source``: the UserInfo endpoint, the ID token
 (verified against the provider's cached JWK Set, with the nonce derived from the upstream state:
 ``upstream.nonce_for_state``), or both (OIDC Core §5.3.2: UserInfo's ``sub`` must equal the ID
-token's). The proxy's subject is ``<provider>:<upstream user id>``.
+token's). The proxy's subject is ``<provider>:<upstream user id>``: that is the identity; the other
+claims are display data, and an ``email`` is among them only when the provider vouched for it
+(SECURITY.md 32: ``email_verified`` / ``xms_edov`` in the same document, or GitHub's verified primary
+address from ``GET /user/emails``, asked only when the token was granted ``user:email``).
 """
 
 from __future__ import annotations
@@ -41,11 +44,15 @@ from ..upstream import (
     UpstreamUnavailableError,
     build_token_request,
     build_userinfo_request,
+    build_verified_email_request,
     check_callback_issuer,
     identity_from_claims,
     nonce_for_state,
     parse_identity,
     parse_token_response,
+    parse_verified_email,
+    wants_verified_email,
+    with_verified_email,
 )
 from .consent import browser_id
 
@@ -207,6 +214,13 @@ def _redeem_upstream(
     if identity.scopes is not None:
         # GitHub's X-OAuth-Scopes is what the token really carries.
         tokens = attrs.evolve(tokens, scope=identity.scopes)
+    if wants_verified_email(profile, tokens.scope):
+        # GET /user's `email` is the public profile address, which GitHub does not verify: the
+        # verified one comes from /user/emails (SECURITY.md 32).
+        listed = yield HttpCall(
+            request=build_verified_email_request(profile, access_token=tokens.access_token)
+        )
+        identity = with_verified_email(profile, identity, parse_verified_email(listed))
     return tokens, f"{profile.name}:{identity.subject}", identity.claims
 
 

@@ -17,6 +17,17 @@ platform", "Scopes and permissions", "ID tokens"):
   rotate (a new one comes with each refresh).
 - access tokens for a custom API are JWTs for that API, not for Microsoft Graph, so UserInfo (a
   Graph endpoint) cannot be called with them: the identity comes from the verified ID token.
+
+Identity ("Migrate away from using email claims for user identification or authorization";
+"ID token claims reference"; SECURITY.md 32): the subject is ``sub`` (immutable, unique per user
+and application), or ``oid`` qualified by ``tid`` (``<tid>:<oid>``: an object id is unique only
+within its tenant) when ``subject_field = "oid"``. ``preferred_username``, ``email``, ``upn`` and
+``name`` are set by the user's tenant, can change, and are forwarded as display data only, each
+under its own name: never as ``login``. Entra sends no ``email_verified``; ``email`` is kept only
+when the optional claim ``xms_edov`` (email domain owner verified) is ``true``, which the app
+registration must request (Token configuration, ID token, ``email`` and ``xms_edov``). Without it
+no email is forwarded: with ``tenant = common`` any tenant's administrator can give a user any
+address (the "nOAuth" takeover, 2023).
 """
 
 from __future__ import annotations
@@ -27,10 +38,17 @@ from typing import Any
 
 from ..upstream import TENANT_PLACEHOLDER, UpstreamProfile
 
-__all__ = ["ENTRA_AUTHORITY", "ENTRA_CLAIMS", "entra_profile"]
+__all__ = ["ENTRA_AUTHORITY", "ENTRA_CLAIMS", "ENTRA_EMAIL_VERIFIED_CLAIM", "entra_profile"]
 
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
-ENTRA_CLAIMS = (("login", "preferred_username"), ("email", "email"), ("name", "name"))
+ENTRA_CLAIMS = (
+    ("preferred_username", "preferred_username"),
+    ("email", "email"),
+    ("name", "name"),
+)
+#: The optional ID token claim by which Entra vouches for ``email`` (it never sends
+#: ``email_verified``).
+ENTRA_EMAIL_VERIFIED_CLAIM = "xms_edov"
 _MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
 _GUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -81,7 +99,11 @@ def entra_profile(
         "nonce": True,
         "scope_prefix": prefix,
         "claim_map": ENTRA_CLAIMS,
+        "email_verified_claim": ENTRA_EMAIL_VERIFIED_CLAIM,
         "id_token_signing_algs": ("RS256",),
     }
     values.update(fields)
+    if values.get("subject_field") == "oid":
+        # An oid is unique within its tenant only: with several tenants, qualify it by tid.
+        values.setdefault("subject_qualifier_field", "tid")
     return UpstreamProfile(**values)

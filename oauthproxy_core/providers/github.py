@@ -5,6 +5,12 @@ GitHub is plain OAuth 2.0 with quirks (INTEROP.md, "Upstream providers: the quir
 
 - no OIDC for users and no discovery: identity is ``GET /user`` (``id``, ``login``, ``name``,
   ``email``), the stable subject the numeric ``id`` (a login can be renamed and reused);
+- the ``email`` of ``GET /user`` is the address the user chose to show on their public profile,
+  and GitHub does not say it is verified: it is never kept (SECURITY.md 32). With the ``user:email``
+  (or ``user``) scope granted, ``GET /user/emails`` lists the user's addresses with ``primary``
+  and ``verified``; the primary address is kept when GitHub marks it verified. A GitHub App asks
+  the same endpoint (its "Email addresses" permission decides; without it the answer is 403 and
+  no email is kept);
 - the token endpoint answers form-encoded unless sent ``Accept: application/json`` (the builders
   always send it) and reports failures as HTTP 200 with an ``error`` field (the parser reads it);
 - OAuth Apps issue no refresh token and no ``expires_in``; GitHub Apps (with expiring user tokens)
@@ -31,6 +37,7 @@ __all__ = [
     "GITHUB_API_BASE_URL",
     "GITHUB_AUTHORIZE_URL",
     "GITHUB_CLAIMS",
+    "GITHUB_EMAIL_SCOPES",
     "GITHUB_TOKEN_URL",
     "github_app_profile",
     "github_issuer",
@@ -41,6 +48,8 @@ GITHUB_AUTHORIZE_URL = "https://github.com/login/oauth/authorize"
 GITHUB_TOKEN_URL = "https://github.com/login/oauth/access_token"
 GITHUB_API_BASE_URL = "https://api.github.com"
 GITHUB_CLAIMS = (("login", "login"), ("email", "email"), ("name", "name"))
+#: Scopes that let a token read ``GET /user/emails`` (GitHub docs, "Scopes for OAuth apps").
+GITHUB_EMAIL_SCOPES = ("user:email", "user")
 _AUTHORIZE_SUFFIX = "/login/oauth/authorize"
 
 
@@ -95,6 +104,10 @@ def github_profile(
         "claim_map": GITHUB_CLAIMS,
         "scopes_header": "X-OAuth-Scopes",
         "identity_source": "userinfo",
+        # GET /user's email is unverified: only /user/emails vouches (SECURITY.md 32).
+        "email_verified_claim": None,
+        "verified_email_url": api + "/user/emails",
+        "verified_email_scopes": GITHUB_EMAIL_SCOPES,
     }
     values.update(fields)
     return UpstreamProfile(**values)
@@ -111,4 +124,7 @@ def github_app_profile(
     ``handlers.upstream_token`` already handle (``expires_in``, ``refresh_token_expires_in``).
     """
     kwargs.setdefault("scopes", ())
+    # No OAuth scopes are granted to an App's token: its "Email addresses" permission decides
+    # whether /user/emails answers, so it is always asked.
+    kwargs.setdefault("verified_email_scopes", ())
     return github_profile(client_id=client_id, client_secret=client_secret, **kwargs)

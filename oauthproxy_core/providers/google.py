@@ -9,9 +9,12 @@ its discovery document at ``https://accounts.google.com/.well-known/openid-confi
 - refresh tokens are not rotated: a refresh answer carries none, and the old one stays valid
   (``handlers.upstream_token`` keeps it);
 - ``nonce`` is supported and echoed in the ID token; the scope shorthands are ``openid email profile``;
-- ``email`` is to be trusted only with ``email_verified`` (``identity_from_claims`` drops it otherwise).
+- ``email`` is kept only with ``email_verified: true`` (``upstream.email_vouched``; SECURITY.md 32).
+  Google documents that it is authoritative for an address only for Gmail and for Workspace
+  accounts (``hd``); ``email_verified`` says the user proved control of the address at some time.
 
-The identity comes from the verified ID token (``sub``, ``email``, ``name``): no UserInfo call.
+The identity is ``sub`` from the verified ID token (no UserInfo call); ``email`` and ``name`` are
+display data.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def google_profile(
         "identity_source": "id_token",
         "nonce": True,
         "claim_map": GOOGLE_CLAIMS,
+        "email_verified_claim": "email_verified",
         "extra_authorize_params": extra,
     }
     values.update(fields)

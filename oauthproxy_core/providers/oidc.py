@@ -8,6 +8,11 @@ fetched (the core does no I/O; the config loader fetches it at start-up) and che
 ``audience``) and forwarding ``resource`` (RFC 8707, off by default: INTEROP.md) are profile data.
 
 ``oauth2_profile`` is a provider with explicit endpoints and a UserInfo-like JSON endpoint.
+
+SECURITY.md 32: an OIDC provider vouches for ``email`` with ``email_verified`` (OIDC Core §5.1), so
+the OIDC profile keeps an address only when that claim is true. A plain OAuth 2.0 provider has no
+such convention: its ``email`` is dropped unless ``email_verified_claim`` names the field by which
+it vouches.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ def oidc_profile_from_discovery(
         **found,
         "identity_source": identity_source,
         "nonce": identity_source != "userinfo",
+        "email_verified_claim": "email_verified",
     }
     values.update(fields)
     return UpstreamProfile(**values)
@@ -111,7 +117,8 @@ def oauth2_profile(
     subject_field: str = "sub",
     **fields: Any,
 ) -> UpstreamProfile:
-    """A plain OAuth 2.0 provider: explicit endpoints, identity from ``userinfo_url``."""
+    """A plain OAuth 2.0 provider: explicit endpoints, identity from ``userinfo_url``. Its
+    ``email`` is dropped unless ``email_verified_claim`` is given (the profile default)."""
     values: dict[str, Any] = {
         "name": name,
         "authorize_url": authorize_url,

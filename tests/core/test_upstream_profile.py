@@ -576,8 +576,14 @@ def test_github_identity() -> None:
 
 
 def test_oidc_identity_truncates_claims() -> None:
-    body = {"sub": "248289761001", "email": "j@example.com", "name": "x" * 1000, "login": True}
-    identity = parse_identity(oidc(), json_response(body))
+    body = {
+        "sub": "248289761001",
+        "email": "j@example.com",
+        "email_verified": True,
+        "name": "x" * 1000,
+        "login": True,
+    }
+    identity = parse_identity(oidc(email_verified_claim="email_verified"), json_response(body))
     assert identity.subject == "248289761001"
     claims = dict(identity.claims)
     assert claims["email"] == "j@example.com"

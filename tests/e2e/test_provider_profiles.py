@@ -23,6 +23,11 @@ SDK server) by the real `mcp` SDK client: discovery (RFC 9728, RFC 8414), DCR (R
   next sign-in succeeds because the proxy refetches the JWK Set for the unknown ``kid``.
 
 One provider process per shape and one ``oauthproxy serve`` per shape, shared by the module.
+
+SECURITY.md 32 against the real provider: an account whose ``email_verified`` is ``false`` (or
+absent), or whose GitHub address is unverified, signs in through ``oauthproxy serve``, and the MCP
+server behind the gateway (an echo server here) receives no ``X-OAuthProxy-Claim-email``; the same
+account with a verified address does.
 """
 
 from __future__ import annotations
@@ -246,17 +251,22 @@ def _stop_stack(stack: Stack) -> None:
     assert "Traceback" not in output, output
 
 
-@pytest.fixture(scope="module")
-def github_stack(tmp_path_factory: pytest.TempPathFactory, mcp_backend: str) -> Iterator[Stack]:
-    def upstream(idp: idp_support.IdpProcess) -> str:
-        return f"""provider = "github"
+def github_upstream(idp: idp_support.IdpProcess) -> str:
+    """``[upstream]`` for the GitHub shim of ``idp``, asking for the user's verified address."""
+    return f"""provider = "github"
 authorize_url = "{idp.issuer}/login/oauth/authorize"
 token_url = "{idp.issuer}/login/oauth/access_token"
 api_base_url = "{idp.issuer}/api/v3"
 scopes = ["read:user", "user:email"]"""
 
+
+@pytest.fixture(scope="module")
+def github_stack(tmp_path_factory: pytest.TempPathFactory, mcp_backend: str) -> Iterator[Stack]:
     stack = _start_stack(
-        tmp_path_factory.mktemp("github"), mcp_backend, upstream, idp_env={"IDP_PROFILE": "github"}
+        tmp_path_factory.mktemp("github"),
+        mcp_backend,
+        github_upstream,
+        idp_env={"IDP_PROFILE": "github"},
     )
     yield stack
     _stop_stack(stack)
@@ -273,7 +283,7 @@ def google_stack(tmp_path_factory: pytest.TempPathFactory, mcp_backend: str) -> 
 issuer = "{idp.issuer}"
 scopes = ["openid", "email", "profile"]
 identity_source = "id_token"
-claims = {{ login = "preferred_username", email = "email" }}
+claims = {{ preferred_username = "preferred_username", email = "email" }}
 extra_authorize_params = {{ access_type = "offline", prompt = "consent" }}"""
 
     stack = _start_stack(
@@ -750,3 +760,131 @@ def test_serve_logs_hold_no_upstream_secret(github_stack: Stack, jwt_stack: Stac
         output = stack.serve.output()
         assert idp_support.CLIENT_SECRET not in output
         assert json.dumps(idp_support.CLIENT_SECRET) not in output
+
+
+# --------------------------------------------------------------------------------------------------
+# SECURITY.md 32: unverified addresses never reach the MCP server
+
+
+class EchoHeaders:
+    """The MCP server behind the gateway: answers with the request headers it received."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # Served runs uvicorn with lifespan="on"
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        body = json.dumps({k.decode(): v.decode("latin-1") for k, v in scope["headers"]}).encode()
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+
+def forwarded_identity(stack: Stack) -> dict[str, Any]:
+    """Sign in by hand (DCR, PKCE, consent, the real provider), redeem the code, call the MCP path
+    through the gateway; returns the access token's claims and the identity headers received."""
+    flow = asyncio.run(authorize_by_hand(stack.base))
+    assert "code" in flow.params, flow.params
+    token = httpx.post(
+        stack.base + "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": flow.params["code"],
+            "redirect_uri": flow.redirect_uri,
+            "code_verifier": flow.verifier,
+            "client_id": flow.client_id,
+            "resource": stack.base + "/mcp",
+        },
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+    access = token.json()["access_token"]
+    payload = access.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    seen = httpx.post(
+        stack.base + "/mcp",
+        content=b"{}",
+        headers={"Authorization": f"Bearer {access}"},
+        timeout=10,
+    )
+    assert seen.status_code == 200, seen.text
+    headers = {k: v for k, v in seen.json().items() if k.startswith("x-oauthproxy-")}
+    return {"token": claims, "headers": headers}
+
+
+@pytest.fixture
+def echo_backend() -> Iterator[str]:
+    port = free_loopback_port()
+    served = Served(EchoHeaders(), port)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        served.stop()
+
+
+@pytest.mark.parametrize("unverified", ["false", "absent"])
+def test_invariant_32_real_oidc_provider_unverified_email_is_not_forwarded(
+    tmp_path: Path, echo_backend: str, unverified: str
+) -> None:
+    def upstream(idp: idp_support.IdpProcess) -> str:
+        return f"""provider = "oidc"
+issuer = "{idp.issuer}"
+scopes = ["openid", "email", "profile"]
+identity_source = "both\""""
+
+    stack = _start_stack(
+        tmp_path,
+        echo_backend,
+        upstream,
+        idp_env={"IDP_PROFILE": "oidc", "IDP_EMAIL_VERIFIED": unverified},
+    )
+    try:
+        unvouched = forwarded_identity(stack)
+        stack.idp_settings(email_verified="true")
+        vouched = forwarded_identity(stack)
+        userinfo_calls = len(stack.seen("userinfo"))
+    finally:
+        _stop_stack(stack)
+    email = idp_support.TEST_USER["email"]
+    assert unvouched["headers"]["x-oauthproxy-subject"] == "oidc:testuser"
+    assert "email" not in unvouched["token"], unvouched
+    assert "x-oauthproxy-claim-email" not in unvouched["headers"], unvouched
+    assert email not in json.dumps(unvouched)
+    # The provider's UserInfo really carried the address; once it vouches, it is forwarded.
+    assert userinfo_calls == 2
+    assert vouched["token"]["email"] == email
+    assert vouched["headers"]["x-oauthproxy-claim-email"] == email
+
+
+def test_invariant_32_real_github_shim_public_email_is_not_forwarded(
+    tmp_path: Path, echo_backend: str
+) -> None:
+    stack = _start_stack(
+        tmp_path,
+        echo_backend,
+        github_upstream,
+        idp_env={"IDP_PROFILE": "github", "IDP_EMAIL_VERIFIED": "false"},
+    )
+    try:
+        unvouched = forwarded_identity(stack)
+        stack.idp_settings(email_verified="true")
+        vouched = forwarded_identity(stack)
+        asked = stack.seen("github_emails")
+    finally:
+        _stop_stack(stack)
+    email = idp_support.TEST_USER["email"]
+    # GET /user carried the public address both times; only /user/emails' verified flag counts.
+    assert unvouched["headers"]["x-oauthproxy-subject"] == "github:4242"
+    assert unvouched["headers"]["x-oauthproxy-claim-login"] == "tester"
+    assert "x-oauthproxy-claim-email" not in unvouched["headers"], unvouched
+    assert email not in json.dumps(unvouched)
+    assert [(a["valid"], a["allowed"]) for a in asked] == [(True, True), (True, True)]
+    assert vouched["headers"]["x-oauthproxy-claim-email"] == email
+    assert vouched["token"]["email"] == email

@@ -9,13 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import attrs
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from oauthproxy_core.effects import HttpFailure, HttpRequest, HttpResponse
+from oauthproxy_core.upstream import UpstreamProfile
+from tests.harness import ScriptedUpstream, UpstreamUser
 
 RSA_KEY = RSAKey.generate_key(2048, parameters={"kid": "key-1", "use": "sig"}, private=True)
 RSA_KEY_2 = RSAKey.generate_key(2048, parameters={"kid": "key-2", "use": "sig"}, private=True)
@@ -136,4 +141,92 @@ class OidcUpstream:
             )
         if path == "/jwks":
             return json_response(jwks_of(*self.jwks_keys))
+        return json_response({}, 404)
+
+
+IDP = "https://idp.example"
+CLIENT_ID = "proxy-client"
+#: A claim the provider leaves out of its answer.
+ABSENT: Any = object()
+
+
+def at_idp(profile: UpstreamProfile) -> UpstreamProfile:
+    """``profile`` (built by its real factory) with its endpoints and issuer on ``IDP``."""
+    return attrs.evolve(
+        profile,
+        issuer=IDP,
+        authorize_url=IDP + "/authorize",
+        token_url=IDP + "/token",
+        userinfo_url=IDP + "/userinfo",
+        jwks_uri=IDP + "/jwks" if profile.uses_id_token else None,
+        id_token_issuers=(),
+    )
+
+
+class ClaimsProvider(ScriptedUpstream):
+    """One scripted provider for every shape: ``claims`` is what it says about the user, either as
+    UserInfo / ``GET /user`` (``userinfo``) or in a signed ID token (``id_token``); ``emails`` is
+    GitHub's ``GET /user/emails`` answer; ``granted`` the scope of the token response."""
+
+    def __init__(
+        self,
+        *,
+        callback_url: str,
+        claims: dict[str, Any],
+        id_token: bool,
+        iss: str | None = None,
+        emails: list[dict[str, Any]] | None = None,
+        granted: str = "openid email profile",
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(callback_url=callback_url)
+        self.now = now
+        self.claims = {k: v for k, v in claims.items() if v is not ABSENT}
+        self.id_token = id_token
+        self.iss = iss
+        self.emails = emails
+        self.granted = granted
+        self.paths: list[str] = []
+
+    def login(self, authorize_url: str, user: UpstreamUser, *, deny: bool = False) -> str:
+        q = dict(parse_qsl(urlsplit(authorize_url).query))
+        assert q["redirect_uri"] == self.callback_url and not deny
+        self._n += 1
+        code = f"code-{self._n}"
+        self.codes[code] = q
+        back = {"code": code, "state": q["state"]}
+        if self.iss is not None:
+            back["iss"] = self.iss
+        return self.callback_url + "?" + urlencode(back)
+
+    def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
+        path = urlsplit(req.url).path
+        self.paths.append(path)
+        if path.endswith("token"):  # /token, GitHub's /login/oauth/access_token
+            form = dict(parse_qsl(req.body.decode()))
+            q = self.codes.pop(form.get("code", ""), None)
+            if q is None:
+                return json_response({"error": "invalid_grant"}, 400)
+            assert s256(form["code_verifier"]) == q["code_challenge"]
+            body: dict[str, Any] = {
+                "access_token": f"upstream-access-{self._n}",
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "scope": self.granted,
+            }
+            if self.id_token:
+                now = int(self.now())
+                claims = {"aud": CLIENT_ID, "iat": now, "exp": now + 600, **self.claims}
+                if "nonce" in q:
+                    claims["nonce"] = q["nonce"]
+                body["id_token"] = sign(claims, RSA_KEY)
+            return json_response(body)
+        if path.endswith("/keys") or path.endswith("/jwks"):
+            return json_response(jwks_of(RSA_KEY))
+        if path.endswith("/user/emails"):
+            if self.emails is None:
+                return json_response({"message": "Resource not accessible by integration"}, 403)
+            return json_response(self.emails)
+        if path.endswith("/user") or path.endswith("/userinfo"):
+            return json_response(self.claims, headers=(("X-OAuth-Scopes", self.granted),))
         return json_response({}, 404)

@@ -70,8 +70,52 @@ def test_claims_and_extra_params() -> None:
     assert p.extra_authorize_params == (("allow_signup", "false"),)
     assert p.extra_token_params == (("audience", "x"),) and p.forward_resource
     assert error(provider="github", claims={"a": 1}).startswith("[upstream].claims:")
-    assert error(provider="github", claims={"sub": "login"}).startswith("[upstream]:")
+    assert error(provider="github", claims={"sub": "login"}).startswith("[upstream].claims:")
     assert error(provider="github", extra_authorize_params={"state": "x"}).startswith("[upstream]:")
+
+
+OAUTH2 = {
+    "provider": "oauth2",
+    "authorize_url": "https://sso.example/authorize",
+    "token_url": "https://sso.example/token",
+    "userinfo_url": "https://sso.example/me",
+}
+
+
+def test_invariant_32_how_each_provider_vouches_for_email() -> None:
+    """SECURITY.md 32: the built-in providers know their vouching claim; oauth2 has none unless
+    the file names it; oidc's can be renamed; the built-in ones cannot be overridden."""
+    assert settings(provider="google").email_verified_claim == "email_verified"
+    entra = settings(provider="entra")
+    assert entra.email_verified_claim == "xms_edov"
+    assert "login" not in dict(entra.claim_map)
+    github = settings(provider="github")
+    assert github.email_verified_claim is None
+    assert github.verified_email_url == "https://api.github.com/user/emails"
+    assert settings(**OAUTH2).email_verified_claim is None
+    assert settings(**OAUTH2, email_verified_claim="verified").email_verified_claim == "verified"
+    explicit = {k: v for k, v in OAUTH2.items() if k != "provider"}
+    assert settings(provider="oidc", **explicit).email_verified_claim == "email_verified"
+    assert settings(provider="entra", **explicit).email_verified_claim == "xms_edov"
+    for provider in ("github", "google", "entra"):
+        assert error(provider=provider, email_verified_claim="x").startswith(
+            "[upstream].email_verified_claim:"
+        )
+
+
+@pytest.mark.parametrize("field", ["preferred_username", "upn", "email", "name", "unique_name"])
+def test_invariant_32_mutable_claims_are_refused_as_login_and_subject(field: str) -> None:
+    assert "login may not come from" in error(**OAUTH2, claims={"login": field})
+    assert error(**OAUTH2, userinfo_subject_field=field).startswith(
+        "[upstream].userinfo_subject_field:"
+    )
+    assert error(provider="entra", userinfo_subject_field=field).startswith(
+        "[upstream].userinfo_subject_field:"
+    )
+    # Under its own name a mutable field is display data, and allowed.
+    if field != "email":
+        assert settings(**OAUTH2, claims={field: field}).claim_map == ((field, field),)
+    assert "email can only come from" in error(**OAUTH2, claims={"email": "upn"})
 
 
 def test_identity_source() -> None:

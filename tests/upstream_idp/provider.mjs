@@ -32,6 +32,9 @@
 //   IDP_API_RESOURCE       jwt profile: the API's resource indicator (default https://api.upstream.test)
 //   IDP_GITHUB_APP         github profile: "1" behaves like a GitHub App (expiring user tokens with
 //                          expires_in, a refresh_token and refresh_token_expires_in)
+//   IDP_EMAIL_VERIFIED     "true" (default), "false" or "absent": the account's email_verified claim
+//                          (oidc, jwt), and the `verified` flag of its address in the github shim's
+//                          GET /user/emails ("absent": not listed at all)
 //
 // GitHub shim (IDP_PROFILE=github), the quirks oauthproxy's github profile relies on:
 //   GET  /login/oauth/authorize     the GitHub authorize URL; the redirect back carries RFC 9207
@@ -42,7 +45,10 @@
 //                                   bad_refresh_token, incorrect_client_credentials); `scope` uses
 //                                   commas; an OAuth App gets neither refresh_token nor expires_in
 //   GET  /api/v3/user, GET /user    {id, login, name, email} for `Authorization: Bearer|token <t>`,
-//                                   with X-OAuth-Scopes; 401 {"message": "Bad credentials"} otherwise
+//                                   with X-OAuth-Scopes; 401 {"message": "Bad credentials"} otherwise;
+//                                   `email` is the public profile address, which GitHub does not verify
+//   GET  /api/v3/user/emails        [{email, primary, verified, visibility}] when the token was granted
+//                                   user:email or user (404 otherwise, as GitHub answers)
 //
 // Test controls (loopback only, no authentication: never run this outside tests):
 //   GET  /_test/log                 what the provider saw: authorization requests (parameter names,
@@ -50,9 +56,11 @@
 //                                   format, access token format and kid), JWKS, userinfo and /user
 //                                   calls; never a token, code or secret
 //   POST /_test/settings?deny=1|0&token_format=auto|form|json&github_iss=1|0
+//                        &email_verified=true|false|absent
 //                                   deny: end every authorization in access_denied;
 //                                   token_format: the github shim's answer format (auto honours Accept);
-//                                   github_iss: whether the github shim sends `iss`
+//                                   github_iss: whether the github shim sends `iss`;
+//                                   email_verified: as IDP_EMAIL_VERIFIED, for the next sign-ins
 //
 // On success a single JSON line is written to stdout:
 //   {"ready": true, "issuer": ..., "authorization_endpoint": ..., "token_endpoint": ...,
@@ -111,11 +119,16 @@ const GITHUB_APP = process.env.IDP_GITHUB_APP === '1';
 const GITHUB_USER = { login: 'tester', id: 4242, name: 'Test User', email: 'test@example.com', type: 'User' };
 
 // Mutable at run time through POST /_test/settings.
+const EMAIL_VERIFIED_VALUES = ['true', 'false', 'absent'];
 const settings = {
   deny: process.env.IDP_DENY === '1',
   tokenFormat: 'auto',
   githubIss: true,
+  emailVerified: process.env.IDP_EMAIL_VERIFIED || 'true',
 };
+if (!EMAIL_VERIFIED_VALUES.includes(settings.emailVerified)) {
+  fail(`IDP_EMAIL_VERIFIED must be true, false or absent, got ${settings.emailVerified}`);
+}
 // What the provider saw (GET /_test/log). Never holds a token, a code or a secret.
 const seen = [];
 function note(entry) {
@@ -131,6 +144,14 @@ const ACCOUNT_CLAIMS = {
   name: 'Test User',
   preferred_username: 'tester',
 };
+
+// The account's claims as the current settings say: email_verified true, false or left out.
+function accountClaims() {
+  const claims = { ...ACCOUNT_CLAIMS };
+  if (settings.emailVerified === 'absent') delete claims.email_verified;
+  else claims.email_verified = settings.emailVerified === 'true';
+  return claims;
+}
 
 function buildConfiguration() {
   // Fresh signing key per process: nothing here is meant to outlive a test run.
@@ -175,7 +196,7 @@ function buildConfiguration() {
       if (sub !== ACCOUNT_ID) return undefined;
       return {
         accountId: ACCOUNT_ID,
-        claims: async () => ({ ...ACCOUNT_CLAIMS }),
+        claims: async () => accountClaims(),
       };
     },
     ttl: {
@@ -372,6 +393,14 @@ async function handleTestControl(req, res, url) {
     if (deny !== null) settings.deny = deny === '1';
     const githubIss = url.searchParams.get('github_iss');
     if (githubIss !== null) settings.githubIss = githubIss === '1';
+    const emailVerified = url.searchParams.get('email_verified');
+    if (emailVerified !== null) {
+      if (!EMAIL_VERIFIED_VALUES.includes(emailVerified)) {
+        sendJson(res, 400, { error: 'invalid_request' });
+        return;
+      }
+      settings.emailVerified = emailVerified;
+    }
     const format = url.searchParams.get('token_format');
     if (format !== null) {
       if (!['auto', 'form', 'json'].includes(format)) {
@@ -465,6 +494,28 @@ async function githubUser(provider, req, res) {
   sendJson(res, 200, { ...GITHUB_USER });
 }
 
+// GitHub's "List email addresses for the authenticated user": needs the user:email (or user) scope.
+async function githubEmails(provider, req, res) {
+  const header = req.headers.authorization ?? '';
+  const match = /^(?:Bearer|token) (\S+)$/i.exec(header);
+  const token = match ? await provider.AccessToken.find(match[1]) : undefined;
+  const scopes = githubRequestedScope.split(',');
+  const allowed = GITHUB_APP || scopes.includes('user:email') || scopes.includes('user');
+  note({ kind: 'github_emails', valid: Boolean(token), allowed, email_verified: settings.emailVerified });
+  if (!token) {
+    sendJson(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest' });
+    return;
+  }
+  if (!allowed) {
+    sendJson(res, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
+    return;
+  }
+  const emails = settings.emailVerified === 'absent'
+    ? []
+    : [{ email: GITHUB_USER.email, primary: true, verified: settings.emailVerified === 'true', visibility: 'public' }];
+  sendJson(res, 200, emails);
+}
+
 // --- server ---------------------------------------------------------------
 
 const server = http.createServer();
@@ -520,6 +571,10 @@ server.listen(requestedPort, HOST, async () => {
       }
       if (url.pathname === '/login/oauth/access_token' && req.method === 'POST') {
         githubToken(req, res, issuer).catch(failed('github token'));
+        return;
+      }
+      if ((url.pathname === '/api/v3/user/emails' || url.pathname === '/user/emails') && req.method === 'GET') {
+        githubEmails(provider, req, res).catch(failed('github emails'));
         return;
       }
       if ((url.pathname === '/api/v3/user' || url.pathname === '/user') && req.method === 'GET') {
