@@ -14,9 +14,12 @@ expired record.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import attrs
+
+if TYPE_CHECKING:
+    from .domain_events import DomainEvent
 
 
 @attrs.frozen(kw_only=True)
@@ -133,8 +136,21 @@ class HttpCall:
     request: HttpRequest
 
 
-StoreEffect: TypeAlias = GetRecord | PutRecord | TakeRecord | CompareAndSet | DeleteRecord
-Effect: TypeAlias = StoreEffect | HttpCall
+@attrs.frozen(kw_only=True)
+class Emit:
+    """Tell observers (audit log, metrics) that something happened. Result: ``None``.
 
-#: A handler: yields effects, is sent their results, returns its value.
-Handler: TypeAlias = Generator[Effect, Any, Any]
+    The only effect that touches nothing: a driver hands it to its observer, or drops it.
+    """
+
+    event: DomainEvent
+
+
+StoreEffect: TypeAlias = GetRecord | PutRecord | TakeRecord | CompareAndSet | DeleteRecord
+Effect: TypeAlias = StoreEffect | HttpCall | Emit
+
+T = TypeVar("T")
+
+#: A handler (or a sub-generator used with ``yield from``): yields effects, is sent their results,
+#: returns a ``T``. Like psycopg's ``PQGen``, so the type checker sees every yield.
+Handler: TypeAlias = Generator[Effect, Any, T]

@@ -21,6 +21,8 @@ from typing import Any
 from . import persistence
 from .config import Context
 from .crypto import digest, new_secret, seal
+from .domain_events import GrantChanged
+from .effects import Emit
 from .records import Grant
 from .states import EventData, GrantEvent, GrantState, grant_step
 from .tokens import mint_access_token
@@ -95,7 +97,21 @@ def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Generator[A
     yield from persistence.put_raw(REVOKED, grant_id, b"1", ttl)
     for _attempt in range(3):
         grant = yield from persistence.load("grant", grant_id, Grant)
-        if grant is None or grant.state != GrantState.active.value:
+        if grant is None:
+            # Revoked before its racing redemption stored it: the marker alone stands for it.
+            yield Emit(
+                event=GrantChanged(
+                    grant_id=grant_id,
+                    client_id=None,
+                    subject=None,
+                    cause=reason.value,
+                    state=GrantState.revoked.value,
+                    generation=None,
+                    applied=True,
+                )
+            )
+            return
+        if grant.state != GrantState.active.value:
             return
         revoked = grant_step(
             grant,

@@ -11,12 +11,21 @@ from typing import Any, TypeVar
 
 import attrs
 
-from . import codec
-from .effects import CompareAndSet, DeleteRecord, GetRecord, PutRecord, Stored, TakeRecord
+from . import codec, domain_events
+from .effects import (
+    CompareAndSet,
+    DeleteRecord,
+    Effect,
+    Emit,
+    GetRecord,
+    PutRecord,
+    Stored,
+    TakeRecord,
+)
 from .states import Step
 
 T = TypeVar("T")
-Gen = Generator[Any, Any, T]
+Gen = Generator[Effect, Any, T]
 
 
 def _decode(stored: Stored | None, cls: type[T]) -> T | None:
@@ -79,7 +88,8 @@ def replace(kind: str, key: str, old: T, ttl: int, **changes: Any) -> Gen[T | No
 
 
 def commit(kind: str, key: str, old: Any, step: Step[T], ttl: int) -> Gen[T | None]:
-    """Persist what a transition returned, by compare-and-set on ``old``'s version.
+    """Persist what a transition returned, by compare-and-set on ``old``'s version, and tell the
+    observers (``Emit``) what happened, including a change lost to a concurrent writer.
 
     Returns the stored record, or ``None`` if another writer changed ``old`` first.
     """
@@ -90,6 +100,9 @@ def commit(kind: str, key: str, old: Any, step: Step[T], ttl: int) -> Gen[T | No
         value=codec.encode(step.record),
         ttl=max(ttl, 1),
     )
+    event = domain_events.changed(step, applied=bool(ok))
+    if event is not None:
+        yield Emit(event=event)
     return step.record if ok else None
 
 

@@ -4,18 +4,24 @@ A handler is a generator of effects (``oauthproxy_core.effects``). The driver ex
 against a store and an HTTP client and sends the result back, until the handler returns. This is the
 only place where effects meet I/O, so every web framework adapter shares it (psycopg 3's pattern).
 
+Observers (the audit log, metrics) see every effect with its result and how long it took; an
+``Emit`` effect is executed by handing it to the observer alone. Timing lives here, once for both
+drivers, rather than in wrappers around each store and HTTP client.
+
 A store outage (``StoreUnavailableError``) is thrown into the handler as ``TemporarilyUnavailableError``
 so the core renders it like any OAuth error: 503 ``temporarily_unavailable``, never a traceback.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 from oauthproxy_core.effects import (
     CompareAndSet,
     DeleteRecord,
+    Emit,
     GetRecord,
     HttpCall,
     HttpFailure,
@@ -32,6 +38,10 @@ T = TypeVar("T")
 
 SyncHttp = Callable[[HttpRequest], HttpResponse | HttpFailure]
 AsyncHttp = Callable[[HttpRequest], Awaitable[HttpResponse | HttpFailure]]
+
+#: ``observe(effect, result, seconds)``: every executed effect, its result and its duration
+#: (``0.0`` for ``Emit``, which does no I/O).
+Observer = Callable[[Any, Any, float], None]
 
 
 class UnknownEffectError(TypeError):
@@ -58,10 +68,9 @@ def execute_sync(effect: Any, store: SyncStore, http: SyncHttp) -> Any:
         return store.delete(effect.kind, effect.key)
     if t is HttpCall:
         return http(effect.request)
+    if t is Emit:
+        return None
     raise UnknownEffectError(type(effect).__name__)
-
-
-Observer = Callable[[Any, Any], None]
 
 
 def run(
@@ -70,9 +79,10 @@ def run(
     http: SyncHttp = _no_http,
     observe: Observer | None = None,
 ) -> T:
-    """Drive ``handler`` to completion with blocking I/O; ``observe(effect, result)`` sees each."""
+    """Drive ``handler`` to completion with blocking I/O; ``observe`` sees each effect."""
     send: Any = None
     throw: BaseException | None = None
+    clock = time.perf_counter
     while True:
         try:
             effect = handler.send(send) if throw is None else handler.throw(throw)
@@ -80,9 +90,12 @@ def run(
             return stop.value  # type: ignore[no-any-return]
         throw = None
         try:
-            send = execute_sync(effect, store, http)
-            if observe is not None:
-                observe(effect, send)
+            if observe is None:
+                send = execute_sync(effect, store, http)
+            else:
+                start = clock()
+                send = execute_sync(effect, store, http)
+                observe(effect, send, clock() - start)
         except StoreUnavailableError:
             send = None
             throw = TemporarilyUnavailableError(
@@ -110,6 +123,8 @@ async def execute_async(effect: Any, store: AsyncStore, http: AsyncHttp) -> Any:
         return await store.delete(effect.kind, effect.key)
     if t is HttpCall:
         return await http(effect.request)
+    if t is Emit:
+        return None
     raise UnknownEffectError(type(effect).__name__)
 
 
@@ -119,9 +134,10 @@ async def run_async(
     http: AsyncHttp = _no_http_async,
     observe: Observer | None = None,
 ) -> T:
-    """Drive ``handler`` to completion with asyncio I/O; ``observe(effect, result)`` sees each."""
+    """Drive ``handler`` to completion with asyncio I/O; ``observe`` sees each effect."""
     send: Any = None
     throw: BaseException | None = None
+    clock = time.perf_counter
     while True:
         try:
             effect = handler.send(send) if throw is None else handler.throw(throw)
@@ -129,9 +145,12 @@ async def run_async(
             return stop.value  # type: ignore[no-any-return]
         throw = None
         try:
-            send = await execute_async(effect, store, http)
-            if observe is not None:
-                observe(effect, send)
+            if observe is None:
+                send = await execute_async(effect, store, http)
+            else:
+                start = clock()
+                send = await execute_async(effect, store, http)
+                observe(effect, send, clock() - start)
         except StoreUnavailableError:
             send = None
             throw = TemporarilyUnavailableError(

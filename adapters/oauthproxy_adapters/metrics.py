@@ -14,8 +14,8 @@ request, and never a secret):
 
 ==============================================  ===================================================
 ``oauthproxy_transitions_total``                the state changes the audit log records
-                                                (``audit.events``), derived from the same executed
-                                                effects: ``event`` (``transaction``,
+                                                (``audit.record``), counted from the same domain
+                                                events: ``event`` (``transaction``,
                                                 ``client_registered``, ``grant_issued``,
                                                 ``grant_rotated``, ``grant_revoked``), ``state``
                                                 (the transaction's new state, else empty) and
@@ -48,7 +48,6 @@ from __future__ import annotations
 import hmac
 import json
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -58,10 +57,22 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from oauthproxy_core import AuthorizationServer, ProxyConfig, Response
 from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX
-from oauthproxy_core.effects import HttpFailure, HttpRequest, HttpResponse, Stored
+from oauthproxy_core.effects import (
+    CompareAndSet,
+    DeleteRecord,
+    Emit,
+    GetRecord,
+    HttpCall,
+    HttpFailure,
+    HttpRequest,
+    HttpResponse,
+    PutRecord,
+    TakeRecord,
+)
 from oauthproxy_core.errors import OAuthError
 
 from . import audit
+from .driver import Observer
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -71,7 +82,13 @@ UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _FAILURES = frozenset({"timeout", "connect", "too_large", "protocol", "refused"})
 _PAGE_CODE = re.compile(rb"<code>([a-z_]{1,64})</code>")
 
-Observer = Callable[[Any, Any], None]
+_STORE_OPERATIONS: dict[type, str] = {
+    GetRecord: "get",
+    PutRecord: "put",
+    TakeRecord: "take",
+    CompareAndSet: "compare_and_set",
+    DeleteRecord: "delete",
+}
 
 
 def _error_codes() -> frozenset[str]:
@@ -173,27 +190,45 @@ class Metrics:
         return MetricsEndpoint(self, bearer_token=bearer_token)
 
     # -- flows -----------------------------------------------------------------------------------
-    def observer(self, *, audit_log: bool = True) -> Observer:
-        """A driver observer counting transitions; with ``audit_log`` it also writes the audit log.
-
-        Both come from one ``audit.events`` derivation per effect, so the counters and the log
-        never disagree.
+    def observer(
+        self,
+        *,
+        audit_log: bool = True,
+        store: object | None = None,
+        config: ProxyConfig | None = None,
+    ) -> Observer:
+        """A driver observer: counts the domain events (and, with ``audit_log``, writes the audit
+        log from the same ``audit.record``, so counters and log never disagree), and times store
+        operations (labelled by ``store``'s type) and HTTP calls (by ``config``'s upstream
+        endpoints) from the durations the driver measures.
         """
         transitions = self.transitions
+        store_kind = _store_type(store) if store is not None else "other"
+        by_operation = {
+            cls: self.store_seconds.labels(operation=op, store=store_kind).observe
+            for cls, op in _STORE_OPERATIONS.items()
+        }
+        classify = _upstream_kinds(config) if config is not None else (lambda _req: "other")
+        upstream = self.upstream_seconds
 
-        def observe(effect: Any, result: Any) -> None:
-            found = audit.events(effect, result)
-            if not found:
-                return
-            log = audit_log and audit.enabled()
-            for event in found:
+        def observe(effect: Any, result: Any, seconds: float) -> None:
+            t = type(effect)
+            timed = by_operation.get(t)
+            if timed is not None:
+                timed(seconds)
+            elif t is HttpCall:
+                upstream.labels(
+                    kind=classify(effect.request), status_class=_status_class(result)
+                ).observe(seconds)
+            elif t is Emit:
+                line = audit.record(effect.event)
                 transitions.labels(
-                    event=event["event"],
-                    state=event.get("state") or "",
-                    outcome=event.get("outcome", "applied"),
+                    event=line["event"],
+                    state=line.get("state") or "",
+                    outcome=line.get("outcome", "applied"),
                 ).inc()
-                if log:
-                    audit.emit(event)
+                if audit_log and audit.enabled():
+                    audit.emit(line)
 
         return observe
 
@@ -221,41 +256,6 @@ class Metrics:
         code = error_code(resp)
         if code is not None:
             self.count_error(endpoint, code)
-
-    # -- stores and HTTP -------------------------------------------------------------------------
-    def instrument_store(self, store: Any, store_type: str | None = None) -> Any:
-        """``store`` timed per operation (a ``SyncStore`` or an ``AsyncStore``, same kind back)."""
-        kind = store_type or _store_type(store)
-        if kind not in ("memory", "sqlite", "redis"):
-            kind = "other"
-        cls = _TimedAsyncStore if _is_async(store) else _TimedSyncStore
-        return cls(store, self.store_seconds, kind)
-
-    def instrument_http(self, http: Any, config: ProxyConfig, *, is_async: bool) -> Any:
-        """``http`` (a driver's HTTP callable) timed per call, by upstream endpoint kind."""
-        classify = _upstream_kinds(config)
-        histogram = self.upstream_seconds
-        if is_async:
-
-            async def timed_async(req: HttpRequest) -> HttpResponse | HttpFailure:
-                start = time.perf_counter()
-                result: HttpResponse | HttpFailure = await http(req)
-                histogram.labels(kind=classify(req), status_class=_status_class(result)).observe(
-                    time.perf_counter() - start
-                )
-                return result
-
-            return timed_async
-
-        def timed(req: HttpRequest) -> HttpResponse | HttpFailure:
-            start = time.perf_counter()
-            result: HttpResponse | HttpFailure = http(req)
-            histogram.labels(kind=classify(req), status_class=_status_class(result)).observe(
-                time.perf_counter() - start
-            )
-            return result
-
-        return timed
 
 
 def error_code(resp: Response) -> str | None:
@@ -307,124 +307,6 @@ def _upstream_kinds(config: ProxyConfig) -> Callable[[HttpRequest], str]:
         return known.get(base(req.url), "other")
 
     return classify
-
-
-def _is_async(store: Any) -> bool:
-    import inspect  # noqa: PLC0415
-
-    return inspect.iscoroutinefunction(getattr(store, "get", None))
-
-
-class _TimedSyncStore:
-    """A ``SyncStore`` that times each call of the store it wraps."""
-
-    def __init__(self, inner: Any, histogram: Histogram, kind: str) -> None:
-        self.inner = inner
-        self._obs = {
-            op: histogram.labels(operation=op, store=kind).observe
-            for op in ("get", "put", "take", "compare_and_set", "delete")
-        }
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def get(self, kind: str, key: str) -> Stored | None:
-        start = time.perf_counter()
-        try:
-            result: Stored | None = self.inner.get(kind, key)
-            return result
-        finally:
-            self._obs["get"](time.perf_counter() - start)
-
-    def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
-        start = time.perf_counter()
-        try:
-            self.inner.put(kind, key, value, version, ttl)
-        finally:
-            self._obs["put"](time.perf_counter() - start)
-
-    def take(self, kind: str, key: str) -> Stored | None:
-        start = time.perf_counter()
-        try:
-            result: Stored | None = self.inner.take(kind, key)
-            return result
-        finally:
-            self._obs["take"](time.perf_counter() - start)
-
-    def compare_and_set(
-        self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
-    ) -> bool:
-        start = time.perf_counter()
-        try:
-            return bool(self.inner.compare_and_set(kind, key, expected_version, value, ttl))
-        finally:
-            self._obs["compare_and_set"](time.perf_counter() - start)
-
-    def delete(self, kind: str, key: str) -> None:
-        start = time.perf_counter()
-        try:
-            self.inner.delete(kind, key)
-        finally:
-            self._obs["delete"](time.perf_counter() - start)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class _TimedAsyncStore:
-    """An ``AsyncStore`` that times each call of the store it wraps."""
-
-    def __init__(self, inner: Any, histogram: Histogram, kind: str) -> None:
-        self.inner = inner
-        self._obs = {
-            op: histogram.labels(operation=op, store=kind).observe
-            for op in ("get", "put", "take", "compare_and_set", "delete")
-        }
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def get(self, kind: str, key: str) -> Stored | None:
-        start = time.perf_counter()
-        try:
-            result: Stored | None = await self.inner.get(kind, key)
-            return result
-        finally:
-            self._obs["get"](time.perf_counter() - start)
-
-    async def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
-        start = time.perf_counter()
-        try:
-            await self.inner.put(kind, key, value, version, ttl)
-        finally:
-            self._obs["put"](time.perf_counter() - start)
-
-    async def take(self, kind: str, key: str) -> Stored | None:
-        start = time.perf_counter()
-        try:
-            result: Stored | None = await self.inner.take(kind, key)
-            return result
-        finally:
-            self._obs["take"](time.perf_counter() - start)
-
-    async def compare_and_set(
-        self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
-    ) -> bool:
-        start = time.perf_counter()
-        try:
-            return bool(await self.inner.compare_and_set(kind, key, expected_version, value, ttl))
-        finally:
-            self._obs["compare_and_set"](time.perf_counter() - start)
-
-    async def delete(self, kind: str, key: str) -> None:
-        start = time.perf_counter()
-        try:
-            await self.inner.delete(kind, key)
-        finally:
-            self._obs["delete"](time.perf_counter() - start)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class MetricsEndpoint:

@@ -78,15 +78,21 @@ class _Base:
         self.random = random
         self.cache = TokenCache() if token_cache else None
         self._token_path = urlsplit(config.token_endpoint).path
+        self._audit = audit
         #: Emits ``oauthproxy.audit`` events (audit.py) when that logger is enabled for INFO.
         self.observe: Observer | None = audit_observe if audit else None
-        #: Optional Prometheus metrics (metrics.py): the observer then also counts transitions,
-        #: and the store and HTTP client given to the subclass are timed.
+        #: Optional Prometheus metrics (metrics.py): the observer then also counts the domain
+        #: events and times every store and HTTP effect the drivers run.
         self.metrics = metrics
         self._endpoint: Callable[[str], str | None] | None = None
         if metrics is not None:
-            self.observe = metrics.observer(audit_log=audit)
             self._endpoint = metrics.endpoint_names(self.server)
+
+    def _observe_store(self, store: object) -> None:
+        if self.metrics is not None:
+            self.observe = self.metrics.observer(
+                audit_log=self._audit, store=store, config=self.config
+            )
 
     def _count(self, path: str, resp: Response) -> None:
         if self.metrics is not None and self._endpoint is not None:
@@ -166,9 +172,7 @@ class Proxy(_Base):
         super().__init__(config, keys, **kw)
         self.store = store
         self.http = http
-        if self.metrics is not None:
-            self.store = self.metrics.instrument_store(store)
-            self.http = self.metrics.instrument_http(http, config, is_async=False)
+        self._observe_store(store)
 
     def handle(self, req: Request) -> Response:
         gen = self.server.handle(req, now=self.now(), random=self.random)
@@ -186,14 +190,18 @@ class Proxy(_Base):
         if isinstance(verdict, Challenge):
             self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
-        result = run(authorize_claims(verdict, ctx, required_scopes), self.store)
+        result = run(
+            authorize_claims(verdict, ctx, required_scopes), self.store, observe=self.observe
+        )
         self._count_challenge(result)
         return result
 
     def upstream_token(self, principal: Principal) -> UpstreamAccess:
         """The user's upstream access token (refreshed when expired). Raises ``OAuthError``."""
         ctx = self.server.context(now=self.now(), random=self.random)
-        return run(upstream_access_token(ctx, principal.grant_id), self.store, self.http)
+        return run(
+            upstream_access_token(ctx, principal.grant_id), self.store, self.http, self.observe
+        )
 
 
 class AsyncProxy(_Base):
@@ -205,9 +213,7 @@ class AsyncProxy(_Base):
         super().__init__(config, keys, **kw)
         self.store = store
         self.http = http
-        if self.metrics is not None:
-            self.store = self.metrics.instrument_store(store)
-            self.http = self.metrics.instrument_http(http, config, is_async=True)
+        self._observe_store(store)
 
     async def handle(self, req: Request) -> Response:
         gen = self.server.handle(req, now=self.now(), random=self.random)
@@ -225,14 +231,16 @@ class AsyncProxy(_Base):
         if isinstance(verdict, Challenge):
             self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
-        result = await run_async(authorize_claims(verdict, ctx, required_scopes), self.store)
+        result = await run_async(
+            authorize_claims(verdict, ctx, required_scopes), self.store, observe=self.observe
+        )
         self._count_challenge(result)
         return result
 
     async def upstream_token(self, principal: Principal) -> UpstreamAccess:
         ctx = self.server.context(now=self.now(), random=self.random)
         return await run_async(
-            upstream_access_token(ctx, principal.grant_id), self.store, self.http
+            upstream_access_token(ctx, principal.grant_id), self.store, self.http, self.observe
         )
 
 

@@ -17,6 +17,8 @@ from ..cimd import looks_like_cimd
 from ..client_lookup import load_client
 from ..config import Context
 from ..crypto import new_secret
+from ..domain_events import transaction_changed
+from ..effects import Emit
 from ..errors import (
     InvalidRequestError,
     OAuthError,
@@ -33,7 +35,7 @@ from ..redirect_uris import is_acceptable_redirect_uri, match_redirect_uri
 from ..redirects import error_redirect
 from ..resources import select_resource
 from ..scopes import parse_scope, resolve_scopes
-from ..states import EXPIRY_NOTICE, EventData, TxEvent, TxState, new_transaction, step
+from ..states import EXPIRY_NOTICE, EventData, Step, TxEvent, TxState, new_transaction, step
 from .consent import remembered_consent, start_upstream
 
 
@@ -74,7 +76,8 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
     # 3. Everything else may be reported to the validated redirect URI.
     client_state = params.get("state")
     try:
-        tx = _new_transaction(params, client, redirect_uri, sent, ctx)
+        bound = _new_transaction(params, client, redirect_uri, sent, ctx)
+        tx = bound.record
     except OAuthError as err:
         return error_redirect(
             redirect_uri, err, client_state=client_state, issuer=ctx.config.issuer
@@ -107,6 +110,7 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
     if stored is None:
         raise ServerError("could not allocate a transaction")
     tx = stored
+    yield Emit(event=transaction_changed(bound, applied=True))
 
     remembered = yield from remembered_consent(req, ctx, tx)
     if remembered is not None:
@@ -117,7 +121,7 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
 
 def _new_transaction(
     params: dict[str, str], client: Client, redirect_uri: str, sent: bool, ctx: Context
-) -> Transaction:
+) -> Step[Transaction]:
     if params.get("response_type") != "code":
         raise UnsupportedResponseTypeError("response_type must be code")
     if "authorization_code" not in client.grant_types:
@@ -149,4 +153,4 @@ def _new_transaction(
     bound = step(tx, TxEvent.challenge_bound, EventData(now=ctx.now))
     if bound.state != TxState.pkce_bound.value:
         raise InvalidRequestError("code_challenge rejected")
-    return bound.record
+    return bound

@@ -30,6 +30,8 @@ from ..client_lookup import registration_expires_at
 from ..client_metadata import validate_client_metadata
 from ..config import Context
 from ..crypto import digest, equal, new_secret
+from ..domain_events import client_registered
+from ..effects import Emit
 from ..errors import (
     InvalidClientMetadataError,
     InvalidTokenError,
@@ -84,6 +86,7 @@ def register_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     )
     if not created:  # 128 random bits collided: treat as an internal fault, not a client error
         raise ServerError("could not allocate a client id")
+    yield Emit(event=client_registered(client))
     body = _client_body(ctx, client, echo)
     if secret is not None:
         body["client_secret"] = secret

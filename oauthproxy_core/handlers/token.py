@@ -22,6 +22,8 @@ from ..client_auth import authenticate_client
 from ..client_lookup import touch_client
 from ..config import Context
 from ..crypto import UnsealError, digest, equal, unseal
+from ..domain_events import grant_issued
+from ..effects import Emit
 from ..errors import (
     InvalidGrantError,
     InvalidRequestError,
@@ -137,6 +139,7 @@ def _redeem_code(
         upstream_sealed=tx.upstream_sealed,
     )
     yield from persistence.put("grant", grant.id, grant, lifetimes.refresh_token)
+    yield Emit(event=grant_issued(grant))
     return grants.token_response(ctx, grant, grant.scopes, refresh)
 
 

@@ -61,7 +61,7 @@ def observed(h: Harness, method: str, target: str, **kw: Any) -> tuple[Response,
         h.server.handle(req, now=h.clock.now, random=h.random),
         h.store,
         h.upstream,
-        lambda effect, _result: effects.append(effect),
+        lambda effect, _result, _seconds: effects.append(effect),
     )
     browser = kw.get("browser")
     if browser is not None:

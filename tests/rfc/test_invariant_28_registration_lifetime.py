@@ -104,7 +104,7 @@ def test_invariant_28_renewal_writes_the_client_at_most_once_a_day() -> None:
     client = h.register()
     writes: list[CompareAndSet] = []
 
-    def observe(effect: Any, _result: Any) -> None:
+    def observe(effect: Any, _result: Any, _seconds: float) -> None:
         if type(effect) is CompareAndSet and effect.kind == "client":
             writes.append(effect)
 

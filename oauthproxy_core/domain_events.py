@@ -1,0 +1,115 @@
+"""Domain events: what happened, told to observers (the audit log, metrics) by the ``Emit`` effect.
+
+Handlers and ``persistence.commit`` emit these; adapters never reconstruct them from stored bytes.
+An event names records by their identifiers and says who and what (client, subject, the machine's
+event and the state it led to), and never carries a secret: no code, token, client secret, verifier,
+upstream token or sealed value is a field here (spec/security.md 24). Observers that write logs
+shorten identifiers further (``audit.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import attrs
+
+from .records import Client, Grant, Transaction
+from .states import Step
+
+
+@attrs.frozen(kw_only=True)
+class TransactionChanged:
+    """An authorization transaction was created or took a transition."""
+
+    txn_id: str
+    client_id: str
+    subject: str | None
+    #: The machine event applied (``challenge_bound``, ``deadline_passed``, ...).
+    cause: str
+    state: str
+    #: False when a concurrent request won the compare-and-set and this change was not stored.
+    applied: bool
+
+
+@attrs.frozen(kw_only=True)
+class GrantChanged:
+    """A refresh-token family took a transition (rotation, upstream refresh, revocation)."""
+
+    grant_id: str
+    client_id: str | None
+    subject: str | None
+    cause: str
+    state: str
+    generation: int | None
+    applied: bool
+
+
+@attrs.frozen(kw_only=True)
+class GrantIssued:
+    """A code was redeemed and its refresh-token family created."""
+
+    grant_id: str
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class ClientRegistered:
+    """A client registered itself (RFC 7591)."""
+
+    client_id: str
+    source: str
+    auth_method: str
+
+
+DomainEvent: TypeAlias = TransactionChanged | GrantChanged | GrantIssued | ClientRegistered
+
+
+def transaction_changed(step: Step[Transaction], *, applied: bool) -> TransactionChanged:
+    tx = step.record
+    return TransactionChanged(
+        txn_id=tx.id,
+        client_id=tx.client_id,
+        subject=tx.subject,
+        cause=step.event.value,
+        state=tx.state,
+        applied=applied,
+    )
+
+
+def grant_changed(step: Step[Grant], *, applied: bool) -> GrantChanged:
+    grant = step.record
+    return GrantChanged(
+        grant_id=grant.id,
+        client_id=grant.client_id,
+        subject=grant.subject,
+        cause=step.event.value,
+        state=grant.state,
+        generation=grant.generation,
+        applied=applied,
+    )
+
+
+def changed(step: Step[Any], *, applied: bool) -> DomainEvent | None:
+    """The event a persisted step stands for, by the kind of record it changed."""
+    record = step.record
+    if isinstance(record, Transaction):
+        return transaction_changed(step, applied=applied)
+    if isinstance(record, Grant):
+        return grant_changed(step, applied=applied)
+    return None
+
+
+def client_registered(client: Client) -> ClientRegistered:
+    return ClientRegistered(
+        client_id=client.client_id,
+        source=client.source,
+        auth_method=client.token_endpoint_auth_method,
+    )
+
+
+def grant_issued(grant: Grant) -> GrantIssued:
+    return GrantIssued(
+        grant_id=grant.id, client_id=grant.client_id, subject=grant.subject, scopes=grant.scopes
+    )
