@@ -10,9 +10,12 @@ This module is the single source of the configuration's shape. From ``TABLES`` a
 - ``cli.py`` takes the help of the options that override a key (``serve --host``).
 
 Where the core already has the default (``ProxyConfig``, ``Bounds``, the provider factories), the
-key reads it from there instead of repeating the number. To add a key: one ``Key`` line below (for
-``[limits]``, one ``_limit`` line beside the new ``Bounds`` field), then use its value in
-``config_file.parse_settings``; ``tests/adapters/test_config_reference.py`` fails until both exist.
+key reads it from there instead of repeating the number. To add a key: one ``Key`` in ``KEYS``
+(table, name, type, default or ``default_text``, bounds or choices, ``doc`` and ``why``), then read
+it in ``config_file.parse_settings`` (``tables["<table>"].get("<name>")``). A new ``Bounds`` field
+needs only ``_limit("<name>", "<help>", "<why>")`` in the ``[limits]`` block: ``config_file``
+passes every ``[limits]`` key that is a ``Bounds`` field to ``Bounds``, and
+``tests/adapters/test_config_reference.py`` fails while a ``Bounds`` field has no key.
 """
 
 from __future__ import annotations
@@ -103,8 +106,6 @@ class Key:
     maximum: int | None = None
     choices: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
-    #: The value is a secret: it is never repeated in a message.
-    secret: bool = False
 
     @property
     def required(self) -> bool:
@@ -181,14 +182,15 @@ TABLES: tuple[Table, ...] = (
 )
 
 
-def _limit(name: str, doc: str, why: str) -> Key:
+def _limit(name: str, doc: str, why: str, *, minimum: int = 1, maximum: int | None = None) -> Key:
     """A ``[limits]`` key: a ``Bounds`` field, whose default the core holds."""
     return Key(
         table="limits",
         name=name,
         type=Type.INTEGER,
         default=_core_default(Bounds, name),
-        minimum=1,
+        minimum=minimum,
+        maximum=maximum,
         doc=doc,
         why=why,
     )
@@ -293,7 +295,6 @@ KEYS: tuple[Key, ...] = (
         table="upstream",
         name="client_secret",
         type=_S,
-        secret=True,
         doc="The proxy's client secret. Give this or `client_secret_env`.",
     ),
     Key(
@@ -562,7 +563,6 @@ KEYS: tuple[Key, ...] = (
         table="clients.static",
         name="client_secret",
         type=_S,
-        secret=True,
         doc="Its secret, at least 16 characters; omit it for a public client.",
     ),
     Key(
@@ -580,7 +580,8 @@ KEYS: tuple[Key, ...] = (
         type=_S,
         doc="Shown on the consent page.",
     ),
-    # [limits]: one line per bound; the default lives in oauthproxy_core.bounds.Bounds.
+    # [limits]: one _limit per Bounds field (its default lives in oauthproxy_core.bounds.Bounds);
+    # give maximum= where a larger value makes no sense (a prefix length: 32 or 128).
     _limit(
         "registrations_per_address",
         "Dynamic registrations per client address per `registration_window`.",
@@ -624,7 +625,6 @@ KEYS: tuple[Key, ...] = (
         table="metrics",
         name="bearer_token",
         type=_S,
-        secret=True,
         doc="Required as `Authorization: Bearer` on `/metrics` (at least 16 characters). Without "
         "one, keep `/metrics` unreachable from outside.",
     ),
