@@ -242,7 +242,7 @@ def parse_settings(
     profile = p.attempt(_upstream_profile, t["upstream"], p, env, http)
     consent_theme = p.attempt(_consent_theme, t["consent"], p)
     store_url = p.attempt(_store_url, t["store"], p)
-    keys_file = p.attempt(_keys_file, t["keys"])
+    keys_file = p.attempt(_keys_file, t["keys"], p)
     gateway_url = p.attempt(_gateway_url, t["gateway"], p)
     static_clients = p.attempt(_static_clients, t["clients"], p)
     bounds = p.attempt(_bounds, t["limits"])
@@ -666,6 +666,7 @@ def _consent_theme(t: Section, p: _Problems) -> ConsentTheme:
 
 
 def _read_template(t: Section, p: _Problems, path: str) -> str:
+    _no_control_characters(t, p, "template", path)
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_TEMPLATE_FILE + 1)
@@ -685,6 +686,7 @@ def _read_template(t: Section, p: _Problems, path: str) -> str:
 
 def _store_url(t: Section, p: _Problems) -> str:
     value: str = t.get("url")
+    _no_control_characters(t, p, "url", value)
     scheme, sep, rest = value.partition("://")
     if not sep:
         p.fail(t, "url", "expected memory://, sqlite:///path.db or redis://host:port/db")
@@ -708,9 +710,18 @@ def _store_url(t: Section, p: _Problems) -> str:
     return value
 
 
-def _keys_file(t: Section) -> str:
+def _keys_file(t: Section, p: _Problems) -> str:
     path = t.get("file")
+    if path:
+        _no_control_characters(t, p, "file", path)
     return os.path.abspath(path) if path else os.path.abspath(default_keys_file())
+
+
+def _no_control_characters(t: Section, p: _Problems, key: str, value: str) -> None:
+    """A path or URL with a NUL or another control character names no file: the OS refuses it
+    (``open`` raises ``ValueError`` for NUL), and a log line printing it could be forged."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        p.fail(t, key, "must not contain control characters")
 
 
 def _gateway_url(t: Section, p: _Problems) -> str | None:

@@ -159,6 +159,30 @@ def test_every_problem_of_the_file_in_one_run(tmp_path: Path, command: str) -> N
     assert SECRET not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[consent]\ntemplate = "page\\u0000.html"\n', "[consent].template: "),
+        ('[keys]\nfile = "keys\\u0000.json"\n', "[keys].file: "),
+        ('[store]\nurl = "sqlite:///state\\u0000.db"\n', "[store].url: "),
+    ],
+)
+def test_paths_with_a_nul_byte_are_problems_not_tracebacks(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    """Found by the schema fuzz test: a TOML escape can put NUL in a path, which open() refuses
+    with ValueError; the file is refused naming the key, as every other mistake is."""
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        '[server]\nbase_url = "https://mcp.example"\n'
+        f'[upstream]\nprovider = "github"\nclient_id = "c"\nclient_secret = "{SECRET}"\n' + extra
+    )
+    result = run("check-config", str(path), cwd=tmp_path)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+
+
 def test_check_config_missing_file(tmp_path: Path) -> None:
     result = run("check-config", str(tmp_path / "nope.toml"), cwd=tmp_path)
     assert result.returncode == 2
