@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oauthproxy_adapters import config_file
 from oauthproxy_adapters.config_reference import KEYS, TABLE_DOCS, reference_markdown
@@ -139,3 +142,52 @@ def test_reference_markdown_has_a_section_per_table_and_a_row_per_key() -> None:
                 assert k.why in rows
             if k.default is REQUIRED:
                 assert f"| `{k.name}` | {k.type.value} | **required** |" in rows
+
+
+_VALUES = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["https://idp.example/x", "http://127.0.0.1:1/x", "github", "oidc", "mcp"]),
+    st.integers(-5, 70_000),
+    st.booleans(),
+    st.lists(st.text(max_size=6), max_size=3),
+    st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=2),
+)
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> dict[str, Any]:
+    """Documents near the schema: declared tables and keys (and a few unknown ones), any values."""
+    document: dict[str, Any] = {}
+    for table in TABLES:
+        if table.array or not draw(st.booleans()):
+            continue
+        names = [*keys_of(table.name), "typo"]
+        chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=6))
+        document[table.name] = {name: draw(_VALUES) for name in chosen}
+    if draw(st.booleans()):
+        document["sever"] = {}
+    return document
+
+
+@settings(max_examples=300, deadline=None)
+@given(_documents())
+def test_any_document_gives_settings_or_problems_that_each_name_a_key(
+    document: dict[str, Any],
+) -> None:
+    """Whatever the file holds, loading it yields settings or a ConfigError whose every line is
+    `[table]...: why` (never another exception, which would be a traceback for `check-config`)."""
+    secret = "never-in-a-message-0123456789"
+    upstream = document.get("upstream")
+    if isinstance(upstream, dict) and "client_secret" in upstream:
+        upstream["client_secret"] = secret
+    # Discovery, if the document asks for it, is answered by a stand-in: nothing leaves the process.
+    http = httpx.Client(transport=httpx.MockTransport(lambda _request: httpx.Response(404)))
+    try:
+        config_file.parse_settings(document, environ={}, http=http)
+    except config_file.ConfigError as exc:
+        assert exc.problems
+        for line in exc.problems:
+            assert line.startswith("[") and "]" in line and ": " in line, line
+            assert secret not in line
+    finally:
+        http.close()
