@@ -76,6 +76,7 @@ from .errors import (
     ServerError,
     TemporarilyUnavailableError,
 )
+from .provider_urls import provider_url_problem
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -276,14 +277,10 @@ def _pair_tuple(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]
 
 
 def _check_url(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is None:
-        return
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise ValueError(f"{attribute.name} must be an absolute http(s) URL")
-    # RFC 6749 §3.1 / §3.2: endpoint URIs MUST NOT include a fragment component.
-    if parts.fragment or "#" in value:
-        raise ValueError(f"{attribute.name} must not contain a fragment")
+    # https, or http on loopback only; no fragment (RFC 6749 §3.1 / §3.2): provider_urls.py.
+    problem = None if value is None else provider_url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{attribute.name}: {problem}")
 
 
 def _check_extra(reserved: frozenset[str]) -> Any:
@@ -331,6 +328,8 @@ class UpstreamProfile:
     ``name`` prefixes subjects (``github:12345``), so it is a short lower-case token. Build one with
     the factories of ``oauthproxy_core.providers`` (``github_profile``, ``google_profile``, ...);
     every field has a safe default, so a profile is also plain data a test can write by hand.
+    Every endpoint URL is https, or http on a loopback host (``provider_urls.py``); a profile that
+    exists obeys that rule, however it was built.
     """
 
     name: str = attrs.field()

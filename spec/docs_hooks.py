@@ -2,9 +2,9 @@
 
 Generated, so they cannot drift:
 
-- ``<!-- generated: config-reference -->``: every ``proxy.toml`` key, from
-  ``oauthproxy_adapters.config_reference.KEYS`` (kept equal to the parser's keys by
-  ``tests/adapters/test_config_reference.py``);
+- ``<!-- generated: config-reference -->``: every ``proxy.toml`` key, from the declaration the
+  parser's checks are generated from (``oauthproxy_adapters.config_schema.KEYS``, rendered by
+  ``config_reference.reference_markdown``);
 - ``<!-- generated: consent-placeholders -->``: the consent template's placeholders, from
   ``oauthproxy_core.consent_theme.TEMPLATE_PLACEHOLDERS``;
 - ``<!-- generated: cli-help -->``: ``oauthproxy --help`` and every sub-command's help, from the

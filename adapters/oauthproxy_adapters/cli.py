@@ -14,9 +14,10 @@
 (``code``, ``state``, ``txn``, tokens, credentials) redacted at every level (``log_redaction.py``).
 
 Exit status: 0 success; 2 the configuration (or the command line) is wrong, with one line
-``error: <message naming the key>`` on stderr and never a traceback; 1 any other failure (a file
-that exists, a server that could not start, the demo not installed). The configuration file format
-is documented in ``config_file.py``; key rotation in ``keygen.py``.
+``error: [table].key: problem`` on stderr for every problem of the file and never a traceback; 1 any
+other failure (a file that exists, a server that could not start, the demo not installed). The
+configuration's keys are declared in ``config_schema.py`` (which the help of ``--host``/``--port``
+and ``check-config`` is generated from); key rotation is in ``keygen.py``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from . import config_schema
 from .config_file import ConfigError, load_settings
 
 __all__ = ["main"]
@@ -41,6 +44,24 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def _overrides(table: str, name: str) -> str:
+    """Help of an option that overrides a key: the key's own help and default (config_schema)."""
+    k = config_schema.key(table, name)
+    return f"{k.doc.rstrip('.')} (overrides {k.path}, default {k.shown_default()})"
+
+
+def _tables_help() -> str:
+    lines = ["tables of the configuration file (see the configuration reference for their keys):"]
+    for table in config_schema.TABLES:
+        title = f"[[{table.name}]]" if table.array else f"[{table.name}]"
+        required = " (required)" if table.required else ""
+        keys = ", ".join(config_schema.keys_of(table.name))
+        lines += textwrap.wrap(
+            f"{title}{required}: {keys}", width=88, initial_indent="  ", subsequent_indent="      "
+        )
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oauthproxy",
@@ -50,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the proxy (and its gateway) under uvicorn")
     serve.add_argument("--config", required=True, help="the TOML configuration file")
-    serve.add_argument("--host", help="listen address (overrides [server].host)")
-    serve.add_argument("--port", type=int, help="listen port (overrides [server].port)")
+    serve.add_argument("--host", help=_overrides("server", "host"))
+    serve.add_argument("--port", type=int, help=_overrides("server", "port"))
     serve.add_argument(
         "--log-level",
         default="warning",
@@ -59,7 +80,14 @@ def _parser() -> argparse.ArgumentParser:
         help="uvicorn's log level (default: warning)",
     )
 
-    check = sub.add_parser("check-config", help="validate a configuration file and summarise it")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration file and summarise it",
+        description="Validate a configuration file: every problem is reported, one per line\n"
+        "(error: [table].key: problem), or a one-line summary is printed.",
+        epilog=_tables_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     check.add_argument("config", help="the TOML configuration file")
 
     keys = sub.add_parser("keys", help="create and rotate the proxy's keyring")
@@ -103,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args)
     except ConfigError as exc:
-        _error(exc.message)
+        for problem in exc.problems:
+            _error(problem)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_FAILURE
@@ -210,7 +239,11 @@ def _demo(args: argparse.Namespace) -> int:
         demo = importlib.import_module("oauthproxy_adapters.demo")
     except ModuleNotFoundError as exc:
         missing = "" if exc.name == "oauthproxy_adapters.demo" else f" (missing {exc.name})"
-        print(f"demo is not available{missing}", file=sys.stderr)
+        # The demo runs a real MCP server (the `mcp` SDK), which the plain install does not bring.
+        print(
+            f"demo is not available{missing}: install it with pip install 'oauthproxy[demo]'",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     result = demo.main(list(args.demo_args))
     return int(result or 0)

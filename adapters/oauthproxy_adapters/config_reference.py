@@ -1,447 +1,57 @@
-"""Every key of ``proxy.toml`` described once, as data: the source of the documentation's reference.
+"""The configuration reference, rendered from ``config_schema.py`` (where every key is declared).
 
-``config_file.py`` parses and validates; this module says, for each ``[table].key`` it accepts, the
-TOML type, the default and what it does. ``tests/adapters/test_config_reference.py`` keeps the two in
-sync (the same tables and keys, and the defaults that can be observed by loading a minimal file), and
-``spec/docs_hooks.py`` renders ``KEYS`` into the documentation's configuration reference, so the
-published reference cannot drift from the parser.
+``spec/docs_hooks.py`` puts ``reference_markdown()`` into the documentation's configuration page, so
+the published reference is the parser's own declaration and cannot drift from it;
+``tests/adapters/test_config_reference.py`` checks that the defaults it shows are the ones a loaded
+file gets.
 """
 
 from __future__ import annotations
 
-import attrs
+from .config_schema import KEYS, TABLES, Key, keys_of
 
-from oauthproxy_core.bounds import Bounds
+__all__ = ["KEYS", "TABLE_DOCS", "Key", "reference_markdown"]
 
-__all__ = ["KEYS", "TABLE_DOCS", "ConfigKey", "reference_markdown"]
-
-
-@attrs.frozen(kw_only=True)
-class ConfigKey:
-    """One configuration key. ``default`` is written as TOML (``None``: no default, see ``doc``)."""
-
-    table: str
-    key: str
-    type: str
-    default: str | None
-    doc: str
-    required: bool = False
-
-
-def _k(table: str, key: str, type_: str, default: str | None, doc: str, **kw: bool) -> ConfigKey:
-    return ConfigKey(table=table, key=key, type=type_, default=default, doc=doc, **kw)
-
-
-TABLE_DOCS: dict[str, str] = {
-    "server": "Where the proxy listens and who it is. Required.",
-    "upstream": "The identity provider the proxy signs users in with (one pre-registered client). "
-    "Required.",
-    "consent": "The proxy's own consent page: when it is shown and how it looks.",
-    "store": "Where transactions, codes, grants and registrations live.",
-    "keys": "The keyring: signing, sealing and cookie keys.",
-    "gateway": "The MCP server behind the proxy (standalone `oauthproxy serve` only).",
-    "clients": "Which MCP clients may use the proxy besides dynamically registered ones.",
-    "limits": "Bounds on unauthenticated work (SECURITY.md 28): past one, a clear 429, never a 5xx.",
-    "metrics": "Prometheus metrics at `GET /metrics` (needs the `metrics` extra).",
-}
-
-
-def _bound(name: str) -> str:
-    """The default of a ``Bounds`` field, read from the code."""
-    return str(attrs.fields_dict(Bounds)[name].default)
-
-
-KEYS: tuple[ConfigKey, ...] = (
-    # [server]
-    _k("server", "host", "string", '"127.0.0.1"', "Listen address of `oauthproxy serve`."),
-    _k("server", "port", "integer", "8000", "Listen port (0-65535)."),
-    _k(
-        "server",
-        "base_url",
-        "string",
-        None,
-        "The public URL of the proxy and its OAuth issuer: https (http only on 127.0.0.1, "
-        "localhost or [::1]), no trailing slash, no query, no userinfo. The upstream callback is "
-        "`<base_url>/auth/callback`.",
-        required=True,
-    ),
-    _k(
-        "server",
-        "mcp_path",
-        "string",
-        '"/mcp"',
-        "Path of the protected MCP endpoint; the resource (token audience) is "
-        "`base_url + mcp_path`. Starts with `/`, does not end with `/`.",
-    ),
-    _k("server", "service_name", "string", '"MCP server"', "Shown on the consent page."),
-    _k(
-        "server",
-        "forwarded_allow_ips",
-        "list of strings",
-        None,
-        "Peers (IP addresses or networks) trusted to name the client address in "
-        "`X-Forwarded-For` (uvicorn's proxy headers); `[]` trusts nobody. Default: uvicorn's "
-        "(`$FORWARDED_ALLOW_IPS` or 127.0.0.1). The per-address limits count by this address.",
-    ),
-    _k(
-        "server",
-        "scopes_supported",
-        "list of strings",
-        '["mcp"]',
-        "The proxy's own scopes (not the upstream's), advertised in the metadata.",
-    ),
-    _k(
-        "server",
-        "default_scopes",
-        "list of strings",
-        '["mcp"]',
-        "Granted when a client asks for none; a subset of `scopes_supported` (default: `mcp` if "
-        "supported, else the first supported scope).",
-    ),
-    # [upstream]
-    _k(
-        "upstream",
-        "provider",
-        "string",
-        None,
-        "`github`, `google`, `entra`, `oidc` or `oauth2`.",
-        required=True,
-    ),
-    _k(
-        "upstream",
-        "client_id",
-        "string",
-        None,
-        "The proxy's client id at the provider.",
-        required=True,
-    ),
-    _k(
-        "upstream",
-        "client_secret",
-        "string",
-        None,
-        "The proxy's client secret. Give this or `client_secret_env`.",
-    ),
-    _k(
-        "upstream",
-        "client_secret_env",
-        "string",
-        None,
-        "Name of an environment variable holding the client secret (read at load).",
-    ),
-    _k(
-        "upstream",
-        "scopes",
-        "list of strings",
-        None,
-        "Scopes requested upstream. Default per provider: github `read:user` (GitHub App: none), "
-        "google `openid email profile`, entra `openid profile email offline_access`, oidc "
-        "`openid profile email`, oauth2 none.",
-    ),
-    _k(
-        "upstream",
-        "authorize_url",
-        "string",
-        None,
-        "Authorization endpoint override (required for oauth2).",
-    ),
-    _k("upstream", "token_url", "string", None, "Token endpoint override (required for oauth2)."),
-    _k(
-        "upstream",
-        "userinfo_url",
-        "string",
-        None,
-        "UserInfo endpoint override (required for oauth2).",
-    ),
-    _k(
-        "upstream",
-        "api_base_url",
-        "string",
-        '"https://api.github.com"',
-        "github only: where `GET /user` lives (GitHub Enterprise Server: `https://HOST/api/v3`).",
-    ),
-    _k(
-        "upstream",
-        "issuer",
-        "string",
-        None,
-        "oidc: the discovery base (`<issuer>/.well-known/openid-configuration`, fetched at load) "
-        "and the RFC 9207 `iss` to expect.",
-    ),
-    _k(
-        "upstream",
-        "userinfo_subject_field",
-        "string",
-        '"sub"',
-        "The userinfo field holding the stable user id (github: `id`).",
-    ),
-    _k(
-        "upstream",
-        "allow_insecure_http",
-        "boolean",
-        "false",
-        "Allow http upstream URLs on loopback hosts only (tests, local development).",
-    ),
-    _k(
-        "upstream",
-        "github_app",
-        "boolean",
-        "false",
-        "github only: the client is a GitHub App (expiring, rotating user tokens).",
-    ),
-    _k(
-        "upstream",
-        "tenant",
-        "string",
-        '"common"',
-        "entra only: `common`, `organizations`, `consumers` or a tenant GUID.",
-    ),
-    _k(
-        "upstream",
-        "app_id_uri",
-        "string",
-        None,
-        "entra only: the application ID URI (`api://<app-id>`) prefixing custom API scopes.",
-    ),
-    _k(
-        "upstream",
-        "identity_source",
-        "string",
-        '"userinfo"',
-        "oidc/oauth2: `userinfo`, `id_token` or `both` (id_token needs discovery's `jwks_uri`). "
-        "google and entra use the verified ID token.",
-    ),
-    _k(
-        "upstream",
-        "claims",
-        "table of strings",
-        None,
-        'Display claims to keep: our name = the upstream field (`{ handle = "username" }`). '
-        "The subject is the identity; claims are display data. `login` may not come from a "
-        "mutable field (`preferred_username`, `upn`, `email`, `name`, ...) and `email` only "
-        "from `email`, kept only when the provider vouches for it (SECURITY.md 32).",
-    ),
-    _k(
-        "upstream",
-        "email_verified_claim",
-        "string",
-        None,
-        "oidc/oauth2 only: the identity field that must be `true` (JSON true or the string "
-        '`"true"`) for `email` to be kept. Default: `email_verified` for oidc; none for oauth2, '
-        "whose `email` is then never kept. google uses `email_verified`, entra `xms_edov`, "
-        "github the verified primary address of `GET /user/emails` (scope `user:email`).",
-    ),
-    _k(
-        "upstream",
-        "extra_authorize_params",
-        "table of strings",
-        None,
-        "Extra parameters of the upstream authorization request (e.g. Auth0's `audience`).",
-    ),
-    _k(
-        "upstream",
-        "extra_token_params",
-        "table of strings",
-        None,
-        "Extra parameters of the upstream token request.",
-    ),
-    _k(
-        "upstream",
-        "forward_resource",
-        "boolean",
-        "false",
-        "Send the RFC 8707 `resource` parameter upstream (many providers reject it).",
-    ),
-    # [consent]
-    _k(
-        "consent",
-        "mode",
-        "string",
-        '"always"',
-        "`always` asks every time; `remember` remembers an approval of exactly (client, redirect "
-        "URI, scopes, resource) in this browser, for same-site navigations only.",
-    ),
-    _k(
-        "consent",
-        "product_name",
-        "string",
-        None,
-        "Brand shown at the top of the consent page (plain text, at most 80 characters; default: "
-        "`[server].service_name`).",
-    ),
-    _k(
-        "consent",
-        "logo_url",
-        "string",
-        None,
-        "Logo: an `https:` URL with a DNS host name, or `data:image/(png|jpeg|gif|webp);base64,...`. "
-        "The page's `img-src` admits exactly that origin.",
-    ),
-    _k(
-        "consent",
-        "primary_color",
-        "string",
-        '"#1f5fbf"',
-        "Approve button colour: `#rgb`, `#rrggbb` or `rgb(r, g, b)`; its text is black or white, "
-        "whichever contrasts more.",
-    ),
-    _k(
-        "consent",
-        "background_color",
-        "string",
-        '"#ffffff"',
-        "Page background, same notations; the text colour follows for contrast.",
-    ),
-    _k(
-        "consent",
-        "extra_text",
-        "string",
-        None,
-        "Plain text shown under the form (at most 1000 characters; a blank line starts a new "
-        "paragraph).",
-    ),
-    _k(
-        "consent",
-        "template",
-        "string",
-        None,
-        "Path of a full-page HTML template replacing the built-in layout (read at load, at most "
-        "64 KiB). See *Theming the consent page*.",
-    ),
-    # [store]
-    _k(
-        "store",
-        "url",
-        "string",
-        '"memory://"',
-        "`memory://`, `sqlite:///path.db` (`?synchronous=full` to fsync every commit) or "
-        "`redis://host:6379/0?prefix=app:` (`rediss://` for TLS).",
-    ),
-    # [keys]
-    _k(
-        "keys",
-        "file",
-        "string",
-        '"$OAUTHPROXY_DATA_DIR/keys.json" or ".oauthproxy/keys.json"',
-        "The keyring file, created (mode 0600) on first start when missing; refused when "
-        "readable by group or others.",
-    ),
-    # [gateway]
-    _k(
-        "gateway",
-        "upstream_url",
-        "string",
-        None,
-        "The MCP server authenticated requests to `mcp_path` are forwarded to. Without it, the "
-        "proxy answers 404 there after authentication.",
-    ),
-    # [clients]
-    _k(
-        "clients",
-        "cimd",
-        "boolean",
-        "true",
-        "Accept Client ID Metadata Documents (an https URL as `client_id`).",
-    ),
-    _k(
-        "clients",
-        "cimd_allow_loopback",
-        "boolean",
-        "false",
-        "Tests and local development only: fetch metadata documents from loopback, also over http.",
-    ),
-    _k(
-        "clients",
-        "static",
-        "array of tables",
-        None,
-        "Pre-registered clients (`[[clients.static]]`): `client_id`, `redirect_uris`, optional "
-        "`client_secret` (at least 16 characters), `token_endpoint_auth_method` (`none`, "
-        "`client_secret_basic`, `client_secret_post`), `client_name`.",
-    ),
-    # [limits]
-    _k(
-        "limits",
-        "registrations_per_address",
-        "integer",
-        _bound("registrations_per_address"),
-        "Dynamic registrations per client address per `registration_window`.",
-    ),
-    _k(
-        "limits",
-        "registrations_total",
-        "integer",
-        _bound("registrations_total"),
-        "Dynamic registrations from all addresses per `registration_window`.",
-    ),
-    _k(
-        "limits",
-        "registration_window",
-        "integer",
-        _bound("registration_window"),
-        "The registration counting window, in seconds.",
-    ),
-    _k(
-        "limits",
-        "authorizations_per_address",
-        "integer",
-        _bound("authorizations_per_address"),
-        "Pending authorization requests per client address (per transaction lifetime).",
-    ),
-    _k(
-        "limits",
-        "authorizations_per_client",
-        "integer",
-        _bound("authorizations_per_client"),
-        "Pending authorization requests per client.",
-    ),
-    _k(
-        "limits",
-        "authorizations_total",
-        "integer",
-        _bound("authorizations_total"),
-        "Pending authorization requests in total.",
-    ),
-    # [metrics]
-    _k(
-        "metrics",
-        "enabled",
-        "boolean",
-        "false",
-        "Serve metrics at `GET /metrics` (otherwise 404).",
-    ),
-    _k(
-        "metrics",
-        "bearer_token",
-        "string",
-        None,
-        "Required as `Authorization: Bearer` on `/metrics` (at least 16 characters). Without one, "
-        "keep `/metrics` unreachable from outside.",
-    ),
-    _k(
-        "metrics",
-        "bearer_token_env",
-        "string",
-        None,
-        "Name of an environment variable holding the metrics bearer token.",
-    ),
-)
+#: Table name -> what it is for (``clients.static`` is written ``[[clients.static]]``).
+TABLE_DOCS: dict[str, str] = {t.name: t.doc for t in TABLES}
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _heading(name: str) -> str:
+    table = next(t for t in TABLES if t.name == name)
+    title = f"[[{name}]]" if table.array else f"[{name}]"
+    return f"## `{title}`" + (" (required)" if table.required else "")
+
+
+def _meaning(k: Key) -> str:
+    parts = [k.doc]
+    if k.providers:
+        parts.insert(0, f"**{', '.join(k.providers)} only.**")
+    if k.choices and not any(f"`{c}`" in k.doc for c in k.choices):
+        parts.append("One of " + ", ".join(f"`{c}`" for c in k.choices) + ".")
+    if k.minimum is not None and k.maximum is not None:
+        parts.append(f"From {k.minimum} to {k.maximum}.")
+    if k.why:
+        parts.append(f"*Why this default:* {k.why}")
+    return " ".join(parts)
+
+
 def reference_markdown() -> str:
     """The reference as Markdown: one section per table, one row per key."""
     lines: list[str] = []
-    for table, about in TABLE_DOCS.items():
-        lines += [f"## `[{table}]`", "", about, "", "| key | type | default | meaning |"]
+    for table in TABLES:
+        lines += [_heading(table.name), "", table.doc, "", "| key | type | default | meaning |"]
         lines.append("| --- | --- | --- | --- |")
-        for k in KEYS:
-            if k.table != table:
-                continue
-            default = "**required**" if k.required else (f"`{k.default}`" if k.default else "-")
-            lines.append(f"| `{k.key}` | {k.type} | {_cell(default)} | {_cell(k.doc)} |")
+        for k in keys_of(table.name).values():
+            shown = k.shown_default()
+            default = "**required**" if k.required else (f"`{shown}`" if shown else "-")
+            if shown and "`" in shown:  # already Markdown (a sentence with code in it)
+                default = shown
+            lines.append(
+                f"| `{k.name}` | {k.type.value} | {_cell(default)} | {_cell(_meaning(k))} |"
+            )
         lines.append("")
     return "\n".join(lines)

@@ -20,11 +20,22 @@ from .id_token import (
     verify_id_token,
 )
 from .jwks import current_jwks, verified_id_token_claims
-from .oidc import discovered_endpoints, oauth2_profile, oidc_profile_from_discovery
+from .oidc import (
+    DEFAULT_OIDC_SCOPES,
+    DiscoveryError,
+    build_discovery_request,
+    discovered_endpoints,
+    oauth2_profile,
+    oidc_profile_from_discovery,
+    parse_discovery_response,
+)
 
 __all__ = [
+    "DEFAULT_OIDC_SCOPES",
+    "DiscoveryError",
     "IdTokenError",
     "UnknownSigningKeyError",
+    "build_discovery_request",
     "build_jwks_request",
     "current_jwks",
     "discovered_endpoints",
@@ -35,6 +46,7 @@ __all__ = [
     "google_profile",
     "oauth2_profile",
     "oidc_profile_from_discovery",
+    "parse_discovery_response",
     "parse_jwks_response",
     "verified_id_token_claims",
     "verify_id_token",

@@ -81,7 +81,7 @@ def entra_profile(
         scope_list = ("openid", *scope_list)
     prefix = ""
     if app_id_uri is not None:
-        if not app_id_uri or any(c.isspace() for c in app_id_uri) or "?" in app_id_uri:
+        if not app_id_uri or any(c.isspace() or c in "?#" for c in app_id_uri):
             raise ValueError("app_id_uri must be an application ID URI such as api://<app-id>")
         prefix = app_id_uri.rstrip("/") + "/"
     base = f"{authority}/{tenant}"

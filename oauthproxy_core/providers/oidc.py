@@ -1,11 +1,15 @@
 """Generic OpenID Connect providers (by discovery document) and generic OAuth 2.0 providers.
 
-``oidc_profile_from_discovery`` reads an OpenID Connect Discovery 1.0 §3 document that the caller
-fetched (the core does no I/O; the config loader fetches it at start-up) and checks it (§4.3: the
-``issuer`` must be the one it was fetched for, the mix-up defence RFC 9207 builds on). RFC 9207
-``iss`` is then required at the callback when the document advertises
-``authorization_response_iss_parameter_supported``. Extra authorize/token parameters (Auth0's
-``audience``) and forwarding ``resource`` (RFC 8707, off by default: INTEROP.md) are profile data.
+OpenID Connect Discovery 1.0 is done here, once, without I/O: ``build_discovery_request`` is the
+§4.1 request for ``<issuer>/.well-known/openid-configuration`` (an ``effects.HttpRequest`` the caller
+executes: ``oauthproxy serve`` does it when it loads ``proxy.toml``), ``parse_discovery_response``
+reads the answer, and ``discovered_endpoints`` checks the §3 document: §4.3, the ``issuer`` must be
+the one it was fetched for (the mix-up defence RFC 9207 builds on), and every endpoint must pass the
+provider URL policy (``provider_urls.py``). RFC 9207 ``iss`` is then required at the callback when
+the document advertises ``authorization_response_iss_parameter_supported``. Every problem is a
+``DiscoveryError`` naming the document member it is about. Extra authorize/token parameters
+(Auth0's ``audience``) and forwarding ``resource`` (RFC 8707, off by default: INTEROP.md) are
+profile data.
 
 ``oauth2_profile`` is a provider with explicit endpoints and a UserInfo-like JSON endpoint.
 
@@ -17,28 +21,97 @@ it vouches.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
+from ..effects import HttpFailure, HttpRequest, HttpResponse
+from ..provider_urls import provider_url_problem
 from ..upstream import ID_TOKEN_ALGS, UpstreamProfile
 
-__all__ = ["discovered_endpoints", "oauth2_profile", "oidc_profile_from_discovery"]
+__all__ = [
+    "DEFAULT_OIDC_SCOPES",
+    "DiscoveryError",
+    "build_discovery_request",
+    "discovered_endpoints",
+    "discovery_url",
+    "oauth2_profile",
+    "oidc_profile_from_discovery",
+    "parse_discovery_response",
+]
+
+#: Scopes asked for when none are configured: the identity a sign-in needs (OIDC Core §5.4).
+DEFAULT_OIDC_SCOPES = ("openid", "profile", "email")
+#: A discovery document is a few kilobytes; anything this large is not one.
+MAX_DISCOVERY_BYTES = 256 * 1024
+DISCOVERY_TIMEOUT = 10.0
+_WELL_KNOWN = "/.well-known/openid-configuration"
+
+
+class DiscoveryError(ValueError):
+    """The discovery document is unusable. ``member`` names the document field at fault, if any."""
+
+    def __init__(self, reason: str, *, member: str | None = None) -> None:
+        super().__init__(reason if member is None else f"{member}: {reason}")
+        self.reason = reason
+        self.member = member
+
+
+def discovery_url(issuer: str) -> str:
+    """Discovery §4.1: "any terminating / MUST be removed before appending" the well-known path."""
+    return issuer.rstrip("/") + _WELL_KNOWN
+
+
+def build_discovery_request(issuer: str, *, timeout: float = DISCOVERY_TIMEOUT) -> HttpRequest:
+    """Discovery §4.1: ``GET <issuer>/.well-known/openid-configuration``."""
+    problem = provider_url_problem(issuer)
+    if problem is not None:
+        raise DiscoveryError(f"the issuer {problem}")
+    return HttpRequest(
+        method="GET",
+        url=discovery_url(issuer),
+        headers=(("Accept", "application/json"),),
+        timeout=timeout,
+        max_response_bytes=MAX_DISCOVERY_BYTES,
+    )
+
+
+def parse_discovery_response(result: HttpResponse | HttpFailure, *, issuer: str) -> dict[str, Any]:
+    """Discovery §4.2: a 200 answer holding a JSON object (checked by ``discovered_endpoints``)."""
+    url = discovery_url(issuer)
+    if isinstance(result, HttpFailure):
+        if result.reason == "too_large":
+            raise DiscoveryError(f"the discovery document at {url} is too large")
+        raise DiscoveryError(f"discovery at {url} failed ({result.reason})")
+    if result.status != 200:
+        raise DiscoveryError(f"discovery at {url} answered HTTP {result.status}")
+    try:
+        document = json.loads(result.body)
+    except (ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict):
+        raise DiscoveryError(f"the discovery document at {url} is not a JSON object")
+    return document
 
 
 def discovered_endpoints(document: Mapping[str, Any], *, issuer: str) -> dict[str, Any]:
-    """``UpstreamProfile`` fields from a discovery document; ``ValueError`` names what is wrong."""
+    """``UpstreamProfile`` fields from a discovery document; ``DiscoveryError`` says what is wrong."""
     if document.get("issuer") != issuer:
         # Discovery §4.3: "The issuer value returned MUST be identical to the Issuer URL that was
         # used as the prefix to /.well-known/openid-configuration".
-        raise ValueError("the discovery document names another issuer")
+        raise DiscoveryError(
+            f"the discovery document at {discovery_url(issuer)} names another issuer"
+        )
 
     def url(name: str, *, required: bool = True) -> str | None:
         value = document.get(name)
         if value is None and not required:
             return None
-        if not isinstance(value, str) or urlsplit(value).scheme not in ("https", "http"):
-            raise ValueError(f"the discovery document has no usable {name}")
+        if not isinstance(value, str) or not value:
+            raise DiscoveryError("is missing", member=name)
+        problem = provider_url_problem(value)
+        if problem is not None:
+            raise DiscoveryError(problem, member=name)
         return value
 
     methods = document.get("token_endpoint_auth_methods_supported", ["client_secret_basic"])
@@ -50,7 +123,10 @@ def discovered_endpoints(document: Mapping[str, Any], *, issuer: str) -> dict[st
         # Discovery §3: "If omitted, the default is client_secret_basic".
         method = "client_secret_basic"
     else:
-        raise ValueError("the provider supports neither client_secret_post nor client_secret_basic")
+        raise DiscoveryError(
+            "the provider supports neither client_secret_post nor client_secret_basic",
+            member="token_endpoint_auth_methods_supported",
+        )
     advertised = document.get("id_token_signing_alg_values_supported", ["RS256"])
     if not isinstance(advertised, list):
         advertised = ["RS256"]
@@ -74,7 +150,7 @@ def oidc_profile_from_discovery(
     client_id: str,
     client_secret: str,
     name: str = "oidc",
-    scopes: Iterable[str] = ("openid", "profile", "email"),
+    scopes: Iterable[str] = DEFAULT_OIDC_SCOPES,
     identity_source: str | None = None,
     **fields: Any,
 ) -> UpstreamProfile:
@@ -102,6 +178,11 @@ def oidc_profile_from_discovery(
         "email_verified_claim": "email_verified",
     }
     values.update(fields)
+    if values["identity_source"] == "userinfo" and values.get("userinfo_url") is None:
+        # Nothing would name the user: no UserInfo endpoint, and the ID token is not used.
+        raise DiscoveryError(
+            "is missing (and the ID token is not used)", member="userinfo_endpoint"
+        )
     return UpstreamProfile(**values)
 
 

@@ -97,6 +97,92 @@ def test_check_config_errors_name_the_key(
     assert SECRET not in result.stderr
 
 
+MANY_MISTAKES = f"""
+[server]
+base_url = "https://mcp.example/"
+port = 70000
+
+[upstream]
+provider = "oauth2"
+client_id = "proxy-client"
+client_secret_en = "UPSTREAM_SECRET"
+authorize_url = "https://idp.example/authorize"
+token_url = "http://idp.example/token"
+userinfo_url = "https://idp.example/userinfo"
+scopes = "profile"
+
+[consent]
+mode = "sometimes"
+
+[store]
+url = "foo://x"
+
+[limits]
+registrations_per_address = 0
+registration_windw = 60
+
+[metrics]
+bearer_token = "{SECRET}"
+enabled = true
+"""
+
+#: Every mistake of MANY_MISTAKES, as check-config and serve report it, in the schema's order.
+EVERY_PROBLEM = [
+    "error: [server].port: must be between 0 and 65535",
+    "error: [server].base_url: must not end with '/'",
+    "error: [upstream].client_secret: required (or client_secret_env)",
+    "error: [upstream].scopes: must be a list of non-empty strings",
+    "error: [upstream].token_url: http is allowed only on a loopback host",
+    "error: [upstream].client_secret_en: unknown key; did you mean `client_secret_env`?",
+    "error: [consent].mode: must be one of always, remember",
+    "error: [store].url: unknown scheme 'foo' (expected memory, sqlite or redis)",
+    "error: [limits].registrations_per_address: must be at least 1",
+    "error: [limits].registration_windw: unknown key; did you mean `registration_window`?",
+]
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_every_problem_of_the_file_in_one_run(tmp_path: Path, command: str) -> None:
+    """Issue 20, "all errors at once": one run names each mistake as `[table].key: why`, with a
+    suggestion for a near-miss key, and nothing else (no cascade from a refused value)."""
+    path = tmp_path / "proxy.toml"
+    path.write_text(MANY_MISTAKES)
+    args = (
+        ["check-config", str(path)]
+        if command == "check-config"
+        else ["serve", "--config", str(path)]
+    )
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == EVERY_PROBLEM
+    assert SECRET not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[consent]\ntemplate = "page\\u0000.html"\n', "[consent].template: "),
+        ('[keys]\nfile = "keys\\u0000.json"\n', "[keys].file: "),
+        ('[store]\nurl = "sqlite:///state\\u0000.db"\n', "[store].url: "),
+    ],
+)
+def test_paths_with_a_nul_byte_are_problems_not_tracebacks(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    """Found by the schema fuzz test: a TOML escape can put NUL in a path, which open() refuses
+    with ValueError; the file is refused naming the key, as every other mistake is."""
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        '[server]\nbase_url = "https://mcp.example"\n'
+        f'[upstream]\nprovider = "github"\nclient_id = "c"\nclient_secret = "{SECRET}"\n' + extra
+    )
+    result = run("check-config", str(path), cwd=tmp_path)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+
+
 def test_check_config_missing_file(tmp_path: Path) -> None:
     result = run("check-config", str(tmp_path / "nope.toml"), cwd=tmp_path)
     assert result.returncode == 2

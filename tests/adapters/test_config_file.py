@@ -380,3 +380,31 @@ def test_oidc_discovery_unreachable(tmp_path: Path) -> None:
     sock.close()
     message = error(tmp_path, _oidc(f"http://127.0.0.1:{port}"))
     assert message.startswith("[upstream].issuer: discovery at")
+
+
+def test_oidc_discovery_takes_the_cores_defaults(
+    tmp_path: Path, discovery: tuple[str, dict[str, Any]]
+) -> None:
+    """The profile comes from the core's factory (oidc_profile_from_discovery), with its defaults:
+    with a JWK Set and a UserInfo endpoint, the ID token is verified (with a nonce) and UserInfo
+    read as well; explicit endpoints still win over discovered ones."""
+    issuer, doc = discovery
+    doc["jwks_uri"] = issuer + "/jwks"
+    up = load(tmp_path, _oidc(issuer)).upstream
+    assert (up.identity_source, up.nonce, up.jwks_uri) == ("both", True, issuer + "/jwks")
+    text = _oidc(issuer) + 'identity_source = "userinfo"\ntoken_url = "http://127.0.0.1:1/t"\n'
+    up = load(tmp_path, text).upstream
+    assert (up.identity_source, up.nonce, up.token_url) == (
+        "userinfo",
+        False,
+        "http://127.0.0.1:1/t",
+    )
+
+
+def test_oidc_discovery_without_any_way_to_name_the_user(
+    tmp_path: Path, discovery: tuple[str, dict[str, Any]]
+) -> None:
+    issuer, doc = discovery
+    del doc["userinfo_endpoint"]
+    message = error(tmp_path, _oidc(issuer))
+    assert message.startswith("[upstream].issuer (discovered userinfo_endpoint): is missing")

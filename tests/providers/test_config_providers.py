@@ -70,8 +70,11 @@ def test_claims_and_extra_params() -> None:
     assert p.extra_authorize_params == (("allow_signup", "false"),)
     assert p.extra_token_params == (("audience", "x"),) and p.forward_resource
     assert error(provider="github", claims={"a": 1}).startswith("[upstream].claims:")
-    assert error(provider="github", claims={"sub": "login"}).startswith("[upstream].claims:")
-    assert error(provider="github", extra_authorize_params={"state": "x"}).startswith("[upstream]:")
+    # The core's refusal names the key it is about.
+    assert error(provider="github", claims={"sub": "login"}).startswith("[upstream].claims: ")
+    assert error(provider="github", extra_authorize_params={"state": "x"}).startswith(
+        "[upstream].extra_authorize_params: may not set state"
+    )
 
 
 OAUTH2 = {

@@ -1,0 +1,862 @@
+"""Every ``proxy.toml`` key, declared once: table, name, type, default, bounds, help and why.
+
+This module is the single source of the configuration's shape. From ``TABLES`` and ``KEYS``:
+
+- ``check`` derives the parser's generic checks (``config_file.py`` adds the rules that need more
+  than one value or the outside world): unknown tables and keys (with a "did you mean" suggestion
+  for a near miss), missing required tables and keys, types, integer bounds, allowed values, and
+  the defaults of absent keys. It reports every problem of a document, not the first;
+- ``config_reference.py`` renders the documentation's reference page (``spec/docs_hooks.py``);
+- ``cli.py`` takes the help of the options that override a key (``serve --host``).
+
+Where the core already has the default (``ProxyConfig``, ``Bounds``, the provider factories), the
+key reads it from there instead of repeating the number. To add a key: one ``Key`` in ``KEYS``
+(table, name, type, default or ``default_text``, bounds or choices, ``doc`` and ``why``), then read
+it in ``config_file.parse_settings`` (``tables["<table>"].get("<name>")``). A new ``Bounds`` field
+needs only ``_limit("<name>", "<help>", "<why>")`` in the ``[limits]`` block: ``config_file``
+passes every ``[limits]`` key that is a ``Bounds`` field to ``Bounds``, and
+``tests/adapters/test_config_reference.py`` fails while a ``Bounds`` field has no key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from oauthproxy_core.bounds import Bounds
+from oauthproxy_core.config import ProxyConfig
+from oauthproxy_core.consent_theme import ConsentTheme
+from oauthproxy_core.providers.entra import entra_profile
+from oauthproxy_core.providers.github import GITHUB_API_BASE_URL, github_profile
+from oauthproxy_core.providers.google import google_profile
+from oauthproxy_core.providers.oidc import DEFAULT_OIDC_SCOPES
+from oauthproxy_core.upstream import IDENTITY_SOURCES, UpstreamProfile
+
+__all__ = [
+    "KEYS",
+    "PROVIDERS",
+    "REQUIRED",
+    "TABLES",
+    "Checked",
+    "Key",
+    "Problem",
+    "Section",
+    "Table",
+    "Type",
+    "Unusable",
+    "check",
+    "key",
+    "keys_of",
+    "suggestion",
+]
+
+PROVIDERS = ("github", "google", "entra", "oidc", "oauth2")
+STATIC_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+
+
+class Type(enum.Enum):
+    """A key's TOML type; the value is how the reference names it."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    STRINGS = "list of strings"
+    STRING_TABLE = "table of strings"
+    TABLES = "array of tables"
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: The ``default`` of a key the file must give.
+REQUIRED: Any = _Required()
+
+
+@attrs.frozen(kw_only=True)
+class Table:
+    """A TOML table. ``array``: written ``[[name]]``, any number of them (a ``TABLES`` key)."""
+
+    name: str
+    doc: str
+    required: bool = False
+    array: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Key:
+    """One key. ``default`` is applied when the key is absent (``None``: it stays absent, and the
+    code decides, as ``default_text`` or ``doc`` says; ``REQUIRED``: the file must give it).
+    ``why`` justifies the default. ``providers``: an ``[upstream]`` key only those providers use."""
+
+    table: str
+    name: str
+    type: Type
+    doc: str
+    default: Any = None
+    default_text: str | None = None
+    why: str = ""
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def path(self) -> str:
+        return f"[{self.table}].{self.name}"
+
+    def shown_default(self) -> str | None:
+        """The default as the reference shows it (TOML), or ``None``."""
+        if self.default_text is not None:
+            return self.default_text
+        if self.default is None or self.required:
+            return None
+        return _toml(self.default)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value) if not isinstance(value, int) else str(value)
+
+
+def _core_default(cls: type, name: str) -> Any:
+    """The default of an attrs field of a core record (``ProxyConfig``, ``Bounds``, ...)."""
+    default = attrs.fields_dict(cls)[name].default
+    if default is attrs.NOTHING or isinstance(default, type(attrs.Factory(list))):
+        raise TypeError(f"{cls.__name__}.{name} has no plain default")
+    return default
+
+
+def _param_default(function: Any, name: str) -> Any:
+    """The default of a keyword parameter of a core profile factory."""
+    default = function.__kwdefaults__[name]
+    return list(default) if isinstance(default, tuple) else default
+
+
+def _words(values: Any) -> str:
+    return " ".join(values) if values else "none"
+
+
+TABLES: tuple[Table, ...] = (
+    Table(name="server", doc="Where the proxy listens and who it is.", required=True),
+    Table(
+        name="upstream",
+        doc="The identity provider the proxy signs users in with (one pre-registered client).",
+        required=True,
+    ),
+    Table(name="consent", doc="The proxy's own consent page: when it is shown and how it looks."),
+    Table(name="store", doc="Where transactions, codes, grants and registrations live."),
+    Table(name="keys", doc="The keyring: signing, sealing and cookie keys."),
+    Table(
+        name="gateway", doc="The MCP server behind the proxy (standalone `oauthproxy serve` only)."
+    ),
+    Table(
+        name="clients",
+        doc="Which MCP clients may use the proxy besides dynamically registered ones.",
+    ),
+    Table(
+        name="clients.static",
+        doc="Pre-registered clients, one `[[clients.static]]` table each; they never expire and "
+        "are not stored.",
+        array=True,
+    ),
+    Table(
+        name="limits",
+        doc="Bounds on unauthenticated work (SECURITY.md 28): past one, a clear 429, never a 5xx. "
+        "Every value is an integer of at least 1.",
+    ),
+    Table(name="metrics", doc="Prometheus metrics at `GET /metrics` (needs the `metrics` extra)."),
+)
+
+
+def _limit(name: str, doc: str, why: str, *, minimum: int = 1, maximum: int | None = None) -> Key:
+    """A ``[limits]`` key: a ``Bounds`` field, whose default the core holds."""
+    return Key(
+        table="limits",
+        name=name,
+        type=Type.INTEGER,
+        default=_core_default(Bounds, name),
+        minimum=minimum,
+        maximum=maximum,
+        doc=doc,
+        why=why,
+    )
+
+
+_S, _I, _B, _L, _T = Type.STRING, Type.INTEGER, Type.BOOLEAN, Type.STRINGS, Type.STRING_TABLE
+
+KEYS: tuple[Key, ...] = (
+    # [server]
+    Key(
+        table="server",
+        name="host",
+        type=_S,
+        default="127.0.0.1",
+        doc="Listen address of `oauthproxy serve`.",
+        why="Loopback: a new install answers only this machine until you decide otherwise (a "
+        "reverse proxy in front usually runs beside it).",
+    ),
+    Key(
+        table="server",
+        name="port",
+        type=_I,
+        default=8000,
+        minimum=0,
+        maximum=65535,
+        doc="Listen port (0: any free port).",
+        why="An unprivileged port that development tools commonly leave free.",
+    ),
+    Key(
+        table="server",
+        name="base_url",
+        type=_S,
+        default=REQUIRED,
+        doc="The public URL of the proxy and its OAuth issuer: https (http only on 127.0.0.1, "
+        "localhost or [::1]), no trailing slash, no query, no userinfo. The upstream callback is "
+        "`<base_url>/auth/callback`.",
+    ),
+    Key(
+        table="server",
+        name="mcp_path",
+        type=_S,
+        default=_core_default(ProxyConfig, "mcp_path"),
+        doc="Path of the protected MCP endpoint; the resource (token audience) is "
+        "`base_url + mcp_path`. Starts with `/`, does not end with `/`.",
+        why="The path the MCP specification's examples and the SDKs' servers use.",
+    ),
+    Key(
+        table="server",
+        name="service_name",
+        type=_S,
+        default=_core_default(ProxyConfig, "service_name"),
+        doc="Shown on the consent page.",
+        why="Neutral wording until you name your service.",
+    ),
+    Key(
+        table="server",
+        name="forwarded_allow_ips",
+        type=_L,
+        doc="Peers (IP addresses or networks) trusted to name the client address in "
+        "`X-Forwarded-For` (uvicorn's proxy headers); `[]` trusts nobody. The per-address limits "
+        "count by this address.",
+        default_text="uvicorn's: `$FORWARDED_ALLOW_IPS`, else 127.0.0.1",
+        why="A reverse proxy on the same machine works unconfigured, and no remote peer can "
+        "choose the address the limits count by.",
+    ),
+    Key(
+        table="server",
+        name="scopes_supported",
+        type=_L,
+        default=list(_core_default(ProxyConfig, "scopes_supported")),
+        doc="The proxy's own scopes (not the upstream's), advertised in the metadata.",
+        why="One scope for the whole MCP server, which is what clients ask for when the server "
+        "offers nothing finer.",
+    ),
+    Key(
+        table="server",
+        name="default_scopes",
+        type=_L,
+        doc="Granted when a client asks for none; a subset of `scopes_supported`.",
+        default_text='["mcp"]',
+        why="`mcp` if supported, else the first supported scope: a client that names no scope "
+        "(INTEROP.md: a request without `scope` must work) still gets a usable token.",
+    ),
+    # [upstream]
+    Key(
+        table="upstream",
+        name="provider",
+        type=_S,
+        default=REQUIRED,
+        choices=PROVIDERS,
+        doc="`github`, `google`, `entra`, `oidc` (any OpenID Connect provider) or `oauth2` "
+        "(explicit endpoints).",
+    ),
+    Key(
+        table="upstream",
+        name="client_id",
+        type=_S,
+        default=REQUIRED,
+        doc="The proxy's client id at the provider.",
+    ),
+    Key(
+        table="upstream",
+        name="client_secret",
+        type=_S,
+        doc="The proxy's client secret. Give this or `client_secret_env`.",
+    ),
+    Key(
+        table="upstream",
+        name="client_secret_env",
+        type=_S,
+        doc="Name of an environment variable holding the client secret (read at load).",
+    ),
+    Key(
+        table="upstream",
+        name="scopes",
+        type=_L,
+        doc="Scopes requested upstream.",
+        default_text="per provider: "
+        f"github `{_words(_param_default(github_profile, 'scopes'))}` (GitHub App: none), "
+        f"google `{_words(_param_default(google_profile, 'scopes'))}`, "
+        f"entra `{_words(_param_default(entra_profile, 'scopes'))}`, "
+        f"oidc `{_words(DEFAULT_OIDC_SCOPES)}`, oauth2 none",
+        why="What each provider needs to name the user, and no more (RFC 9700 §2.3: least "
+        "privilege); an Entra refresh token needs `offline_access`.",
+    ),
+    Key(
+        table="upstream",
+        name="authorize_url",
+        type=_S,
+        doc="Authorization endpoint override (required for oauth2). https, or http on loopback "
+        "with `allow_insecure_http`.",
+    ),
+    Key(
+        table="upstream",
+        name="token_url",
+        type=_S,
+        doc="Token endpoint override (required for oauth2).",
+    ),
+    Key(
+        table="upstream",
+        name="userinfo_url",
+        type=_S,
+        doc="UserInfo endpoint override (required for oauth2).",
+    ),
+    Key(
+        table="upstream",
+        name="api_base_url",
+        type=_S,
+        providers=("github",),
+        doc="Where `GET /user` lives (GitHub Enterprise Server: `https://HOST/api/v3`).",
+        default_text=_toml(GITHUB_API_BASE_URL),
+        why="github.com's API.",
+    ),
+    Key(
+        table="upstream",
+        name="issuer",
+        type=_S,
+        doc="oidc: the discovery base (`<issuer>/.well-known/openid-configuration`, fetched at "
+        "load) and the RFC 9207 `iss` to expect. github: the `iss` to expect (default "
+        "`<authorize host>/login/oauth`).",
+    ),
+    Key(
+        table="upstream",
+        name="userinfo_subject_field",
+        type=_S,
+        doc="The UserInfo field holding the stable user id.",
+        default_text=f'`{_toml(_core_default(UpstreamProfile, "subject_field"))}` (github: `"id"`)',
+        why="OIDC Core §5.3.2 names the subject `sub`; GitHub's profile uses its numeric `id`, "
+        "which, unlike a login, is never reused.",
+    ),
+    Key(
+        table="upstream",
+        name="allow_insecure_http",
+        type=_B,
+        default=False,
+        doc="Allow http upstream URLs, on loopback hosts only (tests, local development).",
+        why="Upstream calls carry the client secret and users' tokens: TLS unless you opt out "
+        "for a provider on this very machine.",
+    ),
+    Key(
+        table="upstream",
+        name="github_app",
+        type=_B,
+        default=False,
+        providers=("github",),
+        doc="The client is a GitHub App (expiring, rotating user tokens).",
+        why="OAuth Apps are what most GitHub integrations register.",
+    ),
+    Key(
+        table="upstream",
+        name="tenant",
+        type=_S,
+        default=_param_default(entra_profile, "tenant"),
+        providers=("entra",),
+        doc="`common`, `organizations`, `consumers` or a tenant GUID.",
+        why="Microsoft's default: work, school and personal accounts.",
+    ),
+    Key(
+        table="upstream",
+        name="app_id_uri",
+        type=_S,
+        providers=("entra",),
+        doc="The application ID URI (`api://<app-id>`) prefixing custom API scopes.",
+    ),
+    Key(
+        table="upstream",
+        name="identity_source",
+        type=_S,
+        choices=IDENTITY_SOURCES,
+        doc="Where the user's identity comes from: `userinfo`, `id_token` (verified, with a "
+        "nonce) or `both`. id_token needs discovery's `jwks_uri`.",
+        default_text="per provider: github and oauth2 `userinfo`; google and entra `id_token`; "
+        "oidc `both` when discovery finds a `jwks_uri` and a UserInfo endpoint, `id_token` with "
+        "only a `jwks_uri`, else `userinfo`",
+        why="The strongest source the provider offers: a signed ID token where there is one.",
+    ),
+    Key(
+        table="upstream",
+        name="claims",
+        type=_T,
+        doc='Display claims to keep: our name = the upstream field (`{ handle = "username" }`). '
+        "The subject is the identity; claims are display data. `login` may not come from a "
+        "mutable field (`preferred_username`, `upn`, `email`, `name`, ...) and `email` only "
+        "from `email`, kept only when the provider vouches for it (spec/security.md 32).",
+    ),
+    Key(
+        table="upstream",
+        name="email_verified_claim",
+        type=_S,
+        providers=("oidc", "oauth2"),
+        doc='The identity field that must be `true` (JSON true or the string `"true"`) for '
+        "`email` to be kept. google uses `email_verified`, entra `xms_edov`, github the verified "
+        "primary address of `GET /user/emails` (scope `user:email`).",
+        default_text="oidc `email_verified`; oauth2 none (its `email` is never kept)",
+        why="An address the provider does not vouch for is whatever the user typed: it must not "
+        "become identity (spec/security.md 32).",
+    ),
+    Key(
+        table="upstream",
+        name="extra_authorize_params",
+        type=_T,
+        doc="Extra parameters of the upstream authorization request (e.g. Auth0's `audience`).",
+    ),
+    Key(
+        table="upstream",
+        name="extra_token_params",
+        type=_T,
+        doc="Extra parameters of the upstream token request.",
+    ),
+    Key(
+        table="upstream",
+        name="forward_resource",
+        type=_B,
+        default=_core_default(UpstreamProfile, "forward_resource"),
+        doc="Send the RFC 8707 `resource` parameter upstream.",
+        why="Many providers reject an unknown `resource` with `invalid_target` (INTEROP.md).",
+    ),
+    # [consent]
+    Key(
+        table="consent",
+        name="mode",
+        type=_S,
+        default=_core_default(ProxyConfig, "consent_mode"),
+        choices=("always", "remember"),
+        doc="`always` asks every time; `remember` remembers an approval of exactly (client, "
+        "redirect URI, scopes, resource) in this browser, for same-site navigations only.",
+        why="Asking every time is what stops a confused deputy (SECURITY.md 15).",
+    ),
+    Key(
+        table="consent",
+        name="product_name",
+        type=_S,
+        doc="Brand shown at the top of the consent page (plain text, at most 80 characters; "
+        "default: `[server].service_name`).",
+    ),
+    Key(
+        table="consent",
+        name="logo_url",
+        type=_S,
+        doc="Logo: an `https:` URL with a DNS host name, or "
+        "`data:image/(png|jpeg|gif|webp);base64,...`. The page's `img-src` admits exactly that "
+        "origin.",
+    ),
+    Key(
+        table="consent",
+        name="primary_color",
+        type=_S,
+        doc="Approve button colour: `#rgb`, `#rrggbb` or `rgb(r, g, b)`; its text is black or "
+        "white, whichever contrasts more.",
+        default_text=_toml(ConsentTheme().palette()["primary"]),
+        why="A blue with white text above the WCAG AA contrast ratio.",
+    ),
+    Key(
+        table="consent",
+        name="background_color",
+        type=_S,
+        doc="Page background, same notations; the text colour follows for contrast.",
+        default_text=_toml(ConsentTheme().palette()["background"]),
+        why="Plain white: readable, and any logo fits on it.",
+    ),
+    Key(
+        table="consent",
+        name="extra_text",
+        type=_S,
+        doc="Plain text shown under the form (at most 1000 characters; a blank line starts a new "
+        "paragraph).",
+    ),
+    Key(
+        table="consent",
+        name="template",
+        type=_S,
+        doc="Path of a full-page HTML template replacing the built-in layout (read at load, at "
+        "most 64 KiB). See *Theming the consent page*.",
+    ),
+    # [store]
+    Key(
+        table="store",
+        name="url",
+        type=_S,
+        default="memory://",
+        doc="`memory://`, `sqlite:///path.db` (`?synchronous=full` to fsync every commit) or "
+        "`redis://host:6379/0?prefix=app:` (`rediss://` for TLS).",
+        why="Nothing to set up for a first run; state does not survive a restart, so give "
+        "`sqlite://` or `redis://` for anything else.",
+    ),
+    # [keys]
+    Key(
+        table="keys",
+        name="file",
+        type=_S,
+        doc="The keyring file, created (mode 0600) on first start when missing; refused when "
+        "readable by group or others. Every instance behind one load balancer needs the same "
+        "file.",
+        default_text='"$OAUTHPROXY_DATA_DIR/keys.json" or ".oauthproxy/keys.json"',
+        why="Beside the embedded store's default directory, outside the code.",
+    ),
+    # [gateway]
+    Key(
+        table="gateway",
+        name="upstream_url",
+        type=_S,
+        doc="The MCP server authenticated requests to `mcp_path` are forwarded to. Without it, "
+        "the proxy answers 404 there after authentication.",
+    ),
+    # [clients]
+    Key(
+        table="clients",
+        name="cimd",
+        type=_B,
+        default=_core_default(ProxyConfig, "cimd_enabled"),
+        doc="Accept Client ID Metadata Documents (an https URL as `client_id`).",
+        why="The MCP specification's preferred way for clients to identify themselves.",
+    ),
+    Key(
+        table="clients",
+        name="cimd_allow_loopback",
+        type=_B,
+        default=_core_default(ProxyConfig, "cimd_allow_loopback"),
+        doc="Tests and local development only: fetch metadata documents from loopback, also "
+        "over http.",
+        why="A document URL on this machine is an SSRF target (SECURITY.md 23).",
+    ),
+    Key(
+        table="clients",
+        name="static",
+        type=Type.TABLES,
+        doc="Pre-registered clients: see `[[clients.static]]` below.",
+    ),
+    # [[clients.static]]
+    Key(
+        table="clients.static",
+        name="client_id",
+        type=_S,
+        default=REQUIRED,
+        doc="The client's id (printable, no spaces, at most 255 characters, unique).",
+    ),
+    Key(
+        table="clients.static",
+        name="redirect_uris",
+        type=_L,
+        default=REQUIRED,
+        doc="Its redirect URIs, checked as at registration (SECURITY.md 3).",
+    ),
+    Key(
+        table="clients.static",
+        name="client_secret",
+        type=_S,
+        doc="Its secret, at least 16 characters; omit it for a public client.",
+    ),
+    Key(
+        table="clients.static",
+        name="token_endpoint_auth_method",
+        type=_S,
+        choices=STATIC_AUTH_METHODS,
+        doc="How it authenticates at the token endpoint.",
+        default_text='`"client_secret_basic"` with a secret, `"none"` without',
+        why="RFC 7591 §2: `client_secret_basic` is the default for a client with a secret.",
+    ),
+    Key(
+        table="clients.static",
+        name="client_name",
+        type=_S,
+        doc="Shown on the consent page.",
+    ),
+    # [limits]: one _limit per Bounds field (its default lives in oauthproxy_core.bounds.Bounds);
+    # give maximum= where a larger value makes no sense (a prefix length: 32 or 128).
+    _limit(
+        "registrations_per_address",
+        "Dynamic registrations per client address per `registration_window`.",
+        "A person's clients and their restarts fit; one address cannot fill the registrations.",
+    ),
+    _limit(
+        "registrations_total",
+        "Dynamic registrations from all addresses per `registration_window`.",
+        "Bounds what is stored however many addresses a flood comes from.",
+    ),
+    _limit(
+        "registration_window",
+        "The registration counting window, in seconds.",
+        "An hour smooths bursts, and a refused address recovers within it.",
+    ),
+    _limit(
+        "authorizations_per_address",
+        "Pending authorization requests per client address (per transaction lifetime).",
+        "Below the per-client bound, so one address cannot take every slot of a shared client.",
+    ),
+    _limit(
+        "authorizations_per_client",
+        "Pending authorization requests per client.",
+        "Many users of one client can sign in at once; one client cannot fill the store.",
+    ),
+    _limit(
+        "authorizations_total",
+        "Pending authorization requests in total.",
+        "Bounds the pending transactions stored, whoever starts them.",
+    ),
+    # [metrics]
+    Key(
+        table="metrics",
+        name="enabled",
+        type=_B,
+        default=False,
+        doc="Serve metrics at `GET /metrics` (otherwise 404).",
+        why="Metrics reveal traffic: published only when asked for.",
+    ),
+    Key(
+        table="metrics",
+        name="bearer_token",
+        type=_S,
+        doc="Required as `Authorization: Bearer` on `/metrics` (at least 16 characters). Without "
+        "one, keep `/metrics` unreachable from outside.",
+    ),
+    Key(
+        table="metrics",
+        name="bearer_token_env",
+        type=_S,
+        doc="Name of an environment variable holding the metrics bearer token.",
+    ),
+)
+
+_TABLE_BY_NAME = {t.name: t for t in TABLES}
+_KEYS_BY_TABLE: dict[str, dict[str, Key]] = {t.name: {} for t in TABLES}
+for _key in KEYS:
+    _KEYS_BY_TABLE[_key.table][_key.name] = _key
+del _key
+
+
+def keys_of(table: str) -> dict[str, Key]:
+    """The keys of ``table``, in declaration order."""
+    return _KEYS_BY_TABLE[table]
+
+
+def key(table: str, name: str) -> Key:
+    return _KEYS_BY_TABLE[table][name]
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking a document
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with the file, shown as ``[table].key: why`` (``key`` empty: the table)."""
+
+    #: Where it is listed: the table's and the key's position in the schema (sorted stably, so
+    #: problems of one key keep the order they were found in).
+    rank: tuple[int, int]
+    table: str
+    key: str
+    why: str
+
+    def __str__(self) -> str:
+        where = f"[{self.table}]" + (f".{self.key}" if self.key else "")
+        return f"{where}: {self.why}"
+
+
+def problem(table: str, name: str, why: str) -> Problem:
+    """A ``Problem`` ranked by the schema's order of ``table`` (``clients.static[2]`` as its
+    array table) and ``name``; unknown ones come first, in the order found."""
+    base = table.partition("[")[0]
+    table_rank = [t.name for t in TABLES].index(base) if base in _TABLE_BY_NAME else -1
+    keys = list(_KEYS_BY_TABLE.get(base, {}))
+    key_rank = keys.index(name) if name in keys else (-1 if not name else len(keys))
+    return Problem(rank=(table_rank, key_rank), table=table, key=name, why=why)
+
+
+class Unusable(Exception):
+    """A value is missing or was refused; its problem is already reported (used to skip the
+    checks and the building that depend on it, so one mistake is reported once)."""
+
+
+@attrs.frozen
+class Section:
+    """One table of the document after the generic checks: declared keys, defaults applied."""
+
+    name: str
+    #: Every declared key that is given or has a default (absent optional keys are missing).
+    values: Mapping[str, Any]
+    #: Keys present in the file.
+    given: frozenset[str]
+    #: Keys whose value was refused (or a required key that is missing).
+    bad: frozenset[str]
+    #: False when the table itself is unusable (missing while required, or not a table).
+    usable: bool = True
+
+    def path(self, name: str) -> str:
+        return f"[{self.name}].{name}"
+
+    def has(self, name: str) -> bool:
+        return name in self.given
+
+    def get(self, name: str) -> Any:
+        """The value (or default; ``None`` when absent without one); ``Unusable`` if refused."""
+        if not self.usable or name in self.bad:
+            raise Unusable(self.path(name))
+        return self.values.get(name)
+
+    def entries(self, name: str) -> tuple[Section, ...]:
+        """The checked tables of an array-of-tables key (``[[clients.static]]``)."""
+        value = self.get(name)
+        return () if value is None else tuple(value)
+
+
+@attrs.frozen
+class Checked:
+    sections: Mapping[str, Section]
+    problems: tuple[Problem, ...]
+
+
+def suggestion(word: str, candidates: Any) -> str:
+    """``; did you mean `x`?`` for the closest candidate, or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.7)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def check(data: Mapping[str, Any]) -> Checked:
+    """Every generic problem of ``data`` (a parsed TOML document), and its tables with defaults."""
+    problems: list[Problem] = []
+    top = [t for t in TABLES if "." not in t.name]
+    for name in data:
+        if name not in _TABLE_BY_NAME or "." in name:
+            expected = ", ".join(t.name for t in top)
+            hint = suggestion(name, [t.name for t in top if t.name not in data])
+            why = f"unknown table{hint}" if hint else f"unknown table (expected {expected})"
+            problems.append(problem(name, "", why))
+    sections: dict[str, Section] = {}
+    for table in top:
+        raw = data.get(table.name)
+        if raw is None and table.required:
+            problems.append(problem(table.name, "", "required table is missing"))
+            sections[table.name] = Section(table.name, {}, frozenset(), frozenset(), usable=False)
+        elif raw is not None and not isinstance(raw, Mapping):
+            problems.append(problem(table.name, "", "must be a table"))
+            sections[table.name] = Section(table.name, {}, frozenset(), frozenset(), usable=False)
+        else:
+            sections[table.name] = _section(table.name, table.name, raw or {}, problems)
+    return Checked(sections=sections, problems=tuple(problems))
+
+
+def _section(
+    schema_table: str, name: str, raw: Mapping[str, Any], problems: list[Problem]
+) -> Section:
+    declared = _KEYS_BY_TABLE[schema_table]
+    values: dict[str, Any] = {}
+    bad: set[str] = set()
+    for given in raw:
+        if given not in declared:
+            problems.append(problem(name, given, "unknown key" + _hint(schema_table, given, raw)))
+    for key_name, k in declared.items():
+        if key_name not in raw:
+            if k.required:
+                problems.append(problem(name, key_name, "required"))
+                bad.add(key_name)
+            elif k.default is not None:
+                values[key_name] = k.default
+            continue
+        value = raw[key_name]
+        why = _type_problem(k, value)
+        if why is None and k.type is Type.TABLES:
+            sub = f"{schema_table}.{key_name}"
+            value = tuple(
+                _section(sub, f"{name}.{key_name}[{i}]", entry, problems)
+                for i, entry in enumerate(value)
+            )
+        if why is not None:
+            problems.append(problem(name, key_name, why))
+            bad.add(key_name)
+        else:
+            values[key_name] = value
+    return Section(name, values, frozenset(raw), frozenset(bad))
+
+
+def _hint(table: str, given: str, raw: Mapping[str, Any]) -> str:
+    """A near miss among this table's keys not yet given, or the table the key belongs in."""
+    hint = suggestion(given, [k for k in _KEYS_BY_TABLE[table] if k not in raw])
+    if hint:
+        return hint
+    homes = [t for t, keys in _KEYS_BY_TABLE.items() if given in keys and t != table]
+    return f"; it belongs in [{homes[0]}]" if homes else ""
+
+
+_TYPE_NAMES = {
+    Type.STRING: "a string",
+    Type.INTEGER: "an integer",
+    Type.BOOLEAN: "true or false",
+    Type.STRINGS: "a list of non-empty strings",
+    Type.STRING_TABLE: "a table of non-empty strings",
+}
+
+
+def _type_problem(k: Key, value: Any) -> str | None:
+    """Why ``value`` does not fit ``k``'s type, bounds or choices, or ``None``."""
+    t = k.type
+    ok: bool
+    if t is Type.STRING:
+        ok = isinstance(value, str)
+    elif t is Type.INTEGER:
+        # bool is an int in Python; TOML keeps them apart, and so do we.
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif t is Type.BOOLEAN:
+        ok = isinstance(value, bool)
+    elif t is Type.STRINGS:
+        ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+    elif t is Type.STRING_TABLE:
+        ok = isinstance(value, Mapping) and all(
+            isinstance(n, str) and n and isinstance(v, str) and v for n, v in value.items()
+        )
+        if ok and any(ord(c) < 0x20 for n, v in value.items() for c in n + v):
+            return "must not contain control characters"
+    else:
+        ok = isinstance(value, list) and all(isinstance(v, Mapping) for v in value)
+        if not ok:
+            return f"must be an array of tables ([[{k.table}.{k.name}]])"
+    if not ok:
+        return f"must be {_TYPE_NAMES[t]}"
+    if k.required and value == "":
+        return "required"
+    if t is Type.INTEGER:
+        if k.minimum is not None and k.maximum is not None:
+            if not k.minimum <= value <= k.maximum:
+                return f"must be between {k.minimum} and {k.maximum}"
+        elif k.minimum is not None and value < k.minimum:
+            return f"must be at least {k.minimum}"
+        elif k.maximum is not None and value > k.maximum:
+            return f"must be at most {k.maximum}"
+    if k.choices and value not in k.choices:
+        hint = suggestion(value, k.choices)
+        return f"must be one of {', '.join(k.choices)}{hint}"
+    return None
