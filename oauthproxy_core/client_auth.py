@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Generator
 from typing import Any
 from urllib.parse import unquote_plus
@@ -22,7 +21,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from .cimd import fetch_document
+from .cimd import MAX_DOCUMENT_BYTES, fetch_document
 from .client_lookup import load_client
 from .config import Context
 from .crypto import b64u_decode, digest, equal
@@ -30,6 +29,7 @@ from .effects import CompareAndSet
 from .errors import InvalidClientError, InvalidRequestError
 from .http import Request
 from .records import Client
+from .untrusted_json import UntrustedJsonError, parse_jose_segment, parse_json
 
 #: RFC 7523 §2.2.
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -105,13 +105,12 @@ def authenticate_client(
 
 
 def _segment_json(segment: str) -> dict[str, Any]:
+    # Bounded before decoding (untrusted_json): a header nested a few thousand levels deep used to
+    # raise RecursionError here, a 500 at /token and /revoke.
     try:
-        value = json.loads(b64u_decode(segment))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return parse_jose_segment(segment, max_bytes=MAX_ASSERTION_LENGTH)
+    except UntrustedJsonError:
         raise InvalidClientError("malformed client assertion") from None
-    if not isinstance(value, dict):
-        raise InvalidClientError("malformed client assertion")
-    return value
 
 
 def _authenticate_assertion(form: dict[str, str], ctx: Context) -> Generator[Any, Any, Client]:
@@ -165,10 +164,15 @@ def _authenticate_assertion(form: dict[str, str], ctx: Context) -> Generator[Any
 def _client_keys(client: Client, ctx: Context) -> Generator[Any, Any, list[dict[str, Any]]]:
     meta = dict(client.metadata)
     jwks: Any = None
-    if "jwks" in meta:
-        jwks = json.loads(meta["jwks"])
-    elif "jwks_uri" in meta:
-        jwks = yield from fetch_document(json.loads(meta["jwks_uri"]), now=ctx.now, purpose="jwks")
+    try:
+        if "jwks" in meta:
+            jwks = parse_json(meta["jwks"], max_bytes=MAX_DOCUMENT_BYTES)
+        elif "jwks_uri" in meta:
+            uri = parse_json(meta["jwks_uri"], max_bytes=MAX_DOCUMENT_BYTES)
+            if isinstance(uri, str):
+                jwks = yield from fetch_document(uri, now=ctx.now, purpose="jwks")
+    except UntrustedJsonError:
+        jwks = None
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
         raise InvalidClientError("the client's keys are unavailable")
     return [k for k in jwks["keys"][:10] if isinstance(k, dict)]

@@ -143,6 +143,7 @@ from oauthproxy_core.providers import (
 from oauthproxy_core.providers.entra import ENTRA_EMAIL_VERIFIED_CLAIM, entra_issuer
 from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
+from oauthproxy_core.untrusted_json import UntrustedJsonError, parse_json_object
 from oauthproxy_core.upstream import ID_TOKEN_ALGS, IDENTITY_SOURCES, UpstreamProfile
 
 from .stores.sqlite import default_sqlite_path
@@ -925,12 +926,9 @@ def _fetch_json(key: str, url: str, http: httpx.Client | None) -> dict[str, Any]
         if http is None:
             client.close()
     try:
-        document = json.loads(bytes(body))
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        raise ConfigError(f"{key}: the discovery document at {url} is not a JSON object")
-    return document
+        return parse_json_object(bytes(body), max_bytes=MAX_DISCOVERY_BYTES)
+    except UntrustedJsonError:
+        raise ConfigError(f"{key}: the discovery document at {url} is not a JSON object") from None
 
 
 # --------------------------------------------------------------------------------------------------
