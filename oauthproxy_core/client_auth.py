@@ -3,8 +3,9 @@
 A client authenticates only by the method it registered (SECURITY.md 22): ``none`` (public client,
 ``client_id`` in the body), ``client_secret_post`` or ``client_secret_basic`` (RFC 6749 §2.3.1, with
 the form-urlencoding of id and secret undone before comparison), or ``private_key_jwt`` (RFC 7523
-§2.2 and §3, OpenID Connect Core §9) for clients whose metadata document publishes keys. Clients come
-from ``client_lookup.load_client`` (static, CIMD or registered). A failure raises
+§2.2 and §3, OpenID Connect Core §9, with the audience rule of draft-ietf-oauth-rfc7523bis: the
+issuer identifier as a plain string, nothing else) for clients whose metadata document publishes
+keys. Clients come from ``client_lookup.load_client`` (static, CIMD or registered). A failure raises
 ``InvalidClientError`` (401) before anything else is read or written, so it consumes nothing; the one
 write of a successful assertion is its ``jti``, recorded last so that a replay fails.
 """
@@ -206,13 +207,14 @@ def _verify(
 
 def _check_claims(claims: dict[str, Any], ctx: Context) -> int:
     now, skew = ctx.now, ASSERTION_LEEWAY
-    cfg = ctx.config
-    aud = claims.get("aud")
-    audiences = aud if isinstance(aud, list) else [aud]
-    # RFC 7523 §3 item 3: "The JWT MUST contain an aud (audience) claim containing a value that
-    # identifies the authorization server as an intended audience": our token endpoint or issuer.
-    if not any(a in (cfg.token_endpoint, cfg.issuer) for a in audiences if isinstance(a, str)):
-        raise InvalidClientError("client assertion audience is not this server")
+    # draft-ietf-oauth-rfc7523bis (updating RFC 7523 §3 item 3): the audience is the authorization
+    # server's issuer identifier as its sole value, a JSON string "and not a single-valued JSON
+    # array", and the token endpoint URL "MUST NOT be used". RFC 7523 let servers also accept the
+    # token endpoint URL and arrays naming other parties; the 2025 audience-injection disclosure
+    # showed an assertion made out to one server being replayed at another that accepted a URL or
+    # an array entry it shared. Simple string comparison (RFC 3986 §6.2.1): no normalising.
+    if claims.get("aud") != ctx.config.issuer:
+        raise InvalidClientError("client assertion audience must be this server's issuer")
     exp = claims.get("exp")
     if not isinstance(exp, int) or isinstance(exp, bool):
         raise InvalidClientError("client assertion needs exp")
