@@ -52,6 +52,19 @@ BAD_REDIRECT_URIS_AT_REGISTRATION: dict[str, str] = {
     "port out of range": "http://127.0.0.1:99999/cb",
     "relative": "/cb",
     "empty": "",
+    # The authorization response would carry these twice (SECURITY.md 4; issue 13, item 7).
+    "query names iss": "https://app.example/cb?iss=https://evil.example",
+    "query names code": "https://app.example/cb?code=attacker",
+    "query names state": "http://127.0.0.1:33418/callback?x=1&state=s",
+    "query names error": "https://app.example/cb?error=access_denied",
+    "query names error_description": "https://app.example/cb?error_description=x",
+    "query names error_uri": "https://app.example/cb?error_uri=https://evil.example",
+    "query names iss without a value": "https://app.example/cb?iss",
+    "query names iss percent-encoded": "https://app.example/cb?i%73s=https://evil.example",
+    "query names ISS in upper case": "https://app.example/cb?ISS=https://evil.example",
+    "query names iss after a semicolon": "https://app.example/cb?x=1;iss=https://evil.example",
+    "query names code as a PHP array": "https://app.example/cb?code[]=attacker",
+    "query names error.description (PHP)": "https://app.example/cb?error.description=x",
 }
 
 #: Sent at /authorize by a client that registered ``REGISTERED_*``; answered with a 400 page and no
