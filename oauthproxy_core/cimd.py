@@ -42,6 +42,7 @@ from .crypto import digest
 from .effects import HttpCall, HttpFailure, HttpRequest, HttpResponse
 from .errors import OAuthError
 from .records import Client
+from .untrusted_json import UntrustedJsonError, parse_json_object
 
 __all__ = [
     "ALLOWED_AUTH_METHODS",
@@ -432,6 +433,7 @@ def _load_entry(raw: bytes | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
+        # The proxy's own cache record (its document passed parse_json_object when fetched).
         entry = json.loads(raw)
     except ValueError:
         return None
@@ -502,10 +504,8 @@ def fetch_document(
     if result.status != 200 or not _is_json(result) or len(result.body) > MAX_DOCUMENT_BYTES:
         return None
     try:
-        doc = json.loads(result.body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict):
+        doc = parse_json_object(result.body, max_bytes=MAX_DOCUMENT_BYTES)
+    except UntrustedJsonError:
         return None
     yield from _store_entry(key, doc, _short(result.header("etag")), ttl, now)
     return doc

@@ -3,8 +3,9 @@
 A client authenticates only by the method it registered (SECURITY.md 22): ``none`` (public client,
 ``client_id`` in the body), ``client_secret_post`` or ``client_secret_basic`` (RFC 6749 §2.3.1, with
 the form-urlencoding of id and secret undone before comparison), or ``private_key_jwt`` (RFC 7523
-§2.2 and §3, OpenID Connect Core §9) for clients whose metadata document publishes keys. Clients come
-from ``client_lookup.load_client`` (static, CIMD or registered). A failure raises
+§2.2 and §3, OpenID Connect Core §9, with the audience rule of draft-ietf-oauth-rfc7523bis: the
+issuer identifier as a plain string, nothing else) for clients whose metadata document publishes
+keys. Clients come from ``client_lookup.load_client`` (static, CIMD or registered). A failure raises
 ``InvalidClientError`` (401) before anything else is read or written, so it consumes nothing; the one
 write of a successful assertion is its ``jti``, recorded last so that a replay fails.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Generator
 from typing import Any
 from urllib.parse import unquote_plus
@@ -22,7 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from .cimd import fetch_document
+from .cimd import MAX_DOCUMENT_BYTES, fetch_document
 from .client_lookup import load_client
 from .config import Context
 from .crypto import b64u_decode, digest, equal
@@ -30,6 +30,7 @@ from .effects import CompareAndSet
 from .errors import InvalidClientError, InvalidRequestError
 from .http import Request
 from .records import Client
+from .untrusted_json import UntrustedJsonError, parse_jose_segment, parse_json
 
 #: RFC 7523 §2.2.
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -105,13 +106,12 @@ def authenticate_client(
 
 
 def _segment_json(segment: str) -> dict[str, Any]:
+    # Bounded before decoding (untrusted_json): a header nested a few thousand levels deep used to
+    # raise RecursionError here, a 500 at /token and /revoke.
     try:
-        value = json.loads(b64u_decode(segment))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return parse_jose_segment(segment, max_bytes=MAX_ASSERTION_LENGTH)
+    except UntrustedJsonError:
         raise InvalidClientError("malformed client assertion") from None
-    if not isinstance(value, dict):
-        raise InvalidClientError("malformed client assertion")
-    return value
 
 
 def _authenticate_assertion(form: dict[str, str], ctx: Context) -> Generator[Any, Any, Client]:
@@ -165,10 +165,15 @@ def _authenticate_assertion(form: dict[str, str], ctx: Context) -> Generator[Any
 def _client_keys(client: Client, ctx: Context) -> Generator[Any, Any, list[dict[str, Any]]]:
     meta = dict(client.metadata)
     jwks: Any = None
-    if "jwks" in meta:
-        jwks = json.loads(meta["jwks"])
-    elif "jwks_uri" in meta:
-        jwks = yield from fetch_document(json.loads(meta["jwks_uri"]), now=ctx.now, purpose="jwks")
+    try:
+        if "jwks" in meta:
+            jwks = parse_json(meta["jwks"], max_bytes=MAX_DOCUMENT_BYTES)
+        elif "jwks_uri" in meta:
+            uri = parse_json(meta["jwks_uri"], max_bytes=MAX_DOCUMENT_BYTES)
+            if isinstance(uri, str):
+                jwks = yield from fetch_document(uri, now=ctx.now, purpose="jwks")
+    except UntrustedJsonError:
+        jwks = None
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
         raise InvalidClientError("the client's keys are unavailable")
     return [k for k in jwks["keys"][:10] if isinstance(k, dict)]
@@ -202,13 +207,14 @@ def _verify(
 
 def _check_claims(claims: dict[str, Any], ctx: Context) -> int:
     now, skew = ctx.now, ASSERTION_LEEWAY
-    cfg = ctx.config
-    aud = claims.get("aud")
-    audiences = aud if isinstance(aud, list) else [aud]
-    # RFC 7523 §3 item 3: "The JWT MUST contain an aud (audience) claim containing a value that
-    # identifies the authorization server as an intended audience": our token endpoint or issuer.
-    if not any(a in (cfg.token_endpoint, cfg.issuer) for a in audiences if isinstance(a, str)):
-        raise InvalidClientError("client assertion audience is not this server")
+    # draft-ietf-oauth-rfc7523bis (updating RFC 7523 §3 item 3): the audience is the authorization
+    # server's issuer identifier as its sole value, a JSON string "and not a single-valued JSON
+    # array", and the token endpoint URL "MUST NOT be used". RFC 7523 let servers also accept the
+    # token endpoint URL and arrays naming other parties; the 2025 audience-injection disclosure
+    # showed an assertion made out to one server being replayed at another that accepted a URL or
+    # an array entry it shared. Simple string comparison (RFC 3986 §6.2.1): no normalising.
+    if claims.get("aud") != ctx.config.issuer:
+        raise InvalidClientError("client assertion audience must be this server's issuer")
     exp = claims.get("exp")
     if not isinstance(exp, int) or isinstance(exp, bool):
         raise InvalidClientError("client assertion needs exp")

@@ -63,7 +63,17 @@ class ClientRegistered:
     auth_method: str
 
 
-DomainEvent: TypeAlias = TransactionChanged | GrantChanged | GrantIssued | ClientRegistered
+@attrs.frozen(kw_only=True)
+class ClientDeleted:
+    """A registration was deleted (RFC 7592 §2.3): every grant and access token of the client is
+    refused from now on."""
+
+    client_id: str
+
+
+DomainEvent: TypeAlias = (
+    TransactionChanged | GrantChanged | GrantIssued | ClientRegistered | ClientDeleted
+)
 
 
 def transaction_changed(step: Step[Transaction], *, applied: bool) -> TransactionChanged:

@@ -1,5 +1,5 @@
 """Refresh-token families: minting, rotation with an idempotent grace window, reuse detection and
-revocation (OAuth 2.1 §4.3, RFC 9700 §4.14.2, SECURITY.md 19-21).
+revocation (OAuth 2.1 §4.3, RFC 9700 §4.14.2, SECURITY.md 19-21, 34).
 
 A refresh token is ``<grant id>.<secret>``; the store keeps only the secret's digest in the grant.
 Rotation is a compare-and-set on the grant's version, so of two concurrent refreshes of the same token
@@ -9,6 +9,16 @@ token is reuse: the whole family is revoked. Every change of a grant is a transi
 ``states.GrantMachine``; revocation moves the grant to ``revoked`` (dropping its sealed secrets) and
 writes a marker keyed by grant id that the bearer verifier consults, so every access token of the
 family dies with it.
+
+Deleting a registration (RFC 7592 §2.3: the server "SHOULD immediately invalidate all existing
+authorization grants and currently-active access tokens associated with this client") writes a
+second marker, keyed by the client, that the bearer verifier and the upstream-token API consult as
+well: the store has no index of a client's grants, and needs none, since every access token and
+every grant names its client. The deleted client's refresh tokens and codes already fail client
+authentication (the client is unknown); a grant found under the marker is revoked on sight
+(``client_deleted``). Both markers outlive everything they cover, so a revocation takes effect at
+the next request, on every instance sharing the store (spec/security.md 34: the staleness bound is
+zero; the adapters' token cache skips only the signature check, never these look-ups).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from .states import EventData, GrantEvent, GrantState, grant_step
 from .tokens import mint_access_token
 
 REVOKED = "revoked"
+CLIENT_REVOKED = "revoked-client"
 RETIRED_KEEP = 32
 _REFRESH_RE = re.compile(r"([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
 
@@ -86,15 +97,19 @@ def rotation(
     )
 
 
+def _marker_ttl(ctx: Context) -> int:
+    # Longer than any access token (or grant) issued before the revocation can live.
+    lifetimes = ctx.config.lifetimes
+    return max(lifetimes.refresh_token, lifetimes.access_token) + 60
+
+
 def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Generator[Any, Any, None]:
     """Revoke the family ``grant_id`` for ``reason`` (a revoking ``GrantEvent``).
 
     The marker is written first and unconditionally: a code replay may revoke a grant that its
     racing winner has not stored yet, and the marker is what access tokens are checked against.
     """
-    lifetimes = ctx.config.lifetimes
-    ttl = max(lifetimes.refresh_token, lifetimes.access_token) + 60
-    yield from persistence.put_raw(REVOKED, grant_id, b"1", ttl)
+    yield from persistence.put_raw(REVOKED, grant_id, b"1", _marker_ttl(ctx))
     for _attempt in range(3):
         grant = yield from persistence.load("grant", grant_id, Grant)
         if grant is None:
@@ -129,4 +144,18 @@ def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Generator[A
 
 def is_revoked(grant_id: str) -> Generator[Any, Any, bool]:
     marker = yield from persistence.get_raw(REVOKED, grant_id)
+    return marker is not None
+
+
+def revoke_client(ctx: Context, client_id: str) -> Generator[Any, Any, None]:
+    """Every grant and access token of ``client_id`` is refused from now on (RFC 7592 §2.3).
+
+    Written before the registration is deleted, so that no moment exists in which the client is
+    gone but its tokens are still accepted.
+    """
+    yield from persistence.put_raw(CLIENT_REVOKED, client_id, b"1", _marker_ttl(ctx))
+
+
+def is_client_revoked(client_id: str) -> Generator[Any, Any, bool]:
+    marker = yield from persistence.get_raw(CLIENT_REVOKED, client_id)
     return marker is not None

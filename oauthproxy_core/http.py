@@ -17,6 +17,7 @@ import attrs
 
 from .effects import header_value
 from .errors import InvalidRequestError, PayloadTooLargeError
+from .untrusted_json import UntrustedJsonError, parse_json_object
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PARAMS = 64
@@ -149,34 +150,13 @@ def form_body(req: Request) -> dict[str, str]:
 
 
 def json_body(req: Request) -> dict[str, Any]:
-    """A JSON object body, bounded in size and depth."""
+    """A JSON object body, bounded in size and depth (``untrusted_json``)."""
     if len(req.body) > MAX_BODY_BYTES:
         raise PayloadTooLargeError("request body too large")
     ctype = (req.header("content-type") or "").split(";", 1)[0].strip().lower()
     if ctype != "application/json":
         raise InvalidRequestError("expected application/json")
-    if _nesting_exceeds(req.body, 16):
-        raise InvalidRequestError("JSON nested too deeply")
     try:
-        value = json.loads(req.body)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidRequestError("malformed JSON") from exc
-    if not isinstance(value, dict):
-        raise InvalidRequestError("JSON body must be an object")
-    return value
-
-
-def _nesting_exceeds(data: bytes, limit: int) -> bool:
-    # A cheap pre-scan so a depth bomb never reaches the recursive decoder. Brackets inside strings
-    # only make the estimate conservative.
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False  # cannot nest deeper than it has brackets
-    depth = 0
-    for b in data:
-        if b in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return True
-        elif b in (0x5D, 0x7D):
-            depth -= 1
-    return False
+        return parse_json_object(req.body, max_bytes=MAX_BODY_BYTES)
+    except UntrustedJsonError as exc:
+        raise InvalidRequestError(f"request body: {exc}") from None

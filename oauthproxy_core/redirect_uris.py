@@ -5,6 +5,12 @@ matching of redirect URIs), RFC 8252 §7.1 (private-use URI schemes for native a
 redirects, where "the authorization server MUST allow any port to be specified at the time of the
 request for loopback IP redirect URIs") and RFC 9700 §2.1 (no pattern matching, exact comparison).
 
+A registered URI may carry a query (RFC 6749 §3.1.2: it "MUST be retained when adding additional
+query parameters"), but not one that names a parameter of the authorization response itself
+(``code``, ``state``, ``iss``, ``error``, ``error_description``, ``error_uri``; RFC 6749 §4.1.2,
+§4.1.2.1, RFC 9207 §2): the response would then carry two of them, the client would read whichever
+its parser prefers, and two ``iss`` values defeat the mix-up defence (SECURITY.md 4).
+
 Nothing here normalises a URI: the registered string is compared byte for byte with the requested
 one. The predicate is deliberately narrower than RFC 3986 so that a URI it accepts means the same
 thing to us, to the browser and to the client (the incidents behind it: ``javascript:`` accepted at
@@ -18,7 +24,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from functools import lru_cache
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import attrs
 
@@ -52,6 +58,16 @@ _PORT = re.compile(r"[0-9]{1,5}")
 # address when comparing raw strings.
 _LOOPBACK_IP_HOSTS = frozenset({"127.0.0.1", "[::1]"})
 _LOCALHOST = "localhost"
+
+#: What the proxy (or RFC 6749 §4.1.2.1) puts in the query of an authorization response.
+_RESPONSE_PARAMETERS = frozenset(
+    {"code", "state", "iss", "error", "error_description", "error_uri"}
+)
+#: Separators and name spellings that query parsers in the wild fold together: ";" was a separator
+#: in Python before 3.9.2 and still is elsewhere; ASP.NET compares names case-insensitively; PHP turns
+#: "." and " " into "_" and reads "code[]" as "code".
+_QUERY_SEPARATORS = re.compile(r"[&;]")
+_PHP_MANGLED = str.maketrans({".": "_", " ": "_"})
 
 _APPLICATION_TYPE_NATIVE = "native"
 
@@ -94,6 +110,16 @@ def _check_path(path: str) -> None:
         decoded = again
     # Still changing after three rounds: nobody registers that legitimately.
     raise _fail("redirect_uri has excessive percent-encoding")
+
+
+def _check_query(query: str) -> None:
+    """Reject a query that already names a parameter of the authorization response."""
+    for pair in _QUERY_SEPARATORS.split(query):
+        raw_name = pair.partition("=")[0]
+        name = unquote_plus(raw_name, errors="replace") if raw_name else ""
+        name = name.partition("[")[0].lower().translate(_PHP_MANGLED)
+        if name in _RESPONSE_PARAMETERS:
+            raise _fail("redirect_uri query must not carry authorization response parameters")
 
 
 def _split_authority(authority: str) -> tuple[str, str | None]:
@@ -169,8 +195,9 @@ def _parse(uri: object, application_type: str) -> _Parts:
         if scheme == "http" and host not in _LOOPBACK_IP_HOSTS and host != _LOCALHOST:
             # OAuth 2.1 §2.3.1 / RFC 9700 §2.1: plain http only for loopback (RFC 8252 §7.3).
             raise _fail("http redirect_uri is allowed only on loopback")
-        path = rest.partition("?")[0]
+        path, _, query = rest.partition("?")
         _check_path(path)
+        _check_query(query)
         return _Parts(scheme=scheme, host=host, port=port, rest=rest)
 
     if not _PRIVATE_USE_SCHEME.fullmatch(scheme):
@@ -199,7 +226,9 @@ def _parse(uri: object, application_type: str) -> _Parts:
         if authority and not _REG_NAME.fullmatch(authority):
             raise _fail("redirect_uri has an invalid host")
         host = authority
-    _check_path(rest.partition("?")[0])
+    path, _, query = rest.partition("?")
+    _check_path(path)
+    _check_query(query)
     return _Parts(scheme=scheme, host=host, port=None, rest=rest)
 
 
@@ -208,7 +237,8 @@ def validate_redirect_uri(uri: str, *, application_type: str = "web") -> str:
 
     Accepts ``https`` URIs with a host, ``http`` on ``127.0.0.1``, ``[::1]`` or ``localhost``, and,
     only when ``application_type == "native"``, private-use schemes containing a dot (RFC 8252
-    §7.1). Any other ``application_type`` is treated as ``"web"`` (the stricter one).
+    §7.1); never a query that names an authorization response parameter. Any other
+    ``application_type`` is treated as ``"web"`` (the stricter one).
     """
     _parse(uri, application_type)
     return uri

@@ -101,6 +101,8 @@ class GrantEvent(enum.Enum):
     refresh_replayed = "refresh_replayed"
     code_replayed = "code_replayed"
     upstream_refused = "upstream_refused"
+    #: RFC 7592 §2.3: the grant's client was deleted (found under its client's revocation marker).
+    client_deleted = "client_deleted"
 
 
 @attrs.frozen(kw_only=True)
@@ -239,6 +241,7 @@ class GrantMachine(StateMachine):
     refresh_replayed = active.to(revoked)
     code_replayed = active.to(revoked)
     upstream_refused = active.to(revoked)
+    client_deleted = active.to(revoked)
 
     def __init__(self, model: Any, grant: Grant, data: EventData) -> None:
         self._grant = grant
@@ -296,6 +299,7 @@ GRANT_WRITES: dict[GrantEvent, frozenset[str]] = {
     GrantEvent.refresh_replayed: _GRANT_REVOKE,
     GrantEvent.code_replayed: _GRANT_REVOKE,
     GrantEvent.upstream_refused: _GRANT_REVOKE,
+    GrantEvent.client_deleted: _GRANT_REVOKE,
 }
 
 

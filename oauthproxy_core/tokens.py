@@ -16,8 +16,6 @@ token a client presents.
 
 from __future__ import annotations
 
-import binascii
-import json
 from typing import Any
 
 import attrs
@@ -25,11 +23,15 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from .config import Context
-from .crypto import b64u_decode
 from .errors import InvalidTokenError
+from .untrusted_json import UntrustedJsonError, check_compact_jws, parse_jose_segment
 
 #: Tolerated clock skew between proxy instances (seconds).
 LEEWAY = 30
+#: Longest access token accepted (ours are about 600 characters; a few custom claims fit).
+MAX_TOKEN_LENGTH = 8192
+#: Largest JOSE header accepted (ours is ``alg``, ``typ`` and ``kid``: under 100 bytes).
+MAX_HEADER_BYTES = 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -85,9 +87,14 @@ _RESERVED = frozenset(
 
 def verify_access_token(ctx: Context, token: str, *, audience: str) -> AccessClaims:
     """Verify signature, type and claims; raise ``InvalidTokenError`` (description is generic)."""
-    if not token or len(token) > 8192:
+    if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidTokenError("malformed token")
     try:
+        # The presented header is decoded by joserfc before any signature is checked: bound it
+        # (and the claims) first, as every JSON from outside is (untrusted_json).
+        check_compact_jws(
+            token, max_header_bytes=MAX_HEADER_BYTES, max_payload_bytes=MAX_TOKEN_LENGTH
+        )
         decoded = jwt.decode(token, ctx.keys.keyset, algorithms=list(ctx.keys.algorithms))
     except (JoseError, ValueError, TypeError, KeyError):
         # Covers upstream tokens presented to us: they never verify under our keys (no passthrough).
@@ -103,15 +110,13 @@ def own_token_claims(ctx: Context, token: str, *, audience: str) -> AccessClaims
     ``verify_access_token`` is for. Raises ``InvalidTokenError`` like it.
     """
     parts = token.split(".")
-    if len(parts) != 3 or len(token) > 8192:
+    if len(parts) != 3 or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidTokenError("malformed token")
     try:
-        header = json.loads(b64u_decode(parts[0]))
-        claims = json.loads(b64u_decode(parts[1]))
-    except (ValueError, binascii.Error):
+        header = parse_jose_segment(parts[0], max_bytes=MAX_HEADER_BYTES)
+        claims = parse_jose_segment(parts[1], max_bytes=MAX_TOKEN_LENGTH)
+    except UntrustedJsonError:
         raise InvalidTokenError("malformed token") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise InvalidTokenError("malformed token")
     return _access_claims(ctx, header, claims, audience)
 
 

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import re
 import unicodedata
@@ -77,6 +76,7 @@ from .errors import (
     TemporarilyUnavailableError,
 )
 from .provider_urls import provider_url_problem
+from .untrusted_json import UntrustedJsonError, parse_json, parse_json_object
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -974,16 +974,15 @@ def _decode_body(response: HttpResponse) -> dict[str, Any] | None:
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return parse_json_object(body, max_bytes=MAX_RESPONSE_BYTES)
+    except UntrustedJsonError:
         return None
-    return value if isinstance(value, dict) else None
 
 
 def _json_array(body: bytes) -> list[Any] | None:
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
+        value = parse_json(body, max_bytes=MAX_RESPONSE_BYTES)
+    except UntrustedJsonError:
         return None
     return value if isinstance(value, list) else None
 

@@ -15,7 +15,10 @@ The core cannot log (it is pure); it tells what happened with the ``Emit`` effec
 ``grant_rotated``       a refresh token was rotated (``generation``)
 ``upstream_refreshed``  the user's provider token was refreshed for the grant
 ``grant_revoked``       a family was revoked, with its ``cause`` (``revocation_requested``,
-                        ``refresh_replayed``, ``code_replayed``, ``upstream_refused``, ...)
+                        ``refresh_replayed``, ``code_replayed``, ``upstream_refused``,
+                        ``client_deleted``)
+``client_deleted``      a registration was deleted (RFC 7592 §2.3): from now on every grant and
+                        access token of the client is refused
 ======================  ============================================================================
 
 Who and what: ``client_id``, ``subject`` (once known), a short reference to the transaction or grant
@@ -31,6 +34,7 @@ import logging
 from typing import Any
 
 from oauthproxy_core.domain_events import (
+    ClientDeleted,
     ClientRegistered,
     DomainEvent,
     GrantChanged,
@@ -111,4 +115,6 @@ def record(event: DomainEvent) -> dict[str, Any]:
             "source": event.source,
             "auth_method": event.auth_method,
         }
+    if isinstance(event, ClientDeleted):
+        return {"event": "client_deleted", "client_id": event.client_id}
     raise TypeError(f"unknown domain event {type(event).__name__}")

@@ -17,7 +17,8 @@ request, and never a secret):
                                                 (``audit.record``), counted from the same domain
                                                 events: ``event`` (``transaction``,
                                                 ``client_registered``, ``grant_issued``,
-                                                ``grant_rotated``, ``grant_revoked``), ``state``
+                                                ``grant_rotated``, ``grant_revoked``,
+                                                ``client_deleted``), ``state``
                                                 (the transaction's new state, else empty) and
                                                 ``outcome`` (``applied``, or ``conflict`` when a
                                                 concurrent request won the compare-and-set)

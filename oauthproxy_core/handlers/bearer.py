@@ -1,10 +1,11 @@
 """Bearer-token verification for the protected MCP resource (RFC 6750 §2.1, §3; RFC 9728 §5.1; MCP
 authorization spec, "Authorization Server Discovery" and "Token Handling").
 
-A pure function of (token, keys, clock) plus one revocation look-up. It returns either a ``Principal``
-or the exact challenge to send: 401 with ``resource_metadata`` and ``scope`` (and
-``error="invalid_token"`` when a token was presented), or 403 ``insufficient_scope``. INTEROP.md: the
-TypeScript client parses only a header starting with ``Bearer ``, so there is exactly one challenge.
+A pure function of (token, keys, clock) plus two revocation look-ups (the grant's and the client's,
+SECURITY.md 21 and 34). It returns either a ``Principal`` or the exact challenge to send: 401 with
+``resource_metadata`` and ``scope`` (and ``error="invalid_token"`` when a token was presented), or
+403 ``insufficient_scope``. INTEROP.md: the TypeScript client parses only a header starting with
+``Bearer ``, so there is exactly one challenge.
 Tokens for another audience and upstream tokens never verify (SECURITY.md 18, no passthrough).
 """
 
@@ -109,11 +110,14 @@ def authorize_claims(
     """The checks after signature verification: expiry, revocation, scopes.
 
     Split out so that a verified-token cache (in the adapters) can skip only the signature, never
-    the revocation look-up.
+    the revocation look-ups: a revocation or a client's deletion is seen at the next request.
     """
     if claims.expires_at <= ctx.now:
         return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
-    if (yield from grants.is_revoked(claims.grant_id)):
+    # SECURITY.md 21, 34: a revoked grant or a deleted client ends its access tokens at once.
+    if (yield from grants.is_revoked(claims.grant_id)) or (
+        yield from grants.is_client_revoked(claims.client_id)
+    ):
         return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
     missing = [s for s in required_scopes if s not in claims.scopes]
     if missing:

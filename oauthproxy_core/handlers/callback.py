@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 
 from .. import persistence
+from ..client_lookup import load_client
 from ..config import Context
 from ..crypto import UnsealError, digest, new_secret, seal, unseal
 from ..effects import HttpCall
@@ -34,6 +35,7 @@ from ..http import Request, Response, parse_params
 from ..pages import error_page
 from ..providers.jwks import verified_id_token_claims
 from ..records import Transaction
+from ..redirect_uris import match_redirect_uri
 from ..redirects import authorization_redirect, error_redirect
 from ..states import Absorbed, EventData, Step, TxEvent, TxState, step
 from ..upstream import (
@@ -54,7 +56,7 @@ from ..upstream import (
     wants_verified_email,
     with_verified_email,
 )
-from .consent import browser_id
+from .consent import browser_id, end_for_removed_client
 
 _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
 
@@ -72,6 +74,21 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
         return error_page(400, "invalid_request", _UNKNOWN)
     browser = browser_id(req, ctx)
     data = EventData(now=ctx.now, browser_hash=digest(browser) if browser else None)
+
+    # RFC 7592 §2.3, SECURITY.md 34: a client deleted while its user was at the provider (or one
+    # whose registration no longer lists this redirect URI) gets nothing -- no upstream code
+    # redeemed, no code, and no redirect to a URI that is not registered (SECURITY.md 1, 2).
+    client = yield from load_client(tx.client_id, ctx)
+    if client is None or (
+        match_redirect_uri(
+            client.redirect_uris,
+            tx.redirect_uri,
+            allow_localhost_port=ctx.config.allow_localhost_port,
+        )
+        is None
+    ):
+        yield from end_for_removed_client(ctx, tx)
+        return error_page(400, "invalid_client", "This application is no longer registered.")
 
     if "error" in params:
         denied = _try_step(tx, TxEvent.upstream_denied, data)

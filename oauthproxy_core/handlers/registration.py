@@ -8,9 +8,10 @@ random bits in unreserved characters (SECURITY.md 22, 25); only the secret's dig
 RFC 7592: the registration response also carries a ``registration_access_token`` (256 random bits,
 stored as a digest on the client record) and ``registration_client_uri`` (``<issuer>/register/<id>``).
 With ``Authorization: Bearer <token>`` on that URI a client reads (GET, §2.1), replaces (PUT, §2.2)
-or deletes (DELETE, §2.3) its registration. A missing or wrong token, and an unknown client, all get
-the same 401 ``invalid_token`` (§2: the server must not reveal whether a client exists). Static and
-CIMD clients have no registration token and cannot be managed here.
+or deletes (DELETE, §2.3) its registration; deleting it also invalidates at once every grant and
+access token issued to it (``grants.revoke_client``). A missing or wrong token, and an unknown
+client, all get the same 401 ``invalid_token`` (§2: the server must not reveal whether a client
+exists). Static and CIMD clients have no registration token and cannot be managed here.
 
 Choices made here: the store holds no plaintext secret, so read and update responses carry neither
 ``client_secret`` nor ``registration_access_token`` (both stay valid) unless an update issues a new
@@ -24,13 +25,13 @@ import json
 from collections.abc import Generator
 from typing import Any
 
-from .. import persistence
+from .. import grants, persistence
 from ..bounds import Slot, take_slots
 from ..client_lookup import registration_expires_at
 from ..client_metadata import validate_client_metadata
 from ..config import Context
 from ..crypto import digest, equal, new_secret
-from ..domain_events import client_registered
+from ..domain_events import ClientDeleted, client_registered
 from ..effects import Emit
 from ..errors import (
     InvalidClientMetadataError,
@@ -153,7 +154,11 @@ def client_configuration_endpoint(req: Request, ctx: Context) -> Generator[Any, 
     if req.method == "GET":
         return json_response(200, _client_body(ctx, client), extra_headers=CORS)
     if req.method == "DELETE":
+        # §2.3: the server "SHOULD immediately invalidate all existing authorization grants and
+        # currently-active access tokens associated with this client" (SECURITY.md 34).
+        yield from grants.revoke_client(ctx, client.client_id)
         yield from persistence.delete("client", client.client_id)
+        yield Emit(event=ClientDeleted(client_id=client.client_id))
         return Response(status=204, headers=NO_STORE + CORS)
     return (yield from _update(req, ctx, client))
 

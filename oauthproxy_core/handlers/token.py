@@ -25,6 +25,7 @@ from ..crypto import UnsealError, digest, equal, unseal
 from ..domain_events import grant_issued
 from ..effects import Emit
 from ..errors import (
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
@@ -63,6 +64,11 @@ def token_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         body = yield from _redeem_code(ctx, client, form)
     else:
         body = yield from _refresh(ctx, client, form)
+    if (yield from grants.is_client_revoked(client.client_id)):
+        # RFC 7592 §2.3, SECURITY.md 34: the registration was deleted while this request was under
+        # way (after the client authenticated). What was just minted is refused everywhere by the
+        # same marker; the client is not even told it.
+        raise InvalidClientError("unknown client")
     # SECURITY.md 28: a registration in use is renewed; only an unused one expires.
     yield from touch_client(client, ctx)
     return json_response(200, body, extra_headers=CORS)

@@ -54,6 +54,10 @@ def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, Up
             or (yield from grants.is_revoked(grant_id))
         ):
             raise InvalidTokenError("the grant was revoked")
+        if (yield from grants.is_client_revoked(grant.client_id)):
+            # RFC 7592 §2.3, SECURITY.md 34: the client was deleted; its grant goes with it.
+            yield from grants.revoke_grant(ctx, grant.id, GrantEvent.client_deleted)
+            raise InvalidTokenError("the grant was revoked")
         if grant.upstream_sealed is None:
             raise InvalidGrantError("no upstream token is held for this grant")
         try:

@@ -18,10 +18,7 @@ the JWK Set arrives as a parsed document, the clock as ``now``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import json
 from typing import Any, ClassVar
 
 from joserfc import jwt
@@ -30,6 +27,12 @@ from joserfc.jwk import import_key
 from joserfc.jwt import JWTClaimsRegistry
 
 from ..effects import HttpFailure, HttpRequest, HttpResponse
+from ..untrusted_json import (
+    UntrustedJsonError,
+    check_compact_jws,
+    parse_jose_segment,
+    parse_json_object,
+)
 from ..upstream import (
     MAX_RESPONSE_BYTES,
     UpstreamProfile,
@@ -92,10 +95,8 @@ def parse_jwks_response(result: HttpResponse | HttpFailure) -> dict[str, Any]:
 def jwks_document(body: bytes) -> dict[str, Any] | None:
     """RFC 7517 §5: a JSON object with a ``keys`` array of objects (bounded), else ``None``."""
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(value, dict):
+        value = parse_json_object(body, max_bytes=MAX_RESPONSE_BYTES)
+    except UntrustedJsonError:
         return None
     keys = value.get("keys")
     if not isinstance(keys, list) or len(keys) > MAX_JWKS_KEYS:
@@ -131,6 +132,10 @@ def verify_id_token(
         raise IdTokenError("upstream ID token uses an algorithm the profile does not allow")
     key = _select_key(jwks_document, header.get("kid"), alg)
     try:
+        # joserfc decodes the claims once the signature holds; bound them first all the same.
+        check_compact_jws(
+            id_token, max_header_bytes=MAX_ID_TOKEN_LENGTH, max_payload_bytes=MAX_ID_TOKEN_LENGTH
+        )
         token = jwt.decode(id_token, key, algorithms=[alg])
     except (JoseError, ValueError, TypeError, KeyError):
         raise IdTokenError("upstream ID token signature does not verify") from None
@@ -145,24 +150,13 @@ def _header(id_token: str) -> dict[str, Any]:
         # A JWE (five parts) or an unsigned token (empty signature) is not a signed ID token.
         raise IdTokenError("upstream ID token is malformed")
     try:
-        raw = parts[0].encode("ascii")
-        header = json.loads(_b64u_decode(raw))
-    except (ValueError, binascii.Error, RecursionError):
+        header = parse_jose_segment(parts[0], max_bytes=MAX_ID_TOKEN_LENGTH)
+    except UntrustedJsonError:
         raise IdTokenError("upstream ID token is malformed") from None
-    if not isinstance(header, dict):
-        raise IdTokenError("upstream ID token is malformed")
     if header.get("crit") is not None:
         # RFC 7515 §4.1.11: we understand no extension, so a critical one must be rejected.
         raise IdTokenError("upstream ID token uses a critical header extension")
     return header
-
-
-def _b64u_decode(raw: bytes) -> bytes:
-    if not all(
-        c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" for c in raw
-    ):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
 
 
 def _select_key(document: dict[str, Any], kid: object, alg: str) -> Any:

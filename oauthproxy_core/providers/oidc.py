@@ -21,12 +21,12 @@ it vouches.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..effects import HttpFailure, HttpRequest, HttpResponse
 from ..provider_urls import provider_url_problem
+from ..untrusted_json import UntrustedJsonError, parse_json_object
 from ..upstream import ID_TOKEN_ALGS, UpstreamProfile
 
 __all__ = [
@@ -86,12 +86,9 @@ def parse_discovery_response(result: HttpResponse | HttpFailure, *, issuer: str)
     if result.status != 200:
         raise DiscoveryError(f"discovery at {url} answered HTTP {result.status}")
     try:
-        document = json.loads(result.body)
-    except (ValueError, RecursionError):
-        document = None
-    if not isinstance(document, dict):
-        raise DiscoveryError(f"the discovery document at {url} is not a JSON object")
-    return document
+        return parse_json_object(result.body, max_bytes=MAX_DISCOVERY_BYTES)
+    except UntrustedJsonError:
+        raise DiscoveryError(f"the discovery document at {url} is not a JSON object") from None
 
 
 def discovered_endpoints(document: Mapping[str, Any], *, issuer: str) -> dict[str, Any]:

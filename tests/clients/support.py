@@ -84,7 +84,7 @@ def assertion(
     key: Any,
     *,
     client_id: str = CIMD_URL,
-    aud: Any = "https://proxy.example/token",
+    aud: Any = "https://proxy.example",  # the issuer (draft-ietf-oauth-rfc7523bis)
     now: int,
     lifetime: int = 120,
     alg: str = "ES256",

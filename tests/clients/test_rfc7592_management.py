@@ -7,6 +7,7 @@ import base64
 import json
 from typing import Any
 
+from oauthproxy_core.handlers.bearer import Challenge
 from tests.harness import VERIFIER, Harness
 
 JSON = (("content-type", "application/json"),)
@@ -142,11 +143,9 @@ def test_preflight_allows_management_methods() -> None:
 
 
 def test_deleting_a_registration_ends_its_refresh_tokens() -> None:
-    """RFC 7592 §2.3: after DELETE the client's grants can no longer be used to mint tokens.
-
-    Issued access tokens stay valid until their (short) expiry: the bearer check keeps one store
-    read per request and there is no per-client index of grants to revoke them one by one.
-    """
+    """RFC 7592 §2.3: after DELETE the client's grants can no longer be used to mint tokens, and
+    its access tokens are refused at once (SECURITY.md 34; through the real adapters in
+    test_invariant_34_deleted_client.py)."""
     h = Harness()
     reg = h.register()
     code = h.full_code(reg, VERIFIER)
@@ -171,6 +170,7 @@ def test_deleting_a_registration_ends_its_refresh_tokens() -> None:
         h.request("DELETE", _path(h, reg), headers=_auth(reg["registration_access_token"])).status
         == 204
     )
+    assert isinstance(h.bearer(tok["access_token"]), Challenge)
     resp = h.token(refresh)
     assert resp.status in (400, 401)
     assert json.loads(resp.body)["error"] in ("invalid_client", "invalid_grant")

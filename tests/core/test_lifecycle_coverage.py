@@ -164,6 +164,20 @@ def _drive_every_path() -> None:
     with pytest.raises(Exception, match="revoked"):
         upstream_token(gh, grant)
 
+    # RFC 7592 §2.3: the grant of a deleted client is revoked when its upstream token is asked for.
+    gone = gh.register()
+    gone_grant = grant_of(
+        gh, redeem(gh, gone, gh.run_to_callback(gone, VERIFIER, Browser()))["access_token"]
+    )
+    resp = gh.request(
+        "DELETE",
+        "/register/" + gone["client_id"],
+        headers=(("authorization", "Bearer " + gone["registration_access_token"]),),
+    )
+    assert resp.status == 204, resp.body
+    with pytest.raises(Exception, match="revoked"):
+        upstream_token(gh, gone_grant)
+
 
 def _user() -> Any:
     return UpstreamUser(id=42, login="octocat")

@@ -9,6 +9,8 @@ differentials (userinfo, IDN homoglyphs, overlong UTF-8, lone surrogates).
 
 from __future__ import annotations
 
+import base64
+
 #: The client under attack registers these two (one web, one loopback native callback).
 REGISTERED_HTTPS = "https://app.example/cb"
 REGISTERED_LOOPBACK = "http://127.0.0.1:33418/callback"
@@ -50,6 +52,19 @@ BAD_REDIRECT_URIS_AT_REGISTRATION: dict[str, str] = {
     "port out of range": "http://127.0.0.1:99999/cb",
     "relative": "/cb",
     "empty": "",
+    # The authorization response would carry these twice (SECURITY.md 4; issue 13, item 7).
+    "query names iss": "https://app.example/cb?iss=https://evil.example",
+    "query names code": "https://app.example/cb?code=attacker",
+    "query names state": "http://127.0.0.1:33418/callback?x=1&state=s",
+    "query names error": "https://app.example/cb?error=access_denied",
+    "query names error_description": "https://app.example/cb?error_description=x",
+    "query names error_uri": "https://app.example/cb?error_uri=https://evil.example",
+    "query names iss without a value": "https://app.example/cb?iss",
+    "query names iss percent-encoded": "https://app.example/cb?i%73s=https://evil.example",
+    "query names ISS in upper case": "https://app.example/cb?ISS=https://evil.example",
+    "query names iss after a semicolon": "https://app.example/cb?x=1;iss=https://evil.example",
+    "query names code as a PHP array": "https://app.example/cb?code[]=attacker",
+    "query names error.description (PHP)": "https://app.example/cb?error.description=x",
 }
 
 #: Sent at /authorize by a client that registered ``REGISTERED_*``; answered with a 400 page and no
@@ -155,3 +170,60 @@ HUGE_NUMBERS: tuple[str, ...] = (
     "0x7fffffff",
     "NaN",
 )
+
+
+# -- JWTs that attack the JSON and base64url parsers (issue 13, item 5) ---------------------------
+
+
+def _b64(data: bytes | str) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+_HEADER = _b64('{"alg":"ES256","kid":"k1"}')
+_CLAIMS = _b64('{"iss":"https://client.example/c.json","sub":"https://client.example/c.json"}')
+_SIG = _b64(b"\x00" * 64)
+
+#: Compact JWS strings sent as ``client_assertion`` at /token and /revoke and as bearer tokens at the
+#: protected path: a clean 401 each time, never a 5xx (SECURITY.md 29). The first one answered 500
+#: with a ``RecursionError`` traceback at /token and /revoke before the one guarded JSON parser.
+HOSTILE_JWTS: dict[str, str] = {
+    "header nested 2900 arrays deep": _b64("[" * 2900) + "." + _CLAIMS + "." + _SIG,
+    "header nested 450 objects deep": _b64('{"a":' * 450 + "1" + "}" * 450)
+    + "."
+    + _CLAIMS
+    + "."
+    + _SIG,
+    "header one past the depth bound": _b64('{"alg":"ES256","x":' + "[" * 16 + "]" * 16 + "}")
+    + "."
+    + _CLAIMS
+    + "."
+    + _SIG,
+    "brackets inside a header string": _b64('{"alg":"ES256","x":"' + "[" * 200 + '"}')
+    + "."
+    + _CLAIMS
+    + "."
+    + _SIG,
+    "claims nested 2900 arrays deep": _HEADER + "." + _b64("[" * 2900) + "." + _SIG,
+    "claims unbalanced 580 objects": _HEADER + "." + _b64('{"a":' * 580) + "." + _SIG,
+    "header is an array": _b64("[]") + "." + _CLAIMS + "." + _SIG,
+    "header is a string": _b64('"ES256"') + "." + _CLAIMS + "." + _SIG,
+    "header is not UTF-8": _b64(b'{"alg":"\xff\xfe"}') + "." + _CLAIMS + "." + _SIG,
+    "header in UTF-16": _b64('{"alg":"ES256"}'.encode("utf-16")) + "." + _CLAIMS + "." + _SIG,
+    "NaN in the header": _b64('{"alg":"ES256","x":NaN}') + "." + _CLAIMS + "." + _SIG,
+    "lone surrogate in the header": _b64('{"alg":"ES256","kid":"\\ud800"}')
+    + "."
+    + _CLAIMS
+    + "."
+    + _SIG,
+    "huge integer in the claims": _HEADER + "." + _b64('{"exp":' + "9" * 2800 + "}") + "." + _SIG,
+    "duplicate alg": _b64('{"alg":"none","alg":"ES256"}') + "." + _CLAIMS + "." + _SIG,
+    "alg none, empty signature": _b64('{"alg":"none"}') + "." + _CLAIMS + ".",
+    "not base64url": "e30!." + _CLAIMS + "." + _SIG,
+    "standard base64 alphabet": "e30+/w." + _CLAIMS + "." + _SIG,
+    "impossible base64 length": "e30ab." + _CLAIMS + "." + _SIG,
+    "two segments": _HEADER + "." + _CLAIMS,
+    "five segments (JWE shape)": ".".join([_HEADER, _CLAIMS, _SIG, _SIG, _SIG]),
+    "empty segments": "..",
+    "only dots": "." * 300,
+}

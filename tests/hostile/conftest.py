@@ -1,13 +1,26 @@
 """The tally of hostile inputs (support.TALLY): printed at the end of the run and written as JSON to
-``$OAUTHPROXY_HOSTILE_TALLY`` (default: ``oauthproxy-hostile-tally.json`` in the temp directory)."""
+``$OAUTHPROXY_HOSTILE_TALLY`` (default: ``oauthproxy-hostile-tally.json`` in the temp directory).
+
+``no_exception_logged``: a module that uses it (``pytestmark``) fails any test during which an
+exception reached an ``oauthproxy`` logger at ERROR, which every adapter does before answering 500."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
-from tests.hostile.support import TALLY
+import pytest
+
+from tests.hostile.support import TALLY, ErrorLog
+
+
+@pytest.fixture
+def no_exception_logged() -> Iterator[None]:
+    with ErrorLog() as errors:
+        yield
+    assert not errors.records, [r.getMessage() for r in errors.records]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

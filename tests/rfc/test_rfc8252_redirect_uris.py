@@ -19,6 +19,7 @@ from oauthproxy_core.redirect_uris import (
 
 # --- strategies -------------------------------------------------------------------------------
 
+RESPONSE_PARAMETERS = ("code", "state", "iss", "error", "error_description", "error_uri")
 _label = st.from_regex(r"[a-z][a-z0-9]{0,7}", fullmatch=True)
 _segment = st.from_regex(r"[A-Za-z0-9_~-]{1,8}", fullmatch=True)
 _port = st.integers(min_value=1, max_value=65535).map(str)
@@ -32,7 +33,11 @@ def _path_and_query(draw: st.DrawFn) -> str:
     if segments and trailing_slash:
         path += "/"
     if draw(st.booleans()):
-        path += "?" + draw(st.from_regex(r"[a-z]{1,5}=[A-Za-z0-9]{0,5}", fullmatch=True))
+        # Any query but one naming an authorization response parameter (refused: SECURITY.md 4).
+        query = st.from_regex(r"[a-z]{1,5}=[A-Za-z0-9]{0,5}", fullmatch=True).filter(
+            lambda q: q.partition("=")[0] not in RESPONSE_PARAMETERS
+        )
+        path += "?" + draw(query)
     return path
 
 
