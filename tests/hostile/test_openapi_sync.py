@@ -60,10 +60,8 @@ def served_paths(issuer: str) -> set[str]:
     """Every path template the assembled app answers for ``issuer``."""
     config = make_config(issuer=issuer)
     server = AuthorizationServer(config, keys())
-    prefix = server._management_prefix
     return (
-        set(server.paths)
-        | {prefix + "{client_id}"}
+        {path for path, _ in server.routes.items()}
         | root_paths()
         | set(protected_prefixes(config, None))
     )
@@ -102,10 +100,11 @@ def test_routes_of_an_issuer_with_a_path(issuer_path: str) -> None:
 def test_methods_match_the_route_table() -> None:
     config = make_config()
     server = AuthorizationServer(config, keys())
-    for path, route in server._routes.items():
+    routes = dict(server.routes.items())
+    for path, route in routes.items():
         expected = set(route.methods) | ({"OPTIONS"} if route.cors else set())
         assert set(operations(path)) == expected, path
-    management = server._management
+    management = routes[MANAGEMENT]
     assert set(operations(MANAGEMENT)) == set(management.methods) | {"OPTIONS"}
 
 
@@ -114,10 +113,11 @@ def test_every_status_a_handler_can_answer_is_documented() -> None:
     registration management endpoint is one function for GET, PUT and DELETE: its statuses are
     checked against the union of the three operations.)"""
     server = AuthorizationServer(make_config(), keys())
-    routes = {**server._routes, MANAGEMENT: server._management}
+    routes = dict(server.routes.items())
+    assert MANAGEMENT in routes
     for path, route in routes.items():
         by_function: dict[Any, set[str]] = {}
-        for method, endpoint in route.methods.items():
+        for method, endpoint in route.handlers:
             by_function.setdefault(endpoint, set()).add(method)
         for endpoint, methods in by_function.items():
             derived = endpoint_statuses(endpoint)
@@ -133,9 +133,10 @@ def test_documented_statuses_are_reachable() -> None:
     """The other direction: a documented status that no code path produces is stale (except the
     ones the adapters add: 413 for an oversized body)."""
     server = AuthorizationServer(make_config(), keys())
-    routes = {**server._routes, MANAGEMENT: server._management}
+    routes = dict(server.routes.items())
+    assert MANAGEMENT in routes
     for path, route in routes.items():
-        derived = set().union(*(endpoint_statuses(e) for e in route.methods.values()))
+        derived = set().union(*(endpoint_statuses(e) for _, e in route.handlers))
         for method in route.methods:
             extra = documented(path, method) - derived - {413}
             assert not extra, f"{path} {method}: {sorted(extra)} documented but never produced"
