@@ -21,9 +21,10 @@ request, and never a secret):
                                                 (the transaction's new state, else empty) and
                                                 ``outcome`` (``applied``, or ``conflict`` when a
                                                 concurrent request won the compare-and-set)
-``oauthproxy_errors_total``                     OAuth errors answered, by ``endpoint`` (a fixed name
-                                                per route: ``token``, ``authorize``, ...,
-                                                ``resource`` for bearer checks at the MCP path) and
+``oauthproxy_errors_total``                     OAuth errors answered, by ``endpoint`` (the route's
+                                                name in the core's route table, routes.py:
+                                                ``token``, ``authorize``, ..., and ``resource``
+                                                for bearer checks at the MCP path) and
                                                 ``error`` (the RFC error code; ``other`` for any
                                                 value outside the known set)
 ``oauthproxy_upstream_request_duration_seconds``  HTTP calls to the provider and metadata fetches,
@@ -101,31 +102,6 @@ def _status_class(result: HttpResponse | HttpFailure) -> str:
     return result.reason if result.reason in _FAILURES else "failure"
 
 
-def _endpoint_names(server: AuthorizationServer) -> dict[str, str]:
-    """A fixed name for every route the server answers (its paths come from the configuration)."""
-    callback = urlsplit(server.config.callback_url).path
-    names: dict[str, str] = {}
-    for path in server.paths:
-        if path == callback:
-            name = "callback"
-        elif "/.well-known/oauth-protected-resource" in path:
-            name = "protected_resource_metadata"
-        elif "/.well-known/" in path:
-            name = "authorization_server_metadata"
-        else:
-            last = path.rsplit("/", 1)[-1]
-            name = {
-                "jwks.json": "jwks",
-                "register": "register",
-                "token": "token",
-                "revoke": "revocation",
-                "authorize": "authorize",
-                "consent": "consent",
-            }.get(last, "other")
-        names[path] = name
-    return names
-
-
 class Metrics:
     """One set of proxy metrics in its own ``CollectorRegistry`` (never the process-global one).
 
@@ -199,16 +175,9 @@ class Metrics:
 
     # -- errors ----------------------------------------------------------------------------------
     def endpoint_names(self, server: AuthorizationServer) -> Callable[[str], str | None]:
-        """``path -> endpoint name`` for ``server``; ``None`` for a path it does not serve."""
-        names = _endpoint_names(server)
-
-        def name_of(path: str) -> str | None:
-            found = names.get(path)
-            if found is not None:
-                return found
-            return "client_configuration" if server.handles(path) else None
-
-        return name_of
+        """``path -> endpoint name`` for ``server`` (its route table); ``None`` for a path it does
+        not serve."""
+        return server.routes.name_of
 
     def _code(self, code: object) -> str:
         return code if isinstance(code, str) and code in self._codes else "other"

@@ -25,6 +25,7 @@ from oauthproxy_core import AuthorizationServer, Keyring, ProxyConfig, Request, 
 from oauthproxy_core.errors import InvalidTokenError, OAuthError
 from oauthproxy_core.handlers.bearer import Challenge, Principal, authorize_claims, challenge
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_token
+from oauthproxy_core.routes import RESOURCE_ENDPOINT
 from oauthproxy_core.tokens import AccessClaims, own_token_claims, verify_access_token
 
 from .audit import observe as audit_observe
@@ -96,7 +97,7 @@ class _Base:
 
     def _count_challenge(self, verdict: Principal | Challenge) -> None:
         if self.metrics is not None and isinstance(verdict, Challenge) and verdict.error:
-            self.metrics.count_error("resource", verdict.error)
+            self.metrics.count_error(RESOURCE_ENDPOINT, verdict.error)
 
     def now(self) -> int:
         return int(self.clock())

@@ -23,7 +23,15 @@ from oauthproxy_core import HttpFailure, Response
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import json_response
 from oauthproxy_core.pages import error_page
-from tests.harness import VERIFIER, Browser, Harness, consent_fields, keys, redirect_params
+from tests.harness import (
+    VERIFIER,
+    Browser,
+    Harness,
+    consent_fields,
+    keys,
+    make_config,
+    redirect_params,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -187,6 +195,42 @@ def test_error_flows_count_the_oauth_error_code_by_endpoint() -> None:
         )
         == 1.0
     )
+
+
+#: The ``endpoint`` label of each path a proxy with issuer ``https://proxy.example/t`` and callback
+#: path ``/oauth/token-callback`` serves: fixed names that dashboards rely on.
+LABELS = {
+    "/.well-known/oauth-authorization-server/t": "authorization_server_metadata",
+    "/.well-known/openid-configuration/t": "authorization_server_metadata",
+    "/t/.well-known/openid-configuration": "authorization_server_metadata",
+    "/t/.well-known/oauth-authorization-server": "authorization_server_metadata",
+    "/.well-known/oauth-protected-resource/t/mcp": "protected_resource_metadata",
+    "/.well-known/oauth-protected-resource": "protected_resource_metadata",
+    "/t/jwks.json": "jwks",
+    "/t/register": "register",
+    "/t/register/some-client": "client_configuration",
+    "/t/token": "token",
+    "/t/revoke": "revocation",
+    "/t/authorize": "authorize",
+    "/t/consent": "consent",
+    "/t/oauth/token-callback": "callback",
+}
+
+
+def test_every_route_is_labelled_with_its_endpoint_name() -> None:
+    """A method no route serves (405 ``method_not_allowed``) at every path: each error is counted
+    under the route's name from the core's route table, never a name guessed from the path."""
+    config = make_config(issuer="https://proxy.example/t", callback_path="/oauth/token-callback")
+    h, metrics = Harness(config), Metrics()
+    metered(h, metrics)
+    for path in LABELS:
+        assert h.request("PATCH", path).status == 405, path
+    errors = series(metrics.exposition(), "oauthproxy_errors_total")
+    expected: dict[frozenset[tuple[str, str]], float] = {}
+    for name in LABELS.values():
+        key = frozenset({("endpoint", name), ("error", "method_not_allowed")})
+        expected[key] = expected.get(key, 0.0) + 1.0
+    assert errors == expected
 
 
 def test_upstream_failure_is_labelled_by_status_class() -> None:
