@@ -19,6 +19,7 @@ from oauthproxy_adapters import app as app_module
 from oauthproxy_adapters import asgi, gateway, h11_server, wsgi
 from oauthproxy_adapters.proxy import protected_prefixes
 from oauthproxy_core.handlers.bearer import verify_bearer
+from oauthproxy_core.routes import RESOURCE_ENDPOINT, Credentials
 from oauthproxy_core.server import AuthorizationServer
 from tests.harness import keys, make_config
 from tests.hostile.derive import endpoint_statuses, module_response_statuses, summarize
@@ -26,6 +27,12 @@ from tests.hostile.support import SPEC_PATH, spec
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 MANAGEMENT = "/register/{client_id}"
+#: The ``security`` of an operation, by what its route reads (``None``: no ``security`` at all).
+SECURITY: dict[Credentials, list[dict[str, list[str]]] | None] = {
+    Credentials.NONE: None,
+    Credentials.CLIENT: [{}, {"clientSecretBasic": []}],
+    Credentials.REGISTRATION_TOKEN: [{"registrationAccessToken": []}],
+}
 
 
 SPEC = spec()
@@ -106,6 +113,26 @@ def test_methods_match_the_route_table() -> None:
         assert set(operations(path)) == expected, path
     management = routes[MANAGEMENT]
     assert set(operations(MANAGEMENT)) == set(management.methods) | {"OPTIONS"}
+
+
+def test_every_route_names_its_endpoint_and_credentials_in_the_spec() -> None:
+    """``x-endpoint`` of each path item is its route's name in the core's table (the metrics label),
+    and the ``security`` of each operation is what the route reads; the protected path is
+    ``resource``. No other path item claims an endpoint."""
+    config = make_config()
+    server = AuthorizationServer(config, keys())
+    for path, route in server.routes.items():
+        assert SPEC["paths"][path].get("x-endpoint") == route.name, path
+        for method in route.methods:
+            assert operations(path)[method].get("security") == SECURITY[route.credentials], (
+                path,
+                method,
+            )
+    protected = set(protected_prefixes(config, None))
+    for path in protected:
+        assert SPEC["paths"][path].get("x-endpoint") == RESOURCE_ENDPOINT
+    named = {p for p, item in SPEC["paths"].items() if "x-endpoint" in item}
+    assert named == {p for p, _ in server.routes.items()} | protected
 
 
 def test_every_status_a_handler_can_answer_is_documented() -> None:
