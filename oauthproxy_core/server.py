@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import Any
 
+from .bearer_header import BearerCredentials
 from .config import Context, ProxyConfig
 from .crypto import RandomSource
 from .errors import MethodNotAllowedError, NotFoundError, OAuthError
@@ -78,7 +79,7 @@ class AuthorizationServer:
 
     def verify_bearer(
         self,
-        authorization: str | None,
+        authorization: str | BearerCredentials | None,
         *,
         now: int,
         random: RandomSource,

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from oauthproxy_core import Request, Response
+from oauthproxy_core.bearer_header import BearerCredentials, parse_bearer
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
@@ -107,6 +108,13 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def bearer_of(scope: Scope) -> BearerCredentials:
+    """The bearer credentials of an ASGI request, from every ``Authorization`` field it carries."""
+    return parse_bearer(
+        [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
+    )
+
+
 class OAuthProxyApp:
     def __init__(
         self,
@@ -127,7 +135,7 @@ class OAuthProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.is_protected(scope["path"]):
             # The protected path is protected for every protocol, not only HTTP.
-            verdict = await self.proxy.verify(header(scope, b"authorization"), self.required_scopes)
+            verdict = await self.proxy.verify(bearer_of(scope), self.required_scopes)
             if isinstance(verdict, Challenge) or self.app is None:
                 await send({"type": "websocket.close", "code": 1008})
                 return
@@ -152,9 +160,7 @@ class OAuthProxyApp:
                 if scope["method"] == "OPTIONS":
                     await send_response(send, Response(status=204, headers=MCP_PREFLIGHT))
                     return
-                verdict = await self.proxy.verify(
-                    header(scope, b"authorization"), self.required_scopes
-                )
+                verdict = await self.proxy.verify(bearer_of(scope), self.required_scopes)
                 if isinstance(verdict, Challenge):
                     resp = verdict.response()
                     await send_response(

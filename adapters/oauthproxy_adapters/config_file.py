@@ -124,6 +124,7 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import httpx
 
+from oauthproxy_core.bearer_header import is_token68
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
@@ -428,6 +429,10 @@ def parse_settings(
     )
 
 
+#: RFC 6750 §2.1: what a client can send after ``Authorization: Bearer``.
+_TOKEN68_RULE = "letters, digits and - . _ ~ + / only, optionally ending in ="
+
+
 def _metrics_token(t: _Table, env: Mapping[str, str]) -> str | None:
     if t.has("bearer_token") and t.has("bearer_token_env"):
         raise ConfigError("[metrics].bearer_token: give bearer_token or bearer_token_env, not both")
@@ -438,10 +443,12 @@ def _metrics_token(t: _Table, env: Mapping[str, str]) -> str | None:
             raise ConfigError(
                 f"[metrics].bearer_token_env: environment variable {name} is not set or empty"
             )
+        if not is_token68(value):
+            raise ConfigError(f"[metrics].bearer_token_env: the value of {name}: {_TOKEN68_RULE}")
         return value
     token = t.get("bearer_token", str, None)
-    if token is not None and (len(token) < 16 or any(c.isspace() for c in token)):
-        raise ConfigError("[metrics].bearer_token: at least 16 characters, no whitespace")
+    if token is not None and (len(token) < 16 or not is_token68(token)):
+        raise ConfigError(f"[metrics].bearer_token: at least 16 characters, {_TOKEN68_RULE}")
     return token  # type: ignore[no-any-return]
 
 

@@ -403,7 +403,8 @@ KEYS: tuple[ConfigKey, ...] = (
         "bearer_token",
         "string",
         None,
-        "Required as `Authorization: Bearer` on `/metrics` (at least 16 characters). Without one, "
+        "Required as `Authorization: Bearer` on `/metrics` (at least 16 characters: letters, "
+        "digits, `-._~+/`, trailing `=`; RFC 6750 §2.1). Without one, "
         "keep `/metrics` unreachable from outside.",
     ),
     _k(

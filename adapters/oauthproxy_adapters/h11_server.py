@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 import h11
 
 from oauthproxy_core import Request, Response
+from oauthproxy_core.bearer_header import bearer_credentials
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
@@ -368,7 +369,7 @@ class _Connection:
             if s.is_protected(req.path):
                 if req.method == "OPTIONS":
                     return Response(status=204, headers=MCP_PREFLIGHT)
-                verdict = await s.proxy.verify(req.header("authorization"), s.required_scopes)
+                verdict = await s.proxy.verify(bearer_credentials(req.headers), s.required_scopes)
                 if isinstance(verdict, Challenge):
                     resp = verdict.response()
                     return Response(

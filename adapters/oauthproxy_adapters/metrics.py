@@ -58,11 +58,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from oauthproxy_core import AuthorizationServer, ProxyConfig, Response
+from oauthproxy_core.bearer_header import BearerCredentials, is_token68
 from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX
 from oauthproxy_core.effects import HttpFailure, HttpRequest, HttpResponse, Stored
 from oauthproxy_core.errors import OAuthError
 
 from . import audit
+from .asgi import bearer_of
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -145,7 +147,10 @@ class Metrics:
         return generate_latest(self.registry)
 
     def asgi_app(self, *, bearer_token: str | None = None) -> Callable[..., Awaitable[None]]:
-        """An ASGI endpoint answering any GET with the exposition (see ``MetricsEndpoint``)."""
+        """An ASGI endpoint answering any GET with the exposition (see ``MetricsEndpoint``).
+
+        Raises ``ValueError`` for a ``bearer_token`` that is not an RFC 6750 b64token.
+        """
         return MetricsEndpoint(self, bearer_token=bearer_token)
 
     # -- flows -----------------------------------------------------------------------------------
@@ -399,30 +404,33 @@ class _TimedAsyncStore:
 class MetricsEndpoint:
     """ASGI: ``GET``/``HEAD`` -> the exposition; other methods 405.
 
-    With ``bearer_token``, a request without ``Authorization: Bearer <that token>`` gets 401
-    (compared in constant time). The response is never cached.
+    With ``bearer_token``, a request without ``Authorization: Bearer <that token>`` (read by
+    ``bearer_header.parse_bearer``) gets 401; the token is compared in constant time. The response is
+    never cached.
     """
 
     def __init__(self, metrics: Metrics, *, bearer_token: str | None = None) -> None:
+        if bearer_token and not is_token68(bearer_token):
+            # RFC 6750 §2.1: no client could present it as a Bearer credential.
+            raise ValueError("the metrics bearer token must be an RFC 6750 b64token")
         self.metrics = metrics
-        self._expected = f"Bearer {bearer_token}".encode() if bearer_token else None
+        self._expected = bearer_token.encode() if bearer_token else None
 
-    def authorized(self, authorization: bytes | None) -> bool:
+    def authorized(self, credentials: BearerCredentials) -> bool:
         if self._expected is None:
             return True
-        return authorization is not None and hmac.compare_digest(authorization, self._expected)
+        token = credentials.token
+        return token is not None and hmac.compare_digest(token.encode(), self._expected)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        authorization = next(
-            (v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"), None
-        )
+        credentials = bearer_of(scope)
         headers = [(b"cache-control", b"no-store")]
         if scope["method"] not in ("GET", "HEAD"):
             status, body = 405, b"method not allowed"
             headers += [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
-        elif not self.authorized(authorization):
+        elif not self.authorized(credentials):
             status, body = 401, b"unauthorized"
             headers += [
                 (b"www-authenticate", b'Bearer realm="metrics"'),

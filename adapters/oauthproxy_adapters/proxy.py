@@ -22,8 +22,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from oauthproxy_core import AuthorizationServer, Keyring, ProxyConfig, Request, Response
+from oauthproxy_core.bearer_header import BearerCredentials
 from oauthproxy_core.errors import InvalidTokenError, OAuthError
-from oauthproxy_core.handlers.bearer import Challenge, Principal, authorize_claims, challenge
+from oauthproxy_core.handlers.bearer import (
+    Challenge,
+    Principal,
+    authorize_claims,
+    challenge,
+    credentials_of,
+    missing_token,
+)
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_token
 from oauthproxy_core.routes import RESOURCE_ENDPOINT
 from oauthproxy_core.tokens import AccessClaims, own_token_claims, verify_access_token
@@ -119,14 +127,14 @@ class _Base:
             return  # not a token response of ours for this resource: nothing to cache
         self.cache.put(token, claims)
 
-    def _verify_signature(self, authorization: str | None) -> AccessClaims | Challenge:
+    def _verify_signature(
+        self, authorization: str | BearerCredentials | None
+    ) -> AccessClaims | Challenge:
         ctx = self.server.context(now=self.now(), random=self.random)
-        if not authorization:
-            return challenge(ctx, status=401, error=None, scopes=())
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return challenge(ctx, status=401, error="invalid_token", scopes=())
+        credentials = credentials_of(authorization)
+        token = credentials.token
+        if token is None:
+            return missing_token(ctx, credentials, ())
         if self.cache is not None:
             hit = self.cache.get(token, ctx.now)
             if hit is not None:
@@ -180,8 +188,10 @@ class Proxy(_Base):
         return resp
 
     def verify(
-        self, authorization: str | None, required_scopes: Sequence[str] = ()
+        self, authorization: str | BearerCredentials | None, required_scopes: Sequence[str] = ()
     ) -> Principal | Challenge:
+        """The verdict on a request's bearer token: its ``Authorization`` value, or the credentials
+        ``bearer_header.parse_bearer`` read from all its ``Authorization`` fields."""
         ctx = self.server.context(now=self.now(), random=self.random)
         verdict = self._verify_signature(authorization)
         if isinstance(verdict, Challenge):
@@ -219,7 +229,7 @@ class AsyncProxy(_Base):
         return resp
 
     async def verify(
-        self, authorization: str | None, required_scopes: Sequence[str] = ()
+        self, authorization: str | BearerCredentials | None, required_scopes: Sequence[str] = ()
     ) -> Principal | Challenge:
         ctx = self.server.context(now=self.now(), random=self.random)
         verdict = self._verify_signature(authorization)

@@ -30,6 +30,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from oauthproxy_core import Request, Response
+from oauthproxy_core.bearer_header import parse_bearer_value
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
@@ -198,7 +199,9 @@ class OAuthProxyWSGI:
                     return start(start_response, Response(status=204, headers=MCP_PREFLIGHT))
                 authorization = environ.get("HTTP_AUTHORIZATION")
                 verdict = self.proxy.verify(
-                    authorization if isinstance(authorization, str) else None,
+                    # PEP 3333 keeps one value per name: a server joins repeated fields (a list
+                    # of credentials is malformed) or keeps one of them.
+                    parse_bearer_value(authorization if isinstance(authorization, str) else None),
                     self.required_scopes,
                 )
                 if isinstance(verdict, Challenge):

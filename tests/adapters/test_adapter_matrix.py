@@ -241,6 +241,17 @@ def test_protected_path_with_a_bad_token_is_invalid_token(live: Live) -> None:
     assert reply.json()["error"] == "invalid_token"
 
 
+def test_rfc6750_2_1_two_authorization_fields_are_refused(live: Live) -> None:
+    """A request carries one set of credentials (RFC 9110 §11.6.2): with a second ``Authorization``
+    field, even a copy of the valid one, no adapter picks one for the caller."""
+    session = live.login()
+    token = session.tokens["access_token"]
+    reply = live.run(request("GET", live.base + "/mcp", bearer(token) + bearer(token)))
+    assert reply.status == 401
+    assert 'error="invalid_token"' in (reply.header("www-authenticate") or "")
+    assert live.run(request("GET", live.base + "/mcp", bearer(token))).status == 200
+
+
 def test_required_scope_missing_is_insufficient_scope(live: Live) -> None:
     session = live.login()
     reply = live.run(

@@ -49,6 +49,7 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from oauthproxy_core.bearer_header import BearerCredentials
 from oauthproxy_core.errors import InvalidTokenError
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess
@@ -61,7 +62,7 @@ from ..asgi import (
     Receive,
     Scope,
     Send,
-    header,
+    bearer_of,
     send_response,
     with_principal,
 )
@@ -113,8 +114,9 @@ class OAuthProxyAuth(AuthProvider):
 
     # -- verification -----------------------------------------------------------------------
 
-    async def verify(self, authorization: str | None) -> Principal | Challenge:
-        """The core's verdict on an ``Authorization`` header value, with ``required_scopes``."""
+    async def verify(self, authorization: str | BearerCredentials | None) -> Principal | Challenge:
+        """The core's verdict on an ``Authorization`` header value (or the parsed credentials of
+        all of them), with ``required_scopes``."""
         return await self.proxy.verify(authorization, self.required_scopes)
 
     async def verify_token(self, token: str) -> AccessToken | None:
@@ -179,12 +181,12 @@ class _BearerGuard:
         if proxy.handles(path):
             await self.app(_unauthenticated(scope), receive, send)
             return
-        authorization = header(scope, b"authorization")
+        credentials = bearer_of(scope)
         if is_protected(path, self.protect):
             if scope["type"] == "http" and scope["method"] == "OPTIONS":
                 await send_response(send, Response(status=204, headers=MCP_PREFLIGHT))
                 return
-            verdict = await self.auth.verify(authorization)
+            verdict = await self.auth.verify(credentials)
             if isinstance(verdict, Challenge):
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
@@ -195,19 +197,19 @@ class _BearerGuard:
                     Response(status=core.status, headers=core.headers + MCP_CORS, body=core.body),
                 )
                 return
-            await self.app(self._authenticated(scope, verdict, authorization), receive, send)
+            await self.app(self._authenticated(scope, verdict, credentials), receive, send)
             return
-        if authorization:
-            verdict = await proxy.verify(authorization)
+        if credentials.presented:
+            verdict = await proxy.verify(credentials)
             if isinstance(verdict, Principal):
-                await self.app(self._authenticated(scope, verdict, authorization), receive, send)
+                await self.app(self._authenticated(scope, verdict, credentials), receive, send)
                 return
         await self.app(_unauthenticated(scope), receive, send)
 
     def _authenticated(
-        self, scope: Scope, principal: Principal, authorization: str | None
+        self, scope: Scope, principal: Principal, credentials: BearerCredentials
     ) -> Scope:
-        token = (authorization or "").partition(" ")[2].strip()
+        token = credentials.token or ""
         access = access_token_of(principal, token, self.auth.proxy.config.issuer)
         scope = with_principal(scope, principal)
         scope["user"] = AuthenticatedUser(access)

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import BaseRoute, Route
 
+from oauthproxy_core.bearer_header import parse_bearer
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.registration import management_prefix
 
@@ -118,7 +119,7 @@ def require_principal(
 
     async def principal(request: Request) -> Principal:
         verdict = await (proxy or _proxy_of(request)).verify(
-            request.headers.get("authorization"), required
+            parse_bearer(request.headers.getlist("authorization")), required
         )
         if isinstance(verdict, Challenge):
             raise OAuthChallengeError(verdict)
