@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from oauthproxy_core import AuthorizationServer, Keyring, ProxyConfig, Request, Response
 from oauthproxy_core.bearer_header import BearerCredentials
 from oauthproxy_core.errors import InvalidTokenError, OAuthError
+from oauthproxy_core.front_door import FrontDoor, is_protected, protected_prefixes
 from oauthproxy_core.handlers.bearer import (
     Challenge,
     Principal,
@@ -113,6 +114,10 @@ class _Base:
     def handles(self, path: str) -> bool:
         return self.server.handles(path)
 
+    def front_door(self, protect: Sequence[str] | None = None) -> FrontDoor:
+        """The front-door decision for an adapter guarding ``protect`` (default: the MCP path)."""
+        return FrontDoor(self.server.routes, protected_prefixes(self.config, protect))
+
     def _remember_issued(self, req: Request, resp: Response) -> None:
         """Cache the claims of the access token our own token endpoint has just issued."""
         if self.cache is None or resp.status != 200 or req.path != self._token_path:
@@ -146,16 +151,6 @@ class _Base:
         if self.cache is not None:
             self.cache.put(token, claims)
         return claims
-
-
-def protected_prefixes(config: ProxyConfig, protect: Sequence[str] | None) -> tuple[str, ...]:
-    """The path prefixes a web adapter guards with bearer tokens (default: the MCP path)."""
-    return tuple(protect if protect is not None else (config.mcp_path,))
-
-
-def is_protected(path: str, prefixes: Sequence[str]) -> bool:
-    """``path`` equals a prefix or lies below it (``/mcp`` guards ``/mcp`` and ``/mcp/x``)."""
-    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
 def _with_scopes(
@@ -247,4 +242,12 @@ class AsyncProxy(_Base):
         )
 
 
-__all__ = ["AsyncProxy", "OAuthError", "Proxy", "TokenCache", "UpstreamAccess"]
+__all__ = [
+    "AsyncProxy",
+    "OAuthError",
+    "Proxy",
+    "TokenCache",
+    "UpstreamAccess",
+    "is_protected",
+    "protected_prefixes",
+]

@@ -49,15 +49,14 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from oauthproxy_core import front_door
 from oauthproxy_core.bearer_header import BearerCredentials
 from oauthproxy_core.errors import InvalidTokenError
+from oauthproxy_core.front_door import WEBSOCKET_REFUSED, Door, refusal
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess
-from oauthproxy_core.http import Response
 
 from ..asgi import (
-    MCP_CORS,
-    MCP_PREFLIGHT,
     ASGIApp,
     Receive,
     Scope,
@@ -68,7 +67,7 @@ from ..asgi import (
 )
 from ..config_file import load_settings
 from ..mcp_sdk import principal_of
-from ..proxy import AsyncProxy, is_protected
+from ..proxy import AsyncProxy
 from .proxies import async_proxy
 from .starlette import authorization_server_routes
 
@@ -170,35 +169,34 @@ class _BearerGuard:
     def __init__(self, app: ASGIApp, auth: OAuthProxyAuth) -> None:
         self.app = app
         self.auth = auth
-        self.protect = (auth.proxy.config.mcp_path,)
+        self.door = auth.proxy.front_door((auth.proxy.config.mcp_path,))
+        self.protect = self.door.protect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        proxy = self.auth.proxy
-        if proxy.handles(path):
+        websocket = kind == "websocket"
+        door = self.door.decide(scope.get("method", "GET"), scope["path"], websocket=websocket).door
+        if door is Door.AUTHORIZATION_SERVER:
             await self.app(_unauthenticated(scope), receive, send)
             return
+        if door is Door.PREFLIGHT:
+            await send_response(send, front_door.PREFLIGHT)
+            return
         credentials = bearer_of(scope)
-        if is_protected(path, self.protect):
-            if scope["type"] == "http" and scope["method"] == "OPTIONS":
-                await send_response(send, Response(status=204, headers=MCP_PREFLIGHT))
-                return
+        if door in (Door.VERIFY, Door.VERIFY_WEBSOCKET):
             verdict = await self.auth.verify(credentials)
             if isinstance(verdict, Challenge):
-                if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008})
+                if websocket:
+                    await send({"type": "websocket.close", "code": WEBSOCKET_REFUSED})
                     return
-                core = verdict.response()
-                await send_response(
-                    send,
-                    Response(status=core.status, headers=core.headers + MCP_CORS, body=core.body),
-                )
+                await send_response(send, refusal(verdict))
                 return
             await self.app(self._authenticated(scope, verdict, credentials), receive, send)
             return
+        proxy = self.auth.proxy
         if credentials.presented:
             verdict = await proxy.verify(credentials)
             if isinstance(verdict, Principal):
