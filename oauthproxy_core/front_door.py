@@ -94,7 +94,12 @@ def protected_prefixes(config: ProxyConfig, protect: Sequence[str] | None) -> tu
 
 def is_protected(path: str, prefixes: Sequence[str]) -> bool:
     """``path`` equals a prefix or lies below it (``/mcp`` guards ``/mcp`` and ``/mcp/x``)."""
-    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+    return path in prefixes or path.startswith(_below(prefixes))
+
+
+def _below(prefixes: Sequence[str]) -> tuple[str, ...]:
+    """What a path below each prefix starts with (``/`` itself for the prefix ``/``)."""
+    return tuple(p.rstrip("/") + "/" for p in prefixes)
 
 
 def refusal(verdict: Challenge) -> Response:
@@ -106,18 +111,21 @@ def refusal(verdict: Challenge) -> Response:
 class FrontDoor:
     """The decision for one route table and one set of protected prefixes (see the module doc)."""
 
-    __slots__ = ("_decisions", "protect", "routes")
+    __slots__ = ("_below", "_decisions", "_exact", "protect", "routes")
 
     def __init__(self, routes: RouteTable, protect: Sequence[str]) -> None:
         self.routes = routes
         self.protect = tuple(protect)
+        # is_protected(), computed once: it runs on every request.
+        self._exact = frozenset(self.protect)
+        self._below = _below(self.protect)
         # One decision per route, made once (by identity: a table holds each row once).
         self._decisions = {
             id(route): Decision(Door.AUTHORIZATION_SERVER, route) for _, route in routes.items()
         }
 
     def is_protected(self, path: str) -> bool:
-        return is_protected(path, self.protect)
+        return path in self._exact or path.startswith(self._below)
 
     def decide(self, method: str, path: str, *, websocket: bool = False) -> Decision:
         """Where the request ``method path`` (a WebSocket handshake when ``websocket``) goes."""

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from oauthproxy_core import AuthorizationServer, Keyring, ProxyConfig, Request, Response
+from oauthproxy_core import AuthorizationServer, Context, Keyring, ProxyConfig, Request, Response
 from oauthproxy_core.bearer_header import BearerCredentials
 from oauthproxy_core.errors import InvalidTokenError, OAuthError
 from oauthproxy_core.front_door import FrontDoor, is_protected, protected_prefixes
@@ -133,9 +133,8 @@ class _Base:
         self.cache.put(token, claims)
 
     def _verify_signature(
-        self, authorization: str | BearerCredentials | None
+        self, ctx: Context, authorization: str | BearerCredentials | None
     ) -> AccessClaims | Challenge:
-        ctx = self.server.context(now=self.now(), random=self.random)
         credentials = credentials_of(authorization)
         token = credentials.token
         if token is None:
@@ -188,7 +187,7 @@ class Proxy(_Base):
         """The verdict on a request's bearer token: its ``Authorization`` value, or the credentials
         ``bearer_header.parse_bearer`` read from all its ``Authorization`` fields."""
         ctx = self.server.context(now=self.now(), random=self.random)
-        verdict = self._verify_signature(authorization)
+        verdict = self._verify_signature(ctx, authorization)
         if isinstance(verdict, Challenge):
             self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
@@ -227,7 +226,7 @@ class AsyncProxy(_Base):
         self, authorization: str | BearerCredentials | None, required_scopes: Sequence[str] = ()
     ) -> Principal | Challenge:
         ctx = self.server.context(now=self.now(), random=self.random)
-        verdict = self._verify_signature(authorization)
+        verdict = self._verify_signature(ctx, authorization)
         if isinstance(verdict, Challenge):
             self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
