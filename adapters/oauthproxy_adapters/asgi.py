@@ -7,8 +7,9 @@ passes authenticated requests to ``app`` with the verified ``Principal`` in
 everything else to ``app`` untouched. It is plain ASGI 3: mount it in Starlette, FastAPI, the `mcp`
 SDK's server or run it alone under uvicorn.
 
-Thin by design (ARCHITECTURE.md): request -> ``oauthproxy_core.Request``, the async driver runs the
-handler, response written. Request bodies are read up to the core's bound and refused with 413 past it
+Thin by design (ARCHITECTURE.md): the core's front door (``oauthproxy_core.front_door``) decides where
+a request goes; request -> ``oauthproxy_core.Request``, the async driver runs the handler, response
+written. Request bodies are read up to the core's bound and refused with 413 past it
 (SECURITY.md 28); an unexpected exception becomes a generic 500 and a log line, never a traceback to
 the client (SECURITY.md 29). A request with ambiguous framing (``Transfer-Encoding`` with
 ``Content-Length``, or in HTTP/1.0) is refused with 400 and ``Connection: close`` before anything
@@ -21,12 +22,14 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from oauthproxy_core import Request, Response
+from oauthproxy_core import Request, Response, front_door
+from oauthproxy_core.bearer_header import BearerCredentials, parse_bearer
+from oauthproxy_core.front_door import WEBSOCKET_REFUSED, Door, refusal
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
 from .framing import AMBIGUOUS_FRAMING, has_ambiguous_framing
-from .proxy import AsyncProxy, is_protected, protected_prefixes
+from .proxy import AsyncProxy
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,20 +40,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("oauthproxy.asgi")
 
 PRINCIPAL_KEY = "oauthproxy_principal"
-#: CORS for the protected MCP endpoint (INTEROP.md: browsers' MCP clients need these).
-MCP_CORS: tuple[tuple[str, str], ...] = (
-    ("Access-Control-Allow-Origin", "*"),
-    ("Access-Control-Expose-Headers", "WWW-Authenticate, Mcp-Session-Id"),
-)
-MCP_PREFLIGHT: tuple[tuple[str, str], ...] = (
-    *MCP_CORS,
-    ("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"),
-    (
-        "Access-Control-Allow-Headers",
-        "Authorization, Content-Type, MCP-Protocol-Version, Mcp-Session-Id, Last-Event-ID",
-    ),
-    ("Access-Control-Max-Age", "86400"),
-)
+#: CORS of the protected MCP endpoint, defined with the front door's rule (kept here for importers).
+MCP_CORS = front_door.MCP_CORS
+MCP_PREFLIGHT = front_door.MCP_PREFLIGHT
 
 
 def to_core_request(scope: Scope, body: bytes) -> Request:
@@ -110,6 +102,13 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def bearer_of(scope: Scope) -> BearerCredentials:
+    """The bearer credentials of an ASGI request, from every ``Authorization`` field it carries."""
+    return parse_bearer(
+        [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
+    )
+
+
 class OAuthProxyApp:
     def __init__(
         self,
@@ -121,25 +120,22 @@ class OAuthProxyApp:
     ) -> None:
         self.proxy = proxy
         self.app = app
-        self.protect = protected_prefixes(proxy.config, protect)
+        self.door = proxy.front_door(protect)
+        self.protect = self.door.protect
         self.required_scopes = tuple(required_scopes)
 
     def is_protected(self, path: str) -> bool:
-        return is_protected(path, self.protect)
+        return self.door.is_protected(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and self.is_protected(scope["path"]):
-            # The protected path is protected for every protocol, not only HTTP.
-            verdict = await self.proxy.verify(header(scope, b"authorization"), self.required_scopes)
-            if isinstance(verdict, Challenge) or self.app is None:
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            await self.app(with_principal(scope, verdict), receive, send)
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
             return
-        if scope["type"] != "http":
+        if kind != "http":
             if self.app is not None:
                 await self.app(scope, receive, send)
-            elif scope["type"] == "lifespan":
+            elif kind == "lifespan":
                 await _lifespan(receive, send)
             return
         if has_ambiguous_framing(
@@ -148,30 +144,22 @@ class OAuthProxyApp:
             # RFC 9112 §6.1; uvicorn on h11 would serve the trailing bytes as a second request.
             await send_response(send, AMBIGUOUS_FRAMING)
             return
-        path = scope["path"]
         try:
-            if self.proxy.handles(path):
+            door = self.door.decide(scope["method"], scope["path"]).door
+            if door is Door.AUTHORIZATION_SERVER:
                 body = await read_body(receive)
                 if body is None:
                     await send_response(send, TOO_LARGE)
                     return
                 await send_response(send, await self.proxy.handle(to_core_request(scope, body)))
                 return
-            if self.is_protected(path):
-                if scope["method"] == "OPTIONS":
-                    await send_response(send, Response(status=204, headers=MCP_PREFLIGHT))
-                    return
-                verdict = await self.proxy.verify(
-                    header(scope, b"authorization"), self.required_scopes
-                )
+            if door is Door.PREFLIGHT:
+                await send_response(send, front_door.PREFLIGHT)
+                return
+            if door is Door.VERIFY:
+                verdict = await self.proxy.verify(bearer_of(scope), self.required_scopes)
                 if isinstance(verdict, Challenge):
-                    resp = verdict.response()
-                    await send_response(
-                        send,
-                        Response(
-                            status=resp.status, headers=resp.headers + MCP_CORS, body=resp.body
-                        ),
-                    )
+                    await send_response(send, refusal(verdict))
                     return
                 scope = with_principal(scope, verdict)
         except ClientDisconnected:
@@ -184,6 +172,18 @@ class OAuthProxyApp:
             await send_response(send, NOT_FOUND)
             return
         await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The protected path is protected for every protocol, not only HTTP.
+        door = self.door.decide("GET", scope["path"], websocket=True).door
+        if door is Door.VERIFY_WEBSOCKET:
+            verdict = await self.proxy.verify(bearer_of(scope), self.required_scopes)
+            if isinstance(verdict, Challenge) or self.app is None:
+                await send({"type": "websocket.close", "code": WEBSOCKET_REFUSED})
+                return
+            scope = with_principal(scope, verdict)
+        if self.app is not None:
+            await self.app(scope, receive, send)
 
 
 def with_principal(scope: Scope, principal: Principal) -> Scope:

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import httpx
 
+from oauthproxy_core.bearer_header import is_token68
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
@@ -748,14 +749,22 @@ def _bounds(t: Section) -> Bounds:
     )
 
 
+#: RFC 6750 §2.1: what a client can send after ``Authorization: Bearer``.
+_TOKEN68_RULE = "letters, digits and - . _ ~ + / only, optionally ending in ="
+
+
 def _metrics_token(t: Section, p: _Problems, env: Mapping[str, str]) -> str | None:
+    """A token no client could present would lock ``/metrics`` for everyone: name the key instead."""
     token = _secret(t, p, env, "bearer_token")
-    if (
-        token is not None
-        and not t.has("bearer_token_env")
-        and (len(token) < 16 or any(c.isspace() for c in token))
-    ):
-        p.fail(t, "bearer_token", "at least 16 characters, no whitespace")
+    if token is None:
+        return None
+    if t.has("bearer_token_env"):
+        if not is_token68(token):
+            p.fail(
+                t, "bearer_token_env", f"the value of {t.get('bearer_token_env')}: {_TOKEN68_RULE}"
+            )
+    elif len(token) < 16 or not is_token68(token):
+        p.fail(t, "bearer_token", f"at least 16 characters, {_TOKEN68_RULE}")
     return token
 
 

@@ -640,7 +640,8 @@ KEYS: tuple[Key, ...] = (
         table="metrics",
         name="bearer_token",
         type=_S,
-        doc="Required as `Authorization: Bearer` on `/metrics` (at least 16 characters). Without "
+        doc="Required as `Authorization: Bearer` on `/metrics`: at least 16 characters, and only "
+        "what RFC 6750 §2.1 lets follow `Bearer` (letters, digits, `-._~+/`, trailing `=`). Without "
         "one, keep `/metrics` unreachable from outside.",
     ),
     Key(

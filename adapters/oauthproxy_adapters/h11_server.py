@@ -41,13 +41,15 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
-from oauthproxy_core import Request, Response
+from oauthproxy_core import Request, Response, front_door
+from oauthproxy_core.bearer_header import bearer_credentials
+from oauthproxy_core.front_door import Door, FrontDoor, refusal
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
-from .asgi import MCP_CORS, MCP_PREFLIGHT, NOT_FOUND, SERVER_ERROR, TOO_LARGE
+from .asgi import NOT_FOUND, SERVER_ERROR, TOO_LARGE
 from .framing import AMBIGUOUS_FRAMING, has_ambiguous_framing
-from .proxy import AsyncProxy, is_protected, protected_prefixes
+from .proxy import AsyncProxy
 
 __all__ = ["AppHandler", "H11Server", "serve"]
 
@@ -155,7 +157,7 @@ async def serve(
     settings = _Settings(
         proxy=proxy,
         app_handler=app_handler,
-        protect=protected_prefixes(proxy.config, protect),
+        door=proxy.front_door(protect),
         required_scopes=tuple(required_scopes),
         max_body=max_body,
         max_header_bytes=max_header_bytes,
@@ -188,10 +190,10 @@ async def serve(
 class _Settings:
     __slots__ = (
         "app_handler",
+        "door",
         "idle_timeout",
         "max_body",
         "max_header_bytes",
-        "protect",
         "proxy",
         "request_timeout",
         "required_scopes",
@@ -202,7 +204,7 @@ class _Settings:
         *,
         proxy: AsyncProxy,
         app_handler: AppHandler | None,
-        protect: tuple[str, ...],
+        door: FrontDoor,
         required_scopes: tuple[str, ...],
         max_body: int,
         max_header_bytes: int,
@@ -211,15 +213,12 @@ class _Settings:
     ) -> None:
         self.proxy = proxy
         self.app_handler = app_handler
-        self.protect = protect
+        self.door = door
         self.required_scopes = required_scopes
         self.max_body = max_body
         self.max_header_bytes = max_header_bytes
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
-
-    def is_protected(self, path: str) -> bool:
-        return is_protected(path, self.protect)
 
 
 class _Connection:
@@ -368,18 +367,16 @@ class _Connection:
     async def _dispatch(self, req: Request) -> Response:
         s = self.s
         try:
-            if s.proxy.handles(req.path):
+            door = s.door.decide(req.method, req.path).door
+            if door is Door.AUTHORIZATION_SERVER:
                 return await s.proxy.handle(req)
+            if door is Door.PREFLIGHT:
+                return front_door.PREFLIGHT
             principal: Principal | None = None
-            if s.is_protected(req.path):
-                if req.method == "OPTIONS":
-                    return Response(status=204, headers=MCP_PREFLIGHT)
-                verdict = await s.proxy.verify(req.header("authorization"), s.required_scopes)
+            if door is Door.VERIFY:
+                verdict = await s.proxy.verify(bearer_credentials(req.headers), s.required_scopes)
                 if isinstance(verdict, Challenge):
-                    resp = verdict.response()
-                    return Response(
-                        status=resp.status, headers=resp.headers + MCP_CORS, body=resp.body
-                    )
+                    return refusal(verdict)
                 principal = verdict
             if s.app_handler is None:
                 return NOT_FOUND

@@ -50,7 +50,7 @@ from oauthproxy_core.errors import InvalidTokenError
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess
 
-from .asgi import ASGIApp, OAuthProxyApp, Receive, Scope, Send, header, principal_from_scope
+from .asgi import ASGIApp, OAuthProxyApp, Receive, Scope, Send, bearer_of, principal_from_scope
 from .proxy import AsyncProxy
 
 __all__ = [
@@ -159,7 +159,7 @@ class _SDKAuthContext:
         if principal is None:
             await self.app(scope, receive, send)
             return
-        token = (header(scope, b"authorization") or "").partition(" ")[2].strip()
+        token = bearer_of(scope).token or ""
         user = AuthenticatedUser(access_token_of(principal, token, self.issuer))
         scope = dict(scope, user=user, auth=AuthCredentials(list(principal.scopes)))
         reset = auth_context_var.set(user)

@@ -22,9 +22,10 @@ request, and never a secret):
                                                 (the transaction's new state, else empty) and
                                                 ``outcome`` (``applied``, or ``conflict`` when a
                                                 concurrent request won the compare-and-set)
-``oauthproxy_errors_total``                     OAuth errors answered, by ``endpoint`` (a fixed name
-                                                per route: ``token``, ``authorize``, ...,
-                                                ``resource`` for bearer checks at the MCP path) and
+``oauthproxy_errors_total``                     OAuth errors answered, by ``endpoint`` (the route's
+                                                name in the core's route table, routes.py:
+                                                ``token``, ``authorize``, ..., and ``resource``
+                                                for bearer checks at the MCP path) and
                                                 ``error`` (the RFC error code; ``other`` for any
                                                 value outside the known set)
 ``oauthproxy_upstream_request_duration_seconds``  HTTP calls to the provider and metadata fetches,
@@ -57,6 +58,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from oauthproxy_core import AuthorizationServer, ProxyConfig, Response
+from oauthproxy_core.bearer_header import BearerCredentials, is_token68
 from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX
 from oauthproxy_core.effects import (
     CompareAndSet,
@@ -73,6 +75,7 @@ from oauthproxy_core.effects import (
 from oauthproxy_core.errors import OAuthError
 
 from . import audit
+from .asgi import bearer_of
 from .driver import Observer
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -119,31 +122,6 @@ def _status_class(result: HttpResponse | HttpFailure) -> str:
     return result.reason if result.reason in _FAILURES else "failure"
 
 
-def _endpoint_names(server: AuthorizationServer) -> dict[str, str]:
-    """A fixed name for every route the server answers (its paths come from the configuration)."""
-    callback = urlsplit(server.config.callback_url).path
-    names: dict[str, str] = {}
-    for path in server.paths:
-        if path == callback:
-            name = "callback"
-        elif "/.well-known/oauth-protected-resource" in path:
-            name = "protected_resource_metadata"
-        elif "/.well-known/" in path:
-            name = "authorization_server_metadata"
-        else:
-            last = path.rsplit("/", 1)[-1]
-            name = {
-                "jwks.json": "jwks",
-                "register": "register",
-                "token": "token",
-                "revoke": "revocation",
-                "authorize": "authorize",
-                "consent": "consent",
-            }.get(last, "other")
-        names[path] = name
-    return names
-
-
 class Metrics:
     """One set of proxy metrics in its own ``CollectorRegistry`` (never the process-global one).
 
@@ -187,7 +165,10 @@ class Metrics:
         return generate_latest(self.registry)
 
     def asgi_app(self, *, bearer_token: str | None = None) -> Callable[..., Awaitable[None]]:
-        """An ASGI endpoint answering any GET with the exposition (see ``MetricsEndpoint``)."""
+        """An ASGI endpoint answering any GET with the exposition (see ``MetricsEndpoint``).
+
+        Raises ``ValueError`` for a ``bearer_token`` that is not an RFC 6750 b64token.
+        """
         return MetricsEndpoint(self, bearer_token=bearer_token)
 
     # -- flows -----------------------------------------------------------------------------------
@@ -235,16 +216,9 @@ class Metrics:
 
     # -- errors ----------------------------------------------------------------------------------
     def endpoint_names(self, server: AuthorizationServer) -> Callable[[str], str | None]:
-        """``path -> endpoint name`` for ``server``; ``None`` for a path it does not serve."""
-        names = _endpoint_names(server)
-
-        def name_of(path: str) -> str | None:
-            found = names.get(path)
-            if found is not None:
-                return found
-            return "client_configuration" if server.handles(path) else None
-
-        return name_of
+        """``path -> endpoint name`` for ``server`` (its route table); ``None`` for a path it does
+        not serve."""
+        return server.routes.name_of
 
     def _code(self, code: object) -> str:
         return code if isinstance(code, str) and code in self._codes else "other"
@@ -313,30 +287,33 @@ def _upstream_kinds(config: ProxyConfig) -> Callable[[HttpRequest], str]:
 class MetricsEndpoint:
     """ASGI: ``GET``/``HEAD`` -> the exposition; other methods 405.
 
-    With ``bearer_token``, a request without ``Authorization: Bearer <that token>`` gets 401
-    (compared in constant time). The response is never cached.
+    With ``bearer_token``, a request without ``Authorization: Bearer <that token>`` (read by
+    ``bearer_header.parse_bearer``) gets 401; the token is compared in constant time. The response is
+    never cached.
     """
 
     def __init__(self, metrics: Metrics, *, bearer_token: str | None = None) -> None:
+        if bearer_token and not is_token68(bearer_token):
+            # RFC 6750 §2.1: no client could present it as a Bearer credential.
+            raise ValueError("the metrics bearer token must be an RFC 6750 b64token")
         self.metrics = metrics
-        self._expected = f"Bearer {bearer_token}".encode() if bearer_token else None
+        self._expected = bearer_token.encode() if bearer_token else None
 
-    def authorized(self, authorization: bytes | None) -> bool:
+    def authorized(self, credentials: BearerCredentials) -> bool:
         if self._expected is None:
             return True
-        return authorization is not None and hmac.compare_digest(authorization, self._expected)
+        token = credentials.token
+        return token is not None and hmac.compare_digest(token.encode(), self._expected)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        authorization = next(
-            (v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"), None
-        )
+        credentials = bearer_of(scope)
         headers = [(b"cache-control", b"no-store")]
         if scope["method"] not in ("GET", "HEAD"):
             status, body = 405, b"method not allowed"
             headers += [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
-        elif not self.authorized(authorization):
+        elif not self.authorized(credentials):
             status, body = 401, b"unauthorized"
             headers += [
                 (b"www-authenticate", b'Bearer realm="metrics"'),

@@ -22,10 +22,20 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from oauthproxy_core import AuthorizationServer, Keyring, ProxyConfig, Request, Response
+from oauthproxy_core import AuthorizationServer, Context, Keyring, ProxyConfig, Request, Response
+from oauthproxy_core.bearer_header import BearerCredentials
 from oauthproxy_core.errors import InvalidTokenError, OAuthError
-from oauthproxy_core.handlers.bearer import Challenge, Principal, authorize_claims, challenge
+from oauthproxy_core.front_door import FrontDoor, is_protected, protected_prefixes
+from oauthproxy_core.handlers.bearer import (
+    Challenge,
+    Principal,
+    authorize_claims,
+    challenge,
+    credentials_of,
+    missing_token,
+)
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_token
+from oauthproxy_core.routes import RESOURCE_ENDPOINT
 from oauthproxy_core.tokens import AccessClaims, own_token_claims, verify_access_token
 
 from .audit import observe as audit_observe
@@ -103,13 +113,17 @@ class _Base:
 
     def _count_challenge(self, verdict: Principal | Challenge) -> None:
         if self.metrics is not None and isinstance(verdict, Challenge) and verdict.error:
-            self.metrics.count_error("resource", verdict.error)
+            self.metrics.count_error(RESOURCE_ENDPOINT, verdict.error)
 
     def now(self) -> int:
         return int(self.clock())
 
     def handles(self, path: str) -> bool:
         return self.server.handles(path)
+
+    def front_door(self, protect: Sequence[str] | None = None) -> FrontDoor:
+        """The front-door decision for an adapter guarding ``protect`` (default: the MCP path)."""
+        return FrontDoor(self.server.routes, protected_prefixes(self.config, protect))
 
     def _remember_issued(self, req: Request, resp: Response) -> None:
         """Cache the claims of the access token our own token endpoint has just issued."""
@@ -125,14 +139,13 @@ class _Base:
             return  # not a token response of ours for this resource: nothing to cache
         self.cache.put(token, claims)
 
-    def _verify_signature(self, authorization: str | None) -> AccessClaims | Challenge:
-        ctx = self.server.context(now=self.now(), random=self.random)
-        if not authorization:
-            return challenge(ctx, status=401, error=None, scopes=())
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return challenge(ctx, status=401, error="invalid_token", scopes=())
+    def _verify_signature(
+        self, ctx: Context, authorization: str | BearerCredentials | None
+    ) -> AccessClaims | Challenge:
+        credentials = credentials_of(authorization)
+        token = credentials.token
+        if token is None:
+            return missing_token(ctx, credentials, ())
         if self.cache is not None:
             hit = self.cache.get(token, ctx.now)
             if hit is not None:
@@ -144,16 +157,6 @@ class _Base:
         if self.cache is not None:
             self.cache.put(token, claims)
         return claims
-
-
-def protected_prefixes(config: ProxyConfig, protect: Sequence[str] | None) -> tuple[str, ...]:
-    """The path prefixes a web adapter guards with bearer tokens (default: the MCP path)."""
-    return tuple(protect if protect is not None else (config.mcp_path,))
-
-
-def is_protected(path: str, prefixes: Sequence[str]) -> bool:
-    """``path`` equals a prefix or lies below it (``/mcp`` guards ``/mcp`` and ``/mcp/x``)."""
-    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
 def _with_scopes(
@@ -184,10 +187,12 @@ class Proxy(_Base):
         return resp
 
     def verify(
-        self, authorization: str | None, required_scopes: Sequence[str] = ()
+        self, authorization: str | BearerCredentials | None, required_scopes: Sequence[str] = ()
     ) -> Principal | Challenge:
+        """The verdict on a request's bearer token: its ``Authorization`` value, or the credentials
+        ``bearer_header.parse_bearer`` read from all its ``Authorization`` fields."""
         ctx = self.server.context(now=self.now(), random=self.random)
-        verdict = self._verify_signature(authorization)
+        verdict = self._verify_signature(ctx, authorization)
         if isinstance(verdict, Challenge):
             self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
@@ -225,10 +230,10 @@ class AsyncProxy(_Base):
         return resp
 
     async def verify(
-        self, authorization: str | None, required_scopes: Sequence[str] = ()
+        self, authorization: str | BearerCredentials | None, required_scopes: Sequence[str] = ()
     ) -> Principal | Challenge:
         ctx = self.server.context(now=self.now(), random=self.random)
-        verdict = self._verify_signature(authorization)
+        verdict = self._verify_signature(ctx, authorization)
         if isinstance(verdict, Challenge):
             self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
@@ -245,4 +250,12 @@ class AsyncProxy(_Base):
         )
 
 
-__all__ = ["AsyncProxy", "OAuthError", "Proxy", "TokenCache", "UpstreamAccess"]
+__all__ = [
+    "AsyncProxy",
+    "OAuthError",
+    "Proxy",
+    "TokenCache",
+    "UpstreamAccess",
+    "is_protected",
+    "protected_prefixes",
+]

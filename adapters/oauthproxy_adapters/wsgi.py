@@ -7,8 +7,9 @@ answers the CORS preflight of the protected path, and passes everything else to 
 (or answers 404 JSON when there is no app). Mount it in Flask with
 ``app.wsgi_app = OAuthProxyWSGI(proxy, app.wsgi_app)``, in Django around ``get_wsgi_application()``.
 
-Thin by design (ARCHITECTURE.md): environ -> ``oauthproxy_core.Request``, ``Proxy.handle``, response
-written. Only I/O decisions live here:
+Thin by design (ARCHITECTURE.md): the core's front door (``oauthproxy_core.front_door``) decides where
+a request goes; environ -> ``oauthproxy_core.Request``, ``Proxy.handle``, response written. Only I/O
+decisions live here:
 
 - The body is read from ``wsgi.input`` as PEP 3333 allows: never past ``CONTENT_LENGTH``, and at most
   ``MAX_BODY_BYTES + 1`` bytes; a declared or actual size past the bound is 413 (SECURITY.md 28). A body
@@ -29,12 +30,14 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from oauthproxy_core import Request, Response
+from oauthproxy_core import Request, Response, front_door
+from oauthproxy_core.bearer_header import parse_bearer_value
+from oauthproxy_core.front_door import Door, refusal
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import MAX_BODY_BYTES, json_response
 
-from .asgi import MCP_CORS, MCP_PREFLIGHT, NOT_FOUND, SERVER_ERROR, TOO_LARGE
-from .proxy import Proxy, is_protected, protected_prefixes
+from .asgi import NOT_FOUND, SERVER_ERROR, TOO_LARGE
+from .proxy import Proxy
 
 __all__ = ["PRINCIPAL_KEY", "OAuthProxyWSGI", "principal_from_environ"]
 
@@ -172,16 +175,18 @@ class OAuthProxyWSGI:
     ) -> None:
         self.proxy = proxy
         self.app = app
-        self.protect = protected_prefixes(proxy.config, protect)
+        self.door = proxy.front_door(protect)
+        self.protect = self.door.protect
         self.required_scopes = tuple(required_scopes)
 
     def is_protected(self, path: str) -> bool:
-        return is_protected(path, self.protect)
+        return self.door.is_protected(path)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            path = request_path(environ)
-            if self.proxy.handles(path):
+            method = str(environ.get("REQUEST_METHOD", "GET"))
+            door = self.door.decide(method, request_path(environ)).door
+            if door is Door.AUTHORIZATION_SERVER:
                 try:
                     body = read_body(environ)
                 except _BodyRefusedError as bad:
@@ -193,22 +198,18 @@ class OAuthProxyWSGI:
                 if body is None:
                     return start(start_response, TOO_LARGE)
                 return start(start_response, self.proxy.handle(to_core_request(environ, body)))
-            if self.is_protected(path):
-                if environ.get("REQUEST_METHOD") == "OPTIONS":
-                    return start(start_response, Response(status=204, headers=MCP_PREFLIGHT))
+            if door is Door.PREFLIGHT:
+                return start(start_response, front_door.PREFLIGHT)
+            if door is Door.VERIFY:
                 authorization = environ.get("HTTP_AUTHORIZATION")
                 verdict = self.proxy.verify(
-                    authorization if isinstance(authorization, str) else None,
+                    # PEP 3333 keeps one value per name: a server joins repeated fields (a list
+                    # of credentials is malformed) or keeps one of them.
+                    parse_bearer_value(authorization if isinstance(authorization, str) else None),
                     self.required_scopes,
                 )
                 if isinstance(verdict, Challenge):
-                    resp = verdict.response()
-                    return start(
-                        start_response,
-                        Response(
-                            status=resp.status, headers=resp.headers + MCP_CORS, body=resp.body
-                        ),
-                    )
+                    return start(start_response, refusal(verdict))
                 environ[PRINCIPAL_KEY] = verdict
         except Exception:
             log.exception("unhandled error in the authorization server")

@@ -1,5 +1,6 @@
 """Bearer-token verification for the protected MCP resource (RFC 6750 §2.1, §3; RFC 9728 §5.1; MCP
-authorization spec, "Authorization Server Discovery" and "Token Handling").
+authorization spec, "Authorization Server Discovery" and "Token Handling"). The token is read from
+the ``Authorization`` field by ``bearer_header.parse_bearer``.
 
 A pure function of (token, keys, clock) plus two revocation look-ups (the grant's and the client's,
 SECURITY.md 21 and 34). It returns either a ``Principal`` or the exact challenge to send: 401 with
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .. import grants
+from ..bearer_header import BearerCredentials, parse_bearer_value
 from ..config import Context
 from ..errors import InvalidTokenError
 from ..http import Response, json_response
@@ -88,15 +90,31 @@ def principal_of(claims: AccessClaims) -> Principal:
     )
 
 
+def credentials_of(authorization: str | BearerCredentials | None) -> BearerCredentials:
+    """``authorization`` as parsed credentials (an ``Authorization`` value is parsed, RFC 6750 §2.1)."""
+    if isinstance(authorization, BearerCredentials):
+        return authorization
+    return parse_bearer_value(authorization)
+
+
+def missing_token(ctx: Context, credentials: BearerCredentials, scopes: Sequence[str]) -> Challenge:
+    """The challenge for a request without a usable bearer token: RFC 6750 §3.1, no error code when
+    it carried no credentials at all, ``invalid_token`` when they were not one Bearer token."""
+    error = "invalid_token" if credentials.presented else None
+    return challenge(ctx, status=401, error=error, scopes=scopes)
+
+
 def verify_bearer(
-    authorization: str | None, ctx: Context, required_scopes: Sequence[str] = ()
+    authorization: str | BearerCredentials | None,
+    ctx: Context,
+    required_scopes: Sequence[str] = (),
 ) -> Generator[Any, Any, Principal | Challenge]:
-    if not authorization:
-        return challenge(ctx, status=401, error=None, scopes=required_scopes)
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
+    """``authorization`` is the request's ``Authorization`` value, or its parsed credentials
+    (``bearer_header.parse_bearer`` over every field, so that two fields are refused)."""
+    credentials = credentials_of(authorization)
+    token = credentials.token
+    if token is None:
+        return missing_token(ctx, credentials, required_scopes)
     try:
         claims = verify_access_token(ctx, token, audience=ctx.config.resource)
     except InvalidTokenError:

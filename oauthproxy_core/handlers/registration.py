@@ -26,6 +26,7 @@ from collections.abc import Generator
 from typing import Any
 
 from .. import grants, persistence
+from ..bearer_header import bearer_credentials
 from ..bounds import Slot, take_slots
 from ..client_lookup import registration_expires_at
 from ..client_metadata import validate_client_metadata
@@ -129,10 +130,8 @@ def _management_client_id(req: Request, ctx: Context) -> str:
 
 def _authorized(req: Request, ctx: Context) -> Generator[Any, Any, Client]:
     client_id = _management_client_id(req, ctx)
-    header = req.header("authorization") or ""
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_credentials(req.headers).token
+    if token is None:
         raise InvalidTokenError("a registration access token is required")
     client = None
     if client_id and "/" not in client_id and len(client_id) <= 128:

@@ -10,6 +10,9 @@ second server per adapter shares the proxy and demands the scope ``admin`` (403 
 Covered: RFC 8414 / RFC 9728 metadata and JWKS, RFC 7591 registration, the authorization flow through
 consent (cookies set and honoured) and the upstream, the RFC 9207 ``iss`` parameter, the token endpoint
 (code and refresh), RFC 6750 challenges, RFC 7009 revocation, and the bounds of SECURITY.md 28.
+
+The last section sends one table of requests to all three servers at once: each answers it as the
+core's front door (``oauthproxy_core.front_door``) decides, and all three answer it alike.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from oauthproxy_adapters.h11_server import serve
 from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
 from oauthproxy_core import Request, Response
 from oauthproxy_core.cookies import BROWSER, CSRF
+from oauthproxy_core.front_door import MCP_PREFLIGHT, Door, FrontDoor, protected_prefixes
 from oauthproxy_core.handlers.bearer import Principal
 from oauthproxy_core.http import json_response
+from oauthproxy_core.routes import RouteTable
 from tests.adapters.flow import (
     FORM,
     JSON,
@@ -58,11 +63,17 @@ KINDS = ("asgi", "wsgi", "h11")
 
 
 # -- the tiny wrapped apps: echo the principal on the protected path, 404 elsewhere ----------------
+#: Every answer of the wrapped app carries this header: the front-door table tells it apart by it.
+ECHO = (("X-Echo", "app"),)
+
+
 def _echo(principal: Principal | None, path: str) -> Response:
     if principal is None:
-        return json_response(404, {"error": "not_found"}, no_store=False)
+        return json_response(404, {"error": "not_found"}, no_store=False, extra_headers=ECHO)
     return json_response(
-        200, {"subject": principal.subject, "scopes": list(principal.scopes), "path": path}
+        200,
+        {"subject": principal.subject, "scopes": list(principal.scopes), "path": path},
+        extra_headers=ECHO,
     )
 
 
@@ -241,6 +252,17 @@ def test_protected_path_with_a_bad_token_is_invalid_token(live: Live) -> None:
     assert reply.json()["error"] == "invalid_token"
 
 
+def test_rfc6750_2_1_two_authorization_fields_are_refused(live: Live) -> None:
+    """A request carries one set of credentials (RFC 9110 §11.6.2): with a second ``Authorization``
+    field, even a copy of the valid one, no adapter picks one for the caller."""
+    session = live.login()
+    token = session.tokens["access_token"]
+    reply = live.run(request("GET", live.base + "/mcp", bearer(token) + bearer(token)))
+    assert reply.status == 401
+    assert 'error="invalid_token"' in (reply.header("www-authenticate") or "")
+    assert live.run(request("GET", live.base + "/mcp", bearer(token))).status == 200
+
+
 def test_required_scope_missing_is_insufficient_scope(live: Live) -> None:
     session = live.login()
     reply = live.run(
@@ -323,3 +345,125 @@ def test_wrong_method_is_405(live: Live) -> None:
     assert reply.status == 405
     assert reply.header("allow") == "POST"
     assert reply.json()["error"]
+
+
+# -- the front door: one table of requests, three servers, one decision --------------------------
+@pytest.fixture(scope="module")
+def trio() -> Iterator[dict[str, tuple[Live, str]]]:
+    """All three servers at once, each with a fresh access token of its own proxy."""
+    started: list[Any] = []
+    clients: list[httpx.Client] = []
+    out: dict[str, tuple[Live, str]] = {}
+    try:
+        for kind in KINDS:
+            servers, base, admin_base, upstream = _start(kind)
+            started += servers
+            # One client per server: cookies are per host, not per port.
+            clients.append(httpx.Client(timeout=10.0, trust_env=False))
+            live = Live(kind, base, admin_base, upstream, clients[-1])
+            out[kind] = (live, live.login().tokens["access_token"])
+        yield out
+    finally:
+        for client in clients:
+            client.close()
+        for server in started:
+            server.stop()
+
+
+AS = Door.AUTHORIZATION_SERVER
+#: (method, path, headers, the door, the status). ``{token}`` is a valid access token of the server.
+FRONT_DOOR_TABLE: list[tuple[str, str, tuple[tuple[str, str], ...], Door, int]] = [
+    ("GET", "/.well-known/oauth-authorization-server", (), AS, 200),
+    ("GET", "/.well-known/oauth-protected-resource/mcp", (), AS, 200),
+    ("OPTIONS", "/token", (("Origin", "https://app.example"),), AS, 204),
+    ("GET", "/token", (), AS, 405),
+    ("PATCH", "/authorize", (), AS, 405),
+    ("GET", "/auth/callback", (), AS, 400),
+    ("GET", "/register/some-client", (), AS, 401),
+    ("GET", "/register/some-client", (("Authorization", "Bearer a b"),), AS, 401),
+    ("OPTIONS", "/mcp", (("Origin", "https://app.example"),), Door.PREFLIGHT, 204),
+    ("OPTIONS", "/mcp/sub", (), Door.PREFLIGHT, 204),
+    ("GET", "/mcp", (), Door.VERIFY, 401),
+    ("GET", "/mcp", (("Authorization", ""),), Door.VERIFY, 401),
+    ("POST", "/mcp/sub", (("Authorization", "Basic dXNlcjpwYXNz"),), Door.VERIFY, 401),
+    ("GET", "/mcp", (("Authorization", "Bearer"),), Door.VERIFY, 401),
+    ("GET", "/mcp", (("Authorization", "Bearer {token} extra"),), Door.VERIFY, 401),
+    ("GET", "/mcp", (("Authorization", "Bearer {token}"),) * 2, Door.VERIFY, 401),
+    ("GET", "/mcp", (("Authorization", "bearer {token}"),), Door.VERIFY, 200),
+    ("DELETE", "/mcp/deeper", (("Authorization", "Bearer  {token}"),), Door.VERIFY, 200),
+    ("GET", "/mcpx", (("Authorization", "Bearer {token}"),), Door.APP, 404),
+    ("OPTIONS", "/elsewhere", (), Door.APP, 404),
+    ("GET", "/elsewhere", (), Door.APP, 404),
+]
+
+
+def _outcome(reply: Reply, base: str) -> tuple[Any, ...]:
+    """What a client can see of an answer, with the server's own base URL taken out."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(base, "BASE")
+        return tuple(value) if isinstance(value, list) else value
+
+    body: Any = None
+    if (reply.header("content-type") or "").startswith("application/json"):
+        body = tuple(
+            (k, plain(v))
+            for k, v in sorted(reply.json().items())
+            if k in ("error", "subject", "scopes", "path")
+        )
+    return (
+        reply.status,
+        plain(reply.header("www-authenticate")),
+        reply.header("access-control-allow-origin"),
+        reply.header("access-control-allow-methods"),
+        reply.header("access-control-expose-headers"),
+        reply.header("allow"),
+        reply.header("x-echo"),
+        reply.header("content-type"),
+        body,
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "door", "status"),
+    FRONT_DOOR_TABLE,
+    ids=[f"{m} {p} {d.value} {s}" for m, p, _, d, s in FRONT_DOOR_TABLE],
+)
+def test_the_three_adapters_agree_on_the_front_door(
+    trio: dict[str, tuple[Live, str]],
+    method: str,
+    path: str,
+    headers: tuple[tuple[str, str], ...],
+    door: Door,
+    status: int,
+) -> None:
+    outcomes = {}
+    for kind, (live, token) in trio.items():
+        config = make_config(issuer=live.base)
+        decided = FrontDoor(RouteTable(config), protected_prefixes(config, None))
+        assert decided.decide(method, path).door is door, kind
+        sent = tuple((k, v.replace("{token}", token)) for k, v in headers)
+        reply = live.run(request(method, live.base + path, sent))
+        outcome = _outcome(reply, live.base)
+        assert reply.status == status, (kind, outcome)
+        from_app = reply.header("x-echo") == "app"
+        if door is Door.APP:
+            assert from_app, kind
+        elif door is Door.VERIFY and status == 200:
+            assert from_app and reply.json()["subject"] == "idp:42", kind
+        else:
+            assert not from_app, kind
+        if door is Door.PREFLIGHT:
+            assert (
+                reply.header("access-control-allow-methods")
+                == dict(MCP_PREFLIGHT)["Access-Control-Allow-Methods"]
+            )
+        if door is Door.VERIFY and status != 200:
+            assert (reply.header("www-authenticate") or "").startswith(
+                f'Bearer resource_metadata="{live.base}/.well-known/oauth-protected-resource/mcp"'
+            ), kind
+            assert reply.header("access-control-allow-origin") == "*", kind
+        outcomes[kind] = outcome
+    assert outcomes["wsgi"] == outcomes["asgi"], outcomes
+    assert outcomes["h11"] == outcomes["asgi"], outcomes

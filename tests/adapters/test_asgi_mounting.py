@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import flask
@@ -20,7 +21,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
-from oauthproxy_adapters.asgi import OAuthProxyApp
+from oauthproxy_adapters.asgi import OAuthProxyApp, principal_from_scope
 from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
 from tests.adapters.flow import (
     Call,
@@ -70,22 +71,29 @@ def starlette_with_mount(proxy: Any) -> Starlette:
     )
 
 
+def sender(client: httpx.AsyncClient) -> Callable[[Call], Awaitable[Reply]]:
+    """Send a flow's calls through ``client`` (an httpx client over ``ASGITransport``)."""
+
+    async def send(call: Call) -> Reply:
+        resp = await client.request(
+            call.method, call.url, headers=list(call.headers), content=call.body or None
+        )
+        return Reply(
+            resp.status_code,
+            tuple((k.lower(), v) for k, v in resp.headers.multi_items()),
+            resp.content,
+        )
+
+    return send
+
+
 async def _starlette_flow(build: Any) -> None:
     config, upstream = _world()
     proxy = async_proxy(config, upstream)
     app = build(proxy)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-
-        async def send(call: Call) -> Reply:
-            resp = await client.request(
-                call.method, call.url, headers=list(call.headers), content=call.body or None
-            )
-            return Reply(
-                resp.status_code,
-                tuple((k.lower(), v) for k, v in resp.headers.multi_items()),
-                resp.content,
-            )
+        send = sender(client)
 
         async def run(flow: Flow[Any]) -> Any:
             return await adrive(flow, send)
@@ -174,3 +182,52 @@ def test_flask_with_oauthproxy_wsgi_middleware() -> None:
     # Flask's own 404 and 405 answer for paths the proxy does not serve.
     assert drive(request("GET", BASE + "/elsewhere"), send).status == 404
     assert drive(request("DELETE", BASE + "/hello"), send).status == 405
+
+
+# -- WebSockets (ASGI only) -----------------------------------------------------------------------------
+def test_websocket_to_the_protected_path_needs_a_token() -> None:
+    """The front door's ``VERIFY_WEBSOCKET``: a WebSocket to the protected path is closed with 1008
+    unless it carries one valid bearer token (then the app gets it with the principal); elsewhere,
+    the authorization server's paths included, it reaches the app untouched."""
+    config, upstream = _world()
+    proxy = async_proxy(config, upstream)
+    seen: list[tuple[str, str | None]] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        principal = principal_from_scope(scope)
+        seen.append((scope["path"], principal.subject if principal else None))
+
+    app = OAuthProxyApp(proxy, inner)
+    closed = [{"type": "websocket.close", "code": 1008}]
+
+    async def websocket(
+        target: OAuthProxyApp, path: str, *headers: tuple[bytes, bytes]
+    ) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "websocket.connect"}
+
+        scope = {"type": "websocket", "path": path, "headers": list(headers)}
+        await target(scope, receive, send)
+        return sent
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            session = await adrive(login(BASE, upstream), sender(client))
+        valid = (b"authorization", b"Bearer " + session.tokens["access_token"].encode())
+        assert await websocket(app, "/mcp") == closed
+        assert await websocket(app, "/mcp/x", (b"authorization", b"Bearer not.a.token")) == closed
+        assert await websocket(app, "/mcp", valid, valid) == closed  # two fields (RFC 6750 §2.1)
+        assert await websocket(OAuthProxyApp(proxy), "/mcp", valid) == closed  # no app behind
+        assert seen == []
+        assert await websocket(app, "/mcp/x", valid) == []
+        assert await websocket(app, "/elsewhere") == []
+        assert await websocket(app, "/token") == []
+        assert seen == [("/mcp/x", "idp:42"), ("/elsewhere", None), ("/token", None)]
+
+    asyncio.run(go())

@@ -23,7 +23,15 @@ from oauthproxy_core import HttpFailure, Response
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import json_response
 from oauthproxy_core.pages import error_page
-from tests.harness import VERIFIER, Browser, Harness, consent_fields, keys, redirect_params
+from tests.harness import (
+    VERIFIER,
+    Browser,
+    Harness,
+    consent_fields,
+    keys,
+    make_config,
+    redirect_params,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -189,6 +197,42 @@ def test_error_flows_count_the_oauth_error_code_by_endpoint() -> None:
     )
 
 
+#: The ``endpoint`` label of each path a proxy with issuer ``https://proxy.example/t`` and callback
+#: path ``/oauth/token-callback`` serves: fixed names that dashboards rely on.
+LABELS = {
+    "/.well-known/oauth-authorization-server/t": "authorization_server_metadata",
+    "/.well-known/openid-configuration/t": "authorization_server_metadata",
+    "/t/.well-known/openid-configuration": "authorization_server_metadata",
+    "/t/.well-known/oauth-authorization-server": "authorization_server_metadata",
+    "/.well-known/oauth-protected-resource/t/mcp": "protected_resource_metadata",
+    "/.well-known/oauth-protected-resource": "protected_resource_metadata",
+    "/t/jwks.json": "jwks",
+    "/t/register": "register",
+    "/t/register/some-client": "client_configuration",
+    "/t/token": "token",
+    "/t/revoke": "revocation",
+    "/t/authorize": "authorize",
+    "/t/consent": "consent",
+    "/t/oauth/token-callback": "callback",
+}
+
+
+def test_every_route_is_labelled_with_its_endpoint_name() -> None:
+    """A method no route serves (405 ``method_not_allowed``) at every path: each error is counted
+    under the route's name from the core's route table, never a name guessed from the path."""
+    config = make_config(issuer="https://proxy.example/t", callback_path="/oauth/token-callback")
+    h, metrics = Harness(config), Metrics()
+    metered(h, metrics)
+    for path in LABELS:
+        assert h.request("PATCH", path).status == 405, path
+    errors = series(metrics.exposition(), "oauthproxy_errors_total")
+    expected: dict[frozenset[tuple[str, str]], float] = {}
+    for name in LABELS.values():
+        key = frozenset({("endpoint", name), ("error", "method_not_allowed")})
+        expected[key] = expected.get(key, 0.0) + 1.0
+    assert errors == expected
+
+
 def test_upstream_failure_is_labelled_by_status_class() -> None:
     h, metrics = Harness(), Metrics()
     metered(h, metrics)
@@ -279,6 +323,10 @@ def test_error_code_is_read_from_json_redirects_and_pages() -> None:
 
 
 def _settings(tmp_path: Path, **metrics: Any) -> Any:
+    return _settings_in(tmp_path, metrics, {"METRICS_TOKEN": "t" * 32})
+
+
+def _settings_in(tmp_path: Path, metrics: dict[str, Any], environ: dict[str, str]) -> Any:
     data: dict[str, Any] = {
         "server": {"base_url": "http://127.0.0.1:8000"},
         "upstream": {
@@ -294,10 +342,10 @@ def _settings(tmp_path: Path, **metrics: Any) -> Any:
     }
     if metrics:
         data["metrics"] = metrics
-    return parse_settings(data, environ={"METRICS_TOKEN": "t" * 32})
+    return parse_settings(data, environ=environ)
 
 
-def _get(settings: Any, *requests: tuple[str, str, dict[str, str]]) -> list[httpx.Response]:
+def _get(settings: Any, *requests: tuple[str, str, Any]) -> list[httpx.Response]:
     app, _proxy, cleanup = build_app(settings)
 
     async def go() -> list[httpx.Response]:
@@ -382,6 +430,37 @@ def test_metrics_bearer_token_is_required_when_configured(tmp_path: Path) -> Non
     assert none.status_code == 401 and wrong.status_code == 401
     assert b"oauthproxy_" not in none.content + wrong.content
     assert right.status_code == 200 and b"oauthproxy_errors_total" in right.content
+
+
+def test_rfc6750_2_1_metrics_token_is_read_by_the_bearer_parser(tmp_path: Path) -> None:
+    """``/metrics`` reads its token like every other bearer check: the scheme name in any case and
+    one or more spaces before the token are accepted; a second ``Authorization`` field, or the token
+    with something after it, is not."""
+    settings = _settings(tmp_path, enabled=True, bearer_token_env="METRICS_TOKEN")
+    token = "t" * 32
+    lower, spaced, two, trailing = _get(
+        settings,
+        ("GET", "/metrics", [("authorization", "bearer " + token)]),
+        ("GET", "/metrics", [("authorization", "Bearer   " + token)]),
+        ("GET", "/metrics", [("authorization", "Bearer " + token)] * 2),
+        ("GET", "/metrics", [("authorization", f"Bearer {token} x")]),
+    )
+    assert lower.status_code == 200 and b"oauthproxy_errors_total" in lower.content
+    assert spaced.status_code == 200
+    assert two.status_code == 401 and trailing.status_code == 401
+    assert b"oauthproxy_" not in two.content + trailing.content
+
+
+@pytest.mark.parametrize("token", ["x" * 20 + "!", "x" * 10 + " " + "x" * 10, "=" + "x" * 20])
+def test_a_metrics_token_no_client_could_present_is_refused(tmp_path: Path, token: str) -> None:
+    """RFC 6750 §2.1: only a b64token can follow ``Bearer``; any other token would lock ``/metrics``
+    for everyone, so the configuration names the key instead."""
+    with pytest.raises(ConfigError, match=r"\[metrics\]\.bearer_token:") as literal:
+        _settings(tmp_path, enabled=True, bearer_token=token)
+    table = {"enabled": True, "bearer_token_env": "METRICS_TOKEN"}
+    with pytest.raises(ConfigError, match=r"\[metrics\]\.bearer_token_env:") as from_env:
+        _settings_in(tmp_path, table, {"METRICS_TOKEN": token})
+    assert token not in str(literal.value) + str(from_env.value)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from oauthproxy_adapters import app as app_module
 from oauthproxy_adapters import asgi, gateway, h11_server, wsgi
 from oauthproxy_adapters.proxy import protected_prefixes
 from oauthproxy_core.handlers.bearer import verify_bearer
+from oauthproxy_core.routes import RESOURCE_ENDPOINT, Credentials
 from oauthproxy_core.server import AuthorizationServer
 from tests.harness import keys, make_config
 from tests.hostile.derive import endpoint_statuses, module_response_statuses, summarize
@@ -26,6 +27,12 @@ from tests.hostile.support import SPEC_PATH, spec
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 MANAGEMENT = "/register/{client_id}"
+#: The ``security`` of an operation, by what its route reads (``None``: no ``security`` at all).
+SECURITY: dict[Credentials, list[dict[str, list[str]]] | None] = {
+    Credentials.NONE: None,
+    Credentials.CLIENT: [{}, {"clientSecretBasic": []}],
+    Credentials.REGISTRATION_TOKEN: [{"registrationAccessToken": []}],
+}
 
 
 SPEC = spec()
@@ -60,10 +67,8 @@ def served_paths(issuer: str) -> set[str]:
     """Every path template the assembled app answers for ``issuer``."""
     config = make_config(issuer=issuer)
     server = AuthorizationServer(config, keys())
-    prefix = server._management_prefix
     return (
-        set(server.paths)
-        | {prefix + "{client_id}"}
+        {path for path, _ in server.routes.items()}
         | root_paths()
         | set(protected_prefixes(config, None))
     )
@@ -102,11 +107,32 @@ def test_routes_of_an_issuer_with_a_path(issuer_path: str) -> None:
 def test_methods_match_the_route_table() -> None:
     config = make_config()
     server = AuthorizationServer(config, keys())
-    for path, route in server._routes.items():
+    routes = dict(server.routes.items())
+    for path, route in routes.items():
         expected = set(route.methods) | ({"OPTIONS"} if route.cors else set())
         assert set(operations(path)) == expected, path
-    management = server._management
+    management = routes[MANAGEMENT]
     assert set(operations(MANAGEMENT)) == set(management.methods) | {"OPTIONS"}
+
+
+def test_every_route_names_its_endpoint_and_credentials_in_the_spec() -> None:
+    """``x-endpoint`` of each path item is its route's name in the core's table (the metrics label),
+    and the ``security`` of each operation is what the route reads; the protected path is
+    ``resource``. No other path item claims an endpoint."""
+    config = make_config()
+    server = AuthorizationServer(config, keys())
+    for path, route in server.routes.items():
+        assert SPEC["paths"][path].get("x-endpoint") == route.name, path
+        for method in route.methods:
+            assert operations(path)[method].get("security") == SECURITY[route.credentials], (
+                path,
+                method,
+            )
+    protected = set(protected_prefixes(config, None))
+    for path in protected:
+        assert SPEC["paths"][path].get("x-endpoint") == RESOURCE_ENDPOINT
+    named = {p for p, item in SPEC["paths"].items() if "x-endpoint" in item}
+    assert named == {p for p, _ in server.routes.items()} | protected
 
 
 def test_every_status_a_handler_can_answer_is_documented() -> None:
@@ -114,10 +140,11 @@ def test_every_status_a_handler_can_answer_is_documented() -> None:
     registration management endpoint is one function for GET, PUT and DELETE: its statuses are
     checked against the union of the three operations.)"""
     server = AuthorizationServer(make_config(), keys())
-    routes = {**server._routes, MANAGEMENT: server._management}
+    routes = dict(server.routes.items())
+    assert MANAGEMENT in routes
     for path, route in routes.items():
         by_function: dict[Any, set[str]] = {}
-        for method, endpoint in route.methods.items():
+        for method, endpoint in route.handlers:
             by_function.setdefault(endpoint, set()).add(method)
         for endpoint, methods in by_function.items():
             derived = endpoint_statuses(endpoint)
@@ -133,9 +160,10 @@ def test_documented_statuses_are_reachable() -> None:
     """The other direction: a documented status that no code path produces is stale (except the
     ones the adapters add: 413 for an oversized body)."""
     server = AuthorizationServer(make_config(), keys())
-    routes = {**server._routes, MANAGEMENT: server._management}
+    routes = dict(server.routes.items())
+    assert MANAGEMENT in routes
     for path, route in routes.items():
-        derived = set().union(*(endpoint_statuses(e) for e in route.methods.values()))
+        derived = set().union(*(endpoint_statuses(e) for _, e in route.handlers))
         for method in route.methods:
             extra = documented(path, method) - derived - {413}
             assert not extra, f"{path} {method}: {sorted(extra)} documented but never produced"

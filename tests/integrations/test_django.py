@@ -107,3 +107,12 @@ def test_full_flow_with_the_sdk_client(server: str) -> None:
         assert r.status_code == 200 and "mcp" in r.json()["scopes"]
 
     asyncio.run(scenario())
+
+
+def test_the_route_tables_prefix_route_is_served(server: str) -> None:
+    """RFC 7592 management (``/register/<client_id>``, a prefix route of the core's table) is the
+    core's, not the framework's 404: without a registration access token it is 401."""
+    r = httpx.get(server + "/register/some-client")
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "invalid_token"
+    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'

@@ -126,3 +126,12 @@ def test_starlette_endpoint_awaits_the_dependency() -> None:
             assert r.status_code == 200 and r.json() == {"subject": "github:4242"}
 
         asyncio.run(scenario())
+
+
+def test_the_route_tables_prefix_route_is_served(fastapi_server: str) -> None:
+    """RFC 7592 management (``/register/<client_id>``, a prefix route of the core's table) is the
+    core's, not the framework's 404: without a registration access token it is 401."""
+    r = httpx.get(fastapi_server + "/register/some-client")
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "invalid_token"
+    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'

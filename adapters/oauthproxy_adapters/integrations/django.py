@@ -39,7 +39,6 @@ from django.views.decorators.csrf import csrf_exempt
 
 from oauthproxy_core import Response
 from oauthproxy_core.handlers.bearer import Challenge
-from oauthproxy_core.handlers.registration import management_prefix
 from oauthproxy_core.http import MAX_BODY_BYTES
 
 from ..asgi import TOO_LARGE
@@ -102,7 +101,8 @@ def oauthproxy_urls(proxy: Proxy) -> list[URLPattern]:
     view = csrf_exempt(endpoint)
     _default[:] = [proxy]
     patterns = [path(_path(p), view) for p in proxy.server.paths]
-    patterns.append(path(_path(management_prefix(proxy.config.issuer)) + "<path:client_id>", view))
+    # The table's prefix routes (RFC 7592: <issuer>/register/<client_id>).
+    patterns += [path(_path(p) + "<path:client_id>", view) for p, _ in proxy.server.routes.prefixes]
     return patterns
 
 

@@ -49,25 +49,25 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from oauthproxy_core import front_door
+from oauthproxy_core.bearer_header import BearerCredentials
 from oauthproxy_core.errors import InvalidTokenError
+from oauthproxy_core.front_door import WEBSOCKET_REFUSED, Door, refusal
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess
-from oauthproxy_core.http import Response
 
 from ..asgi import (
-    MCP_CORS,
-    MCP_PREFLIGHT,
     ASGIApp,
     Receive,
     Scope,
     Send,
-    header,
+    bearer_of,
     send_response,
     with_principal,
 )
 from ..config_file import load_settings
 from ..mcp_sdk import principal_of
-from ..proxy import AsyncProxy, is_protected
+from ..proxy import AsyncProxy
 from .proxies import async_proxy
 from .starlette import authorization_server_routes
 
@@ -113,8 +113,9 @@ class OAuthProxyAuth(AuthProvider):
 
     # -- verification -----------------------------------------------------------------------
 
-    async def verify(self, authorization: str | None) -> Principal | Challenge:
-        """The core's verdict on an ``Authorization`` header value, with ``required_scopes``."""
+    async def verify(self, authorization: str | BearerCredentials | None) -> Principal | Challenge:
+        """The core's verdict on an ``Authorization`` header value (or the parsed credentials of
+        all of them), with ``required_scopes``."""
         return await self.proxy.verify(authorization, self.required_scopes)
 
     async def verify_token(self, token: str) -> AccessToken | None:
@@ -168,46 +169,45 @@ class _BearerGuard:
     def __init__(self, app: ASGIApp, auth: OAuthProxyAuth) -> None:
         self.app = app
         self.auth = auth
-        self.protect = (auth.proxy.config.mcp_path,)
+        self.door = auth.proxy.front_door((auth.proxy.config.mcp_path,))
+        self.protect = self.door.protect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        proxy = self.auth.proxy
-        if proxy.handles(path):
+        websocket = kind == "websocket"
+        door = self.door.decide(scope.get("method", "GET"), scope["path"], websocket=websocket).door
+        if door is Door.AUTHORIZATION_SERVER:
             await self.app(_unauthenticated(scope), receive, send)
             return
-        authorization = header(scope, b"authorization")
-        if is_protected(path, self.protect):
-            if scope["type"] == "http" and scope["method"] == "OPTIONS":
-                await send_response(send, Response(status=204, headers=MCP_PREFLIGHT))
-                return
-            verdict = await self.auth.verify(authorization)
-            if isinstance(verdict, Challenge):
-                if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
-                core = verdict.response()
-                await send_response(
-                    send,
-                    Response(status=core.status, headers=core.headers + MCP_CORS, body=core.body),
-                )
-                return
-            await self.app(self._authenticated(scope, verdict, authorization), receive, send)
+        if door is Door.PREFLIGHT:
+            await send_response(send, front_door.PREFLIGHT)
             return
-        if authorization:
-            verdict = await proxy.verify(authorization)
+        credentials = bearer_of(scope)
+        if door in (Door.VERIFY, Door.VERIFY_WEBSOCKET):
+            verdict = await self.auth.verify(credentials)
+            if isinstance(verdict, Challenge):
+                if websocket:
+                    await send({"type": "websocket.close", "code": WEBSOCKET_REFUSED})
+                    return
+                await send_response(send, refusal(verdict))
+                return
+            await self.app(self._authenticated(scope, verdict, credentials), receive, send)
+            return
+        proxy = self.auth.proxy
+        if credentials.presented:
+            verdict = await proxy.verify(credentials)
             if isinstance(verdict, Principal):
-                await self.app(self._authenticated(scope, verdict, authorization), receive, send)
+                await self.app(self._authenticated(scope, verdict, credentials), receive, send)
                 return
         await self.app(_unauthenticated(scope), receive, send)
 
     def _authenticated(
-        self, scope: Scope, principal: Principal, authorization: str | None
+        self, scope: Scope, principal: Principal, credentials: BearerCredentials
     ) -> Scope:
-        token = (authorization or "").partition(" ")[2].strip()
+        token = credentials.token or ""
         access = access_token_of(principal, token, self.auth.proxy.config.issuer)
         scope = with_principal(scope, principal)
         scope["user"] = AuthenticatedUser(access)

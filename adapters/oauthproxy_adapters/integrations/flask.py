@@ -32,7 +32,6 @@ from flask.blueprints import BlueprintSetupState
 
 from oauthproxy_core import Response
 from oauthproxy_core.handlers.bearer import Challenge, Principal
-from oauthproxy_core.handlers.registration import management_prefix
 
 from ..asgi import TOO_LARGE
 from ..proxy import Proxy
@@ -76,13 +75,14 @@ def oauthproxy_blueprint(proxy: Proxy, name: str = "oauthproxy") -> Blueprint:
         blueprint.add_url_rule(
             path, f"endpoint_{i}", endpoint, methods=methods, provide_automatic_options=False
         )
-    blueprint.add_url_rule(
-        management_prefix(proxy.config.issuer) + "<path:client_id>",
-        "client_configuration",
-        endpoint,
-        methods=methods,
-        provide_automatic_options=False,
-    )
+    for prefix, route in proxy.server.routes.prefixes:  # RFC 7592: <issuer>/register/<id>
+        blueprint.add_url_rule(
+            prefix + "<path:client_id>",
+            route.name,
+            endpoint,
+            methods=methods,
+            provide_automatic_options=False,
+        )
 
     def remember(state: BlueprintSetupState) -> None:
         state.app.extensions[EXTENSION_KEY] = proxy

@@ -36,8 +36,8 @@ from starlette.requests import Request
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import BaseRoute, Route
 
+from oauthproxy_core.bearer_header import parse_bearer
 from oauthproxy_core.handlers.bearer import Challenge, Principal
-from oauthproxy_core.handlers.registration import management_prefix
 
 from ..asgi import PRINCIPAL_KEY, OAuthProxyApp
 from ..proxy import AsyncProxy
@@ -59,9 +59,9 @@ def authorization_server_routes(proxy: AsyncProxy) -> list[BaseRoute]:
     """A ``Route`` for every path the core serves, each answered by the core."""
     endpoint = OAuthProxyApp(proxy, None, protect=())
     routes: list[BaseRoute] = [Route(path, endpoint=endpoint) for path in proxy.server.paths]
-    # RFC 7592: <issuer>/register/<client_id>, one route for every registered client.
-    prefix = management_prefix(proxy.config.issuer)
-    routes.append(Route(prefix + "{client_id:path}", endpoint=endpoint))
+    # The table's prefix routes (RFC 7592: <issuer>/register/<client_id>, one for every client).
+    for prefix, _ in proxy.server.routes.prefixes:
+        routes.append(Route(prefix + "{client_id:path}", endpoint=endpoint))
     return routes
 
 
@@ -118,7 +118,7 @@ def require_principal(
 
     async def principal(request: Request) -> Principal:
         verdict = await (proxy or _proxy_of(request)).verify(
-            request.headers.get("authorization"), required
+            parse_bearer(request.headers.getlist("authorization")), required
         )
         if isinstance(verdict, Challenge):
             raise OAuthChallengeError(verdict)
