@@ -5,8 +5,10 @@ RFC 7591 §3.2.2 (registration), RFC 8707 §2 (``invalid_target``), RFC 6750 §3
 and RFC 7009 §2.2.1 (``unsupported_token_type``).
 
 Like wsproto's ``RemoteProtocolError.event_hint``, an error carries what the caller must send: its
-code, its status and whether it may travel to the client's redirect URI. Whether it *does* is decided by
-the handler, which only redirects once the client and its redirect URI are validated (SECURITY.md 2).
+code, its status, whether it may travel to the client's redirect URI and the ``WWW-Authenticate``
+challenge it carries. Whether it *does* travel is decided by the handler, which only redirects once the
+client and its redirect URI are validated (SECURITY.md 2), and by ``redirects.error_redirect``, which
+renders a page for an error that may not be redirected.
 Descriptions are ours and never contain secrets or upstream error text.
 """
 
@@ -20,8 +22,11 @@ class OAuthError(Exception):
 
     error: ClassVar[str] = "server_error"
     status: ClassVar[int] = 400
-    #: May be delivered to a validated redirect URI as ``?error=...`` (RFC 6749 §4.1.2.1).
+    #: May be delivered to a validated redirect URI as ``?error=...`` (RFC 6749 §4.1.2.1); when
+    #: False, ``redirects.error_redirect`` renders a page instead.
     redirectable: ClassVar[bool] = True
+    #: The ``WWW-Authenticate`` value a JSON answer carries, for errors that ask for credentials.
+    challenge: ClassVar[str | None] = None
 
     def __init__(self, description: str = "", *, retry_after: int | None = None) -> None:
         super().__init__(description or self.error)
@@ -42,6 +47,8 @@ class InvalidClientError(OAuthError):
     error = "invalid_client"
     status = 401
     redirectable = False
+    # RFC 6749 §5.2: a 401 from the token endpoint carries a challenge for the client's scheme.
+    challenge = 'Basic realm="oauthproxy"'
 
 
 class InvalidGrantError(OAuthError):
@@ -112,6 +119,8 @@ class InvalidTokenError(OAuthError):
     error = "invalid_token"
     status = 401
     redirectable = False
+    # RFC 6750 §3 (RFC 7592 §2: the registration access token is a bearer token too).
+    challenge = 'Bearer error="invalid_token"'
 
 
 class InsufficientScopeError(OAuthError):

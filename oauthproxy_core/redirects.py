@@ -58,6 +58,9 @@ def error_redirect(
     status: int = 302,
     extra_headers: tuple[tuple[str, str], ...] = (),
 ) -> Response:
+    if not error.redirectable:
+        # An error the class says may not reach the client's redirect URI is shown to the user.
+        return error_page(error.status, error.error, error.description or "The request failed.")
     params = [("error", error.error)]
     if error.description:
         params.append(("error_description", error.description))

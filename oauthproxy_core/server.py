@@ -97,12 +97,8 @@ def render_error(err: OAuthError, *, browser: bool, cors: bool) -> Response:
         return Response(status=page.status, headers=page.headers + extra, body=page.body)
     if cors:
         extra += CORS
-    if err.status == 401 and err.error == "invalid_client":
-        # RFC 6749 §5.2: a 401 from the token endpoint carries a challenge for the client's scheme.
-        extra += (("WWW-Authenticate", 'Basic realm="oauthproxy"'),)
-    elif err.status == 401 and err.error == "invalid_token":
-        # RFC 6750 §3 (RFC 7592 §2: the registration access token is a bearer token).
-        extra += (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
+    if err.challenge is not None:
+        extra += (("WWW-Authenticate", err.challenge),)
     body = {"error": err.error}
     if err.description:
         body["error_description"] = err.description
