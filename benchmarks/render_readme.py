@@ -206,11 +206,57 @@ def render_result(path: Path) -> str:
     return "\n".join(out)
 
 
+def render_before_after(results_dir: Path) -> str:
+    """Each ratio and median of the current run beside the same one in ``results/before/``."""
+    before_dir = results_dir / "before"
+    pairs = [
+        (json.loads((before_dir / f.name).read_text()), json.loads(f.read_text()))
+        for f in sorted(results_dir.glob("*.json"))
+        if (before_dir / f.name).is_file()
+    ]
+    if not pairs:
+        return ""
+    out = [
+        "## Before and after",
+        "",
+        "The previous published run (`results/before/`) beside this one, for every ratio and median",
+        "both runs measured. Each run is side by side within itself; across runs the machine's load",
+        "differs, so compare the ratios first.",
+        "",
+        "| benchmark | ratio or median | before | after | after / before |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for old, new in pairs:
+        name = new.get("benchmark", "?")
+        for key, entry in new.get("ratios", {}).items():
+            prior = old.get("ratios", {}).get(key)
+            if prior is None:
+                continue
+            a, b = prior["value"], entry["value"]
+            out.append(
+                f"| {name} | `{key}` | {multiple(a)} | {multiple(b)} | {b / a:.2f} |"
+                if a
+                else f"| {name} | `{key}` | {multiple(a)} | {multiple(b)} | - |"
+            )
+        for key, entry in new.get("measurements", {}).items():
+            prior = old.get("measurements", {}).get(key)
+            if prior is None or "median_us" not in entry or "median_us" not in prior:
+                continue
+            a, b = prior["median_us"], entry["median_us"]
+            ratio = f"{b / a:.2f}" if a else "-"
+            out.append(f"| {name} | `{key}` median µs | {us(a)} | {us(b)} | {ratio} |")
+    out.append("")
+    return "\n".join(out)
+
+
 def render(results_dir: Path = RESULTS) -> str:
     files = sorted(results_dir.glob("*.json"))
     parts = [HEADER]
     if not files:
         parts.append("No results yet: run `sh .ci/dev bench`.\n")
+    comparison = render_before_after(results_dir)
+    if comparison:
+        parts.append(comparison)
     parts += [render_result(f) for f in files]
     return "\n".join(parts).rstrip() + "\n"
 
