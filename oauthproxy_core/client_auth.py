@@ -168,7 +168,13 @@ def _client_keys(client: Client, ctx: Context) -> Generator[Any, Any, list[dict[
     if "jwks" in meta:
         jwks = json.loads(meta["jwks"])
     elif "jwks_uri" in meta:
-        jwks = yield from fetch_document(json.loads(meta["jwks_uri"]), now=ctx.now, purpose="jwks")
+        jwks = yield from fetch_document(
+            json.loads(meta["jwks_uri"]),
+            now=ctx.now,
+            purpose="jwks",
+            bounds=ctx.config.bounds,
+            source=ctx.source,
+        )
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
         raise InvalidClientError("the client's keys are unavailable")
     return [k for k in jwks["keys"][:10] if isinstance(k, dict)]

@@ -93,8 +93,10 @@ class AuthorizationServer:
         }
         self._management = _Route(manage, browser=False, cors=True, preflight=_MANAGEMENT_PREFLIGHT)
 
-    def context(self, *, now: int, random: RandomSource) -> Context:
-        return Context(config=self.config, keys=self.keys, now=now, random=random)
+    def context(self, *, now: int, random: RandomSource, remote_addr: str = "") -> Context:
+        return Context(
+            config=self.config, keys=self.keys, now=now, random=random, remote_addr=remote_addr
+        )
 
     def _build_routes(self) -> dict[str, _Route]:
         cfg = self.config
@@ -143,7 +145,9 @@ class AuthorizationServer:
         self, req: Request, *, now: int, random: RandomSource
     ) -> Generator[Any, Any, Response]:
         """The generator answering ``req``; drive it with a driver from ``oauthproxy_adapters``."""
-        return self._dispatch(req, self.context(now=now, random=random))
+        return self._dispatch(
+            req, self.context(now=now, random=random, remote_addr=req.remote_addr)
+        )
 
     def _dispatch(self, req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         route = self._routes.get(req.path)

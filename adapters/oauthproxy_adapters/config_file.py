@@ -67,13 +67,21 @@ The file::
     cimd = true                        # accept Client ID Metadata Documents (https client_id URLs)
     cimd_allow_loopback = false        # true only for tests/local dev: documents from 127.0.0.1/http
 
-    [limits]                           # abuse bounds (SECURITY.md 28; oauthproxy_core.bounds)
-    registrations_per_address = 20     # per registration_window, per client address
-    registrations_total = 2000         # per registration_window, all addresses
+    [limits]                           # abuse bounds (SECURITY.md 28, 35; oauthproxy_core.bounds)
+    registrations_per_address = 500    # per registration_window, per source (address prefix)
+    registrations_total = 5000         # per registration_window, all sources
     registration_window = 3600         # seconds
-    authorizations_per_address = 32    # pending authorization requests per transaction lifetime
-    authorizations_per_client = 64
+    unused_registration_lifetime = 21600   # seconds a registration lives until first used
+    authorizations_per_address = 256   # authorization requests per source per transaction lifetime
+    authorizations_per_client = 128    # pending ones per client, per source
     authorizations_total = 20000
+    document_fetches_per_address = 30  # metadata-document fetches per document_fetch_window
+    document_fetches_per_host = 60
+    document_fetches_total = 2000
+    document_fetch_window = 300        # seconds
+    document_lookups_in_flight = 8     # resolver threads for document hosts
+    ipv4_prefix = 32                   # bits of a client address that make one source
+    ipv6_prefix = 64
 
     [metrics]                          # Prometheus metrics at GET /metrics (the `metrics` extra)
     enabled = false                    # default off: /metrics is then 404

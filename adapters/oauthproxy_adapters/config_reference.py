@@ -41,7 +41,8 @@ TABLE_DOCS: dict[str, str] = {
     "keys": "The keyring: signing, sealing and cookie keys.",
     "gateway": "The MCP server behind the proxy (standalone `oauthproxy serve` only).",
     "clients": "Which MCP clients may use the proxy besides dynamically registered ones.",
-    "limits": "Bounds on unauthenticated work (SECURITY.md 28): past one, a clear 429, never a 5xx.",
+    "limits": "Bounds on unauthenticated work (SECURITY.md 28, 35): counted per source (an address "
+    "prefix) and in total; past one, a clear 429 (503 for a bound everyone shares), never a 5xx.",
     "metrics": "Prometheus metrics at `GET /metrics` (needs the `metrics` extra).",
 }
 
@@ -353,14 +354,20 @@ KEYS: tuple[ConfigKey, ...] = (
         "registrations_per_address",
         "integer",
         _bound("registrations_per_address"),
-        "Dynamic registrations per client address per `registration_window`.",
+        "Dynamic registrations per source (an address prefix, see `ipv6_prefix`) per "
+        "`registration_window`. Large on purpose: web-based MCP hosts register from a few server "
+        "addresses for all their users, and an office registers from one NAT address, hundreds "
+        "an hour; what bounds storage is `registrations_total` and `unused_registration_lifetime`, "
+        "not refusing a busy address (SECURITY.md 35).",
     ),
     _k(
         "limits",
         "registrations_total",
         "integer",
         _bound("registrations_total"),
-        "Dynamic registrations from all addresses per `registration_window`.",
+        "Dynamic registrations from all sources per `registration_window`. With the default "
+        "`unused_registration_lifetime` at most 5 000 x 7 = 35 000 never-used registrations exist "
+        "at once (about 25 MB at the typical 700 bytes a record); ten busy shared addresses fit.",
     ),
     _k(
         "limits",
@@ -371,24 +378,102 @@ KEYS: tuple[ConfigKey, ...] = (
     ),
     _k(
         "limits",
+        "unused_registration_lifetime",
+        "integer",
+        _bound("unused_registration_lifetime"),
+        "Seconds a dynamic registration lives until tokens are first issued to it; from then on it "
+        "lives 90 days after its last use. A sign-in completes minutes after registering (a "
+        "transaction lives 10 minutes); six hours lets a user who abandoned one retry it later the "
+        "same day with the same registration, and keeps registrations that never complete a flow "
+        "(abandoned, or made to fill the store) from piling up.",
+    ),
+    _k(
+        "limits",
         "authorizations_per_address",
         "integer",
         _bound("authorizations_per_address"),
-        "Pending authorization requests per client address (per transaction lifetime).",
+        "Authorization requests per source per transaction lifetime (600 s), counted before the "
+        "client is looked up or its metadata document fetched, so made-up client ids cost their "
+        "sender's budget only. 256 serves an office of hundreds signing in within ten minutes; it "
+        "takes 79 sources to use up `authorizations_total`.",
     ),
     _k(
         "limits",
         "authorizations_per_client",
         "integer",
         _bound("authorizations_per_client"),
-        "Pending authorization requests per client.",
+        "Pending authorization requests per client *from one source*: a client shared by "
+        "thousands of users (a metadata-document client) has no bucket a few sources can fill for "
+        "everyone else. Half the per-source budget: one source also signs in to other clients.",
     ),
     _k(
         "limits",
         "authorizations_total",
         "integer",
         _bound("authorizations_total"),
-        "Pending authorization requests in total.",
+        "Authorization requests from all sources per transaction lifetime; this bounds the pending "
+        "transactions (a few hundred bytes each) in the store. Past it the page answers 503.",
+    ),
+    _k(
+        "limits",
+        "document_fetches_per_address",
+        "integer",
+        _bound("document_fetches_per_address"),
+        "Client ID Metadata Document (and `jwks_uri`) fetches one source can cause per "
+        "`document_fetch_window`. A document is cached for its `max-age` (60 s to 24 h), so a real "
+        "client causes one fetch per expiry; 30 covers an office using many different clients.",
+    ),
+    _k(
+        "limits",
+        "document_fetches_per_host",
+        "integer",
+        _bound("document_fetches_per_host"),
+        "Fetches from one document host per `document_fetch_window`, so the proxy cannot be made to "
+        "hammer a site. When a budget is spent, a stale cached copy of a document is served.",
+    ),
+    _k(
+        "limits",
+        "document_fetches_total",
+        "integer",
+        _bound("document_fetches_total"),
+        "Fetches in total per `document_fetch_window` (about 7 a second): outbound requests are "
+        "never unbounded. Spent, a client seen before signs in from its stale cached document; only "
+        "a client never seen before waits (503 with `Retry-After`).",
+    ),
+    _k(
+        "limits",
+        "document_fetch_window",
+        "integer",
+        _bound("document_fetch_window"),
+        "The document-fetch counting window, in seconds.",
+    ),
+    _k(
+        "limits",
+        "document_lookups_in_flight",
+        "integer",
+        _bound("document_lookups_in_flight"),
+        "DNS lookups for document hosts run on this many threads of their own, not on the event "
+        "loop's default pool that resolves the provider for every sign-in; a lookup that finds "
+        "them all busy fails at once (a stale document, else 503). A lookup takes milliseconds, so "
+        "8 serve hundreds a second; slow name servers chosen by an attacker hold at most these 8.",
+    ),
+    _k(
+        "limits",
+        "ipv4_prefix",
+        "integer",
+        _bound("ipv4_prefix"),
+        "How many leading bits of an IPv4 client address make one source for the per-source "
+        "limits (32 or more: single addresses). 32: an address, since one IPv4 address is often a whole NAT.",
+    ),
+    _k(
+        "limits",
+        "ipv6_prefix",
+        "integer",
+        _bound("ipv6_prefix"),
+        "How many leading bits of an IPv6 client address make one source (128 or more: single "
+        "addresses). 64: one host or one subscriber gets at least a /64 (RFC 6177), so counting "
+        "single addresses would give one machine 2^64 budgets. Lower it (48) if floods come "
+        "from many /64s of one site.",
     ),
     # [metrics]
     _k(
