@@ -26,7 +26,7 @@ from tests.adapters.flow import (
     Call,
     Flow,
     Reply,
-    adrive,
+    adrive_httpx,
     bearer,
     drive,
     login,
@@ -77,18 +77,8 @@ async def _starlette_flow(build: Any) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
 
-        async def send(call: Call) -> Reply:
-            resp = await client.request(
-                call.method, call.url, headers=list(call.headers), content=call.body or None
-            )
-            return Reply(
-                resp.status_code,
-                tuple((k.lower(), v) for k, v in resp.headers.multi_items()),
-                resp.content,
-            )
-
         async def run(flow: Flow[Any]) -> Any:
-            return await adrive(flow, send)
+            return await adrive_httpx(flow, client)
 
         # The Starlette app's own route works beside the proxy, without a token.
         hello_reply = await run(request("GET", BASE + "/hello"))
