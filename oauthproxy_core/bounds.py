@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
 from .crypto import digest
 from .effects import CompareAndSet, GetRecord, Stored
-from .errors import OAuthError, TemporarilyUnavailableError, TooManyRequestsError
+from .errors import TemporarilyUnavailableError, TooManyRequestsError
 
 KIND = "bound"
 _ATTEMPTS = 8
@@ -129,10 +129,10 @@ def _key(name: str, subject: str, window: int, now: int) -> tuple[str, int]:
     return f"{name}:{start}:{digest(subject)}", max(start + window - now, 1)
 
 
-def _refusal(slot: Slot, retry_after: int) -> OAuthError:
+def _refuse(slot: Slot, retry_after: int) -> NoReturn:
     if slot.shared:
-        return TemporarilyUnavailableError("busy; retry later", retry_after=retry_after)
-    return TooManyRequestsError("too many requests; retry later", retry_after=retry_after)
+        raise TemporarilyUnavailableError("busy; retry later", retry_after=retry_after)
+    raise TooManyRequestsError("too many requests; retry later", retry_after=retry_after)
 
 
 def take_slots(slots: Sequence[Slot], *, now: int) -> Generator[Any, Any, None]:
@@ -152,7 +152,7 @@ def take_slots(slots: Sequence[Slot], *, now: int) -> Generator[Any, Any, None]:
         key, retry_after = _key(slot.name, slot.subject, slot.window, now)
         stored = yield GetRecord(kind=KIND, key=key)
         if stored is not None and stored.version >= slot.limit:
-            raise _refusal(slot, retry_after)
+            _refuse(slot, retry_after)
         read.append(stored)
     for slot, stored in zip(slots, read, strict=True):
         yield from take_slot(slot, now=now, read=stored)
@@ -175,7 +175,7 @@ def take_slot(
             stored = yield GetRecord(kind=KIND, key=key)
         count = 0 if stored is None else stored.version
         if count >= slot.limit:
-            raise _refusal(slot, retry_after)
+            _refuse(slot, retry_after)
         ok = yield CompareAndSet(
             kind=KIND, key=key, expected_version=count, value=b"", ttl=retry_after + 1
         )

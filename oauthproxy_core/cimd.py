@@ -478,30 +478,18 @@ def fetch_document(
     if entry is not None and entry["fresh_until"] > now:
         return dict(entry["doc"])
     window = b.document_fetch_window
-    try:
-        yield from take_slots(
-            (
-                Slot(
-                    "cimd-fetch-address",
-                    per_source(source),
-                    b.document_fetches_per_address,
-                    window,
-                ),
-                Slot(
-                    "cimd-fetch",
-                    document_host(url),
-                    b.document_fetches_per_host,
-                    window,
-                    shared=True,
-                ),
-                Slot("cimd-fetch", "*", b.document_fetches_total, window, shared=True),
-            ),
-            now=now,
-        )
-    except OAuthError:
-        if entry is not None:
+    slots = (
+        Slot("cimd-fetch-address", per_source(source), b.document_fetches_per_address, window),
+        Slot("cimd-fetch", document_host(url), b.document_fetches_per_host, window, shared=True),
+        Slot("cimd-fetch", "*", b.document_fetches_total, window, shared=True),
+    )
+    if entry is None:
+        yield from take_slots(slots, now=now)  # spent: the caller's 429, or 503 if shared
+    else:
+        try:
+            yield from take_slots(slots, now=now)
+        except OAuthError:
             return dict(entry["doc"])  # stale, but the client was valid when last fetched
-        raise
     headers: tuple[tuple[str, str], ...] = (
         ("Accept", "application/json"),
         (FETCH_HEADER, purpose),
