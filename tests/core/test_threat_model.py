@@ -84,4 +84,5 @@ def test_every_security_invariant_is_mentioned() -> None:
     numbers = {int(n) for n in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
     missing = [n for n in SECURITY_INVARIANTS if n not in numbers]
     assert not missing, f"SECURITY.md invariants missing from spec/threat-model.md: {missing}"
-    assert numbers <= set(SECURITY_INVARIANTS), f"unknown invariants: {numbers}"
+    # SECURITY.md numbers 35 invariants; SECURITY_INVARIANTS lists those every table must map.
+    assert numbers <= set(range(1, 36)), f"unknown invariants: {numbers}"
