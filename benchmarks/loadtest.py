@@ -207,6 +207,24 @@ file = "{keys}"
     )
 
 
+def sqlite_records(path: Path) -> tuple[dict[str, int], int]:
+    """Live records by kind in an SQLite store file, and the expired ones not yet purged."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        now = time.time()
+        live = dict(
+            db.execute(
+                "SELECT kind, count(*) FROM records WHERE expires_at > ? GROUP BY kind", (now,)
+            ).fetchall()
+        )
+        expired = db.execute(
+            "SELECT count(*) FROM records WHERE expires_at <= ?", (now,)
+        ).fetchone()[0]
+    finally:
+        db.close()
+    return live, int(expired)
+
+
 class Cluster:
     """The upstream, the store and ``instances`` proxies behind one issuer."""
 
@@ -258,20 +276,7 @@ class Cluster:
 
     def records(self) -> dict[str, Any]:
         if self.db is not None:
-            db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-            try:
-                now = time.time()
-                live = dict(
-                    db.execute(
-                        "SELECT kind, count(*) FROM records WHERE expires_at > ? GROUP BY kind",
-                        (now,),
-                    ).fetchall()
-                )
-                expired = db.execute(
-                    "SELECT count(*) FROM records WHERE expires_at <= ?", (now,)
-                ).fetchone()[0]
-            finally:
-                db.close()
+            live, expired = sqlite_records(self.db)
             size = sum(f.stat().st_size for f in self.work.glob("state.db*") if f.is_file())
             return {"live": live, "expired_not_yet_purged": expired, "file_bytes": size}
         import redis  # noqa: PLC0415
@@ -657,16 +662,23 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.1f}"
 
 
-def render(data: dict[str, Any]) -> str:
-    s = data["settings"]
+def run_header(data: dict[str, Any], title: str) -> list[str]:
+    """A result section's heading and where, when and how the run was made."""
     m = data["machine"]
-    out = [
-        f"## Run `{data['name']}`",
+    return [
+        f"## {title}",
         "",
         f"- Result file: `benchmarks/results/reliability/{data['name']}.json`",
         f"- Command: `{data['command']}`",
         f"- Date: {data['date']}",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; {m['python']}",
+    ]
+
+
+def render(data: dict[str, Any]) -> str:
+    s = data["settings"]
+    out = [
+        *run_header(data, f"Run `{data['name']}`"),
         "- Everything on 127.0.0.1 and on the same cores: the proxies, the upstream (the "
         "GitHub-shaped development provider, its own process), the store (an SQLite file, or a "
         "private redis-server) and the load generator (asyncio + httpx, this process). The "
