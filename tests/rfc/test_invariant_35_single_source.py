@@ -31,7 +31,7 @@ from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.proxy import AsyncProxy
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore
 from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse
-from oauthproxy_core.bounds import Bounds
+from oauthproxy_core.bounds import Bounds, per_source, source_key
 from tests.adapters.flow import adrive_httpx, authorize, exchange_code
 from tests.clients.support import DocumentHost, document
 from tests.harness import VERIFIER, Clock, UpstreamUser, keys, make_config
@@ -182,6 +182,25 @@ async def register_many(rig: Rig, addrs: list[str]) -> list[int]:
 
 def made_up(n: int, domain: str = "attacker.example", *, start: int = 0) -> list[str]:
     return [f"https://h{i}.{domain}/client.json" for i in range(start, start + n)]
+
+
+# -- sources ---------------------------------------------------------------------------------------
+
+
+def test_invariant_35_sources_are_address_prefixes() -> None:
+    assert source_key("192.0.2.7") == "192.0.2.7/32"
+    assert source_key("::ffff:192.0.2.7") == "192.0.2.7/32"  # a dual-stack socket's IPv4 peer
+    assert (
+        source_key("2001:db8:1:2::1") == source_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    )
+    assert source_key("2001:db8:1:3::1") != source_key("2001:db8:1:2::1")
+    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert source_key("2001:db8:1:2::1", ipv6_prefix=48) == "2001:db8:1::/48"
+    assert source_key("192.0.2.7", ipv4_prefix=24) == "192.0.2.0/24"
+    assert source_key("2001:db8::1", ipv6_prefix=200) == "2001:db8::1/128"  # single addresses
+    assert source_key("testclient") == "testclient"  # a named peer is counted as given
+    assert source_key("") == ""  # unknown: counted in the totals only
+    assert per_source("") == "" and per_source("192.0.2.7/32", "client") != ""
 
 
 # -- the document-fetch budget ---------------------------------------------------------------------
