@@ -33,6 +33,7 @@ in every store with the same five operations, and the window's TTL reclaims it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Generator, Sequence
 from typing import Any, NoReturn
@@ -82,6 +83,7 @@ class Bounds:
         return source_key(remote_addr, ipv4_prefix=self.ipv4_prefix, ipv6_prefix=self.ipv6_prefix)
 
 
+@functools.lru_cache(maxsize=4096)
 def source_key(remote_addr: str, *, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str:
     """The network ``remote_addr`` belongs to, as the per-source bounds count it.
 
@@ -91,7 +93,8 @@ def source_key(remote_addr: str, *, ipv4_prefix: int = 32, ipv6_prefix: int = 64
     address. A prefix longer than the address counts single addresses. Anything else that names a
     peer is counted as given; an unknown peer (empty: a Unix socket, an embedding that passes no
     address) gives ``""``, which per-source slots skip (``per_source``): one bucket for every
-    unknown peer would let any of them lock out all the others.
+    unknown peer would let any of them lock out all the others. Memoised: it runs several times a
+    request, and parsing an IPv6 address costs tens of microseconds.
     """
     try:
         ip = ipaddress.ip_address(remote_addr.split("%", 1)[0])
@@ -99,8 +102,10 @@ def source_key(remote_addr: str, *, ipv4_prefix: int = 32, ipv6_prefix: int = 64
         return remote_addr
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    bits = min(ipv4_prefix, 32) if ip.version == 4 else min(ipv6_prefix, 128)
-    return str(ipaddress.ip_network((ip, bits), strict=False))
+    width = ip.max_prefixlen
+    bits = min(ipv4_prefix if ip.version == 4 else ipv6_prefix, width)
+    network = int(ip) >> (width - bits) << (width - bits)
+    return f"{type(ip)(network)}/{bits}"
 
 
 def per_source(source: str, *scope: str) -> str:
