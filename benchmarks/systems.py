@@ -439,8 +439,8 @@ def ours_config(base: str = BASE) -> Any:
         subject_field="id",
         issuer=IDP,
     )
-    # The default bounds (20 registrations per address per hour, SECURITY.md 28) would answer 429
-    # after 20 flows from one benchmark address; the counting itself still runs on every request.
+    # The default bounds (500 registrations per address per hour, SECURITY.md 28) would answer 429
+    # after 500 flows from one benchmark address; the counting itself still runs on every request.
     big = 10**9
     bounds = Bounds(
         registrations_per_address=big,

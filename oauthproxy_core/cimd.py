@@ -15,7 +15,10 @@ is its registration. This module holds the pure rules and the one generator that
   keyed by the URL's digest: documents are public, nothing is sealed) per the response's
   ``Cache-Control: max-age`` clamped to [60 s, 24 h] (5 min without one), revalidated with
   ``If-None-Match`` once stale, so every proxy instance sees the same document and a changed document is
-  picked up after expiry.
+  picked up after expiry. Fetches are budgeted per source (the requester's address prefix), per
+  document host and in total (``Bounds.document_fetches_*``; SECURITY.md 28, 35); when a budget is
+  spent, or the fetcher has no resolver free, a stale cached copy is served rather than refusing a
+  client that was seen before (RFC 9111 §4.2.4 lets a cache do so when it cannot reach the origin).
 
 SSRF (SECURITY.md 23). The core cannot resolve names, so the network policy lives in the adapter that
 executes the call (``oauthproxy_adapters.safe_fetch``). The core marks such a request in a way that
@@ -36,16 +39,17 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import persistence
-from .bounds import Slot, take_slots
+from .bounds import Bounds, Slot, per_source, take_slots
 from .client_metadata import validate_client_metadata
 from .crypto import digest
 from .effects import HttpCall, HttpFailure, HttpRequest, HttpResponse
-from .errors import OAuthError
+from .errors import OAuthError, TemporarilyUnavailableError
 from .records import Client
 from .untrusted_json import UntrustedJsonError, parse_json_object
 
 __all__ = [
     "ALLOWED_AUTH_METHODS",
+    "BUSY",
     "DEFAULT_TTL",
     "FETCH_HEADER",
     "FETCH_TIMEOUT",
@@ -79,9 +83,8 @@ ALLOWED_AUTH_METHODS = ("none", "private_key_jwt")
 #: RFC 7517 §9.3 / RFC 7518 §6: members that make a JWK private (``k``: a symmetric key).
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KEY_TYPES = frozenset({"EC", "RSA", "OKP"})
-#: Fetches per window: per document host and in total (SECURITY.md 28: /authorize is unauthenticated
-#: and each unknown CIMD URL costs an outbound request).
-FETCHES_PER_HOST, FETCHES_TOTAL, FETCH_WINDOW = 60, 2_000, 300
+#: ``HttpFailure.reason`` of a fetcher that refuses at once because its resolvers are all busy.
+BUSY = "busy"
 
 _URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 _REG_NAME = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*")
@@ -455,28 +458,40 @@ def _store_entry(
 
 
 def fetch_document(
-    url: str, *, now: int, purpose: str = "cimd"
+    url: str,
+    *,
+    now: int,
+    purpose: str = "cimd",
+    bounds: Bounds | None = None,
+    source: str = "",
 ) -> Generator[Any, Any, dict[str, Any] | None]:
     """The JSON object at ``url`` (a CIMD document or a JWK Set), from the cache or fetched.
 
     Returns ``None`` when it cannot be had (network failure, non-200, not ``application/json``, too
-    large, not an object, or the fetch bound reached). Validation is the caller's.
+    large, not an object). A fetch is counted against ``source`` (the requester's address prefix),
+    the document's host and the total of ``bounds``; when one is spent, or the fetcher answers
+    ``busy``, a stale cached copy is returned if there is one, else the bound's 429 (the source's
+    own budget) or 503 ``temporarily_unavailable`` (a shared one) is raised. Validation is the
+    caller's.
     """
+    b = bounds or Bounds()
     key = _cache_key(purpose, url)
     entry = _load_entry((yield from persistence.get_raw("cimd", key)))
     if entry is not None and entry["fresh_until"] > now:
         return dict(entry["doc"])
-    host = document_host(url)
-    try:
-        yield from take_slots(
-            (
-                Slot("cimd-fetch", host, FETCHES_PER_HOST, FETCH_WINDOW),
-                Slot("cimd-fetch", "*", FETCHES_TOTAL, FETCH_WINDOW),
-            ),
-            now=now,
-        )
-    except OAuthError:
-        return None
+    window = b.document_fetch_window
+    slots = (
+        Slot("cimd-fetch-address", per_source(source), b.document_fetches_per_address, window),
+        Slot("cimd-fetch", document_host(url), b.document_fetches_per_host, window, shared=True),
+        Slot("cimd-fetch", "*", b.document_fetches_total, window, shared=True),
+    )
+    if entry is None:
+        yield from take_slots(slots, now=now)  # spent: the caller's 429, or 503 if shared
+    else:
+        try:
+            yield from take_slots(slots, now=now)
+        except OAuthError:
+            return dict(entry["doc"])  # stale, but the client was valid when last fetched
     headers: tuple[tuple[str, str], ...] = (
         ("Accept", "application/json"),
         (FETCH_HEADER, purpose),
@@ -493,6 +508,10 @@ def fetch_document(
             max_response_bytes=MAX_DOCUMENT_BYTES,
         )
     )
+    if isinstance(result, HttpFailure) and result.reason == BUSY:
+        if entry is not None:
+            return dict(entry["doc"])
+        raise TemporarilyUnavailableError("metadata documents cannot be fetched now", retry_after=1)
     if isinstance(result, HttpFailure) or not isinstance(result, HttpResponse):
         return None
     ttl = freshness(result.header("cache-control"))

@@ -171,7 +171,13 @@ def _client_keys(client: Client, ctx: Context) -> Generator[Any, Any, list[dict[
         elif "jwks_uri" in meta:
             uri = parse_json(meta["jwks_uri"], max_bytes=MAX_DOCUMENT_BYTES)
             if isinstance(uri, str):
-                jwks = yield from fetch_document(uri, now=ctx.now, purpose="jwks")
+                jwks = yield from fetch_document(
+                    uri,
+                    now=ctx.now,
+                    purpose="jwks",
+                    bounds=ctx.config.bounds,
+                    source=ctx.source,
+                )
     except UntrustedJsonError:
         jwks = None
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):

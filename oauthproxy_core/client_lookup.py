@@ -11,10 +11,13 @@ Three sources, tried in this order:
 Every endpoint that needs a client (authorize, consent, token and revocation authentication, RFC
 7592 management) asks here, so the three kinds of clients are treated alike.
 
-A registered client's record expires ``Lifetimes.client`` (90 days) after its last use, so an
-abandoned registration does not live forever (SECURITY.md 28, "registration lifetime when unused")
-while one in use never disappears under its users: ``touch_client`` renews the record when the
-token endpoint issues tokens to it, at most once per ``TOUCH_INTERVAL``.
+A registered client's record expires ``Bounds.unused_registration_lifetime`` (6 hours) after its
+registration until tokens are first issued to it, and ``Lifetimes.client`` (90 days) after its last
+use from then on, so a registration that never completes a flow is soon forgotten and open
+registration is bounded in storage by its total rate times that short life, not by refusing a busy
+address (SECURITY.md 28 "registration lifetime when unused", 35); one in use never disappears under
+its users: ``touch_client`` renews the record when the token endpoint issues tokens to it, the
+first time at once and then at most once per ``TOUCH_INTERVAL``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .cimd import (
     fetch_document,
     looks_like_cimd,
 )
-from .config import Context
+from .config import Context, ProxyConfig
 from .records import Client
 
 
@@ -59,24 +62,30 @@ def load_client(client_id: str, ctx: Context) -> Generator[Any, Any, Client | No
 TOUCH_INTERVAL = 24 * 3600
 
 
-def registration_expires_at(client: Client, lifetime: int) -> int:
-    """When a registered client's record expires: ``lifetime`` after its last use (or issuance)."""
-    return max(client.issued_at, client.last_used_at or 0) + lifetime
+def registration_expires_at(client: Client, config: ProxyConfig) -> int:
+    """When a registered client's record expires: the short unused lifetime after registration
+    until it is first used, then ``Lifetimes.client`` after its last use."""
+    if client.last_used_at is None:
+        unused = min(config.bounds.unused_registration_lifetime, config.lifetimes.client)
+        return client.issued_at + unused
+    return max(client.issued_at, client.last_used_at) + config.lifetimes.client
 
 
 def touch_client(client: Client, ctx: Context) -> Generator[Any, Any, None]:
     """Record a use of a registered client, renewing its record's lifetime (SECURITY.md 28).
 
-    Only DCR clients live in the store; a write happens only when the last recorded use is
-    ``TOUCH_INTERVAL`` old (or a quarter of a shorter lifetime). Losing the compare-and-set to a
-    concurrent update is harmless: that writer, or the next use, renews the record.
+    Only DCR clients live in the store. The first use is written at once (it turns the short unused
+    lifetime into the full one); later ones only when the last recorded use is ``TOUCH_INTERVAL``
+    old (or a quarter of a shorter lifetime). Losing the compare-and-set to a concurrent update is
+    harmless: that writer, or the next use, renews the record.
     """
     if client.source != "dcr":
         return
     lifetime = ctx.config.lifetimes.client
-    last = max(client.issued_at, client.last_used_at or 0)
-    if ctx.now - last < min(TOUCH_INTERVAL, max(1, lifetime // 4)):
-        return
+    if client.last_used_at is not None:
+        last = max(client.issued_at, client.last_used_at)
+        if ctx.now - last < min(TOUCH_INTERVAL, max(1, lifetime // 4)):
+            return
     yield from persistence.replace(
         "client", client.client_id, client, lifetime, last_used_at=ctx.now
     )
@@ -86,7 +95,9 @@ def load_cimd_client(url: str, ctx: Context) -> Generator[Any, Any, Client | Non
     cfg = ctx.config
     if cimd_url_problem(url, allow_loopback=cfg.cimd_allow_loopback) is not None:
         return None
-    document = yield from fetch_document(url, now=ctx.now, purpose="cimd")
+    document = yield from fetch_document(
+        url, now=ctx.now, purpose="cimd", bounds=cfg.bounds, source=ctx.source
+    )
     if document is None:
         return None
     try:

@@ -51,7 +51,8 @@ class Lifetimes:
     refresh_grace: int = 30
     consent_memory: int = 30 * 24 * 3600
     browser_cookie: int = 30 * 24 * 3600
-    #: A registered client is forgotten this long after registration (SECURITY.md 28).
+    #: A registered client is forgotten this long after its last use (SECURITY.md 28); one never
+    #: used, after ``Bounds.unused_registration_lifetime``.
     client: int = 90 * 24 * 3600
 
     @code.validator
@@ -124,3 +125,10 @@ class Context:
     keys: Keyring
     now: int
     random: RandomSource = attrs.field(repr=False)
+    #: The request's peer as the adapter trusts it (``Request.remote_addr``); only for the bounds.
+    remote_addr: str = ""
+
+    @property
+    def source(self) -> str:
+        """The address prefix the per-source bounds count this request under (bounds.py)."""
+        return self.config.bounds.source(self.remote_addr)

@@ -62,7 +62,8 @@ class Client:
     registration_token_hash: str | None = _secret()
     #: When tokens were last issued to this client, recorded at most once a day
     #: (``client_lookup.touch_client``); ``None`` before the first use. SECURITY.md 28: a DCR
-    #: registration lives ``Lifetimes.client`` after its last use.
+    #: registration lives ``Bounds.unused_registration_lifetime`` after registration while unused,
+    #: and ``Lifetimes.client`` after its last use once used.
     last_used_at: int | None = None
 
     @redirect_uris.validator

@@ -43,8 +43,10 @@ class AuthorizationServer:
         #: The route table (routes.py) expanded for this configuration.
         self.routes = RouteTable(config)
 
-    def context(self, *, now: int, random: RandomSource) -> Context:
-        return Context(config=self.config, keys=self.keys, now=now, random=random)
+    def context(self, *, now: int, random: RandomSource, remote_addr: str = "") -> Context:
+        return Context(
+            config=self.config, keys=self.keys, now=now, random=random, remote_addr=remote_addr
+        )
 
     @property
     def paths(self) -> Sequence[str]:
@@ -57,7 +59,9 @@ class AuthorizationServer:
         self, req: Request, *, now: int, random: RandomSource
     ) -> Generator[Any, Any, Response]:
         """The generator answering ``req``; drive it with a driver from ``oauthproxy_adapters``."""
-        return self._dispatch(req, self.context(now=now, random=random))
+        return self._dispatch(
+            req, self.context(now=now, random=random, remote_addr=req.remote_addr)
+        )
 
     def _dispatch(self, req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         route = self.routes.match(req.path)

@@ -203,7 +203,10 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
     upstream_http = AsyncHttpClient()
     # Client ID Metadata Documents (and private_key_jwt jwks_uri) are fetched only through the
     # SSRF-safe fetcher; the core marks those requests so the router can tell them apart.
-    safe = AsyncSafeFetcher(allow_loopback=settings.proxy.cimd_allow_loopback)
+    safe = AsyncSafeFetcher(
+        allow_loopback=settings.proxy.cimd_allow_loopback,
+        lookups_in_flight=settings.proxy.bounds.document_lookups_in_flight,
+    )
     http = AsyncRoutingHttp(upstream_http, safe)
     metrics: Any = None
     metrics_endpoint: ASGIApp | None = None

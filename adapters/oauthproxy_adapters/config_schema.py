@@ -599,33 +599,94 @@ KEYS: tuple[Key, ...] = (
     # give maximum= where a larger value makes no sense (a prefix length: 32 or 128).
     _limit(
         "registrations_per_address",
-        "Dynamic registrations per client address per `registration_window`.",
-        "A person's clients and their restarts fit; one address cannot fill the registrations.",
+        "Dynamic registrations per source (an address prefix, see `ipv6_prefix`) per "
+        "`registration_window`.",
+        "Large on purpose: web-based MCP hosts register from a few server addresses for all their "
+        "users, and an office registers from one NAT address, hundreds an hour; storage is bounded "
+        "by `registrations_total` and `unused_registration_lifetime`, not by refusing a busy "
+        "address (spec/security.md 35).",
     ),
     _limit(
         "registrations_total",
-        "Dynamic registrations from all addresses per `registration_window`.",
-        "Bounds what is stored however many addresses a flood comes from.",
+        "Dynamic registrations from all sources per `registration_window`.",
+        "With the default `unused_registration_lifetime` at most about 35 000 never-used "
+        "registrations exist at once (some 25 MB); ten busy shared addresses fit.",
     ),
     _limit(
         "registration_window",
         "The registration counting window, in seconds.",
-        "An hour smooths bursts, and a refused address recovers within it.",
+        "An hour smooths bursts, and a refused source recovers within it.",
+    ),
+    _limit(
+        "unused_registration_lifetime",
+        "Seconds a dynamic registration lives until tokens are first issued to it; from then on "
+        "it lives `[lifetimes]`-long after its last use.",
+        "A sign-in completes minutes after registering; six hours lets a user retry the same day "
+        "with the same registration, and keeps registrations that never complete a flow from "
+        "piling up.",
     ),
     _limit(
         "authorizations_per_address",
-        "Pending authorization requests per client address (per transaction lifetime).",
-        "Below the per-client bound, so one address cannot take every slot of a shared client.",
+        "Authorization requests per source per transaction lifetime, counted before the client is "
+        "looked up or its metadata document fetched.",
+        "Made-up client ids cost their sender's budget only; 256 serves an office of hundreds "
+        "signing in within ten minutes.",
     ),
     _limit(
         "authorizations_per_client",
-        "Pending authorization requests per client.",
-        "Many users of one client can sign in at once; one client cannot fill the store.",
+        "Pending authorization requests per client from one source.",
+        "A client shared by thousands of users has no bucket a few sources can fill for everyone "
+        "else; half the per-source budget, since one source also signs in to other clients.",
     ),
     _limit(
         "authorizations_total",
-        "Pending authorization requests in total.",
-        "Bounds the pending transactions stored, whoever starts them.",
+        "Authorization requests from all sources per transaction lifetime.",
+        "Bounds the pending transactions stored, whoever starts them; past it the page answers 503.",
+    ),
+    _limit(
+        "document_fetches_per_address",
+        "Client ID Metadata Document (and `jwks_uri`) fetches one source can cause per "
+        "`document_fetch_window`.",
+        "A document is cached for its `max-age`, so a real client causes one fetch per expiry; 30 "
+        "covers an office using many different clients.",
+    ),
+    _limit(
+        "document_fetches_per_host",
+        "Fetches from one document host per `document_fetch_window`.",
+        "The proxy cannot be made to hammer a site; when a budget is spent a stale cached copy of "
+        "a document is served.",
+    ),
+    _limit(
+        "document_fetches_total",
+        "Fetches in total per `document_fetch_window`.",
+        "Outbound requests are never unbounded; spent, a client seen before signs in from its "
+        "stale cached document and only a client never seen before waits (503, `Retry-After`).",
+    ),
+    _limit(
+        "document_fetch_window",
+        "The document-fetch counting window, in seconds.",
+        "Five minutes: short enough that a refused source recovers quickly.",
+    ),
+    _limit(
+        "document_lookups_in_flight",
+        "Threads of the document fetcher's own DNS pool; a lookup that finds them all busy fails "
+        "at once (a stale document, else 503).",
+        "Never the event loop's default pool that resolves the provider for every sign-in; a "
+        "lookup takes milliseconds, so 8 serve hundreds a second, and slow name servers chosen "
+        "by an attacker hold at most these 8.",
+    ),
+    _limit(
+        "ipv4_prefix",
+        "Leading bits of an IPv4 client address that make one source for the per-source limits.",
+        "32, single addresses: one IPv4 address is often a whole NAT already.",
+        maximum=32,
+    ),
+    _limit(
+        "ipv6_prefix",
+        "Leading bits of an IPv6 client address that make one source.",
+        "64: one host or subscriber gets at least a /64 (RFC 6177), so single addresses would give "
+        "one machine 2^64 budgets. Lower it (48) if floods come from many /64s of one site.",
+        maximum=128,
     ),
     # [metrics]
     Key(

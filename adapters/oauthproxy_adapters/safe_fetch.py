@@ -12,7 +12,8 @@ found) instead of fetching attacker-chosen URLs from inside the network. ``SyncR
 For each request the fetcher, before any connection is made:
 
 1. accepts only ``https`` (``http`` only under ``allow_loopback`` and only to loopback);
-2. resolves the host (``socket.getaddrinfo`` in a thread; injectable) and refuses the request if
+2. resolves the host (``socket.getaddrinfo`` on a ``ResolverPool`` thread; injectable) and refuses
+   the request if
    *any* resolved address is not public (``oauthproxy_core.cimd.address_allowed``: private, loopback,
    link-local, ULA, CGNAT, multicast, unspecified, reserved, and their IPv4-mapped, NAT64, 6to4 and
    Teredo forms), so numeric spellings (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are judged by the
@@ -20,6 +21,16 @@ For each request the fetcher, before any connection is made:
 3. pins the checked address: the request goes to the IP-literal URL with ``Host`` and TLS SNI (and
    so certificate verification) for the original name, so a second DNS answer (rebinding) is never
    consulted; connections are not kept alive, so one pinned TLS session never serves another name.
+
+Name resolution runs on threads of its own (``ResolverPool``), never on the event loop's default
+executor: that pool also resolves the upstream provider's host name for every sign-in (httpx ->
+anyio -> ``loop.getaddrinfo``), and document hosts are chosen by whoever sends a ``client_id``, so
+name servers that never answer would otherwise stall every user's callback (SECURITY.md 35). The
+pool has ``lookups_in_flight`` threads (``[limits] document_lookups_in_flight``); a lookup that
+finds them all busy fails at once with reason ``busy`` (``oauthproxy_core.cimd.BUSY``: the core
+serves a stale cached document, else answers 503 ``temporarily_unavailable``), and a lookup holds
+its thread until the resolver returns, not only until its caller stops waiting, so a resolver that
+never answers holds at most the pool.
 
 Then: no redirects (a 3xx is returned as is and the core rejects it), a size cap (64 KiB) read
 incrementally, a timeout (5 s), no proxy from the environment, a 200 must be ``application/json``,
@@ -34,13 +45,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import httpx
 
+from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.cimd import (
+    BUSY,
     FETCH_TIMEOUT,
     MAX_DOCUMENT_BYTES,
     SAFE_SCHEME_PREFIX,
@@ -55,6 +70,7 @@ __all__ = [
     "AsyncSafeFetcher",
     "FetchPlan",
     "Resolver",
+    "ResolverPool",
     "SyncRoutingHttp",
     "SyncSafeFetcher",
     "plan_fetch",
@@ -70,6 +86,52 @@ def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``getaddrinfo`` gives for ``host`` (A and AAAA), as strings."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
+
+
+#: Default size of a fetcher's resolver pool: ``[limits] document_lookups_in_flight``.
+LOOKUPS_IN_FLIGHT: int = Bounds().document_lookups_in_flight
+
+
+class ResolverPool:
+    """At most ``size`` name lookups at once, on ``size`` threads of their own; more fail at once.
+
+    ``submit`` returns ``None`` instead of queueing when every thread is taken: a queued lookup
+    would only wait behind slow ones until its caller's timeout. A lookup counts as in flight until
+    the resolver returns, whether or not its caller still waits for it.
+    """
+
+    def __init__(self, size: int = LOOKUPS_IN_FLIGHT) -> None:
+        if size < 1:
+            raise ValueError("a resolver pool needs at least one thread")
+        self.size = size
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="oauthproxy-dns")
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def submit(self, resolver: Resolver, host: str, port: int) -> Future[Sequence[str]] | None:
+        with self._lock:
+            if self._in_flight >= self.size:
+                return None
+            self._in_flight += 1
+        try:
+            future = self._executor.submit(resolver, host, port)
+        except RuntimeError:  # shut down
+            self._release()
+            return None
+        future.add_done_callback(self._release)
+        return future
+
+    def _release(self, _future: object = None) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def close(self) -> None:
+        """Stop accepting lookups; a thread stuck in the resolver ends when the resolver returns."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -198,20 +260,25 @@ class SyncSafeFetcher:
         verify: bool | object = True,
         max_bytes: int = MAX_DOCUMENT_BYTES,
         timeout: float = FETCH_TIMEOUT,
+        lookups_in_flight: int = LOOKUPS_IN_FLIGHT,
     ) -> None:
         self.allow_loopback = allow_loopback
         self.resolver = resolver
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.lookups = ResolverPool(lookups_in_flight)
         self._client = client or httpx.Client(**_client_kwargs(verify))  # type: ignore[arg-type]
 
     def plan(self, url: str) -> FetchPlan | HttpFailure:
         target = _target(url, allow_loopback=self.allow_loopback)
         if isinstance(target, HttpFailure):
             return target
+        lookup = self.lookups.submit(self.resolver, target[1], target[2])
+        if lookup is None:
+            return HttpFailure(reason=BUSY)
         try:
-            addresses = self.resolver(target[1], target[2])
-        except (OSError, UnicodeError, ValueError):
+            addresses = lookup.result(self.timeout)
+        except (OSError, UnicodeError, ValueError, TimeoutError):
             return HttpFailure(reason="connect")
         return plan_fetch(url, addresses, allow_loopback=self.allow_loopback)
 
@@ -245,6 +312,7 @@ class SyncSafeFetcher:
 
     def close(self) -> None:
         self._client.close()
+        self.lookups.close()
 
 
 class AsyncSafeFetcher:
@@ -259,22 +327,27 @@ class AsyncSafeFetcher:
         verify: bool | object = True,
         max_bytes: int = MAX_DOCUMENT_BYTES,
         timeout: float = FETCH_TIMEOUT,
+        lookups_in_flight: int = LOOKUPS_IN_FLIGHT,
     ) -> None:
         self.allow_loopback = allow_loopback
         self.resolver = resolver
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.lookups = ResolverPool(lookups_in_flight)
         self._client = client or httpx.AsyncClient(**_client_kwargs(verify))  # type: ignore[arg-type]
 
     async def plan(self, url: str) -> FetchPlan | HttpFailure:
         target = _target(url, allow_loopback=self.allow_loopback)
         if isinstance(target, HttpFailure):
             return target
+        # Never asyncio.to_thread / loop.getaddrinfo: the default executor is the provider's too.
+        lookup = self.lookups.submit(self.resolver, target[1], target[2])
+        if lookup is None:
+            return HttpFailure(reason=BUSY)
         try:
-            # getaddrinfo blocks; the timeout bounds a slow resolver too.
-            addresses = await asyncio.wait_for(
-                asyncio.to_thread(self.resolver, target[1], target[2]), self.timeout
-            )
+            # The timeout bounds how long this request waits; the thread is the pool's until the
+            # resolver returns.
+            addresses = await asyncio.wait_for(asyncio.wrap_future(lookup), self.timeout)
         except (OSError, UnicodeError, ValueError, TimeoutError):
             return HttpFailure(reason="connect")
         return plan_fetch(url, addresses, allow_loopback=self.allow_loopback)
@@ -309,6 +382,7 @@ class AsyncSafeFetcher:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        self.lookups.close()
 
 
 SyncHttp = Callable[[HttpRequest], HttpResponse | HttpFailure]

@@ -4,6 +4,13 @@ Order matters (SECURITY.md 2; Authlib CVE-2026-41479 redirected before looking u
 the client, then the redirect URI, both answered with a rendered page when wrong; only then may an error
 travel to the redirect URI. A valid request creates a transaction in ``pkce_bound`` and sends the
 browser to the proxy's consent page; the upstream provider is not contacted yet (SECURITY.md 11).
+
+Bounds (bounds.py; SECURITY.md 28, 35): every request is counted against its source and the total
+*before* the client is looked up, since a lookup may fetch a metadata document: a flood of made-up
+client ids uses up its sender's budget, not the document-fetch budget everyone shares. Refused
+there, nothing is validated yet, so the answer is a page (429 or 503), never a redirect. A valid
+request then takes one of its client's pending slots *for its source*, so no few sources can fill a
+client that thousands of users share; refused there, it is redirected ``temporarily_unavailable``.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from collections.abc import Generator
 from typing import Any
 
 from .. import persistence
-from ..bounds import Slot, take_slots
+from ..bounds import Slot, per_source, take_slot, take_slots
 from ..cimd import looks_like_cimd
 from ..client_lookup import load_client
 from ..config import Context
@@ -46,6 +53,15 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
     client_id = params.get("client_id")
     if not client_id:
         return error_page(400, "invalid_request", "The request names no client.")
+    b, window = ctx.config.bounds, ctx.config.lifetimes.transaction
+    # Before any lookup or fetch (module docstring). Raises 429 / 503: rendered as a page.
+    yield from take_slots(
+        (
+            Slot("authorize-address", per_source(ctx.source), b.authorizations_per_address, window),
+            Slot("authorize", "*", b.authorizations_total, window, shared=True),
+        ),
+        now=ctx.now,
+    )
     # Static, CIMD (fetched and validated here) or registered: client_lookup.py.
     client = yield from load_client(client_id, ctx)
     if client is None:
@@ -84,19 +100,13 @@ def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respon
         )
 
     ttl = tx.expires_at - ctx.now + EXPIRY_NOTICE
-    b, window = ctx.config.bounds, ctx.config.lifetimes.transaction
     try:
-        # Per address first: one address alone cannot use up a shared client's slots (bounds.py).
-        yield from take_slots(
-            (
-                Slot(
-                    "authorize-address",
-                    req.remote_addr or "-",
-                    b.authorizations_per_address,
-                    window,
-                ),
-                Slot("authorize", client.client_id, b.authorizations_per_client, window),
-                Slot("authorize", "*", b.authorizations_total, window),
+        yield from take_slot(
+            Slot(
+                "authorize-client",
+                per_source(ctx.source, client.client_id),
+                b.authorizations_per_client,
+                window,
             ),
             now=ctx.now,
         )

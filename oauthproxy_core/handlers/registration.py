@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import grants, persistence
 from ..bearer_header import bearer_credentials
-from ..bounds import Slot, take_slots
+from ..bounds import Slot, per_source, take_slots
 from ..client_lookup import registration_expires_at
 from ..client_metadata import validate_client_metadata
 from ..config import Context
@@ -58,7 +58,7 @@ def register_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     window = b.registration_window
     yield from take_slots(
         (
-            Slot("register", req.remote_addr or "-", b.registrations_per_address, window),
+            Slot("register", per_source(ctx.source), b.registrations_per_address, window),
             Slot("register", "*", b.registrations_total, window),
         ),
         now=ctx.now,
@@ -83,8 +83,10 @@ def register_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
         issued_at=ctx.now,
         registration_token_hash=digest(registration_token),
     )
+    # SECURITY.md 28: a registration starts with the short unused lifetime; the token endpoint
+    # extends it to the full one when the client completes a flow (client_lookup.touch_client).
     created = yield from persistence.create(
-        "client", client_id, client, ctx.config.lifetimes.client
+        "client", client_id, client, registration_expires_at(client, ctx.config) - ctx.now
     )
     if not created:  # 128 random bits collided: treat as an internal fault, not a client error
         raise ServerError("could not allocate a client id")
@@ -187,7 +189,7 @@ def _update(req: Request, ctx: Context, client: Client) -> Generator[Any, Any, R
         new_secret_value = new_secret(ctx.random, 32)
         secret_hash = digest(new_secret_value)
     echo = meta.to_json_dict()
-    ttl = registration_expires_at(client, ctx.config.lifetimes.client) - ctx.now
+    ttl = registration_expires_at(client, ctx.config) - ctx.now
     updated = yield from persistence.replace(
         "client",
         client.client_id,

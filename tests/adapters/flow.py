@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import attrs
+import httpx
 
 from oauthproxy_core.cookies import BROWSER, CSRF
 from tests.harness import VERIFIER, ScriptedUpstream, UpstreamUser
@@ -71,6 +72,22 @@ async def adrive(flow: Flow[T], send: Callable[[Call], Awaitable[Reply]]) -> T:
             reply = await send(flow.send(reply))
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+
+
+async def adrive_httpx(flow: Flow[T], client: httpx.AsyncClient) -> T:
+    """``adrive`` with an httpx client (over any transport, e.g. ``httpx.ASGITransport``)."""
+
+    async def send(call: Call) -> Reply:
+        resp = await client.request(
+            call.method, call.url, headers=list(call.headers), content=call.body or None
+        )
+        return Reply(
+            resp.status_code,
+            tuple((k.lower(), v) for k, v in resp.headers.multi_items()),
+            resp.content,
+        )
+
+    return await adrive(flow, send)
 
 
 def request(

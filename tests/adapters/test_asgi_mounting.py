@@ -27,7 +27,7 @@ from tests.adapters.flow import (
     Call,
     Flow,
     Reply,
-    adrive,
+    adrive_httpx,
     bearer,
     drive,
     login,
@@ -93,10 +93,9 @@ async def _starlette_flow(build: Any) -> None:
     app = build(proxy)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-        send = sender(client)
 
         async def run(flow: Flow[Any]) -> Any:
-            return await adrive(flow, send)
+            return await adrive_httpx(flow, client)
 
         # The Starlette app's own route works beside the proxy, without a token.
         hello_reply = await run(request("GET", BASE + "/hello"))
@@ -218,7 +217,7 @@ def test_websocket_to_the_protected_path_needs_a_token() -> None:
     async def go() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            session = await adrive(login(BASE, upstream), sender(client))
+            session = await adrive_httpx(login(BASE, upstream), client)
         valid = (b"authorization", b"Bearer " + session.tokens["access_token"].encode())
         assert await websocket(app, "/mcp") == closed
         assert await websocket(app, "/mcp/x", (b"authorization", b"Bearer not.a.token")) == closed

@@ -10,7 +10,9 @@ import ipaddress
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -24,13 +26,14 @@ from oauthproxy_adapters.http_clients import SyncHttpClient
 from oauthproxy_adapters.safe_fetch import (
     AsyncRoutingHttp,
     AsyncSafeFetcher,
+    FetchPlan,
     SyncRoutingHttp,
     SyncSafeFetcher,
     plan_fetch,
 )
 from oauthproxy_adapters.stores.memory import MemoryStore
 from oauthproxy_core import AuthorizationServer, HttpFailure, HttpRequest, HttpResponse
-from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX, is_public_address
+from oauthproxy_core.cimd import BUSY, SAFE_SCHEME_PREFIX, is_public_address
 from oauthproxy_core.client_lookup import load_client
 from tests.clients.support import REDIRECT, document
 from tests.harness import Clock, keys, make_config
@@ -336,3 +339,83 @@ def test_async_fetcher_and_router(doc_server: str) -> None:
         await fetcher.aclose()
 
     asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------------------------------
+# SECURITY.md 35: document-host lookups on a bounded pool of their own
+
+
+class _HangingResolver:
+    """Hangs for ``*.slow.test`` until released; other names resolve to a public address."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        if host.endswith(".slow.test"):
+            self.release.wait(30)
+            raise socket.gaierror("no answer")
+        return ["93.184.215.14"]
+
+
+def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_invariant_35_lookups_beyond_the_pool_fail_at_once_until_the_resolver_returns() -> None:
+    """A lookup whose caller gave up still holds its thread; past the pool's size a lookup is
+    refused at once (``busy``) rather than queued behind hanging ones."""
+    dns = _HangingResolver()
+    fetcher = SyncSafeFetcher(resolver=dns, lookups_in_flight=2, timeout=0.2)
+    try:
+        for i in range(2):  # each caller times out; the two threads stay in the resolver
+            plan = fetcher.plan(f"https://h{i}.slow.test/c.json")
+            assert isinstance(plan, HttpFailure) and plan.reason == "connect"
+        assert fetcher.lookups.in_flight == 2
+        started = time.monotonic()
+        busy = fetcher.plan("https://client.example/c.json")
+        assert isinstance(busy, HttpFailure) and busy.reason == BUSY
+        assert time.monotonic() - started < 0.1
+        dns.release.set()
+        _wait_until(lambda: fetcher.lookups.in_flight == 0)
+        assert fetcher.plan("https://client.example/c.json") == FetchPlan(
+            url="https://93.184.215.14/c.json",
+            host_header="client.example",
+            sni_hostname="client.example",
+        )
+    finally:
+        dns.release.set()
+        fetcher.close()
+
+
+def test_invariant_35_async_lookups_never_use_the_event_loops_default_executor() -> None:
+    """The loop's default executor, which resolves the provider for every sign-in, stays free
+    while document lookups hang: its threads answer at once."""
+    dns = _HangingResolver()
+
+    async def scenario() -> None:
+        fetcher = AsyncSafeFetcher(resolver=dns, lookups_in_flight=3, timeout=5)
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        hanging = [
+            asyncio.create_task(fetcher.plan(f"https://h{i}.slow.test/c.json")) for i in range(10)
+        ]
+        started = time.monotonic()
+        while fetcher.lookups.in_flight < 3 and time.monotonic() - started < 10:
+            await asyncio.sleep(0.01)
+        # The provider's name resolves on the default executor, now, with one thread.
+        provider = await asyncio.wait_for(loop.getaddrinfo("localhost", 443), 2)
+        assert provider
+        dns.release.set()
+        results = await asyncio.gather(*hanging)
+        reasons = sorted(r.reason for r in results if isinstance(r, HttpFailure))
+        assert reasons == [BUSY] * 7 + ["connect"] * 3
+        await fetcher.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        dns.release.set()

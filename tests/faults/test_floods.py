@@ -144,7 +144,13 @@ def _check_429(responses: list[httpx.Response]) -> None:
 
 
 def _authorize_outcome(resp: httpx.Response) -> str:
-    """``consent`` (a transaction was created) or the error sent to the client's redirect URI."""
+    """``consent`` (a transaction was created), the error sent to the client's redirect URI, or the
+    error of the page shown when a bound refused the request before the client was looked up
+    (``too_many_requests``: the source's bound, ``temporarily_unavailable``: the total)."""
+    if resp.status_code in (429, 503):
+        assert "location" not in resp.headers
+        assert int(resp.headers["retry-after"]) >= 1
+        return "too_many_requests" if resp.status_code == 429 else "temporarily_unavailable"
     assert resp.status_code == 302, (resp.status_code, resp.text[:200])
     location = resp.headers["location"]
     if "/consent?" in location:
@@ -207,8 +213,9 @@ def test_forwarded_for_is_ignored_unless_trusted(untrusting_rig: FloodRig) -> No
 
 
 def test_authorization_flood_from_one_address_spares_the_shared_client(rig: FloodRig) -> None:
-    """One address hammers the legitimate user's client id: the per-address bound stops it before
-    the client's own bound is used up, so the user still signs in."""
+    """One address hammers the legitimate user's client id: the per-address bound stops it (before
+    the client is even looked up), and the client's pending slots are counted per source, so the
+    user still signs in."""
     victim = Flow(rig.base, headers=LEGIT)
     Flow.expect(victim.register(), 201, "victim registration")
     client_id = victim.client["client_id"]
@@ -217,7 +224,7 @@ def test_authorization_flood_from_one_address_spares_the_shared_client(rig: Floo
     outcomes = Counter(_authorize_outcome(r) for r in flooded)
     assert outcomes == {
         "consent": LIMITS["authorizations_per_address"],
-        "temporarily_unavailable": FLOOD - LIMITS["authorizations_per_address"],
+        "too_many_requests": FLOOD - LIMITS["authorizations_per_address"],
     }
     victim.complete()
     view = StoreView(rig.db)
@@ -229,7 +236,8 @@ def test_authorization_flood_from_one_address_spares_the_shared_client(rig: Floo
 def test_authorization_flood_from_many_addresses_is_bounded_in_total(rig: FloodRig) -> None:
     """Many addresses, many clients: pending transactions never exceed the total bound. A user who
     signed in before keeps using and refreshing tokens during the flood; a new sign-in is refused
-    with a clear ``temporarily_unavailable`` until the window ends (the total bound is shared)."""
+    with a clear ``temporarily_unavailable`` page until the window ends (the total bound is shared:
+    many sources together may use it up, no single one can)."""
     legit = Flow(rig.base, headers=LEGIT)
     tokens = legit.complete()
     attackers = []
@@ -264,7 +272,8 @@ def test_authorization_flood_from_many_addresses_is_bounded_in_total(rig: FloodR
     assert view.count("tx") == LIMITS["authorizations_total"]
     assert view.count("client") == LIMITS["registrations_total"]
     # Counters: registrations (one per accepted address and the total), authorizations (one per
-    # accepted address and client, and the total); none for the refused requests.
+    # accepted address, one per accepted (client, address), and the total); none for the refused
+    # requests.
     assert view.count("bound") <= 2 * LIMITS["registrations_total"] + 2 * allowed + 4
     assert view.problems() == []
     legit.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import attrs
@@ -63,3 +64,22 @@ def test_forwarded_allow_ips() -> None:
 def test_bounds_reject_non_positive_values() -> None:
     with pytest.raises(ValueError, match="authorizations_per_address"):
         Bounds(authorizations_per_address=0)
+
+
+def test_the_resolver_pool_size_reaches_the_served_app(tmp_path: Any) -> None:
+    """``[limits] document_lookups_in_flight`` sizes the safe fetcher's resolver pool (SECURITY.md
+    35) in the app ``oauthproxy serve`` builds."""
+    from oauthproxy_adapters.app import build_app  # noqa: PLC0415
+    from oauthproxy_adapters.safe_fetch import AsyncRoutingHttp, AsyncSafeFetcher  # noqa: PLC0415
+
+    doc = _doc(
+        limits={"document_lookups_in_flight": 3},
+        keys={"file": str(tmp_path / "keys.json")},
+    )
+    _app, proxy, cleanup = build_app(parse_settings(doc))
+    try:
+        assert isinstance(proxy.http, AsyncRoutingHttp)
+        assert isinstance(proxy.http.safe, AsyncSafeFetcher)
+        assert proxy.http.safe.lookups.size == 3
+    finally:
+        asyncio.run(cleanup())

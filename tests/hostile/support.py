@@ -162,9 +162,10 @@ async def asgi_raw(
     headers: list[tuple[bytes, bytes]] | None = None,
     body: bytes = b"",
     chunks: int = 1,
+    client: tuple[str, int] = ("127.0.0.1", 40000),
 ) -> Answer:
     """One request straight into an ASGI app, as a server would hand it over (path percent-decoded
-    as UTF-8 with replacement, like uvicorn; header bytes untouched)."""
+    as UTF-8 with replacement, like uvicorn; header bytes untouched), from peer ``client``."""
     path = unquote_to_bytes(raw_path).decode("utf-8", errors="replace")
     scope = {
         "type": "http",
@@ -177,7 +178,7 @@ async def asgi_raw(
         "query_string": query,
         "root_path": "",
         "headers": list(headers or []),
-        "client": ("127.0.0.1", 40000),
+        "client": client,
         "server": ("127.0.0.1", 8000),
     }
     size = max(1, -(-len(body) // max(chunks, 1)))

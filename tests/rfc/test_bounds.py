@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
+import attrs
 import pytest
 
 from oauthproxy_adapters.driver import run
@@ -70,19 +71,28 @@ def test_invariant_28_total_registrations_are_bounded_across_addresses() -> None
     assert statuses == [201] * 5 + [429, 429]
 
 
+def authorize_from(h: Harness, client: dict[str, Any], addr: str) -> Any:
+    req = attrs.evolve(h.make_request("GET", h.authorize_url(client, VERIFIER)), remote_addr=addr)
+    return run(h.server.handle(req, now=h.clock.now, random=h.random), h.store, h.upstream)
+
+
 def test_invariant_28_pending_authorizations_per_client_are_bounded() -> None:
-    h = Harness(make_config(bounds=TIGHT))
+    """Per client and source, and in total; the total counts every request, before the lookup."""
+    h = Harness(make_config(bounds=attrs.evolve(TIGHT, authorizations_total=4)))
     a, b = h.register(), h.register()
-    first = [h.request("GET", h.authorize_url(a, VERIFIER)) for _ in range(2)]
+    first = [authorize_from(h, a, "192.0.2.1") for _ in range(2)]
     assert all(r.status == 302 and "/consent?" in r.header("location") for r in first)
-    third = h.request("GET", h.authorize_url(a, VERIFIER))
+    third = authorize_from(h, a, "192.0.2.1")
     assert third.status == 302
     assert redirect_params(third)["error"] == "temporarily_unavailable"  # to the validated URI
-    # Another client is counted separately, until the total bound (3) is reached.
-    assert "/consent?" in h.request("GET", h.authorize_url(b, VERIFIER)).header("location")
-    assert redirect_params(h.request("GET", h.authorize_url(b, VERIFIER)))["error"] == (
-        "temporarily_unavailable"
-    )
+    # The same client from another source has slots of its own...
+    assert "/consent?" in authorize_from(h, a, "192.0.2.2").header("location")
+    # ...until the total (4 requests) is reached: refused before the client is even looked up,
+    # so with a page, never a redirect.
+    full = authorize_from(h, b, "192.0.2.3")
+    assert full.status == 503
+    assert full.header("location") is None
+    assert 1 <= int(full.header("retry-after")) <= 600
     # The pending transactions created before the bound still complete.
     code_page = h.request("GET", first[0].header("location").removeprefix(h.config.issuer))
     assert code_page.status == 200

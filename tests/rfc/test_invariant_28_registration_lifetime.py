@@ -1,7 +1,8 @@
-"""SECURITY.md 28, "registration lifetime when unused": a dynamically registered client that nobody
-uses expires ``Lifetimes.client`` (90 days) after its last use and is then unknown to every endpoint;
-a client in use is renewed by the token endpoint (at most one store write per client per day), so it
-never disappears under its users."""
+"""SECURITY.md 28, "registration lifetime when unused": a dynamically registered client to which no
+tokens were ever issued expires ``Bounds.unused_registration_lifetime`` (6 hours) after registering;
+one that was used expires ``Lifetimes.client`` (90 days) after its last use; either is then unknown
+to every endpoint. A client in use is renewed by the token endpoint (its first use at once, then at
+most one store write per client per day), so it never disappears under its users."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.harness import VERIFIER, Harness
 
 DAY = 24 * 3600
 LIFETIME = Harness().config.lifetimes.client
+UNUSED = Harness().config.bounds.unused_registration_lifetime
 
 
 def redeem(h: Harness, client: dict[str, Any]) -> Response:
@@ -70,13 +72,27 @@ def unknown_everywhere(h: Harness, client: dict[str, Any]) -> bool:
 def test_invariant_28_unused_registration_expires_and_is_then_unknown_everywhere() -> None:
     h = Harness()
     client = h.register()
-    h.clock.advance(LIFETIME - 1)
-    # One second before its lifetime ends, the registration still works...
+    h.clock.advance(UNUSED - 1)
+    # One second before its unused lifetime ends, the registration still works (a pending
+    # authorization does not count as a use: only issued tokens do)...
     assert h.request("GET", h.authorize_url(client, VERIFIER)).status == 302
     h.clock.advance(1)
     # ...and at its end it is gone from every endpoint.
     assert unknown_everywhere(h, client)
     assert h.store.get("client", client["client_id"]) is None
+
+
+def test_invariant_28_first_use_turns_the_short_unused_lifetime_into_the_full_one() -> None:
+    h = Harness()
+    client = h.register()
+    h.clock.advance(UNUSED - 60)
+    assert redeem(h, client).status == 200
+    last_use = h.clock.now
+    h.clock.advance(LIFETIME - 1)
+    assert h.request("GET", h.authorize_url(client, VERIFIER)).status == 302
+    assert h.clock.now - last_use == LIFETIME - 1
+    h.clock.advance(1)
+    assert unknown_everywhere(h, client)
 
 
 def test_invariant_28_registration_in_use_outlives_its_first_lifetime() -> None:
@@ -123,18 +139,25 @@ def test_invariant_28_renewal_writes_the_client_at_most_once_a_day() -> None:
     resp = redeem(h, client)
     assert resp.status == 200
     rt = json.loads(resp.body)["refresh_token"]
-    assert writes == []  # used on the day it was registered: nothing to renew
+    # The first use is written at once: it turns the unused lifetime into the full one.
+    assert [w.ttl for w in writes] == [LIFETIME]
+    for _ in range(5):
+        resp = refresh(h, client, rt)
+        assert resp.status == 200
+        rt = json.loads(resp.body)["refresh_token"]
+        h.clock.advance(60)
+    assert len(writes) == 1  # used again the same day: nothing to renew
     h.clock.advance(DAY)
     for _ in range(5):
         resp = refresh(h, client, rt)
         assert resp.status == 200
         rt = json.loads(resp.body)["refresh_token"]
         h.clock.advance(60)
-    assert len(writes) == 1
-    assert writes[0].ttl == LIFETIME
+    assert len(writes) == 2
+    assert writes[1].ttl == LIFETIME
     h.clock.advance(DAY)
     assert refresh(h, client, rt).status == 200
-    assert len(writes) == 2
+    assert len(writes) == 3
 
 
 @settings(
@@ -143,23 +166,25 @@ def test_invariant_28_renewal_writes_the_client_at_most_once_a_day() -> None:
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
+    first=st.integers(min_value=0, max_value=UNUSED - 1),
     gaps=st.lists(
         st.integers(min_value=0, max_value=DAY) | st.integers(LIFETIME // 2, LIFETIME - DAY),
-        min_size=1,
-        max_size=4,
+        min_size=0,
+        max_size=3,
     ),
     final=st.integers(min_value=0, max_value=2 * LIFETIME),
 )
-@example(gaps=[LIFETIME - DAY, LIFETIME - DAY], final=LIFETIME - DAY - 1)
-@example(gaps=[DAY - 1, DAY - 1, LIFETIME - DAY], final=LIFETIME)
+@example(first=UNUSED - 1, gaps=[LIFETIME - DAY], final=LIFETIME - DAY - 1)
+@example(first=0, gaps=[DAY - 1, DAY - 1, LIFETIME - DAY], final=LIFETIME)
 def test_invariant_28_property_a_client_lives_exactly_while_used(
-    gaps: list[int], final: int
+    first: int, gaps: list[int], final: int
 ) -> None:
-    """Uses spaced by less than a lifetime (minus the one-day renewal granularity) never lose the
-    registration; after the last use it survives less than one lifetime, and never past it."""
+    """A first use within the unused lifetime, then uses spaced by less than a lifetime (minus the
+    one-day renewal granularity) never lose the registration; after the last use it survives less
+    than one lifetime, and never past it."""
     h = Harness()
     client = h.register()
-    for gap in gaps:
+    for gap in [first, *gaps]:
         h.clock.advance(gap)
         assert redeem(h, client).status == 200
     last_use = h.clock.now

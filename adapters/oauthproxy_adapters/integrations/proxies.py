@@ -39,7 +39,10 @@ def async_proxy(settings: Settings) -> AsyncProxy:
         store = open_async_store(settings.store_url)
     except (ValueError, ImportError, OSError) as exc:
         raise _store_error(settings, exc) from None
-    safe = AsyncSafeFetcher(allow_loopback=settings.proxy.cimd_allow_loopback)
+    safe = AsyncSafeFetcher(
+        allow_loopback=settings.proxy.cimd_allow_loopback,
+        lookups_in_flight=settings.proxy.bounds.document_lookups_in_flight,
+    )
     return AsyncProxy(settings.proxy, keys, store, AsyncRoutingHttp(AsyncHttpClient(), safe))
 
 
@@ -50,7 +53,10 @@ def sync_proxy(settings: Settings) -> Proxy:
         store = open_store(settings.store_url)
     except (ValueError, ImportError, OSError) as exc:
         raise _store_error(settings, exc) from None
-    safe = SyncSafeFetcher(allow_loopback=settings.proxy.cimd_allow_loopback)
+    safe = SyncSafeFetcher(
+        allow_loopback=settings.proxy.cimd_allow_loopback,
+        lookups_in_flight=settings.proxy.bounds.document_lookups_in_flight,
+    )
     return Proxy(settings.proxy, keys, store, SyncRoutingHttp(SyncHttpClient(), safe))
 
 
