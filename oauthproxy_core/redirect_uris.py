@@ -152,7 +152,9 @@ def _split_authority(authority: str) -> tuple[str, str | None]:
     return host, port
 
 
-def _parse(uri: object, application_type: str) -> _Parts:
+# Long by nature: One rejection per dangerous form of a redirect URI (spec/security.md 3), in one
+# pass over the string.
+def _parse(uri: object, application_type: str) -> _Parts:  # noqa: C901, PLR0912, PLR0915
     if not isinstance(uri, str):
         raise _fail("redirect_uri must be a string")
     if not uri:

@@ -72,7 +72,8 @@ def _reject_dot_segments(path: str) -> None:
             raise InvalidTargetError("resource must not contain dot segments")
 
 
-def canonical_resource(value: str) -> str:
+# Long by nature: RFC 8707 §2 and RFC 3986 §6 normalisation: one branch per rule, in one pass.
+def canonical_resource(value: str) -> str:  # noqa: C901, PLR0912
     """Return the canonical form of a resource URI or raise InvalidTargetError.
 
     ``https`` (or ``http`` on ``127.0.0.1``, ``[::1]``, ``localhost``), lowercase scheme and host,

@@ -421,7 +421,9 @@ class UpstreamProfile:
             if not _SCOPE_TOKEN_RE.fullmatch(scope):
                 raise ValueError("each scope must be one RFC 6749 §3.3 scope-token")
 
-    def __attrs_post_init__(self) -> None:
+    # Long by nature: Validation of a provider profile at construction: one check per field, so a
+    # profile that exists is valid.
+    def __attrs_post_init__(self) -> None:  # noqa: C901, PLR0912
         if self.issuer is not None and not self.issuer:
             raise ValueError("issuer must be None or non-empty")
         if self.require_iss and self.issuer is None:

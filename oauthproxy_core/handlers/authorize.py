@@ -46,7 +46,9 @@ from ..states import EXPIRY_NOTICE, EventData, Step, TxEvent, TxState, new_trans
 from .consent import remembered_consent, start_upstream
 
 
-def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+# Long by nature: The order of spec/security.md 2 (client, redirect URI, the rest): each refusal
+# returns where it is decided.
+def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:  # noqa: PLR0911
     params = parse_params(req.query) if req.method == "GET" else form_body(req)
 
     # 1. The client (rendered page on failure).

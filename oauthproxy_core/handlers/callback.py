@@ -61,7 +61,10 @@ from .consent import browser_id, end_for_removed_client
 _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
 
 
-def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+# Long by nature: the callback step of the flow (RFC 6749 §4.1.2, RFC 9207, spec/security.md
+# 12-14) checks state, browser, issuer, client and provider answer in that order, each
+# refusal where it is decided.
+def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:  # noqa: C901, PLR0911, PLR0912
     params = parse_params(req.query)
     upstream_state = params.get("state")
     if not upstream_state:

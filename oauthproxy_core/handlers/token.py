@@ -160,7 +160,9 @@ def _punish_replay(ctx: Context, tx: Transaction) -> Generator[Any, Any, None]:
         yield from grants.revoke_grant(ctx, tx.grant_id, GrantEvent.code_replayed)
 
 
-def _refresh(
+# Long by nature: The refresh protocol step (OAuth 2.1 §4.3, rotation with grace and reuse
+# detection) is one decision over one grant.
+def _refresh(  # noqa: C901, PLR0912
     ctx: Context, client: Client, form: dict[str, str]
 ) -> Generator[Any, Any, dict[str, Any]]:
     presented = form.get("refresh_token")
