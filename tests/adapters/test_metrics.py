@@ -290,6 +290,8 @@ def _settings(tmp_path: Path, **metrics: Any) -> Any:
             "userinfo_url": "http://127.0.0.1:9/u",
             "allow_insecure_http": True,
         },
+        # In-process, per test: memory:// keeps it off the working directory's SQLite default.
+        "store": {"url": "memory://"},
         "keys": {"file": str(tmp_path / "keys.json")},
     }
     if metrics:
