@@ -10,8 +10,10 @@
     oauthproxy keys show --file keys.json
     oauthproxy demo [...]
 
-``serve`` logs through uvicorn's logging configuration with every secret-bearing query value
-(``code``, ``state``, ``txn``, tokens, credentials) redacted at every level (``log_redaction.py``).
+``serve`` and ``check-config`` say what matters in a few lines (issuer, resource, provider, store
+and its durability, who may sign in) and warn about each exposure (``start_summary.py``). ``serve``
+logs through uvicorn's logging configuration with every secret-bearing query value (``code``,
+``state``, ``txn``, tokens, credentials) redacted at every level (``log_redaction.py``).
 
 Exit status: 0 success; 2 the configuration (or the command line) is wrong, with one line
 ``error: [table].key: problem`` on stderr for every problem of the file and never a traceback; 1 any
@@ -84,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
         "check-config",
         help="validate a configuration file and summarise it",
         description="Validate a configuration file: every problem is reported, one per line\n"
-        "(error: [table].key: problem), or a one-line summary is printed.",
+        '(error: [table].key: problem), or "ok" and the summary serve prints at start\n'
+        "(issuer, resource, provider, store, who may sign in, one line per warning).",
         epilog=_tables_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -140,8 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from .start_summary import summary_lines  # noqa: PLC0415
+
     settings = load_settings(args.config)
-    print(f"ok: {settings.summary()}")
+    print(f"ok: {args.config}")
+    for line in summary_lines(settings):
+        print(line)
     return EXIT_OK
 
 
@@ -151,6 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import build_app  # noqa: PLC0415
     from .log_redaction import serve_log_config  # noqa: PLC0415
+    from .start_summary import summary_lines  # noqa: PLC0415
 
     settings = load_settings(args.config)
     if args.host is not None:
@@ -177,11 +185,10 @@ def _serve(args: argparse.Namespace) -> int:
         ),
     )
     server = uvicorn.Server(config)
-    print(
-        f"oauthproxy: issuer {settings.issuer}, listening on {settings.host}:{settings.port}",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"oauthproxy: listening on {settings.host}:{settings.port}", file=sys.stderr)
+    for line in summary_lines(settings):
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
     server.run()
     # uvicorn reports a failed start (port in use, ...) in its log and leaves `started` unset.
     return EXIT_OK if server.started else EXIT_FAILURE

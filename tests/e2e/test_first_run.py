@@ -150,4 +150,6 @@ def test_serve_without_a_store_table_keeps_registered_clients_across_a_restart(
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for name in ("state.db", "keys.json"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
-    assert SECRET not in proxy.output()
+    log = proxy.output()
+    assert f"store     sqlite {data / 'state.db'}: survives restarts, one machine only" in log
+    assert SECRET not in log
