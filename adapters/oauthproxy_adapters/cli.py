@@ -2,6 +2,7 @@
 
 ::
 
+    oauthproxy init [--provider P --client-id ID --base-url URL --mcp-url URL] [--yes] [--force]
     oauthproxy serve --config proxy.toml [--host H] [--port P] [--log-level warning]
     oauthproxy check-config proxy.toml
     oauthproxy keys new --out keys.json [--force]
@@ -10,6 +11,7 @@
     oauthproxy keys show --file keys.json
     oauthproxy demo [...]
 
+``init`` writes a first ``proxy.toml`` and keys file from a few answers (``init_config.py``).
 ``serve`` and ``check-config`` say what matters in a few lines (issuer, resource, provider, store
 and its durability, who may sign in) and warn about each exposure (``start_summary.py``). ``serve``
 logs through uvicorn's logging configuration with every secret-bearing query value (``code``,
@@ -18,8 +20,8 @@ logs through uvicorn's logging configuration with every secret-bearing query val
 Exit status: 0 success; 2 the configuration (or the command line) is wrong, with one line
 ``error: [table].key: problem`` on stderr for every problem of the file and never a traceback; 1 any
 other failure (a file that exists, a server that could not start, the demo not installed). The
-configuration's keys are declared in ``config_schema.py`` (which the help of ``--host``/``--port``
-and ``check-config`` is generated from); key rotation is in ``keygen.py``.
+configuration's keys are declared in ``config_schema.py`` (which the help of ``--host``/``--port``,
+of ``init``'s options and of ``check-config`` is generated from); key rotation is in ``keygen.py``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def _overrides(table: str, name: str) -> str:
     return f"{k.doc.rstrip('.')} (overrides {k.path}, default {k.shown_default()})"
 
 
+def _sets(table: str, name: str, extra: str = "") -> str:
+    """Help of an ``init`` option that writes a key: the key's own help (config_schema)."""
+    k = config_schema.key(table, name)
+    return f"{k.doc.rstrip('.')}{extra} (writes {k.path})"
+
+
 def _tables_help() -> str:
     lines = ["tables of the configuration file (see the configuration reference for their keys):"]
     for table in config_schema.TABLES:
@@ -70,6 +78,57 @@ def _parser() -> argparse.ArgumentParser:
         description="An OAuth 2.1 authorization server (and gateway) in front of an MCP server.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from .init_config import DEFAULT_BASE_URL, INIT_PROVIDERS  # noqa: PLC0415
+
+    init = sub.add_parser(
+        "init",
+        help="write a first proxy.toml and keys file, from answers or flags",
+        description="Ask for the provider, the proxy's client id there, the public base URL\n"
+        "and the MCP server's URL (or take them as flags); write a commented proxy.toml that\n"
+        "passes check-config and the keys file (mode 0600); print the callback URL to\n"
+        "register at the provider and the commands to run next. The client secret is never\n"
+        "asked for nor written: the file names the environment variable that holds it.\n"
+        "Existing files are replaced only with --force.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument(
+        "--provider",
+        help=f"{', '.join(INIT_PROVIDERS)} (for oauth2, write its endpoints by hand) "
+        "(writes [upstream].provider)",
+    )
+    init.add_argument("--client-id", help=_sets("upstream", "client_id"))
+    init.add_argument(
+        "--base-url", help=_sets("server", "base_url", f"; default {DEFAULT_BASE_URL}")
+    )
+    init.add_argument(
+        "--mcp-url",
+        help="the MCP server behind the proxy, which authenticated requests to mcp_path are "
+        "forwarded to (writes [gateway].upstream_url)",
+    )
+    init.add_argument(
+        "--client-secret-env",
+        help=_sets("upstream", "client_secret_env", "; default <PROVIDER>_CLIENT_SECRET"),
+    )
+    init.add_argument(
+        "--issuer",
+        help="oidc only: the provider's issuer URL; its discovery document is fetched to check "
+        "it (writes [upstream].issuer)",
+    )
+    init.add_argument("--tenant", help="entra: " + _sets("upstream", "tenant"))
+    init.add_argument(
+        "--dir", default=".", help="where to write proxy.toml and .oauthproxy/keys.json (default .)"
+    )
+    init.add_argument("--out", help="the configuration file to write (default <dir>/proxy.toml)")
+    init.add_argument("--force", action="store_true", help="replace existing files")
+    init.add_argument(
+        "--non-interactive",
+        "--yes",
+        "-y",
+        dest="non_interactive",
+        action="store_true",
+        help="ask nothing: take the flags and defaults, or list what is missing (exit 2)",
+    )
 
     serve = sub.add_parser("serve", help="run the proxy (and its gateway) under uvicorn")
     serve.add_argument("--config", required=True, help="the TOML configuration file")
@@ -125,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = parser.parse_args(arguments)
     try:
+        if args.command == "init":
+            return _init(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "check-config":
@@ -140,6 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_FAILURE
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+def _init(args: argparse.Namespace) -> int:
+    from . import init_config  # noqa: PLC0415
+
+    return init_config.run(args)
 
 
 def _check_config(args: argparse.Namespace) -> int:

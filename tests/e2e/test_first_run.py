@@ -1,9 +1,11 @@
 """A first run as a newcomer makes it (issue 20), with ``oauthproxy`` run as a process in a fresh
-directory: ``serve``, a restart, ``serve`` again.
+directory: ``init``, ``check-config``, ``serve``, a restart, ``serve`` again.
 
 - Without ``[store]``, ``serve`` keeps its state in SQLite at ``./.oauthproxy/state.db`` (created
   private, as the keys file is): a client registered before a restart is still known after it, by
   its RFC 7592 registration access token and at ``/authorize``.
+- ``init`` (flags, or answers piped on stdin) writes a file that ``check-config`` accepts and
+  ``serve`` runs, and ``serve`` says what it runs with.
 
 Every process binds 127.0.0.1 and is stopped by its own PID (``Popen.send_signal``); the upstream
 provider is never contacted.
@@ -153,3 +155,84 @@ def test_serve_without_a_store_table_keeps_registered_clients_across_a_restart(
     log = proxy.output()
     assert f"store     sqlite {data / 'state.db'}: survives restarts, one machine only" in log
     assert SECRET not in log
+
+
+def test_init_with_flags_then_check_config_then_serve(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    made = run(
+        "init",
+        "--non-interactive",
+        "--provider",
+        "github",
+        "--client-id",
+        "Ov23liInitFlags",
+        "--base-url",
+        base,
+        "--mcp-url",
+        "http://127.0.0.1:9/mcp",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    assert f"    {base}/auth/callback\n" in made.stdout
+    assert "    oauthproxy check-config proxy.toml\n" in made.stdout
+    assert "    oauthproxy serve --config proxy.toml\n" in made.stdout
+    assert "export GITHUB_CLIENT_SECRET=" in made.stdout
+    keys = tmp_path / ".oauthproxy" / "keys.json"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+
+    checked = run("check-config", "proxy.toml", cwd=tmp_path, GITHUB_CLIENT_SECRET=SECRET)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("ok: proxy.toml\n")
+    assert f"  resource  {base}/mcp -> http://127.0.0.1:9/mcp\n" in checked.stdout
+
+    served = _serve_briefly(tmp_path, port)
+    # serve says what check-config said (its first line says where it listens).
+    assert served.splitlines()[1:6] == checked.stdout.splitlines()[1:6]
+    assert (tmp_path / ".oauthproxy" / "state.db").is_file()
+    assert SECRET not in served + checked.stdout + checked.stderr
+
+
+def test_init_with_answers_on_stdin_then_check_config_then_serve(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    answers = "\n".join(
+        [
+            "gitbub",  # refused, with a suggestion, and asked again
+            "github",
+            "Ov23liInitAsked",
+            "https://mcp.example.com?x=1",  # refused by the same rule as check-config's
+            base + "/",  # the trailing slash is dropped
+            "http://127.0.0.1:9/mcp",
+            "",
+        ]
+    )
+    made = run("init", cwd=tmp_path, stdin=answers)
+    assert made.returncode == 0, made.stderr
+    assert (
+        "error: --provider: must be one of github, google, entra, oidc; did you mean `github`?"
+        in (made.stderr)
+    )
+    assert "error: [server].base_url: " in made.stderr
+    assert f"    {base}/auth/callback\n" in made.stdout
+    written = (tmp_path / "proxy.toml").read_text()
+    assert f'base_url = "{base}"\n' in written
+    assert 'client_id = "Ov23liInitAsked"\n' in written
+
+    checked = run("check-config", "proxy.toml", cwd=tmp_path, GITHUB_CLIENT_SECRET=SECRET)
+    assert checked.returncode == 0, checked.stderr
+    served = _serve_briefly(tmp_path, port)
+    assert f"  issuer    {base}\n" in served
+
+
+def _serve_briefly(workdir: Path, port: int) -> str:
+    """``oauthproxy serve --config proxy.toml`` until ``/healthz`` answers; its output."""
+    proxy = ProxyProcess(workdir / "proxy.toml", port, workdir, name="serve")
+    proxy.start(env={**NO_DATA_DIR, "GITHUB_CLIENT_SECRET": SECRET})
+    try:
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5, trust_env=False)
+        assert (health.status_code, health.text) == (200, "ok")
+    finally:
+        stop(proxy)
+    log = proxy.output()
+    return log[log.index("oauthproxy: listening") :]
