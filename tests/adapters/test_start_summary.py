@@ -191,3 +191,19 @@ def test_without_store_table_the_summary_names_the_sqlite_default(tmp_path: Path
     path = tmp_path / ".oauthproxy" / "state.db"
     assert f"  store     sqlite {path}: survives restarts, one machine only\n" in checked.stdout
     assert not any("[store].url" in w for w in _warnings(checked.stdout))
+
+
+def test_the_readme_shows_what_check_config_prints_for_its_example(tmp_path: Path) -> None:
+    """The README's start summary is the real one for its configuration example (run in
+    /srv/mcp there, in a fresh directory here)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    shown = readme.split("```text\noauthproxy: listening on ", 1)[1].split("```", 1)[0]
+    config = tmp_path / "proxy.toml"
+    config.write_text(example)
+    checked = run("check-config", str(config), cwd=tmp_path, env={"GITHUB_CLIENT_SECRET": SECRET})
+    assert checked.returncode == 0, checked.stderr
+    expected = shown.splitlines()[1:]
+    assert checked.stdout.splitlines()[1:] == [
+        line.replace("/srv/mcp", str(tmp_path)) for line in expected
+    ]
