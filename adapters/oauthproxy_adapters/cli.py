@@ -2,6 +2,7 @@
 
 ::
 
+    oauthproxy init [--provider P --client-id ID --base-url URL --mcp-url URL] [--yes] [--force]
     oauthproxy serve --config proxy.toml [--host H] [--port P] [--log-level warning]
     oauthproxy check-config proxy.toml
     oauthproxy keys new --out keys.json [--force]
@@ -10,14 +11,17 @@
     oauthproxy keys show --file keys.json
     oauthproxy demo [...]
 
-``serve`` logs through uvicorn's logging configuration with every secret-bearing query value
-(``code``, ``state``, ``txn``, tokens, credentials) redacted at every level (``log_redaction.py``).
+``init`` writes a first ``proxy.toml`` and keys file from a few answers (``init_config.py``).
+``serve`` and ``check-config`` say what matters in a few lines (issuer, resource, provider, store
+and its durability, who may sign in) and warn about each exposure (``start_summary.py``). ``serve``
+logs through uvicorn's logging configuration with every secret-bearing query value (``code``,
+``state``, ``txn``, tokens, credentials) redacted at every level (``log_redaction.py``).
 
 Exit status: 0 success; 2 the configuration (or the command line) is wrong, with one line
 ``error: [table].key: problem`` on stderr for every problem of the file and never a traceback; 1 any
 other failure (a file that exists, a server that could not start, the demo not installed). The
-configuration's keys are declared in ``config_schema.py`` (which the help of ``--host``/``--port``
-and ``check-config`` is generated from); key rotation is in ``keygen.py``.
+configuration's keys are declared in ``config_schema.py`` (which the help of ``--host``/``--port``,
+of ``init``'s options and of ``check-config`` is generated from); key rotation is in ``keygen.py``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ def _overrides(table: str, name: str) -> str:
     return f"{k.doc.rstrip('.')} (overrides {k.path}, default {k.shown_default()})"
 
 
+def _sets(table: str, name: str, extra: str = "") -> str:
+    """Help of an ``init`` option that writes a key: the key's own help (config_schema)."""
+    k = config_schema.key(table, name)
+    return f"{k.doc.rstrip('.')}{extra} (writes {k.path})"
+
+
 def _tables_help() -> str:
     lines = ["tables of the configuration file (see the configuration reference for their keys):"]
     for table in config_schema.TABLES:
@@ -69,6 +79,57 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from .init_config import DEFAULT_BASE_URL, INIT_PROVIDERS  # noqa: PLC0415
+
+    init = sub.add_parser(
+        "init",
+        help="write a first proxy.toml and keys file, from answers or flags",
+        description="Ask for the provider, the proxy's client id there, the public base URL\n"
+        "and the MCP server's URL (or take them as flags); write a commented proxy.toml that\n"
+        "passes check-config and the keys file (mode 0600); print the callback URL to\n"
+        "register at the provider and the commands to run next. The client secret is never\n"
+        "asked for nor written: the file names the environment variable that holds it.\n"
+        "Existing files are replaced only with --force.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument(
+        "--provider",
+        help=f"{', '.join(INIT_PROVIDERS)} (for oauth2, write its endpoints by hand) "
+        "(writes [upstream].provider)",
+    )
+    init.add_argument("--client-id", help=_sets("upstream", "client_id"))
+    init.add_argument(
+        "--base-url", help=_sets("server", "base_url", f"; default {DEFAULT_BASE_URL}")
+    )
+    init.add_argument(
+        "--mcp-url",
+        help="the MCP server behind the proxy, which authenticated requests to mcp_path are "
+        "forwarded to (writes [gateway].upstream_url)",
+    )
+    init.add_argument(
+        "--client-secret-env",
+        help=_sets("upstream", "client_secret_env", "; default <PROVIDER>_CLIENT_SECRET"),
+    )
+    init.add_argument(
+        "--issuer",
+        help="oidc only: the provider's issuer URL; its discovery document is fetched to check "
+        "it (writes [upstream].issuer)",
+    )
+    init.add_argument("--tenant", help="entra: " + _sets("upstream", "tenant"))
+    init.add_argument(
+        "--dir", default=".", help="where to write proxy.toml and .oauthproxy/keys.json (default .)"
+    )
+    init.add_argument("--out", help="the configuration file to write (default <dir>/proxy.toml)")
+    init.add_argument("--force", action="store_true", help="replace existing files")
+    init.add_argument(
+        "--non-interactive",
+        "--yes",
+        "-y",
+        dest="non_interactive",
+        action="store_true",
+        help="ask nothing: take the flags and defaults, or list what is missing (exit 2)",
+    )
+
     serve = sub.add_parser("serve", help="run the proxy (and its gateway) under uvicorn")
     serve.add_argument("--config", required=True, help="the TOML configuration file")
     serve.add_argument("--host", help=_overrides("server", "host"))
@@ -84,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
         "check-config",
         help="validate a configuration file and summarise it",
         description="Validate a configuration file: every problem is reported, one per line\n"
-        "(error: [table].key: problem), or a one-line summary is printed.",
+        '(error: [table].key: problem), or "ok" and the summary serve prints at start\n'
+        "(issuer, resource, provider, store, who may sign in, one line per warning).",
         epilog=_tables_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -122,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = parser.parse_args(arguments)
     try:
+        if args.command == "init":
+            return _init(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "check-config":
@@ -139,9 +203,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 
+def _init(args: argparse.Namespace) -> int:
+    from . import init_config  # noqa: PLC0415
+
+    return init_config.run(args)
+
+
 def _check_config(args: argparse.Namespace) -> int:
+    from .start_summary import summary_lines  # noqa: PLC0415
+
     settings = load_settings(args.config)
-    print(f"ok: {settings.summary()}")
+    print(f"ok: {args.config}")
+    for line in summary_lines(settings):
+        print(line)
     return EXIT_OK
 
 
@@ -151,6 +225,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import build_app  # noqa: PLC0415
     from .log_redaction import serve_log_config  # noqa: PLC0415
+    from .start_summary import summary_lines  # noqa: PLC0415
 
     settings = load_settings(args.config)
     if args.host is not None:
@@ -177,11 +252,10 @@ def _serve(args: argparse.Namespace) -> int:
         ),
     )
     server = uvicorn.Server(config)
-    print(
-        f"oauthproxy: issuer {settings.issuer}, listening on {settings.host}:{settings.port}",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"oauthproxy: listening on {settings.host}:{settings.port}", file=sys.stderr)
+    for line in summary_lines(settings):
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
     server.run()
     # uvicorn reports a failed start (port in use, ...) in its log and leaves `started` unset.
     return EXIT_OK if server.started else EXIT_FAILURE

@@ -25,9 +25,12 @@ rule (https, or http on a loopback host: ``oauthproxy_core.provider_urls``); the
 addition say ``allow_insecure_http = true`` before any http URL is accepted.
 
 Paths: ``[keys] file`` and ``sqlite:///relative.db`` store URLs are relative to the working directory
-of the process (the stores' convention). ``oauthproxy serve`` creates the key file on first start
-(mode 0600, its directory 0700) with fresh keys; manage it afterwards with
-``oauthproxy keys rotate|retire|show``. An existing key file readable by group or others is refused.
+of the process (the stores' convention). Without ``[store] url`` the store is ``sqlite://``, the
+embedded durable default (``./.oauthproxy/state.db``, or ``$OAUTHPROXY_DATA_DIR/state.db``, beside
+the default key file); ``memory://`` only when the file asks for it. ``oauthproxy serve`` creates
+the key file on first start (mode 0600, its directory 0700) with fresh keys; manage it afterwards
+with ``oauthproxy keys rotate|retire|show``. An existing key file readable by group or others is
+refused.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ class Settings:
     proxy: ProxyConfig
     host: str = "127.0.0.1"
     port: int = 8000
-    store_url: str = attrs.field(default="memory://", repr=redact_url)
+    store_url: str = attrs.field(default="sqlite://", repr=redact_url)
     #: Absolute path of the keyring document (created on first start if missing).
     keys_file: str
     #: The MCP server behind the gateway, or ``None`` (then the proxy only protects ``mcp_path``).

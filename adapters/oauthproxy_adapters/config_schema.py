@@ -510,11 +510,16 @@ KEYS: tuple[Key, ...] = (
         table="store",
         name="url",
         type=_S,
-        default="memory://",
-        doc="`memory://`, `sqlite:///path.db` (`?synchronous=full` to fsync every commit) or "
-        "`redis://host:6379/0?prefix=app:` (`rediss://` for TLS).",
-        why="Nothing to set up for a first run; state does not survive a restart, so give "
-        "`sqlite://` or `redis://` for anything else.",
+        default="sqlite://",
+        doc="`sqlite://`: the embedded store, `.oauthproxy/state.db` under the working directory "
+        "(`$OAUTHPROXY_DATA_DIR/state.db` when that variable is set); `sqlite:///path.db` "
+        "(relative to the working directory, `sqlite:////abs/path.db` absolute; "
+        "`?synchronous=full` to fsync every commit); `redis://host:6379/0?prefix=app:` "
+        "(`rediss://` for TLS), shared by several instances; `memory://`, this process only, "
+        "lost at every restart (tests).",
+        why="Registrations, grants and sign-ins survive a restart with nothing to install: one "
+        "SQLite file, created with its directory private (0600, 0700) as the keys file is. It "
+        "serves one machine; instances on several hosts share a `redis://` store.",
     ),
     # [keys]
     Key(

@@ -66,9 +66,9 @@ def test_check_config_ok(tmp_path: Path) -> None:
     result = run("check-config", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(
-        "ok: issuer https://mcp.example; resource https://mcp.example/mcp"
+        f"ok: {path}\n  issuer    https://mcp.example\n  resource  https://mcp.example/mcp"
     )
-    assert "provider oauth2" in result.stdout
+    assert "  provider  oauth2, client_id proxy-client," in result.stdout
     assert SECRET not in result.stdout + result.stderr
 
 

@@ -85,7 +85,8 @@ def test_minimal_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     up = s.upstream
     assert s.issuer == "https://mcp.example"
     assert s.proxy.resource == "https://mcp.example/mcp"
-    assert (s.host, s.port, s.store_url) == ("127.0.0.1", 8000, "memory://")
+    # Issue 20: the embedded durable store is the default (memory:// only when asked for).
+    assert (s.host, s.port, s.store_url) == ("127.0.0.1", 8000, "sqlite://")
     assert up.name == "github"
     assert up.authorize_url == "https://github.com/login/oauth/authorize"
     assert up.token_url == "https://github.com/login/oauth/access_token"

@@ -338,6 +338,8 @@ def _settings_in(tmp_path: Path, metrics: dict[str, Any], environ: dict[str, str
             "userinfo_url": "http://127.0.0.1:9/u",
             "allow_insecure_http": True,
         },
+        # In-process, per test: memory:// keeps it off the working directory's SQLite default.
+        "store": {"url": "memory://"},
         "keys": {"file": str(tmp_path / "keys.json")},
     }
     if metrics:

@@ -122,7 +122,7 @@ def test_plain_install_runs_check_config_keys_and_serve(venv: Path, tmp_path: Pa
 
     checked = _run(oauthproxy, "check-config", config, cwd=tmp_path, timeout=60)
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.startswith(f"ok: issuer http://127.0.0.1:{port};")
+    assert checked.stdout.startswith(f"ok: {config}\n  issuer    http://127.0.0.1:{port}\n")
     assert "ModuleNotFoundError" not in checked.stderr
 
     keys = _run(oauthproxy, "keys", "new", "--out", tmp_path / "other-keys.json", cwd=tmp_path)

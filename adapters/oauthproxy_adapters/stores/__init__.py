@@ -16,6 +16,7 @@ The Redis modules are imported only when a Redis URL is opened, so ``redis`` sta
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,6 +41,7 @@ __all__ = [
     "default_sqlite_path",
     "open_async_store",
     "open_store",
+    "sqlite_file",
 ]
 
 _SCHEMES = "memory://, sqlite://[/path], redis://host:port/db or rediss://host:port/db"
@@ -67,6 +69,11 @@ def _sqlite_path(url: str) -> str:
             f"bad SQLite store URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db"
         )
     return rest[1:]
+
+
+def sqlite_file(url: str) -> str:
+    """The absolute path of the file a ``sqlite://`` URL names, resolved now (nothing is opened)."""
+    return os.path.abspath(_sqlite_options(url)[0])
 
 
 def _redis_options(url: str) -> tuple[str, str]:

@@ -1,0 +1,185 @@
+"""What an operator must know when ``oauthproxy serve`` starts, and when ``check-config`` passes.
+
+A handful of lines, never a secret: the issuer, the resource (and where the gateway forwards it),
+the provider and the callback URL registered there, the store with what survives a restart, and who
+may sign in; then one ``warning:`` line for each choice of the file that exposes something:
+
+- an in-memory store (a restart makes every client register and every user sign in again, and no
+  other instance shares it);
+- a plain-``http`` issuer reachable beyond loopback (codes and tokens cross the network
+  unencrypted);
+- open dynamic registration (RFC 7591 §3: no initial access token is asked for) while any account
+  at the provider may sign in: then anyone with such an account can use the MCP server;
+- metrics without a bearer token;
+- ``X-Forwarded-For`` believed from any peer (a client then chooses the address the per-address
+  limits count by: SECURITY.md 35);
+- client metadata documents fetched from loopback (development only: SECURITY.md 23).
+
+Both commands print ``summary_lines`` of the same ``Settings``, so what ``check-config`` promises is
+what ``serve`` does. ``admission`` is the one place that says who may sign in: the ``[access]``
+rules of issue 15 describe themselves there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import attrs
+
+from .config_file import Settings, redact_url
+from .stores import sqlite_file
+
+__all__ = [
+    "Admission",
+    "admission",
+    "is_loopback",
+    "store_durability",
+    "summary_lines",
+    "warnings",
+]
+
+#: Microsoft's multi-tenant audiences (``[upstream] tenant``), in words.
+_ENTRA_AUDIENCES = {
+    "common": "any Microsoft account (work, school or personal)",
+    "organizations": "any work or school account of any Entra tenant",
+    "consumers": "any personal Microsoft account",
+}
+
+
+@attrs.frozen
+class Admission:
+    """Who may sign in. ``everyone``: no rule narrows it beyond having an account at the provider
+    (or, for an Entra tenant GUID, in that tenant)."""
+
+    everyone: bool
+    text: str
+
+
+def admission(settings: Settings) -> Admission:
+    """Who may sign in, in one clause ("any account at github (github.com) may sign in").
+
+    No access rule exists yet, so whoever the provider signs in is admitted. The ``[access]``
+    rules (issue 15) plug in here: with rules, ``everyone`` is false and ``text`` names the rule
+    classes ("members of the github orgs acme, acme/platform may sign in"), never secrets.
+    """
+    up = settings.upstream
+    if up.name == "entra" and up.tenant is not None:
+        who = _ENTRA_AUDIENCES.get(up.tenant, f"any account of the Entra tenant {up.tenant}")
+        return Admission(everyone=up.tenant in _ENTRA_AUDIENCES, text=f"{who} may sign in")
+    host = urlsplit(up.authorize_url).hostname or up.authorize_url
+    return Admission(everyone=True, text=f"any account at {up.name} ({host}) may sign in")
+
+
+def store_durability(url: str) -> str:
+    """The store, and what survives a restart or is shared, in words (no password)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme == "memory":
+        return "memory://: this process only, lost at every restart"
+    if scheme == "sqlite":
+        return f"sqlite {sqlite_file(url)}: survives restarts, one machine only"
+    return (
+        f"{redact_url(url)}: shared by every instance using it; held in memory by Redis unless "
+        "the Redis server persists it (RDB or AOF)"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP address (``127.0.0.1``, ``::1``, ``[::1]``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _trusted_forwarders(settings: Settings, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The peers ``serve`` believes ``X-Forwarded-For`` from (uvicorn's default when unset)."""
+    if settings.forwarded_allow_ips is not None:
+        return settings.forwarded_allow_ips
+    configured = environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    return tuple(part.strip() for part in configured.split(",") if part.strip())
+
+
+def _trusts_everyone(entries: tuple[str, ...]) -> bool:
+    for entry in entries:
+        if entry == "*":
+            return True
+        try:
+            if ipaddress.ip_network(entry, strict=False).prefixlen == 0:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One sentence per exposure the configuration makes (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    found: list[str] = []
+    if settings.store_url.partition("://")[0].lower() == "memory":
+        found.append(
+            "[store].url: memory:// forgets every registration, grant and sign-in at each "
+            "restart (clients register again, users sign in again) and shares nothing with "
+            "other instances; leave [store] out for the SQLite default"
+        )
+    issuer = urlsplit(settings.issuer)
+    if issuer.scheme == "http" and not is_loopback(issuer.hostname or ""):
+        found.append(
+            "[server].base_url: plain http outside loopback: codes and tokens cross the network "
+            "unencrypted"
+        )
+    elif issuer.scheme == "http" and not is_loopback(settings.host):
+        found.append(
+            f"[server].base_url: plain http while [server].host {settings.host} accepts "
+            "connections from other machines: codes and tokens would cross the network "
+            "unencrypted"
+        )
+    admitted = admission(settings)
+    if admitted.everyone:
+        found.append(
+            f"dynamic registration is open and {admitted.text}: anyone with such an account "
+            f"can use {settings.proxy.resource}"
+        )
+    if settings.metrics_enabled and settings.metrics_bearer_token is None:
+        found.append(
+            "[metrics].bearer_token: not set: whoever reaches /metrics reads the traffic "
+            "figures; set one or keep /metrics unreachable from outside"
+        )
+    if _trusts_everyone(_trusted_forwarders(settings, env)):
+        found.append(
+            "[server].forwarded_allow_ips: X-Forwarded-For is believed from any peer: a client "
+            "chooses the address the per-address limits count by; list your reverse proxy"
+        )
+    if settings.proxy.cimd_allow_loopback:
+        found.append(
+            "[clients].cimd_allow_loopback: client metadata documents are fetched from this "
+            "machine too (development only)"
+        )
+    return found
+
+
+def summary_lines(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The summary: five indented lines, then a ``warning:`` line per exposure."""
+    proxy = settings.proxy
+    up = settings.upstream
+    gateway = settings.gateway_upstream_url
+    resource = proxy.resource + (
+        f" -> {gateway}" if gateway else " (no [gateway]: 404 after sign-in)"
+    )
+    rows = [
+        ("issuer", proxy.issuer),
+        ("resource", resource),
+        (
+            "provider",
+            f"{up.name}, client_id {up.client_id}, callback {proxy.issuer}{proxy.callback_path}",
+        ),
+        ("store", store_durability(settings.store_url)),
+        ("sign-in", admission(settings).text),
+    ]
+    lines = [f"  {name:<9} {value}" for name, value in rows]
+    lines += [f"warning: {text}" for text in warnings(settings, environ)]
+    return lines
