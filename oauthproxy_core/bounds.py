@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Generator, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 import attrs
 
 from .crypto import digest
-from .effects import CompareAndSet, GetRecord, Stored
+from .effects import CompareAndSet, GetRecord, Handler, Stored
 from .errors import TemporarilyUnavailableError, TooManyRequestsError
 
 KIND = "bound"
@@ -140,7 +140,7 @@ def _refuse(slot: Slot, retry_after: int) -> NoReturn:
     raise TooManyRequestsError("too many requests; retry later", retry_after=retry_after)
 
 
-def take_slots(slots: Sequence[Slot], *, now: int) -> Generator[Any, Any, None]:
+def take_slots(slots: Sequence[Slot], *, now: int) -> Handler[None]:
     """Count one event in every slot, or raise 429 (503 for a shared slot) having created no counter.
 
     All counters are read before any is incremented, and a request that does not fit in one of them
@@ -163,9 +163,7 @@ def take_slots(slots: Sequence[Slot], *, now: int) -> Generator[Any, Any, None]:
         yield from take_slot(slot, now=now, read=stored)
 
 
-def take_slot(
-    slot: Slot, *, now: int, read: Stored | object | None = _UNREAD
-) -> Generator[Any, Any, None]:
+def take_slot(slot: Slot, *, now: int, read: Stored | object | None = _UNREAD) -> Handler[None]:
     """Count one event in ``slot``'s current window, or raise 429 (503 for a shared slot).
 
     ``read`` is the counter as the caller just read it, which saves the first read.

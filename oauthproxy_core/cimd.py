@@ -34,7 +34,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -42,7 +42,7 @@ from . import persistence
 from .bounds import Bounds, Slot, per_source, take_slots
 from .client_metadata import validate_client_metadata
 from .crypto import digest
-from .effects import HttpCall, HttpFailure, HttpRequest, HttpResponse
+from .effects import Handler, HttpCall, HttpFailure, HttpRequest, HttpResponse
 from .errors import OAuthError, TemporarilyUnavailableError
 from .records import Client
 from .untrusted_json import UntrustedJsonError, parse_json_object
@@ -455,7 +455,7 @@ def _load_entry(raw: bytes | None) -> dict[str, Any] | None:
 
 def _store_entry(
     key: str, doc: dict[str, Any], etag: str | None, ttl: int, now: int
-) -> Generator[Any, Any, None]:
+) -> Handler[None]:
     entry = {"v": 1, "doc": doc, "etag": etag, "fresh_until": now + ttl, "fetched_at": now}
     value = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode()
     yield from persistence.put_raw("cimd", key, value, ttl + STALE_KEEP)
@@ -468,7 +468,7 @@ def fetch_document(
     purpose: str = "cimd",
     bounds: Bounds | None = None,
     source: str = "",
-) -> Generator[Any, Any, dict[str, Any] | None]:
+) -> Handler[dict[str, Any] | None]:
     """The JSON object at ``url`` (a CIMD document or a JWK Set), from the cache or fetched.
 
     Returns ``None`` when it cannot be had (network failure, non-200, not ``application/json``, too

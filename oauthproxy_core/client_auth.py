@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Generator
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -26,7 +25,7 @@ from .cimd import MAX_DOCUMENT_BYTES, fetch_document
 from .client_lookup import load_client
 from .config import Context
 from .crypto import b64u_decode, digest, equal
-from .effects import CompareAndSet
+from .effects import CompareAndSet, Handler
 from .errors import InvalidClientError, InvalidRequestError
 from .http import Request
 from .records import Client
@@ -65,9 +64,7 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return unquote_plus(cid), unquote_plus(secret)
 
 
-def authenticate_client(
-    req: Request, form: dict[str, str], ctx: Context
-) -> Generator[Any, Any, Client]:
+def authenticate_client(req: Request, form: dict[str, str], ctx: Context) -> Handler[Client]:
     header = req.header("authorization")
     basic = _basic_credentials(header) if header else None
     body_id, body_secret = form.get("client_id"), form.get("client_secret")
@@ -114,7 +111,7 @@ def _segment_json(segment: str) -> dict[str, Any]:
         raise InvalidClientError("malformed client assertion") from None
 
 
-def _authenticate_assertion(form: dict[str, str], ctx: Context) -> Generator[Any, Any, Client]:
+def _authenticate_assertion(form: dict[str, str], ctx: Context) -> Handler[Client]:
     if form.get("client_assertion_type") != ASSERTION_TYPE:
         raise InvalidClientError("unsupported client_assertion_type")
     assertion = form.get("client_assertion") or ""
@@ -162,7 +159,7 @@ def _authenticate_assertion(form: dict[str, str], ctx: Context) -> Generator[Any
     return client
 
 
-def _client_keys(client: Client, ctx: Context) -> Generator[Any, Any, list[dict[str, Any]]]:
+def _client_keys(client: Client, ctx: Context) -> Handler[list[dict[str, Any]]]:
     meta = dict(client.metadata)
     jwks: Any = None
     try:

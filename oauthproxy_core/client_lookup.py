@@ -22,9 +22,6 @@ first time at once and then at most once per ``TOUCH_INTERVAL``.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any
-
 from . import persistence
 from .cimd import (
     CimdDocumentError,
@@ -34,10 +31,11 @@ from .cimd import (
     looks_like_cimd,
 )
 from .config import Context, ProxyConfig
+from .effects import Handler
 from .records import Client
 
 
-def load_client(client_id: str, ctx: Context) -> Generator[Any, Any, Client | None]:
+def load_client(client_id: str, ctx: Context) -> Handler[Client | None]:
     """The active client named ``client_id``, or ``None`` (unknown, invalid or unreachable)."""
     if not client_id:
         return None
@@ -71,7 +69,7 @@ def registration_expires_at(client: Client, config: ProxyConfig) -> int:
     return max(client.issued_at, client.last_used_at) + config.lifetimes.client
 
 
-def touch_client(client: Client, ctx: Context) -> Generator[Any, Any, None]:
+def touch_client(client: Client, ctx: Context) -> Handler[None]:
     """Record a use of a registered client, renewing its record's lifetime (SECURITY.md 28).
 
     Only DCR clients live in the store. The first use is written at once (it turns the short unused
@@ -91,7 +89,7 @@ def touch_client(client: Client, ctx: Context) -> Generator[Any, Any, None]:
     )
 
 
-def load_cimd_client(url: str, ctx: Context) -> Generator[Any, Any, Client | None]:
+def load_cimd_client(url: str, ctx: Context) -> Handler[Client | None]:
     cfg = ctx.config
     if cimd_url_problem(url, allow_loopback=cfg.cimd_allow_loopback) is not None:
         return None

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Generator
 from typing import Any
 
 from . import persistence
 from .config import Context
 from .crypto import digest, new_secret, seal
 from .domain_events import GrantChanged
-from .effects import Emit
+from .effects import Emit, Handler
 from .records import Grant
 from .states import EventData, GrantEvent, GrantState, grant_step
 from .tokens import mint_access_token
@@ -103,7 +102,7 @@ def _marker_ttl(ctx: Context) -> int:
     return max(lifetimes.refresh_token, lifetimes.access_token) + 60
 
 
-def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Generator[Any, Any, None]:
+def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Handler[None]:
     """Revoke the family ``grant_id`` for ``reason`` (a revoking ``GrantEvent``).
 
     The marker is written first and unconditionally: a code replay may revoke a grant that its
@@ -142,12 +141,12 @@ def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Generator[A
             return
 
 
-def is_revoked(grant_id: str) -> Generator[Any, Any, bool]:
+def is_revoked(grant_id: str) -> Handler[bool]:
     marker = yield from persistence.get_raw(REVOKED, grant_id)
     return marker is not None
 
 
-def revoke_client(ctx: Context, client_id: str) -> Generator[Any, Any, None]:
+def revoke_client(ctx: Context, client_id: str) -> Handler[None]:
     """Every grant and access token of ``client_id`` is refused from now on (RFC 7592 §2.3).
 
     Written before the registration is deleted, so that no moment exists in which the client is
@@ -156,6 +155,6 @@ def revoke_client(ctx: Context, client_id: str) -> Generator[Any, Any, None]:
     yield from persistence.put_raw(CLIENT_REVOKED, client_id, b"1", _marker_ttl(ctx))
 
 
-def is_client_revoked(client_id: str) -> Generator[Any, Any, bool]:
+def is_client_revoked(client_id: str) -> Handler[bool]:
     marker = yield from persistence.get_raw(CLIENT_REVOKED, client_id)
     return marker is not None

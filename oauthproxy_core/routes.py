@@ -20,13 +20,14 @@ template ending in ``{client_id}`` matches every non-empty tail below its prefix
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
 from .config import Context, ProxyConfig
+from .effects import Handler
 from .handlers.authorize import authorize_endpoint
 from .handlers.callback import callback_endpoint
 from .handlers.consent import consent_get, consent_post
@@ -46,7 +47,7 @@ __all__ = [
     "RouteTable",
 ]
 
-Endpoint = Callable[[Request, Context], Generator[Any, Any, Response]]
+Endpoint = Callable[[Request, Context], Handler[Response]]
 
 #: The endpoint name of bearer checks at the protected resource (not a route of this table: the
 #: adapters' front door guards it, oauthproxy_core.front_door).

@@ -15,12 +15,12 @@ on a CORS route the route's preflight answer.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from .bearer_header import BearerCredentials
 from .config import Context, ProxyConfig
 from .crypto import RandomSource
+from .effects import Handler
 from .errors import MethodNotAllowedError, NotFoundError, OAuthError
 from .handlers.bearer import Challenge, Principal, verify_bearer
 from .handlers.metadata import CORS
@@ -55,15 +55,13 @@ class AuthorizationServer:
     def handles(self, path: str) -> bool:
         return self.routes.match(path) is not None
 
-    def handle(
-        self, req: Request, *, now: int, random: RandomSource
-    ) -> Generator[Any, Any, Response]:
+    def handle(self, req: Request, *, now: int, random: RandomSource) -> Handler[Response]:
         """The generator answering ``req``; drive it with a driver from ``oauthproxy_adapters``."""
         return self._dispatch(
             req, self.context(now=now, random=random, remote_addr=req.remote_addr)
         )
 
-    def _dispatch(self, req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    def _dispatch(self, req: Request, ctx: Context) -> Handler[Response]:
         route = self.routes.match(req.path)
         if route is None:
             return render_error(NotFoundError("no such endpoint"), browser=False, cors=False)
@@ -88,7 +86,7 @@ class AuthorizationServer:
         now: int,
         random: RandomSource,
         required_scopes: Sequence[str] = (),
-    ) -> Generator[Any, Any, Principal | Challenge]:
+    ) -> Handler[Principal | Challenge]:
         return verify_bearer(authorization, self.context(now=now, random=random), required_scopes)
 
 

@@ -15,9 +15,6 @@ client that thousands of users share; refused there, it is redirected ``temporar
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any
-
 from .. import persistence
 from ..bounds import Slot, per_source, take_slot, take_slots
 from ..cimd import looks_like_cimd
@@ -25,7 +22,7 @@ from ..client_lookup import load_client
 from ..config import Context
 from ..crypto import new_secret
 from ..domain_events import transaction_changed
-from ..effects import Emit
+from ..effects import Emit, Handler
 from ..errors import (
     InvalidRequestError,
     OAuthError,
@@ -48,7 +45,7 @@ from .consent import remembered_consent, start_upstream
 
 # Long by nature: The order of spec/security.md 2 (client, redirect URI, the rest): each refusal
 # returns where it is decided.
-def authorize_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:  # noqa: PLR0911
+def authorize_endpoint(req: Request, ctx: Context) -> Handler[Response]:  # noqa: PLR0911
     params = parse_params(req.query) if req.method == "GET" else form_body(req)
 
     # 1. The client (rendered page on failure).

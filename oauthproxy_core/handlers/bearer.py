@@ -12,8 +12,7 @@ Tokens for another audience and upstream tokens never verify (SECURITY.md 18, no
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import attrs
@@ -21,6 +20,7 @@ import attrs
 from .. import grants
 from ..bearer_header import BearerCredentials, parse_bearer_value
 from ..config import Context
+from ..effects import Handler
 from ..errors import InvalidTokenError
 from ..http import Response, json_response
 from ..tokens import AccessClaims, verify_access_token
@@ -108,7 +108,7 @@ def verify_bearer(
     authorization: str | BearerCredentials | None,
     ctx: Context,
     required_scopes: Sequence[str] = (),
-) -> Generator[Any, Any, Principal | Challenge]:
+) -> Handler[Principal | Challenge]:
     """``authorization`` is the request's ``Authorization`` value, or its parsed credentials
     (``bearer_header.parse_bearer`` over every field, so that two fields are refused)."""
     credentials = credentials_of(authorization)
@@ -124,7 +124,7 @@ def verify_bearer(
 
 def authorize_claims(
     claims: AccessClaims, ctx: Context, required_scopes: Sequence[str] = ()
-) -> Generator[Any, Any, Principal | Challenge]:
+) -> Handler[Principal | Challenge]:
     """The checks after signature verification: expiry, revocation, scopes.
 
     Split out so that a verified-token cache (in the adapters) can skip only the signature, never

@@ -7,10 +7,10 @@ INTEROP.md: clients do not follow redirects here, so every probed URL answers 20
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 from ..config import Context
+from ..effects import Handler
 from ..http import Request, Response, json_response
 
 CORS: tuple[tuple[str, str], ...] = (("Access-Control-Allow-Origin", "*"),)
@@ -61,21 +61,21 @@ def protected_resource_metadata(ctx: Context) -> dict[str, Any]:
     }
 
 
-def as_metadata_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def as_metadata_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     return json_response(
         200, authorization_server_metadata(ctx), no_store=False, extra_headers=CORS + CACHEABLE
     )
     yield  # pragma: no cover - makes this a generator like every handler
 
 
-def prm_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def prm_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     return json_response(
         200, protected_resource_metadata(ctx), no_store=False, extra_headers=CORS + CACHEABLE
     )
     yield  # pragma: no cover
 
 
-def jwks_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def jwks_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     return json_response(
         200, ctx.keys.public_jwks(), no_store=False, extra_headers=CORS + CACHEABLE
     )

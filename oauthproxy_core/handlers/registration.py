@@ -22,7 +22,6 @@ secret method (a new secret is issued and returned) or to ``none`` (the secret i
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
 from typing import Any
 
 from .. import grants, persistence
@@ -33,7 +32,7 @@ from ..client_metadata import validate_client_metadata
 from ..config import Context
 from ..crypto import digest, equal, new_secret
 from ..domain_events import ClientDeleted, client_registered
-from ..effects import Emit
+from ..effects import Emit, Handler
 from ..errors import (
     InvalidClientMetadataError,
     InvalidTokenError,
@@ -51,7 +50,7 @@ def registration_client_uri(ctx: Context, client_id: str) -> str:
     return f"{ctx.config.issuer}/register/{client_id}"
 
 
-def register_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def register_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     raw = json_body(req)
     meta = validate_client_metadata(raw, supported_scopes=ctx.config.scopes_supported)
     b = ctx.config.bounds
@@ -130,7 +129,7 @@ def _management_client_id(req: Request, ctx: Context) -> str:
     return req.path[len(prefix) :] if req.path.startswith(prefix) else ""
 
 
-def _authorized(req: Request, ctx: Context) -> Generator[Any, Any, Client]:
+def _authorized(req: Request, ctx: Context) -> Handler[Client]:
     client_id = _management_client_id(req, ctx)
     token = bearer_credentials(req.headers).token
     if token is None:
@@ -149,7 +148,7 @@ def _authorized(req: Request, ctx: Context) -> Generator[Any, Any, Client]:
     return client
 
 
-def client_configuration_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def client_configuration_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     """GET, PUT and DELETE on ``registration_client_uri`` (RFC 7592 §2.1-2.3)."""
     client = yield from _authorized(req, ctx)
     if req.method == "GET":
@@ -164,7 +163,7 @@ def client_configuration_endpoint(req: Request, ctx: Context) -> Generator[Any, 
     return (yield from _update(req, ctx, client))
 
 
-def _update(req: Request, ctx: Context, client: Client) -> Generator[Any, Any, Response]:
+def _update(req: Request, ctx: Context, client: Client) -> Handler[Response]:
     raw = dict(json_body(req))
     # §2.2: "The client MUST include its client_id field in the request, and it MUST be the same as
     # its currently issued client identifier."

@@ -8,13 +8,11 @@ way (RFC 7009 §2.2) so the endpoint reveals nothing about tokens it did not iss
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any
-
 from .. import grants, persistence
 from ..client_auth import authenticate_client
 from ..config import Context
 from ..crypto import digest, equal
+from ..effects import Handler
 from ..errors import InvalidRequestError, InvalidTokenError
 from ..http import NO_STORE, Request, Response, form_body
 from ..records import Grant
@@ -23,7 +21,7 @@ from ..tokens import verify_access_token
 from .metadata import CORS
 
 
-def revocation_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def revocation_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     form = form_body(req)
     client = yield from authenticate_client(req, form, ctx)
     token = form.get("token")
@@ -35,7 +33,7 @@ def revocation_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respo
     return Response(status=200, headers=NO_STORE + CORS)
 
 
-def _grant_of(ctx: Context, token: str, client_id: str) -> Generator[Any, Any, str | None]:
+def _grant_of(ctx: Context, token: str, client_id: str) -> Handler[str | None]:
     parts = grants.split_refresh_token(token)
     if parts is not None:
         grant = yield from persistence.load("grant", parts[0], Grant)

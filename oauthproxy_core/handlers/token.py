@@ -14,7 +14,6 @@ authentication consumes nothing (SECURITY.md 22).
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
 from typing import Any
 
 from .. import grants, persistence
@@ -23,7 +22,7 @@ from ..client_lookup import touch_client
 from ..config import Context
 from ..crypto import UnsealError, digest, equal, unseal
 from ..domain_events import grant_issued
-from ..effects import Emit
+from ..effects import Emit, Handler
 from ..errors import (
     InvalidClientError,
     InvalidGrantError,
@@ -50,7 +49,7 @@ from ..states import (
 from .metadata import CORS
 
 
-def token_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def token_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     form = form_body(req)
     grant_type = form.get("grant_type")
     if grant_type is None:
@@ -84,9 +83,7 @@ def _resource_param(form: dict[str, str]) -> str | None:
         return raw  # cannot equal the bound resource; the guard rejects it
 
 
-def _redeem_code(
-    ctx: Context, client: Client, form: dict[str, str]
-) -> Generator[Any, Any, dict[str, Any]]:
+def _redeem_code(ctx: Context, client: Client, form: dict[str, str]) -> Handler[dict[str, Any]]:
     code = form.get("code")
     if not code:
         raise InvalidRequestError("code is required")
@@ -149,7 +146,7 @@ def _redeem_code(
     return grants.token_response(ctx, grant, grant.scopes, refresh)
 
 
-def _punish_replay(ctx: Context, tx: Transaction) -> Generator[Any, Any, None]:
+def _punish_replay(ctx: Context, tx: Transaction) -> Handler[None]:
     try:
         replayed = step(tx, TxEvent.code_replayed, EventData(now=ctx.now))
     except Absorbed:
@@ -164,7 +161,7 @@ def _punish_replay(ctx: Context, tx: Transaction) -> Generator[Any, Any, None]:
 # detection) is one decision over one grant.
 def _refresh(  # noqa: C901, PLR0912
     ctx: Context, client: Client, form: dict[str, str]
-) -> Generator[Any, Any, dict[str, Any]]:
+) -> Handler[dict[str, Any]]:
     presented = form.get("refresh_token")
     if not presented:
         raise InvalidRequestError("refresh_token is required")

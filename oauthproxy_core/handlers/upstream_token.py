@@ -19,7 +19,6 @@ the old one is kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
 from typing import Any
 
 import attrs
@@ -27,7 +26,7 @@ import attrs
 from .. import grants, persistence
 from ..config import Context
 from ..crypto import UnsealError, seal, unseal
-from ..effects import HttpCall
+from ..effects import Handler, HttpCall
 from ..errors import InvalidGrantError, InvalidTokenError
 from ..records import Grant
 from ..states import EventData, GrantEvent, GrantState, grant_step
@@ -45,7 +44,7 @@ class UpstreamAccess:
     scope: tuple[str, ...]
 
 
-def upstream_access_token(ctx: Context, grant_id: str) -> Generator[Any, Any, UpstreamAccess]:
+def upstream_access_token(ctx: Context, grant_id: str) -> Handler[UpstreamAccess]:
     for _attempt in range(3):
         grant = yield from persistence.load("grant", grant_id, Grant)
         if (

@@ -11,12 +11,11 @@ call is never refetched, so a forged ``kid`` costs at most one extra request per
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
 from typing import Any
 
 from .. import persistence
 from ..crypto import digest
-from ..effects import HttpCall
+from ..effects import Handler, HttpCall
 from ..upstream import UpstreamProfile
 from .id_token import (
     UnknownSigningKeyError,
@@ -33,7 +32,7 @@ JWKS_KIND = "jwks"
 
 def current_jwks(
     profile: UpstreamProfile, *, refresh: bool = False
-) -> Generator[Any, Any, tuple[dict[str, Any], bool]]:
+) -> Handler[tuple[dict[str, Any], bool]]:
     """``(jwk_set, from_cache)``: the cached set unless ``refresh``, else fetched and cached."""
     assert profile.jwks_uri is not None
     key = digest(profile.jwks_uri)
@@ -52,7 +51,7 @@ def current_jwks(
 
 def verified_id_token_claims(
     profile: UpstreamProfile, id_token: str, *, now: int, nonce: str | None
-) -> Generator[Any, Any, dict[str, Any]]:
+) -> Handler[dict[str, Any]]:
     """``verify_id_token`` against the cached JWK Set, refetching it once on an unknown key."""
     document, from_cache = yield from current_jwks(profile)
     try:
