@@ -95,7 +95,7 @@ def serve(config: str, hang: float) -> None:
             raise OSError("the name server did not answer")
         raise OSError("outside the benchmark: refused")
 
-    proxy.http.safe.resolver = resolver  # type: ignore[attr-defined]
+    proxy.fetch.resolver = resolver  # type: ignore[attr-defined]
     uvicorn.run(
         app, host=LOOPBACK, port=settings.port, log_level="warning", lifespan="on", http="h11"
     )

@@ -11,7 +11,7 @@ is its registration. This module holds the pure rules and the one generator that
   match the URL of the document", compared as strings; no shared secrets: ``client_secret`` and the
   ``client_secret_*`` methods are refused, and so is any private or symmetric key in ``jwks``), then
   the same metadata validation as dynamic registration (RFC 7591 §2, redirect URIs included).
-- ``fetch_document``: a GET through the ``HttpCall`` effect, cached in the store (kind ``"cimd"``,
+- ``fetch_document``: a GET through the ``FetchDocument`` effect, cached in the store (kind ``"cimd"``,
   keyed by the URL's digest: documents are public, nothing is sealed) per the response's
   ``Cache-Control: max-age`` clamped to [60 s, 24 h] (5 min without one), revalidated with
   ``If-None-Match`` once stale, so every proxy instance sees the same document and a changed document is
@@ -21,12 +21,10 @@ is its registration. This module holds the pure rules and the one generator that
   client that was seen before (RFC 9111 §4.2.4 lets a cache do so when it cannot reach the origin).
 
 SSRF (SECURITY.md 23). The core cannot resolve names, so the network policy lives in the adapter that
-executes the call (``oauthproxy_adapters.safe_fetch``). The core marks such a request in a way that
-fails closed: its URL carries the scheme prefix ``safe+`` (``safe+https://client.example/c.json``),
-which no ordinary HTTP client can fetch (httpx refuses the scheme, the call fails). Only the safe
-fetcher, which resolves the host, refuses non-public addresses, pins the address it checked and never
-follows redirects, strips the prefix and performs the request. An ``X-OAuthProxy-Fetch`` header names
-the purpose (``cimd`` or ``jwks``) for routing and logs; the fetcher does not send it.
+executes the fetch (``oauthproxy_adapters.safe_fetch``). A document fetch is its own effect,
+``FetchDocument``, never an ``HttpCall``: drivers hand it only to the document fetcher they were
+given, which resolves the host, refuses non-public addresses, pins the address it checked and never
+follows redirects; a driver given none refuses it. The plain HTTP client never sees these URLs.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ from . import persistence
 from .bounds import Bounds, Slot, per_source, take_slots
 from .client_metadata import validate_client_metadata
 from .crypto import digest
-from .effects import Handler, HttpCall, HttpFailure, HttpRequest, HttpResponse
+from .effects import FetchDocument, Handler, HttpFailure, HttpResponse
 from .errors import OAuthError, TemporarilyUnavailableError
 from .records import Client
 from .untrusted_json import UntrustedJsonError, parse_json_object
@@ -50,14 +48,14 @@ from .untrusted_json import UntrustedJsonError, parse_json_object
 __all__ = [
     "ALLOWED_AUTH_METHODS",
     "BUSY",
+    "CLIENT_METADATA",
     "DEFAULT_TTL",
-    "FETCH_HEADER",
     "FETCH_TIMEOUT",
+    "JWKS",
     "MAX_DOCUMENT_BYTES",
     "MAX_TTL",
     "MIN_TTL",
     "PRIVATE_JWK_MEMBERS",
-    "SAFE_SCHEME_PREFIX",
     "CimdDocumentError",
     "address_allowed",
     "all_loopback_redirects",
@@ -70,8 +68,8 @@ __all__ = [
     "looks_like_cimd",
 ]
 
-SAFE_SCHEME_PREFIX = "safe+"
-FETCH_HEADER = "X-OAuthProxy-Fetch"
+#: ``FetchDocument.purpose`` values: a Client ID Metadata Document, a CIMD client's ``jwks_uri``.
+CLIENT_METADATA, JWKS = "client_metadata", "jwks"
 MAX_DOCUMENT_BYTES = 64 * 1024
 FETCH_TIMEOUT = 5.0
 MIN_TTL, DEFAULT_TTL, MAX_TTL = 60, 300, 24 * 3600
@@ -465,7 +463,7 @@ def fetch_document(
     url: str,
     *,
     now: int,
-    purpose: str = "cimd",
+    purpose: str = CLIENT_METADATA,
     bounds: Bounds | None = None,
     source: str = "",
 ) -> Handler[dict[str, Any] | None]:
@@ -496,21 +494,13 @@ def fetch_document(
             yield from take_slots(slots, now=now)
         except OAuthError:
             return dict(entry["doc"])  # stale, but the client was valid when last fetched
-    headers: tuple[tuple[str, str], ...] = (
-        ("Accept", "application/json"),
-        (FETCH_HEADER, purpose),
-    )
     etag = entry.get("etag") if entry is not None else None
-    if isinstance(etag, str) and etag:
-        headers += (("If-None-Match", etag),)
-    result = yield HttpCall(
-        request=HttpRequest(
-            method="GET",
-            url=SAFE_SCHEME_PREFIX + url,
-            headers=headers,
-            timeout=FETCH_TIMEOUT,
-            max_response_bytes=MAX_DOCUMENT_BYTES,
-        )
+    result = yield FetchDocument(
+        url=url,
+        purpose=purpose,
+        timeout=FETCH_TIMEOUT,
+        max_bytes=MAX_DOCUMENT_BYTES,
+        etag=etag if isinstance(etag, str) and etag else None,
     )
     if isinstance(result, HttpFailure) and result.reason == BUSY:
         if entry is not None:

@@ -21,7 +21,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from .cimd import MAX_DOCUMENT_BYTES, fetch_document
+from .cimd import JWKS, MAX_DOCUMENT_BYTES, fetch_document
 from .client_lookup import load_client
 from .config import Context
 from .crypto import b64u_decode, digest, equal
@@ -171,7 +171,7 @@ def _client_keys(client: Client, ctx: Context) -> Handler[list[dict[str, Any]]]:
                 jwks = yield from fetch_document(
                     uri,
                     now=ctx.now,
-                    purpose="jwks",
+                    purpose=JWKS,
                     bounds=ctx.config.bounds,
                     source=ctx.source,
                 )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from . import persistence
 from .cimd import (
+    CLIENT_METADATA,
     CimdDocumentError,
     cimd_url_problem,
     client_from_document,
@@ -94,7 +95,7 @@ def load_cimd_client(url: str, ctx: Context) -> Handler[Client | None]:
     if cimd_url_problem(url, allow_loopback=cfg.cimd_allow_loopback) is not None:
         return None
     document = yield from fetch_document(
-        url, now=ctx.now, purpose="cimd", bounds=cfg.bounds, source=ctx.source
+        url, now=ctx.now, purpose=CLIENT_METADATA, bounds=cfg.bounds, source=ctx.source
     )
     if document is None:
         return None

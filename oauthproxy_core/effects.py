@@ -2,8 +2,9 @@
 
 A handler is a generator (ARCHITECTURE.md, "handlers as generators of effects"): it yields one of the
 effects below and is sent back its result. Drivers in ``oauthproxy_adapters.driver`` execute them
-against a store and an HTTP client. Keeping I/O as data is what lets a test interleave two handlers at
-their yield points to reproduce races deterministically (psycopg 3's generator pattern).
+against a store, an HTTP client and a document fetcher. Keeping I/O as data is what lets a test
+interleave two handlers at their yield points to reproduce races deterministically (psycopg 3's
+generator pattern).
 
 Store effects address a record by ``(kind, key)``. Values are opaque bytes produced by
 ``oauthproxy_core.codec``; the store also keeps an integer ``version`` beside each value, which
@@ -137,6 +138,26 @@ class HttpCall:
 
 
 @attrs.frozen(kw_only=True)
+class FetchDocument:
+    """GET a public JSON document named by a client (SECURITY.md 23). Result: ``HttpResponse |
+    HttpFailure``.
+
+    A Client ID Metadata Document (``purpose`` ``client_metadata``) or a CIMD client's ``jwks_uri``
+    (``jwks``): URLs chosen by whoever sends a ``client_id``, so they must never reach the plain HTTP
+    client. Only a driver given a document fetcher executes this effect (the fetcher resolves the
+    host, refuses non-public addresses, pins the address it checked and never follows redirects); a
+    driver without one answers ``HttpFailure(reason="refused")``. ``etag`` is sent as
+    ``If-None-Match`` (RFC 9110 §13.1.2) to revalidate a stale cached copy.
+    """
+
+    url: str
+    purpose: str
+    timeout: float
+    max_bytes: int
+    etag: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class Emit:
     """Tell observers (audit log, metrics) that something happened. Result: ``None``.
 
@@ -147,7 +168,7 @@ class Emit:
 
 
 StoreEffect: TypeAlias = GetRecord | PutRecord | TakeRecord | CompareAndSet | DeleteRecord
-Effect: TypeAlias = StoreEffect | HttpCall | Emit
+Effect: TypeAlias = StoreEffect | HttpCall | FetchDocument | Emit
 
 T = TypeVar("T")
 

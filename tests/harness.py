@@ -18,11 +18,12 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import attrs
 
-from oauthproxy_adapters.driver import run, run_async
+from oauthproxy_adapters.driver import SyncFetch, refuse_fetch, run, run_async
 from oauthproxy_adapters.keygen import new_keyring
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore, MemoryStore
 from oauthproxy_core import (
     AuthorizationServer,
+    FetchDocument,
     HttpFailure,
     HttpRequest,
     HttpResponse,
@@ -202,6 +203,8 @@ class Harness:
         self.server = AuthorizationServer(self.config, keys())
         self.store = store if store is not None else MemoryStore(clock=self.clock)
         self.upstream = ScriptedUpstream(callback_url=self.config.callback_url)
+        #: Executes ``FetchDocument`` effects; none by default, as in a driver given no fetcher.
+        self.fetch: SyncFetch = refuse_fetch
 
     def random(self, n: int) -> bytes:
         return self.rng.randbytes(n)
@@ -221,6 +224,7 @@ class Harness:
             self.server.handle(req, now=self.clock.now, random=self.random),
             self.store,
             self.upstream,
+            fetch=self.fetch,
         )
         if browser is not None:
             browser.absorb(resp)
@@ -384,8 +388,14 @@ class AsyncHarness(Harness):
         async def http(r: HttpRequest) -> HttpResponse | HttpFailure:
             return self.upstream(r)
 
+        async def fetch(d: FetchDocument) -> HttpResponse | HttpFailure:
+            return self.fetch(d)
+
         resp = await run_async(
-            self.server.handle(req, now=self.clock.now, random=self.random), self.astore, http
+            self.server.handle(req, now=self.clock.now, random=self.random),
+            self.astore,
+            http,
+            fetch=fetch,
         )
         if browser is not None:
             browser.absorb(resp)

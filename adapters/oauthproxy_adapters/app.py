@@ -38,7 +38,7 @@ from .gateway import Gateway
 from .http_clients import AsyncHttpClient
 from .keygen import new_keyring_document
 from .proxy import AsyncProxy
-from .safe_fetch import AsyncRoutingHttp, AsyncSafeFetcher
+from .safe_fetch import AsyncSafeFetcher
 from .stores import open_async_store
 from .stores.base import StoreUnavailableError
 
@@ -202,12 +202,11 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
         raise ConfigError(f"[store].url: {message}") from None
     upstream_http = AsyncHttpClient()
     # Client ID Metadata Documents (and private_key_jwt jwks_uri) are fetched only through the
-    # SSRF-safe fetcher; the core marks those requests so the router can tell them apart.
+    # SSRF-safe fetcher: the core asks for them with their own effect, which the driver hands to it.
     safe = AsyncSafeFetcher(
         allow_loopback=settings.proxy.cimd_allow_loopback,
         lookups_in_flight=settings.proxy.bounds.document_lookups_in_flight,
     )
-    http = AsyncRoutingHttp(upstream_http, safe)
     metrics: Any = None
     metrics_endpoint: ASGIApp | None = None
     if settings.metrics_enabled:
@@ -219,7 +218,7 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
             ) from None
         metrics = Metrics()
         metrics_endpoint = metrics.asgi_app(bearer_token=settings.metrics_bearer_token)
-    proxy = AsyncProxy(settings.proxy, keys, store, http, metrics=metrics)
+    proxy = AsyncProxy(settings.proxy, keys, store, upstream_http, fetch=safe, metrics=metrics)
     gateway = (
         Gateway(settings.gateway_upstream_url, mount_path=settings.proxy.mcp_path)
         if settings.gateway_upstream_url

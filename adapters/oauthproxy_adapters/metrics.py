@@ -28,8 +28,10 @@ request, and never a secret):
                                                 for bearer checks at the MCP path) and
                                                 ``error`` (the RFC error code; ``other`` for any
                                                 value outside the known set)
-``oauthproxy_upstream_request_duration_seconds``  HTTP calls to the provider and metadata fetches,
-                                                by ``kind`` (``token``, ``userinfo``, ``jwks``,
+``oauthproxy_upstream_request_duration_seconds``  HTTP calls to the provider and document fetches
+                                                (``FetchDocument``, by its purpose), by ``kind``
+                                                (``token``, ``userinfo``, ``jwks``: the
+                                                provider's or a client's ``jwks_uri``,
                                                 ``client_metadata``, ``other``) and
                                                 ``status_class`` (``2xx`` ... ``5xx``, or the
                                                 failure: ``timeout``, ``connect``, ``too_large``,
@@ -59,11 +61,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from oauthproxy_core import AuthorizationServer, ProxyConfig, Response
 from oauthproxy_core.bearer_header import BearerCredentials, is_token68
-from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX
+from oauthproxy_core.cimd import CLIENT_METADATA, JWKS
 from oauthproxy_core.effects import (
     CompareAndSet,
     DeleteRecord,
     Emit,
+    FetchDocument,
     GetRecord,
     HttpCall,
     HttpFailure,
@@ -202,6 +205,10 @@ class Metrics:
                 upstream.labels(
                     kind=classify(effect.request), status_class=_status_class(result)
                 ).observe(seconds)
+            elif t is FetchDocument:
+                # Labelled by what the core asked for; an unknown purpose cannot grow the label set.
+                kind = effect.purpose if effect.purpose in _DOCUMENT_KINDS else "other"
+                upstream.labels(kind=kind, status_class=_status_class(result)).observe(seconds)
             elif t is Emit:
                 line = audit.record(effect.event)
                 transitions.labels(
@@ -263,6 +270,10 @@ def error_code(resp: Response) -> str | None:
     return "other"
 
 
+#: ``FetchDocument.purpose`` values used as the ``kind`` label (the provider's own JWKS is ``jwks`` too).
+_DOCUMENT_KINDS = frozenset({CLIENT_METADATA, JWKS})
+
+
 def _upstream_kinds(config: ProxyConfig) -> Callable[[HttpRequest], str]:
     profile = config.upstream
 
@@ -277,8 +288,6 @@ def _upstream_kinds(config: ProxyConfig) -> Callable[[HttpRequest], str]:
     known.pop(None, None)
 
     def classify(req: HttpRequest) -> str:
-        if req.url.startswith(SAFE_SCHEME_PREFIX):
-            return "client_metadata"
         return known.get(base(req.url), "other")
 
     return classify

@@ -1,5 +1,9 @@
 """``Proxy`` and ``AsyncProxy``: the core bound to a store, an HTTP client, the clock and randomness.
 
+A proxy that accepts Client ID Metadata Document clients also needs ``fetch``, the SSRF-safe document
+fetcher (``safe_fetch.SyncSafeFetcher`` / ``AsyncSafeFetcher``); without one every document fetch is
+refused (the driver fails closed), so such clients are simply not found.
+
 Every framework adapter (ASGI, WSGI, the h11 server, the gateway, the `mcp` SDK verifier) holds one of
 these and nothing else; none repeats protocol logic. They also offer the resource-server side:
 bearer verification (with a small verified-token cache that skips only the signature check, never the
@@ -39,7 +43,17 @@ from oauthproxy_core.routes import RESOURCE_ENDPOINT
 from oauthproxy_core.tokens import AccessClaims, own_token_claims, verify_access_token
 
 from .audit import observe as audit_observe
-from .driver import AsyncHttp, Observer, SyncHttp, run, run_async
+from .driver import (
+    AsyncFetch,
+    AsyncHttp,
+    Observer,
+    SyncFetch,
+    SyncHttp,
+    refuse_fetch,
+    refuse_fetch_async,
+    run,
+    run_async,
+)
 from .stores.base import AsyncStore, SyncStore
 
 if TYPE_CHECKING:
@@ -171,16 +185,23 @@ class Proxy(_Base):
     """Blocking: for WSGI applications and threads."""
 
     def __init__(
-        self, config: ProxyConfig, keys: Keyring, store: SyncStore, http: SyncHttp, **kw: Any
+        self,
+        config: ProxyConfig,
+        keys: Keyring,
+        store: SyncStore,
+        http: SyncHttp,
+        fetch: SyncFetch | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(config, keys, **kw)
         self.store = store
         self.http = http
+        self.fetch: SyncFetch = fetch if fetch is not None else refuse_fetch
         self._observe_store(store)
 
     def handle(self, req: Request) -> Response:
         gen = self.server.handle(req, now=self.now(), random=self.random)
-        resp = run(gen, self.store, self.http, self.observe)
+        resp = run(gen, self.store, self.http, self.observe, fetch=self.fetch)
         self._remember_issued(req, resp)
         if self.metrics is not None:
             self._count(req.path, resp)
@@ -214,16 +235,23 @@ class AsyncProxy(_Base):
     """asyncio: for ASGI applications, the h11 server and the gateway."""
 
     def __init__(
-        self, config: ProxyConfig, keys: Keyring, store: AsyncStore, http: AsyncHttp, **kw: Any
+        self,
+        config: ProxyConfig,
+        keys: Keyring,
+        store: AsyncStore,
+        http: AsyncHttp,
+        fetch: AsyncFetch | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(config, keys, **kw)
         self.store = store
         self.http = http
+        self.fetch: AsyncFetch = fetch if fetch is not None else refuse_fetch_async
         self._observe_store(store)
 
     async def handle(self, req: Request) -> Response:
         gen = self.server.handle(req, now=self.now(), random=self.random)
-        resp = await run_async(gen, self.store, self.http, self.observe)
+        resp = await run_async(gen, self.store, self.http, self.observe, fetch=self.fetch)
         self._remember_issued(req, resp)
         if self.metrics is not None:
             self._count(req.path, resp)

@@ -1,13 +1,12 @@
 """SSRF-safe execution of the core's metadata-document fetches (SECURITY.md 23).
 
-The core marks a fetch of a Client ID Metadata Document (or of a CIMD client's ``jwks_uri``) by the
-URL scheme prefix ``safe+`` (``oauthproxy_core.cimd.SAFE_SCHEME_PREFIX``). An ordinary HTTP client
-cannot fetch such a URL, so a deployment that forgets this executor fails closed (the client is not
-found) instead of fetching attacker-chosen URLs from inside the network. ``SyncRoutingHttp`` and
-``AsyncRoutingHttp`` send marked requests here and everything else to the upstream client::
+The core asks for a Client ID Metadata Document (or a CIMD client's ``jwks_uri``) with its own
+effect, ``oauthproxy_core.effects.FetchDocument``, which the drivers hand only to the ``fetch``
+callable they were given, never to the upstream HTTP client; a deployment that forgets this executor
+fails closed (every fetch is refused, the client is not found) instead of fetching attacker-chosen
+URLs from inside the network::
 
-    http = AsyncRoutingHttp(AsyncHttpClient(), AsyncSafeFetcher())
-    proxy = AsyncProxy(config, keys, store, http)
+    proxy = AsyncProxy(config, keys, store, AsyncHttpClient(), fetch=AsyncSafeFetcher())
 
 For each request the fetcher, before any connection is made:
 
@@ -46,7 +45,7 @@ import asyncio
 import ipaddress
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,20 +57,17 @@ from oauthproxy_core.cimd import (
     BUSY,
     FETCH_TIMEOUT,
     MAX_DOCUMENT_BYTES,
-    SAFE_SCHEME_PREFIX,
     address_allowed,
 )
-from oauthproxy_core.effects import HttpFailure, HttpRequest, HttpResponse
+from oauthproxy_core.effects import FetchDocument, HttpFailure, HttpResponse
 
 from .http_clients import USER_AGENT
 
 __all__ = [
-    "AsyncRoutingHttp",
     "AsyncSafeFetcher",
     "FetchPlan",
     "Resolver",
     "ResolverPool",
-    "SyncRoutingHttp",
     "SyncSafeFetcher",
     "plan_fetch",
     "system_resolver",
@@ -79,7 +75,6 @@ __all__ = [
 
 #: ``resolver(host, port) -> addresses`` (IP strings). Raising ``OSError`` means "does not resolve".
 Resolver = Callable[[str, int], Sequence[str]]
-_FORWARDED = frozenset({"accept", "if-none-match"})
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -141,10 +136,6 @@ class FetchPlan:
     url: str
     host_header: str
     sni_hostname: str | None
-
-
-def _strip(url: str) -> str:
-    return url[len(SAFE_SCHEME_PREFIX) :] if url.startswith(SAFE_SCHEME_PREFIX) else url
 
 
 def _target(url: str, *, allow_loopback: bool) -> tuple[str, str, int] | HttpFailure:
@@ -217,8 +208,10 @@ def _host_header(host: str, port: int, default_port: int) -> str:
     return name if port == default_port else f"{name}:{port}"
 
 
-def _request_headers(req: HttpRequest, plan: FetchPlan) -> list[tuple[str, str]]:
-    headers = [(k, v) for k, v in req.headers if k.lower() in _FORWARDED]
+def _request_headers(doc: FetchDocument, plan: FetchPlan) -> list[tuple[str, str]]:
+    headers = [("Accept", "application/json")]
+    if doc.etag is not None:
+        headers.append(("If-None-Match", doc.etag))
     headers.append(("Host", plan.host_header))
     headers.append(("User-Agent", USER_AGENT))
     return headers
@@ -249,7 +242,7 @@ def _client_kwargs(verify: bool | object) -> dict[str, object]:
 
 
 class SyncSafeFetcher:
-    """Blocking: ``fetcher(request) -> HttpResponse | HttpFailure`` under the policy above."""
+    """Blocking: ``fetcher(document) -> HttpResponse | HttpFailure`` under the policy above."""
 
     def __init__(
         self,
@@ -282,19 +275,17 @@ class SyncSafeFetcher:
             return HttpFailure(reason="connect")
         return plan_fetch(url, addresses, allow_loopback=self.allow_loopback)
 
-    def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-        if req.method != "GET":
-            return HttpFailure(reason="refused")
-        plan = self.plan(_strip(req.url))
+    def __call__(self, doc: FetchDocument) -> HttpResponse | HttpFailure:
+        plan = self.plan(doc.url)
         if isinstance(plan, HttpFailure):
             return plan
-        limit = min(self.max_bytes, req.max_response_bytes)
+        limit = min(self.max_bytes, doc.max_bytes)
         try:
             with self._client.stream(
                 "GET",
                 plan.url,
-                headers=_request_headers(req, plan),
-                timeout=min(self.timeout, req.timeout),
+                headers=_request_headers(doc, plan),
+                timeout=min(self.timeout, doc.timeout),
                 extensions=_extensions(plan),
             ) as resp:
                 body = bytearray()
@@ -316,7 +307,7 @@ class SyncSafeFetcher:
 
 
 class AsyncSafeFetcher:
-    """asyncio: ``await fetcher(request) -> HttpResponse | HttpFailure`` under the policy above."""
+    """asyncio: ``await fetcher(document) -> HttpResponse | HttpFailure`` under the policy above."""
 
     def __init__(
         self,
@@ -352,19 +343,17 @@ class AsyncSafeFetcher:
             return HttpFailure(reason="connect")
         return plan_fetch(url, addresses, allow_loopback=self.allow_loopback)
 
-    async def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-        if req.method != "GET":
-            return HttpFailure(reason="refused")
-        plan = await self.plan(_strip(req.url))
+    async def __call__(self, doc: FetchDocument) -> HttpResponse | HttpFailure:
+        plan = await self.plan(doc.url)
         if isinstance(plan, HttpFailure):
             return plan
-        limit = min(self.max_bytes, req.max_response_bytes)
+        limit = min(self.max_bytes, doc.max_bytes)
         try:
             async with self._client.stream(
                 "GET",
                 plan.url,
-                headers=_request_headers(req, plan),
-                timeout=min(self.timeout, req.timeout),
+                headers=_request_headers(doc, plan),
+                timeout=min(self.timeout, doc.timeout),
                 extensions=_extensions(plan),
             ) as resp:
                 body = bytearray()
@@ -383,33 +372,3 @@ class AsyncSafeFetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
         self.lookups.close()
-
-
-SyncHttp = Callable[[HttpRequest], HttpResponse | HttpFailure]
-AsyncHttp = Callable[[HttpRequest], Awaitable[HttpResponse | HttpFailure]]
-
-
-class SyncRoutingHttp:
-    """Marked (``safe+``) requests to the safe fetcher, all others to the upstream client."""
-
-    def __init__(self, upstream: SyncHttp, safe: SyncHttp) -> None:
-        self.upstream = upstream
-        self.safe = safe
-
-    def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-        if req.url.startswith(SAFE_SCHEME_PREFIX):
-            return self.safe(req)
-        return self.upstream(req)
-
-
-class AsyncRoutingHttp:
-    """Marked (``safe+``) requests to the safe fetcher, all others to the upstream client."""
-
-    def __init__(self, upstream: AsyncHttp, safe: AsyncHttp) -> None:
-        self.upstream = upstream
-        self.safe = safe
-
-    async def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-        if req.url.startswith(SAFE_SCHEME_PREFIX):
-            return await self.safe(req)
-        return await self.upstream(req)

@@ -23,6 +23,7 @@ from oauthproxy_core import HttpFailure, Response
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.http import json_response
 from oauthproxy_core.pages import error_page
+from tests.clients.support import CIMD_URL, REDIRECT, cimd_harness, document
 from tests.harness import (
     VERIFIER,
     Browser,
@@ -59,6 +60,7 @@ def metered(h: Harness, metrics: Metrics) -> Proxy:
         keys(),
         h.store,
         h.upstream,
+        fetch=h.fetch,
         clock=h.clock,
         random=h.random,
         token_cache=False,
@@ -254,6 +256,29 @@ def test_upstream_failure_is_labelled_by_status_class() -> None:
     assert sum(errors.values()) == 1.0
     ((labels, _),) = errors.items()
     assert dict(labels)["endpoint"] == "callback"
+
+
+def test_document_fetches_are_labelled_by_their_purpose() -> None:
+    """A ``FetchDocument`` is timed under the upstream histogram with its purpose as ``kind``;
+    one refused because the proxy has no fetcher still counts, as ``refused``."""
+    h, host = cimd_harness()
+    metrics = Metrics()
+    metered(h, metrics)
+    host.serve(CIMD_URL, document())
+    client = {"client_id": CIMD_URL, "redirect_uris": [REDIRECT]}
+    assert h.request("GET", h.authorize_url(client, VERIFIER)).status == 302
+    name = "oauthproxy_upstream_request_duration_seconds_count"
+    text = metrics.exposition()
+    assert value(text, name, kind="client_metadata", status_class="2xx") == 1.0
+    assert series(text, name).keys() == {
+        frozenset({("kind", "client_metadata"), ("status_class", "2xx")})
+    }
+
+    bare, bare_metrics = Harness(), Metrics()  # no document fetcher
+    metered(bare, bare_metrics)
+    assert bare.request("GET", bare.authorize_url(client, VERIFIER)).status == 400
+    text = bare_metrics.exposition()
+    assert value(text, name, kind="client_metadata", status_class="refused") == 1.0
 
 
 def test_no_secret_client_id_or_subject_in_the_output() -> None:

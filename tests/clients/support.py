@@ -1,4 +1,4 @@
-"""Shared fixtures for tests/clients: a document host behind the ``safe+`` marker, and keys."""
+"""Shared fixtures for tests/clients: a document host that executes ``FetchDocument``, and keys."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse
-from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX
+from oauthproxy_core import HttpFailure, HttpResponse
+from oauthproxy_core.effects import FetchDocument
 from tests.harness import Harness, ScriptedUpstream, make_config
 
 CIMD_URL = "https://client.example/oauth/client.json"
@@ -30,12 +30,13 @@ def document(url: str = CIMD_URL, **overrides: Any) -> dict[str, Any]:
 
 
 class DocumentHost(ScriptedUpstream):
-    """The scripted upstream, plus documents served for ``safe+`` (safe-fetcher) requests."""
+    """The scripted upstream (``host(request)``), plus a document fetcher (``host.fetch``) serving
+    the documents given to ``serve``; ``fetches`` records every ``FetchDocument`` it executed."""
 
     def __init__(self, *, callback_url: str) -> None:
         super().__init__(callback_url=callback_url)
         self.documents: dict[str, HttpResponse] = {}
-        self.fetches: list[HttpRequest] = []
+        self.fetches: list[FetchDocument] = []
 
     def serve(
         self,
@@ -51,16 +52,13 @@ class DocumentHost(ScriptedUpstream):
             status=status, headers=(("Content-Type", content_type), *headers), body=raw
         )
 
-    def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-        if not req.url.startswith(SAFE_SCHEME_PREFIX):
-            return super().__call__(req)
-        self.fetches.append(req)
-        url = req.url[len(SAFE_SCHEME_PREFIX) :]
-        resp = self.documents.get(url)
+    def fetch(self, doc: FetchDocument) -> HttpResponse | HttpFailure:
+        self.fetches.append(doc)
+        resp = self.documents.get(doc.url)
         if resp is None:
             return HttpResponse(status=404)
         etag = resp.header("etag")
-        if etag is not None and dict(req.headers).get("If-None-Match") == etag:
+        if etag is not None and doc.etag == etag:
             return HttpResponse(status=304, headers=(("ETag", etag),))
         return resp
 
@@ -69,6 +67,7 @@ def cimd_harness(**config: Any) -> tuple[Harness, DocumentHost]:
     h = Harness(make_config(**config))
     host = DocumentHost(callback_url=h.config.callback_url)
     h.upstream = host
+    h.fetch = host.fetch
     return h, host
 
 

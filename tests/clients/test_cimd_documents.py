@@ -10,15 +10,22 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from oauthproxy_adapters.driver import execute_sync
+from oauthproxy_adapters.stores.memory import MemoryStore
 from oauthproxy_core.cimd import (
+    CLIENT_METADATA,
     DEFAULT_TTL,
+    FETCH_TIMEOUT,
+    MAX_DOCUMENT_BYTES,
     MAX_TTL,
     MIN_TTL,
     CimdDocumentError,
     cimd_url_problem,
     client_from_document,
+    fetch_document,
     freshness,
 )
+from oauthproxy_core.effects import FetchDocument, HttpCall, HttpFailure, HttpResponse
 from tests.clients.support import CIMD_URL, REDIRECT, DocumentHost, cimd_harness, document
 from tests.harness import (
     VERIFIER,
@@ -240,8 +247,10 @@ def test_cimd_client_completes_a_flow_without_registration() -> None:
     # One fetch served every step (authorize, consent, token): the cache record.
     assert len(host.fetches) == 1
     fetch = host.fetches[0]
-    assert dict(fetch.headers)["Accept"] == "application/json"
-    assert fetch.method == "GET"
+    # A document fetch, not an HTTP call: the fetcher sends only GET with Accept: application/json.
+    assert isinstance(fetch, FetchDocument)
+    assert fetch.purpose == "client_metadata"
+    assert fetch.url == CIMD_URL
 
 
 def test_https_redirect_uri_shows_no_localhost_warning() -> None:
@@ -322,7 +331,7 @@ def test_cache_honours_max_age_with_its_bounds_and_revalidates_with_etag() -> No
     h.clock.advance(30)
     assert _authorize_status(h) == 302
     assert len(host.fetches) == 2  # stale: revalidated
-    assert dict(host.fetches[1].headers).get("If-None-Match") == '"v1"'
+    assert host.fetches[1].etag == '"v1"'
     h.clock.advance(60)
     assert _authorize_status(h) == 302
     assert len(host.fetches) == 2  # the 304 freshened it (default 5 min without Cache-Control)
@@ -364,3 +373,37 @@ def test_cache_is_shared_through_the_store() -> None:
     other.upstream = other_host
     assert _authorize_status(other) == 302
     assert other_host.fetches == []  # the second instance used the first one's cache record
+
+
+def test_invariant_23_fetch_document_yields_a_fetch_document_never_an_http_call() -> None:
+    """The core asks for a document with its own effect (SECURITY.md 23), so no driver can hand it
+    to the plain HTTP client by mistake: every effect is a store effect or the ``FetchDocument``,
+    which carries the URL as given (no marker), its purpose and the bounds the fetcher enforces."""
+    store = MemoryStore()
+    body = json.dumps(document()).encode()
+    gen = fetch_document(CIMD_URL, now=1_000, purpose=CLIENT_METADATA)
+    effects: list[Any] = []
+    sent: Any = None
+    while True:
+        try:
+            effect = gen.send(sent)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        effects.append(effect)
+        if isinstance(effect, FetchDocument):
+            sent = HttpResponse(
+                status=200, headers=(("Content-Type", "application/json"),), body=body
+            )
+        else:
+            assert not isinstance(effect, HttpCall), effect
+            sent = execute_sync(effect, store, http=lambda _req: HttpFailure(reason="connect"))
+    assert result == document()
+    (fetch,) = [e for e in effects if isinstance(e, FetchDocument)]
+    assert fetch == FetchDocument(
+        url=CIMD_URL,
+        purpose="client_metadata",
+        timeout=FETCH_TIMEOUT,
+        max_bytes=MAX_DOCUMENT_BYTES,
+        etag=None,
+    )

@@ -32,7 +32,7 @@ from oauthproxy_adapters.http_clients import AsyncHttpClient
 from oauthproxy_adapters.keygen import new_keyring
 from oauthproxy_adapters.mcp_sdk import mcp_auth, with_authorization_server
 from oauthproxy_adapters.proxy import AsyncProxy
-from oauthproxy_adapters.safe_fetch import AsyncRoutingHttp, AsyncSafeFetcher
+from oauthproxy_adapters.safe_fetch import AsyncSafeFetcher
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore
 from tests.adapters.test_mcp_sdk import Served
 from tests.e2e.conftest_idp import free_port
@@ -141,8 +141,7 @@ def cimd_server(tls_document: tuple[str, ssl.SSLContext]) -> Iterator[tuple[str,
         resolver=lambda host, p: ["127.0.0.1"] if host == HOST else [],
         verify=trust,
     )
-    http = AsyncRoutingHttp(AsyncHttpClient(), fetcher)
-    proxy = AsyncProxy(config, new_keyring(), AsyncMemoryStore(), http)
+    proxy = AsyncProxy(config, new_keyring(), AsyncMemoryStore(), AsyncHttpClient(), fetch=fetcher)
     server = MCPServer("protected", log_level="WARNING", **mcp_auth(proxy))
 
     @server.tool()

@@ -27,7 +27,7 @@ from mcp.shared.auth import OAuthMetadata
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.proxy import AsyncProxy
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore
-from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse
+from oauthproxy_core import FetchDocument, HttpFailure, HttpRequest, HttpResponse
 from oauthproxy_core.client_auth import ASSERTION_TYPE
 from tests.adapters.flow import Reply, authorize, drive, post_form, request
 from tests.clients.support import (
@@ -129,7 +129,7 @@ def test_private_key_jwt_with_jwks_uri_and_other_algorithms() -> None:
         code = _code(h)
         resp = _redeem(h, code, assertion(key, now=h.clock.now, alg=alg, kid=key.kid))
         assert resp.status == 200, (alg, resp.body)
-    assert any(f.url.endswith("/jwks.json") for f in host.fetches)
+    assert any(f.url.endswith("/jwks.json") and f.purpose == "jwks" for f in host.fetches)
 
 
 def _refused(h: Harness, signed: str, **extra: str) -> None:
@@ -276,8 +276,11 @@ def _asgi_world(key: Any) -> tuple[Any, DocumentHost, Any]:
     async def http(req: HttpRequest) -> HttpResponse | HttpFailure:
         return host(req)
 
+    async def fetch(doc: FetchDocument) -> HttpResponse | HttpFailure:
+        return host.fetch(doc)
+
     loop = asyncio.new_event_loop()
-    proxy = AsyncProxy(config, keys(), AsyncMemoryStore(), http)
+    proxy = AsyncProxy(config, keys(), AsyncMemoryStore(), http, fetch=fetch)
     return CookieJar(asgi_sender(OAuthProxyApp(proxy), loop), BASE), host, loop
 
 

@@ -21,19 +21,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oauthproxy_adapters.driver import run
+from oauthproxy_adapters.driver import run, run_async
 from oauthproxy_adapters.http_clients import SyncHttpClient
 from oauthproxy_adapters.safe_fetch import (
-    AsyncRoutingHttp,
     AsyncSafeFetcher,
     FetchPlan,
-    SyncRoutingHttp,
     SyncSafeFetcher,
     plan_fetch,
 )
-from oauthproxy_adapters.stores.memory import MemoryStore
-from oauthproxy_core import AuthorizationServer, HttpFailure, HttpRequest, HttpResponse
-from oauthproxy_core.cimd import BUSY, SAFE_SCHEME_PREFIX, is_public_address
+from oauthproxy_adapters.stores.memory import AsyncMemoryStore, MemoryStore
+from oauthproxy_core import (
+    AuthorizationServer,
+    FetchDocument,
+    Handler,
+    HttpCall,
+    HttpFailure,
+    HttpRequest,
+    HttpResponse,
+)
+from oauthproxy_core.cimd import (
+    BUSY,
+    CLIENT_METADATA,
+    FETCH_TIMEOUT,
+    MAX_DOCUMENT_BYTES,
+    is_public_address,
+)
 from oauthproxy_core.client_lookup import load_client
 from tests.clients.support import REDIRECT, document
 from tests.harness import Clock, keys, make_config
@@ -114,11 +126,13 @@ class Spy:
         return SyncSafeFetcher(resolver=self.resolver, client=client, **kw)
 
 
-def _get(url: str) -> HttpRequest:
-    return HttpRequest(
-        method="GET",
-        url=SAFE_SCHEME_PREFIX + url,
-        headers=(("Accept", "application/json"), ("X-OAuthProxy-Fetch", "cimd")),
+def _get(url: str, etag: str | None = None) -> FetchDocument:
+    return FetchDocument(
+        url=url,
+        purpose=CLIENT_METADATA,
+        timeout=FETCH_TIMEOUT,
+        max_bytes=MAX_DOCUMENT_BYTES,
+        etag=etag,
     )
 
 
@@ -174,9 +188,12 @@ def test_one_bad_answer_among_good_ones_refuses() -> None:
 
 def test_public_address_is_pinned_with_host_and_sni() -> None:
     spy = Spy(["93.184.216.34"])
-    result = spy.fetcher()(_get("https://client.example:8443/c.json"))
+    result = spy.fetcher()(_get("https://client.example:8443/c.json", etag='"v1"'))
     assert isinstance(result, HttpResponse) and result.status == 200
     (req,) = spy.connections
+    assert req.method == "GET"  # a document fetch cannot be anything else
+    assert req.headers["accept"] == "application/json"
+    assert req.headers["if-none-match"] == '"v1"'
     assert str(req.url) == "https://93.184.216.34:8443/c.json"
     assert req.headers["host"] == "client.example:8443"
     assert req.extensions["sni_hostname"] == "client.example"
@@ -188,8 +205,6 @@ def test_public_address_is_pinned_with_host_and_sni() -> None:
 def test_http_and_non_get_and_redirects() -> None:
     spy = Spy(["93.184.216.34"])
     assert isinstance(spy.fetcher()(_get("http://client.example/c.json")), HttpFailure)
-    post = HttpRequest(method="POST", url=SAFE_SCHEME_PREFIX + "https://client.example/c.json")
-    assert isinstance(spy.fetcher()(post), HttpFailure)
     # http under the test policy: loopback answers only
     assert isinstance(
         spy.fetcher(allow_loopback=True)(_get("http://client.example/c.json")), HttpFailure
@@ -273,52 +288,89 @@ def doc_server() -> Iterator[str]:
         thread.join(5)
 
 
-def _resolve(url: str, *, allow_loopback: bool, http: Any) -> Any:
+def _context(allow_loopback: bool) -> Any:
     config = make_config(cimd_allow_loopback=allow_loopback)
-    ctx = AuthorizationServer(config, keys()).context(now=Clock().now, random=lambda n: b"\x01" * n)
-    return run(load_client(url, ctx), MemoryStore(), http)
+    return AuthorizationServer(config, keys()).context(
+        now=Clock().now, random=lambda n: b"\x01" * n
+    )
+
+
+def _resolve(url: str, *, allow_loopback: bool, http: Any, fetch: Any = None) -> Any:
+    ctx = _context(allow_loopback)
+    if fetch is None:
+        return run(load_client(url, ctx), MemoryStore(), http)
+    return run(load_client(url, ctx), MemoryStore(), http, fetch=fetch)
 
 
 def test_loopback_document_server_under_the_test_policy(doc_server: str) -> None:
     fetcher = SyncSafeFetcher(allow_loopback=True)
-    http = SyncRoutingHttp(SyncHttpClient(), fetcher)
-    client = _resolve(doc_server, allow_loopback=True, http=http)
+    client = _resolve(doc_server, allow_loopback=True, http=SyncHttpClient(), fetch=fetcher)
     assert client is not None and client.client_id == doc_server
     assert client.redirect_uris == (REDIRECT,)
 
 
 def test_default_policy_refuses_the_loopback_document_server(doc_server: str) -> None:
     # Even if the core's test policy were on, the default fetcher refuses loopback.
-    calls: list[HttpRequest] = []
+    calls: list[FetchDocument] = []
     fetcher = SyncSafeFetcher()
 
-    def safe(req: HttpRequest) -> HttpResponse | HttpFailure:
-        result = fetcher(req)
-        calls.append(req)
+    def safe(doc: FetchDocument) -> HttpResponse | HttpFailure:
+        result = fetcher(doc)
+        calls.append(doc)
         assert isinstance(result, HttpFailure) and result.reason == "refused"
         return result
 
-    assert (
-        _resolve(doc_server, allow_loopback=True, http=SyncRoutingHttp(SyncHttpClient(), safe))
-        is None
-    )
+    assert _resolve(doc_server, allow_loopback=True, http=SyncHttpClient(), fetch=safe) is None
     assert len(calls) == 1
     # And with the default core policy nothing is fetched at all.
-    assert (
-        _resolve(doc_server, allow_loopback=False, http=SyncRoutingHttp(SyncHttpClient(), safe))
-        is None
-    )
+    assert _resolve(doc_server, allow_loopback=False, http=SyncHttpClient(), fetch=safe) is None
     assert len(calls) == 1
 
 
-def test_plain_upstream_client_cannot_fetch_marked_urls(doc_server: str) -> None:
-    """Fail closed: a deployment without the router never fetches a CIMD URL."""
-    result = SyncHttpClient()(_get(doc_server))
-    assert isinstance(result, HttpFailure)
+class _ServingHttp:
+    """A plain HTTP client that would serve the document to anyone who asked it."""
+
+    def __init__(self, url: str) -> None:
+        self.body = json.dumps(document(url, redirect_uris=[REDIRECT])).encode()
+        self.calls: list[HttpRequest] = []
+
+    def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
+        self.calls.append(req)
+        ctype = (("Content-Type", "application/json"),)
+        return HttpResponse(status=200, headers=ctype, body=self.body)
+
+
+def test_invariant_23_driver_without_fetcher_never_hands_a_document_to_plain_http(
+    doc_server: str,
+) -> None:
+    """Fail closed (SECURITY.md 23): a driver given no document fetcher refuses ``FetchDocument``;
+    the plain HTTP client, which here would answer with a valid document, is never called."""
+    http = _ServingHttp(doc_server)
+    assert _resolve(doc_server, allow_loopback=True, http=http) is None
+    assert http.calls == []
     assert _resolve(doc_server, allow_loopback=True, http=SyncHttpClient()) is None
 
+    async def scenario() -> Any:
+        async def ahttp(req: HttpRequest) -> HttpResponse | HttpFailure:
+            return http(req)
 
-def test_async_fetcher_and_router(doc_server: str) -> None:
+        return await run_async(load_client(doc_server, _context(True)), AsyncMemoryStore(), ahttp)
+
+    assert asyncio.run(scenario()) is None
+    assert http.calls == []
+    # The same driver with a fetcher finds the client, still without the plain client.
+    found = _resolve(
+        doc_server, allow_loopback=True, http=http, fetch=SyncSafeFetcher(allow_loopback=True)
+    )
+    assert found is not None and found.client_id == doc_server
+    assert http.calls == []
+
+
+def _upstream_call() -> Handler[Any]:
+    return (yield HttpCall(request=HttpRequest(method="GET", url="https://idp.example/user")))
+
+
+def test_async_fetcher_through_the_driver(doc_server: str) -> None:
     async def scenario() -> None:
         upstream_calls: list[HttpRequest] = []
 
@@ -327,12 +379,16 @@ def test_async_fetcher_and_router(doc_server: str) -> None:
             return HttpResponse(status=204)
 
         fetcher = AsyncSafeFetcher(allow_loopback=True)
-        router = AsyncRoutingHttp(upstream, fetcher)
-        doc = await router(_get(doc_server))
+        doc = await fetcher(_get(doc_server))
         assert isinstance(doc, HttpResponse) and doc.status == 200
         assert json.loads(doc.body)["client_id"] == doc_server
+        store = AsyncMemoryStore()
+        client = await run_async(
+            load_client(doc_server, _context(True)), store, upstream, fetch=fetcher
+        )
+        assert client is not None and client.client_id == doc_server
         assert upstream_calls == []
-        other = await router(HttpRequest(method="GET", url="https://idp.example/user"))
+        other = await run_async(_upstream_call(), store, upstream, fetch=fetcher)
         assert isinstance(other, HttpResponse) and len(upstream_calls) == 1
         refused = await AsyncSafeFetcher()(_get(doc_server))
         assert isinstance(refused, HttpFailure) and refused.reason == "refused"

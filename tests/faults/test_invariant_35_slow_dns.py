@@ -31,7 +31,7 @@ import pytest
 
 from oauthproxy_adapters.app import build_app
 from oauthproxy_adapters.config_file import parse_settings
-from oauthproxy_adapters.safe_fetch import AsyncRoutingHttp, AsyncSafeFetcher, system_resolver
+from oauthproxy_adapters.safe_fetch import AsyncSafeFetcher, system_resolver
 from oauthproxy_core.bounds import Bounds
 from tests.adapters.live_servers import UvicornThread
 from tests.faults.scripted_upstream import CLIENT_ID, CLIENT_SECRET, ScriptedUpstream
@@ -93,9 +93,8 @@ class Rig:
                 }
             )
             app, proxy, _cleanup = build_app(settings)
-            assert isinstance(proxy.http, AsyncRoutingHttp)
-            assert isinstance(proxy.http.safe, AsyncSafeFetcher)
-            proxy.http.safe.resolver = self.dns
+            assert isinstance(proxy.fetch, AsyncSafeFetcher)
+            proxy.fetch.resolver = self.dns
             return app
 
         self.server = UvicornThread(build)

@@ -70,7 +70,7 @@ def test_the_resolver_pool_size_reaches_the_served_app(tmp_path: Any) -> None:
     """``[limits] document_lookups_in_flight`` sizes the safe fetcher's resolver pool (SECURITY.md
     35) in the app ``oauthproxy serve`` builds."""
     from oauthproxy_adapters.app import build_app  # noqa: PLC0415
-    from oauthproxy_adapters.safe_fetch import AsyncRoutingHttp, AsyncSafeFetcher  # noqa: PLC0415
+    from oauthproxy_adapters.safe_fetch import AsyncSafeFetcher  # noqa: PLC0415
 
     doc = _doc(
         limits={"document_lookups_in_flight": 3},
@@ -78,8 +78,7 @@ def test_the_resolver_pool_size_reaches_the_served_app(tmp_path: Any) -> None:
     )
     _app, proxy, cleanup = build_app(parse_settings(doc))
     try:
-        assert isinstance(proxy.http, AsyncRoutingHttp)
-        assert isinstance(proxy.http.safe, AsyncSafeFetcher)
-        assert proxy.http.safe.lookups.size == 3
+        assert isinstance(proxy.fetch, AsyncSafeFetcher)
+        assert proxy.fetch.lookups.size == 3
     finally:
         asyncio.run(cleanup())

@@ -15,8 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse
-from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX
+from oauthproxy_core import FetchDocument, HttpFailure, HttpRequest, HttpResponse
 from oauthproxy_core.client_auth import ASSERTION_TYPE
 from tests.adapters.flow import Call, Reply, drive, open_consent, post_form, register, request
 from tests.harness import ScriptedUpstream, UpstreamUser
@@ -157,7 +156,7 @@ class HostileUpstream(ScriptedUpstream):
         self.path, self.body = path, body
 
     def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-        if urlsplit(req.url).path == self.path and not req.url.startswith(SAFE_SCHEME_PREFIX):
+        if urlsplit(req.url).path == self.path:
             if self.path == "/token":
                 super().__call__(req)  # consume the code as the real provider would
             return HttpResponse(
@@ -217,19 +216,29 @@ def test_invariant_29_deep_client_metadata_document_is_refused(target: Target) -
     """A Client ID Metadata Document nested past the bound is not a client: a 400 page."""
     doc_url = "https://client.example/deep.json"
 
-    class Documents(ScriptedUpstream):
-        def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-            if req.url == SAFE_SCHEME_PREFIX + doc_url:
-                body = (
-                    b'{"client_id":"' + doc_url.encode() + b'","redirect_uris":'
-                    b'["http://127.0.0.1:1/cb"],"x":' + DEEP + b"}"
-                )
-                return HttpResponse(
-                    status=200, headers=(("Content-Type", "application/json"),), body=body
-                )
-            return super().__call__(req)
+    fetched: list[str] = []
 
-    _swap_upstream(target, Documents(callback_url=target.upstream.callback_url))
+    def documents(doc: FetchDocument) -> HttpResponse | HttpFailure:
+        fetched.append(doc.url)
+        if doc.url == doc_url:
+            body = (
+                b'{"client_id":"' + doc_url.encode() + b'","redirect_uris":'
+                b'["http://127.0.0.1:1/cb"],"x":' + DEEP + b"}"
+            )
+            return HttpResponse(
+                status=200, headers=(("Content-Type", "application/json"),), body=body
+            )
+        return HttpResponse(status=404)
+
+    proxy = target.app.proxy
+    if target.kind == "asgi":
+
+        async def fetch(doc: FetchDocument) -> HttpResponse | HttpFailure:
+            return documents(doc)
+
+        proxy.fetch = fetch
+    else:
+        proxy.fetch = documents
     query = urlencode(
         {
             "response_type": "code",
@@ -243,3 +252,4 @@ def test_invariant_29_deep_client_metadata_document_is_refused(target: Target) -
     reply = send(Call("GET", f"{BASE}/authorize?{query}"))
     TALLY.record(f"untrusted JSON ({target.kind})", reply.status)
     assert reply.status == 400 and reply.header("location") is None, reply
+    assert fetched == [doc_url]  # refused for its depth, not for want of a document

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 from oauthproxy_adapters.config_file import load_settings
+from oauthproxy_adapters.http_clients import AsyncHttpClient, SyncHttpClient
 from oauthproxy_adapters.integrations.fastmcp import OAuthProxyAuth
 from oauthproxy_adapters.integrations.proxies import (
     async_proxy,
@@ -16,7 +17,7 @@ from oauthproxy_adapters.integrations.proxies import (
     close_sync_proxy,
     sync_proxy,
 )
-from oauthproxy_adapters.safe_fetch import AsyncRoutingHttp, SyncRoutingHttp
+from oauthproxy_adapters.safe_fetch import AsyncSafeFetcher, SyncSafeFetcher
 from oauthproxy_adapters.stores.sqlite import AsyncSQLiteStore, SQLiteStore
 
 CONFIG = """
@@ -48,11 +49,13 @@ def test_sync_and_async_proxies_share_keys_and_store(tmp_path: Path) -> None:
     proxy = sync_proxy(settings)
     keys = tmp_path / "k" / "keys.json"
     assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600  # created on first use, private
-    assert isinstance(proxy.store, SQLiteStore) and isinstance(proxy.http, SyncRoutingHttp)
+    assert isinstance(proxy.store, SQLiteStore) and isinstance(proxy.http, SyncHttpClient)
+    assert isinstance(proxy.fetch, SyncSafeFetcher)  # documents only through the SSRF-safe fetcher
     assert proxy.config.resource == "https://mcp.example.com/mcp"
 
     aproxy = async_proxy(settings)  # a second process or thread: the same keyring file
-    assert isinstance(aproxy.store, AsyncSQLiteStore) and isinstance(aproxy.http, AsyncRoutingHttp)
+    assert isinstance(aproxy.store, AsyncSQLiteStore) and isinstance(aproxy.http, AsyncHttpClient)
+    assert isinstance(aproxy.fetch, AsyncSafeFetcher)
     assert aproxy.keys.active_signing.kid == proxy.keys.active_signing.kid
     close_sync_proxy(proxy)
     asyncio.run(close_async_proxy(aproxy))

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.proxy import AsyncProxy
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore
-from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse
+from oauthproxy_core import FetchDocument, HttpFailure, HttpRequest, HttpResponse
 from oauthproxy_core.bounds import Bounds, per_source, source_key
 from tests.adapters.flow import adrive_httpx, authorize, exchange_code
 from tests.clients.support import DocumentHost, document
@@ -60,7 +60,12 @@ class Rig:
         async def http(req: HttpRequest) -> HttpResponse | HttpFailure:
             return self.host(req)
 
-        self.proxy = AsyncProxy(self.config, keys(), self.store, http, clock=self.clock)
+        async def fetch(doc: FetchDocument) -> HttpResponse | HttpFailure:
+            return self.host.fetch(doc)
+
+        self.proxy = AsyncProxy(
+            self.config, keys(), self.store, http, fetch=fetch, clock=self.clock
+        )
         self.app = OAuthProxyApp(self.proxy)
 
     def browser(self, addr: str) -> httpx.AsyncClient:

@@ -23,13 +23,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from oauthproxy_adapters.config_file import ConfigError, parse_settings
-from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse
-from oauthproxy_core.cimd import SAFE_SCHEME_PREFIX
+from oauthproxy_core import FetchDocument, HttpFailure, HttpResponse
 from oauthproxy_core.errors import AccessDeniedError, InvalidRedirectUriError
 from oauthproxy_core.redirect_uris import is_acceptable_redirect_uri, validate_redirect_uri
 from oauthproxy_core.redirects import authorization_redirect, error_redirect
 from tests.adapters.flow import Call, Reply
-from tests.harness import ScriptedUpstream
 from tests.hostile.support import asgi_sender, async_target, wsgi_sender, wsgi_target
 
 BASE = "http://127.0.0.1:8000"  # hostile_config's issuer
@@ -99,27 +97,24 @@ def test_invariant_4_a_cimd_document_naming_such_a_uri_is_not_a_client(app: App)
     doc_url = "https://client.example/iss.json"
     uri = "http://127.0.0.1:33418/callback?iss=https://evil.example"
     document = {"client_id": doc_url, "client_name": "x", "redirect_uris": [uri]}
-    inner = app.upstream
 
-    class Documents(ScriptedUpstream):
-        def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-            if req.url == SAFE_SCHEME_PREFIX + doc_url:
-                return HttpResponse(
-                    status=200,
-                    headers=(("Content-Type", "application/json"),),
-                    body=json.dumps(document).encode(),
-                )
-            return inner(req)
+    def documents(doc: FetchDocument) -> HttpResponse | HttpFailure:
+        if doc.url == doc_url:
+            return HttpResponse(
+                status=200,
+                headers=(("Content-Type", "application/json"),),
+                body=json.dumps(document).encode(),
+            )
+        return HttpResponse(status=404)
 
-    host = Documents(callback_url=inner.callback_url)
     if app.loop is not None:
 
-        async def http(req: HttpRequest) -> HttpResponse | HttpFailure:
-            return host(req)
+        async def fetch(doc: FetchDocument) -> HttpResponse | HttpFailure:
+            return documents(doc)
 
-        app.app.proxy.http = http
+        app.app.proxy.fetch = fetch
     else:
-        app.app.proxy.http = host
+        app.app.proxy.fetch = documents
     query = "&".join(
         f"{k}={quote(v, safe='')}"
         for k, v in {

@@ -20,7 +20,7 @@ from ..app import load_or_create_keyring
 from ..config_file import ConfigError, Settings, redact_url
 from ..http_clients import AsyncHttpClient, SyncHttpClient
 from ..proxy import AsyncProxy, Proxy
-from ..safe_fetch import AsyncRoutingHttp, AsyncSafeFetcher, SyncRoutingHttp, SyncSafeFetcher
+from ..safe_fetch import AsyncSafeFetcher, SyncSafeFetcher
 from ..stores import open_async_store, open_store
 
 __all__ = ["async_proxy", "close_async_proxy", "close_sync_proxy", "sync_proxy"]
@@ -43,7 +43,7 @@ def async_proxy(settings: Settings) -> AsyncProxy:
         allow_loopback=settings.proxy.cimd_allow_loopback,
         lookups_in_flight=settings.proxy.bounds.document_lookups_in_flight,
     )
-    return AsyncProxy(settings.proxy, keys, store, AsyncRoutingHttp(AsyncHttpClient(), safe))
+    return AsyncProxy(settings.proxy, keys, store, AsyncHttpClient(), fetch=safe)
 
 
 def sync_proxy(settings: Settings) -> Proxy:
@@ -57,26 +57,22 @@ def sync_proxy(settings: Settings) -> Proxy:
         allow_loopback=settings.proxy.cimd_allow_loopback,
         lookups_in_flight=settings.proxy.bounds.document_lookups_in_flight,
     )
-    return Proxy(settings.proxy, keys, store, SyncRoutingHttp(SyncHttpClient(), safe))
+    return Proxy(settings.proxy, keys, store, SyncHttpClient(), fetch=safe)
 
 
 async def close_async_proxy(proxy: AsyncProxy) -> None:
     """Close the store and HTTP clients of a proxy built by ``async_proxy``."""
-    http = proxy.http
-    if isinstance(http, AsyncRoutingHttp):
-        for client in (http.upstream, http.safe):
-            aclose = getattr(client, "aclose", None)
-            if aclose is not None:
-                await aclose()
+    for client in (proxy.http, proxy.fetch):
+        aclose = getattr(client, "aclose", None)
+        if aclose is not None:
+            await aclose()
     await proxy.store.close()
 
 
 def close_sync_proxy(proxy: Proxy) -> None:
     """Close the store and HTTP clients of a proxy built by ``sync_proxy``."""
-    http = proxy.http
-    if isinstance(http, SyncRoutingHttp):
-        for client in (http.upstream, http.safe):
-            close = getattr(client, "close", None)
-            if close is not None:
-                close()
+    for client in (proxy.http, proxy.fetch):
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
     proxy.store.close()
