@@ -4,7 +4,8 @@
   installs Debian's ``chromium`` when it is not there.
 - ``screenshot(url, path, width, height)`` is ``chromium --headless --screenshot``.
 - ``Browser`` starts one headless Chromium with ``--remote-debugging-port=0`` and talks to its page
-  target over the Chrome DevTools Protocol (one WebSocket, ``websockets.sync``).
+  target over the Chrome DevTools Protocol (one WebSocket, ``websockets.sync``); ``open_tab`` opens
+  another ``Page`` of the same browser (same profile, same cookies) with a WebSocket of its own.
 
 Chromium must reach nothing but loopback (no other host is a legitimate target from a test): the
 flags below turn off its background services, and ``--host-resolver-rules`` makes every host name
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -125,71 +127,14 @@ class CDPError(RuntimeError):
     pass
 
 
-class Browser:
-    """One headless Chromium and its first page, driven over the DevTools protocol."""
+class Page:
+    """One page (tab) of a Chromium, driven over its own DevTools WebSocket."""
 
-    def __init__(self, width: int = 1280, height: int = 900, timeout: float = 30.0) -> None:
+    def __init__(self, ws: ClientConnection | None, timeout: float) -> None:
+        self._ws: ClientConnection | None = ws
         self.timeout = timeout
-        self._profile = tempfile.TemporaryDirectory(prefix="oauthproxy-chromium-")
-        self.process = subprocess.Popen(
-            [
-                chromium_binary(),
-                *FLAGS,
-                f"--user-data-dir={self._profile.name}",
-                f"--window-size={width},{height}",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its own process group: stopped with its helpers below
-        )
-        self._stack = contextlib.ExitStack()
-        self._ws: ClientConnection | None = None
-        self._drain: threading.Thread | None = None
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
-        try:
-            port = self._devtools_port()
-            self._ws = self._stack.enter_context(
-                connect(self._page_ws_url(port), max_size=64 * 1024 * 1024)
-            )
-        except BaseException:
-            self.close()
-            raise
-
-    def _devtools_port(self) -> int:
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + self.timeout
-        seen: list[str] = []
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                if self.process.poll() is not None:
-                    break
-                continue
-            seen.append(line)
-            match = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
-            if match:
-                # Keep reading Chromium's log so a full pipe never blocks it.
-                stream = self.process.stderr
-                self._drain = threading.Thread(target=stream.read, daemon=True)
-                self._drain.start()
-                return int(match.group(1))
-        raise CDPError("Chromium did not start its DevTools endpoint: " + "".join(seen)[-2000:])
-
-    def _page_ws_url(self, port: int) -> str:
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as resp:
-                targets = json.load(resp)
-            pages = [t for t in targets if t.get("type") == "page"]
-            if pages:
-                return str(pages[0]["webSocketDebuggerUrl"])
-            time.sleep(0.1)
-        raise CDPError("Chromium has no page target")
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
         """Call a DevTools method and return its result; events received meanwhile are kept."""
@@ -267,6 +212,89 @@ class Browser:
                 windowsVirtualKeyCode=9,
                 nativeVirtualKeyCode=9,
             )
+
+
+class Browser(Page):
+    """One headless Chromium and its first page, driven over the DevTools protocol; ``open_tab``
+    opens more pages in the same browser (one profile: one cookie jar)."""
+
+    def __init__(self, width: int = 1280, height: int = 900, timeout: float = 30.0) -> None:
+        self._profile = tempfile.TemporaryDirectory(prefix="oauthproxy-chromium-")
+        self.process = subprocess.Popen(
+            [
+                chromium_binary(),
+                *FLAGS,
+                f"--user-data-dir={self._profile.name}",
+                f"--window-size={width},{height}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: stopped with its helpers below
+        )
+        self._stack = contextlib.ExitStack()
+        self._drain: threading.Thread | None = None
+        self._port = 0
+        super().__init__(None, timeout)
+        try:
+            self._port = self._devtools_port()
+            self._ws = self._stack.enter_context(
+                connect(self._page_ws_url(self._port), max_size=64 * 1024 * 1024)
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _devtools_port(self) -> int:
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + self.timeout
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                if self.process.poll() is not None:
+                    break
+                continue
+            seen.append(line)
+            match = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
+            if match:
+                # Keep reading Chromium's log so a full pipe never blocks it.
+                stream = self.process.stderr
+                self._drain = threading.Thread(target=stream.read, daemon=True)
+                self._drain.start()
+                return int(match.group(1))
+        raise CDPError("Chromium did not start its DevTools endpoint: " + "".join(seen)[-2000:])
+
+    def _page_ws_url(self, port: int) -> str:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as resp:
+                targets = json.load(resp)
+            pages = [t for t in targets if t.get("type") == "page"]
+            if pages:
+                return str(pages[0]["webSocketDebuggerUrl"])
+            time.sleep(0.1)
+        raise CDPError("Chromium has no page target")
+
+    def open_tab(self, url: str = "about:blank") -> Page:
+        """A new tab of this browser (DevTools ``/json/new``), with page and runtime events on;
+        closed with the browser."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self._port}/json/new?{urllib.parse.quote(url, safe='')}",
+            method="PUT",
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            target = json.load(resp)
+        ws = self._stack.enter_context(
+            connect(str(target["webSocketDebuggerUrl"]), max_size=64 * 1024 * 1024)
+        )
+        tab = Page(ws, self.timeout)
+        tab.send("Page.enable")
+        tab.send("Runtime.enable")
+        return tab
 
     def close(self) -> None:
         self._stack.close()
