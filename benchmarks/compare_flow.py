@@ -96,7 +96,9 @@ async def client_only(client: Any) -> None:
     await client.post("/register", content=systems.REGISTRATION_BODY, headers=systems.JSON_CT)
     await client.get("/authorize?response_type=code&client_id=x&state=s")
     await client.get("/consent?txn=abc", headers=[("cookie", "a=b")])
-    await client.post("/consent", content=b"txn=a&csrf=b&decision=approve", headers=systems.FORM_CT)
+    await client.post(
+        "/consent", content=b"txn=a&csrf=b&decision=approve", headers=systems.CONSENT_CT
+    )
     await client.get("/auth/callback?code=c&state=s", headers=[("cookie", "a=b")])
     await client.post(
         "/token", content=b"grant_type=authorization_code&code=c", headers=systems.FORM_CT

@@ -74,6 +74,8 @@ IDP_Q = quote(IDP, safe="")
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 REDIRECT_Q = quote(CLIENT_REDIRECT, safe="")
 FORM = (("content-type", "application/x-www-form-urlencoded"),)
+#: The consent form as a browser posts it from the proxy's own page (SECURITY.md 31).
+CONSENT_FORM = (*FORM, ("sec-fetch-site", "same-origin"), ("origin", "null"))
 JSON_CT = (("content-type", "application/json"),)
 
 # The MCP client's own PKCE pair, fixed: computing it is the client's work, not the proxy's.
@@ -263,7 +265,9 @@ class Proxy:
         assert page.status == 200, page.body
         html = page.body.decode()
         form = f"txn={hidden_field(html, 'txn')}&csrf={hidden_field(html, 'csrf')}&decision=approve"
-        resp = self.send("POST", "/consent", body=form.encode(), headers=FORM, browser=browser)
+        resp = self.send(
+            "POST", "/consent", body=form.encode(), headers=CONSENT_FORM, browser=browser
+        )
         assert resp.status == 303, resp.body
         callback = self.upstream.login(resp.header("location") or "")
         resp = self.send("GET", callback, browser=browser)

@@ -70,6 +70,8 @@ PAGE = HERE / "RELIABILITY.md"
 UPSTREAM_CLIENT_ID = "proxy-at-devprovider"
 UPSTREAM_CLIENT_SECRET = "devprovider-secret-" + "s" * 24
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
+#: The consent form as a browser posts it from the proxy's own page (SECURITY.md 31).
+CONSENT_FORM = {"Sec-Fetch-Site": "same-origin", "Origin": "null"}
 START_TIMEOUT = 30.0
 BIG = 10**9
 
@@ -343,7 +345,10 @@ class User:
         if browser:
             for value in resp.headers.get_list("set-cookie"):
                 name, _, rest = value.partition("=")
-                self.cookies[name.strip()] = rest.split(";", 1)[0]
+                if "max-age=0" in rest.lower().replace(" ", "").split(";"):
+                    self.cookies.pop(name.strip(), None)  # the proxy clears a used binding cookie
+                else:
+                    self.cookies[name.strip()] = rest.split(";", 1)[0]
         if resp.status_code != status:
             raise Unexpected(f"{method} {urlsplit(url).path}: {resp.status_code}")
         return resp
@@ -377,7 +382,9 @@ class User:
             raise Unexpected(f"authorize: {consent[:80]}")
         page = await self.send("GET", consent, 200, browser=True)
         form = {**hidden_fields(page.text), "decision": "approve"}
-        resp = await self.send("POST", self.base + "/consent", 303, data=form, browser=True)
+        resp = await self.send(
+            "POST", self.base + "/consent", 303, data=form, browser=True, headers=CONSENT_FORM
+        )
         resp = await self.send("GET", resp.headers["location"], 302)  # the provider
         resp = await self.send("GET", resp.headers["location"], 302, browser=True)  # callback
         params = dict(parse_qsl(urlsplit(resp.headers["location"]).query))

@@ -63,6 +63,8 @@ CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 REDIRECT_Q = quote(CLIENT_REDIRECT, safe="")
 JSON_CT = (("content-type", "application/json"),)
 FORM_CT = (("content-type", "application/x-www-form-urlencoded"),)
+#: The oauthproxy consent form as a browser posts it from the proxy's own page (SECURITY.md 31).
+CONSENT_CT = (*FORM_CT, ("sec-fetch-site", "same-origin"), ("origin", "null"))
 
 CLIENT_VERIFIER = "benchmark-client-verifier-" + "x" * 40
 CLIENT_CHALLENGE = (
@@ -545,7 +547,7 @@ def build_ours(
         html = resp.text
         form = f"txn={hidden_field(html, 'txn')}&csrf={hidden_field(html, 'csrf')}&decision=approve"
         resp = expect(
-            await c.post("/consent", content=form, headers=jar.headers(*FORM_CT)),
+            await c.post("/consent", content=form, headers=jar.headers(*CONSENT_CT)),
             303,
             "consent approve",
         )

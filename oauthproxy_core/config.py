@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .bounds import Bounds
+from .browser_binding import origin_of
 from .consent_theme import ConsentTheme
 from .crypto import RandomSource
 from .keys import Keyring
@@ -90,6 +91,8 @@ class ProxyConfig:
     consent_theme: ConsentTheme = attrs.field(factory=ConsentTheme)
     resource: str = attrs.field(init=False)
     secure_cookies: bool = attrs.field(init=False)
+    #: The issuer's origin (RFC 6454 §6.2): a consent POST without Fetch Metadata must carry it.
+    issuer_origin: str = attrs.field(init=False)
     _static_by_id: dict[str, Client] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -99,6 +102,7 @@ class ProxyConfig:
             raise ValueError("mcp_path must start with '/' and not end with '/'")
         object.__setattr__(self, "resource", canonical_resource(self.issuer + self.mcp_path))
         object.__setattr__(self, "secure_cookies", self.issuer.startswith("https://"))
+        object.__setattr__(self, "issuer_origin", origin_of(self.issuer))
         if not set(self.default_scopes) <= set(self.scopes_supported):
             raise ValueError("default_scopes must be a subset of scopes_supported")
         by_id = {c.client_id: c for c in self.static_clients}

@@ -7,7 +7,9 @@ loopback (development) the prefix and ``Secure`` are dropped because browsers re
 
 from __future__ import annotations
 
+#: Prefix of the per-transaction binding cookies set at approval (``browser_binding.binding_cookie``).
 BROWSER = "oauthproxy_browser"
+#: The per-browser secret the consent form's token is bound to (``browser_binding``, SECURITY.md 31).
 CSRF = "oauthproxy_csrf"
 
 
@@ -26,3 +28,8 @@ def set_cookie(base: str, value: str, *, secure: bool, max_age: int) -> tuple[st
     if secure:
         parts.append("Secure")
     return ("Set-Cookie", "; ".join(parts))
+
+
+def clear_cookie(base: str, *, secure: bool) -> tuple[str, str]:
+    """The ``Set-Cookie`` that removes ``base`` (RFC 6265 §4.1.2.2: ``Max-Age=0``), same attributes."""
+    return set_cookie(base, "", secure=secure, max_age=0)

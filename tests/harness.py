@@ -171,6 +171,13 @@ def _json(status: int, body: dict[str, Any]) -> HttpResponse:
     )
 
 
+#: What a browser sends with the consent form's POST from the proxy's own page: Fetch Metadata says
+#: ``same-origin``, and the page's ``Referrer-Policy: no-referrer`` makes its ``Origin`` ``null``
+#: (Fetch standard, "serializing a request origin"). Chromium does exactly this:
+#: tests/e2e/test_consent_browser.py records what it sends and compares it with this value.
+CONSENT_FORM_HEADERS = (("sec-fetch-site", "same-origin"), ("origin", "null"))
+
+
 class Browser:
     def __init__(self) -> None:
         self.cookies: dict[str, str] = {}
@@ -183,7 +190,10 @@ class Browser:
     def absorb(self, resp: Response) -> None:
         for value in resp.header_values("set-cookie"):
             name, _, rest = value.partition("=")
-            self.cookies[name] = rest.split(";", 1)[0]
+            if "max-age=0" in rest.lower().replace(" ", "").split(";"):
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = rest.split(";", 1)[0]
 
 
 class Harness:
@@ -258,6 +268,13 @@ class Harness:
         headers: tuple[tuple[str, str], ...] = (),
         browser: Browser | None = None,
     ) -> Response:
+        """POST a form. A ``browser`` submits it as from the proxy's own page, with the headers a
+        browser adds (``CONSENT_FORM_HEADERS``), unless ``headers`` say where it came from."""
+        if browser is not None and not {k.lower() for k, _ in headers} & {
+            "sec-fetch-site",
+            "origin",
+        }:
+            headers = (*headers, *CONSENT_FORM_HEADERS)
         return self.request(
             "POST",
             path,

@@ -202,7 +202,13 @@ def _browser(http: httpx.Client, url: str, say: Printer) -> str:
         _expect(bool(fields) and action is not None, "no consent form found")
         assert action is not None
         say("   the proxy's consent page asks the user; the user clicks Approve")
-        post = http.post(action.group(1), data={**fields, "decision": "approve"})
+        # What a browser sends with a form from the proxy's own page (SECURITY.md 31): Fetch
+        # Metadata, and the Origin that the page's Referrer-Policy: no-referrer makes "null".
+        post = http.post(
+            action.group(1),
+            data={**fields, "decision": "approve"},
+            headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"},
+        )
         say(f"   POST {action.group(1)} -> {post.status_code}")
         _expect(post.status_code == 303, f"consent was not accepted: {post.status_code}")
         url = str(post.url.join(post.headers["location"]))

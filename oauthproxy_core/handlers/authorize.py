@@ -121,9 +121,8 @@ def authorize_endpoint(req: Request, ctx: Context) -> Handler[Response]:  # noqa
     tx = stored
     yield Emit(event=transaction_changed(bound, applied=True))
 
-    remembered = yield from remembered_consent(req, ctx, tx)
-    if remembered is not None:
-        return (yield from start_upstream(ctx, tx, remembered))
+    if (yield from remembered_consent(req, ctx, tx)):
+        return (yield from start_upstream(ctx, tx))
     location = f"{ctx.config.issuer}/consent?txn={tx.id}"
     return Response(status=302, headers=(("Location", location), ("Cache-Control", "no-store")))
 

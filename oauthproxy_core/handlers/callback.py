@@ -26,8 +26,10 @@ from typing import Any
 import attrs
 
 from .. import persistence
+from ..browser_binding import binding_cookie, presented_binding
 from ..client_lookup import load_client
 from ..config import Context
+from ..cookies import clear_cookie
 from ..crypto import UnsealError, digest, new_secret, seal, unseal
 from ..effects import HttpCall
 from ..errors import AccessDeniedError, OAuthError, ServerError, TemporarilyUnavailableError
@@ -56,16 +58,29 @@ from ..upstream import (
     wants_verified_email,
     with_verified_email,
 )
-from .consent import browser_id, end_for_removed_client
+from .consent import end_for_removed_client
 
 _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
+
+
+def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    params = parse_params(req.query)
+    resp = yield from _callback(req, ctx, params)
+    upstream_state = params.get("state")
+    secure = ctx.config.secure_cookies
+    if upstream_state and presented_binding(req, upstream_state, secure) is not None:
+        # The state was taken, so the binding has had its one use: the browser may forget it.
+        clear = clear_cookie(binding_cookie(upstream_state), secure=secure)
+        resp = attrs.evolve(resp, headers=(*resp.headers, clear))
+    return resp
 
 
 # Long by nature: the callback step of the flow (RFC 6749 §4.1.2, RFC 9207, spec/security.md
 # 12-14) checks state, browser, issuer, client and provider answer in that order, each
 # refusal where it is decided.
-def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:  # noqa: C901, PLR0911, PLR0912
-    params = parse_params(req.query)
+def _callback(  # noqa: C901, PLR0911, PLR0912
+    req: Request, ctx: Context, params: dict[str, str]
+) -> Generator[Any, Any, Response]:
     upstream_state = params.get("state")
     if not upstream_state:
         return error_page(400, "invalid_request", _UNKNOWN)
@@ -75,8 +90,8 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
     tx = yield from persistence.load("tx", txn.decode(), Transaction)
     if tx is None or tx.upstream_state_hash != digest(upstream_state):
         return error_page(400, "invalid_request", _UNKNOWN)
-    browser = browser_id(req, ctx)
-    data = EventData(now=ctx.now, browser_hash=digest(browser) if browser else None)
+    binding = presented_binding(req, upstream_state, ctx.config.secure_cookies)
+    data = EventData(now=ctx.now, browser_hash=digest(binding) if binding else None)
 
     # RFC 7592 §2.3, SECURITY.md 34: a client deleted while its user was at the provider (or one
     # whose registration no longer lists this redirect URI) gets nothing -- no upstream code

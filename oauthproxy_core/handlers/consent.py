@@ -1,17 +1,25 @@
 """The proxy's own consent page (GET renders, POST decides) and the start of the upstream leg.
 
 This page is what stops a DCR proxy with one static upstream client from becoming a confused deputy
-(MCP Security Best Practices; FastMCP CVE-2026-27124). SECURITY.md 11, 15, 16, 17:
+(MCP Security Best Practices; FastMCP CVE-2026-27124). SECURITY.md 11, 15, 16, 17, 31; the browser
+binding itself is ``browser_binding.py``:
 
-- CSRF: double-submit. The token is an HMAC of the transaction id under the cookie key, so repeated
-  renders of one transaction show the same token (idempotent) and no state is written to render it.
+- CSRF, bound to the browser (31): the form token is an HMAC over this browser's secret (from its
+  CSRF cookie, minted here and verified by its tag) and the transaction id, so repeated renders of
+  one transaction in one browser show the same token (17, idempotent), several pages open in one
+  browser each work, and nothing derivable from the transaction id alone forges it. Rendering writes
+  nothing to the store.
+- A POST is decided only when the browser says it came from the proxy's own origin (``Sec-Fetch-Site``
+  ``same-origin`` or ``none``, else an ``Origin`` equal to the issuer's); anything else is a 403 page
+  before the form is even read.
 - Approval creates the upstream ``state`` (256 bits) and the proxy's own upstream PKCE verifier at that
-  moment, and binds the transaction to this browser with a cookie set in the same response.
+  moment, and binds the transaction to this browser with a fresh cookie set in the same response.
 - Denial never contacts the upstream and answers ``access_denied`` to the validated redirect URI.
 - A POST is answered with 303 (RFC 9110 §15.4.4) so a reload does not re-submit.
 - Remembered consent (``consent.mode = "remember"``) covers exactly (client, redirect URI, scopes,
-  resource) for one browser, and is honoured only on navigations that are not cross-site
-  (``Sec-Fetch-Site``).
+  resource) for one browser secret, and is honoured only on navigations that are not cross-site
+  (``Sec-Fetch-Site``); on an http loopback issuer only on ``same-origin`` or ``none`` ones, since
+  every other port of the host is same-site there and sees the browser's cookies.
 """
 
 from __future__ import annotations
@@ -21,11 +29,18 @@ from collections.abc import Generator
 from typing import Any
 
 from .. import persistence
+from ..browser_binding import (
+    browser_secret,
+    form_token,
+    form_token_matches,
+    from_own_origin,
+    mint_browser_secret,
+    new_binding,
+)
 from ..cimd import all_loopback_redirects, document_host
 from ..client_lookup import load_client
 from ..config import Context
-from ..cookies import BROWSER, CSRF, cookie_name, set_cookie
-from ..crypto import digest, mac, mac_matches, new_secret, seal
+from ..crypto import digest, new_secret, seal
 from ..errors import AccessDeniedError, InvalidRequestError
 from ..http import Request, Response, form_body, parse_params
 from ..pages import consent_page, error_page
@@ -38,22 +53,19 @@ from ..upstream import build_authorize_url
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _SAFE_FETCH_SITES = frozenset({"none", "same-origin", "same-site"})
+_LOOPBACK_SAFE_FETCH_SITES = frozenset({"none", "same-origin"})
+_NOT_FROM_HERE = (
+    "This form was not sent from this sign-in page. Return to the application and start again."
+)
 
 
-def _csrf_message(txn: str) -> str:
-    return "csrf|" + txn
+def _browser_secret(req: Request, ctx: Context) -> str | None:
+    return browser_secret(req, ctx.config.secure_cookies, ctx.keys)
 
 
-def browser_id(req: Request, ctx: Context) -> str | None:
-    value = req.cookie(cookie_name(BROWSER, ctx.config.secure_cookies))
-    if value is None or not _TOKEN_RE.fullmatch(value):
-        return None
-    return value
-
-
-def _consent_key(browser: str, tx: Transaction) -> str:
+def _consent_key(secret: str, tx: Transaction) -> str:
     return digest(
-        "\x1f".join((browser, tx.client_id, tx.redirect_uri, " ".join(tx.scopes), tx.resource))
+        "\x1f".join((secret, tx.client_id, tx.redirect_uri, " ".join(tx.scopes), tx.resource))
     )
 
 
@@ -93,10 +105,18 @@ def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
     # localhost redirect URIs, any local program can use a well-known client's document
     # (localhost impersonation, draft-ietf-oauth-client-id-metadata-document §6): say so.
     cimd = client.source == "cimd"
-    token = mac(ctx.keys, _csrf_message(tx.id))
-    cookie = set_cookie(
-        CSRF, token, secure=ctx.config.secure_cookies, max_age=ctx.config.lifetimes.transaction
-    )
+    # A browser that already holds a secret minted here keeps it: every consent page it has open
+    # stays valid. Anything else (no cookie, or one this proxy did not mint) gets a new secret.
+    secret = _browser_secret(req, ctx)
+    cookies: tuple[tuple[str, str], ...] = ()
+    if secret is None:
+        secret, cookie = mint_browser_secret(
+            ctx.keys,
+            ctx.random,
+            secure=ctx.config.secure_cookies,
+            max_age=ctx.config.lifetimes.browser_cookie,
+        )
+        cookies = (cookie,)
     return consent_page(
         service_name=ctx.config.service_name,
         client_name=client.client_name,
@@ -106,9 +126,9 @@ def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         resource=tx.resource,
         upstream_name=ctx.config.upstream.name,
         transaction_id=tx.id,
-        csrf_token=token,
+        csrf_token=form_token(ctx.keys, secret, tx.id),
         action=ctx.config.issuer + "/consent",
-        extra_headers=(cookie,),
+        extra_headers=cookies,
         verified_host=document_host(client.client_id) if cimd else None,
         localhost_warning=cimd and all_loopback_redirects(client.redirect_uris),
         theme=ctx.config.consent_theme,
@@ -116,16 +136,17 @@ def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
 
 
 def consent_post(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+    # SECURITY.md 31: only the proxy's own page decides. Checked before anything is read, so a
+    # cross-site or foreign-origin POST costs no store access and changes nothing.
+    if not from_own_origin(req, ctx.config.issuer_origin):
+        return error_page(403, "access_denied", _NOT_FROM_HERE)
     form = form_body(req)
     found = yield from _pending(form.get("txn"))
     if isinstance(found, Response):
         return found
     tx = found
-    submitted = form.get("csrf", "")
-    cookie = req.cookie(cookie_name(CSRF, ctx.config.secure_cookies)) or ""
-    if not (
-        submitted and cookie == submitted and mac_matches(ctx.keys, _csrf_message(tx.id), submitted)
-    ):
+    secret = _browser_secret(req, ctx)
+    if secret is None or not form_token_matches(ctx.keys, secret, tx.id, form.get("csrf", "")):
         # Nothing is written: a forged POST leaves the transaction as it was (SECURITY.md 27).
         return error_page(403, "access_denied", "The form could not be verified. Reload the page.")
     decision = form.get("decision")
@@ -133,9 +154,6 @@ def consent_post(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         return (yield from _deny(ctx, tx))
     if decision != "approve":
         raise InvalidRequestError("decision must be approve or deny")
-    # The binding cookie is (re)issued now, at approval (SECURITY.md 11); an existing one is reused so
-    # that several flows in one browser, and remembered consent, keep working.
-    browser = browser_id(req, ctx) or new_secret(ctx.random, 16)
     if ctx.config.consent_mode == "remember":
         decision_rec = ConsentDecision(
             client_id=tx.client_id,
@@ -147,11 +165,11 @@ def consent_post(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
         )
         yield from persistence.put(
             "consent",
-            _consent_key(browser, tx),
+            _consent_key(secret, tx),
             decision_rec,
             ctx.config.lifetimes.consent_memory,
         )
-    return (yield from start_upstream(ctx, tx, browser, status=303))
+    return (yield from start_upstream(ctx, tx, status=303))
 
 
 def _deny(ctx: Context, tx: Transaction) -> Generator[Any, Any, Response]:
@@ -170,18 +188,17 @@ def _deny(ctx: Context, tx: Transaction) -> Generator[Any, Any, Response]:
     )
 
 
-def remembered_consent(
-    req: Request, ctx: Context, tx: Transaction
-) -> Generator[Any, Any, str | None]:
-    """The browser id when this exact request was approved before in this browser, else ``None``."""
+def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Generator[Any, Any, bool]:
+    """True when this exact request was approved before in this browser (SECURITY.md 15)."""
     if ctx.config.consent_mode != "remember":
-        return None
-    if req.header("sec-fetch-site") not in _SAFE_FETCH_SITES:
-        return None
-    browser = browser_id(req, ctx)
-    if browser is None:
-        return None
-    rec = yield from persistence.load("consent", _consent_key(browser, tx), ConsentDecision)
+        return False
+    safe = _SAFE_FETCH_SITES if ctx.config.secure_cookies else _LOOPBACK_SAFE_FETCH_SITES
+    if req.header("sec-fetch-site") not in safe:
+        return False
+    secret = _browser_secret(req, ctx)
+    if secret is None:
+        return False
+    rec = yield from persistence.load("consent", _consent_key(secret, tx), ConsentDecision)
     remembered = (
         rec is not None
         and rec.client_id == tx.client_id
@@ -190,20 +207,29 @@ def remembered_consent(
         and rec.resource == tx.resource
         and rec.expires_at > ctx.now
     )
-    return browser if remembered else None
+    return remembered
 
 
 def start_upstream(
-    ctx: Context, tx: Transaction, browser: str, *, status: int = 302
+    ctx: Context, tx: Transaction, *, status: int = 302
 ) -> Generator[Any, Any, Response]:
-    """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream."""
+    """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream.
+
+    The binding is minted here, never taken from the request (SECURITY.md 11, 31): a cookie another
+    page planted is not adopted, and every approval rotates it."""
     upstream_state = new_secret(ctx.random, 32)
     verifier = new_secret(ctx.random, 32)
+    binding, cookie = new_binding(
+        ctx.random,
+        upstream_state,
+        secure=ctx.config.secure_cookies,
+        max_age=max(1, tx.expires_at - ctx.now),
+    )
     approved = step(
         tx,
         TxEvent.consent_approved,
         EventData(now=ctx.now),
-        browser_hash=digest(browser),
+        browser_hash=digest(binding),
         upstream_state_hash=digest(upstream_state),
         upstream_verifier_sealed=seal(ctx.keys, ctx.random, verifier.encode(), "verifier|" + tx.id),
     )
@@ -224,12 +250,6 @@ def start_upstream(
         state=upstream_state,
         code_challenge=s256(verifier) if profile.use_pkce else None,
         resource=tx.resource,
-    )
-    cookie = set_cookie(
-        BROWSER,
-        browser,
-        secure=ctx.config.secure_cookies,
-        max_age=ctx.config.lifetimes.browser_cookie,
     )
     return Response(
         status=status,

@@ -19,7 +19,7 @@ import attrs
 import httpx
 
 from oauthproxy_core.cookies import BROWSER, CSRF
-from tests.harness import VERIFIER, ScriptedUpstream, UpstreamUser
+from tests.harness import CONSENT_FORM_HEADERS, VERIFIER, ScriptedUpstream, UpstreamUser
 
 T = TypeVar("T")
 
@@ -147,8 +147,10 @@ def open_consent(base: str, client: dict[str, Any]) -> Flow[dict[str, str]]:
     page = yield from request("GET", consent_url)
     assert page.status == 200, page
     assert page.header("x-frame-options") == "DENY"
-    # http loopback issuer: plain cookie names, no __Host- prefix, no Secure (SECURITY.md 17).
-    assert any(c.startswith(CSRF + "=") for c in page.header_values("set-cookie")), page
+    # http loopback issuer: plain cookie names, no __Host- prefix, no Secure (SECURITY.md 17). The
+    # CSRF cookie (the browser's secret) is set on the first page a client sees, then kept.
+    for cookie in page.header_values("set-cookie"):
+        assert cookie.startswith(CSRF + "=") and "secure" not in cookie.lower(), cookie
     return consent_fields(page.body.decode())
 
 
@@ -157,9 +159,10 @@ def authorize(
 ) -> Flow[dict[str, str]]:
     """authorize -> consent GET -> consent POST (303) -> upstream login -> callback -> redirect."""
     fields = yield from open_consent(base, client)
-    reply = yield from post_form(base + "/consent", {**fields, "decision": "approve"})
+    reply = yield from approve(base, fields)
     assert reply.status == 303, reply
-    assert any(c.startswith(BROWSER + "=") for c in reply.header_values("set-cookie")), reply
+    # The binding cookie, named for the transaction, plain on http loopback (SECURITY.md 11, 17).
+    assert any(c.startswith(BROWSER + "_") for c in reply.header_values("set-cookie")), reply
     upstream_url = reply.header("location")
     assert upstream_url is not None
     callback = upstream.login(upstream_url, user)
@@ -170,6 +173,15 @@ def authorize(
     params = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
     assert params["state"] == "client-state-1" and params["iss"] == base and params["code"]
     return params
+
+
+def approve(base: str, fields: dict[str, str]) -> Flow[Reply]:
+    """The consent form's Approve button, as a browser submits it from the proxy's own page."""
+    return (
+        yield from post_form(
+            base + "/consent", {**fields, "decision": "approve"}, CONSENT_FORM_HEADERS
+        )
+    )
 
 
 def consent_fields(html: str) -> dict[str, str]:

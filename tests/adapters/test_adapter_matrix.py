@@ -41,6 +41,7 @@ from tests.adapters.flow import (
     Flow,
     Reply,
     Session,
+    approve,
     bearer,
     drive,
     login,
@@ -57,7 +58,7 @@ from tests.adapters.live_servers import (
     async_proxy,
     sync_proxy,
 )
-from tests.harness import ScriptedUpstream, make_config
+from tests.harness import CONSENT_FORM_HEADERS, ScriptedUpstream, make_config
 
 KINDS = ("asgi", "wsgi", "h11")
 
@@ -206,20 +207,26 @@ def test_authorization_flow_to_token(live: Live) -> None:
     assert session.tokens["scope"] == "mcp"
     # The consent cookies live in the client's jar under their plain (http loopback) names; the
     # flow's success proves they came back: the consent POST needs the CSRF cookie, the callback the
-    # browser cookie.
-    assert live.http.cookies.get(CSRF) and live.http.cookies.get(BROWSER)
+    # binding cookie set at approval, which the callback then cleared.
+    assert live.http.cookies.get(CSRF)
+    assert not any(name.startswith(BROWSER + "_") for name in live.http.cookies)
 
 
 def test_consent_cookie_is_required(live: Live) -> None:
     client = live.run(register(live.base))
     fields = live.run(open_consent(live.base, client))
-    # The same form from a client without the CSRF cookie is refused and issues nothing.
+    # The same form from a client without the CSRF cookie is refused and issues nothing, even
+    # with the headers of a same-origin form submission.
     with httpx.Client(timeout=10.0, trust_env=False) as stranger:
-        resp = stranger.post(live.base + "/consent", data={**fields, "decision": "approve"})
+        resp = stranger.post(
+            live.base + "/consent",
+            data={**fields, "decision": "approve"},
+            headers=dict(CONSENT_FORM_HEADERS),
+        )
     assert resp.status_code == 403
     assert "location" not in resp.headers
     # The browser that holds the cookie may still approve it.
-    reply = live.run(post_form(live.base + "/consent", {**fields, "decision": "approve"}))
+    reply = live.run(approve(live.base, fields))
     assert reply.status == 303
 
 

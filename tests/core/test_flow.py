@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from tests.harness import (
+    CONSENT_FORM_HEADERS,
     ISSUER,
     VERIFIER,
     AsyncHarness,
@@ -116,7 +117,7 @@ def test_complete_flow_async_driver() -> None:
             "/consent",
             body=form,
             browser=browser,
-            headers=(("content-type", "application/x-www-form-urlencoded"),),
+            headers=(("content-type", "application/x-www-form-urlencoded"), *CONSENT_FORM_HEADERS),
         )
         assert resp.status == 303
         callback = h.upstream.login(

@@ -236,6 +236,27 @@ def _grant_type_of(request: httpx2.Request) -> str | None:
 # --------------------------------------------------------------------------------------
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port
+
+
+def _form_submission_headers(page: httpx.Response, method: str, target: str) -> dict[str, str]:
+    """Fetch Metadata and `Origin` of a form submitted from `page` to `target`, as browsers send
+    them (`Origin` only on a POST)."""
+    source, dest = _origin(str(page.url)), _origin(target)
+    site = (
+        "same-origin" if source == dest else "same-site" if source[:2] == dest[:2] else "cross-site"
+    )
+    scheme, host, port = source
+    origin = f"{scheme}://{host}" + (f":{port}" if port else "")
+    if page.headers.get("referrer-policy", "").strip().lower() == "no-referrer":
+        origin = "null"  # Fetch standard, "serializing a request origin"
+    if method == "GET":
+        return {"sec-fetch-site": site}
+    return {"sec-fetch-site": site, "origin": origin}
+
+
 class _LoopbackSecureCookiePolicy(http.cookiejar.DefaultCookiePolicy):
     """Return `Secure` cookies over plain http to loopback hosts, as browsers do for localhost.
 
@@ -350,6 +371,7 @@ class HeadlessBrowser:
         self.consent_pages = 0  # how many consent forms were approved
         self.callback_url: str | None = None
         self.callback_iss: str | None = None
+        self._submitted_from: httpx.Response | None = None  # the page whose form is submitted
 
     def _is_redirect_target(self, url: str) -> bool:
         got, want = urlsplit(url), urlsplit(self.redirect_uri)
@@ -377,6 +399,7 @@ class HeadlessBrowser:
                     self.recorder.note(f"callback: {redact_url(url)} (captured, not requested)")
                     return
                 response = await self._send(client, method, url, data)
+                self._submitted_from = None
                 self.recorder.record(
                     Exchange(
                         actor="browser",
@@ -405,6 +428,7 @@ class HeadlessBrowser:
                     )
                     method = form.method
                     data = form.fields
+                    self._submitted_from = response  # the next hop submits its form
                     if method == "GET":
                         url = f"{url.split('?', 1)[0]}?{urlencode(data)}"
                         data = None
@@ -422,8 +446,12 @@ class HeadlessBrowser:
 
         httpx copies a client's jar into a fresh default-policy jar per request, which would
         drop `_LoopbackSecureCookiePolicy`; so the jar is applied here and httpx's is emptied.
+        A form submission carries what a browser adds: `Sec-Fetch-Site` from the page's origin
+        and the target's, and `Origin` (`null` under the page's `Referrer-Policy: no-referrer`).
         """
         headers: dict[str, str] = {}
+        if self._submitted_from is not None:
+            headers.update(_form_submission_headers(self._submitted_from, method, url))
         cookie_request = urllib.request.Request(url, method=method)
         self.cookies.add_cookie_header(cookie_request)
         cookie_header = cookie_request.get_header("Cookie")

@@ -52,7 +52,7 @@ import redis
 
 from oauthproxy_adapters.devprovider import DevProvider
 from tests.adapters.live_servers import UvicornThread
-from tests.harness import VERIFIER
+from tests.harness import CONSENT_FORM_HEADERS, VERIFIER
 
 REDIS_DB_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_DB_URL", "redis://127.0.0.1:6379/5")
 UPSTREAM_CLIENT_ID = "proxy-at-devprovider"
@@ -291,7 +291,10 @@ class Balancer:
         if browser:
             for value in resp.headers.get_list("set-cookie"):
                 name, _, rest = value.partition("=")
-                self.cookies[name.strip()] = rest.split(";", 1)[0]
+                if "max-age=0" in rest.lower().replace(" ", "").split(";"):
+                    self.cookies.pop(name.strip(), None)  # the proxy clears a used binding cookie
+                else:
+                    self.cookies[name.strip()] = rest.split(";", 1)[0]
         return resp
 
     def issuer_url(self, path: str) -> str:
@@ -349,7 +352,12 @@ class Flow:
         )
         form = {**hidden_fields(page.text), "decision": "approve"}
         resp = self.lb.send(
-            "POST", self.lb.issuer_url("/consent"), data=form, browser=True, instance=instance
+            "POST",
+            self.lb.issuer_url("/consent"),
+            data=form,
+            browser=True,
+            instance=instance,
+            headers=dict(CONSENT_FORM_HEADERS),  # a form post from the proxy's own page
         )
         self.ok(resp, 303, "consent approve")
         upstream_url: str = resp.headers["location"]

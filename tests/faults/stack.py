@@ -52,6 +52,7 @@ from tests.e2e.test_multi_instance import (
     wait_healthy,
 )
 from tests.faults.scripted_upstream import CLIENT_ID, CLIENT_SECRET
+from tests.harness import CONSENT_FORM_HEADERS
 
 __all__ = [
     "CLIENT_REDIRECT",
@@ -174,7 +175,10 @@ class Flow:
         if browser:
             for value in resp.headers.get_list("set-cookie"):
                 name, _, rest = value.partition("=")
-                self.cookies[name.strip()] = rest.split(";", 1)[0]
+                if "max-age=0" in rest.lower().replace(" ", "").split(";"):
+                    self.cookies.pop(name.strip(), None)  # the proxy clears a used binding cookie
+                else:
+                    self.cookies[name.strip()] = rest.split(";", 1)[0]
         return resp
 
     # -- steps, each returning the raw response --------------------------------------------------
@@ -212,7 +216,13 @@ class Flow:
 
     def approve(self, page: httpx.Response) -> httpx.Response:
         form = {**hidden_fields(page.text), "decision": "approve"}
-        return self.send("POST", self.base + "/consent", data=form, browser=True)
+        return self.send(
+            "POST",
+            self.base + "/consent",
+            data=form,
+            browser=True,
+            headers=dict(CONSENT_FORM_HEADERS),  # a form post from the proxy's own page
+        )
 
     def upstream_login(self, url: str) -> str:
         resp = self.http.get(url)

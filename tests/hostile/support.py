@@ -289,8 +289,11 @@ def new_session(send: Any, upstream: ScriptedUpstream, base: str = BASE) -> Sess
 
 
 def pending_consent(send: Any, session: Session, base: str = BASE) -> dict[str, str]:
-    """A transaction waiting at the consent page: its ``txn`` and ``csrf`` (cookie and form)."""
-    return drive(open_consent(base, session.client), CookieJar(send, base))
+    """A transaction waiting at the consent page: its ``txn``, the form's ``csrf`` token and the
+    ``cookie`` header of the browser it was rendered for (SECURITY.md 31)."""
+    jar = CookieJar(send, base)
+    fields = drive(open_consent(base, session.client), jar)
+    return {**fields, "cookie": "; ".join(f"{k}={v}" for k, v in jar.cookies.items())}
 
 
 def still_works(send: Any, upstream: ScriptedUpstream, session: Session, base: str = BASE) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from oauthproxy_core.errors import InvalidRedirectUriError
 from oauthproxy_core.redirect_uris import is_acceptable_redirect_uri, validate_redirect_uri
-from tests.harness import VERIFIER, UpstreamUser
+from tests.harness import CONSENT_FORM_HEADERS, VERIFIER, UpstreamUser
 from tests.hostile import attack_corpus as corpus
 from tests.hostile.support import (
     BASE,
@@ -143,7 +143,7 @@ class Target:
         approved = self.request(
             "POST",
             "/consent",
-            headers=(FORM,),
+            headers=(FORM, *CONSENT_FORM_HEADERS),
             body=q({**fields, "decision": "approve"}).encode(),
             cookies=True,
         )

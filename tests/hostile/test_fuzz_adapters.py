@@ -44,7 +44,7 @@ from oauthproxy_adapters.h11_server import serve
 from oauthproxy_adapters.wsgi import OAuthProxyWSGI
 from tests.adapters.flow import Session
 from tests.adapters.live_servers import H11Thread
-from tests.harness import UPSTREAM, VERIFIER
+from tests.harness import CONSENT_FORM_HEADERS, UPSTREAM, VERIFIER
 from tests.hostile import attack_corpus as corpus
 from tests.hostile.support import (
     BASE,
@@ -217,7 +217,7 @@ def templates(session: Session, base: str, pending: dict[str, str]) -> list[dict
             "method": "POST",
             "path": "/consent",
             "form": [("txn", pending["txn"]), ("csrf", pending["csrf"]), ("decision", "deny")],
-            "headers": [("cookie", "oauthproxy_csrf=" + pending["csrf"])],
+            "headers": [("cookie", pending["cookie"]), *CONSENT_FORM_HEADERS],
         },
         {"method": "GET", "path": "/auth/callback", "query": [("state", "s" * 43), ("code", "x")]},
         {"method": "POST", "path": "/token", "form": refresh},

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from oauthproxy_adapters.driver import run
 from oauthproxy_core import Request, Response
+from oauthproxy_core.browser_binding import binding_cookie
 from tests.harness import (
     ISSUER,
     VERIFIER,
@@ -149,7 +150,8 @@ def _world() -> World:
     )
     cookies = (
         *("; ".join(f"{k}={v}" for k, v in b.cookies.items()) for b in (at_consent, pending)),
-        f"__Host-oauthproxy_browser={cb_params['state']}",
+        # A binding cookie of the right name holding another secret of this flow.
+        f"__Host-{binding_cookie(cb_params['state'])}={cb_params['state']}",
     )
     routes = frozenset(
         p for p in h.server.paths if p.endswith(("/authorize", "/consent", "/auth/callback"))

@@ -20,7 +20,14 @@ from oauthproxy_core.http import Response
 from oauthproxy_core.records import Client, Transaction
 from oauthproxy_core.redirect_uris import is_acceptable_redirect_uri
 from oauthproxy_core.redirects import authorization_redirect, error_redirect
-from tests.harness import VERIFIER, Browser, Harness, UpstreamUser, consent_fields
+from tests.harness import (
+    CONSENT_FORM_HEADERS,
+    VERIFIER,
+    Browser,
+    Harness,
+    UpstreamUser,
+    consent_fields,
+)
 
 DANGEROUS_PREFIXES = (
     "javascript:",
@@ -126,7 +133,7 @@ def test_invariant_3_predicate_reapplied_at_consent(bad: str, decision: str) -> 
         "POST",
         "/consent",
         body=f"txn={txn}&csrf={consent_fields(page)['csrf']}&decision={decision}".encode(),
-        headers=(("content-type", "application/x-www-form-urlencoded"),),
+        headers=(("content-type", "application/x-www-form-urlencoded"), *CONSENT_FORM_HEADERS),
         browser=browser,
     )
     assert no_redirect(resp, bad)

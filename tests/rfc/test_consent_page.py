@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from oauthproxy_core.browser_binding import binding_cookie
 from oauthproxy_core.http import Response
 from tests.harness import (
     ISSUER,
@@ -54,6 +55,10 @@ def _cookie_attrs(set_cookie: str) -> tuple[str, str, set[str]]:
     first, *rest = (p.strip() for p in set_cookie.split(";"))
     name, _, value = first.partition("=")
     return name, value, {p.lower() for p in rest}
+
+
+def _upstream_state(approved: Response) -> str:
+    return dict(parse_qsl(urlsplit(approved.header("location") or "").query))["state"]
 
 
 def _set_cookie(resp: Response, base: str) -> str:
@@ -155,27 +160,39 @@ def test_invariant_17_forged_posts_are_403_and_leave_the_transaction_unchanged()
     csrf_name = next(n for n in browser.cookies if n.endswith("oauthproxy_csrf"))
     _txn_b, page_b = _start(h, client, browser)
     fields_b = consent_fields(page_b)
+    # Another browser with a secret of its own, minted by the proxy for it.
+    other = Browser()
+    _start(h, client, other)
+    assert other.cookies[csrf_name] != browser.cookies[csrf_name]
     snapshot = _tx_snapshot(h, txn_a)
 
-    attempts: list[tuple[dict[str, str], Browser]] = []
-    # 1. No cookie at all (a cross-site form post).
-    attempts.append(({**fields_a, "decision": "approve"}, Browser()))
-    # 2. Cookie present, wrong token in the form.
-    wrong = Browser()
-    wrong.cookies[csrf_name] = fields_a["csrf"]
-    attempts.append(({"txn": txn_a, "csrf": "A" * 43, "decision": "approve"}, wrong))
-    # 3. Token and cookie of another transaction (double-submit alone is not enough).
-    other = Browser()
-    other.cookies[csrf_name] = fields_b["csrf"]
-    attempts.append(({"txn": txn_a, "csrf": fields_b["csrf"], "decision": "approve"}, other))
-    # 4. Correct form token, cookie of the other transaction.
-    attempts.append(({**fields_a, "decision": "approve"}, other))
-    # 5. Empty token with empty cookie.
-    empty = Browser()
-    empty.cookies[csrf_name] = ""
-    attempts.append(({"txn": txn_a, "csrf": "", "decision": "approve"}, empty))
-    # 6. A forged deny is refused the same way.
-    attempts.append(({**fields_a, "decision": "deny"}, Browser()))
+    def holding(value: str) -> Browser:
+        b = Browser()
+        b.cookies[csrf_name] = value
+        return b
+
+    attempts: list[tuple[dict[str, str], Browser]] = [
+        # 1. No cookie at all.
+        ({**fields_a, "decision": "approve"}, Browser()),
+        # 2. The browser's own cookie, a wrong token in the form.
+        (
+            {"txn": txn_a, "csrf": "A" * 43, "decision": "approve"},
+            holding(browser.cookies[csrf_name]),
+        ),
+        # 3. The browser's own cookie, the token of its other transaction.
+        (
+            {"txn": txn_a, "csrf": fields_b["csrf"], "decision": "approve"},
+            holding(browser.cookies[csrf_name]),
+        ),
+        # 4. The right token, from another browser (its own genuine cookie).
+        ({**fields_a, "decision": "approve"}, other),
+        # 5. The token copied into the cookie (the old double-submit shape).
+        ({**fields_a, "decision": "approve"}, holding(fields_a["csrf"])),
+        # 6. Empty token with empty cookie.
+        ({"txn": txn_a, "csrf": "", "decision": "approve"}, holding("")),
+        # 7. A forged deny is refused the same way.
+        ({**fields_a, "decision": "deny"}, Browser()),
+    ]
 
     for form, b in attempts:
         resp = h.form("/consent", form, browser=b)
@@ -248,13 +265,14 @@ def test_invariant_17_approve_is_303_with_hardened_cookies_on_https() -> None:
     assert (resp.header("location") or "").startswith(UPSTREAM + "/authorize?")
     assert resp.header("cache-control") == "no-store"
     browser_cookie = _set_cookie(resp, "oauthproxy_browser")
-    for raw, base in ((csrf_cookie, "oauthproxy_csrf"), (browser_cookie, "oauthproxy_browser")):
+    binding = binding_cookie(_upstream_state(resp))
+    for raw, base in ((csrf_cookie, "oauthproxy_csrf"), (browser_cookie, binding)):
         name, value, attrs = _cookie_attrs(raw)
         assert name == f"__Host-{base}"
         assert value
         assert {"secure", "httponly", "samesite=lax", "path=/"} <= attrs, raw
         assert not any(a.startswith("domain") for a in attrs)
-    assert browser.cookies["__Host-oauthproxy_browser"]
+    assert browser.cookies[f"__Host-{binding}"]
 
 
 def test_invariant_17_plain_cookie_names_on_http_loopback_issuer() -> None:
@@ -266,7 +284,7 @@ def test_invariant_17_plain_cookie_names_on_http_loopback_issuer() -> None:
     assert resp.status == 303
     for raw, base in (
         (_set_cookie(page, "oauthproxy_csrf"), "oauthproxy_csrf"),
-        (_set_cookie(resp, "oauthproxy_browser"), "oauthproxy_browser"),
+        (_set_cookie(resp, "oauthproxy_browser"), binding_cookie(_upstream_state(resp))),
     ):
         name, _value, attrs = _cookie_attrs(raw)
         assert name == base

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 
 from oauthproxy_core import HttpFailure, HttpResponse
+from oauthproxy_core.browser_binding import binding_cookie
 from oauthproxy_core.http import Response
 from tests.harness import (
     ISSUER,
@@ -101,7 +102,9 @@ def test_invariant_13_callback_from_another_browser_issues_nothing(who: str) -> 
         _approve(h, client, attacker)
         assert attacker.cookies
     elif who == "forged-cookie":
-        attacker.cookies["__Host-oauthproxy_browser"] = "A" * 22
+        # The right cookie name for this flow (it follows from the state), a value of the shape.
+        state = dict(parse_qsl(urlsplit(callback).query))["state"]
+        attacker.cookies[f"__Host-{binding_cookie(state)}"] = "A" * 43
     calls_before = len(h.upstream.calls)
     resp = _callback(h, callback, attacker)
     assert resp.status == 400
