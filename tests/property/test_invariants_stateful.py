@@ -1,6 +1,8 @@
-"""SECURITY.md invariants 1-27 as one Hypothesis ``RuleBasedStateMachine``.
+"""SECURITY.md invariants 1-27 and 31 as one Hypothesis ``RuleBasedStateMachine``.
 
 The machine registers clients, runs flows and plays the attacker: mutated redirect URIs, forged CSRF,
+consent posts from a foreign origin or from a same-site attacker who rendered the victim's transaction
+in its own browser, planted CSRF cookies,
 callbacks from a second browser, injected upstream codes, forged upstream ``state``, a foreign ``iss``,
 code replays, swapped clients, wrong verifiers, scope widening, refresh reuse, revocation by another
 client, clock jumps, and two handlers interleaved effect by effect on the same store (how races are
@@ -38,8 +40,10 @@ from hypothesis.stateful import (
 
 from oauthproxy_adapters.driver import execute_sync
 from oauthproxy_core import codec, persistence, redirect_uris, states
+from oauthproxy_core.crypto import mac, mac_matches
 from oauthproxy_core.effects import GetRecord, PutRecord
 from oauthproxy_core.handlers import authorize as authorize_mod
+from oauthproxy_core.handlers import consent as consent_mod
 from oauthproxy_core.handlers.bearer import Challenge
 from oauthproxy_core.http import Response
 from tests.harness import (
@@ -111,6 +115,15 @@ def interleave(h: Harness, handlers: list[Generator[Any, Any, Response]]) -> lis
             sends[i] = execute_sync(effect, h.store, h.upstream)
     return [r for r in results if r is not None]
 
+
+#: Consent posts that invariant 31 refuses (``ProxyMachine.attack_31``).
+ATTACKS_31 = (
+    "foreign_origin",
+    "foreign_origin_no_fetch_metadata",
+    "no_fetch_metadata",
+    "attacker_rendered",
+    "planted_cookie",
+)
 
 REDIRECT_CHOICES = [
     "http://127.0.0.1:33418/callback",
@@ -335,11 +348,23 @@ class ProxyMachine(RuleBasedStateMachine):
         target=upstream_pending,
         flow=consumes(consent_pending),
         action=st.sampled_from(
-            ["approve", "approve", "deny", "forged_csrf", "no_cookie", "other_txn_csrf"]
+            [
+                "approve",
+                "approve",
+                "deny",
+                "forged_csrf",
+                "no_cookie",
+                "other_txn_csrf",
+                "foreign_origin",
+                "no_fetch_metadata",
+                "attacker_rendered",
+                "planted_cookie",
+            ]
         ),
         other=consent_pending,
+        site=st.sampled_from(["same-site", "cross-site"]),
     )
-    def consent(self, flow: Flow, action: str, other: Flow) -> Any:
+    def consent(self, flow: Flow, action: str, other: Flow, site: str) -> Any:
         page = self.h.request("GET", f"/consent?txn={flow.txn}", browser=flow.browser)
         event(f"consent: page {page.status}")
         if page.status != 200:  # expired or already answered
@@ -355,9 +380,11 @@ class ProxyMachine(RuleBasedStateMachine):
         )
         assert again["csrf"] == fields["csrf"]  # idempotent across renders
         calls_before = len(self.h.upstream.calls)
-        if action in ("forged_csrf", "no_cookie", "other_txn_csrf"):
+        if action in ("forged_csrf", "no_cookie", "other_txn_csrf", *ATTACKS_31):
             before = sorted(self.h.store.dump())
-            if action == "forged_csrf":
+            if action in ATTACKS_31:
+                resp = self.attack_31(flow, fields, action, site)
+            elif action == "forged_csrf":
                 fields["csrf"] = "A" * 43
                 resp = self.h.form(
                     "/consent", {**fields, "decision": "approve"}, browser=flow.browser
@@ -678,8 +705,74 @@ class ProxyMachine(RuleBasedStateMachine):
             grant.revoked = True
         # Invariant 21: another client's revocation changes nothing (checked by `tokens_follow_revocation`).
 
+    def attack_31(self, flow: Flow, fields: dict[str, str], attack: str, site: str) -> Response:
+        """A consent POST for ``flow``'s transaction that invariant 31 must refuse."""
+        approve = {**fields, "decision": "approve"}
+        if attack == "foreign_origin":
+            # The victim's own page fields and cookie, sent by a page of another origin.
+            return self.h.form(
+                "/consent",
+                approve,
+                browser=flow.browser,
+                headers=(("sec-fetch-site", site), ("origin", "https://sibling.example")),
+            )
+        if attack == "foreign_origin_no_fetch_metadata":
+            return self.h.form(
+                "/consent",
+                approve,
+                browser=flow.browser,
+                headers=(("origin", "https://sibling.example"),),
+            )
+        if attack == "no_fetch_metadata":
+            return self.h.request(
+                "POST",
+                "/consent",
+                body=urlencode(approve).encode(),
+                headers=(("content-type", "application/x-www-form-urlencoded"),),
+                browser=flow.browser,
+            )
+        if attack == "attacker_rendered":
+            # The attacker created the transaction (everything derivable from its id is known),
+            # rendered its page in the attacker's own browser, and makes the victim's browser post
+            # that page's token from a same-origin page.
+            attacker = Browser()
+            theirs = self.h.request("GET", f"/consent?txn={flow.txn}", browser=attacker)
+            assert theirs.status == 200
+            return self.h.form(
+                "/consent", {**consent_fields(theirs), "decision": "approve"}, browser=flow.browser
+            )
+        assert attack == "planted_cookie"
+        # A cookie of the proxy's shape that the proxy never minted is not adopted: the page
+        # replaces it, and the form is refused while the planted value is what comes back.
+        planted, fake = Browser(), "P" * 43 + "." + "Q" * 43
+        name = next(n for n in flow.browser.cookies if n.endswith("oauthproxy_csrf"))
+        planted.cookies[name] = fake
+        fresh = self.h.request("GET", f"/consent?txn={flow.txn}", browser=planted)
+        assert fresh.status == 200 and planted.cookies[name] != fake
+        planted.cookies[name] = fake
+        return self.h.form(
+            "/consent", {**consent_fields(fresh), "decision": "approve"}, browser=planted
+        )
+
+    @rule(
+        target=upstream_pending,
+        client=clients,
+        attack=st.sampled_from(ATTACKS_31),
+        site=st.sampled_from(["same-site", "cross-site"]),
+    )
+    def attacked_consent(self, client: ClientInfo, attack: str, site: str) -> Flow:
+        """Invariant 31: the attack is refused and changes nothing; the user then approves."""
+        flow, page = self._at_consent(client)
+        before = sorted(self.h.store.dump())
+        resp = self.attack_31(flow, consent_fields(page), attack, site)
+        assert resp.status == 403 and resp.header("location") is None, attack
+        assert not resp.header_values("set-cookie")
+        assert sorted(self.h.store.dump()) == before
+        event(f"attacked_consent: {attack} refused")
+        return self._approve(flow, page)
+
     # -- honest shortcuts, so that deep states (codes, grants, races) are reached often ---------------
-    def _approved(self, client: ClientInfo) -> Flow:
+    def _at_consent(self, client: ClientInfo) -> tuple[Flow, Response]:
         verifier = "h" * 43 + str(len(self.secrets))
         browser = Browser()
         flow = Flow(client, browser, verifier, client.redirect_uris[0], "s", ("mcp",))
@@ -693,16 +786,23 @@ class ProxyMachine(RuleBasedStateMachine):
         }
         resp = self.h.request("GET", "/authorize?" + urlencode(q), browser=browser)
         assert resp.status == 302
+        flow.txn = resp.header("location").split("txn=", 1)[1]
         page = self.h.request("GET", resp.header("location").removeprefix(ISSUER), browser=browser)
+        return flow, page
+
+    def _approve(self, flow: Flow, page: Response) -> Flow:
         resp = self.h.form(
-            "/consent", {**consent_fields(page), "decision": "approve"}, browser=browser
+            "/consent", {**consent_fields(page), "decision": "approve"}, browser=flow.browser
         )
         self.secrets.update(
-            {verifier, dict(parse_qsl(urlsplit(resp.header("location")).query))["state"]}
+            {flow.verifier, dict(parse_qsl(urlsplit(resp.header("location")).query))["state"]}
         )
-        flow.approved_by = browser
+        flow.approved_by = flow.browser
         flow.upstream_url = resp.header("location")
         return flow
+
+    def _approved(self, client: ClientInfo) -> Flow:
+        return self._approve(*self._at_consent(client))
 
     @rule(target=upstream_pending, client=clients)
     def honest_consent(self, client: ClientInfo) -> Flow:
@@ -793,6 +893,7 @@ SETTINGS = settings(
 
 
 def test_invariants_1_to_27_hold_under_attack() -> None:
+    """Invariants 1-27 and 31 (consent bound to the browser and its origin)."""
     run_state_machine_as_test(ProxyMachine, settings=SETTINGS)
 
 
@@ -820,6 +921,13 @@ BROKEN = {
         lambda tx, data: data.now < tx.expires_at,
     ),
     "PKCE not verified": (states, "verify_code_verifier", lambda v, c: True),
+    "consent origin not checked": (consent_mod, "from_own_origin", lambda req, origin: True),
+    # The defect of issue 13: a token derived from the transaction id alone.
+    "consent token not bound to the browser": (
+        consent_mod,
+        "form_token_matches",
+        lambda keys, secret, txn, candidate: mac_matches(keys, "csrf|" + txn, candidate),
+    ),
     "redirect path ignored": (
         redirect_uris,
         "match_redirect_uri",
@@ -838,6 +946,10 @@ def test_broken_variants_are_caught(name: str, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setitem(states.GUARDS, "same_browser", replacement)
     if attr == "match_redirect_uri":
         monkeypatch.setattr(authorize_mod, "match_redirect_uri", replacement)
+    if attr == "form_token_matches":
+        monkeypatch.setattr(
+            consent_mod, "form_token", lambda keys, secret, txn: mac(keys, "csrf|" + txn)
+        )
     with pytest.raises(AssertionError):
         run_state_machine_as_test(
             ProxyMachine,
