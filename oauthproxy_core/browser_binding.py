@@ -132,9 +132,10 @@ def new_binding(
     return value, set_cookie(binding_cookie(upstream_state), value, secure=secure, max_age=max_age)
 
 
-def presented_binding(req: Request, upstream_state: str, secure: bool) -> str | None:
-    """The binding cookie this browser holds for ``upstream_state``, if any (compared by hash)."""
-    value = req.cookie(cookie_name(binding_cookie(upstream_state), secure))
+def presented_binding(req: Request, cookie: str, secure: bool) -> str | None:
+    """The value of the binding cookie ``cookie`` (``binding_cookie(state)``) this browser sent, if
+    it has the binding's shape (it is then compared by hash, in states.py)."""
+    value = req.cookie(cookie_name(cookie, secure))
     if value is None or not _BINDING_RE.fullmatch(value):
         return None
     return value

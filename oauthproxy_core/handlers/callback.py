@@ -65,32 +65,35 @@ _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
 
 def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
     params = parse_params(req.query)
-    resp = yield from _callback(req, ctx, params)
     upstream_state = params.get("state")
+    if not upstream_state:
+        return error_page(400, "invalid_request", _UNKNOWN)
     secure = ctx.config.secure_cookies
-    if upstream_state and presented_binding(req, upstream_state, secure) is not None:
+    cookie = binding_cookie(upstream_state)
+    binding = presented_binding(req, cookie, secure)
+    resp = yield from _callback(ctx, params, upstream_state, binding)
+    if binding is not None:
         # The state was taken, so the binding has had its one use: the browser may forget it.
-        clear = clear_cookie(binding_cookie(upstream_state), secure=secure)
-        resp = attrs.evolve(resp, headers=(*resp.headers, clear))
+        resp = Response(
+            status=resp.status,
+            headers=(*resp.headers, clear_cookie(cookie, secure=secure)),
+            body=resp.body,
+        )
     return resp
 
 
 # Long by nature: the callback step of the flow (RFC 6749 §4.1.2, RFC 9207, spec/security.md
 # 12-14) checks state, browser, issuer, client and provider answer in that order, each
 # refusal where it is decided.
-def _callback(  # noqa: C901, PLR0911, PLR0912
-    req: Request, ctx: Context, params: dict[str, str]
+def _callback(  # noqa: C901, PLR0911
+    ctx: Context, params: dict[str, str], upstream_state: str, binding: str | None
 ) -> Generator[Any, Any, Response]:
-    upstream_state = params.get("state")
-    if not upstream_state:
-        return error_page(400, "invalid_request", _UNKNOWN)
     txn = yield from persistence.take_raw("ustate", digest(upstream_state))
     if txn is None:
         return error_page(400, "invalid_request", _UNKNOWN)
     tx = yield from persistence.load("tx", txn.decode(), Transaction)
     if tx is None or tx.upstream_state_hash != digest(upstream_state):
         return error_page(400, "invalid_request", _UNKNOWN)
-    binding = presented_binding(req, upstream_state, ctx.config.secure_cookies)
     data = EventData(now=ctx.now, browser_hash=digest(binding) if binding else None)
 
     # RFC 7592 §2.3, SECURITY.md 34: a client deleted while its user was at the provider (or one
