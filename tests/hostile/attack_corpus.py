@@ -227,3 +227,30 @@ HOSTILE_JWTS: dict[str, str] = {
     "empty segments": "..",
     "only dots": "." * 300,
 }
+
+#: What a consent POST says about where it comes from, other than the proxy's own page (SECURITY.md
+#: 31): answered with a 403 page before the form is read, whatever the form and the cookie hold.
+#: ``{issuer}`` stands for the issuer's origin. Only exact tokens count: no browser sends a list, a
+#: different case or padding, and an ``Origin`` counts only when ``Sec-Fetch-Site`` is absent.
+FOREIGN_CONSENT_ORIGINS: dict[str, tuple[tuple[str, str], ...]] = {
+    "cross-site page": (("Sec-Fetch-Site", "cross-site"), ("Origin", "https://evil.example")),
+    "same-site page (sibling, other port)": (
+        ("Sec-Fetch-Site", "same-site"),
+        ("Origin", "http://127.0.0.1:9"),
+    ),
+    "same-site page claiming the issuer's Origin": (
+        ("Sec-Fetch-Site", "same-site"),
+        ("Origin", "{issuer}"),
+    ),
+    "a list of values": (("Sec-Fetch-Site", "same-origin, cross-site"),),
+    "upper case": (("Sec-Fetch-Site", "SAME-ORIGIN"),),
+    "empty Sec-Fetch-Site": (("Sec-Fetch-Site", ""),),
+    "no Fetch Metadata, foreign Origin": (("Origin", "https://evil.example"),),
+    "no Fetch Metadata, null Origin": (("Origin", "null"),),
+    "no Fetch Metadata, another port": (("Origin", "http://127.0.0.1:8001"),),
+    "no Fetch Metadata, localhost for 127.0.0.1": (("Origin", "http://localhost:8000"),),
+    "no Fetch Metadata, issuer with a path": (("Origin", "{issuer}/consent"),),
+    "no Fetch Metadata, issuer as a prefix": (("Origin", "{issuer}.evil.example"),),
+    "no Fetch Metadata, only a Referer": (("Referer", "{issuer}/consent"),),
+    "neither header": (),
+}

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -410,6 +411,34 @@ def test_a_body_split_across_many_messages_is_still_bounded() -> None:
     )
     TALLY.record("attack corpus (asgi)", answer.status)
     assert answer.status == 413
+
+
+# -- consent posts from elsewhere (SECURITY.md 31) ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(corpus.FOREIGN_CONSENT_ORIGINS))
+def test_consent_post_not_from_the_proxy_page_is_refused(target: Target, name: str) -> None:
+    """The browser's own cookie and form, posted with what a foreign page's request says about its
+    origin: a 403 page through both adapters, and the same form from the proxy's page still works."""
+    target.cookies.clear()
+    params = target.authorize_params(target.web, corpus.REGISTERED_LOOPBACK)
+    answer = target.request("GET", "/authorize", q(params), cookies=True)
+    assert answer.status == 302, answer
+    page = target.request(
+        "GET", "/consent", urlsplit(answer.header("location") or "").query, cookies=True
+    )
+    assert page.status == 200, page
+    fields = dict(re.findall(r'name="(txn|csrf)" value="([^"]*)"', page.body.decode()))
+    body = q({**fields, "decision": "approve"}).encode()
+    hostile = tuple(
+        (k, v.replace("{issuer}", BASE)) for k, v in corpus.FOREIGN_CONSENT_ORIGINS[name]
+    )
+    refused = target.request("POST", "/consent", headers=(FORM, *hostile), body=body, cookies=True)
+    assert is_page(refused, 403), (name, refused)
+    approved = target.request(
+        "POST", "/consent", headers=(FORM, *CONSENT_FORM_HEADERS), body=body, cookies=True
+    )
+    assert approved.status == 303, approved
 
 
 # -- duplicated parameters and parameter pollution -----------------------------------------------
