@@ -36,6 +36,7 @@ from oauthproxy_core.http import json_response
 from tests.adapters.flow import (
     Call,
     Reply,
+    approve,
     bearer,
     drive,
     login,
@@ -162,7 +163,7 @@ def _at_the_provider(world: World) -> tuple[dict[str, Any], str]:
     client = drive(login(BASE, world.upstream), world.jar).client
     world.jar.cookies.clear()
     fields = drive(open_consent(BASE, client), world.jar)
-    approved = drive(post_form(BASE + "/consent", {**fields, "decision": "approve"}), world.jar)
+    approved = drive(approve(BASE, fields), world.jar)
     assert approved.status == 303, approved
     callback = world.upstream.login(approved.header("location") or "", UpstreamUser(42, "octocat"))
     return client, callback

@@ -17,7 +17,15 @@ import pytest
 
 from oauthproxy_core import FetchDocument, HttpFailure, HttpRequest, HttpResponse
 from oauthproxy_core.client_auth import ASSERTION_TYPE
-from tests.adapters.flow import Call, Reply, drive, open_consent, post_form, register, request
+from tests.adapters.flow import (
+    Call,
+    Reply,
+    approve,
+    drive,
+    open_consent,
+    register,
+    request,
+)
 from tests.harness import ScriptedUpstream, UpstreamUser
 from tests.hostile import attack_corpus as corpus
 from tests.hostile.support import (
@@ -199,7 +207,7 @@ def test_invariant_29_hostile_json_from_the_upstream_is_a_clean_error_redirect(
     jar = CookieJar(target.sender())
     client = drive(register(BASE), jar)
     fields = drive(open_consent(BASE, client), jar)
-    approved = drive(post_form(BASE + "/consent", {**fields, "decision": "approve"}), jar)
+    approved = drive(approve(BASE, fields), jar)
     assert approved.status == 303, approved
     callback = upstream.login(approved.header("location") or "", UpstreamUser(7, "mallory"))
     reply: Reply = drive(request("GET", callback), jar)
