@@ -20,8 +20,6 @@ address from ``GET /user/emails``, asked only when the token was granted ``user:
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
-from typing import Any
 
 import attrs
 
@@ -31,7 +29,7 @@ from ..client_lookup import load_client
 from ..config import Context
 from ..cookies import clear_cookie
 from ..crypto import UnsealError, digest, new_secret, seal, unseal
-from ..effects import HttpCall
+from ..effects import Handler, HttpCall
 from ..errors import AccessDeniedError, OAuthError, ServerError, TemporarilyUnavailableError
 from ..http import Request, Response, parse_params
 from ..pages import error_page
@@ -63,7 +61,7 @@ from .consent import end_for_removed_client
 _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
 
 
-def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def callback_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     params = parse_params(req.query)
     upstream_state = params.get("state")
     if not upstream_state:
@@ -87,7 +85,7 @@ def callback_endpoint(req: Request, ctx: Context) -> Generator[Any, Any, Respons
 # refusal where it is decided.
 def _callback(  # noqa: C901, PLR0911
     ctx: Context, params: dict[str, str], upstream_state: str, binding: str | None
-) -> Generator[Any, Any, Response]:
+) -> Handler[Response]:
     txn = yield from persistence.take_raw("ustate", digest(upstream_state))
     if txn is None:
         return error_page(400, "invalid_request", _UNKNOWN)
@@ -195,7 +193,7 @@ def _try_step(tx: Transaction, event: TxEvent, data: EventData) -> Step[Transact
 
 def _redeem_upstream(
     ctx: Context, tx: Transaction, code: str, upstream_state: str
-) -> Generator[Any, Any, tuple[UpstreamTokens, str, tuple[tuple[str, str], ...]]]:
+) -> Handler[tuple[UpstreamTokens, str, tuple[tuple[str, str], ...]]]:
     profile = ctx.config.upstream
     verifier: str | None = None
     if tx.upstream_verifier_sealed is not None:

@@ -25,8 +25,6 @@ binding itself is ``browser_binding.py``:
 from __future__ import annotations
 
 import re
-from collections.abc import Generator
-from typing import Any
 
 from .. import persistence
 from ..browser_binding import (
@@ -41,6 +39,7 @@ from ..cimd import all_loopback_redirects, document_host
 from ..client_lookup import load_client
 from ..config import Context
 from ..crypto import digest, new_secret, seal
+from ..effects import Handler
 from ..errors import AccessDeniedError, InvalidRequestError
 from ..http import Request, Response, form_body, parse_params
 from ..pages import consent_page, error_page
@@ -69,7 +68,7 @@ def _consent_key(secret: str, tx: Transaction) -> str:
     )
 
 
-def _pending(txn: str | None) -> Generator[Any, Any, Transaction | Response]:
+def _pending(txn: str | None) -> Handler[Transaction | Response]:
     if not txn or not _TOKEN_RE.fullmatch(txn):
         return error_page(
             400, "invalid_request", "This authorization request is unknown or has expired."
@@ -86,7 +85,7 @@ def _pending(txn: str | None) -> Generator[Any, Any, Transaction | Response]:
     return tx
 
 
-def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def consent_get(req: Request, ctx: Context) -> Handler[Response]:
     found = yield from _pending(parse_params(req.query).get("txn"))
     if isinstance(found, Response):
         return found
@@ -135,7 +134,7 @@ def consent_get(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
     )
 
 
-def consent_post(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
+def consent_post(req: Request, ctx: Context) -> Handler[Response]:
     # SECURITY.md 31: only the proxy's own page decides. Checked before anything is read, so a
     # cross-site or foreign-origin POST costs no store access and changes nothing.
     if not from_own_origin(req, ctx.config.issuer_origin):
@@ -172,7 +171,7 @@ def consent_post(req: Request, ctx: Context) -> Generator[Any, Any, Response]:
     return (yield from start_upstream(ctx, tx, status=303))
 
 
-def _deny(ctx: Context, tx: Transaction) -> Generator[Any, Any, Response]:
+def _deny(ctx: Context, tx: Transaction) -> Handler[Response]:
     denied = step(tx, TxEvent.consent_denied, EventData(now=ctx.now))
     updated = yield from persistence.commit("tx", tx.id, tx, denied, 60)
     if updated is None or denied.state != TxState.denied.value:
@@ -188,7 +187,7 @@ def _deny(ctx: Context, tx: Transaction) -> Generator[Any, Any, Response]:
     )
 
 
-def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Generator[Any, Any, bool]:
+def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Handler[bool]:
     """True when this exact request was approved before in this browser (SECURITY.md 15)."""
     if ctx.config.consent_mode != "remember":
         return False
@@ -210,9 +209,7 @@ def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Generator
     return remembered
 
 
-def start_upstream(
-    ctx: Context, tx: Transaction, *, status: int = 302
-) -> Generator[Any, Any, Response]:
+def start_upstream(ctx: Context, tx: Transaction, *, status: int = 302) -> Handler[Response]:
     """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream.
 
     The binding is minted here, never taken from the request (SECURITY.md 11, 31): a cookie another
@@ -262,7 +259,7 @@ def start_upstream(
     )
 
 
-def end_for_removed_client(ctx: Context, tx: Transaction) -> Generator[Any, Any, None]:
+def end_for_removed_client(ctx: Context, tx: Transaction) -> Handler[None]:
     """RFC 7592 §2.3: an authorization in flight dies with its client (``client_removed``)."""
     try:
         removed = step(tx, TxEvent.client_removed, EventData(now=ctx.now))
