@@ -73,7 +73,7 @@ claim_values = st.one_of(
     st.booleans(),
     st.sampled_from(["true", "false", "True", "TRUE", "1", "0", "yes", " true", "true ", ""]),
     st.integers(-2, 2),
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=6),
     st.lists(st.booleans(), max_size=2),
     st.dictionaries(st.sampled_from(["value", "true"]), st.booleans(), max_size=1),
