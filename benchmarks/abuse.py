@@ -1,4 +1,4 @@
-"""Abuse benchmark (SECURITY.md 35): a legitimate user's sign-in under each flood that used to lock
+"""Abuse benchmark (spec/security.md 35): a legitimate user's sign-in under each flood that used to lock
 everyone out, and a busy shared address registering, side by side in one run.
 
 What it starts, all on 127.0.0.1 and each stopped by its own PID:

@@ -74,7 +74,7 @@ IDP_Q = quote(IDP, safe="")
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 REDIRECT_Q = quote(CLIENT_REDIRECT, safe="")
 FORM = (("content-type", "application/x-www-form-urlencoded"),)
-#: The consent form as a browser posts it from the proxy's own page (SECURITY.md 31).
+#: The consent form as a browser posts it from the proxy's own page (spec/security.md 31).
 CONSENT_FORM = (*FORM, ("sec-fetch-site", "same-origin"), ("origin", "null"))
 JSON_CT = (("content-type", "application/json"),)
 

@@ -70,7 +70,7 @@ PAGE = HERE / "RELIABILITY.md"
 UPSTREAM_CLIENT_ID = "proxy-at-devprovider"
 UPSTREAM_CLIENT_SECRET = "devprovider-secret-" + "s" * 24
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
-#: The consent form as a browser posts it from the proxy's own page (SECURITY.md 31).
+#: The consent form as a browser posts it from the proxy's own page (spec/security.md 31).
 CONSENT_FORM = {"Sec-Fetch-Site": "same-origin", "Origin": "null"}
 START_TIMEOUT = 30.0
 BIG = 10**9

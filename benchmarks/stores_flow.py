@@ -110,7 +110,7 @@ class RecordingProxy(core_flow.Proxy):
 
     def __init__(self, store: Any, *, record_sizes: bool = False) -> None:
         super().__init__()
-        # One address registers thousands of clients here: lift the SECURITY.md 28 bounds (they
+        # One address registers thousands of clients here: lift the spec/security.md 28 bounds (they
         # are still counted, in the store under test, on every registration and authorization).
         self.config = attrs.evolve(self.config, bounds=BENCH_BOUNDS)
         self.server = AuthorizationServer(self.config, self.keys)

@@ -63,7 +63,7 @@ CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 REDIRECT_Q = quote(CLIENT_REDIRECT, safe="")
 JSON_CT = (("content-type", "application/json"),)
 FORM_CT = (("content-type", "application/x-www-form-urlencoded"),)
-#: The oauthproxy consent form as a browser posts it from the proxy's own page (SECURITY.md 31).
+#: The oauthproxy consent form as a browser posts it from the proxy's own page (spec/security.md 31).
 CONSENT_CT = (*FORM_CT, ("sec-fetch-site", "same-origin"), ("origin", "null"))
 
 CLIENT_VERIFIER = "benchmark-client-verifier-" + "x" * 40
@@ -441,7 +441,7 @@ def ours_config(base: str = BASE) -> Any:
         subject_field="id",
         issuer=IDP,
     )
-    # The default bounds (500 registrations per address per hour, SECURITY.md 28) would answer 429
+    # The default bounds (500 registrations per address per hour, spec/security.md 28) would answer 429
     # after 500 flows from one benchmark address; the counting itself still runs on every request.
     big = 10**9
     bounds = Bounds(

@@ -1,6 +1,6 @@
 """oauthproxy_core: the sans-IO OAuth 2.1 authorization server of oauthproxy.
 
-Pure code only: no sockets, files, clock, randomness or ``await`` (ARCHITECTURE.md). Adapters in
+Pure code only: no sockets, files, clock, randomness or ``await`` (spec/architecture.md). Adapters in
 ``oauthproxy_adapters`` supply requests, the clock, randomness and the effects' executors.
 """
 

@@ -1,4 +1,4 @@
-"""Bounds on the unauthenticated endpoints (SECURITY.md 28 and 35; RFC 7591 §5 and RFC 9700 §4.15).
+"""Bounds on the unauthenticated endpoints (spec/security.md 28 and 35; RFC 7591 §5 and RFC 9700 §4.15).
 
 Registration, authorization and metadata-document fetches are open to anyone, so each is counted in
 fixed time windows, per *source* and in total:
@@ -9,14 +9,14 @@ fixed time windows, per *source* and in total:
   sender its own budget and nothing else; and the pending transactions of one client per source
   (the window equals the transaction lifetime, so the counts bound how many can be pending). A
   client that thousands of users share (a Client ID Metadata Document client) therefore has no
-  bucket that a few sources can fill for everyone (SECURITY.md 35);
+  bucket that a few sources can fill for everyone (spec/security.md 35);
 - metadata-document fetches per source, per document host and in total (``cimd.fetch_document``).
 
 A *source* is an address prefix (``source_key``): an IPv4 address (``ipv4_prefix``, default /32)
 or an IPv6 /64 (``ipv6_prefix``): one subscriber or one data-centre host gets a whole /64, so
 counting single IPv6 addresses would give one machine 2^64 budgets and let it use up every total.
 The per-source budgets are large enough for a busy shared address (an office NAT, a web-based MCP
-host registering for all its users, INTEROP.md) and the totals are what bound storage, together with
+host registering for all its users, spec/interop.md) and the totals are what bound storage, together with
 the short life of a registration that never completes a flow (``unused_registration_lifetime``).
 
 Past a bound the answer is 429 with ``Retry-After`` (503 ``temporarily_unavailable`` where the bound
@@ -59,7 +59,7 @@ class Bounds:
     #: Seconds a registration lives until tokens are first issued to it (then ``Lifetimes.client``).
     unused_registration_lifetime: int = 6 * 3600
     authorizations_per_address: int = 256
-    #: Per client *and source*: no few sources can fill a shared client's bucket (SECURITY.md 35).
+    #: Per client *and source*: no few sources can fill a shared client's bucket (spec/security.md 35).
     authorizations_per_client: int = 128
     authorizations_total: int = 20_000
     document_fetches_per_address: int = 30

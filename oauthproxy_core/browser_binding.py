@@ -1,4 +1,4 @@
-"""Binding the consent decision and the upstream callback to one browser (SECURITY.md 11, 13, 17, 31).
+"""Binding the consent decision and the upstream callback to one browser (spec/security.md 11, 13, 17, 31).
 
 Three mechanisms, each closing a way in which a page the user did not choose could approve a
 transaction in the user's browser (the confused deputy of a proxy with one static upstream client,
@@ -21,7 +21,7 @@ FastMCP CVE-2026-27124; OAuth 2.1 §7.9; RFC 9700 §4.7):
   (RFC 6454 §7) equal to the issuer's origin. A request with neither is refused: every browser in use
   sends one of the two on a form POST, so only non-browser clients lack both, and they are not who
   approves consent.
-- **The binding of the upstream leg.** At approval, and only then (SECURITY.md 11), a fresh random
+- **The binding of the upstream leg.** At approval, and only then (spec/security.md 11), a fresh random
   value is set in a cookie of its own and its hash stored with the transaction; the callback is
   accepted only with that cookie (12, 13), and clears it. Nothing the browser sent is reused for the
   binding, so a cookie planted before approval is never adopted, and each approval rotates the
@@ -39,7 +39,7 @@ from .crypto import RandomSource, digest, mac, mac_matches, new_secret
 from .http import Request
 from .keys import Keyring
 
-#: 256 bits: the per-browser secret and the per-approval binding (SECURITY.md 25 asks for 128).
+#: 256 bits: the per-browser secret and the per-approval binding (spec/security.md 25 asks for 128).
 SECRET_BYTES = 32
 _SECRET = r"[A-Za-z0-9_-]{43}"
 _COOKIE_RE = re.compile(rf"({_SECRET})\.([A-Za-z0-9_-]{{43}})")
@@ -89,7 +89,7 @@ def form_token_matches(keys: Keyring, secret: str, txn: str, candidate: str) -> 
     return bool(candidate) and mac_matches(keys, _form_token_message(secret, txn), candidate)
 
 
-# -- the origin of a consent POST (SECURITY.md 31) ----------------------------------------------
+# -- the origin of a consent POST (spec/security.md 31) ----------------------------------------------
 
 
 def origin_of(url: str) -> str:
@@ -112,7 +112,7 @@ def from_own_origin(req: Request, issuer_origin: str) -> bool:
     return req.header("origin") == issuer_origin
 
 
-# -- the binding of the upstream leg (SECURITY.md 11-13) ----------------------------------------
+# -- the binding of the upstream leg (spec/security.md 11-13) ----------------------------------------
 
 
 def binding_cookie(upstream_state: str) -> str:

@@ -6,7 +6,7 @@ is its registration. This module holds the pure rules and the one generator that
 - ``cimd_url_problem``: the draft's §3 rules for the URL ("MUST use the https scheme", "MUST contain a
   path component", "MUST NOT contain single-dot or double-dot path segments", "MUST NOT contain a
   fragment", "MUST NOT contain a username or password"; a query "SHOULD NOT" be used: we refuse it), and
-  the static half of SECURITY.md 23: an IP-literal host must be a public address.
+  the static half of spec/security.md 23: an IP-literal host must be a public address.
 - ``client_from_document``: the draft's §4.1 rules for the document ("the client_id property MUST
   match the URL of the document", compared as strings; no shared secrets: ``client_secret`` and the
   ``client_secret_*`` methods are refused, and so is any private or symmetric key in ``jwks``), then
@@ -16,11 +16,11 @@ is its registration. This module holds the pure rules and the one generator that
   ``Cache-Control: max-age`` clamped to [60 s, 24 h] (5 min without one), revalidated with
   ``If-None-Match`` once stale, so every proxy instance sees the same document and a changed document is
   picked up after expiry. Fetches are budgeted per source (the requester's address prefix), per
-  document host and in total (``Bounds.document_fetches_*``; SECURITY.md 28, 35); when a budget is
+  document host and in total (``Bounds.document_fetches_*``; spec/security.md 28, 35); when a budget is
   spent, or the fetcher has no resolver free, a stale cached copy is served rather than refusing a
   client that was seen before (RFC 9111 §4.2.4 lets a cache do so when it cannot reach the origin).
 
-SSRF (SECURITY.md 23). The core cannot resolve names, so the network policy lives in the adapter that
+SSRF (spec/security.md 23). The core cannot resolve names, so the network policy lives in the adapter that
 executes the fetch (``oauthproxy_adapters.safe_fetch``). A document fetch is its own effect,
 ``FetchDocument``, never an ``HttpCall``: drivers hand it only to the document fetcher they were
 given, which resolves the host, refuses non-public addresses, pins the address it checked and never
@@ -169,7 +169,7 @@ def _plain_public(ip: IPAddress) -> bool:
 def is_public_address(ip: IPAddress) -> bool:
     """True only for a globally routable unicast address, also through every IPv4 embedding.
 
-    Refused (SECURITY.md 23): private (RFC 1918, ULA fc00::/7), loopback, link-local, CGNAT
+    Refused (spec/security.md 23): private (RFC 1918, ULA fc00::/7), loopback, link-local, CGNAT
     (100.64/10), multicast, unspecified, reserved and documentation ranges, and the IPv4-mapped,
     NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16) and Teredo forms of any of them.
     """

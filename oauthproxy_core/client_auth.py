@@ -1,6 +1,6 @@
 """Client authentication at the token and revocation endpoints (RFC 6749 §2.3, OAuth 2.1 §2.4).
 
-A client authenticates only by the method it registered (SECURITY.md 22): ``none`` (public client,
+A client authenticates only by the method it registered (spec/security.md 22): ``none`` (public client,
 ``client_id`` in the body), ``client_secret_post`` or ``client_secret_basic`` (RFC 6749 §2.3.1, with
 the form-urlencoding of id and secret undone before comparison), or ``private_key_jwt`` (RFC 7523
 §2.2 and §3, OpenID Connect Core §9, with the audience rule of draft-ietf-oauth-rfc7523bis: the

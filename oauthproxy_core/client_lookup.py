@@ -15,7 +15,7 @@ A registered client's record expires ``Bounds.unused_registration_lifetime`` (6 
 registration until tokens are first issued to it, and ``Lifetimes.client`` (90 days) after its last
 use from then on, so a registration that never completes a flow is soon forgotten and open
 registration is bounded in storage by its total rate times that short life, not by refusing a busy
-address (SECURITY.md 28 "registration lifetime when unused", 35); one in use never disappears under
+address (spec/security.md 28 "registration lifetime when unused", 35); one in use never disappears under
 its users: ``touch_client`` renews the record when the token endpoint issues tokens to it, the
 first time at once and then at most once per ``TOUCH_INTERVAL``.
 """
@@ -71,7 +71,7 @@ def registration_expires_at(client: Client, config: ProxyConfig) -> int:
 
 
 def touch_client(client: Client, ctx: Context) -> Handler[None]:
-    """Record a use of a registered client, renewing its record's lifetime (SECURITY.md 28).
+    """Record a use of a registered client, renewing its record's lifetime (spec/security.md 28).
 
     Only DCR clients live in the store. The first use is written at once (it turns the short unused
     lifetime into the full one); later ones only when the last recorded use is ``TOUCH_INTERVAL``

@@ -192,7 +192,7 @@ def validate_client_metadata(  # noqa: C901, PLR0912, PLR0915
     """Validate a registration request body (RFC 7591 §2, §3.1) into a ClientMetadata.
 
     Raises InvalidRedirectUriError for a bad redirect URI and InvalidClientMetadataError for
-    anything else (RFC 7591 §3.2.2), including out-of-bounds input (SECURITY.md 28).
+    anything else (RFC 7591 §3.2.2), including out-of-bounds input (spec/security.md 28).
     """
     if not isinstance(raw, Mapping):
         raise _fail("client metadata must be a JSON object")

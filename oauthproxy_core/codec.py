@@ -1,4 +1,4 @@
-"""An explicit, versioned JSON codec for records (STYLE.md: never pickle).
+"""An explicit, versioned JSON codec for records (spec/style.md: never pickle).
 
 The envelope is ``[SCHEMA, kind, {field: value}]``. Tuples become JSON arrays and are converted back by
 the records' own converters. Decoding anything malformed raises ``CorruptRecordError``, which callers

@@ -2,7 +2,7 @@
 
 ``ProxyConfig`` holds policy (issuer, protected resource, scopes, lifetimes, bounds) and the upstream
 profile. ``Context`` adds what changes per request and must not come from globals in a sans-IO core:
-the clock reading, the random source and the key material (ARCHITECTURE.md).
+the clock reading, the random source and the key material (spec/architecture.md).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _clients(v: Iterable[Client]) -> tuple[Client, ...]:
 
 
 def _check_issuer(_inst: object, _a: attrs.Attribute[str], value: str) -> None:
-    # RFC 8414 §2: "https" URL with no query or fragment. INTEROP.md: byte-identical everywhere, so
+    # RFC 8414 §2: "https" URL with no query or fragment. spec/interop.md: byte-identical everywhere, so
     # no trailing slash. http is allowed on loopback for development and tests.
     parts = urlsplit(value)
     loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
@@ -52,13 +52,13 @@ class Lifetimes:
     refresh_grace: int = 30
     consent_memory: int = 30 * 24 * 3600
     browser_cookie: int = 30 * 24 * 3600
-    #: A registered client is forgotten this long after its last use (SECURITY.md 28); one never
+    #: A registered client is forgotten this long after its last use (spec/security.md 28); one never
     #: used, after ``Bounds.unused_registration_lifetime``.
     client: int = 90 * 24 * 3600
 
     @code.validator
     def _code_bounded(self, _a: attrs.Attribute[int], value: int) -> None:
-        if not 1 <= value <= 600:  # SECURITY.md 9
+        if not 1 <= value <= 600:  # spec/security.md 9
             raise ValueError("code lifetime must be between 1 and 600 seconds")
 
 
@@ -78,7 +78,7 @@ class ProxyConfig:
     service_name: str = "MCP server"
     #: Allow the RFC 8252 §7.3 port tolerance for ``localhost`` as well as loopback IP literals.
     allow_localhost_port: bool = True
-    #: Registration and pending-transaction bounds (SECURITY.md 28).
+    #: Registration and pending-transaction bounds (spec/security.md 28).
     bounds: Bounds = attrs.field(factory=Bounds)
     #: Pre-registered clients (``[[clients.static]]``), secrets as digests; never in the store.
     static_clients: tuple[Client, ...] = attrs.field(converter=_clients, default=())

@@ -1,6 +1,6 @@
 """How the consent page looks: the operator's theme and template, validated so nothing can inject.
 
-The consent page is a security control (SECURITY.md 17): whatever an operator configures must not be
+The consent page is a security control (spec/security.md 17): whatever an operator configures must not be
 able to hide what it shows, add script, or break out of the page's Content-Security-Policy. So every
 value is checked when the configuration is built, and only values of a closed shape are ever written
 into the page:

@@ -1,6 +1,6 @@
 """Cookies the proxy sets on the user's browser, and how they are named.
 
-SECURITY.md 17: on https the cookies are ``__Host-`` prefixed, ``Secure``, ``HttpOnly``,
+spec/security.md 17: on https the cookies are ``__Host-`` prefixed, ``Secure``, ``HttpOnly``,
 ``SameSite=Lax``, ``Path=/`` (RFC 6265bis §4.1.3.2: the prefix pins them to this host); on plain http
 loopback (development) the prefix and ``Secure`` are dropped because browsers refuse them there.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 #: Prefix of the per-transaction binding cookies set at approval (``browser_binding.binding_cookie``).
 BROWSER = "oauthproxy_browser"
-#: The per-browser secret the consent form's token is bound to (``browser_binding``, SECURITY.md 31).
+#: The per-browser secret the consent form's token is bound to (``browser_binding``, spec/security.md 31).
 CSRF = "oauthproxy_csrf"
 
 

@@ -2,9 +2,9 @@
 
 - Secrets the proxy issues (codes, refresh tokens, client secrets, ``state`` values) are 256 random
   bits from the context's random source, base64url without padding: only unreserved characters
-  (RFC 3986 §2.3), so HTTP Basic credentials survive clients that do not URL-encode (INTEROP.md) and
-  SECURITY.md 22 and 25 hold.
-- Stores see only ``digest()`` of a secret (SECURITY.md 24). Plain SHA-256 suffices: the inputs are
+  (RFC 3986 §2.3), so HTTP Basic credentials survive clients that do not URL-encode (spec/interop.md) and
+  spec/security.md 22 and 25 hold.
+- Stores see only ``digest()`` of a secret (spec/security.md 24). Plain SHA-256 suffices: the inputs are
   256-bit random values, not passwords.
 - ``seal``/``unseal``: AES-256-GCM (RFC 7518 §5.3; ``cryptography``'s AEAD, one cipher object per
   key, kept on the key) with a fresh 96-bit nonce, the key id in the envelope for rotation, and
@@ -35,14 +35,14 @@ def b64u_decode(text: str) -> bytes:
 
 
 def new_secret(random: RandomSource, nbytes: int = 32) -> str:
-    """A fresh secret of ``8 * nbytes`` bits (SECURITY.md 25 requires at least 128)."""
+    """A fresh secret of ``8 * nbytes`` bits (spec/security.md 25 requires at least 128)."""
     if nbytes < 16:
         raise ValueError("secrets carry at least 128 bits")
     return b64u(random(nbytes))
 
 
 def digest(secret: str) -> str:
-    """The store key / stored form of a secret (SECURITY.md 24)."""
+    """The store key / stored form of a secret (spec/security.md 24)."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 

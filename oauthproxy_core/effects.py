@@ -1,6 +1,6 @@
 """Effects: the only ways a handler touches the outside world, as data.
 
-A handler is a generator (ARCHITECTURE.md, "handlers as generators of effects"): it yields one of the
+A handler is a generator (spec/architecture.md, "handlers as generators of effects"): it yields one of the
 effects below and is sent back its result. Drivers in ``oauthproxy_adapters.driver`` execute them
 against a store, an HTTP client and a document fetcher. Keeping I/O as data is what lets a test
 interleave two handlers at their yield points to reproduce races deterministically (psycopg 3's
@@ -139,7 +139,7 @@ class HttpCall:
 
 @attrs.frozen(kw_only=True)
 class FetchDocument:
-    """GET a public JSON document named by a client (SECURITY.md 23). Result: ``HttpResponse |
+    """GET a public JSON document named by a client (spec/security.md 23). Result: ``HttpResponse |
     HttpFailure``.
 
     A Client ID Metadata Document (``purpose`` ``client_metadata``) or a CIMD client's ``jwks_uri``

@@ -7,7 +7,7 @@ and RFC 7009 §2.2.1 (``unsupported_token_type``).
 Like wsproto's ``RemoteProtocolError.event_hint``, an error carries what the caller must send: its
 code, its status, whether it may travel to the client's redirect URI and the ``WWW-Authenticate``
 challenge it carries. Whether it *does* travel is decided by the handler, which only redirects once the
-client and its redirect URI are validated (SECURITY.md 2), and by ``redirects.error_redirect``, which
+client and its redirect URI are validated (spec/security.md 2), and by ``redirects.error_redirect``, which
 renders a page for an error that may not be redirected.
 Descriptions are ours and never contain secrets or upstream error text.
 """
@@ -42,7 +42,7 @@ class InvalidRequestError(OAuthError):
 
 
 class InvalidClientError(OAuthError):
-    """RFC 6749 §5.2: client authentication failed. 401 so clients re-register (INTEROP.md)."""
+    """RFC 6749 §5.2: client authentication failed. 401 so clients re-register (spec/interop.md)."""
 
     error = "invalid_client"
     status = 401
@@ -130,7 +130,7 @@ class InsufficientScopeError(OAuthError):
 
 
 class TooManyRequestsError(OAuthError):
-    """A bound on an unauthenticated endpoint was reached (SECURITY.md 28)."""
+    """A bound on an unauthenticated endpoint was reached (spec/security.md 28)."""
 
     error = "too_many_requests"
     status = 429

@@ -45,7 +45,7 @@ __all__ = [
     "refusal",
 ]
 
-#: CORS for the protected MCP endpoint (INTEROP.md: browsers' MCP clients need these).
+#: CORS for the protected MCP endpoint (spec/interop.md: browsers' MCP clients need these).
 MCP_CORS: tuple[tuple[str, str], ...] = (
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Expose-Headers", "WWW-Authenticate, Mcp-Session-Id"),

@@ -1,5 +1,5 @@
 """Refresh-token families: minting, rotation with an idempotent grace window, reuse detection and
-revocation (OAuth 2.1 §4.3, RFC 9700 §4.14.2, SECURITY.md 19-21, 34).
+revocation (OAuth 2.1 §4.3, RFC 9700 §4.14.2, spec/security.md 19-21, 34).
 
 A refresh token is ``<grant id>.<secret>``; the store keeps only the secret's digest in the grant.
 Rotation is a compare-and-set on the grant's version, so of two concurrent refreshes of the same token

@@ -1,8 +1,8 @@
 """Immutable HTTP request and response values exchanged between adapters and the core.
 
 Adapters translate their framework's request into ``Request`` and write back ``Response``; the core
-never sees a framework object (ARCHITECTURE.md, adapters are thin). Parameter parsing enforces the
-bounds of SECURITY.md 28 and RFC 6749 §3.1 ("Request and response parameters MUST NOT be included more
+never sees a framework object (spec/architecture.md, adapters are thin). Parameter parsing enforces the
+bounds of spec/security.md 28 and RFC 6749 §3.1 ("Request and response parameters MUST NOT be included more
 than once").
 """
 
@@ -94,7 +94,7 @@ def parse_params(raw: str) -> dict[str, str]:
     """Parse an ``application/x-www-form-urlencoded`` string into single-valued parameters.
 
     Raises ``InvalidRequestError`` on repeated names, too many parameters, over-long values,
-    NUL bytes or undecodable percent-encoding (SECURITY.md 28, 29). The same semantics as
+    NUL bytes or undecodable percent-encoding (spec/security.md 28, 29). The same semantics as
     ``urllib.parse.parse_qsl(keep_blank_values=True)``, without its per-pair overhead: values with
     nothing to decode are taken as they are.
     """

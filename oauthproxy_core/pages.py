@@ -3,7 +3,7 @@
 The consent page is the proxy's defence against the confused-deputy attack on a proxy with one static
 upstream client (MCP Security Best Practices; FastMCP CVE-2026-27124): the user sees which client asks,
 where the answer goes and what it may do, before the upstream provider is ever contacted.
-SECURITY.md 17 lists what it must show and the headers it is served with. Everything interpolated is
+spec/security.md 17 lists what it must show and the headers it is served with. Everything interpolated is
 HTML-escaped; the page loads no script and no remote resource except a configured logo (CSP
 ``default-src 'none'``, ``img-src`` naming only the logo's origin). Accessibility: ``lang``, one
 ``<main>`` landmark labelled by its heading, real buttons inside a labelled form, a visible focus
@@ -28,7 +28,7 @@ _CSP = (
 
 
 def page_headers(theme: ConsentTheme = DEFAULT_THEME) -> tuple[tuple[str, str], ...]:
-    """The headers of every page (SECURITY.md 17). ``img-src`` admits the theme's logo and nothing
+    """The headers of every page (spec/security.md 17). ``img-src`` admits the theme's logo and nothing
     else; no script may run (``default-src 'none'`` and no ``script-src``)."""
     return (
         ("Content-Type", "text/html; charset=utf-8"),

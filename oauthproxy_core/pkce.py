@@ -1,4 +1,4 @@
-"""PKCE: code challenge validation and verifier checking (SECURITY.md invariants 5 and 6).
+"""PKCE: code challenge validation and verifier checking (spec/security.md invariants 5 and 6).
 
 Implements RFC 7636 §4.1 (verifier syntax), §4.2 (S256 transform), §4.3 and §4.4 (challenge
 parameters), §4.6 (server verification) as profiled by OAuth 2.1 §4.1.1 and RFC 9700 §2.1.1:
@@ -33,7 +33,7 @@ def validate_code_challenge(challenge: str | None, method: str | None) -> str:
     """Return ``challenge`` if it is a well-formed S256 challenge, else raise InvalidRequestError.
 
     OAuth 2.1 §4.1.1 makes ``code_challenge`` mandatory; RFC 7636 §4.3 defaults a missing method
-    to ``plain``, which we refuse like any method other than exactly ``S256`` (SECURITY.md 6).
+    to ``plain``, which we refuse like any method other than exactly ``S256`` (spec/security.md 6).
     """
     if challenge is None or challenge == "":
         raise InvalidRequestError("code_challenge is required")
@@ -64,7 +64,7 @@ def s256(verifier: str) -> str:
 def verify_code_verifier(verifier: str | None, challenge: str) -> bool:
     """RFC 7636 §4.6: True only if ``verifier`` is well-formed and hashes to ``challenge``.
 
-    Compared in constant time (SECURITY.md 5). Bytes are compared because
+    Compared in constant time (spec/security.md 5). Bytes are compared because
     ``hmac.compare_digest`` raises TypeError on non-ASCII ``str`` arguments.
     """
     if verifier is None or not is_valid_verifier(verifier):

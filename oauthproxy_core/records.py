@@ -2,8 +2,8 @@
 
 Every record is a frozen attrs class validated at construction (h11 ``_events.py`` style: a record
 that exists is well-formed) and carries ``state`` and ``version``; the version is the store's
-compare-and-set token (ARCHITECTURE.md, "Storage contract"). Secret material never appears here in
-plaintext (SECURITY.md 24): secrets are stored as SHA-256 digests, upstream tokens and the upstream
+compare-and-set token (spec/architecture.md, "Storage contract"). Secret material never appears here in
+plaintext (spec/security.md 24): secrets are stored as SHA-256 digests, upstream tokens and the upstream
 PKCE verifier as AEAD-sealed strings. Such fields are excluded from ``repr`` and ``eq``.
 
 Records are encoded by ``codec.py``, never pickled.
@@ -61,7 +61,7 @@ class Client:
     #: SHA-256 of the RFC 7592 registration access token (DCR clients only).
     registration_token_hash: str | None = _secret()
     #: When tokens were last issued to this client, recorded at most once a day
-    #: (``client_lookup.touch_client``); ``None`` before the first use. SECURITY.md 28: a DCR
+    #: (``client_lookup.touch_client``); ``None`` before the first use. spec/security.md 28: a DCR
     #: registration lives ``Bounds.unused_registration_lifetime`` after registration while unused,
     #: and ``Lifetimes.client`` after its last use once used.
     last_used_at: int | None = None
@@ -87,18 +87,18 @@ class Transaction:
     redirect_uri: str
     #: Whether ``redirect_uri`` was sent explicitly (RFC 6749 §4.1.3 ties the token request to it).
     redirect_uri_sent: bool = True
-    #: The client's ``state`` parameter, returned byte for byte (SECURITY.md 4).
+    #: The client's ``state`` parameter, returned byte for byte (spec/security.md 4).
     client_state: str | None = None
     code_challenge: str
     scopes: tuple[str, ...] = attrs.field(converter=_tuple)
     resource: str
     created_at: int
     expires_at: int
-    #: SHA-256 of the browser-binding cookie value set when consent was approved (SECURITY.md 11).
+    #: SHA-256 of the browser-binding cookie value set when consent was approved (spec/security.md 11).
     browser_hash: str | None = _secret()
-    #: SHA-256 of the upstream ``state`` (SECURITY.md 11, 24).
+    #: SHA-256 of the upstream ``state`` (spec/security.md 11, 24).
     upstream_state_hash: str | None = _secret()
-    #: The proxy's own upstream PKCE verifier, sealed (SECURITY.md 7, 24).
+    #: The proxy's own upstream PKCE verifier, sealed (spec/security.md 7, 24).
     upstream_verifier_sealed: str | None = _secret()
     #: SHA-256 of the proxy's authorization code once issued.
     code_hash: str | None = _secret()

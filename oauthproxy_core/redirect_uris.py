@@ -1,4 +1,4 @@
-"""Redirect URI registration predicate and matching (SECURITY.md invariants 1 and 3).
+"""Redirect URI registration predicate and matching (spec/security.md invariants 1 and 3).
 
 Implements RFC 6749 §3.1.2 (absolute URI, no fragment), OAuth 2.1 §2.3 and §4.1.3 (exact string
 matching of redirect URIs), RFC 8252 §7.1 (private-use URI schemes for native apps), §7.3 (loopback
@@ -9,7 +9,7 @@ A registered URI may carry a query (RFC 6749 §3.1.2: it "MUST be retained when 
 query parameters"), but not one that names a parameter of the authorization response itself
 (``code``, ``state``, ``iss``, ``error``, ``error_description``, ``error_uri``; RFC 6749 §4.1.2,
 §4.1.2.1, RFC 9207 §2): the response would then carry two of them, the client would read whichever
-its parser prefers, and two ``iss`` values defeat the mix-up defence (SECURITY.md 4).
+its parser prefers, and two ``iss`` values defeat the mix-up defence (spec/security.md 4).
 
 Nothing here normalises a URI: the registered string is compared byte for byte with the requested
 one. The predicate is deliberately narrower than RFC 3986 so that a URI it accepts means the same
@@ -259,7 +259,7 @@ def _native_parts(uri: str) -> _Parts | None:
 def is_acceptable_redirect_uri(uri: str) -> bool:
     """The registration predicate with the most permissive ``application_type``; never raises.
 
-    Applied again at authorize, at consent and before the final redirect (SECURITY.md 3).
+    Applied again at authorize, at consent and before the final redirect (spec/security.md 3).
     """
     return isinstance(uri, str) and _native_parts(uri) is not None
 
@@ -302,7 +302,7 @@ def match_redirect_uri(
 
 
 def redirect_host(uri: str) -> str:
-    """What the consent page shows as the redirect target (SECURITY.md 17).
+    """What the consent page shows as the redirect target (spec/security.md 17).
 
     ``host[:port]`` (host lowercased, as the browser reads it) for http(s); the scheme for
     private-use schemes, since the OS, not a host, decides which app receives it.

@@ -1,8 +1,8 @@
 """Authorization responses sent to the client's redirect URI (RFC 6749 §4.1.2, RFC 9207 §2).
 
-Only called with a redirect URI that matched the client's registration; the predicate of SECURITY.md 3
+Only called with a redirect URI that matched the client's registration; the predicate of spec/security.md 3
 is applied once more here, immediately before the redirect leaves (defence in depth against a record
-damaged at rest). Every response carries exactly one ``iss`` (SECURITY.md 4) and the client's ``state``
+damaged at rest). Every response carries exactly one ``iss`` (spec/security.md 4) and the client's ``state``
 byte for byte.
 """
 

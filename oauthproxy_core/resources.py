@@ -3,7 +3,7 @@
 Implements RFC 8707 §2 ("The value of the resource parameter MUST be an absolute URI ... MUST NOT
 include a fragment component") and the MCP authorization spec's "canonical server URI": lowercase
 scheme and host, no default port, no trailing slash. The canonical resource becomes the audience of
-every access token (SECURITY.md 18; the incident: audience taken from the server base URL instead
+every access token (spec/security.md 18; the incident: audience taken from the server base URL instead
 of the resource, FastMCP CVE-2025-69196).
 """
 

@@ -2,7 +2,7 @@
 
 Each ``Route`` names its endpoint (the ``endpoint`` label of the metrics, ``x-endpoint`` in
 spec/openapi.yaml), where it lives, which handler answers which method, how its errors are rendered
-(JSON or an HTML page), whether it answers CORS preflights (INTEROP.md: metadata, registration,
+(JSON or an HTML page), whether it answers CORS preflights (spec/interop.md: metadata, registration,
 token and revocation; never authorize or consent) and which credentials it reads. ``AuthorizationServer``
 dispatches from it, the metrics take their labels from it, the adapters' front door asks it whether a
 path belongs to the authorization server, and tests/hostile/test_openapi_sync.py holds the OpenAPI
@@ -76,7 +76,7 @@ def _preflight(methods: str) -> tuple[tuple[str, str], ...]:
     )
 
 
-#: The answer to a CORS preflight of the JSON endpoints (INTEROP.md).
+#: The answer to a CORS preflight of the JSON endpoints (spec/interop.md).
 PREFLIGHT_HEADERS = _preflight("GET, POST, OPTIONS")
 
 
@@ -88,7 +88,7 @@ class Route:
     path: str
     handlers: tuple[tuple[str, Endpoint], ...]
     #: Errors before the client and its redirect URI are validated render as an HTML page
-    #: (SECURITY.md 2); otherwise as a JSON OAuth error.
+    #: (spec/security.md 2); otherwise as a JSON OAuth error.
     browser: bool = False
     cors: bool = False
     credentials: Credentials = Credentials.NONE
@@ -129,7 +129,7 @@ def _browser(name: str, path: str, *handlers: tuple[str, Endpoint]) -> Route:
 _AS_METADATA = "authorization_server_metadata"
 _PRM = "protected_resource_metadata"
 
-#: Every route of the authorization server (INTEROP.md lists the discovery URLs clients probe).
+#: Every route of the authorization server (spec/interop.md lists the discovery URLs clients probe).
 ROUTES: tuple[Route, ...] = (
     _json(
         _AS_METADATA,

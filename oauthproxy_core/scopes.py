@@ -1,7 +1,7 @@
 """Scope parsing and policy (RFC 6749 §3.3, as carried into OAuth 2.1 §1.4.1).
 
 ``scope = scope-token *( SP scope-token )`` and ``scope-token = 1*( %x21 / %x23-5B / %x5D-7E )``.
-Refresh never widens scopes (SECURITY.md 19): ``is_subset`` is the check the refresh path uses.
+Refresh never widens scopes (spec/security.md 19): ``is_subset`` is the check the refresh path uses.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def parse_scope(value: str | None) -> tuple[str, ...]:
     if not isinstance(value, str):
         raise InvalidScopeError("scope must be a string")
     tokens = [token for token in value.split(" ") if token]
-    # Bound before doing any work per token (SECURITY.md 28).
+    # Bound before doing any work per token (spec/security.md 28).
     if len(tokens) > MAX_SCOPE_TOKENS:
         raise InvalidScopeError("too many scopes")
     seen: dict[str, None] = {}

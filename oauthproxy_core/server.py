@@ -5,9 +5,9 @@ the route table of routes.py) that the adapters' drivers run. Errors raised by a
 responses here, by the endpoint's kind:
 
 - JSON endpoints (token, registration, revocation) answer ``{"error", "error_description"}`` with
-  ``Cache-Control: no-store`` (SECURITY.md 26) and CORS (INTEROP.md);
+  ``Cache-Control: no-store`` (spec/security.md 26) and CORS (spec/interop.md);
 - browser endpoints (authorize, consent, callback) render an HTML page; they redirect an error to the
-  client only from inside the handler, after the client and redirect URI are validated (SECURITY.md 2).
+  client only from inside the handler, after the client and redirect URI are validated (spec/security.md 2).
 
 A path outside the table is 404, a method its route does not list 405 with ``Allow``, and ``OPTIONS``
 on a CORS route the route's preflight answer.

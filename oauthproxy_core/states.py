@@ -119,7 +119,7 @@ class EventData:
     presented_hash: str | None = attrs.field(default=None, repr=False)
 
 
-# Guards: one line each, calling the pure validators (STYLE.md). They must never raise. Deadlines are
+# Guards: one line each, calling the pure validators (spec/style.md). They must never raise. Deadlines are
 # not guards: ``step`` applies them before any row is looked up.
 
 

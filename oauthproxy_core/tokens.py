@@ -1,11 +1,11 @@
 """The proxy's own access tokens (RFC 9068 JWT profile) and their verification (RFC 6750).
 
 Access tokens are JWTs with ``typ: at+jwt`` (RFC 9068 §2.1) signed by the active signing key, with
-``aud`` = the canonical resource URL (RFC 8707 §2, SECURITY.md 18; FastMCP CVE-2025-69196 took the
+``aud`` = the canonical resource URL (RFC 8707 §2, spec/security.md 18; FastMCP CVE-2025-69196 took the
 audience from the server's base URL instead). ``gid`` names the grant so that revoking the grant
-revokes every access token minted from it (SECURITY.md 21).
+revokes every access token minted from it (spec/security.md 21).
 
-joserfc's ``jwt.decode`` checks only the signature (STYLE.md), so verification also checks ``typ``,
+joserfc's ``jwt.decode`` checks only the signature (spec/style.md), so verification also checks ``typ``,
 ``iss``, ``aud``, ``exp``, ``nbf`` and ``iat`` explicitly, with the context's clock.
 
 ``own_token_claims`` reads a token the proxy has *just minted* without its signature check, with the

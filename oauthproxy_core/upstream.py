@@ -1,7 +1,7 @@
 """The upstream side: the proxy as one pre-registered confidential client of an identity provider.
 
 Toward the upstream provider (GitHub, Google, Entra, any OAuth 2.0 / OIDC server) the proxy is an
-ordinary authorization-code client with one fixed redirect URI and its own PKCE (ARCHITECTURE.md,
+ordinary authorization-code client with one fixed redirect URI and its own PKCE (spec/architecture.md,
 "the problem in one paragraph"). This module describes a provider as data (``UpstreamProfile``)
 and turns that description into HTTP requests and back, without doing any I/O: builders return
 URLs or ``effects.HttpRequest`` values, parsers take ``effects.HttpResponse | effects.HttpFailure``.
@@ -19,10 +19,10 @@ Specifications followed:
   locally unique and never reassigned identifier"); ``email``, ``preferred_username`` and ``name``
   may change and may be reused, and ``email_verified`` says whether the provider vouches for the
   address.
-- RFC 8707: ``resource`` is forwarded upstream only when the profile opts in (INTEROP.md: many
+- RFC 8707: ``resource`` is forwarded upstream only when the profile opts in (spec/interop.md: many
   providers reject unknown resources with ``invalid_target``).
 
-Identity, SECURITY.md 32 ("only claims the provider vouches for become identity"): the subject
+Identity, spec/security.md 32 ("only claims the provider vouches for become identity"): the subject
 (``<provider>:<immutable upstream id>``) is the identity; every other claim is display data. An
 ``email`` is kept only when the provider vouches for it: the profile's ``email_verified_claim`` is
 ``true`` in the same document (OIDC ``email_verified``; Entra ``xms_edov``; ``email_vouched`` says
@@ -33,7 +33,7 @@ keyed accounts on Entra's ``email``, which any tenant's administrator can set to
 the same reason mutable claims (``MUTABLE_CLAIMS``) are refused as the subject and as ``login``,
 and an ``email`` is kept exactly or not at all (never truncated or stripped into another address).
 
-Provider quirks handled here (INTEROP.md, "Upstream providers: the quirks"): GitHub answers
+Provider quirks handled here (spec/interop.md, "Upstream providers: the quirks"): GitHub answers
 form-encoded unless asked for JSON, reports failures as HTTP 200 with an ``error`` field, sends no
 ``expires_in`` for OAuth Apps, separates granted scopes with commas, identifies users by a
 numeric ``id`` and reports the token's granted scopes in the ``X-OAuth-Scopes`` header of
@@ -137,7 +137,7 @@ _TENANT_ID_RE = re.compile(
 #: Upstream fields that the user or a tenant administrator can change, or that are reused after a
 #: rename (OIDC Core §5.7: only ``sub`` is stable; Microsoft: ``preferred_username``, ``upn``,
 #: ``email`` and ``unique_name`` are mutable and must not be used for authorization decisions).
-#: They are display data: never the subject, never our ``login`` (SECURITY.md 32).
+#: They are display data: never the subject, never our ``login`` (spec/security.md 32).
 MUTABLE_CLAIMS = frozenset(
     {
         "email",
@@ -227,7 +227,7 @@ class UpstreamError(OAuthError):
 class UpstreamDeniedError(InvalidGrantError, UpstreamError):
     """The upstream refused the grant (invalid or expired code, revoked refresh token, denied user).
 
-    ``invalid_grant`` / 400, so an MCP client re-authorizes (INTEROP.md, token endpoint errors).
+    ``invalid_grant`` / 400, so an MCP client re-authorizes (spec/interop.md, token endpoint errors).
     """
 
     error: ClassVar[str] = "invalid_grant"
@@ -308,7 +308,7 @@ def _check_claim_map(
             raise ValueError(
                 f"{attribute.name}: the upstream field for {name} is empty or too long"
             )
-        # SECURITY.md 32: the provider vouches (email_verified, xms_edov, /user/emails) for its
+        # spec/security.md 32: the provider vouches (email_verified, xms_edov, /user/emails) for its
         # `email` field only; an `email` read from another field would be trusted unvouched.
         if name == "email" and field != "email":
             raise ValueError(f"{attribute.name}: email can only come from the email field")
@@ -394,7 +394,7 @@ class UpstreamProfile:
     #: The claim that must be true (``email_vouched``) in the same identity document for its
     #: ``email`` to be kept (OIDC Core §5.1 ``email_verified``; Entra ``xms_edov``). ``None``: the
     #: provider never vouches for an address in its identity document, which is then dropped
-    #: (SECURITY.md 32). The safe default for a profile written by hand.
+    #: (spec/security.md 32). The safe default for a profile written by hand.
     email_verified_claim: str | None = None
     #: GitHub's ``GET /user/emails``: the primary address is kept only if GitHub marks it verified.
     verified_email_url: str | None = attrs.field(default=None, validator=_check_url)
@@ -432,7 +432,7 @@ class UpstreamProfile:
         if not self.subject_field:
             raise ValueError("subject_field must not be empty")
         if self.subject_field in _MUTABLE_SUBJECTS:
-            # SECURITY.md 32: the subject is the identity; it must be the provider's immutable id.
+            # spec/security.md 32: the subject is the identity; it must be the provider's immutable id.
             raise ValueError(
                 f"subject_field {self.subject_field!r} can change or be reused: use the provider's "
                 "immutable user id (sub, id, oid)"
@@ -505,7 +505,7 @@ class UpstreamTokens:
 class UpstreamIdentity:
     """Who the upstream says the user is (OIDC Core §5.3, or GitHub's ``GET /user``).
 
-    ``subject`` is the identity; ``claims`` are display data (SECURITY.md 32).
+    ``subject`` is the identity; ``claims`` are display data (spec/security.md 32).
     """
 
     #: Stable upstream user id as a string (GitHub's numeric id becomes ``"12345"``; Entra's
@@ -522,7 +522,7 @@ def nonce_for_state(state: str) -> str:
     """OIDC Core §3.1.2.1 ``nonce`` for the transaction whose upstream ``state`` is ``state``.
 
     base64url(SHA-256("nonce|" + state)): unguessable and unique because the state is (256 random
-    bits, SECURITY.md 11), recomputable at the callback (which receives the state back) without
+    bits, spec/security.md 11), recomputable at the callback (which receives the state back) without
     storing anything, and one-way, so a leaked ID token does not reveal the state.
     """
     raw = hashlib.sha256(("nonce|" + state).encode("utf-8", "surrogatepass")).digest()
@@ -641,7 +641,7 @@ def _token_endpoint_request(
 ) -> HttpRequest:
     headers: list[tuple[str, str]] = [
         ("Content-Type", "application/x-www-form-urlencoded"),
-        # GitHub answers form-encoded without it (INTEROP.md).
+        # GitHub answers form-encoded without it (spec/interop.md).
         ("Accept", "application/json"),
     ]
     method = profile.token_auth_method
@@ -788,7 +788,7 @@ def identity_from_claims(
 
     The subject is ``document[profile.subject_field]`` (GitHub's numeric ``id`` becomes a string),
     qualified by ``profile.subject_qualifier_field`` when set; claims follow ``profile.claim_pairs``.
-    The ``email`` field is kept only when ``email_vouched`` (SECURITY.md 32), and then exactly as
+    The ``email`` field is kept only when ``email_vouched`` (spec/security.md 32), and then exactly as
     sent: an address that is too long or holds unprintable characters or spaces is dropped, never cut
     or cleaned into another address. Other claims are display text, cleaned and bounded.
     """
@@ -815,7 +815,7 @@ def identity_from_claims(
 
 
 def email_vouched(profile: UpstreamProfile, document: dict[str, Any]) -> bool:
-    """Whether ``document`` vouches for its own ``email`` (SECURITY.md 32).
+    """Whether ``document`` vouches for its own ``email`` (spec/security.md 32).
 
     True only when the profile names a vouching claim and it is JSON ``true``, or the exact string
     ``"true"``: AWS Cognito's UserInfo endpoint sends ``email_verified`` as a string (pomerium

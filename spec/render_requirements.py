@@ -1,10 +1,11 @@
-"""Render spec/requirements.toml (the RFC / MCP / SECURITY.md requirement matrix) as spec/requirements.md.
+"""Render spec/requirements.toml (the RFC / MCP / spec/security.md requirement matrix) as
+spec/requirements.md.
 
 Run: .venv/bin/python spec/render_requirements.py
 
 The Markdown is generated, never edited by hand: tests/core/test_requirements_matrix.py renders the
 TOML again and fails when the committed file differs. Requirements are grouped by source document (the
-part of ``source`` before the section sign, or ``SECURITY.md``), in the order the documents first
+part of ``source`` before the section sign, or ``spec/security.md``), in the order the documents first
 appear in the TOML, and keep their TOML order inside a group.
 """
 
@@ -39,8 +40,8 @@ def load(path: Path = TOML_PATH) -> list[dict[str, Any]]:
 
 def document_of(source: str) -> str:
     """The source document of a ``source`` value: ``"RFC 9728 §5.1"`` -> ``"RFC 9728"``."""
-    if source.startswith("SECURITY.md"):
-        return "SECURITY.md"
+    if source.startswith("spec/security.md"):
+        return "spec/security.md"
     return source.split("§", 1)[0].strip().rstrip(",")
 
 
@@ -78,7 +79,7 @@ def render(requirements: list[dict[str, Any]]) -> str:
         "# Requirement matrix",
         "",
         "Every MUST / SHOULD the proxy implements from OAuth 2.1, the RFCs it profiles and the MCP",
-        "authorization spec, and every numbered invariant of SECURITY.md, with the tests that prove it.",
+        "authorization spec, and every numbered invariant of spec/security.md, with the tests that prove it.",
         "`planned` requirements name the issue that will implement them and have no tests yet.",
         "",
         "## Summary",

@@ -7,11 +7,11 @@ passes authenticated requests to ``app`` with the verified ``Principal`` in
 everything else to ``app`` untouched. It is plain ASGI 3: mount it in Starlette, FastAPI, the `mcp`
 SDK's server or run it alone under uvicorn.
 
-Thin by design (ARCHITECTURE.md): the core's front door (``oauthproxy_core.front_door``) decides where
+Thin by design (spec/architecture.md): the core's front door (``oauthproxy_core.front_door``) decides where
 a request goes; request -> ``oauthproxy_core.Request``, the async driver runs the handler, response
 written. Request bodies are read up to the core's bound and refused with 413 past it
-(SECURITY.md 28); an unexpected exception becomes a generic 500 and a log line, never a traceback to
-the client (SECURITY.md 29). A request with ambiguous framing (``Transfer-Encoding`` with
+(spec/security.md 28); an unexpected exception becomes a generic 500 and a log line, never a traceback to
+the client (spec/security.md 29). A request with ambiguous framing (``Transfer-Encoding`` with
 ``Content-Length``, or in HTTP/1.0) is refused with 400 and ``Connection: close`` before anything
 reads it (RFC 9112 §6.1, ``framing.py``): the server in front may not do it.
 """

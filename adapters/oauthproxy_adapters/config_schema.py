@@ -175,7 +175,7 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         name="limits",
-        doc="Bounds on unauthenticated work (SECURITY.md 28): past one, a clear 429, never a 5xx. "
+        doc="Bounds on unauthenticated work (spec/security.md 28): past one, a clear 429, never a 5xx. "
         "Every value is an integer of at least 1.",
     ),
     Table(name="metrics", doc="Prometheus metrics at `GET /metrics` (needs the `metrics` extra)."),
@@ -272,7 +272,7 @@ KEYS: tuple[Key, ...] = (
         doc="Granted when a client asks for none; a subset of `scopes_supported`.",
         default_text='["mcp"]',
         why="`mcp` if supported, else the first supported scope: a client that names no scope "
-        "(INTEROP.md: a request without `scope` must work) still gets a usable token.",
+        "(spec/interop.md: a request without `scope` must work) still gets a usable token.",
     ),
     # [upstream]
     Key(
@@ -446,7 +446,7 @@ KEYS: tuple[Key, ...] = (
         type=_B,
         default=_core_default(UpstreamProfile, "forward_resource"),
         doc="Send the RFC 8707 `resource` parameter upstream.",
-        why="Many providers reject an unknown `resource` with `invalid_target` (INTEROP.md).",
+        why="Many providers reject an unknown `resource` with `invalid_target` (spec/interop.md).",
     ),
     # [consent]
     Key(
@@ -457,7 +457,7 @@ KEYS: tuple[Key, ...] = (
         choices=("always", "remember"),
         doc="`always` asks every time; `remember` remembers an approval of exactly (client, "
         "redirect URI, scopes, resource) in this browser, for same-site navigations only.",
-        why="Asking every time is what stops a confused deputy (SECURITY.md 15).",
+        why="Asking every time is what stops a confused deputy (spec/security.md 15).",
     ),
     Key(
         table="consent",
@@ -556,7 +556,7 @@ KEYS: tuple[Key, ...] = (
         default=_core_default(ProxyConfig, "cimd_allow_loopback"),
         doc="Tests and local development only: fetch metadata documents from loopback, also "
         "over http.",
-        why="A document URL on this machine is an SSRF target (SECURITY.md 23).",
+        why="A document URL on this machine is an SSRF target (spec/security.md 23).",
     ),
     Key(
         table="clients",
@@ -577,7 +577,7 @@ KEYS: tuple[Key, ...] = (
         name="redirect_uris",
         type=_L,
         default=REQUIRED,
-        doc="Its redirect URIs, checked as at registration (SECURITY.md 3).",
+        doc="Its redirect URIs, checked as at registration (spec/security.md 3).",
     ),
     Key(
         table="clients.static",

@@ -202,7 +202,7 @@ def _browser(http: httpx.Client, url: str, say: Printer) -> str:
         _expect(bool(fields) and action is not None, "no consent form found")
         assert action is not None
         say("   the proxy's consent page asks the user; the user clicks Approve")
-        # What a browser sends with a form from the proxy's own page (SECURITY.md 31): Fetch
+        # What a browser sends with a form from the proxy's own page (spec/security.md 31): Fetch
         # Metadata, and the Origin that the page's Referrer-Policy: no-referrer makes "null".
         post = http.post(
             action.group(1),

@@ -2,7 +2,7 @@
 
 NOT FOR PRODUCTION. It has no users, no passwords and no consent: every authorization request is
 approved at once for one fixed demo user. It exists so that the whole flow can run on one machine with
-nothing to configure. It mimics what makes GitHub awkward for a naive OAuth client (INTEROP.md):
+nothing to configure. It mimics what makes GitHub awkward for a naive OAuth client (spec/interop.md):
 
 - the token endpoint answers form-encoded unless the request says ``Accept: application/json``, and
   answers HTTP 200 with an ``error`` field on failure;

@@ -9,7 +9,7 @@ Observers (the audit log, metrics) see every effect with its result and how long
 ``Emit`` effect is executed by handing it to the observer alone. Timing lives here, once for both
 drivers, rather than in wrappers around each store and HTTP client.
 
-A ``FetchDocument`` (a URL a client chose: SECURITY.md 23) goes only to the ``fetch`` callable, the
+A ``FetchDocument`` (a URL a client chose: spec/security.md 23) goes only to the ``fetch`` callable, the
 SSRF-safe fetcher (``oauthproxy_adapters.safe_fetch``), never to ``http``. A driver given no ``fetch``
 answers ``HttpFailure(reason="refused")``: forgetting the fetcher fails closed.
 

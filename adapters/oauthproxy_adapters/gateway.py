@@ -14,12 +14,12 @@ What is forwarded
 
 What is removed from the request (so a client cannot spoof identity or reach around the proxy)
     ``Authorization`` (the proxy's access token is for the proxy; the upstream never sees it: no token
-    passthrough, SECURITY.md 18), ``Cookie`` (the proxy's browser cookies), ``Host`` (set to the
+    passthrough, spec/security.md 18), ``Cookie`` (the proxy's browser cookies), ``Host`` (set to the
     upstream's), ``Expect``, and the hop-by-hop headers of RFC 9110 §7.6.1 (``Connection`` and every
     header it names, ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``,
     ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Authorization``).
 
-    Identity and forwarding headers, however they are spelled (SECURITY.md 30). A server that
+    Identity and forwarding headers, however they are spelled (spec/security.md 30). A server that
     builds a CGI-style environment (WSGI's ``HTTP_*`` keys, PHP-FPM, Rack) folds case, ``-`` and
     ``_`` into one name: a client's ``X_OAuthProxy_Subject`` would land on the same key as the
     gateway's ``X-OAuthProxy-Subject`` (Puma CVE-2024-45614 was this with ``X-Forwarded-For``).
@@ -127,7 +127,7 @@ _REQUEST_DROP = _HOP_BY_HOP | {
 }
 #: Folded names (``folded_header_name``) of the headers the gateway sets, or that a stack behind it
 #: may read as the client's identity or address; a client header whose folded name starts with one
-#: of these is dropped (SECURITY.md 30).
+#: of these is dropped (spec/security.md 30).
 PROTECTED_HEADER_PREFIXES: tuple[str, ...] = (
     IDENTITY_HEADER_PREFIX.rstrip("-"),
     "x-forwarded",
@@ -167,7 +167,7 @@ def folded_header_name(name: str) -> str:
 
 
 def _dropped_name(name: str) -> bool:
-    """A lower-cased client header name the gateway never forwards (SECURITY.md 30)."""
+    """A lower-cased client header name the gateway never forwards (spec/security.md 30)."""
     if not _FORWARDABLE_NAME.fullmatch(name):
         return True  # "_" or another character some stack folds: never forwarded
     # Letters, digits and "-" only: the name is its own folded form.

@@ -13,9 +13,9 @@ keep-alive, ``Connection: close``, HTTP/1.0). Each cycle waits for the first byt
 most ``idle_timeout`` (a silent idle connection is closed without a word), then allows
 ``request_timeout`` for the whole request head and body to arrive (a slow-loris request that never
 completes gets 408 and is closed), answers, and starts the next cycle when both sides are done. Bounds
-(SECURITY.md 28): a head longer than ``max_header_bytes`` is 431; a body declared or grown past
+(spec/security.md 28): a head longer than ``max_header_bytes`` is 431; a body declared or grown past
 ``max_body`` is 413, sent before ``100 Continue`` so the client need not upload it. Malformed HTTP is
-400 (or h11's hint: 431, 501) with ``Connection: close`` (SECURITY.md 29), and so is a request whose
+400 (or h11's hint: 431, 501) with ``Connection: close`` (spec/security.md 29), and so is a request whose
 framing is ambiguous (``Transfer-Encoding`` with ``Content-Length``, or in HTTP/1.0: RFC 9112 §6.1,
 ``framing.py``), which h11 alone would frame by the chunked coding and follow with the trailing bytes
 as a second, smuggled request. A connection closed after an
@@ -23,7 +23,7 @@ error response is half-closed first and drained briefly ("lingering close", RFC 
 client reads the answer instead of a reset. Nothing escapes a connection task: an unexpected
 exception is logged and the connection closed; one in the proxy or the app is a generic 500.
 
-Thin by design (ARCHITECTURE.md): h11 event -> ``oauthproxy_core.Request``, ``AsyncProxy.handle``,
+Thin by design (spec/architecture.md): h11 event -> ``oauthproxy_core.Request``, ``AsyncProxy.handle``,
 response written; no protocol logic of OAuth here.
 """
 

@@ -2,7 +2,7 @@
 
 A keyring document is JSON: ``{"signing": [JWK...], "sealing": [{"kid","k"}], "cookie": [...]}``,
 active key first in each list. ``rotate`` prepends a fresh key and keeps the old ones for
-verification and unsealing until ``retire`` drops them (SECURITY.md: rotation logs nobody out).
+verification and unsealing until ``retire`` drops them (spec/security.md: rotation logs nobody out).
 """
 
 from __future__ import annotations

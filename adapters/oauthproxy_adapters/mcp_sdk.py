@@ -25,7 +25,7 @@ bearer checks on the MCP path to the SDK (which answers 401/403 with its own cha
 ``protect(server, proxy)`` instead builds the server's streamable-HTTP app at the configured
 ``mcp_path`` and puts ``OAuthProxyApp`` in front of it: the authorization server beside it, and the MCP
 path guarded by the proxy itself, so an unauthenticated client gets the core's exact challenge
-(INTEROP.md: ``resource_metadata`` and ``scope``, ``error`` only when a token was sent; 403
+(spec/interop.md: ``resource_metadata`` and ``scope``, ``error`` only when a token was sent; 403
 ``insufficient_scope``). A verified request reaches the SDK as its ``AuthenticatedUser``, so
 ``get_access_token()`` and ``upstream_token(proxy)`` work in tools as with ``mcp_auth``. The SDK's
 DNS-rebinding check allows the issuer's host and origin unless ``transport_security`` is given.

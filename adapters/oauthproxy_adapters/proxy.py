@@ -8,7 +8,7 @@ Every framework adapter (ASGI, WSGI, the h11 server, the gateway, the `mcp` SDK 
 these and nothing else; none repeats protocol logic. They also offer the resource-server side:
 bearer verification (with a small verified-token cache that skips only the signature check, never the
 revocation look-ups, so a revoked grant or a deleted client is refused at its next request: the
-staleness bound of SECURITY.md 34 is zero) and the user's upstream access token.
+staleness bound of spec/security.md 34 is zero) and the user's upstream access token.
 
 The cache also receives the access token of every successful response of the proxy's own token
 endpoint, read with ``tokens.own_token_claims`` (same claim checks, no signature check: the token was

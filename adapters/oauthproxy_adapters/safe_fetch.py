@@ -1,4 +1,4 @@
-"""SSRF-safe execution of the core's metadata-document fetches (SECURITY.md 23).
+"""SSRF-safe execution of the core's metadata-document fetches (spec/security.md 23).
 
 The core asks for a Client ID Metadata Document (or a CIMD client's ``jwks_uri``) with its own
 effect, ``oauthproxy_core.effects.FetchDocument``, which the drivers hand only to the ``fetch``
@@ -24,7 +24,7 @@ For each request the fetcher, before any connection is made:
 Name resolution runs on threads of its own (``ResolverPool``), never on the event loop's default
 executor: that pool also resolves the upstream provider's host name for every sign-in (httpx ->
 anyio -> ``loop.getaddrinfo``), and document hosts are chosen by whoever sends a ``client_id``, so
-name servers that never answer would otherwise stall every user's callback (SECURITY.md 35). The
+name servers that never answer would otherwise stall every user's callback (spec/security.md 35). The
 pool has ``lookups_in_flight`` threads (``[limits] document_lookups_in_flight``); a lookup that
 finds them all busy fails at once with reason ``busy`` (``oauthproxy_core.cimd.BUSY``: the core
 serves a stale cached document, else answers 503 ``temporarily_unavailable``), and a lookup holds

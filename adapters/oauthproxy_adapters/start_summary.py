@@ -12,8 +12,8 @@ may sign in; then one ``warning:`` line for each choice of the file that exposes
   at the provider may sign in: then anyone with such an account can use the MCP server;
 - metrics without a bearer token;
 - ``X-Forwarded-For`` believed from any peer (a client then chooses the address the per-address
-  limits count by: SECURITY.md 35);
-- client metadata documents fetched from loopback (development only: SECURITY.md 23).
+  limits count by: spec/security.md 35);
+- client metadata documents fetched from loopback (development only: spec/security.md 23).
 
 Both commands print ``summary_lines`` of the same ``Settings``, so what ``check-config`` promises is
 what ``serve`` does. ``admission`` is the one place that says who may sign in: the ``[access]``

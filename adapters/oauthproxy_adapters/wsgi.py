@@ -7,18 +7,18 @@ answers the CORS preflight of the protected path, and passes everything else to 
 (or answers 404 JSON when there is no app). Mount it in Flask with
 ``app.wsgi_app = OAuthProxyWSGI(proxy, app.wsgi_app)``, in Django around ``get_wsgi_application()``.
 
-Thin by design (ARCHITECTURE.md): the core's front door (``oauthproxy_core.front_door``) decides where
+Thin by design (spec/architecture.md): the core's front door (``oauthproxy_core.front_door``) decides where
 a request goes; environ -> ``oauthproxy_core.Request``, ``Proxy.handle``, response written. Only I/O
 decisions live here:
 
 - The body is read from ``wsgi.input`` as PEP 3333 allows: never past ``CONTENT_LENGTH``, and at most
-  ``MAX_BODY_BYTES + 1`` bytes; a declared or actual size past the bound is 413 (SECURITY.md 28). A body
+  ``MAX_BODY_BYTES + 1`` bytes; a declared or actual size past the bound is 413 (spec/security.md 28). A body
   without a length is read to its end only when the server says the stream is terminated
   (``wsgi.input_terminated``, e.g. a de-chunked request); a chunked body on a server that does not
   de-chunk is refused with 411, because reading it would block or read into the next request.
 - Header values arrive as PEP 3333 "native strings" (bytes decoded as latin-1) and are passed on as
   such, exactly like the ASGI adapter's latin-1 decoding; the path is re-decoded as UTF-8, as ASGI does.
-- An unexpected exception becomes a generic 500 and a log line, never a traceback (SECURITY.md 29).
+- An unexpected exception becomes a generic 500 and a log line, never a traceback (spec/security.md 29).
   Exceptions raised by the wrapped app are the app's and the server's business, as with ASGI.
 """
 
@@ -117,7 +117,7 @@ def read_body(environ: Mapping[str, Any], limit: int = MAX_BODY_BYTES) -> bytes 
             raise _BodyRefusedError(BAD_LENGTH)
         length = int(raw_length)
         if length > limit:
-            return None  # refused unread: the declared size is enough (SECURITY.md 28)
+            return None  # refused unread: the declared size is enough (spec/security.md 28)
         if length == 0 or stream is None:
             return b""
         body = _read(stream, length)

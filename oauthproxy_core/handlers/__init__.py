@@ -1,1 +1,1 @@
-"""One generator per endpoint of the authorization server (ARCHITECTURE.md)."""
+"""One generator per endpoint of the authorization server (spec/architecture.md)."""

@@ -1,11 +1,11 @@
 """The authorization endpoint, OAuth 2.1 §4.1.1 (RFC 6749 §4.1.1 with RFC 7636 §4.3, RFC 8707 §2).
 
-Order matters (SECURITY.md 2; Authlib CVE-2026-41479 redirected before looking up the client): first
+Order matters (spec/security.md 2; Authlib CVE-2026-41479 redirected before looking up the client): first
 the client, then the redirect URI, both answered with a rendered page when wrong; only then may an error
 travel to the redirect URI. A valid request creates a transaction in ``pkce_bound`` and sends the
-browser to the proxy's consent page; the upstream provider is not contacted yet (SECURITY.md 11).
+browser to the proxy's consent page; the upstream provider is not contacted yet (spec/security.md 11).
 
-Bounds (bounds.py; SECURITY.md 28, 35): every request is counted against its source and the total
+Bounds (bounds.py; spec/security.md 28, 35): every request is counted against its source and the total
 *before* the client is looked up, since a lookup may fetch a metadata document: a flood of made-up
 client ids uses up its sender's budget, not the document-fetch budget everyone shares. Refused
 there, nothing is validated yet, so the answer is a page (429 or 503), never a redirect. A valid

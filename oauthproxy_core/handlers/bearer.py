@@ -3,11 +3,11 @@ authorization spec, "Authorization Server Discovery" and "Token Handling"). The 
 the ``Authorization`` field by ``bearer_header.parse_bearer``.
 
 A pure function of (token, keys, clock) plus two revocation look-ups (the grant's and the client's,
-SECURITY.md 21 and 34). It returns either a ``Principal`` or the exact challenge to send: 401 with
+spec/security.md 21 and 34). It returns either a ``Principal`` or the exact challenge to send: 401 with
 ``resource_metadata`` and ``scope`` (and ``error="invalid_token"`` when a token was presented), or
-403 ``insufficient_scope``. INTEROP.md: the TypeScript client parses only a header starting with
+403 ``insufficient_scope``. spec/interop.md: the TypeScript client parses only a header starting with
 ``Bearer ``, so there is exactly one challenge.
-Tokens for another audience and upstream tokens never verify (SECURITY.md 18, no passthrough).
+Tokens for another audience and upstream tokens never verify (spec/security.md 18, no passthrough).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Principal:
 
     ``subject`` is the user's identity: key accounts and access decisions on it. ``claims`` are
     display data from the provider (``login``, ``name``, ...); an ``email`` is among them only when
-    the provider vouched for it (SECURITY.md 32).
+    the provider vouched for it (spec/security.md 32).
     """
 
     subject: str
@@ -132,7 +132,7 @@ def authorize_claims(
     """
     if claims.expires_at <= ctx.now:
         return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
-    # SECURITY.md 21, 34: a revoked grant or a deleted client ends its access tokens at once.
+    # spec/security.md 21, 34: a revoked grant or a deleted client ends its access tokens at once.
     if (yield from grants.is_revoked(claims.grant_id)) or (
         yield from grants.is_client_revoked(claims.client_id)
     ):

@@ -1,8 +1,8 @@
 """The upstream provider's redirect back to the proxy (the fixed ``<issuer>/auth/callback``).
 
 RFC 6749 §4.1.2 from the proxy's side as a client, with RFC 9207 §2.4 (``iss`` checked against the
-upstream's issuer, SECURITY.md 14), RFC 7636 (the proxy's own verifier, SECURITY.md 7) and the
-browser binding of SECURITY.md 12 and 13: the upstream ``state`` is taken atomically from the store
+upstream's issuer, spec/security.md 14), RFC 7636 (the proxy's own verifier, spec/security.md 7) and the
+browser binding of spec/security.md 12 and 13: the upstream ``state`` is taken atomically from the store
 (a second callback finds nothing), and the transaction advances only when the cookie set at consent is
 presented by this browser. Only then is the upstream code redeemed and the proxy's own code issued.
 
@@ -13,7 +13,7 @@ The identity comes from the profile's ``identity_source``: the UserInfo endpoint
 ``upstream.nonce_for_state``), or both (OIDC Core §5.3.2: UserInfo's ``sub`` must equal the ID
 token's). The proxy's subject is ``<provider>:<upstream user id>``: that is the identity; the other
 claims are display data, and an ``email`` is among them only when the provider vouched for it
-(SECURITY.md 32: ``email_verified`` / ``xms_edov`` in the same document, or GitHub's verified primary
+(spec/security.md 32: ``email_verified`` / ``xms_edov`` in the same document, or GitHub's verified primary
 address from ``GET /user/emails``, asked only when the token was granted ``user:email``).
 """
 
@@ -94,9 +94,9 @@ def _callback(  # noqa: C901, PLR0911
         return error_page(400, "invalid_request", _UNKNOWN)
     data = EventData(now=ctx.now, browser_hash=digest(binding) if binding else None)
 
-    # RFC 7592 §2.3, SECURITY.md 34: a client deleted while its user was at the provider (or one
+    # RFC 7592 §2.3, spec/security.md 34: a client deleted while its user was at the provider (or one
     # whose registration no longer lists this redirect URI) gets nothing -- no upstream code
-    # redeemed, no code, and no redirect to a URI that is not registered (SECURITY.md 1, 2).
+    # redeemed, no code, and no redirect to a URI that is not registered (spec/security.md 1, 2).
     client = yield from load_client(tx.client_id, ctx)
     if client is None or (
         match_redirect_uri(
@@ -127,7 +127,7 @@ def _callback(  # noqa: C901, PLR0911
         )
 
     # Check the browser before the upstream code is redeemed: a callback from another browser must
-    # not cause any upstream traffic, let alone a code (SECURITY.md 13).
+    # not cause any upstream traffic, let alone a code (spec/security.md 13).
     preview = _try_step(tx, TxEvent.upstream_returned, data)
     if preview is None:
         return error_page(400, "invalid_request", _UNKNOWN)
@@ -252,7 +252,7 @@ def _redeem_upstream(
         tokens = attrs.evolve(tokens, scope=identity.scopes)
     if wants_verified_email(profile, tokens.scope):
         # GET /user's `email` is the public profile address, which GitHub does not verify: the
-        # verified one comes from /user/emails (SECURITY.md 32).
+        # verified one comes from /user/emails (spec/security.md 32).
         listed = yield HttpCall(
             request=build_verified_email_request(profile, access_token=tokens.access_token)
         )

@@ -1,7 +1,7 @@
 """The proxy's own consent page (GET renders, POST decides) and the start of the upstream leg.
 
 This page is what stops a DCR proxy with one static upstream client from becoming a confused deputy
-(MCP Security Best Practices; FastMCP CVE-2026-27124). SECURITY.md 11, 15, 16, 17, 31; the browser
+(MCP Security Best Practices; FastMCP CVE-2026-27124). spec/security.md 11, 15, 16, 17, 31; the browser
 binding itself is ``browser_binding.py``:
 
 - CSRF, bound to the browser (31): the form token is an HMAC over this browser's secret (from its
@@ -135,7 +135,7 @@ def consent_get(req: Request, ctx: Context) -> Handler[Response]:
 
 
 def consent_post(req: Request, ctx: Context) -> Handler[Response]:
-    # SECURITY.md 31: only the proxy's own page decides. Checked before anything is read, so a
+    # spec/security.md 31: only the proxy's own page decides. Checked before anything is read, so a
     # cross-site or foreign-origin POST costs no store access and changes nothing.
     if not from_own_origin(req, ctx.config.issuer_origin):
         return error_page(403, "access_denied", _NOT_FROM_HERE)
@@ -146,7 +146,7 @@ def consent_post(req: Request, ctx: Context) -> Handler[Response]:
     tx = found
     secret = _browser_secret(req, ctx)
     if secret is None or not form_token_matches(ctx.keys, secret, tx.id, form.get("csrf", "")):
-        # Nothing is written: a forged POST leaves the transaction as it was (SECURITY.md 27).
+        # Nothing is written: a forged POST leaves the transaction as it was (spec/security.md 27).
         return error_page(403, "access_denied", "The form could not be verified. Reload the page.")
     decision = form.get("decision")
     if decision == "deny":
@@ -188,7 +188,7 @@ def _deny(ctx: Context, tx: Transaction) -> Handler[Response]:
 
 
 def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Handler[bool]:
-    """True when this exact request was approved before in this browser (SECURITY.md 15)."""
+    """True when this exact request was approved before in this browser (spec/security.md 15)."""
     if ctx.config.consent_mode != "remember":
         return False
     safe = _SAFE_FETCH_SITES if ctx.config.secure_cookies else _LOOPBACK_SAFE_FETCH_SITES
@@ -212,7 +212,7 @@ def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Handler[b
 def start_upstream(ctx: Context, tx: Transaction, *, status: int = 302) -> Handler[Response]:
     """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream.
 
-    The binding is minted here, never taken from the request (SECURITY.md 11, 31): a cookie another
+    The binding is minted here, never taken from the request (spec/security.md 11, 31): a cookie another
     page planted is not adopted, and every approval rotates it."""
     upstream_state = new_secret(ctx.random, 32)
     verifier = new_secret(ctx.random, 32)

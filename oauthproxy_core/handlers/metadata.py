@@ -1,7 +1,7 @@
 """Discovery documents: RFC 8414 (authorization server metadata, also served at the OpenID Connect
 Discovery 1.0 §4 alias), RFC 9728 (protected resource metadata) and the JWKS (RFC 7517 §5).
 
-INTEROP.md: clients do not follow redirects here, so every probed URL answers 200 directly, and
+spec/interop.md: clients do not follow redirects here, so every probed URL answers 200 directly, and
 ``issuer`` is byte-identical in these documents and in every ``iss`` parameter.
 """
 

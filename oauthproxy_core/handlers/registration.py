@@ -1,9 +1,9 @@
 """Dynamic Client Registration, RFC 7591 §3, and its management protocol, RFC 7592.
 
 A successful registration answers 201 with every registered metadata value echoed (RFC 7591 §3.2.1;
-INTEROP.md: the Python client sends no secret unless ``token_endpoint_auth_method`` is echoed, the
+spec/interop.md: the Python client sends no secret unless ``token_endpoint_auth_method`` is echoed, the
 TypeScript client rejects a response without ``redirect_uris``). Client ids and secrets carry 256
-random bits in unreserved characters (SECURITY.md 22, 25); only the secret's digest is stored (24).
+random bits in unreserved characters (spec/security.md 22, 25); only the secret's digest is stored (24).
 
 RFC 7592: the registration response also carries a ``registration_access_token`` (256 random bits,
 stored as a digest on the client record) and ``registration_client_uri`` (``<issuer>/register/<id>``).
@@ -82,7 +82,7 @@ def register_endpoint(req: Request, ctx: Context) -> Handler[Response]:
         issued_at=ctx.now,
         registration_token_hash=digest(registration_token),
     )
-    # SECURITY.md 28: a registration starts with the short unused lifetime; the token endpoint
+    # spec/security.md 28: a registration starts with the short unused lifetime; the token endpoint
     # extends it to the full one when the client completes a flow (client_lookup.touch_client).
     created = yield from persistence.create(
         "client", client_id, client, registration_expires_at(client, ctx.config) - ctx.now
@@ -155,7 +155,7 @@ def client_configuration_endpoint(req: Request, ctx: Context) -> Handler[Respons
         return json_response(200, _client_body(ctx, client), extra_headers=CORS)
     if req.method == "DELETE":
         # §2.3: the server "SHOULD immediately invalidate all existing authorization grants and
-        # currently-active access tokens associated with this client" (SECURITY.md 34).
+        # currently-active access tokens associated with this client" (spec/security.md 34).
         yield from grants.revoke_client(ctx, client.client_id)
         yield from persistence.delete("client", client.client_id)
         yield Emit(event=ClientDeleted(client_id=client.client_id))

@@ -1,7 +1,7 @@
 """Token revocation, RFC 7009.
 
 The client authenticates as at the token endpoint. Revoking a refresh token or an access token revokes
-its grant, and with it every token of the family (RFC 7009 §2.1 allows this; SECURITY.md 21). A token
+its grant, and with it every token of the family (RFC 7009 §2.1 allows this; spec/security.md 21). A token
 that is unknown, malformed, or belongs to another client changes nothing, and the answer is 200 either
 way (RFC 7009 §2.2) so the endpoint reveals nothing about tokens it did not issue to the caller.
 """

@@ -1,14 +1,14 @@
 """The token endpoint: ``authorization_code`` (OAuth 2.1 §4.1.3, RFC 7636 §4.5-4.6, RFC 8707 §2.2)
 and ``refresh_token`` (OAuth 2.1 §4.3) grants.
 
-Code redemption (SECURITY.md 8, 9): the transaction moves ``code_issued -> exchanged`` by a
+Code redemption (spec/security.md 8, 9): the transaction moves ``code_issued -> exchanged`` by a
 compare-and-set on its version, so of two racing redemptions exactly one wins. The loser, and any later
 replay, moves the transaction to ``revoked`` and revokes the grant the winner created.
 
-Decided once (SECURITY.md 9): after the client has authenticated, a redemption that fails any binding
+Decided once (spec/security.md 9): after the client has authenticated, a redemption that fails any binding
 check (another client, another ``redirect_uri``, another ``resource``, a wrong ``code_verifier``, or an
 expired code) **consumes** the code: the transaction becomes ``failed``. A failed client
-authentication consumes nothing (SECURITY.md 22).
+authentication consumes nothing (spec/security.md 22).
 """
 
 from __future__ import annotations
@@ -64,11 +64,11 @@ def token_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     else:
         body = yield from _refresh(ctx, client, form)
     if (yield from grants.is_client_revoked(client.client_id)):
-        # RFC 7592 §2.3, SECURITY.md 34: the registration was deleted while this request was under
+        # RFC 7592 §2.3, spec/security.md 34: the registration was deleted while this request was under
         # way (after the client authenticated). What was just minted is refused everywhere by the
         # same marker; the client is not even told it.
         raise InvalidClientError("unknown client")
-    # SECURITY.md 28: a registration in use is renewed; only an unused one expires.
+    # spec/security.md 28: a registration in use is renewed; only an unused one expires.
     yield from touch_client(client, ctx)
     return json_response(200, body, extra_headers=CORS)
 
@@ -111,7 +111,7 @@ def _redeem_code(ctx: Context, client: Client, form: dict[str, str]) -> Handler[
     lifetimes = ctx.config.lifetimes
     exchanged = yield from persistence.commit("tx", tx.id, tx, redeemed, lifetimes.transaction)
     if exchanged is None:
-        # Lost a race with another redemption: that one is now a replay of ours (SECURITY.md 8).
+        # Lost a race with another redemption: that one is now a replay of ours (spec/security.md 8).
         current = yield from persistence.load("tx", tx.id, Transaction)
         if current is not None and current.state == TxState.exchanged.value:
             yield from _punish_replay(ctx, current)
@@ -175,7 +175,7 @@ def _refresh(  # noqa: C901, PLR0912
         if grant is None or grant.state != GrantState.active.value or grant.expires_at <= ctx.now:
             raise InvalidGrantError("refresh token is invalid")
         if grant.client_id != client.client_id:
-            # Another client's token: nothing changes (SECURITY.md 19, 21).
+            # Another client's token: nothing changes (spec/security.md 19, 21).
             raise InvalidGrantError("refresh token is invalid")
         if (yield from grants.is_revoked(grant_id)):
             raise InvalidGrantError("refresh token is invalid")

@@ -1,11 +1,11 @@
 """The user's upstream access token, for a resource server that calls the provider's API on the
-user's behalf (ARCHITECTURE.md, "Tokens").
+user's behalf (spec/architecture.md, "Tokens").
 
-Upstream tokens never reach MCP clients (SECURITY.md 18); this is the one explicit way for the
+Upstream tokens never reach MCP clients (spec/security.md 18); this is the one explicit way for the
 protected server itself to use them. An expired token is refreshed with the upstream refresh token
 (RFC 6749 §6) and the grant is updated by compare-and-set, so two concurrent callers do not both
 rotate a provider's refresh token: the loser re-reads the grant and uses the winner's token. An upstream
-``invalid_grant`` revokes the proxy's grant (SECURITY.md 21); transient failures (timeouts, 5xx,
+``invalid_grant`` revokes the proxy's grant (spec/security.md 21); transient failures (timeouts, 5xx,
 429) raise ``temporarily_unavailable`` and revoke nothing; upstream error text is never relayed.
 
 Rotating providers (GitHub Apps, Entra) invalidate the old refresh token on use. If two callers
@@ -54,7 +54,7 @@ def upstream_access_token(ctx: Context, grant_id: str) -> Handler[UpstreamAccess
         ):
             raise InvalidTokenError("the grant was revoked")
         if (yield from grants.is_client_revoked(grant.client_id)):
-            # RFC 7592 §2.3, SECURITY.md 34: the client was deleted; its grant goes with it.
+            # RFC 7592 §2.3, spec/security.md 34: the client was deleted; its grant goes with it.
             yield from grants.revoke_grant(ctx, grant.id, GrantEvent.client_deleted)
             raise InvalidTokenError("the grant was revoked")
         if grant.upstream_sealed is None:

@@ -3,7 +3,7 @@
 Every provider is an ``oauthproxy_core.upstream.UpstreamProfile``; there are no provider classes or
 hooks. The request builders and response parsers in ``oauthproxy_core.upstream`` read the profile's
 fields; ``id_token`` verifies OpenID Connect ID tokens; ``jwks`` caches the provider's JWK Set in the
-store through effects. ARCHITECTURE.md, "Layers": "providers: upstream profiles as data + pure
+store through effects. spec/architecture.md, "Layers": "providers: upstream profiles as data + pure
 request builders / response parsers".
 """
 

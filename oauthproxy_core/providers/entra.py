@@ -19,7 +19,7 @@ platform", "Scopes and permissions", "ID tokens"):
   Graph endpoint) cannot be called with them: the identity comes from the verified ID token.
 
 Identity ("Migrate away from using email claims for user identification or authorization";
-"ID token claims reference"; SECURITY.md 32): the subject is ``sub`` (immutable, unique per user
+"ID token claims reference"; spec/security.md 32): the subject is ``sub`` (immutable, unique per user
 and application), or ``oid`` qualified by ``tid`` (``<tid>:<oid>``: an object id is unique only
 within its tenant) when ``subject_field = "oid"``. ``preferred_username``, ``email``, ``upn`` and
 ``name`` are set by the user's tenant, can change, and are forwarded as display data only, each

@@ -1,12 +1,12 @@
 """GitHub (github.com and GitHub Enterprise Server) as an upstream profile.
 
-GitHub is plain OAuth 2.0 with quirks (INTEROP.md, "Upstream providers: the quirks"; GitHub docs,
+GitHub is plain OAuth 2.0 with quirks (spec/interop.md, "Upstream providers: the quirks"; GitHub docs,
 "Authorizing OAuth apps" and "Generating a user access token for a GitHub App"):
 
 - no OIDC for users and no discovery: identity is ``GET /user`` (``id``, ``login``, ``name``,
   ``email``), the stable subject the numeric ``id`` (a login can be renamed and reused);
 - the ``email`` of ``GET /user`` is the address the user chose to show on their public profile,
-  and GitHub does not say it is verified: it is never kept (SECURITY.md 32). With the ``user:email``
+  and GitHub does not say it is verified: it is never kept (spec/security.md 32). With the ``user:email``
   (or ``user``) scope granted, ``GET /user/emails`` lists the user's addresses with ``primary``
   and ``verified``; the primary address is kept when GitHub marks it verified. A GitHub App asks
   the same endpoint (its "Email addresses" permission decides; without it the answer is 403 and
@@ -104,7 +104,7 @@ def github_profile(
         "claim_map": GITHUB_CLAIMS,
         "scopes_header": "X-OAuth-Scopes",
         "identity_source": "userinfo",
-        # GET /user's email is unverified: only /user/emails vouches (SECURITY.md 32).
+        # GET /user's email is unverified: only /user/emails vouches (spec/security.md 32).
         "email_verified_claim": None,
         "verified_email_url": api + "/user/emails",
         "verified_email_scopes": GITHUB_EMAIL_SCOPES,

@@ -9,7 +9,7 @@ its discovery document at ``https://accounts.google.com/.well-known/openid-confi
 - refresh tokens are not rotated: a refresh answer carries none, and the old one stays valid
   (``handlers.upstream_token`` keeps it);
 - ``nonce`` is supported and echoed in the ID token; the scope shorthands are ``openid email profile``;
-- ``email`` is kept only with ``email_verified: true`` (``upstream.email_vouched``; SECURITY.md 32).
+- ``email`` is kept only with ``email_verified: true`` (``upstream.email_vouched``; spec/security.md 32).
   Google documents that it is authoritative for an address only for Gmail and for Workspace
   accounts (``hd``); ``email_verified`` says the user proved control of the address at some time.
 

@@ -1,7 +1,7 @@
 """OpenID Connect ID tokens from the upstream provider: the JWK Set and the token's verification.
 
 OIDC Core 1.0 §3.1.3.7 (ID Token Validation), RFC 7515 / RFC 7517 / RFC 7519 through joserfc, with
-every claim checked explicitly (STYLE.md: ``jwt.decode`` checks only the signature):
+every claim checked explicitly (spec/style.md: ``jwt.decode`` checks only the signature):
 
 - the signature, with the one key the header's ``kid`` names in the provider's JWK Set, under an
   algorithm the profile allows (never ``none``, never HMAC: a token "signed" with HS256 and the

@@ -8,12 +8,12 @@ the one it was fetched for (the mix-up defence RFC 9207 builds on), and every en
 provider URL policy (``provider_urls.py``). RFC 9207 ``iss`` is then required at the callback when
 the document advertises ``authorization_response_iss_parameter_supported``. Every problem is a
 ``DiscoveryError`` naming the document member it is about. Extra authorize/token parameters
-(Auth0's ``audience``) and forwarding ``resource`` (RFC 8707, off by default: INTEROP.md) are
+(Auth0's ``audience``) and forwarding ``resource`` (RFC 8707, off by default: spec/interop.md) are
 profile data.
 
 ``oauth2_profile`` is a provider with explicit endpoints and a UserInfo-like JSON endpoint.
 
-SECURITY.md 32: an OIDC provider vouches for ``email`` with ``email_verified`` (OIDC Core §5.1), so
+spec/security.md 32: an OIDC provider vouches for ``email`` with ``email_verified`` (OIDC Core §5.1), so
 the OIDC profile keeps an address only when that claim is true. A plain OAuth 2.0 provider has no
 such convention: its ``email`` is dropped unless ``email_verified_claim`` names the field by which
 it vouches.

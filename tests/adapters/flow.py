@@ -147,7 +147,7 @@ def open_consent(base: str, client: dict[str, Any]) -> Flow[dict[str, str]]:
     page = yield from request("GET", consent_url)
     assert page.status == 200, page
     assert page.header("x-frame-options") == "DENY"
-    # http loopback issuer: plain cookie names, no __Host- prefix, no Secure (SECURITY.md 17). The
+    # http loopback issuer: plain cookie names, no __Host- prefix, no Secure (spec/security.md 17). The
     # CSRF cookie (the browser's secret) is set on the first page a client sees, then kept.
     for cookie in page.header_values("set-cookie"):
         assert cookie.startswith(CSRF + "=") and "secure" not in cookie.lower(), cookie
@@ -161,7 +161,7 @@ def authorize(
     fields = yield from open_consent(base, client)
     reply = yield from approve(base, fields)
     assert reply.status == 303, reply
-    # The binding cookie, named for the transaction, plain on http loopback (SECURITY.md 11, 17).
+    # The binding cookie, named for the transaction, plain on http loopback (spec/security.md 11, 17).
     assert any(c.startswith(BROWSER + "_") for c in reply.header_values("set-cookie")), reply
     upstream_url = reply.header("location")
     assert upstream_url is not None

@@ -9,7 +9,7 @@ store, the scripted upstream as HTTP client) around a tiny app that echoes the c
 second server per adapter shares the proxy and demands the scope ``admin`` (403 ``insufficient_scope``).
 Covered: RFC 8414 / RFC 9728 metadata and JWKS, RFC 7591 registration, the authorization flow through
 consent (cookies set and honoured) and the upstream, the RFC 9207 ``iss`` parameter, the token endpoint
-(code and refresh), RFC 6750 challenges, RFC 7009 revocation, and the bounds of SECURITY.md 28.
+(code and refresh), RFC 6750 challenges, RFC 7009 revocation, and the bounds of spec/security.md 28.
 
 The last section sends one table of requests to all three servers at once: each answers it as the
 core's front door (``oauthproxy_core.front_door``) decides, and all three answer it alike.
@@ -180,7 +180,7 @@ def test_metadata_prm_and_jwks(live: Live) -> None:
     as_meta = live.run(request("GET", live.base + "/.well-known/oauth-authorization-server"))
     assert as_meta.status == 200
     meta = as_meta.json()
-    assert meta["issuer"] == live.base  # byte-identical, no trailing slash (INTEROP.md)
+    assert meta["issuer"] == live.base  # byte-identical, no trailing slash (spec/interop.md)
     assert meta["registration_endpoint"] == live.base + "/register"
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert as_meta.header("access-control-allow-origin") == "*"
@@ -320,7 +320,7 @@ def test_revocation_then_401(live: Live) -> None:
     assert 'error="invalid_token"' in (reply.header("www-authenticate") or "")
 
 
-# -- bad input (SECURITY.md 28, 29) ------------------------------------------------------------------
+# -- bad input (spec/security.md 28, 29) ------------------------------------------------------------------
 def test_malformed_json_registration_is_400_json(live: Live) -> None:
     reply = live.run(request("POST", live.base + "/register", JSON, b'{"redirect_uris": ['))
     assert reply.status == 400

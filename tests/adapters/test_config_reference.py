@@ -33,7 +33,7 @@ def test_every_key_is_declared_once_with_help_and_a_reason_for_its_default() -> 
 
 
 def test_every_core_bound_is_a_documented_limits_key() -> None:
-    """SECURITY.md 28: every bound is configurable and documented with its default."""
+    """spec/security.md 28: every bound is configurable and documented with its default."""
     limits = keys_of("limits")
     for name, field in attrs.fields_dict(Bounds).items():
         assert name in limits, f"Bounds.{name} has no [limits] key in config_schema.py"

@@ -1,6 +1,6 @@
 """The h11 server's HTTP/1.1 behaviour over raw loopback sockets: keep-alive and pipelining, size bounds
 (431, 413 before ``100 Continue``), timeouts (idle, slow-loris 408), malformed HTTP (400 and close),
-HEAD, exceptions in the app (generic 500), shutdown with open connections, and SECURITY.md 29 as a
+HEAD, exceptions in the app (generic 500), shutdown with open connections, and spec/security.md 29 as a
 Hypothesis property over arbitrary and mutated bytes.
 """
 
@@ -262,7 +262,7 @@ def test_unsupported_http_version_is_505(server: H11Thread) -> None:
     assert head.status_code == 505 and headers[b"connection"] == b"close"
 
 
-# -- bounds (SECURITY.md 28) ----------------------------------------------------------------------------
+# -- bounds (spec/security.md 28) ----------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", ["one-long-header", "many-headers"])
 def test_oversized_headers_are_431(server: H11Thread, shape: str) -> None:
     if shape == "one-long-header":
@@ -432,7 +432,7 @@ def test_context_manager_closes(loop: LoopThread) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
 
 
-# -- SECURITY.md 29: any bytes get an HTTP/1.1 answer or a close, never a crash ------------------------
+# -- spec/security.md 29: any bytes get an HTTP/1.1 answer or a close, never a crash ------------------------
 VALID = (
     b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -1,4 +1,4 @@
-"""SECURITY.md 30: no client-sent header reaches the MCP server under a name that a server stack would
+"""spec/security.md 30: no client-sent header reaches the MCP server under a name that a server stack would
 read as one of the gateway's identity or forwarding headers.
 
 Every server that builds a CGI-style environment (WSGI's ``HTTP_*`` keys: wsgiref, a2wsgi, older

@@ -163,7 +163,7 @@ def test_error_flows_count_the_oauth_error_code_by_endpoint() -> None:
 
     denied = h.form("/consent", {**consent_fields(consent), "decision": "deny"}, browser=browser)
     assert redirect_params(denied)["error"] == "access_denied"
-    # An unknown client at authorize: a rendered page, never a redirect (SECURITY.md 2).
+    # An unknown client at authorize: a rendered page, never a redirect (spec/security.md 2).
     page = h.request("GET", h.authorize_url({**client, "client_id": "nobody"}, VERIFIER))
     assert page.status == 400 and page.header("location") is None
     # A forged bearer token at the resource.

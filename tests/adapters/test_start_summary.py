@@ -174,7 +174,7 @@ def test_forwarded_headers_believed_from_anyone_by_environment_are_warned_about(
     tmp_path: Path,
 ) -> None:
     """Without ``forwarded_allow_ips``, ``serve`` leaves the choice to uvicorn, which reads
-    ``$FORWARDED_ALLOW_IPS``; ``*`` there lets any client choose its address (SECURITY.md 35)."""
+    ``$FORWARDED_ALLOW_IPS``; ``*`` there lets any client choose its address (spec/security.md 35)."""
     config = tmp_path / "proxy.toml"
     config.write_text(_github(8000))
     trusting = run("check-config", str(config), cwd=tmp_path, env={"FORWARDED_ALLOW_IPS": "*"})

@@ -3,7 +3,7 @@
 The cache skips only the ES256 signature check. It receives the access token of each response of the
 proxy's own token endpoint (``tokens.own_token_claims``), so the first request with a fresh token
 needs no verification; a token a client merely presents enters it only after a full verification,
-and a cached token still goes through the revocation look-up (SECURITY.md 21).
+and a cached token still goes through the revocation look-up (spec/security.md 21).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``OAuthProxyWSGI`` driven with hand-made PEP 3333 environs: the I/O decisions the server matrix
 cannot reach (how the body is read when its length is absent, chunked or wrong, latin-1 header values,
-the path's UTF-8, exceptions), SECURITY.md 28 and 29 at the WSGI boundary.
+the path's UTF-8, exceptions), spec/security.md 28 and 29 at the WSGI boundary.
 """
 
 from __future__ import annotations

@@ -376,7 +376,7 @@ def test_cache_is_shared_through_the_store() -> None:
 
 
 def test_invariant_23_fetch_document_yields_a_fetch_document_never_an_http_call() -> None:
-    """The core asks for a document with its own effect (SECURITY.md 23), so no driver can hand it
+    """The core asks for a document with its own effect (spec/security.md 23), so no driver can hand it
     to the plain HTTP client by mistake: every effect is a store effect or the ``FetchDocument``,
     which carries the URL as given (no marker), its purpose and the bounds the fetcher enforces."""
     store = MemoryStore()

@@ -1,4 +1,4 @@
-"""RFC 7592 §2.3 and SECURITY.md 34: deleting a registration takes every token of the client away at
+"""RFC 7592 §2.3 and spec/security.md 34: deleting a registration takes every token of the client away at
 once. Through the real application (``OAuthProxyApp`` and ``OAuthProxyWSGI`` in front of a protected
 MCP app that can also ask for the user's upstream token), after ``DELETE`` on the registration:
 
@@ -221,7 +221,7 @@ def test_invariant_34_an_authorization_in_flight_ends_at_the_callback(world: Wor
 
     calls_before = len(world.upstream.calls)
     reply = drive(request("GET", callback), world.jar)
-    # A page, no redirect (SECURITY.md 1, 2), and the provider's code was never redeemed.
+    # A page, no redirect (spec/security.md 1, 2), and the provider's code was never redeemed.
     assert reply.status == 400 and reply.header("location") is None, reply
     assert b"no longer registered" in reply.body
     assert world.upstream.calls[calls_before:] == []
@@ -233,7 +233,7 @@ def test_invariant_1_callback_after_the_redirect_uri_was_unregistered_goes_nowhe
     world: World,
 ) -> None:
     """RFC 7592 §2.2 lets a client replace its redirect URIs; an authorization in flight for a URI
-    no longer registered gets a page at the callback, not a redirect there (SECURITY.md 1)."""
+    no longer registered gets a page at the callback, not a redirect there (spec/security.md 1)."""
     client, callback = _at_the_provider(world)
     update = {
         k: v

@@ -1,6 +1,6 @@
 """private_key_jwt client authentication for CIMD clients (RFC 7523 §2.2, §3): success with jwks and
 with jwks_uri, and the failures: wrong aud, expired, too long-lived, replayed jti, HS256, unknown kid,
-another key, iss/sub mismatch. A failed authentication consumes nothing (SECURITY.md 22).
+another key, iss/sub mismatch. A failed authentication consumes nothing (spec/security.md 22).
 
 The audience follows draft-ietf-oauth-rfc7523bis: the issuer identifier as a JSON string and nothing
 else. The token endpoint URL, an array (even ``[issuer]``: the draft says the value "MUST be a JSON
@@ -212,7 +212,7 @@ def test_a_public_cimd_client_cannot_use_an_assertion_and_vice_versa() -> None:
             "client_id": CIMD_URL,
         }
     )
-    assert plain.status == 401  # registered method is private_key_jwt (SECURITY.md 22)
+    assert plain.status == 401  # registered method is private_key_jwt (spec/security.md 22)
 
 
 # -- the audience: the issuer, as a string, and nothing else (draft-ietf-oauth-rfc7523bis) -----------
@@ -334,7 +334,7 @@ def test_invariant_22_the_mcp_sdk_assertion_for_our_issuer_is_accepted() -> None
     try:
         metadata = drive(request("GET", BASE + "/.well-known/oauth-authorization-server"), jar)
         issuer = str(OAuthMetadata.model_validate(metadata.json()).issuer)
-        assert issuer == BASE  # byte-identical: no trailing slash added (INTEROP.md)
+        assert issuer == BASE  # byte-identical: no trailing slash added (spec/interop.md)
         accepted = _asgi_redeem(jar, host, _sdk_assertion(key, issuer))
         assert accepted.status == 200, accepted
         assert accepted.json()["token_type"] == "Bearer"

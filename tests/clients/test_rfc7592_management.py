@@ -28,7 +28,7 @@ def test_registration_returns_management_credentials() -> None:
     reg = h.register()
     assert len(reg["registration_access_token"]) >= 43  # 256 bits, base64url
     _path(h, reg)
-    # SECURITY.md 24: only the token's digest is stored.
+    # spec/security.md 24: only the token's digest is stored.
     for _kind, key, value in h.store.dump():
         assert reg["registration_access_token"] not in key
         assert reg["registration_access_token"].encode() not in value
@@ -144,7 +144,7 @@ def test_preflight_allows_management_methods() -> None:
 
 def test_deleting_a_registration_ends_its_refresh_tokens() -> None:
     """RFC 7592 §2.3: after DELETE the client's grants can no longer be used to mint tokens, and
-    its access tokens are refused at once (SECURITY.md 34; through the real adapters in
+    its access tokens are refused at once (spec/security.md 34; through the real adapters in
     test_invariant_34_deleted_client.py)."""
     h = Harness()
     reg = h.register()

@@ -1,4 +1,4 @@
-"""SSRF-safe fetching (SECURITY.md 23): every blocked range and encoding is refused BEFORE a
+"""SSRF-safe fetching (spec/security.md 23): every blocked range and encoding is refused BEFORE a
 connection (injected resolver + connect spy), addresses are pinned (Host and SNI for the name), a real
 loopback document server is reachable only under the test policy, and the routing keeps marked
 requests away from the plain upstream client."""
@@ -343,7 +343,7 @@ class _ServingHttp:
 def test_invariant_23_driver_without_fetcher_never_hands_a_document_to_plain_http(
     doc_server: str,
 ) -> None:
-    """Fail closed (SECURITY.md 23): a driver given no document fetcher refuses ``FetchDocument``;
+    """Fail closed (spec/security.md 23): a driver given no document fetcher refuses ``FetchDocument``;
     the plain HTTP client, which here would answer with a valid document, is never called."""
     http = _ServingHttp(doc_server)
     assert _resolve(doc_server, allow_loopback=True, http=http) is None
@@ -398,7 +398,7 @@ def test_async_fetcher_through_the_driver(doc_server: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# SECURITY.md 35: document-host lookups on a bounded pool of their own
+# spec/security.md 35: document-host lookups on a bounded pool of their own
 
 
 class _HangingResolver:

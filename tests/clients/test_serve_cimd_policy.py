@@ -1,5 +1,5 @@
 """The assembled server (``build_app``) fetches client metadata documents only through the safe
-fetcher, under the ``[clients] cimd_allow_loopback`` policy (SECURITY.md 23).
+fetcher, under the ``[clients] cimd_allow_loopback`` policy (spec/security.md 23).
 
 A real document server listens on 127.0.0.1 over plain HTTP. With the default policy the proxy must
 refuse the ``client_id`` without ever connecting to it; with the test policy the same document is
@@ -117,7 +117,7 @@ def _authorize(tmp_path: Path, client_id: str, *, allow_loopback: bool) -> httpx
 def test_default_policy_refuses_a_loopback_document_without_connecting(
     tmp_path: Path, doc_server: _DocumentServer
 ) -> None:
-    """SECURITY.md 23: the default policy never connects to a loopback document host."""
+    """spec/security.md 23: the default policy never connects to a loopback document host."""
     resp = _authorize(tmp_path, doc_server.url, allow_loopback=False)
     assert resp.status_code == 400
     assert "invalid_client" in resp.text or "invalid_request" in resp.text

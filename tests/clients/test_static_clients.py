@@ -1,6 +1,6 @@
 """Pre-registered clients from the configuration file (``[[clients.static]]``) and the ``[clients]``
 CIMD switches: parsed into ``ProxyConfig``, found by ``client_lookup`` without the store, and
-authenticated by their configured method only (SECURITY.md 22)."""
+authenticated by their configured method only (spec/security.md 22)."""
 
 from __future__ import annotations
 

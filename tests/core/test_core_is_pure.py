@@ -1,4 +1,4 @@
-"""The core imports nothing of I/O (ARCHITECTURE.md, "Layers")."""
+"""The core imports nothing of I/O (spec/architecture.md, "Layers")."""
 
 from __future__ import annotations
 

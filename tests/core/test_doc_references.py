@@ -43,7 +43,7 @@ SPEC = ROOT / "spec"
 #: The design documents, by their name in spec/.
 DESIGN_DOCUMENTS = ("security", "architecture", "interop", "style")
 #: Accept the briefs' bare upper-case names (resolved against spec/) besides the spec/ paths.
-ACCEPT_BARE_NAMES = True
+ACCEPT_BARE_NAMES = False
 
 #: Files that may cite the documents: everything a person reads or runs, not generated output.
 SUFFIXES = frozenset(

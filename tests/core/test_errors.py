@@ -19,7 +19,7 @@ ISSUER = "https://proxy.example"
 def test_rfc6749_4_1_2_1_only_redirectable_errors_reach_the_redirect_uri(
     cls: type[OAuthError],
 ) -> None:
-    """SECURITY.md 2: an error whose class may not be redirected is rendered, never sent away."""
+    """spec/security.md 2: an error whose class may not be redirected is rendered, never sent away."""
     resp = error_redirect(REDIRECT, cls("why"), client_state="s", issuer=ISSUER)
     location = resp.header("location")
     if cls.redirectable:

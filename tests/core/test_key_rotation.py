@@ -1,6 +1,6 @@
-"""Keys for signing, sealing and cookies are separate and rotate without logging anyone out
-(SECURITY.md: "one secret used for signing, storage encryption and cookies: rotating it logs
-everyone out"): after a rotation the old keys still verify and unseal until retired."""
+"""Keys for signing, sealing and cookies are separate and rotate without logging anyone out (the
+shared-secret incident of spec/security.md): after a rotation the old keys still verify and unseal
+until retired."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The transaction state machine (oauthproxy_core/states.py): the table extracted at import agrees
-with the python-statemachine declaration, every (state, event) pair is defined (SECURITY.md 27), and
+with the python-statemachine declaration, every (state, event) pair is defined (spec/security.md 27), and
 nothing moves backwards."""
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def test_guards_are_the_declared_conditions() -> None:
 
 
 def test_redemption_guard_checks_every_binding() -> None:
-    """SECURITY.md 5, 9: each binding on its own is enough to refuse a code."""
+    """spec/security.md 5, 9: each binding on its own is enough to refuse a code."""
     tx = make_tx(TxState.code_issued)
     assert advance(tx, TxEvent.code_redeemed, matching) is TxState.exchanged
     for change in (
@@ -160,13 +160,13 @@ def test_redemption_guard_checks_every_binding() -> None:
         assert (
             advance(tx, TxEvent.code_redeemed, attrs.evolve(matching, **change)) is TxState.failed
         )
-    # SECURITY.md 9: a code past its lifetime is consumed as well, by an audited expiry.
+    # spec/security.md 9: a code past its lifetime is consumed as well, by an audited expiry.
     late = attrs.evolve(matching, now=1120)
     assert advance(tx, TxEvent.code_redeemed, late) is TxState.expired
 
 
 def test_callback_guard_requires_the_same_browser() -> None:
-    """SECURITY.md 12, 13."""
+    """spec/security.md 12, 13."""
     tx = make_tx(TxState.upstream_pending)
     assert advance(tx, TxEvent.upstream_returned, matching) is TxState.code_issued
     for other in (None, "c" * 64):

@@ -1,6 +1,6 @@
 """The upstream side: request builders, response parsers and RFC 9207 issuer checks.
 
-GitHub-shaped cases follow INTEROP.md ("Upstream providers: the quirks"); the property tests check
+GitHub-shaped cases follow spec/interop.md ("Upstream providers: the quirks"); the property tests check
 that the parsers only ever return a record or raise an ``UpstreamError``, and that no secret leaks
 into a ``repr`` or an error message.
 """
@@ -348,7 +348,7 @@ def test_userinfo_request_errors() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Token responses: GitHub (INTEROP.md)
+# Token responses: GitHub (spec/interop.md)
 
 
 def test_github_form_encoded_response() -> None:

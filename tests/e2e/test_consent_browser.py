@@ -16,7 +16,7 @@ Tests:
 - a mouse click on Approve submits the form, and the browser arrives at the client's redirect URI
   with a code (and the proxy's ``iss``) that the client redeems for an access token;
 - Deny brings the browser to the redirect URI with ``error=access_denied``;
-- SECURITY.md 31 in a real browser: the consent POST Chromium sends carries exactly the headers the
+- spec/security.md 31 in a real browser: the consent POST Chromium sends carries exactly the headers the
   test harness sends for it (``tests.harness.CONSENT_FORM_HEADERS``); two consent pages open in two
   tabs of one browser are each approved and each reach the client with a code that redeems; a page
   on another loopback port (same-site, cross-origin: the issue 13 attacker) that auto-submits the
@@ -413,7 +413,7 @@ def test_clicking_approve_reaches_the_client_with_a_code_that_redeems(
     assert "Browser Test Client" in browser.evaluate("document.querySelector('h1').textContent")
     browser.click("button.approve")
     browser.wait_until(f"location.href.startsWith({setup.redirect_uri!r})")
-    # SECURITY.md 31: what Chromium sent with the form is what the test harness sends for it.
+    # spec/security.md 31: what Chromium sent with the form is what the test harness sends for it.
     assert setup.proxy.recorder.posts[posts:] == [dict(CONSENT_FORM_HEADERS)]
     # The browser holds its secret (HttpOnly, minted by the proxy: secret.tag), and the binding
     # cookie set at approval was cleared by the callback that used it.
@@ -453,7 +453,7 @@ def test_clicking_deny_reaches_the_client_with_access_denied(
     assert "code" not in params
 
 
-# -- SECURITY.md 31 in a real browser --------------------------------------------------------------
+# -- spec/security.md 31 in a real browser --------------------------------------------------------------
 
 
 def _consent_fields(page: Page) -> dict[str, str]:

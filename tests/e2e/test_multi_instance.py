@@ -1,4 +1,4 @@
-"""Two ``oauthproxy serve`` processes behind one logical issuer, sharing one store (ARCHITECTURE.md,
+"""Two ``oauthproxy serve`` processes behind one logical issuer, sharing one store (spec/architecture.md,
 "Storage contract": "a flow begun on one instance completes on another").
 
 Setup, once per shared store (one Redis database, and separately one SQLite file):
@@ -15,7 +15,7 @@ are kept by hand (one browser, one jar). Tests:
 
 - a complete flow whose register, authorize, consent, callback, token, bearer use and refresh land
   on alternating instances;
-- SECURITY.md 8 across processes: one code raced against both instances at once (two threads, one
+- spec/security.md 8 across processes: one code raced against both instances at once (two threads, one
   token request to each) is redeemed exactly once -- one 200, one 400 ``invalid_grant`` -- and the
   replay revokes what the winner got; five times.
 
@@ -582,7 +582,7 @@ def test_invariant_8_code_raced_against_both_instances_is_redeemed_once(cluster:
             winner = next(r for r in results.values() if r.status_code == 200)
             loser = next(r for r in results.values() if r.status_code == 400)
             assert loser.json()["error"] == "invalid_grant", loser.text
-            # The replay revoked what the winner got (SECURITY.md 8), on both instances.
+            # The replay revoked what the winner got (spec/security.md 8), on both instances.
             tokens = winner.json()
             assert flow.bearer_status(tokens["access_token"], a) == 401
             assert flow.bearer_status(tokens["access_token"], b) == 401

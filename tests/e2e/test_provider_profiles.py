@@ -24,7 +24,7 @@ SDK server) by the real `mcp` SDK client: discovery (RFC 9728, RFC 8414), DCR (R
 
 One provider process per shape and one ``oauthproxy serve`` per shape, shared by the module.
 
-SECURITY.md 32 against the real provider: an account whose ``email_verified`` is ``false`` (or
+spec/security.md 32 against the real provider: an account whose ``email_verified`` is ``false`` (or
 absent), or whose GitHub address is unverified, signs in through ``oauthproxy serve``, and the MCP
 server behind the gateway (an echo server here) receives no ``X-OAuthProxy-Claim-email``; the same
 account with a verified address does.
@@ -531,7 +531,7 @@ def test_github_app_upstream_token_refresh_then_revocation_upstream(
     """A GitHub App (expiring, refreshable user tokens) behind the embedded proxy: a tool gets the
     user's token refreshed through GitHub's token endpoint and ``GET /user`` accepts it. Then the
     provider forgets everything (the user revoked the App): the refresh is answered the GitHub way,
-    HTTP 200 with ``error=bad_refresh_token``, and the proxy revokes its grant (SECURITY.md 21), so
+    HTTP 200 with ``error=bad_refresh_token``, and the proxy revokes its grant (spec/security.md 21), so
     the client's access token stops working at once."""
     base = f"http://127.0.0.1:{free_loopback_port()}"
     env = {"IDP_PROFILE": "github", "IDP_GITHUB_APP": "1"}
@@ -763,7 +763,7 @@ def test_serve_logs_hold_no_upstream_secret(github_stack: Stack, jwt_stack: Stac
 
 
 # --------------------------------------------------------------------------------------------------
-# SECURITY.md 32: unverified addresses never reach the MCP server
+# spec/security.md 32: unverified addresses never reach the MCP server
 
 
 class EchoHeaders:

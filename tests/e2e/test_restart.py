@@ -1,4 +1,4 @@
-"""A proxy process restarted mid-flow finishes the flow (ARCHITECTURE.md, "Storage contract": SQLite
+"""A proxy process restarted mid-flow finishes the flow (spec/architecture.md, "Storage contract": SQLite
 is the embedded default, one file, WAL; every state the flow needs is in the store, none in memory).
 
 One ``oauthproxy serve`` process with the SQLite store (a real file) and a keys file, in front of a

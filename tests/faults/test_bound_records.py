@@ -30,7 +30,7 @@ def _bound_records(h: Harness) -> int:
 
 def test_refused_registrations_from_new_addresses_create_no_counters() -> None:
     h = Harness(make_config(bounds=TIGHT))
-    # Five sources: IPv6 counts by /64 (SECURITY.md 35), so each is a /64 of its own.
+    # Five sources: IPv6 counts by /64 (spec/security.md 35), so each is a /64 of its own.
     assert [register_from(h, f"2001:db8:{i:x}::1").status for i in range(5)] == [201] * 5
     held = _bound_records(h)
     assert held == 5 + 1  # five sources and the total

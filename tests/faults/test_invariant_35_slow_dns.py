@@ -1,4 +1,4 @@
-"""SECURITY.md 35, a host name as the single source: name servers that never answer, for document
+"""spec/security.md 35, a host name as the single source: name servers that never answer, for document
 hosts an attacker chose, must not stall other users' sign-ins.
 
 The proxy runs as ``oauthproxy serve`` assembles it (``build_app``) under uvicorn on a loopback

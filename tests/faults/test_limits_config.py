@@ -67,7 +67,7 @@ def test_bounds_reject_non_positive_values() -> None:
 
 
 def test_the_resolver_pool_size_reaches_the_served_app(tmp_path: Any) -> None:
-    """``[limits] document_lookups_in_flight`` sizes the safe fetcher's resolver pool (SECURITY.md
+    """``[limits] document_lookups_in_flight`` sizes the safe fetcher's resolver pool (spec/security.md
     35) in the app ``oauthproxy serve`` builds."""
     from oauthproxy_adapters.app import build_app  # noqa: PLC0415
     from oauthproxy_adapters.safe_fetch import AsyncSafeFetcher  # noqa: PLC0415

@@ -10,7 +10,7 @@ The proxy is ``build_app`` under uvicorn on loopback with ``redis://127.0.0.1:<p
   requests, and after the restart the *same* callback completes the flow.
 - Killed (SIGKILL, no dump: everything is lost) between callback and token: the token request gets a
   503 while it is down and, after the restart, ``invalid_client`` -- the registration is gone -- so
-  the client registers again (INTEROP.md: ``invalid_client`` makes clients re-register) and a new
+  the client registers again (spec/interop.md: ``invalid_client`` makes clients re-register) and a new
   flow completes.
 - Paused (SIGSTOP: the socket stays open, nothing answers) between authorize and consent: the
   consent page is a 503 after the store's socket timeout instead of a hang; after SIGCONT the same

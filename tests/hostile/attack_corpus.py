@@ -2,7 +2,7 @@
 sends every one through the real application and asserts the documented answer.
 
 Sources: RFC 9700 §4.1 (redirect URI validation attacks), RFC 8252 §7.3 and §8.3 (loopback), OWASP's
-open-redirect and header-injection cheat sheets, the incidents listed in SECURITY.md (``javascript:``
+open-redirect and header-injection cheat sheets, the incidents listed in spec/security.md (``javascript:``
 at DCR, backslash in the authority, ``fnmatch`` across ``/``, dot segments), and the classic parser
 differentials (userinfo, IDN homoglyphs, overlong UTF-8, lone surrogates).
 """
@@ -16,7 +16,7 @@ REGISTERED_HTTPS = "https://app.example/cb"
 REGISTERED_LOOPBACK = "http://127.0.0.1:33418/callback"
 REGISTERED_LOCALHOST = "http://localhost:33418/callback"
 
-#: Refused at registration (RFC 7591 §2, SECURITY.md 3): ``invalid_redirect_uri`` 400.
+#: Refused at registration (RFC 7591 §2, spec/security.md 3): ``invalid_redirect_uri`` 400.
 BAD_REDIRECT_URIS_AT_REGISTRATION: dict[str, str] = {
     "javascript scheme": "javascript:alert(document.domain)",
     "javascript with slashes": "javascript://app.example/%0aalert(1)",
@@ -52,7 +52,7 @@ BAD_REDIRECT_URIS_AT_REGISTRATION: dict[str, str] = {
     "port out of range": "http://127.0.0.1:99999/cb",
     "relative": "/cb",
     "empty": "",
-    # The authorization response would carry these twice (SECURITY.md 4; issue 13, item 7).
+    # The authorization response would carry these twice (spec/security.md 4; issue 13, item 7).
     "query names iss": "https://app.example/cb?iss=https://evil.example",
     "query names code": "https://app.example/cb?code=attacker",
     "query names state": "http://127.0.0.1:33418/callback?x=1&state=s",
@@ -68,7 +68,7 @@ BAD_REDIRECT_URIS_AT_REGISTRATION: dict[str, str] = {
 }
 
 #: Sent at /authorize by a client that registered ``REGISTERED_*``; answered with a 400 page and no
-#: redirect anywhere (SECURITY.md 1, 2): exact string comparison, only the loopback port may vary.
+#: redirect anywhere (spec/security.md 1, 2): exact string comparison, only the loopback port may vary.
 BAD_REDIRECT_URIS_AT_AUTHORIZE: dict[str, str] = {
     "other host": "https://evil.example/cb",
     "suffix host": "https://app.example.evil.example/cb",
@@ -113,7 +113,7 @@ ALLOWED_LOOPBACK_VARIANTS: dict[str, str] = {
 }
 
 #: Client ``state`` values that try to break out of the Location header or the query string. Each
-#: must come back byte for byte, percent-encoded, in one ``state`` parameter (SECURITY.md 4).
+#: must come back byte for byte, percent-encoded, in one ``state`` parameter (spec/security.md 4).
 HOSTILE_STATES: dict[str, str] = {
     "CRLF header injection": "x\r\nSet-Cookie: session=evil",
     "LF only": "x\nLocation: https://evil.example/",
@@ -185,7 +185,7 @@ _CLAIMS = _b64('{"iss":"https://client.example/c.json","sub":"https://client.exa
 _SIG = _b64(b"\x00" * 64)
 
 #: Compact JWS strings sent as ``client_assertion`` at /token and /revoke and as bearer tokens at the
-#: protected path: a clean 401 each time, never a 5xx (SECURITY.md 29). The first one answered 500
+#: protected path: a clean 401 each time, never a 5xx (spec/security.md 29). The first one answered 500
 #: with a ``RecursionError`` traceback at /token and /revoke before the one guarded JSON parser.
 HOSTILE_JWTS: dict[str, str] = {
     "header nested 2900 arrays deep": _b64("[" * 2900) + "." + _CLAIMS + "." + _SIG,
@@ -228,7 +228,7 @@ HOSTILE_JWTS: dict[str, str] = {
     "only dots": "." * 300,
 }
 
-#: What a consent POST says about where it comes from, other than the proxy's own page (SECURITY.md
+#: What a consent POST says about where it comes from, other than the proxy's own page (spec/security.md
 #: 31): answered with a 403 page before the form is read, whatever the form and the cookie hold.
 #: ``{issuer}`` stands for the issuer's origin. Only exact tokens count: no browser sends a list, a
 #: different case or padding, and an ``Origin`` counts only when ``Sec-Fetch-Site`` is absent.

@@ -1,7 +1,7 @@
 """Shared pieces of the hostile-input tests: the proxy under attack through each web adapter, raw
 request drivers that bypass every client library's own validation, a flow that leaves a registered
 client and a live grant behind (to check nothing stored was damaged by a barrage), and a tally of
-inputs tried and server errors seen (for the results table; SECURITY.md 28, 29).
+inputs tried and server errors seen (for the results table; spec/security.md 28, 29).
 
 Every adapter turns an unexpected exception into a generic 500 and a log line; so "no 5xx" and "no
 ERROR record on an ``oauthproxy`` logger" together mean "no exception escaped a handler".
@@ -290,7 +290,7 @@ def new_session(send: Any, upstream: ScriptedUpstream, base: str = BASE) -> Sess
 
 def pending_consent(send: Any, session: Session, base: str = BASE) -> dict[str, str]:
     """A transaction waiting at the consent page: its ``txn``, the form's ``csrf`` token and the
-    ``cookie`` header of the browser it was rendered for (SECURITY.md 31)."""
+    ``cookie`` header of the browser it was rendered for (spec/security.md 31)."""
     jar = CookieJar(send, base)
     fields = drive(open_consent(base, session.client), jar)
     return {**fields, "cookie": "; ".join(f"{k}={v}" for k, v in jar.cookies.items())}

@@ -1,6 +1,6 @@
 """Every string of the attack corpus (attack_corpus.py) through the real application, once through the
 ASGI adapter and once through the WSGI adapter: the documented error, never a 5xx, never an exception,
-and never a redirect to a URI the client did not register (SECURITY.md 1-4, 28, 29)."""
+and never a redirect to a URI the client did not register (spec/security.md 1-4, 28, 29)."""
 
 from __future__ import annotations
 
@@ -413,7 +413,7 @@ def test_a_body_split_across_many_messages_is_still_bounded() -> None:
     assert answer.status == 413
 
 
-# -- consent posts from elsewhere (SECURITY.md 31) ----------------------------------------------
+# -- consent posts from elsewhere (spec/security.md 31) ----------------------------------------------
 
 
 @pytest.mark.parametrize("name", list(corpus.FOREIGN_CONSENT_ORIGINS))

@@ -1,4 +1,4 @@
-"""Hypothesis barrages at the three HTTP faces of the proxy (SECURITY.md 28, 29):
+"""Hypothesis barrages at the three HTTP faces of the proxy (spec/security.md 28, 29):
 
 - the assembled ASGI application (``_Root`` with ``/healthz`` and ``/readyz`` in front of
   ``OAuthProxyApp``), fed ASGI scopes directly so that no client library cleans the input first;
@@ -445,7 +445,7 @@ def check_answer(
 
 def assert_safe_location(location: str, registered: list[str], base: str) -> None:
     """A redirect goes to the proxy, the upstream provider or a URI the client registered (with the
-    RFC 8252 §7.3 loopback port tolerance), never anywhere else (SECURITY.md 1)."""
+    RFC 8252 §7.3 loopback port tolerance), never anywhere else (spec/security.md 1)."""
     if location.startswith((base + "/", UPSTREAM + "/")):
         return
     target = location.split("?", 1)[0]

@@ -5,7 +5,7 @@ socket, ``OAuthProxyApp`` verifying a valid access token, the ``Gateway`` forwar
 With a healthy MCP server behind it, no input may produce a 5xx (a 502 or 504 here means the gateway
 broke the request itself), and whatever reaches the MCP server carries exactly one set of identity
 headers, the true one: no ``Authorization`` or ``Cookie``, no client-chosen ``X-OAuthProxy-*`` or
-forwarding value, however the client spells (case, ``_`` for ``-``: SECURITY.md 30), repeats or
+forwarding value, however the client spells (case, ``_`` for ``-``: spec/security.md 30), repeats or
 hop-by-hop-lists them, no header name a CGI-style stack could fold onto another (``_``), and no dot
 segment in the path.
 """
@@ -138,7 +138,7 @@ def identity(seen: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def protected(seen: dict[str, Any]) -> dict[str, list[str]]:
-    """Every received header whose folded name is an identity or forwarding one (SECURITY.md 30)."""
+    """Every received header whose folded name is an identity or forwarding one (spec/security.md 30)."""
     out: dict[str, list[str]] = {}
     for k, v in seen["headers"]:
         if folded_header_name(k).startswith(PROTECTED_HEADER_PREFIXES):
@@ -231,7 +231,7 @@ def test_gateway_barrage(stack: Stack) -> None:
                     "Content-Type",
                 ]
             ),
-            # SECURITY.md 30: the same names as a CGI-style stack folds them.
+            # spec/security.md 30: the same names as a CGI-style stack folds them.
             st.sampled_from(
                 [
                     "x-oauthproxy-subject",
@@ -310,7 +310,7 @@ def test_gateway_barrage(stack: Stack) -> None:
             assert ids["x-oauthproxy-subject"] == ["idp:42"], seen
             assert ids["x-oauthproxy-client-id"] == [cid], seen
             assert all(SPOOFED not in v for values in ids.values() for v in values), seen
-            # SECURITY.md 30: one header per folded identity or forwarding name, the gateway's,
+            # spec/security.md 30: one header per folded identity or forwarding name, the gateway's,
             # and no client-chosen value under any of them (X-Forwarded-For names the address
             # uvicorn took from a trusted peer's X-Forwarded-For: loopback is trusted here).
             forwarding = protected(seen)

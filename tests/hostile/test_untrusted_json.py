@@ -1,7 +1,7 @@
 """JSON from outside, through the real application: every hostile JWT of the attack corpus as a
 ``client_assertion`` at the token and revocation endpoints and as a bearer token at the protected
 path, and hostile JSON from the upstream provider and from a client's metadata document. Always the
-documented 4xx or error redirect, never a 5xx, never an exception logged (SECURITY.md 29; issue 13,
+documented 4xx or error redirect, never a 5xx, never an exception logged (spec/security.md 29; issue 13,
 item 5: a nested assertion header answered 500 with a traceback).
 """
 

@@ -1,4 +1,4 @@
-"""SECURITY.md 29 (and the "never a 5xx" half of 28): any input at any endpoint produces a response or
+"""spec/security.md 29 (and the "never a 5xx" half of 28): any input at any endpoint produces a response or
 a typed OAuth error, never an unhandled exception.
 
 Hypothesis throws arbitrary request sequences (any method, every routed path and random ones, random

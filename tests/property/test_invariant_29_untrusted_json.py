@@ -1,4 +1,4 @@
-"""SECURITY.md 29 for the one parser of JSON from outside (``oauthproxy_core.untrusted_json``): any
+"""spec/security.md 29 for the one parser of JSON from outside (``oauthproxy_core.untrusted_json``): any
 input gives a value or ``UntrustedJsonError``, never another exception; a value comes back exactly
 when it nests no deeper than the bound, whatever its strings contain; and a compact JWS is bounded
 before joserfc sees it. The end-to-end side (every endpoint, both adapters) is

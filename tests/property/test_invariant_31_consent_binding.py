@@ -1,4 +1,4 @@
-"""SECURITY.md 31 as Hypothesis properties: the consent form is accepted only from the browser it was
+"""spec/security.md 31 as Hypothesis properties: the consent form is accepted only from the browser it was
 rendered for and only from the proxy's own origin.
 
 - Any consent POST is decided by exactly this rule, over arbitrary ``Sec-Fetch-Site`` and ``Origin``

@@ -1,4 +1,4 @@
-"""SECURITY.md 32 as properties: only claims the provider vouches for become identity.
+"""spec/security.md 32 as properties: only claims the provider vouches for become identity.
 
 Over arbitrary identity documents (the vouching claims ``email_verified`` and ``xms_edov`` taking
 every JSON shape: absent, ``null``, booleans, numbers, ``"true"``/``"false"`` and their near misses,

@@ -1,4 +1,4 @@
-"""SECURITY.md 3, second sentence: the redirect URI predicate is applied again at authorize, at consent
+"""spec/security.md 3, second sentence: the redirect URI predicate is applied again at authorize, at consent
 and before the final redirect. A client or transaction record damaged at rest so that it names a URI
 registration would have refused (``javascript:``, userinfo, fragments, backslashes, dot segments,
 whitespace, control characters) never produces a redirect at any of the three places."""

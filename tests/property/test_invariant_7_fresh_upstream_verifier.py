@@ -1,4 +1,4 @@
-"""SECURITY.md 7: the upstream leg uses the proxy's own fresh PKCE verifier per transaction. It is never
+"""spec/security.md 7: the upstream leg uses the proxy's own fresh PKCE verifier per transaction. It is never
 the client's, two transactions (even of one client in one browser, with one client verifier) never
 share an upstream challenge or verifier, and the verifier leaves the core only in the upstream token
 request."""
@@ -86,7 +86,7 @@ def test_invariant_7_each_transaction_gets_a_fresh_upstream_verifier(
     for challenge, upstream_verifier in zip(challenges, upstream_verifiers, strict=True):
         # The verifier sent upstream is the one behind that transaction's challenge (RFC 7636 4.6)...
         assert s256(upstream_verifier) == challenge
-        # ...a valid verifier of 256 bits (43 unreserved characters at least, SECURITY.md 25)...
+        # ...a valid verifier of 256 bits (43 unreserved characters at least, spec/security.md 25)...
         assert 43 <= len(upstream_verifier) <= 128
         assert set(upstream_verifier) <= set(UNRESERVED)
         # ...and never the client's, nor derived from the client's challenge.

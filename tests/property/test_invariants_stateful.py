@@ -1,4 +1,4 @@
-"""SECURITY.md invariants 1-27 and 31 as one Hypothesis ``RuleBasedStateMachine``.
+"""spec/security.md invariants 1-27 and 31 as one Hypothesis ``RuleBasedStateMachine``.
 
 The machine registers clients, runs flows and plays the attacker: mutated redirect URIs, forged CSRF,
 consent posts from a foreign origin or from a same-site attacker who rendered the victim's transaction
@@ -6,7 +6,7 @@ in its own browser, planted CSRF cookies,
 callbacks from a second browser, injected upstream codes, forged upstream ``state``, a foreign ``iss``,
 code replays, swapped clients, wrong verifiers, scope widening, refresh reuse, revocation by another
 client, clock jumps, and two handlers interleaved effect by effect on the same store (how races are
-reproduced without threads, ARCHITECTURE.md). After every step it checks the invariants that can be
+reproduced without threads, spec/architecture.md). After every step it checks the invariants that can be
 observed from outside: what the store holds, where redirects went, which tokens still work.
 
 ``test_broken_variants_are_caught`` then swaps in deliberately broken pieces of the core (a
@@ -57,7 +57,7 @@ from tests.harness import (
 )
 
 RESOURCE = ISSUER + "/mcp"
-SECRET_MIN_CHARS = 22  # 128 bits in base64url (SECURITY.md 25)
+SECRET_MIN_CHARS = 22  # 128 bits in base64url (spec/security.md 25)
 
 
 def challenge_of(verifier: str) -> str:

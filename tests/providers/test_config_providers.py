@@ -86,7 +86,7 @@ OAUTH2 = {
 
 
 def test_invariant_32_how_each_provider_vouches_for_email() -> None:
-    """SECURITY.md 32: the built-in providers know their vouching claim; oauth2 has none unless
+    """spec/security.md 32: the built-in providers know their vouching claim; oauth2 has none unless
     the file names it; oidc's can be renamed; the built-in ones cannot be overridden."""
     assert settings(provider="google").email_verified_claim == "email_verified"
     entra = settings(provider="entra")

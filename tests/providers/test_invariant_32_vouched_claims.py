@@ -1,4 +1,4 @@
-"""SECURITY.md 32 through the real app: only claims the provider vouches for become identity.
+"""spec/security.md 32 through the real app: only claims the provider vouches for become identity.
 
 Every test signs a user in through ``OAuthProxyApp`` under uvicorn on loopback (DCR, authorize,
 consent, the scripted provider's redirect back, the callback, the token exchange), then calls the MCP

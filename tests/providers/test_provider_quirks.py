@@ -1,5 +1,5 @@
 """Recorded provider responses (written from GitHub, Google and Microsoft documentation) through the
-pure builders and parsers: one test per quirk of INTEROP.md "Upstream providers: the quirks"."""
+pure builders and parsers: one test per quirk of spec/interop.md "Upstream providers: the quirks"."""
 
 from __future__ import annotations
 

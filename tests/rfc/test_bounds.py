@@ -1,4 +1,4 @@
-"""SECURITY.md 28: the unauthenticated endpoints are bounded, past a bound the answer is a clear
+"""spec/security.md 28: the unauthenticated endpoints are bounded, past a bound the answer is a clear
 4xx/429 (never a 5xx), nothing stored is lost, and each bound is enforced atomically in every store."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The proxy's own consent page: SECURITY.md 15-17 (MCP Security Best Practices, "confused deputy";
+"""The proxy's own consent page: spec/security.md 15-17 (MCP Security Best Practices, "confused deputy";
 FastMCP CVE-2026-27124).
 
 The page names the client as self-asserted, shows where the answer goes, what is asked and for which
@@ -312,7 +312,7 @@ def test_invariant_11_upstream_state_created_only_at_approval() -> None:
     assert q["state"] not in {txn, consent_fields(page)["csrf"]}
     assert q["redirect_uri"] == h.config.callback_url
     assert q["code_challenge_method"] == "S256"
-    # The proxy's own PKCE, not the client's (SECURITY.md 7).
+    # The proxy's own PKCE, not the client's (spec/security.md 7).
     client_challenge = dict(parse_qsl(urlsplit(h.authorize_url(client, VERIFIER)).query))[
         "code_challenge"
     ]

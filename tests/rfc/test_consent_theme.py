@@ -1,4 +1,4 @@
-"""Theming the consent page without weakening it (SECURITY.md 17).
+"""Theming the consent page without weakening it (spec/security.md 17).
 
 An operator may brand the page (product name, logo, colours, extra text) or replace its layout with
 a template; no configured value may inject HTML or CSS, widen the Content-Security-Policy beyond the

@@ -1,4 +1,4 @@
-"""SECURITY.md 28, "registration lifetime when unused": a dynamically registered client to which no
+"""spec/security.md 28, "registration lifetime when unused": a dynamically registered client to which no
 tokens were ever issued expires ``Bounds.unused_registration_lifetime`` (6 hours) after registering;
 one that was used expires ``Lifetimes.client`` (90 days) after its last use; either is then unknown
 to every endpoint. A client in use is renewed by the token endpoint (its first use at once, then at

@@ -1,4 +1,4 @@
-"""SECURITY.md 31 over HTTP: the consent form is accepted only from the browser it was rendered for and
+"""spec/security.md 31 over HTTP: the consent form is accepted only from the browser it was rendered for and
 only from the proxy's own origin (issue 13, item 2; the confused deputy of FastMCP CVE-2026-27124).
 
 The proxy is the real ASGI app (``OAuthProxyApp``) under uvicorn on a loopback socket, with an http

@@ -1,4 +1,4 @@
-"""SECURITY.md 35: no single source -- an address prefix, a client id, a host name -- can exhaust a
+"""spec/security.md 35: no single source -- an address prefix, a client id, a host name -- can exhaust a
 bound that protects everyone, and a busy shared address (an office NAT, a web-based MCP host) is
 served, not refused. Invariant 28 holds throughout: every bound still answers a clear 4xx (or 503
 for a bound everyone shares), never another 5xx, and storage stays bounded by the totals.

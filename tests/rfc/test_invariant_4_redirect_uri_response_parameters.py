@@ -1,4 +1,4 @@
-"""SECURITY.md 4 (exactly one ``iss``, the client's ``state`` byte for byte) against redirect URIs whose
+"""spec/security.md 4 (exactly one ``iss``, the client's ``state`` byte for byte) against redirect URIs whose
 query already names a parameter of the authorization response (RFC 6749 §4.1.2, §4.1.2.1; RFC 9207
 §2). Issue 13, item 7: ``https://app.example/cb?iss=https://evil.example`` was accepted at
 registration, and every authorization response to it carried two ``iss`` values; a client that reads
@@ -7,7 +7,7 @@ the first one checks the attacker's issuer (the mix-up defence of RFC 9207 undon
 Refused wherever a redirect URI enters: dynamic registration and its RFC 7592 update, a Client ID
 Metadata Document, a pre-registered client in the configuration; and, for a record that predates the
 rule or was damaged at rest, by the same predicate at authorize and before every redirect
-(SECURITY.md 3). Through the real ASGI and WSGI applications.
+(spec/security.md 3). Through the real ASGI and WSGI applications.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def test_invariant_4_a_cimd_document_naming_such_a_uri_is_not_a_client(app: App)
         }.items()
     )
     reply = app.send(Call("GET", f"{BASE}/authorize?{query}"))
-    # Order of SECURITY.md 2: the client is not valid, so a page and no redirect anywhere.
+    # Order of spec/security.md 2: the client is not valid, so a page and no redirect anywhere.
     assert reply.status == 400 and reply.header("location") is None, reply
 
 

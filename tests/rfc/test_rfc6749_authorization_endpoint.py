@@ -1,7 +1,7 @@
 """The authorization endpoint, RFC 6749 §4.1.1-4.1.2.1 as profiled by OAuth 2.1 §4.1.1, with
 RFC 7636 §4.3-4.4, RFC 8707 §2, RFC 9207 §2 and RFC 8252 §7.3.
 
-SECURITY.md 2: client first, then redirect URI, both answered by a rendered page when wrong; only
+spec/security.md 2: client first, then redirect URI, both answered by a rendered page when wrong; only
 then may an error travel to the redirect URI, carrying the client's ``state`` byte for byte and
 exactly one ``iss`` (4). A request without an S256 challenge never creates a transaction (6)."""
 
@@ -69,7 +69,7 @@ def _url(**params: str | None) -> str:
     return "/authorize?" + urlencode({k: v for k, v in params.items() if v is not None})
 
 
-# -- SECURITY.md 2: order of validation --------------------------------------------------------
+# -- spec/security.md 2: order of validation --------------------------------------------------------
 
 
 def test_unknown_client_gets_a_page_never_a_redirect() -> None:
@@ -177,7 +177,7 @@ def test_invariant_4_registered_query_is_kept_and_iss_appears_once() -> None:
     assert ("tenant", "a") in pairs
 
 
-# -- PKCE (SECURITY.md 6) -----------------------------------------------------------------------
+# -- PKCE (spec/security.md 6) -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -353,7 +353,7 @@ def test_duplicate_get_of_authorize_is_tolerated_and_both_are_usable() -> None:
         assert tok.status == 200, tok.body
 
 
-# -- RFC 8252 §7.3 loopback port variance (SECURITY.md 1) ---------------------------------------
+# -- RFC 8252 §7.3 loopback port variance (spec/security.md 1) ---------------------------------------
 
 
 @pytest.mark.parametrize(

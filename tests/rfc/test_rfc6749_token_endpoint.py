@@ -2,7 +2,7 @@
 RFC 8707 §2.2) and ``refresh_token`` (OAuth 2.1 §4.3, RFC 9700 §4.14.2), client authentication
 (RFC 6749 §2.3.1) and the response headers of §5.1.
 
-SECURITY.md 5, 8, 9, 18-22, 26. The decision of invariant 9, documented in
+spec/security.md 5, 8, 9, 18-22, 26. The decision of invariant 9, documented in
 ``oauthproxy_core/handlers/token.py``: after the client authenticated, a redemption failing any binding
 check consumes the code; a failed client authentication consumes nothing."""
 

@@ -1,7 +1,7 @@
 """Bearer-token use at the protected MCP resource: RFC 6750 §2.1 and §3, RFC 9728 §5.1 and the MCP
-authorization spec (INTEROP.md: exactly one challenge, starting with ``Bearer ``, carrying
+authorization spec (spec/interop.md: exactly one challenge, starting with ``Bearer ``, carrying
 ``resource_metadata`` and ``scope``; ``error="invalid_token"`` when a token was presented; 403
-``insufficient_scope``). SECURITY.md 18: bounded lifetime, audience checked, no passthrough."""
+``insufficient_scope``). spec/security.md 18: bounded lifetime, audience checked, no passthrough."""
 
 from __future__ import annotations
 

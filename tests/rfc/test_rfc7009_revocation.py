@@ -1,6 +1,6 @@
 """Token revocation, RFC 7009 §2: client authentication as at the token endpoint, 200 for any token
 the caller may not or cannot revoke (§2.2), and revocation of a grant with every token of its family
-(§2.1; SECURITY.md 21). Revoking another client's token changes nothing."""
+(§2.1; spec/security.md 21). Revoking another client's token changes nothing."""
 
 from __future__ import annotations
 

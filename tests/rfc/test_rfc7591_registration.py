@@ -1,7 +1,7 @@
 """Dynamic Client Registration through the registration endpoint, RFC 7591 §3.
 
-201 with every registered value echoed (§3.2.1; INTEROP.md), a secret only for secret-based methods,
-identifiers and secrets of unreserved characters with at least 128 bits (SECURITY.md 22, 25),
+201 with every registered value echoed (§3.2.1; spec/interop.md), a secret only for secret-based methods,
+identifiers and secrets of unreserved characters with at least 128 bits (spec/security.md 22, 25),
 ``Cache-Control: no-store`` (26), §3.2.2 errors as 4xx JSON and never a 5xx (28, 29), and only the
 secret's digest at rest (24)."""
 

@@ -1,4 +1,4 @@
-"""PKCE: RFC 7636 §4.1-4.6 as profiled by OAuth 2.1 §4.1.1. Proves SECURITY.md invariants 5 and 6
+"""PKCE: RFC 7636 §4.1-4.6 as profiled by OAuth 2.1 §4.1.1. Proves spec/security.md invariants 5 and 6
 for the pure checks."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Redirect URI registration and matching: RFC 6749 §3.1.2, OAuth 2.1 §4.1.3, RFC 8252 §7.1-7.3,
-RFC 9700 §2.1. Proves SECURITY.md invariants 1 and 3 for the pure predicate."""
+RFC 9700 §2.1. Proves spec/security.md invariants 1 and 3 for the pure predicate."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _path_and_query(draw: st.DrawFn) -> str:
     if segments and trailing_slash:
         path += "/"
     if draw(st.booleans()):
-        # Any query but one naming an authorization response parameter (refused: SECURITY.md 4).
+        # Any query but one naming an authorization response parameter (refused: spec/security.md 4).
         query = st.from_regex(r"[a-z]{1,5}=[A-Za-z0-9]{0,5}", fullmatch=True).filter(
             lambda q: q.partition("=")[0] not in RESPONSE_PARAMETERS
         )

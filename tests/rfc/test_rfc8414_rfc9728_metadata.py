@@ -1,5 +1,5 @@
 """Discovery: RFC 8414 (authorization server metadata, also at the OpenID Connect Discovery 1.0 §4
-alias), RFC 9728 (protected resource metadata) and the JWKS (RFC 7517 §5), as INTEROP.md requires:
+alias), RFC 9728 (protected resource metadata) and the JWKS (RFC 7517 §5), as spec/interop.md requires:
 direct 200s at every probed URL, one byte-identical issuer everywhere, CORS for any origin."""
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def test_cors_preflight_on_json_endpoints(path: str) -> None:
 
 @pytest.mark.parametrize("path", ["/authorize", "/consent"])
 def test_no_cors_on_browser_endpoints(path: str) -> None:
-    # INTEROP.md: CORS "never on /authorize or the consent page".
+    # spec/interop.md: browser endpoints (authorization, consent) answer no CORS.
     h = Harness()
     pre = h.request("OPTIONS", path)
     assert pre.status != 204

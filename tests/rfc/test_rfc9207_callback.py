@@ -1,5 +1,5 @@
 """The upstream provider's redirect back to the proxy: RFC 6749 §4.1.2 from the proxy's side as a
-client, RFC 9207 §2.4 (``iss`` checked against the upstream issuer) and SECURITY.md 11-14: a callback
+client, RFC 9207 §2.4 (``iss`` checked against the upstream issuer) and spec/security.md 11-14: a callback
 is honoured once, from the browser that approved consent, before expiry, for the upstream code of its
 own transaction; anything else issues nothing and, where the browser is wrong, causes no upstream
 traffic."""
@@ -84,7 +84,7 @@ def test_successful_callback_issues_one_code_with_state_and_iss() -> None:
     assert len(params["code"]) >= 22
     assert resp.header("cache-control") == "no-store"
     assert resp.header("referrer-policy") == "no-referrer"
-    # The upstream token request carried the proxy's own verifier (SECURITY.md 7).
+    # The upstream token request carried the proxy's own verifier (spec/security.md 7).
     form = dict(parse_qsl(_token_calls(h)[0].body.decode()))
     assert form["code_verifier"] != VERIFIER
     assert form["redirect_uri"] == h.config.callback_url

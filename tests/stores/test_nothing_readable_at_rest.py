@@ -1,5 +1,5 @@
-"""SECURITY.md 24: no store, at any step, holds a plaintext code, token, client secret, upstream
-token or PKCE verifier (ARCHITECTURE.md, "Storage contract": keys of secrets are SHA-256 hashes,
+"""spec/security.md 24: no store, at any step, holds a plaintext code, token, client secret, upstream
+token or PKCE verifier (spec/architecture.md, "Storage contract": keys of secrets are SHA-256 hashes,
 upstream tokens are sealed under a key the store never sees).
 
 A complete flow runs on each real store (memory, SQLite in a real file, Redis under a random key
@@ -218,7 +218,7 @@ class RecordingFlow:
         ]
         assert len(token_calls) == 1
         upstream_verifier = token_calls[0]["code_verifier"]
-        assert upstream_verifier != verifier  # SECURITY.md 7
+        assert upstream_verifier != verifier  # spec/security.md 7
         self.secret(f"{who} upstream PKCE verifier", upstream_verifier)
         (upstream_token,) = set(h.upstream.tokens) - tokens_before
         self.secret(f"{who} upstream access token", upstream_token)

@@ -1,4 +1,4 @@
-"""One conformance suite for every record store (ARCHITECTURE.md, "Storage contract").
+"""One conformance suite for every record store (spec/architecture.md, "Storage contract").
 
 The contract tests run against the memory store, SQLite (a real file) and Redis (the real server at
 ``OAUTHPROXY_TEST_REDIS_URL``, default ``redis://127.0.0.1:6379/0``, under a random key prefix per
@@ -400,7 +400,7 @@ def test_async_tasks_cas_exactly_one_wins(async_store_factory: Callable[[], Any]
     run_async(async_store_factory, body)
 
 
-# -- expiry (SECURITY.md 27: advancing the clock never revives an expired record) ---------------
+# -- expiry (spec/security.md 27: advancing the clock never revives an expired record) ---------------
 
 
 def test_expired_record_is_never_returned(clocked: tuple[Any, FakeClock]) -> None:

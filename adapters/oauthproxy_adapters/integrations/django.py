@@ -17,8 +17,8 @@ def me(request):
   RFC 7592's ``register/<client_id>``), each answered by the core through the blocking ``Proxy``. The
   views are exempt from Django's CSRF middleware: the token, registration and revocation endpoints
   are called by OAuth clients, not browsers with a Django session, and the consent form carries its
-  own double-submit CSRF token (SECURITY.md 17). A body larger than the core's bound is refused
-  with 413 before it is read (SECURITY.md 28). The last proxy given to ``oauthproxy_urls`` is the
+  own double-submit CSRF token (spec/security.md 17). A body larger than the core's bound is refused
+  with 413 before it is read (spec/security.md 28). The last proxy given to ``oauthproxy_urls`` is the
   default of ``oauth_required``.
 - ``oauth_required`` checks the ``Authorization`` header with the core's verifier; a failure is
   answered with the core's challenge (401 with ``resource_metadata`` and ``scope``,

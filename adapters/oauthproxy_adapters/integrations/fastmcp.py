@@ -1,11 +1,11 @@
 """FastMCP (4.x): ``FastMCP("name", auth=OAuthProxyAuth(proxy))``, oauthproxy as FastMCP's auth.
 
 ``OAuthProxyAuth`` is a FastMCP ``AuthProvider`` that takes the place of FastMCP's own ``OAuthProxy``:
-MCP clients see the same kind of server (RFC 8414 / RFC 9728 metadata at every URL of INTEROP.md,
+MCP clients see the same kind of server (RFC 8414 / RFC 9728 metadata at every URL of spec/interop.md,
 RFC 7591 registration, ``/authorize`` with this proxy's consent page, the upstream callback,
 ``/token``, ``/revoke``, JWKS), but every request is answered by oauthproxy's core, and bearer tokens
 are checked by the core's verifier (signature, ``typ``, issuer, audience = the resource, expiry,
-revocation, scopes; SECURITY.md 18).
+revocation, scopes; spec/security.md 18).
 
 ```python
 proxy = async_proxy(load_settings("proxy.toml"))          # .proxies
@@ -28,7 +28,7 @@ How it plugs in (FastMCP's ``AuthProvider`` contract, as ``create_streamable_htt
 - ``get_middleware()`` returns a guard that checks the bearer token of every request to the MCP path
   *before* FastMCP's own ``RequireAuthMiddleware`` sees it, and answers a failure with the core's
   single challenge (``resource_metadata`` and ``scope``, plus ``error="invalid_token"`` when a token
-  was sent, or 403 ``insufficient_scope``; INTEROP.md). A verified request carries the SDK's
+  was sent, or 403 ``insufficient_scope``; spec/interop.md). A verified request carries the SDK's
   ``AuthenticatedUser`` with a FastMCP ``AccessToken`` (subject, client, scopes, resource, claims), so
   FastMCP's ``get_access_token()``, ``require_scopes`` and the SDK's ``get_access_token()`` work.
 - ``verify_token(token)`` is the same verification, for FastMCP code that calls it directly.

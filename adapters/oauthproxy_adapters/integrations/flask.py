@@ -12,7 +12,7 @@ def me():
 
 - ``oauthproxy_blueprint(proxy)`` registers one URL rule per path the core serves (and RFC 7592's
   ``/register/<client_id>``); each is answered by the core through the blocking ``Proxy``, with the
-  body read as the WSGI adapter reads it (never past the core's bound: 413, SECURITY.md 28). It also
+  body read as the WSGI adapter reads it (never past the core's bound: 413, spec/security.md 28). It also
   records ``proxy`` in ``app.extensions["oauthproxy"]`` for the decorator.
 - ``require_oauth(scopes, proxy=None)`` checks the ``Authorization`` header with the core's verifier;
   a failure is answered with the core's challenge (401 with ``resource_metadata`` and ``scope``,

@@ -9,7 +9,7 @@ proxy read the same file::
 
 Both assemble what ``build_app`` assembles: the store from ``[store] url``, the keyring from
 ``[keys] file`` (created with mode 0600 when missing), one pooled HTTP client for the upstream
-provider, and the SSRF-safe fetcher for client metadata documents (SECURITY.md 23) under the
+provider, and the SSRF-safe fetcher for client metadata documents (spec/security.md 23) under the
 ``[clients] cimd_allow_loopback`` policy. Their connections live as long as the process; call
 ``close_async_proxy`` / ``close_sync_proxy`` at shutdown when that matters.
 """

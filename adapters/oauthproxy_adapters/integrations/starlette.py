@@ -10,7 +10,7 @@ async def me(principal: Annotated[Principal, Depends(require_principal(scopes=["
 ```
 
 - ``authorization_server_routes(proxy)``: one Starlette ``Route`` per path the core serves (every
-  metadata URL of INTEROP.md, registration and RFC 7592 management, authorize, consent, the upstream
+  metadata URL of spec/interop.md, registration and RFC 7592 management, authorize, consent, the upstream
   callback, token, revocation, JWKS), all answered by the core through ``..asgi.OAuthProxyApp``.
   Methods are left to the core (it answers 405 and CORS preflights itself).
 - ``install(app, proxy)``: puts those routes first in ``app``'s router, remembers ``proxy`` on

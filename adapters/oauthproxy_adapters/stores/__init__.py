@@ -1,4 +1,4 @@
-"""Stores implementing the record store contract (ARCHITECTURE.md, "Storage contract").
+"""Stores implementing the record store contract (spec/architecture.md, "Storage contract").
 
 :func:`open_store` and :func:`open_async_store` pick an implementation from a URL:
 

@@ -1,4 +1,4 @@
-"""The record store contract (ARCHITECTURE.md, "Storage contract"), as typing protocols.
+"""The record store contract (spec/architecture.md, "Storage contract"), as typing protocols.
 
 Every store (memory, SQLite, Redis) implements :class:`SyncStore` or :class:`AsyncStore`. The
 drivers in ``oauthproxy_adapters.driver`` execute the core's store effects
@@ -8,9 +8,9 @@ Theory of operation:
 
 * A record is addressed by ``(kind, key)``; ``kind`` is a short identifier (non-empty, no ``":"``,
   so that ``kind + ":" + key`` is unambiguous in stores with one flat key space), ``key`` any string
-  (for secrets, a SHA-256 of the secret: SECURITY.md 24).
+  (for secrets, a SHA-256 of the secret: spec/security.md 24).
 * A record holds opaque ``bytes``, an integer ``version`` (>= 1) and a TTL in whole seconds (>= 1).
-  A store never returns an expired record, from any method, however the clock moves (SECURITY.md 27:
+  A store never returns an expired record, from any method, however the clock moves (spec/security.md 27:
   "advancing the clock never revives an expired record").
 * ``take`` is an atomic get-and-delete: of N concurrent takes of one key at most one sees the value
   (single-use authorization codes, RFC 6749 section 4.1.2, and refresh-token rotation depend on it).

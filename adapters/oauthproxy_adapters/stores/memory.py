@@ -8,7 +8,7 @@ entry may be stale (the record was replaced with a later expiry, or deleted): it
 the dict before anything is removed, and the heap is rebuilt from the dict when stale entries
 outnumber live ones.
 
-The store is bounded (SECURITY.md 28): a write that would add a record beyond ``max_records`` first
+The store is bounded (spec/security.md 28): a write that would add a record beyond ``max_records`` first
 reclaims every expired record, then raises :class:`StoreFullError` if all are still live. Nothing
 stored is lost by a refused write.
 """

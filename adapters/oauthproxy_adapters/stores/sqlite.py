@@ -12,13 +12,13 @@ Theory of operation:
   version = ?`` or, for "only if absent", one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` the
   existing row has expired.
 * Expiry: every statement compares ``expires_at`` with the clock, so an expired row is never
-  returned, taken or compared against (SECURITY.md 27). Expired rows are deleted incrementally:
+  returned, taken or compared against (spec/security.md 27). Expired rows are deleted incrementally:
   every :data:`PURGE_EVERY` writes, at most :data:`PURGE_BATCH` of them.
 * Schema: a ``meta`` table holds ``schema_version``; :data:`MIGRATIONS` lists one function per
   version step, applied in order inside ``BEGIN IMMEDIATE`` so that two processes opening a new file
   at once do not both migrate it.
 * The file and its directory are created private (0o600 / 0o700): the store holds hashes and
-  encrypted blobs only (SECURITY.md 24), but there is no reason to let other users read it.
+  encrypted blobs only (spec/security.md 24), but there is no reason to let other users read it.
 """
 
 from __future__ import annotations
