@@ -2,9 +2,10 @@
 
 A single secret serving signing, encryption at rest and cookies cannot be rotated without ending
 every session (spec/security.md, the incidents section); that is why there are three: signing keys
-for access tokens (RFC 9068, published as a JWKS, RFC 7517), sealing keys for AEAD-encrypted material at rest, and cookie keys for HMAC-bound cookies and CSRF
-tokens. Each set is ordered: the first key is active for new material; the others stay valid for
-verifying and unsealing until retired, so a rotation logs nobody out.
+for access tokens (RFC 9068, published as a JWKS, RFC 7517), sealing keys for AEAD-encrypted
+material at rest, and cookie keys for HMAC-bound cookies and CSRF tokens. Each set is ordered: the
+first key is active for new material; the others stay valid for verifying and unsealing until
+retired, so a rotation logs nobody out.
 
 Key *generation* needs randomness and lives in the adapters (``oauthproxy keys``); the core only loads
 keys from their JWK dictionaries.
