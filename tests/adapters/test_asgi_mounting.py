@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import flask
@@ -69,22 +68,6 @@ def starlette_with_mount(proxy: Any) -> Starlette:
     return Starlette(
         routes=[Route("/hello", hello), Mount("/", app=OAuthProxyApp(proxy, protected))]
     )
-
-
-def sender(client: httpx.AsyncClient) -> Callable[[Call], Awaitable[Reply]]:
-    """Send a flow's calls through ``client`` (an httpx client over ``ASGITransport``)."""
-
-    async def send(call: Call) -> Reply:
-        resp = await client.request(
-            call.method, call.url, headers=list(call.headers), content=call.body or None
-        )
-        return Reply(
-            resp.status_code,
-            tuple((k.lower(), v) for k, v in resp.headers.multi_items()),
-            resp.content,
-        )
-
-    return send
 
 
 async def _starlette_flow(build: Any) -> None:
