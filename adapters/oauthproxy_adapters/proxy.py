@@ -118,6 +118,9 @@ class _Base:
             self.observe = self.metrics.observer(
                 audit_log=self._audit, store=store, config=self.config
             )
+        #: The bearer check emits no domain event, so only metrics (store timings) observe it:
+        #: without metrics it runs with no observer at all, on the per-request hot path.
+        self.observe_bearer: Observer | None = self.observe if self.metrics is not None else None
 
     def _count(self, path: str, resp: Response) -> None:
         if self.metrics is not None and self._endpoint is not None:
@@ -218,7 +221,7 @@ class Proxy(_Base):
             self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
         result = run(
-            authorize_claims(verdict, ctx, required_scopes), self.store, observe=self.observe
+            authorize_claims(verdict, ctx, required_scopes), self.store, observe=self.observe_bearer
         )
         self._count_challenge(result)
         return result
@@ -266,7 +269,7 @@ class AsyncProxy(_Base):
             self._count_challenge(verdict)
             return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
         result = await run_async(
-            authorize_claims(verdict, ctx, required_scopes), self.store, observe=self.observe
+            authorize_claims(verdict, ctx, required_scopes), self.store, observe=self.observe_bearer
         )
         self._count_challenge(result)
         return result
