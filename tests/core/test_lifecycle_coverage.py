@@ -50,13 +50,8 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[Seen]:
     yield log
 
 
-def _token(h: Harness, data: dict[str, str]) -> Any:
-    return h.token(data)
-
-
 def _code_grant(h: Harness, client: dict[str, Any], code: str) -> Any:
-    return _token(
-        h,
+    return h.token(
         {
             "grant_type": "authorization_code",
             "code": code,
@@ -69,9 +64,8 @@ def _code_grant(h: Harness, client: dict[str, Any], code: str) -> Any:
 
 
 def _refresh(h: Harness, client: dict[str, Any], refresh: str) -> Any:
-    return _token(
-        h,
-        {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": client["client_id"]},
+    return h.token(
+        {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": client["client_id"]}
     )
 
 
