@@ -8,10 +8,12 @@ the clock reading, the random source and the key material (spec/architecture.md)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
+from .access import AccessPolicy
 from .bounds import Bounds
 from .browser_binding import origin_of
 from .consent_theme import ConsentTheme
@@ -41,25 +43,49 @@ def _check_issuer(_inst: object, _a: attrs.Attribute[str], value: str) -> None:
         raise ValueError("issuer must have a host, no query, fragment or trailing slash")
 
 
+def _between(low: int, high: int, why: str = "") -> Any:
+    def check(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{attribute.name} must be between {low} and {high} seconds{why}")
+
+    return check
+
+
+_DAY = 24 * 3600
+
+
 @attrs.frozen(kw_only=True)
 class Lifetimes:
-    """Seconds. Defaults follow OAuth 2.1 §4.1.2 (codes short-lived; at most 10 minutes here)."""
+    """Seconds. Each default is justified in the configuration reference (``[lifetimes]``).
 
-    transaction: int = 600
-    code: int = attrs.field(default=120)
-    access_token: int = 3600
-    refresh_token: int = 30 * 24 * 3600
-    refresh_grace: int = 30
-    consent_memory: int = 30 * 24 * 3600
-    browser_cookie: int = 30 * 24 * 3600
+    Codes are short-lived (OAuth 2.1 §4.1.2: at most 10 minutes here, spec/security.md 9). A refresh
+    family slides ``refresh_token`` (``[lifetimes] refresh_idle``) at each rotation and ends for
+    good ``refresh_absolute`` after the first consent, whatever the rotations; the provider is asked
+    again about the user at a refresh once ``revalidate_after`` has passed since it last confirmed
+    them (revalidation.py). A revocation reaches every instance's bearer check within
+    ``revocation_staleness`` (spec/security.md 34).
+    """
+
+    transaction: int = attrs.field(default=600, validator=_between(60, 3600))
+    code: int = attrs.field(default=120, validator=_between(1, 600, " (spec/security.md 9)"))
+    access_token: int = attrs.field(default=3600, validator=_between(60, _DAY))
+    #: The sliding idle lifetime of a refresh family (``[lifetimes] refresh_idle``).
+    refresh_token: int = attrs.field(default=30 * _DAY, validator=_between(300, 366 * _DAY))
+    #: The hard cap from the first consent that no rotation extends.
+    refresh_absolute: int = attrs.field(default=90 * _DAY, validator=_between(3600, 5 * 366 * _DAY))
+    #: A retried refresh inside this window gets the same answer (spec/security.md 20).
+    refresh_grace: int = attrs.field(default=30, validator=_between(0, 300))
+    consent_memory: int = attrs.field(default=30 * _DAY, validator=_between(0, 366 * _DAY))
+    browser_cookie: int = attrs.field(default=30 * _DAY, validator=_between(0, 366 * _DAY))
     #: A registered client is forgotten this long after its last use (spec/security.md 28); one never
     #: used, after ``Bounds.unused_registration_lifetime``.
-    client: int = 90 * 24 * 3600
-
-    @code.validator
-    def _code_bounded(self, _a: attrs.Attribute[int], value: int) -> None:
-        if not 1 <= value <= 600:  # spec/security.md 9
-            raise ValueError("code lifetime must be between 1 and 600 seconds")
+    client: int = attrs.field(default=90 * _DAY, validator=_between(_DAY, 5 * 366 * _DAY))
+    #: Re-validate the user with the provider at a refresh this long after it last confirmed them
+    #: (``0``: at every refresh).
+    revalidate_after: int = attrs.field(default=3600, validator=_between(0, 30 * _DAY))
+    #: How stale a bearer check's view of revocations may be: a verified token is re-checked
+    #: against the revocation markers at most this long after its last check (``0``: every request).
+    revocation_staleness: int = attrs.field(default=5, validator=_between(0, 300))
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +115,8 @@ class ProxyConfig:
     #: The consent page's look: product name, logo, colours, extra text or a full template
     #: (``[consent]``; validated in consent_theme.py so no value can inject HTML or CSS).
     consent_theme: ConsentTheme = attrs.field(factory=ConsentTheme)
+    #: Who may sign in (``[access]``, access.py); with no rule, everyone the provider signs in.
+    access: AccessPolicy = attrs.field(factory=AccessPolicy)
     resource: str = attrs.field(init=False)
     secure_cookies: bool = attrs.field(init=False)
     #: The issuer's origin (RFC 6454 §6.2): a consent POST without Fetch Metadata must carry it.
@@ -109,6 +137,17 @@ class ProxyConfig:
         if len(by_id) != len(self.static_clients):
             raise ValueError("static client ids must be distinct")
         object.__setattr__(self, "_static_by_id", by_id)
+        if self.access.github_orgs:
+            self._ask_for_memberships()
+
+    def _ask_for_memberships(self) -> None:
+        if self.upstream.org_membership_url is None:
+            raise ValueError("[access] github_orgs needs a GitHub upstream")
+        # Private memberships need read:org (GitHub docs, "Scopes for OAuth apps"); asked only
+        # when a rule reads them. A GitHub App has no scopes: its "Members" permission decides.
+        if self.upstream.scopes and "read:org" not in self.upstream.scopes:
+            upstream = attrs.evolve(self.upstream, scopes=(*self.upstream.scopes, "read:org"))
+            object.__setattr__(self, "upstream", upstream)
 
     def static_client(self, client_id: str) -> Client | None:
         """The pre-registered client with this id, if any."""

@@ -59,6 +59,7 @@ def token_response(
         grant_id=grant.id,
         jti=new_secret(ctx.random, 16),
         claims=grant.claims,
+        groups=grant.groups,
     )
     body: dict[str, Any] = {
         "access_token": access,
@@ -92,8 +93,14 @@ def rotation(
             ctx.keys, ctx.random, json.dumps(response).encode(), "refresh|" + grant.id
         ),
         retired_hashes=retired,
-        expires_at=ctx.now + ctx.config.lifetimes.refresh_token,
+        expires_at=sliding_expiry(ctx, grant),
     )
+
+
+def sliding_expiry(ctx: Context, grant: Grant) -> int:
+    """``Lifetimes.refresh_token`` from now, never past the family's absolute end."""
+    idle = ctx.now + ctx.config.lifetimes.refresh_token
+    return min(idle, grant.absolute_expires_at) if grant.absolute_expires_at else idle
 
 
 def _marker_ttl(ctx: Context) -> int:

@@ -191,3 +191,18 @@ def error_page(status: int, error: str, description: str) -> Response:
         "Return to it and try again.</p></main>"
     )
     return Response(status=status, headers=PAGE_HEADERS, body=_page("Authorization error", body))
+
+
+def refusal_page(reason: str, *, location: str, service: str) -> Response:
+    """spec/security.md 33: signed in, but not admitted. ``reason`` names the classes of rule that
+    exist (``AccessPolicy.describe``), never their values; ``location`` is the ``access_denied``
+    redirect to the client's registered, validated redirect URI."""
+    body = (
+        '<main aria-labelledby="t"><h1 id="t">This account is not allowed</h1>'
+        f"<p>You signed in, but {escape(service)} admits only {escape(reason)}, and this account "
+        "is not one of them.</p>"
+        '<p class="note">Nothing was kept about this sign-in. If you think this is a mistake, ask '
+        "the people who run this server, or sign in with another account.</p>"
+        f'<p><a href="{escape(location, quote=True)}">Return to the application</a></p></main>'
+    )
+    return Response(status=403, headers=PAGE_HEADERS, body=_page("Account not allowed", body))

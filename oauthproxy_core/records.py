@@ -106,6 +106,8 @@ class Transaction:
     grant_id: str | None = None
     subject: str | None = None
     claims: tuple[tuple[str, str], ...] = attrs.field(converter=_pairs, default=())
+    #: The groups the ``[access]`` decision saw, forwarded to the MCP server (access.py).
+    groups: tuple[str, ...] = attrs.field(converter=_tuple, default=())
     #: Upstream tokens, sealed; moved into the grant at redemption.
     upstream_sealed: str | None = _secret()
 
@@ -125,8 +127,20 @@ class Grant:
     scopes: tuple[str, ...] = attrs.field(converter=_tuple)
     resource: str
     claims: tuple[tuple[str, str], ...] = attrs.field(converter=_pairs, default=())
+    #: The groups the last ``[access]`` decision saw (access.py).
+    groups: tuple[str, ...] = attrs.field(converter=_tuple, default=())
     created_at: int
+    #: The sliding expiry: ``Lifetimes.refresh_token`` after the last rotation, never past
+    #: ``absolute_expires_at``.
     expires_at: int
+    #: The hard end of the family, ``Lifetimes.refresh_absolute`` after the first consent; ``0``
+    #: for a grant stored before the cap existed (then ``expires_at`` alone bounds it).
+    absolute_expires_at: int = 0
+    #: When the provider last confirmed the user (sign-in, or re-validation at refresh); ``0``:
+    #: at ``created_at``.
+    confirmed_at: int = 0
+    #: A re-validation in progress holds the grant until then (one at a time, on every instance).
+    revalidating_until: int = 0
     generation: int = 1
     #: SHA-256 of the current refresh token's secret part.
     refresh_hash: str = _secret("")

@@ -13,9 +13,11 @@ request redeems that code exactly once (``exchanged``, RFC 6749 §4.1.2 "MUST NO
 code more than once"). A second redemption moves the transaction to ``revoked``.
 
 *Grant* (``GrantMachine``), the refresh-token family created at redemption (OAuth 2.1 §4.3.1, RFC 9700
-§4.14.2): ``active`` while it rotates (``refresh_rotated``) and while the proxy refreshes the user's
-upstream token (``upstream_refreshed``); ``revoked`` for good when the client or an operator revokes
-it, when a rotated refresh token or the code is replayed, or when the provider refuses it.
+§4.14.2): ``active`` while it rotates (``refresh_rotated``), while the proxy refreshes the user's
+upstream token (``upstream_refreshed``) and while it re-validates the user with the provider at refresh
+(``revalidation_started``, then ``revalidated`` or ``revalidation_deferred``); ``revoked`` for good
+when the client or an operator revokes it, when a rotated refresh token or the code is replayed, when
+the provider refuses it, or when the ``[access]`` rules no longer admit the user (``access_withdrawn``).
 
 Rules, in the style of h2's state tables:
 
@@ -85,6 +87,8 @@ class TxEvent(enum.Enum):
     code_replayed = "code_replayed"
     deadline_passed = "deadline_passed"
     client_removed = "client_removed"
+    #: spec/security.md 33: the provider signed the user in, but no ``[access]`` rule admits them.
+    access_refused = "access_refused"
 
 
 class GrantState(enum.Enum):
@@ -103,6 +107,14 @@ class GrantEvent(enum.Enum):
     upstream_refused = "upstream_refused"
     #: RFC 7592 §2.3: the grant's client was deleted (found under its client's revocation marker).
     client_deleted = "client_deleted"
+    #: Re-validation at refresh (revalidation.py): one instance takes the grant for a moment...
+    revalidation_started = "revalidation_started"
+    #: ...the provider confirmed the user and the rules still admit them...
+    revalidated = "revalidated"
+    #: ...or the provider could not be asked (transient): the hold is released, nothing revoked...
+    revalidation_deferred = "revalidation_deferred"
+    #: ...or the rules no longer admit the user (spec/security.md 33).
+    access_withdrawn = "access_withdrawn"
 
 
 @attrs.frozen(kw_only=True)
@@ -198,6 +210,7 @@ class TransactionMachine(StateMachine):
     consent_denied = pkce_bound.to(denied, cond="redirect_still_valid")
     upstream_returned = upstream_pending.to(code_issued, cond="same_browser")
     upstream_denied = upstream_pending.to(denied, cond="same_browser")
+    access_refused = upstream_pending.to(denied, cond="same_browser")
     upstream_failed = upstream_pending.to(failed)
     code_redeemed = code_issued.to(exchanged, cond="redemption_matches")
     code_replayed = exchanged.to(revoked)
@@ -242,6 +255,10 @@ class GrantMachine(StateMachine):
     code_replayed = active.to(revoked)
     upstream_refused = active.to(revoked)
     client_deleted = active.to(revoked)
+    revalidation_started = active.to(active, cond="presented_is_current")
+    revalidated = active.to(active)
+    revalidation_deferred = active.to(active)
+    access_withdrawn = active.to(revoked)
 
     def __init__(self, model: Any, grant: Grant, data: EventData) -> None:
         self._grant = grant
@@ -260,6 +277,7 @@ _TX_ISSUE_CODE = frozenset(
         "grant_id",
         "subject",
         "claims",
+        "groups",
         "upstream_sealed",
         "upstream_verifier_sealed",
     }
@@ -278,6 +296,8 @@ TX_WRITES: dict[TxEvent, frozenset[str]] = {
     TxEvent.code_replayed: frozenset(),
     TxEvent.deadline_passed: frozenset(),
     TxEvent.client_removed: frozenset(),
+    # Nothing of the refused user is written (spec/security.md 33): no subject, no claims.
+    TxEvent.access_refused: frozenset({"upstream_verifier_sealed"}),
 }
 
 #: A revoked grant keeps no sealed secret: nothing is left that could be served or replayed.
@@ -300,6 +320,12 @@ GRANT_WRITES: dict[GrantEvent, frozenset[str]] = {
     GrantEvent.code_replayed: _GRANT_REVOKE,
     GrantEvent.upstream_refused: _GRANT_REVOKE,
     GrantEvent.client_deleted: _GRANT_REVOKE,
+    GrantEvent.revalidation_started: frozenset({"revalidating_until"}),
+    GrantEvent.revalidated: frozenset(
+        {"confirmed_at", "upstream_sealed", "claims", "groups", "revalidating_until"}
+    ),
+    GrantEvent.revalidation_deferred: frozenset({"revalidating_until", "upstream_sealed"}),
+    GrantEvent.access_withdrawn: _GRANT_REVOKE,
 }
 
 

@@ -47,6 +47,8 @@ class AccessClaims:
     issued_at: int
     jti: str
     claims: tuple[tuple[str, str], ...] = ()
+    #: The groups the ``[access]`` decision saw (``groups``, a JSON array; access.py).
+    groups: tuple[str, ...] = ()
 
 
 def mint_access_token(
@@ -59,6 +61,7 @@ def mint_access_token(
     grant_id: str,
     jti: str,
     claims: tuple[tuple[str, str], ...] = (),
+    groups: tuple[str, ...] = (),
 ) -> tuple[str, int]:
     """Return ``(token, expires_in)``."""
     lifetime = ctx.config.lifetimes.access_token
@@ -73,6 +76,8 @@ def mint_access_token(
         "jti": jti,
         "gid": grant_id,
     }
+    if groups:
+        body["groups"] = list(groups)
     for name, value in claims:
         body.setdefault(name, value)
     key = ctx.keys.active_signing
@@ -81,7 +86,7 @@ def mint_access_token(
 
 
 _RESERVED = frozenset(
-    {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "gid", "nbf"}
+    {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "gid", "nbf", "groups"}
 )
 
 
@@ -145,6 +150,9 @@ def _access_claims(
     except KeyError:
         raise InvalidTokenError("malformed token") from None
     extra = tuple((k, v) for k, v in c.items() if k not in _RESERVED and isinstance(v, str))
+    raw_groups = c.get("groups", [])
+    if not isinstance(raw_groups, list) or not all(isinstance(g, str) for g in raw_groups):
+        raise InvalidTokenError("malformed token")
     return AccessClaims(
         subject=sub,
         client_id=cid,
@@ -155,4 +163,5 @@ def _access_claims(
         issued_at=iat,
         jti=jti,
         claims=extra,
+        groups=tuple(raw_groups),
     )

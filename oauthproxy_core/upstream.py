@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import re
 import unicodedata
@@ -404,6 +405,13 @@ class UpstreamProfile:
     #: A field that qualifies the subject (Entra: ``tid`` with ``oid``, an object id being unique
     #: only within its tenant): the subject becomes ``<qualifier>:<subject>``.
     subject_qualifier_field: str | None = None
+    #: GitHub's ``GET /user/orgs`` and ``GET /user/teams`` (memberships.py), asked only when
+    #: ``[access] github_orgs`` rules exist.
+    org_membership_url: str | None = attrs.field(default=None, validator=_check_url)
+    team_membership_url: str | None = attrs.field(default=None, validator=_check_url)
+    #: Microsoft Graph's ``getMemberObjects``, asked only on an Entra group overage while
+    #: ``[access] allowed_groups`` rules exist (memberships.py).
+    group_overage_url: str | None = attrs.field(default=None, validator=_check_url)
 
     @name.validator
     def _check_name(self, _: attrs.Attribute[str], value: str) -> None:
@@ -499,6 +507,22 @@ class UpstreamTokens:
     id_token: str | None = attrs.field(repr=False, eq=False, default=None)
     #: Absolute expiry of the refresh token (GitHub Apps: ``refresh_token_expires_in``), if sent.
     refresh_expires_at: int | None = None
+
+
+def stored_tokens_json(tokens: UpstreamTokens) -> bytes:
+    """``tokens`` as a grant keeps them, sealed (spec/security.md 24); read back by
+    ``handlers.upstream_token`` and ``revalidation``."""
+    return json.dumps(
+        {
+            "access_token": tokens.access_token,
+            "token_type": tokens.token_type,
+            "refresh_token": tokens.refresh_token,
+            "expires_at": tokens.expires_at,
+            "scope": list(tokens.scope),
+            "id_token": tokens.id_token,
+            "refresh_expires_at": tokens.refresh_expires_at,
+        }
+    ).encode()
 
 
 @attrs.frozen(kw_only=True)

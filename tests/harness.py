@@ -98,6 +98,9 @@ class Clock:
 class UpstreamUser:
     id: int
     login: str
+    #: GitHub organization logins and ``org/team-slug`` teams, answered at /user/orgs, /user/teams.
+    orgs: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
 
 
 class ScriptedUpstream:
@@ -109,6 +112,11 @@ class ScriptedUpstream:
         self.tokens: dict[str, UpstreamUser] = {}
         self.calls: list[HttpRequest] = []
         self.fail_token_with: HttpResponse | HttpFailure | None = None
+        #: Answer every API call (not the token endpoint) with this instead, while set.
+        self.fail_api_with: HttpResponse | HttpFailure | None = None
+        #: Issue a refresh token with each access token (a GitHub App with expiring tokens).
+        self.issue_refresh = False
+        self.refresh_tokens: dict[str, UpstreamUser] = {}
         self._n = 0
 
     def login(self, authorize_url: str, user: UpstreamUser, *, deny: bool = False) -> str:
@@ -139,6 +147,11 @@ class ScriptedUpstream:
             form = dict(parse_qsl(req.body.decode()))
             if form.get("client_secret") != UPSTREAM_SECRET:
                 return _json(401, {"error": "invalid_client"})
+            if form.get("grant_type") == "refresh_token":
+                owner = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+                if owner is None:
+                    return _json(200, {"error": "bad_refresh_token"})  # GitHub answers 200
+                return self._issue(owner)
             entry = self.codes.pop(form.get("code", ""), None)
             if entry is None:
                 return _json(200, {"error": "bad_verification_code"})  # GitHub answers 200
@@ -150,20 +163,43 @@ class ScriptedUpstream:
             )
             if digest != entry["challenge"]:
                 return _json(200, {"error": "bad_verification_code"})
-            self._n += 1
-            token = f"gho_upstream_token_{self._n}"
-            self.tokens[token] = entry["user"]
-            return _json(200, {"access_token": token, "token_type": "bearer", "scope": "read:user"})
+            return self._issue(entry["user"])
+        if self.fail_api_with is not None:
+            return self.fail_api_with
+        auth = dict(req.headers).get("Authorization", "")
+        user = self.tokens.get(auth.removeprefix("Bearer "))
+        if url.path in ("/user", "/user/orgs", "/user/teams") and user is None:
+            return _json(401, {"message": "Bad credentials"})
         if url.path == "/user":
-            auth = dict(req.headers).get("Authorization", "")
-            user = self.tokens.get(auth.removeprefix("Bearer "))
-            if user is None:
-                return _json(401, {"message": "Bad credentials"})
+            assert user is not None
             return _json(200, {"id": user.id, "login": user.login, "name": user.login.title()})
+        if url.path == "/user/orgs":
+            assert user is not None
+            return _json(200, [{"login": org, "id": n} for n, org in enumerate(user.orgs)])
+        if url.path == "/user/teams":
+            assert user is not None
+            teams = [t.split("/", 1) for t in user.teams]
+            return _json(200, [{"slug": t, "organization": {"login": o}} for o, t in teams])
         return _json(404, {})
 
+    def _issue(self, user: UpstreamUser) -> HttpResponse:
+        self._n += 1
+        token = f"gho_upstream_token_{self._n}"
+        self.tokens[token] = user
+        body: dict[str, Any] = {"access_token": token, "token_type": "bearer", "scope": "read:user"}
+        if self.issue_refresh:
+            refresh = f"ghr_upstream_refresh_{self._n}"
+            self.refresh_tokens[refresh] = user
+            body.update(refresh_token=refresh, expires_in=28800)
+        return _json(200, body)
 
-def _json(status: int, body: dict[str, Any]) -> HttpResponse:
+    def withdraw(self, user_id: int) -> None:
+        """The user (or an administrator) revokes the app: every token of theirs stops working."""
+        self.tokens = {t: u for t, u in self.tokens.items() if u.id != user_id}
+        self.refresh_tokens = {t: u for t, u in self.refresh_tokens.items() if u.id != user_id}
+
+
+def _json(status: int, body: dict[str, Any] | list[Any]) -> HttpResponse:
     return HttpResponse(
         status=status,
         headers=(("Content-Type", "application/json"),),

@@ -42,6 +42,8 @@ class Principal:
     grant_id: str
     expires_at: int
     claims: tuple[tuple[str, str], ...] = ()
+    #: The groups the ``[access]`` decision saw at sign-in or the last re-validation (access.py).
+    groups: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +89,7 @@ def principal_of(claims: AccessClaims) -> Principal:
         grant_id=claims.grant_id,
         expires_at=claims.expires_at,
         claims=claims.claims,
+        groups=claims.groups,
     )
 
 

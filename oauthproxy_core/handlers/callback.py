@@ -19,11 +19,8 @@ address from ``GET /user/emails``, asked only when the token was granted ``user:
 
 from __future__ import annotations
 
-import json
-
-import attrs
-
 from .. import persistence
+from ..access import decide
 from ..browser_binding import binding_cookie, presented_binding
 from ..client_lookup import load_client
 from ..config import Context
@@ -32,30 +29,20 @@ from ..crypto import UnsealError, digest, new_secret, seal, unseal
 from ..effects import Handler, HttpCall
 from ..errors import AccessDeniedError, OAuthError, ServerError, TemporarilyUnavailableError
 from ..http import Request, Response, parse_params
-from ..pages import error_page
-from ..providers.jwks import verified_id_token_claims
+from ..pages import error_page, refusal_page
 from ..records import Transaction
 from ..redirect_uris import match_redirect_uri
 from ..redirects import authorization_redirect, error_redirect
 from ..states import Absorbed, EventData, Step, TxEvent, TxState, step
 from ..upstream import (
-    UpstreamError,
-    UpstreamIdentity,
-    UpstreamProtocolError,
-    UpstreamTokens,
     UpstreamUnavailableError,
     build_token_request,
-    build_userinfo_request,
-    build_verified_email_request,
     check_callback_issuer,
-    identity_from_claims,
     nonce_for_state,
-    parse_identity,
     parse_token_response,
-    parse_verified_email,
-    wants_verified_email,
-    with_verified_email,
+    stored_tokens_json,
 )
+from ..upstream_identity import Established, establish
 from .consent import end_for_removed_client
 
 _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
@@ -83,7 +70,7 @@ def callback_endpoint(req: Request, ctx: Context) -> Handler[Response]:
 # Long by nature: the callback step of the flow (RFC 6749 §4.1.2, RFC 9207, spec/security.md
 # 12-14) checks state, browser, issuer, client and provider answer in that order, each
 # refusal where it is decided.
-def _callback(  # noqa: C901, PLR0911
+def _callback(  # noqa: PLR0911
     ctx: Context, params: dict[str, str], upstream_state: str, binding: str | None
 ) -> Handler[Response]:
     txn = yield from persistence.take_raw("ustate", digest(upstream_state))
@@ -141,7 +128,7 @@ def _callback(  # noqa: C901, PLR0911
         code = params.get("code")
         if not code:
             raise ServerError("the identity provider returned no code")
-        tokens, subject, claims = yield from _redeem_upstream(ctx, tx, code, upstream_state)
+        established = yield from _redeem_upstream(ctx, tx, code, upstream_state)
     except OAuthError as exc:
         yield from persistence.commit("tx", tx.id, tx, step(tx, TxEvent.upstream_failed, data), 60)
         client_err: OAuthError = (
@@ -152,6 +139,17 @@ def _callback(  # noqa: C901, PLR0911
         return error_redirect(
             tx.redirect_uri, client_err, client_state=tx.client_state, issuer=ctx.config.issuer
         )
+
+    return (yield from _issue_code(ctx, tx, data, established))
+
+
+def _issue_code(
+    ctx: Context, tx: Transaction, data: EventData, established: Established
+) -> Handler[Response]:
+    """spec/security.md 33 then RFC 6749 §4.1.2: the rules decide, and only then is a code minted."""
+    decision = decide(ctx.config.access, established.facts)
+    if not decision.admitted:
+        return (yield from _refuse(ctx, tx, data))
 
     # The transaction must outlive its code so a replay can still be recognised and punished.
     code_value = new_secret(ctx.random, 32)
@@ -164,9 +162,12 @@ def _callback(  # noqa: C901, PLR0911
         code_hash=digest(code_value),
         code_expires_at=ctx.now + lifetimes.code,
         grant_id=grant_id,
-        subject=subject,
-        claims=claims,
-        upstream_sealed=seal(ctx.keys, ctx.random, _tokens_json(tokens), "upstream|" + grant_id),
+        subject=established.subject,
+        claims=established.claims,
+        groups=decision.groups,
+        upstream_sealed=seal(
+            ctx.keys, ctx.random, stored_tokens_json(established.tokens), "upstream|" + grant_id
+        ),
         upstream_verifier_sealed=None,
     )
     updated = yield from persistence.commit("tx", tx.id, tx, issued, lifetimes.transaction)
@@ -183,6 +184,29 @@ def _callback(  # noqa: C901, PLR0911
     )
 
 
+def _refuse(ctx: Context, tx: Transaction, data: EventData) -> Handler[Response]:
+    """spec/security.md 33: the provider signed the user in, but no ``[access]`` rule admits them.
+
+    The transaction ends ``denied`` with nothing of the user in it (no subject, claims or upstream
+    token: the row declares no such write), no code exists, and the upstream tokens are dropped
+    without ever being stored. The user is told which classes of rule exist (never their values)
+    and may return to the application, which receives ``access_denied`` (RFC 6749 §4.1.2.1).
+    """
+    refused = step(tx, TxEvent.access_refused, data, upstream_verifier_sealed=None)
+    yield from persistence.commit("tx", tx.id, tx, refused, 60)
+    back = error_redirect(
+        tx.redirect_uri,
+        AccessDeniedError("this account is not allowed to use this server"),
+        client_state=tx.client_state,
+        issuer=ctx.config.issuer,
+    )
+    return refusal_page(
+        ctx.config.access.describe(),
+        location=back.header("location") or "",
+        service=ctx.config.service_name,
+    )
+
+
 def _try_step(tx: Transaction, event: TxEvent, data: EventData) -> Step[Transaction] | None:
     """The step for ``event``, or ``None`` when ``tx`` is already final (nothing to change)."""
     try:
@@ -193,7 +217,7 @@ def _try_step(tx: Transaction, event: TxEvent, data: EventData) -> Step[Transact
 
 def _redeem_upstream(
     ctx: Context, tx: Transaction, code: str, upstream_state: str
-) -> Handler[tuple[UpstreamTokens, str, tuple[tuple[str, str], ...]]]:
+) -> Handler[Established]:
     profile = ctx.config.upstream
     verifier: str | None = None
     if tx.upstream_verifier_sealed is not None:
@@ -211,64 +235,7 @@ def _redeem_upstream(
         )
     )
     tokens = parse_token_response(result, now=ctx.now, profile=profile)
-    identity: UpstreamIdentity | None = None
-    id_subject: str | None = None
-    if profile.uses_id_token:
-        if tokens.id_token is None:
-            raise UpstreamProtocolError("the identity provider returned no ID token")
-        nonce = nonce_for_state(upstream_state) if profile.nonce else None
-        id_claims = yield from verified_id_token_claims(
-            profile, tokens.id_token, now=ctx.now, nonce=nonce
-        )
-        id_subject = id_claims["sub"]
-        identity = identity_from_claims(profile, id_claims)
-    if profile.identity_source != "id_token":
-        if profile.userinfo_url is None:
-            raise UpstreamError("no way to read the user's identity is configured")
-        info = yield HttpCall(
-            request=build_userinfo_request(profile, access_token=tokens.access_token)
-        )
-        from_userinfo = parse_identity(profile, info)
-        if identity is not None:
-            # OIDC Core §5.3.2: "The sub Claim in the UserInfo Response MUST be verified to exactly
-            # match the sub Claim in the ID Token; if they do not match, the UserInfo Response values
-            # MUST NOT be used." (Checked when both name the subject in the same field.)
-            if profile.subject_field == "sub" and from_userinfo.subject != id_subject:
-                raise UpstreamProtocolError("UserInfo and ID token name different users")
-            merged = dict(identity.claims)
-            merged.update(from_userinfo.claims)
-            identity = attrs.evolve(
-                from_userinfo,
-                subject=identity.subject,
-                claims=tuple(
-                    (name, merged[name]) for name, _f in profile.claim_pairs if name in merged
-                ),
-            )
-        else:
-            identity = from_userinfo
-    assert identity is not None
-    if identity.scopes is not None:
-        # GitHub's X-OAuth-Scopes is what the token really carries.
-        tokens = attrs.evolve(tokens, scope=identity.scopes)
-    if wants_verified_email(profile, tokens.scope):
-        # GET /user's `email` is the public profile address, which GitHub does not verify: the
-        # verified one comes from /user/emails (spec/security.md 32).
-        listed = yield HttpCall(
-            request=build_verified_email_request(profile, access_token=tokens.access_token)
-        )
-        identity = with_verified_email(profile, identity, parse_verified_email(listed))
-    return tokens, f"{profile.name}:{identity.subject}", identity.claims
-
-
-def _tokens_json(tokens: UpstreamTokens) -> bytes:
-    return json.dumps(
-        {
-            "access_token": tokens.access_token,
-            "token_type": tokens.token_type,
-            "refresh_token": tokens.refresh_token,
-            "expires_at": tokens.expires_at,
-            "scope": list(tokens.scope),
-            "id_token": tokens.id_token,
-            "refresh_expires_at": tokens.refresh_expires_at,
-        }
-    ).encode()
+    nonce = nonce_for_state(upstream_state) if profile.nonce else None
+    established = yield from establish(profile, ctx.config.access, tokens, now=ctx.now, nonce=nonce)
+    assert established is not None  # only a refresh may leave the identity unread
+    return established

@@ -35,6 +35,7 @@ from ..errors import (
 from ..http import Request, Response, form_body, json_response
 from ..records import Client, Grant, Transaction
 from ..resources import canonical_resource
+from ..revalidation import revalidate, revalidation_due
 from ..scopes import is_subset, parse_scope
 from ..states import (
     Absorbed,
@@ -136,12 +137,15 @@ def _redeem_code(ctx: Context, client: Client, form: dict[str, str]) -> Handler[
         scopes=tx.scopes,
         resource=tx.resource,
         claims=tx.claims,
+        groups=tx.groups,
         created_at=ctx.now,
-        expires_at=ctx.now + lifetimes.refresh_token,
+        expires_at=ctx.now + min(lifetimes.refresh_token, lifetimes.refresh_absolute),
+        absolute_expires_at=ctx.now + lifetimes.refresh_absolute,
+        confirmed_at=ctx.now,
         refresh_hash=refresh_hash,
         upstream_sealed=tx.upstream_sealed,
     )
-    yield from persistence.put("grant", grant.id, grant, lifetimes.refresh_token)
+    yield from persistence.put("grant", grant.id, grant, grant.expires_at - ctx.now)
     yield Emit(event=grant_issued(grant))
     return grants.token_response(ctx, grant, grant.scopes, refresh)
 
@@ -170,7 +174,7 @@ def _refresh(  # noqa: C901, PLR0912
         raise InvalidGrantError("refresh token is invalid")
     grant_id, secret = parts
     presented_hash = digest(secret)
-    for _attempt in range(3):
+    for _attempt in range(4):
         grant = yield from persistence.load("grant", grant_id, Grant)
         if grant is None or grant.state != GrantState.active.value or grant.expires_at <= ctx.now:
             raise InvalidGrantError("refresh token is invalid")
@@ -188,6 +192,13 @@ def _refresh(  # noqa: C901, PLR0912
         scopes = requested or grant.scopes
 
         if grant.refresh_hash and equal(presented_hash, grant.refresh_hash):
+            if revalidation_due(ctx, grant):
+                # The provider is asked about the user again before the family lives on
+                # (revalidation.py); a concurrent change makes us re-read and decide afresh.
+                confirmed = yield from revalidate(ctx, grant, presented_hash)
+                if confirmed is None:
+                    continue
+                grant = confirmed
             refresh, new_hash = grants.new_refresh_secret(ctx, grant.id)
             body = grants.token_response(ctx, grant, scopes, refresh)
             rotated = grant_step(
@@ -197,7 +208,7 @@ def _refresh(  # noqa: C901, PLR0912
                 **grants.rotation(ctx, grant, presented_hash, body, new_hash),
             )
             stored = yield from persistence.commit(
-                "grant", grant.id, grant, rotated, ctx.config.lifetimes.refresh_token
+                "grant", grant.id, grant, rotated, max(rotated.record.expires_at - ctx.now, 1)
             )
             if stored is not None:
                 return body

@@ -38,9 +38,17 @@ from typing import Any
 
 from ..upstream import TENANT_PLACEHOLDER, UpstreamProfile
 
-__all__ = ["ENTRA_AUTHORITY", "ENTRA_CLAIMS", "ENTRA_EMAIL_VERIFIED_CLAIM", "entra_profile"]
+__all__ = [
+    "ENTRA_AUTHORITY",
+    "GRAPH_BASE_URL",
+    "ENTRA_CLAIMS",
+    "ENTRA_EMAIL_VERIFIED_CLAIM",
+    "entra_profile",
+]
 
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+#: Microsoft Graph, asked for a user's groups when their ID token reports a group overage.
+GRAPH_BASE_URL = "https://graph.microsoft.com"
 ENTRA_CLAIMS = (
     ("preferred_username", "preferred_username"),
     ("email", "email"),
@@ -72,9 +80,11 @@ def entra_profile(
     app_id_uri: str | None = None,
     scopes: Iterable[str] = ("openid", "profile", "email", "offline_access"),
     authority: str = ENTRA_AUTHORITY,
+    graph_url: str = GRAPH_BASE_URL,
     **fields: Any,
 ) -> UpstreamProfile:
-    """Entra ID sign-in. ``app_id_uri`` (``api://<app-id>``) prefixes the custom API scopes."""
+    """Entra ID sign-in. ``app_id_uri`` (``api://<app-id>``) prefixes the custom API scopes;
+    ``graph_url`` is where a group overage is resolved (memberships.py)."""
     issuer = entra_issuer(tenant, authority)
     scope_list = tuple(scopes)
     if "openid" not in scope_list:
@@ -101,6 +111,7 @@ def entra_profile(
         "claim_map": ENTRA_CLAIMS,
         "email_verified_claim": ENTRA_EMAIL_VERIFIED_CLAIM,
         "id_token_signing_algs": ("RS256",),
+        "group_overage_url": graph_url.rstrip("/") + "/v1.0/me/getMemberObjects",
     }
     values.update(fields)
     if values.get("subject_field") == "oid":

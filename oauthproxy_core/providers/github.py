@@ -108,6 +108,8 @@ def github_profile(
         "email_verified_claim": None,
         "verified_email_url": api + "/user/emails",
         "verified_email_scopes": GITHUB_EMAIL_SCOPES,
+        "org_membership_url": api + "/user/orgs",
+        "team_membership_url": api + "/user/teams",
     }
     values.update(fields)
     return UpstreamProfile(**values)

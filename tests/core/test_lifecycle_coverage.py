@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from oauthproxy_core import codec, persistence, states
+from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.effects import HttpFailure
 from oauthproxy_core.records import Grant
 from oauthproxy_core.states import GrantEvent, GrantState, Lifecycle, TxEvent, TxState
@@ -27,6 +28,8 @@ from tests.harness import (
     Harness,
     UpstreamUser,
     consent_fields,
+    make_config,
+    make_profile,
     redirect_params,
 )
 from tests.providers.test_callback_flows import github_harness, grant_of, redeem, upstream_token
@@ -173,12 +176,42 @@ def _drive_every_path() -> None:
         upstream_token(gh, gone_grant)
 
 
+def _drive_access_paths() -> None:
+    """spec/security.md 33: a refused sign-in; re-validation at refresh confirming, deferring on a
+    transient failure, and withdrawing access once the membership is gone."""
+    policy = AccessPolicy(github_orgs=("acme",))
+    profile = make_profile(
+        org_membership_url="https://idp.example/user/orgs",
+        team_membership_url="https://idp.example/user/teams",
+    )
+    h = Harness(make_config(upstream=profile, access=policy))
+    client = h.register()
+    outsider = UpstreamUser(id=5, login="out", orgs=("elsewhere",))
+    assert h.run_to_callback(client, VERIFIER, Browser(), outsider).status == 403
+
+    member = UpstreamUser(id=6, login="in", orgs=("acme",))
+    resp = h.run_to_callback(client, VERIFIER, Browser(), member)
+    body = json.loads(_code_grant(h, client, redirect_params(resp)["code"]).body)
+    h.clock.advance(h.config.lifetimes.revalidate_after)
+    h.upstream.fail_api_with = HttpFailure(reason="timeout")
+    assert _refresh(h, client, body["refresh_token"]).status == 503  # deferred
+    h.upstream.fail_api_with = None
+    renewed = _refresh(h, client, body["refresh_token"])  # revalidated, then rotated
+    assert renewed.status == 200, renewed.body
+    for token, user in list(h.upstream.tokens.items()):
+        if user.id == member.id:
+            h.upstream.tokens[token] = UpstreamUser(id=6, login="in", orgs=())
+    h.clock.advance(h.config.lifetimes.revalidate_after)
+    assert _refresh(h, client, json.loads(renewed.body)["refresh_token"]).status == 400
+
+
 def _user() -> Any:
     return UpstreamUser(id=42, login="octocat")
 
 
 def test_every_declared_state_and_event_is_reached_by_the_handlers(seen: Seen) -> None:
     _drive_every_path()
+    _drive_access_paths()
     for lifecycle in (states.TRANSACTION, states.GRANT):
         name = lifecycle.machine.__name__
         mine = [entry for entry in seen if entry[0] == name]
