@@ -37,6 +37,7 @@ from tests.harness import (
     redirect_params,
 )
 from tests.providers.idp import CLIENT_ID, IDP, ClaimsProvider, at_idp, json_response
+from tests.providers.test_callback_flows import redeem
 
 HOUR = 3600
 GITHUB_API = make_profile(
@@ -78,22 +79,6 @@ def stored_text(h: Harness) -> str:
 def sign_in(h: Harness, user: UpstreamUser, **params: str) -> tuple[dict[str, Any], Any]:
     client = h.register()
     return client, h.run_to_callback(client, VERIFIER, Browser(), user, state="xyz", **params)
-
-
-def redeem(h: Harness, client: dict[str, Any], resp: Any) -> dict[str, Any]:
-    code = redirect_params(resp)["code"]
-    answer = h.token(
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": client["redirect_uris"][0],
-            "client_id": client["client_id"],
-            "code_verifier": VERIFIER,
-        }
-    )
-    assert answer.status == 200, answer.body
-    body: dict[str, Any] = json.loads(answer.body)
-    return body
 
 
 def refresh(h: Harness, client: dict[str, Any], token: str) -> Any:
