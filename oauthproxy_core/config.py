@@ -43,12 +43,15 @@ def _check_issuer(_inst: object, _a: attrs.Attribute[str], value: str) -> None:
         raise ValueError("issuer must have a host, no query, fragment or trailing slash")
 
 
-def _between(low: int, high: int, why: str = "") -> Any:
+def _seconds(default: int, low: int, high: int, why: str = "") -> Any:
+    """A lifetime field: ``default`` seconds, refused outside ``[low, high]``. The bounds are kept
+    as field metadata so the configuration schema states the same ones."""
+
     def check(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"{attribute.name} must be between {low} and {high} seconds{why}")
 
-    return check
+    return attrs.field(default=default, validator=check, metadata={"minimum": low, "maximum": high})
 
 
 _DAY = 24 * 3600
@@ -66,26 +69,26 @@ class Lifetimes:
     ``revocation_staleness`` (spec/security.md 34).
     """
 
-    transaction: int = attrs.field(default=600, validator=_between(60, 3600))
-    code: int = attrs.field(default=120, validator=_between(1, 600, " (spec/security.md 9)"))
-    access_token: int = attrs.field(default=3600, validator=_between(60, _DAY))
+    transaction: int = _seconds(600, 60, 3600)
+    code: int = _seconds(120, 1, 600, " (spec/security.md 9)")
+    access_token: int = _seconds(3600, 60, _DAY)
     #: The sliding idle lifetime of a refresh family (``[lifetimes] refresh_idle``).
-    refresh_token: int = attrs.field(default=30 * _DAY, validator=_between(300, 366 * _DAY))
+    refresh_token: int = _seconds(30 * _DAY, 300, 366 * _DAY)
     #: The hard cap from the first consent that no rotation extends.
-    refresh_absolute: int = attrs.field(default=90 * _DAY, validator=_between(3600, 5 * 366 * _DAY))
+    refresh_absolute: int = _seconds(90 * _DAY, 3600, 5 * 366 * _DAY)
     #: A retried refresh inside this window gets the same answer (spec/security.md 20).
-    refresh_grace: int = attrs.field(default=30, validator=_between(0, 300))
-    consent_memory: int = attrs.field(default=30 * _DAY, validator=_between(0, 366 * _DAY))
-    browser_cookie: int = attrs.field(default=30 * _DAY, validator=_between(0, 366 * _DAY))
+    refresh_grace: int = _seconds(30, 0, 300)
+    consent_memory: int = _seconds(30 * _DAY, 0, 366 * _DAY)
+    browser_cookie: int = _seconds(30 * _DAY, 0, 366 * _DAY)
     #: A registered client is forgotten this long after its last use (spec/security.md 28); one never
     #: used, after ``Bounds.unused_registration_lifetime``.
-    client: int = attrs.field(default=90 * _DAY, validator=_between(_DAY, 5 * 366 * _DAY))
+    client: int = _seconds(90 * _DAY, _DAY, 5 * 366 * _DAY)
     #: Re-validate the user with the provider at a refresh this long after it last confirmed them
     #: (``0``: at every refresh).
-    revalidate_after: int = attrs.field(default=3600, validator=_between(0, 30 * _DAY))
+    revalidate_after: int = _seconds(3600, 0, 30 * _DAY)
     #: How stale a bearer check's view of revocations may be: a verified token is re-checked
     #: against the revocation markers at most this long after its last check (``0``: every request).
-    revocation_staleness: int = attrs.field(default=5, validator=_between(0, 300))
+    revocation_staleness: int = _seconds(5, 0, 300)
 
 
 @attrs.frozen(kw_only=True)

@@ -33,6 +33,7 @@ from oauthproxy_core import (
     UpstreamProfile,
 )
 from oauthproxy_core.bounds import Bounds
+from oauthproxy_core.config import Lifetimes
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 
 ISSUER = "https://proxy.example"
@@ -78,6 +79,9 @@ def make_config(**overrides: Any) -> ProxyConfig:
         "upstream": make_profile(),
         "scopes_supported": ("mcp", "offline_access"),
         "default_scopes": ("mcp",),
+        # Revocations reach access tokens at the next request: the tests of what a revocation
+        # ends need no wait. tests/adapters/test_token_cache.py proves the configurable bound.
+        "lifetimes": Lifetimes(revocation_staleness=0),
     }
     fields.update(overrides)
     return ProxyConfig(**fields)

@@ -46,9 +46,10 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import httpx
 
+from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.bearer_header import is_token68
 from oauthproxy_core.bounds import Bounds
-from oauthproxy_core.config import ProxyConfig
+from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.crypto import digest
 from oauthproxy_core.errors import InvalidRedirectUriError
@@ -251,6 +252,8 @@ def parse_settings(
     gateway_url = p.attempt(_gateway_url, t["gateway"], p)
     static_clients = p.attempt(_static_clients, t["clients"], p)
     bounds = p.attempt(_bounds, t["limits"])
+    access = p.attempt(_access, t["access"], p)
+    lifetimes = p.attempt(_lifetimes, t["lifetimes"], p)
     metrics_token = p.attempt(_metrics_token, t["metrics"], p, env)
     metrics_enabled = p.attempt(t["metrics"].get, "enabled")
     cimd_enabled = p.attempt(t["clients"].get, "cimd")
@@ -263,7 +266,7 @@ def parse_settings(
     assert server is not None and profile is not None and consent_theme is not None
     assert store_url is not None and keys_file is not None and bounds is not None
     assert consent_mode is not None and cimd_enabled is not None
-    assert cimd_allow_loopback is not None
+    assert cimd_allow_loopback is not None and access is not None and lifetimes is not None
     try:
         proxy = ProxyConfig(
             issuer=server.base_url,
@@ -278,9 +281,12 @@ def parse_settings(
             cimd_allow_loopback=cimd_allow_loopback,
             bounds=bounds,
             consent_theme=consent_theme,
+            access=access,
+            lifetimes=lifetimes,
         )
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"[server]: {exc}") from None
+        message = str(exc)
+        raise ConfigError(message if message.startswith("[") else f"[server]: {message}") from None
     return Settings(
         proxy=proxy,
         host=server.host,
@@ -750,6 +756,31 @@ def _bounds(t: Section) -> Bounds:
     return Bounds(
         **{name: t.get(name) for name in config_schema.keys_of("limits") if name in names}
     )
+
+
+def _access(t: Section, p: _Problems) -> AccessPolicy:
+    """``[access]``: each rule list is validated by ``AccessPolicy``; a bad entry names its key."""
+    rules: dict[str, Any] = {}
+    for name in config_schema.keys_of("access"):
+        if t.has(name) or name == "groups_claim":
+            rules[name] = t.get(name)
+    before = len(p)
+    for name, value in rules.items():
+        try:
+            AccessPolicy(**{name: value})
+        except ValueError as exc:
+            p.add(t, name, str(exc).removeprefix(f"{name}: "))
+    p.since(before)
+    return AccessPolicy(**rules)
+
+
+def _lifetimes(t: Section, p: _Problems) -> Lifetimes:
+    """``[lifetimes]``: ranges are checked by the schema from ``Lifetimes``' own bounds."""
+    values = {field: t.get(key) for key, field in config_schema.LIFETIME_FIELDS.items()}
+    try:
+        return Lifetimes(**values)
+    except ValueError as exc:
+        p.fail(t, "", str(exc))
 
 
 #: RFC 6750 §2.1: what a client can send after ``Authorization: Bearer``.

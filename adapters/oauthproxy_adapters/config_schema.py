@@ -28,8 +28,9 @@ from typing import Any
 
 import attrs
 
+from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.bounds import Bounds
-from oauthproxy_core.config import ProxyConfig
+from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.providers.entra import entra_profile
 from oauthproxy_core.providers.github import GITHUB_API_BASE_URL, github_profile
@@ -178,8 +179,52 @@ TABLES: tuple[Table, ...] = (
         doc="Bounds on unauthenticated work (spec/security.md 28): past one, a clear 429, never a 5xx. "
         "Every value is an integer of at least 1.",
     ),
+    Table(
+        name="access",
+        doc="Who may sign in (spec/security.md 33). A user is admitted when any rule matches; with "
+        "no rule at all, every account the provider signs in is admitted, and `serve` and "
+        "`check-config` say so. Rules are applied at sign-in and again at refresh once "
+        "`[lifetimes] revalidate_after` has passed.",
+    ),
+    Table(
+        name="lifetimes",
+        doc="How long tokens, grants, consent and registrations live, in seconds, and how often "
+        "the provider is asked about a user again.",
+    ),
     Table(name="metrics", doc="Prometheus metrics at `GET /metrics` (needs the `metrics` extra)."),
 )
+
+
+def _lifetime(key: str, field: str, doc: str, why: str) -> Key:
+    """A ``[lifetimes]`` key: a ``Lifetimes`` field, whose default and bounds the core holds."""
+    meta = attrs.fields_dict(Lifetimes)[field].metadata
+    return Key(
+        table="lifetimes",
+        name=key,
+        type=Type.INTEGER,
+        default=_core_default(Lifetimes, field),
+        minimum=meta["minimum"],
+        maximum=meta["maximum"],
+        doc=doc,
+        why=why,
+    )
+
+
+#: ``[lifetimes]`` key -> ``Lifetimes`` field.
+LIFETIME_FIELDS = {
+    "access_token": "access_token",
+    "refresh_idle": "refresh_token",
+    "refresh_absolute": "refresh_absolute",
+    "refresh_grace": "refresh_grace",
+    "consent_memory": "consent_memory",
+    "client_registration": "client",
+    "revalidate_after": "revalidate_after",
+    "revocation_staleness": "revocation_staleness",
+}
+
+
+def _access_rule(name: str, doc: str, why: str = "") -> Key:
+    return Key(table="access", name=name, type=Type.STRINGS, doc=doc, why=why)
 
 
 def _limit(name: str, doc: str, why: str, *, minimum: int = 1, maximum: int | None = None) -> Key:
@@ -692,6 +737,112 @@ KEYS: tuple[Key, ...] = (
         "64: one host or subscriber gets at least a /64 (RFC 6177), so single addresses would give "
         "one machine 2^64 budgets. Lower it (48) if floods come from many /64s of one site.",
         maximum=128,
+    ),
+    # [access]: the contract of issue 15; values are checked by oauthproxy_core.access.AccessPolicy.
+    _access_rule(
+        "allowed_subjects",
+        "Exact subjects, `<provider>:<id>` as the MCP server sees them (`github:4242`).",
+    ),
+    _access_rule(
+        "allowed_emails",
+        "Email addresses, compared case-insensitively; only an address the provider vouches for "
+        "(spec/security.md 32) is compared.",
+    ),
+    _access_rule(
+        "allowed_email_domains",
+        "Domains of verified addresses: the exact domain after the `@`, never a suffix "
+        "(`example.com` does not admit `evil-example.com` or `sub.example.com`).",
+    ),
+    _access_rule(
+        "github_orgs",
+        "GitHub organizations (`acme`) or teams (`acme/platform`), read from `/user/orgs` and "
+        "`/user/teams` at `api_base_url`. The proxy then also asks for the `read:org` scope.",
+    ),
+    _access_rule(
+        "google_hosted_domains",
+        "Google Workspace domains: the `hd` claim of the verified ID token (the `hd` request "
+        "parameter is only a hint).",
+    ),
+    _access_rule("entra_tenants", "Entra tenant GUIDs: the `tid` claim of the verified ID token."),
+    _access_rule(
+        "allowed_groups",
+        "Groups, from `groups_claim` in the ID token or UserInfo; for Entra, from Microsoft Graph "
+        "when the token reports a group overage. Compared exactly.",
+    ),
+    Key(
+        table="access",
+        name="groups_claim",
+        type=_S,
+        default=_core_default(AccessPolicy, "groups_claim"),
+        doc="Where the groups are: a claim name or a dotted path for nested claims "
+        "(`realm_access.roles` for Keycloak roles).",
+        why="`groups` is the name Entra, Okta, Auth0 rules and most OIDC servers use.",
+    ),
+    # [lifetimes]: one _lifetime per key; defaults and bounds live in oauthproxy_core.config.Lifetimes.
+    _lifetime(
+        "access_token",
+        "access_token",
+        "Lifetime of the proxy's access tokens.",
+        "An hour: MCP clients refresh without the user noticing, and a token that leaks is "
+        "useful for at most that long; revocation reaches access tokens sooner anyway "
+        "(`revocation_staleness`).",
+    ),
+    _lifetime(
+        "refresh_idle",
+        "refresh_token",
+        "A refresh token unused this long expires; each refresh starts the period again.",
+        "30 days: a user who opens their MCP client once a month stays signed in; one who stops "
+        "using it is signed out a month later.",
+    ),
+    _lifetime(
+        "refresh_absolute",
+        "refresh_absolute",
+        "The hard end of a sign-in, counted from the first consent; no refresh extends it.",
+        "90 days, as Entra's default refresh-token lifetime: even a client that refreshes "
+        "continuously makes the user sign in again each quarter. With re-validation on (the "
+        "default), removal upstream takes effect within `revalidate_after`, so this cap is the "
+        "backstop, not the main lever.",
+    ),
+    _lifetime(
+        "refresh_grace",
+        "refresh_grace",
+        "A refresh retried within this window after a rotation receives the same answer "
+        "instead of counting as reuse (at most 300).",
+        "30 seconds covers a lost response and a retry; longer windows widen what a stolen, "
+        "already-rotated token can do.",
+    ),
+    _lifetime(
+        "consent_memory",
+        "consent_memory",
+        'With `[consent] mode = "remember"`, how long an approval is remembered for the same '
+        "client, redirect URI, scopes and browser.",
+        "30 days, like the refresh idle period.",
+    ),
+    _lifetime(
+        "client_registration",
+        "client",
+        "A dynamically registered client is forgotten this long after tokens were last issued "
+        "to it (one never used: `[limits] unused_registration_lifetime`).",
+        "90 days: clients re-register on `invalid_client` (spec/interop.md), so forgetting an "
+        "idle one costs a click, and storage stays bounded.",
+    ),
+    _lifetime(
+        "revalidate_after",
+        "revalidate_after",
+        "At a refresh this long after the provider last confirmed the user, the provider is "
+        "asked again and the `[access]` rules are applied again; `0` asks at every refresh.",
+        "An hour: a user removed upstream (account disabled, group or organization left) loses "
+        "access within about an hour, and the provider sees at most one extra call per user per "
+        "hour.",
+    ),
+    _lifetime(
+        "revocation_staleness",
+        "revocation_staleness",
+        "How stale a bearer check's view of revocations may be: an access token checked within "
+        "this many seconds is not looked up again; `0` looks up every request.",
+        "5 seconds: `oauthproxy grants revoke` ends a live session on every instance within "
+        "seconds, while a client sending many requests a second costs one store look-up per "
+        "token per 5 seconds instead of one per request.",
     ),
     # [metrics]
     Key(

@@ -43,6 +43,9 @@ What is added: the trusted identity headers
     ``X-OAuthProxy-Subject``          the user: ``<provider>:<upstream user id>`` (``github:4242``)
     ``X-OAuthProxy-Client-Id``        the MCP client the user authorized
     ``X-OAuthProxy-Scopes``           the token's scopes, space-separated
+    ``X-OAuthProxy-Groups``           the groups the ``[access]`` decision saw (the groups claim,
+                                      GitHub ``org`` and ``org/team`` memberships), comma-separated;
+                                      a ``,`` inside a name arrives as ``%2C``. Absent: no groups
     ``X-OAuthProxy-Claim-<name>``     one per identity claim from the upstream userinfo (``login``,
                                       ``email``, ``name``, ``preferred_username``, ...). ``<name>`` keeps
                                       ``[A-Za-z0-9-]``; any other character becomes ``-``
@@ -181,6 +184,9 @@ def identity_headers(principal: Principal) -> list[tuple[str, str]]:
         ("X-OAuthProxy-Client-Id", _header_value(principal.client_id)),
         ("X-OAuthProxy-Scopes", " ".join(_header_value(s) for s in principal.scopes)),
     ]
+    if principal.groups:
+        listed = ",".join(_header_value(g).replace(",", "%2C") for g in principal.groups)
+        headers.append(("X-OAuthProxy-Groups", listed))
     seen: set[str] = set()
     for name, value in principal.claims:
         clean = _CLAIM_NAME_CHARS.sub("-", name).strip("-")

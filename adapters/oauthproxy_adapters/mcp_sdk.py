@@ -83,6 +83,8 @@ def access_token_of(principal: Principal, token: str, issuer: str) -> AccessToke
     claims: dict[str, Any] = dict(principal.claims)
     # The SDK ties a session to (client_id, iss, subject): iss must be stable across refreshes.
     claims.update({"iss": issuer, "gid": principal.grant_id})
+    if principal.groups:
+        claims["groups"] = list(principal.groups)
     return AccessToken(
         token=token,
         client_id=principal.client_id,
@@ -174,7 +176,10 @@ def principal_of(token: AccessToken) -> Principal:
     claims = dict(token.claims or {})
     grant_id = claims.pop("gid", None)
     claims.pop("iss", None)
+    groups = claims.pop("groups", [])
     if not isinstance(grant_id, str) or token.subject is None or token.resource is None:
+        raise InvalidTokenError("not a token verified by oauthproxy")
+    if not isinstance(groups, list):
         raise InvalidTokenError("not a token verified by oauthproxy")
     return Principal(
         subject=token.subject,
@@ -184,6 +189,7 @@ def principal_of(token: AccessToken) -> Principal:
         grant_id=grant_id,
         expires_at=token.expires_at or 0,
         claims=tuple((k, str(v)) for k, v in claims.items()),
+        groups=tuple(str(g) for g in groups),
     )
 
 

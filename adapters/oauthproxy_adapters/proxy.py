@@ -6,9 +6,10 @@ refused (the driver fails closed), so such clients are simply not found.
 
 Every framework adapter (ASGI, WSGI, the h11 server, the gateway, the `mcp` SDK verifier) holds one of
 these and nothing else; none repeats protocol logic. They also offer the resource-server side:
-bearer verification (with a small verified-token cache that skips only the signature check, never the
-revocation look-ups, so a revoked grant or a deleted client is refused at its next request: the
-staleness bound of spec/security.md 34 is zero) and the user's upstream access token.
+bearer verification (with a small verified-token cache that skips the signature check, and repeats
+the revocation look-ups at most every ``[lifetimes] revocation_staleness`` seconds, so a revoked grant
+or a deleted client is refused on every instance within that bound: spec/security.md 34) and the
+user's upstream access token.
 
 The cache also receives the access token of every successful response of the proxy's own token
 endpoint, read with ``tokens.own_token_claims`` (same claim checks, no signature check: the token was
@@ -34,6 +35,7 @@ from oauthproxy_core.handlers.bearer import (
     Challenge,
     Principal,
     authorize_claims,
+    authorize_unrevoked,
     challenge,
     credentials_of,
     missing_token,
@@ -63,25 +65,39 @@ Clock = Callable[[], float]
 
 
 class TokenCache:
-    """Verified access-token claims by token string, bounded, expiring with the token."""
+    """Verified access-token claims by token string, bounded, expiring with the token.
+
+    Each entry also remembers until when its revocation look-ups hold: ``Lifetimes.
+    revocation_staleness`` seconds after the last look-up that found the token unrevoked
+    (spec/security.md 34). ``get`` says whether that time has passed.
+    """
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
-        self._entries: dict[str, AccessClaims] = {}
+        self._entries: dict[str, tuple[AccessClaims, int]] = {}
         self._lock = threading.Lock()  # threaded WSGI servers share one cache
 
-    def get(self, token: str, now: int) -> AccessClaims | None:
-        claims = self._entries.get(token)
-        if claims is not None and claims.expires_at <= now:
+    def get(self, token: str, now: int) -> tuple[AccessClaims, bool] | None:
+        """``(claims, unrevoked_recently)``, or ``None`` for a token not (or no longer) cached."""
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        claims, checked_until = entry
+        if claims.expires_at <= now:
             self._entries.pop(token, None)
             return None
-        return claims
+        return claims, now < checked_until
 
-    def put(self, token: str, claims: AccessClaims) -> None:
+    def put(self, token: str, claims: AccessClaims, checked_until: int = 0) -> None:
         with self._lock:
-            if len(self._entries) >= self.max_entries:
+            if token not in self._entries and len(self._entries) >= self.max_entries:
                 self._entries.pop(next(iter(self._entries)), None)
-            self._entries[token] = claims
+            self._entries[token] = (claims, checked_until)
+
+    def checked(self, token: str, claims: AccessClaims, until: int) -> None:
+        """The revocation look-ups for ``token`` found it unrevoked; trust that until ``until``."""
+        if until > 0:
+            self.put(token, claims, until)
 
 
 class _Base:
@@ -154,11 +170,13 @@ class _Base:
             claims = own_token_claims(ctx, token, audience=self.config.resource)
         except (ValueError, KeyError, TypeError, InvalidTokenError):
             return  # not a token response of ours for this resource: nothing to cache
-        self.cache.put(token, claims)
+        # Minted a moment ago from a grant the token endpoint found unrevoked.
+        self.cache.put(token, claims, ctx.now + self.config.lifetimes.revocation_staleness)
 
     def _verify_signature(
         self, ctx: Context, authorization: str | BearerCredentials | None
-    ) -> AccessClaims | Challenge:
+    ) -> tuple[str, AccessClaims, bool] | Challenge:
+        """``(token, claims, unrevoked_recently)`` for a token whose signature verifies."""
         credentials = credentials_of(authorization)
         token = credentials.token
         if token is None:
@@ -166,14 +184,21 @@ class _Base:
         if self.cache is not None:
             hit = self.cache.get(token, ctx.now)
             if hit is not None:
-                return hit
+                return token, hit[0], hit[1]
         try:
             claims = verify_access_token(ctx, token, audience=self.config.resource)
         except InvalidTokenError:
             return challenge(ctx, status=401, error="invalid_token", scopes=())
         if self.cache is not None:
             self.cache.put(token, claims)
-        return claims
+        return token, claims, False
+
+    def _remember_checked(
+        self, ctx: Context, token: str, claims: AccessClaims, verdict: Principal | Challenge
+    ) -> None:
+        if self.cache is not None and isinstance(verdict, Principal):
+            until = ctx.now + self.config.lifetimes.revocation_staleness
+            self.cache.checked(token, claims, until)
 
 
 def _with_scopes(
@@ -216,13 +241,20 @@ class Proxy(_Base):
         """The verdict on a request's bearer token: its ``Authorization`` value, or the credentials
         ``bearer_header.parse_bearer`` read from all its ``Authorization`` fields."""
         ctx = self.server.context(now=self.now(), random=self.random)
-        verdict = self._verify_signature(ctx, authorization)
-        if isinstance(verdict, Challenge):
-            self._count_challenge(verdict)
-            return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
-        result = run(
-            authorize_claims(verdict, ctx, required_scopes), self.store, observe=self.observe_bearer
-        )
+        verified = self._verify_signature(ctx, authorization)
+        if isinstance(verified, Challenge):
+            self._count_challenge(verified)
+            return _with_scopes(verified, lambda **kw: challenge(ctx, **kw), required_scopes)
+        token, claims, recent = verified
+        if recent:
+            result = authorize_unrevoked(claims, ctx, required_scopes)
+        else:
+            result = run(
+                authorize_claims(claims, ctx, required_scopes),
+                self.store,
+                observe=self.observe_bearer,
+            )
+            self._remember_checked(ctx, token, claims, result)
         self._count_challenge(result)
         return result
 
@@ -264,13 +296,20 @@ class AsyncProxy(_Base):
         self, authorization: str | BearerCredentials | None, required_scopes: Sequence[str] = ()
     ) -> Principal | Challenge:
         ctx = self.server.context(now=self.now(), random=self.random)
-        verdict = self._verify_signature(ctx, authorization)
-        if isinstance(verdict, Challenge):
-            self._count_challenge(verdict)
-            return _with_scopes(verdict, lambda **kw: challenge(ctx, **kw), required_scopes)
-        result = await run_async(
-            authorize_claims(verdict, ctx, required_scopes), self.store, observe=self.observe_bearer
-        )
+        verified = self._verify_signature(ctx, authorization)
+        if isinstance(verified, Challenge):
+            self._count_challenge(verified)
+            return _with_scopes(verified, lambda **kw: challenge(ctx, **kw), required_scopes)
+        token, claims, recent = verified
+        if recent:
+            result = authorize_unrevoked(claims, ctx, required_scopes)
+        else:
+            result = await run_async(
+                authorize_claims(claims, ctx, required_scopes),
+                self.store,
+                observe=self.observe_bearer,
+            )
+            self._remember_checked(ctx, token, claims, result)
         self._count_challenge(result)
         return result
 

@@ -16,8 +16,8 @@ may sign in; then one ``warning:`` line for each choice of the file that exposes
 - client metadata documents fetched from loopback (development only: spec/security.md 23).
 
 Both commands print ``summary_lines`` of the same ``Settings``, so what ``check-config`` promises is
-what ``serve`` does. ``admission`` is the one place that says who may sign in: the ``[access]``
-rules of issue 15 describe themselves there.
+what ``serve`` does. ``admission`` is the one place that says who may sign in, from the ``[access]``
+rules (spec/security.md 33).
 """
 
 from __future__ import annotations
@@ -58,13 +58,34 @@ class Admission:
     text: str
 
 
+#: ``[access]`` key -> how the operator's summary names what it admits.
+_RULE_WORDS = {
+    "allowed_subjects": "the accounts",
+    "allowed_emails": "the verified addresses",
+    "allowed_email_domains": "verified addresses at",
+    "github_orgs": "members of the GitHub organizations/teams",
+    "google_hosted_domains": "accounts of the Google Workspace domains",
+    "entra_tenants": "accounts of the Entra tenants",
+    "allowed_groups": "members of the groups",
+}
+
+
 def admission(settings: Settings) -> Admission:
     """Who may sign in, in one clause ("any account at github (github.com) may sign in").
 
-    No access rule exists yet, so whoever the provider signs in is admitted. The ``[access]``
-    rules (issue 15) plug in here: with rules, ``everyone`` is false and ``text`` names the rule
-    classes ("members of the github orgs acme, acme/platform may sign in"), never secrets.
+    With ``[access]`` rules, ``everyone`` is false and ``text`` lists the rules with their values
+    (the operator's own configuration; the refusal page shown to users names only the classes).
     """
+    policy = settings.proxy.access
+    if not policy.open:
+        parts = [
+            f"{_RULE_WORDS[name]} {', '.join(getattr(policy, name))}"
+            for name in policy.rule_classes
+        ]
+        text = "only " + "; or ".join(parts) + " may sign in"
+        if policy.allowed_groups:
+            text += f" (groups from the {policy.groups_claim!r} claim)"
+        return Admission(everyone=False, text=text)
     up = settings.upstream
     if up.name == "entra" and up.tenant is not None:
         who = _ENTRA_AUDIENCES.get(up.tenant, f"any account of the Entra tenant {up.tenant}")
@@ -141,8 +162,9 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
     admitted = admission(settings)
     if admitted.everyone:
         found.append(
-            f"dynamic registration is open and {admitted.text}: anyone with such an account "
-            f"can use {settings.proxy.resource}"
+            f"[access]: no rule, so {admitted.text}; dynamic registration is open, so anyone "
+            f"with such an account can use {settings.proxy.resource} (add [access] rules: "
+            "allowed_email_domains, github_orgs, allowed_groups, ...)"
         )
     if settings.metrics_enabled and settings.metrics_bearer_token is None:
         found.append(

@@ -62,7 +62,7 @@ def test_check_config_and_serve_print_the_same_summary_and_warnings(tmp_path: Pa
     warned = _warnings(checked.stdout)
     assert [w.split(":", 2)[1].strip() for w in warned] == [
         "[store].url",
-        "dynamic registration is open and any account at github (github.com) may sign in",
+        "[access]",
         "[metrics].bearer_token",
         "[server].forwarded_allow_ips",
         "[clients].cimd_allow_loopback",
@@ -138,9 +138,26 @@ def test_a_multi_tenant_entra_app_says_who_may_sign_in_and_warns(
     assert checked.returncode == 0, checked.stderr
     assert f"  sign-in   {who}\n" in checked.stdout
     assert _warnings(checked.stdout) == [
-        f"warning: dynamic registration is open and {who}: anyone with such an account can use "
-        "https://mcp.example.com/mcp"
+        f"warning: [access]: no rule, so {who}; dynamic registration is open, so anyone with such "
+        "an account can use https://mcp.example.com/mcp (add [access] rules: "
+        "allowed_email_domains, github_orgs, allowed_groups, ...)"
     ]
+
+
+def test_access_rules_replace_the_open_sign_in_warning_with_the_rules(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[server]\nbase_url = "https://mcp.example.com"\n'
+        f'[upstream]\nprovider = "github"\nclient_id = "c"\nclient_secret = "{SECRET}"\n'
+        '[access]\ngithub_orgs = ["acme/platform"]\nallowed_emails = ["Ada@Example.com"]\n'
+    )
+    checked = run("check-config", str(config), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert (
+        "  sign-in   only the verified addresses ada@example.com; or members of the GitHub "
+        "organizations/teams acme/platform may sign in\n"
+    ) in checked.stdout
+    assert not [w for w in _warnings(checked.stdout) if "[access]" in w]
 
 
 def test_redis_store_is_described_as_shared_without_its_password(tmp_path: Path) -> None:

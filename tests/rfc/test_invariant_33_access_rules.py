@@ -361,7 +361,9 @@ def test_invariant_33_a_refused_callback_writes_nothing_of_the_user(
 
 
 def test_refresh_absolute_ends_the_family_whatever_the_rotations() -> None:
-    lifetimes = Lifetimes(refresh_token=10 * 24 * HOUR, refresh_absolute=25 * 24 * HOUR)
+    lifetimes = Lifetimes(
+        refresh_token=10 * 24 * HOUR, refresh_absolute=25 * 24 * HOUR, revocation_staleness=0
+    )
     h = harness(AccessPolicy(), lifetimes=lifetimes)
     client, resp = sign_in(h, ADA)
     token = redeem(h, client, resp)["refresh_token"]

@@ -82,6 +82,8 @@ def access_token_of(principal: Principal, token: str, issuer: str) -> AccessToke
     """
     claims: dict[str, Any] = dict(principal.claims)
     claims.update({"iss": issuer, "gid": principal.grant_id})
+    if principal.groups:
+        claims["groups"] = list(principal.groups)
     return AccessToken(
         token=token,
         client_id=principal.client_id,
