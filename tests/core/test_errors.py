@@ -4,10 +4,20 @@
 from __future__ import annotations
 
 import json
+from html import escape
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from oauthproxy_core.errors import ALL_ERRORS, InvalidClientError, InvalidTokenError, OAuthError
+from oauthproxy_core.errors import (
+    ALL_ERRORS,
+    InvalidClientError,
+    InvalidTokenError,
+    OAuthError,
+    PageError,
+)
 from oauthproxy_core.redirects import error_redirect
 from oauthproxy_core.server import render_error
 
@@ -61,3 +71,57 @@ def test_every_error_class_is_listed() -> None:
 
     core = {c for c in subclasses(OAuthError) if c.__module__ == "oauthproxy_core.errors"}
     assert core == set(ALL_ERRORS)
+
+
+_EXTRA = ("X-Carried", "by-the-error")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cls=st.sampled_from(ALL_ERRORS),
+    description=st.text(max_size=60),
+    retry_after=st.none() | st.integers(min_value=0, max_value=10**6),
+    cors=st.booleans(),
+)
+def test_invariant_2_every_error_renders_as_its_class_declares(
+    cls: type[OAuthError], description: str, retry_after: int | None, cors: bool
+) -> None:
+    """spec/security.md 2: whatever the class and the message, the page, the JSON answer and the
+    redirect carry the class's status and code, and a class that is not ``redirectable`` never
+    produces a redirect (``Location``), whoever asks ``error_redirect`` for one."""
+    err = cls(description, retry_after=retry_after, headers=(_EXTRA,))
+    shown = escape(description or "The request was not valid.").encode()
+    retry = None if retry_after is None else str(retry_after)
+
+    page = render_error(err, browser=True, cors=cors)
+    assert page.status == cls.status
+    assert (page.header("content-type") or "").startswith("text/html")
+    assert f"<code>{escape(cls.error)}</code>".encode() in page.body and shown in page.body
+    assert page.header("location") is None and page.header("www-authenticate") is None
+    assert page.header("retry-after") == retry and page.header(_EXTRA[0]) == _EXTRA[1]
+
+    answer = render_error(err, browser=False, cors=cors)
+    assert answer.status == cls.status
+    expected = {"error": cls.error} | ({"error_description": description} if description else {})
+    assert json.loads(answer.body) == expected
+    assert answer.header("www-authenticate") == cls.challenge
+    assert answer.header("location") is None
+    assert answer.header("retry-after") == retry and answer.header(_EXTRA[0]) == _EXTRA[1]
+
+    sent = error_redirect(REDIRECT, err, client_state="s", issuer=ISSUER)
+    location = sent.header("location")
+    assert sent.header(_EXTRA[0]) == _EXTRA[1]
+    if not cls.redirectable:
+        assert location is None
+        assert sent.status == cls.status and sent.body == page.body
+        return
+    assert sent.status == 302 and location is not None and location.startswith(REDIRECT + "?")
+    params = dict(parse_qsl(urlsplit(location).query, keep_blank_values=True))
+    assert params["error"] == cls.error
+    assert params.get("error_description") == (description or None)
+
+
+def test_invariant_2_page_errors_are_never_redirectable() -> None:
+    pages = [cls for cls in ALL_ERRORS if issubclass(cls, PageError)]
+    assert len(pages) >= 4
+    assert not any(cls.redirectable for cls in pages)
