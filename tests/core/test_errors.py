@@ -1,25 +1,33 @@
 """Errors decide how they are rendered (oauthproxy_core/errors.py): the class carries the status, the
-``WWW-Authenticate`` challenge and whether the error may travel to the client's redirect URI."""
+``WWW-Authenticate`` challenge and whether the error may travel to the client's redirect URI.
+
+The browser handlers refuse by raising these classes (``PageError`` and its subclasses for what is
+only ever shown to the user), so no handler builds an error page from a string code of its own."""
 
 from __future__ import annotations
 
+import ast
 import json
 from html import escape
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from oauthproxy_core import handlers
 from oauthproxy_core.errors import (
     ALL_ERRORS,
     InvalidClientError,
     InvalidTokenError,
     OAuthError,
     PageError,
+    SignInRefusedError,
 )
 from oauthproxy_core.redirects import error_redirect
 from oauthproxy_core.server import render_error
+from tests.harness import VERIFIER, Browser, Harness, UpstreamUser, consent_fields
 
 REDIRECT = "http://127.0.0.1:9999/cb"
 ISSUER = "https://proxy.example"
@@ -125,3 +133,47 @@ def test_invariant_2_page_errors_are_never_redirectable() -> None:
     pages = [cls for cls in ALL_ERRORS if issubclass(cls, PageError)]
     assert len(pages) >= 4
     assert not any(cls.redirectable for cls in pages)
+
+
+def test_no_handler_builds_an_error_page_itself() -> None:
+    """Handlers raise an error class; only the renderers (server.py, redirects.py) make pages."""
+    for module in sorted(Path(handlers.__file__).parent.glob("*.py")):
+        tree = ast.parse(module.read_text())
+        for node in ast.walk(tree):
+            names = (
+                {alias.name for alias in node.names}
+                if isinstance(node, ast.ImportFrom)
+                else {node.id}
+                if isinstance(node, ast.Name)
+                else {node.attr}
+                if isinstance(node, ast.Attribute)
+                else set()
+            )
+            assert not names & {"error_page", "error_response"}, module.name
+
+
+def test_a_callback_refusal_page_still_clears_the_binding_cookie() -> None:
+    """spec/security.md 13: the callback refuses a sign-in past its deadline with the page of
+    ``SignInRefusedError``, and the binding the browser presented is forgotten on that page too."""
+    h = Harness()
+    client = h.register()
+    browser = Browser()
+    resp = h.request("GET", h.authorize_url(client, VERIFIER), browser=browser)
+    consent = resp.header("location")
+    assert consent is not None
+    page = h.request("GET", consent.removeprefix(h.config.issuer), browser=browser)
+    approved = h.form("/consent", {**consent_fields(page), "decision": "approve"}, browser=browser)
+    upstream_url = approved.header("location")
+    assert approved.status == 303 and upstream_url is not None
+    before = set(browser.cookies)
+    callback = h.upstream.login(upstream_url, UpstreamUser(id=7, login="late"))
+    h.clock.advance(h.config.lifetimes.transaction + 1)
+
+    refused = h.request("GET", callback.removeprefix(h.config.issuer), browser=browser)
+
+    assert refused.status == SignInRefusedError.status
+    assert f"<code>{SignInRefusedError.error}</code>".encode() in refused.body
+    assert b"took too long" in refused.body and refused.header("location") is None
+    cleared = [v for v in refused.header_values("set-cookie") if "max-age=0" in v.lower()]
+    assert len(cleared) == 1
+    assert len(before - set(browser.cookies)) == 1
