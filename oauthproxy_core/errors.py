@@ -28,10 +28,19 @@ class OAuthError(Exception):
     #: The ``WWW-Authenticate`` value a JSON answer carries, for errors that ask for credentials.
     challenge: ClassVar[str | None] = None
 
-    def __init__(self, description: str = "", *, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        description: str = "",
+        *,
+        retry_after: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(description or self.error)
         self.description = description
         self.retry_after = retry_after
+        #: Further headers for whatever answer renders this error (a cookie the browser may now
+        #: forget). Never a secret: they are sent as they are.
+        self.headers = headers
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.description!r})"
@@ -157,6 +166,40 @@ class PayloadTooLargeError(OAuthError):
     redirectable = False
 
 
+class PageError(OAuthError):
+    """Shown to the user as a page, never sent to a redirect URI: an ``invalid_request`` found
+    before the client and its redirect URI are established (spec/security.md 2), or in a browser
+    step whose transaction is unknown, already answered or expired, when the flow has no redirect
+    left to make."""
+
+    error = "invalid_request"
+    status = 400
+    redirectable = False
+
+
+class UnknownClientError(PageError):
+    """RFC 6749 §4.1.2.1: the client identifier is invalid (not registered, no longer registered,
+    or its metadata document could not be fetched). The user is told; there is nowhere to redirect."""
+
+    error = "invalid_client"
+
+
+class SignInRefusedError(PageError):
+    """The upstream provider's callback cannot continue this sign-in: the transaction was already
+    final or changed meanwhile, its deadline passed, or the callback came from another browser
+    (spec/security.md 13)."""
+
+    error = "access_denied"
+
+
+class UntrustedFormError(PageError):
+    """A consent POST the proxy's own page did not send: not from its origin, or without the form
+    token bound to this browser (spec/security.md 31). Nothing is decided, nothing is redirected."""
+
+    error = "access_denied"
+    status = 403
+
+
 ALL_ERRORS: tuple[type[OAuthError], ...] = (
     InvalidRequestError,
     InvalidClientError,
@@ -178,4 +221,8 @@ ALL_ERRORS: tuple[type[OAuthError], ...] = (
     NotFoundError,
     MethodNotAllowedError,
     PayloadTooLargeError,
+    PageError,
+    UnknownClientError,
+    SignInRefusedError,
+    UntrustedFormError,
 )

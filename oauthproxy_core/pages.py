@@ -1,5 +1,8 @@
 """HTML rendered by the core: the consent page and the error page.
 
+An error's page is read from its class (``error_response``): the status and code the class declares
+and the description the instance carries (errors.py).
+
 The consent page is the proxy's defence against the confused-deputy attack on a proxy with one static
 upstream client (MCP Security Best Practices; FastMCP CVE-2026-27124): the user sees which client asks,
 where the answer goes and what it may do, before the upstream provider is ever contacted.
@@ -17,6 +20,7 @@ import string
 from html import escape
 
 from .consent_theme import ConsentTheme
+from .errors import OAuthError
 from .http import Response
 
 DEFAULT_THEME = ConsentTheme()
@@ -206,3 +210,13 @@ def refusal_page(reason: str, *, location: str, service: str) -> Response:
         f'<p><a href="{escape(location, quote=True)}">Return to the application</a></p></main>'
     )
     return Response(status=403, headers=PAGE_HEADERS, body=_page("Account not allowed", body))
+
+
+def error_response(err: OAuthError) -> Response:
+    """The page form of ``err``: its class's status and code, its description, ``Retry-After``
+    when it has one and the headers the error carries."""
+    page = error_page(err.status, err.error, err.description or "The request was not valid.")
+    extra: tuple[tuple[str, str], ...] = ()
+    if err.retry_after is not None:
+        extra += (("Retry-After", str(err.retry_after)),)
+    return Response(status=page.status, headers=page.headers + extra + err.headers, body=page.body)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from .errors import OAuthError
+from .errors import OAuthError, PageError
 from .http import Response
-from .pages import error_page
+from .pages import error_response
 from .redirect_uris import is_acceptable_redirect_uri
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
@@ -34,7 +34,8 @@ def authorization_redirect(
     extra_headers: tuple[tuple[str, str], ...] = (),
 ) -> Response:
     if not is_acceptable_redirect_uri(redirect_uri):
-        return error_page(400, "invalid_request", "The redirect URI is not acceptable.")
+        # A builder answers whatever it is given: the refusal is the page of its error class.
+        return error_response(PageError("The redirect URI is not acceptable."))
     items = list(params)
     if client_state is not None:
         items.append(("state", client_state))
@@ -60,7 +61,7 @@ def error_redirect(
 ) -> Response:
     if not error.redirectable:
         # An error the class says may not reach the client's redirect URI is shown to the user.
-        return error_page(error.status, error.error, error.description or "The request failed.")
+        return error_response(error)
     params = [("error", error.error)]
     if error.description:
         params.append(("error_description", error.description))
@@ -70,5 +71,5 @@ def error_redirect(
         client_state=client_state,
         issuer=issuer,
         status=status,
-        extra_headers=extra_headers,
+        extra_headers=extra_headers + error.headers,
     )

@@ -26,7 +26,7 @@ from .handlers.bearer import Challenge, Principal, verify_bearer
 from .handlers.metadata import CORS
 from .http import Request, Response, json_response
 from .keys import Keyring
-from .pages import error_page
+from .pages import error_response
 from .routes import RouteTable
 
 
@@ -91,12 +91,13 @@ class AuthorizationServer:
 
 
 def render_error(err: OAuthError, *, browser: bool, cors: bool) -> Response:
+    """``err`` as its class declares it: a page on a browser endpoint (``pages.error_response``),
+    else JSON with the class's status and code, its ``challenge`` as ``WWW-Authenticate``."""
+    if browser:
+        return error_response(err)
     extra: tuple[tuple[str, str], ...] = ()
     if err.retry_after is not None:
         extra += (("Retry-After", str(err.retry_after)),)
-    if browser:
-        page = error_page(err.status, err.error, err.description or "The request was not valid.")
-        return Response(status=page.status, headers=page.headers + extra, body=page.body)
     if cors:
         extra += CORS
     if err.challenge is not None:
@@ -104,4 +105,4 @@ def render_error(err: OAuthError, *, browser: bool, cors: bool) -> Response:
     body = {"error": err.error}
     if err.description:
         body["error_description"] = err.description
-    return json_response(err.status, body, extra_headers=extra)
+    return json_response(err.status, body, extra_headers=extra + err.headers)

@@ -155,21 +155,6 @@ class Settings:
     def mcp_path(self) -> str:
         return self.proxy.mcp_path
 
-    def summary(self) -> str:
-        """One line describing the configuration, without any secret."""
-        up = self.proxy.upstream
-        parts = [
-            f"issuer {self.proxy.issuer}",
-            f"resource {self.proxy.resource}",
-            f"provider {up.name} (client_id {up.client_id})",
-            f"consent {self.proxy.consent_mode}",
-            f"store {redact_url(self.store_url)}",
-            f"keys {self.keys_file}",
-            f"gateway {self.gateway_upstream_url or 'none'}",
-            f"listen {self.host}:{self.port}",
-        ]
-        return "; ".join(parts)
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading

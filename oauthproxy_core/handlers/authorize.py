@@ -26,13 +26,14 @@ from ..effects import Emit, Handler
 from ..errors import (
     InvalidRequestError,
     OAuthError,
+    PageError,
     ServerError,
     TemporarilyUnavailableError,
     UnauthorizedClientError,
+    UnknownClientError,
     UnsupportedResponseTypeError,
 )
 from ..http import Request, Response, form_body, parse_params
-from ..pages import error_page
 from ..pkce import validate_code_challenge
 from ..records import Client, Transaction
 from ..redirect_uris import is_acceptable_redirect_uri, match_redirect_uri
@@ -43,15 +44,13 @@ from ..states import EXPIRY_NOTICE, EventData, Step, TxEvent, TxState, new_trans
 from .consent import remembered_consent, start_upstream
 
 
-# Long by nature: The order of spec/security.md 2 (client, redirect URI, the rest): each refusal
-# returns where it is decided.
-def authorize_endpoint(req: Request, ctx: Context) -> Handler[Response]:  # noqa: PLR0911
+def authorize_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     params = parse_params(req.query) if req.method == "GET" else form_body(req)
 
-    # 1. The client (rendered page on failure).
+    # 1. The client (a PageError, rendered as a page, on failure).
     client_id = params.get("client_id")
     if not client_id:
-        return error_page(400, "invalid_request", "The request names no client.")
+        raise PageError("The request names no client.")
     b, window = ctx.config.bounds, ctx.config.lifetimes.transaction
     # Before any lookup or fetch (module docstring). Raises 429 / 503: rendered as a page.
     yield from take_slots(
@@ -65,28 +64,26 @@ def authorize_endpoint(req: Request, ctx: Context) -> Handler[Response]:  # noqa
     client = yield from load_client(client_id, ctx)
     if client is None:
         if looks_like_cimd(client_id, allow_loopback=True):
-            return error_page(
-                400,
-                "invalid_client",
-                "This application's metadata document could not be fetched or is not valid.",
+            raise UnknownClientError(
+                "This application's metadata document could not be fetched or is not valid."
             )
-        return error_page(400, "invalid_client", "This application is not registered.")
+        raise UnknownClientError("This application is not registered.")
 
-    # 2. The redirect URI (rendered page on failure).
+    # 2. The redirect URI (a PageError, rendered as a page, on failure).
     requested = params.get("redirect_uri")
     if requested is None:
         if len(client.redirect_uris) != 1:
-            return error_page(400, "invalid_request", "The request must name a redirect URI.")
+            raise PageError("The request must name a redirect URI.")
         redirect_uri, sent = client.redirect_uris[0], False
     else:
         matched = match_redirect_uri(
             client.redirect_uris, requested, allow_localhost_port=ctx.config.allow_localhost_port
         )
         if matched is None:
-            return error_page(400, "invalid_request", "The redirect URI is not registered.")
+            raise PageError("The redirect URI is not registered.")
         redirect_uri, sent = requested, True
     if not is_acceptable_redirect_uri(redirect_uri):
-        return error_page(400, "invalid_request", "The redirect URI is not acceptable.")
+        raise PageError("The redirect URI is not acceptable.")
 
     # 3. Everything else may be reported to the validated redirect URI.
     client_state = params.get("state")

@@ -27,9 +27,17 @@ from ..config import Context
 from ..cookies import clear_cookie
 from ..crypto import UnsealError, digest, new_secret, seal, unseal
 from ..effects import Handler, HttpCall
-from ..errors import AccessDeniedError, OAuthError, ServerError, TemporarilyUnavailableError
+from ..errors import (
+    AccessDeniedError,
+    OAuthError,
+    PageError,
+    ServerError,
+    SignInRefusedError,
+    TemporarilyUnavailableError,
+    UnknownClientError,
+)
 from ..http import Request, Response, parse_params
-from ..pages import error_page, refusal_page
+from ..pages import refusal_page
 from ..records import Transaction
 from ..redirect_uris import match_redirect_uri
 from ..redirects import authorization_redirect, error_redirect
@@ -52,11 +60,18 @@ def callback_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     params = parse_params(req.query)
     upstream_state = params.get("state")
     if not upstream_state:
-        return error_page(400, "invalid_request", _UNKNOWN)
+        raise PageError(_UNKNOWN)
     secure = ctx.config.secure_cookies
     cookie = binding_cookie(upstream_state)
     binding = presented_binding(req, cookie, secure)
-    resp = yield from _callback(ctx, params, upstream_state, binding)
+    try:
+        resp = yield from _callback(ctx, params, upstream_state, binding)
+    except PageError as err:
+        # The callback's own refusals forget the binding like its other answers. Any other error
+        # (a store outage) keeps it: the state may not have been taken, and a retry may succeed.
+        if binding is not None:
+            err.headers += (clear_cookie(cookie, secure=secure),)
+        raise
     if binding is not None:
         # The state was taken, so the binding has had its one use: the browser may forget it.
         resp = Response(
@@ -70,15 +85,15 @@ def callback_endpoint(req: Request, ctx: Context) -> Handler[Response]:
 # Long by nature: the callback step of the flow (RFC 6749 §4.1.2, RFC 9207, spec/security.md
 # 12-14) checks state, browser, issuer, client and provider answer in that order, each
 # refusal where it is decided.
-def _callback(  # noqa: PLR0911
+def _callback(
     ctx: Context, params: dict[str, str], upstream_state: str, binding: str | None
 ) -> Handler[Response]:
     txn = yield from persistence.take_raw("ustate", digest(upstream_state))
     if txn is None:
-        return error_page(400, "invalid_request", _UNKNOWN)
+        raise PageError(_UNKNOWN)
     tx = yield from persistence.load("tx", txn.decode(), Transaction)
     if tx is None or tx.upstream_state_hash != digest(upstream_state):
-        return error_page(400, "invalid_request", _UNKNOWN)
+        raise PageError(_UNKNOWN)
     data = EventData(now=ctx.now, browser_hash=digest(binding) if binding else None)
 
     # RFC 7592 §2.3, spec/security.md 34: a client deleted while its user was at the provider (or one
@@ -94,15 +109,15 @@ def _callback(  # noqa: PLR0911
         is None
     ):
         yield from end_for_removed_client(ctx, tx)
-        return error_page(400, "invalid_client", "This application is no longer registered.")
+        raise UnknownClientError("This application is no longer registered.")
 
     if "error" in params:
         denied = _try_step(tx, TxEvent.upstream_denied, data)
         if denied is None:
-            return error_page(400, "access_denied", _UNKNOWN)
+            raise SignInRefusedError(_UNKNOWN)
         updated = yield from persistence.commit("tx", tx.id, tx, denied, 60)
         if updated is None or denied.state != TxState.denied.value:
-            return error_page(400, "access_denied", _UNKNOWN)
+            raise SignInRefusedError(_UNKNOWN)
         # Upstream error text is never relayed (it is not ours to vouch for).
         err: OAuthError = (
             AccessDeniedError("the user or the identity provider denied the request")
@@ -117,12 +132,12 @@ def _callback(  # noqa: PLR0911
     # not cause any upstream traffic, let alone a code (spec/security.md 13).
     preview = _try_step(tx, TxEvent.upstream_returned, data)
     if preview is None:
-        return error_page(400, "invalid_request", _UNKNOWN)
+        raise PageError(_UNKNOWN)
     if preview.state != TxState.code_issued.value:
         yield from persistence.commit("tx", tx.id, tx, preview, 60)
         if preview.event is TxEvent.deadline_passed:
-            return error_page(400, "access_denied", "This sign-in took too long. Start again.")
-        return error_page(400, "access_denied", "This sign-in was started in another browser.")
+            raise SignInRefusedError("This sign-in took too long. Start again.")
+        raise SignInRefusedError("This sign-in was started in another browser.")
     try:
         check_callback_issuer(ctx.config.upstream, params.get("iss"))
         code = params.get("code")
@@ -172,7 +187,7 @@ def _issue_code(
     )
     updated = yield from persistence.commit("tx", tx.id, tx, issued, lifetimes.transaction)
     if updated is None:
-        return error_page(400, "invalid_request", _UNKNOWN)
+        raise PageError(_UNKNOWN)
     yield from persistence.put_raw(
         "code", digest(code_value), tx.id.encode(), lifetimes.transaction
     )

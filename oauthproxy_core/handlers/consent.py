@@ -40,9 +40,15 @@ from ..client_lookup import load_client
 from ..config import Context
 from ..crypto import digest, new_secret, seal
 from ..effects import Handler
-from ..errors import AccessDeniedError, InvalidRequestError
+from ..errors import (
+    AccessDeniedError,
+    InvalidRequestError,
+    PageError,
+    UnknownClientError,
+    UntrustedFormError,
+)
 from ..http import Request, Response, form_body, parse_params
-from ..pages import consent_page, error_page
+from ..pages import consent_page
 from ..pkce import s256
 from ..records import ConsentDecision, Transaction
 from ..redirect_uris import redirect_host
@@ -68,38 +74,29 @@ def _consent_key(secret: str, tx: Transaction) -> str:
     )
 
 
-def _pending(txn: str | None) -> Handler[Transaction | Response]:
+def _pending(txn: str | None) -> Handler[Transaction]:
     if not txn or not _TOKEN_RE.fullmatch(txn):
-        return error_page(
-            400, "invalid_request", "This authorization request is unknown or has expired."
-        )
+        raise PageError("This authorization request is unknown or has expired.")
     tx = yield from persistence.load("tx", txn, Transaction)
     if tx is None:
-        return error_page(
-            400, "invalid_request", "This authorization request is unknown or has expired."
-        )
+        raise PageError("This authorization request is unknown or has expired.")
     if tx.state != TxState.pkce_bound.value:
-        return error_page(
-            400, "invalid_request", "This authorization request was already answered."
-        )
+        raise PageError("This authorization request was already answered.")
     return tx
 
 
 def consent_get(req: Request, ctx: Context) -> Handler[Response]:
-    found = yield from _pending(parse_params(req.query).get("txn"))
-    if isinstance(found, Response):
-        return found
-    tx = found
+    tx = yield from _pending(parse_params(req.query).get("txn"))
     # Rendering writes nothing, except the fact that the transaction has expired (audited).
     preview = step(tx, TxEvent.consent_approved, EventData(now=ctx.now))
     if preview.event is TxEvent.deadline_passed:
         yield from persistence.commit("tx", tx.id, tx, preview, 60)
     if preview.state != TxState.upstream_pending.value:
-        return error_page(400, "invalid_request", "This authorization request has expired.")
+        raise PageError("This authorization request has expired.")
     client = yield from load_client(tx.client_id, ctx)
     if client is None:
         yield from end_for_removed_client(ctx, tx)
-        return error_page(400, "invalid_client", "This application is no longer registered.")
+        raise UnknownClientError("This application is no longer registered.")
     # A CIMD client's identity is its document URL: the host is what the fetch verified. With only
     # localhost redirect URIs, any local program can use a well-known client's document
     # (localhost impersonation, draft-ietf-oauth-client-id-metadata-document §6): say so.
@@ -138,16 +135,13 @@ def consent_post(req: Request, ctx: Context) -> Handler[Response]:
     # spec/security.md 31: only the proxy's own page decides. Checked before anything is read, so a
     # cross-site or foreign-origin POST costs no store access and changes nothing.
     if not from_own_origin(req, ctx.config.issuer_origin):
-        return error_page(403, "access_denied", _NOT_FROM_HERE)
+        raise UntrustedFormError(_NOT_FROM_HERE)
     form = form_body(req)
-    found = yield from _pending(form.get("txn"))
-    if isinstance(found, Response):
-        return found
-    tx = found
+    tx = yield from _pending(form.get("txn"))
     secret = _browser_secret(req, ctx)
     if secret is None or not form_token_matches(ctx.keys, secret, tx.id, form.get("csrf", "")):
         # Nothing is written: a forged POST leaves the transaction as it was (spec/security.md 27).
-        return error_page(403, "access_denied", "The form could not be verified. Reload the page.")
+        raise UntrustedFormError("The form could not be verified. Reload the page.")
     decision = form.get("decision")
     if decision == "deny":
         return (yield from _deny(ctx, tx))
@@ -175,9 +169,7 @@ def _deny(ctx: Context, tx: Transaction) -> Handler[Response]:
     denied = step(tx, TxEvent.consent_denied, EventData(now=ctx.now))
     updated = yield from persistence.commit("tx", tx.id, tx, denied, 60)
     if updated is None or denied.state != TxState.denied.value:
-        return error_page(
-            400, "invalid_request", "This authorization request was already answered."
-        )
+        raise PageError("This authorization request was already answered.")
     return error_redirect(
         tx.redirect_uri,
         AccessDeniedError("the user denied the request"),
@@ -233,12 +225,10 @@ def start_upstream(ctx: Context, tx: Transaction, *, status: int = 302) -> Handl
     ttl = tx.expires_at - ctx.now + EXPIRY_NOTICE
     if approved.state != TxState.upstream_pending.value:
         yield from persistence.commit("tx", tx.id, tx, approved, 60)
-        return error_page(400, "invalid_request", "This authorization request has expired.")
+        raise PageError("This authorization request has expired.")
     updated = yield from persistence.commit("tx", tx.id, tx, approved, ttl)
     if updated is None:
-        return error_page(
-            400, "invalid_request", "This authorization request was already answered."
-        )
+        raise PageError("This authorization request was already answered.")
     yield from persistence.put_raw("ustate", digest(upstream_state), tx.id.encode(), ttl)
     profile = ctx.config.upstream
     location = build_authorize_url(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from oauthproxy_adapters.config_file import ConfigError, Settings, load_settings
+from oauthproxy_adapters.start_summary import summary_lines
 
 SECRET = "upstream-S3CRET-do-not-print"
 
@@ -266,12 +267,15 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_secrets_absent_from_repr_str_and_summary(tmp_path: Path) -> None:
+    """The start summary is what ``serve`` and ``check-config`` print (start_summary.py)."""
     text = GITHUB + '[store]\nurl = "redis://:redis-PASSWORD@127.0.0.1:6379/0"\n'
     s = load(tmp_path, text)
-    for rendered in (repr(s), str(s), s.summary(), repr(s.proxy), repr(s.upstream)):
+    summary = "\n".join(summary_lines(s, environ={}))
+    for rendered in (repr(s), str(s), summary, repr(s.proxy), repr(s.upstream)):
         assert SECRET not in rendered
         assert "redis-PASSWORD" not in rendered
-    assert "client_id Iv1.abc" in s.summary()
+    assert "client_id Iv1.abc" in summary
+    assert "redis://:***@127.0.0.1:6379/0" in summary  # the store is shown, its password is not
 
 
 def test_secret_absent_from_errors_after_it_was_read(tmp_path: Path) -> None:

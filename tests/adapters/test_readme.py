@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from oauthproxy_adapters.config_file import load_settings
+from oauthproxy_adapters.start_summary import summary_lines
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -20,7 +21,8 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
     assert settings.proxy.resource == "https://mcp.example.com/mcp"
     assert settings.upstream.name == "github"
     assert settings.gateway_upstream_url == "http://127.0.0.1:9100/mcp"
-    assert "s3cret" not in repr(settings) and "s3cret" not in settings.summary()
+    assert "s3cret" not in repr(settings)
+    assert "s3cret" not in "\n".join(summary_lines(settings, environ={}))
 
 
 PROVIDER_SECRETS = {
@@ -56,7 +58,8 @@ def test_readme_provider_configs_load_offline(tmp_path: Path) -> None:
         loaded[(up.name, up.token_url)] = up
         # The upstream secret came from the environment and is never shown.
         assert up.client_secret in PROVIDER_SECRETS.values()
-        assert up.client_secret not in repr(settings) and up.client_secret not in settings.summary()
+        summary = "\n".join(summary_lines(settings, environ={}))
+        assert up.client_secret not in repr(settings) and up.client_secret not in summary
         assert settings.issuer == "https://mcp.example.com"
     assert section.count("https://mcp.example.com/auth/callback") >= 1
     names = sorted(name for name, _url in loaded)

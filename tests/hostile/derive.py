@@ -8,8 +8,9 @@ the function's module globals: ``error_page(...)``, ``persistence.load(...)``) a
   ``status=`` (``authorization_redirect``: 302);
 - ``OAuthError`` classes raised (``raise InvalidGrantError(...)``) and not caught on the way: a call
   or ``raise`` inside ``try`` whose ``except`` names that class (or a base of it) contributes only the
-  responses it returns, not the errors it raises. The router renders an escaping error with its
-  ``status``.
+  responses it returns, not the errors it raises, unless that ``except`` re-raises (a bare
+  ``raise``, as the callback does after adding a header to the error). The router renders an
+  escaping error with its ``status``.
 
 It over-approximates (a branch that cannot be taken still counts), which is the safe direction for
 "every status the code can return is documented". The store driver adds 503 to every endpoint that
@@ -99,12 +100,19 @@ def _caught_by(cls: type[OAuthError], caught: tuple[type[BaseException], ...]) -
     return any(issubclass(cls, c) for c in caught)
 
 
+def _reraises(handler: ast.ExceptHandler) -> bool:
+    """The handler has a bare ``raise``: what it catches may still escape."""
+    return any(isinstance(n, ast.Raise) and n.exc is None for n in ast.walk(handler))
+
+
 def _walk(
     node: ast.AST, env: dict[str, Any], out: _Summary, caught: tuple[type[BaseException], ...]
 ) -> None:
     if isinstance(node, ast.Try):
         handled: list[type[BaseException]] = []
         for handler in node.handlers:
+            if _reraises(handler):
+                continue
             types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
             for t in types:
                 cls = BaseException if t is None else _resolve(t, env)
