@@ -3,10 +3,9 @@
 A client that does not register sends an ``https`` URL as its ``client_id``; the document at that URL
 is its registration. This module holds the pure rules and the one generator that fetches a document:
 
-- ``cimd_url_problem``: the draft's §3 rules for the URL ("MUST use the https scheme", "MUST contain a
-  path component", "MUST NOT contain single-dot or double-dot path segments", "MUST NOT contain a
-  fragment", "MUST NOT contain a username or password"; a query "SHOULD NOT" be used: we refuse it), and
-  the static half of spec/security.md 23: an IP-literal host must be a public address.
+- the URL: the draft's §3 rules and the static half of spec/security.md 23 (no host of this machine,
+  an IP-literal host must be a public address) are ``url_policy.document_url_problem``, with every
+  other rule about URLs; this module applies it to the ``client_id`` and to ``jwks_uri``.
 - ``client_from_document``: the draft's §4.1 rules for the document ("the client_id property MUST
   match the URL of the document", compared as strings; no shared secrets: ``client_secret`` and the
   ``client_secret_*`` methods are refused, and so is any private or symmetric key in ``jwks``), then
@@ -29,12 +28,10 @@ follows redirects; a driver given none refuses it. The plain HTTP client never s
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from . import persistence
 from .bounds import Bounds, Slot, per_source, take_slots
@@ -44,6 +41,7 @@ from .effects import FetchDocument, Handler, HttpFailure, HttpResponse
 from .errors import OAuthError, TemporarilyUnavailableError
 from .records import Client
 from .untrusted_json import UntrustedJsonError, parse_json_object
+from .url_policy import document_url_problem, is_loopback_host
 
 __all__ = [
     "ALLOWED_AUTH_METHODS",
@@ -57,14 +55,11 @@ __all__ = [
     "MIN_TTL",
     "PRIVATE_JWK_MEMBERS",
     "CimdDocumentError",
-    "address_allowed",
     "all_loopback_redirects",
-    "cimd_url_problem",
     "client_from_document",
     "document_host",
     "fetch_document",
     "freshness",
-    "is_public_address",
     "looks_like_cimd",
 ]
 
@@ -75,7 +70,6 @@ FETCH_TIMEOUT = 5.0
 MIN_TTL, DEFAULT_TTL, MAX_TTL = 60, 300, 24 * 3600
 #: A stale document is kept this long beyond its freshness, for ``If-None-Match`` revalidation.
 STALE_KEEP = 24 * 3600
-MAX_URL_LENGTH = 2000
 MAX_KEYS = 10
 ALLOWED_AUTH_METHODS = ("none", "private_key_jwt")
 #: RFC 7517 §9.3 / RFC 7518 §6: members that make a JWK private (``k``: a symmetric key).
@@ -84,120 +78,9 @@ _KEY_TYPES = frozenset({"EC", "RSA", "OKP"})
 #: ``HttpFailure.reason`` of a fetcher that refuses at once because its resolvers are all busy.
 BUSY = "busy"
 
-_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
-_REG_NAME = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*")
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-#: Special-purpose ranges (RFC 6890 registries) refused explicitly, whatever the Python version's
-#: ``ipaddress`` tables say about them.
-_BLOCKED_V4 = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.0.2.0/24",
-        "192.88.99.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-    )
-)
-_BLOCKED_V6 = tuple(
-    ipaddress.IPv6Network(n)
-    for n in (
-        "::/96",
-        "100::/64",
-        "2001:db8::/32",
-        "fc00::/7",
-        "fe80::/10",
-        "fec0::/10",
-        "ff00::/8",
-    )
-)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 class CimdDocumentError(ValueError):
     """The URL or the document breaks a rule. The message names the rule, never a value."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Addresses
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for: IPv4-mapped, 6to4, Teredo client, NAT64."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    for net in _NAT64:
-        if ip in net:
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    # IPv4-compatible (::a.b.c.d, deprecated by RFC 4291 §2.5.5.1): ::/96 is reserved anyway.
-    return None
-
-
-def _plain_public(ip: IPAddress) -> bool:
-    if (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_unspecified
-        or ip.is_reserved
-        or not ip.is_global
-    ):
-        return False
-    if isinstance(ip, ipaddress.IPv4Address):
-        return not any(ip in net for net in _BLOCKED_V4)
-    if any(ip in net for net in _BLOCKED_V6):
-        return False
-    return ip.scope_id is None  # fe80::1%eth0 style zone ids only occur on link-local
-
-
-def is_public_address(ip: IPAddress) -> bool:
-    """True only for a globally routable unicast address, also through every IPv4 embedding.
-
-    Refused (spec/security.md 23): private (RFC 1918, ULA fc00::/7), loopback, link-local, CGNAT
-    (100.64/10), multicast, unspecified, reserved and documentation ranges, and the IPv4-mapped,
-    NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16) and Teredo forms of any of them.
-    """
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(ip)
-        if inner is not None:
-            # The wrapper prefixes are not "global" in Python's registry view for every version;
-            # what the packet reaches is the embedded IPv4 address.
-            return _plain_public(inner)
-    return _plain_public(ip)
-
-
-def address_allowed(ip: IPAddress, *, allow_loopback: bool) -> bool:
-    """The fetch policy: public addresses, plus loopback (only) under the test policy."""
-    if is_public_address(ip):
-        return True
-    if not allow_loopback:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-def _ip_literal(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,70 +90,6 @@ def _ip_literal(host: str) -> IPAddress | None:
 def looks_like_cimd(client_id: str, *, allow_loopback: bool = False) -> bool:
     """Whether ``client_id`` is meant as a metadata document URL (generated ids never hold ``:``)."""
     return client_id.startswith("https://") or (allow_loopback and client_id.startswith("http://"))
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    ip = _ip_literal(host)
-    return ip is not None and ip.is_loopback
-
-
-# Long by nature: One early return per rule of the metadata-document draft §3 (scheme, host, path,
-# no query or fragment, ...): a flat list of checks reads as the spec does.
-def cimd_url_problem(url: str, *, allow_loopback: bool = False) -> str | None:  # noqa: C901, PLR0911, PLR0912
-    """``None`` if ``url`` may be a CIMD ``client_id``, else which rule it breaks."""
-    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
-        return "the client_id URL is empty or too long"
-    if not _URI_CHARS.fullmatch(url) or re.search(r"%(?![0-9A-Fa-f]{2})", url):
-        return "the client_id URL contains characters outside RFC 3986"
-    if "#" in url:
-        return "the client_id URL must not contain a fragment"
-    if "?" in url:
-        return "the client_id URL must not contain a query"
-    scheme, sep, rest = url.partition("://")
-    if not sep or not rest:
-        return "the client_id is not an absolute URL"
-    authority, slash, path = rest.partition("/")
-    path = slash + path
-    if "@" in authority:
-        return "the client_id URL must not contain userinfo"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "the client_id URL has an invalid port"
-    host = parts.hostname or ""
-    if not host:
-        return "the client_id URL has no host"
-    if port == 0:
-        return "the client_id URL has an invalid port"
-    literal = _ip_literal(host)
-    if literal is None and not _REG_NAME.fullmatch(host):
-        return "the client_id URL has an invalid host"
-    if authority.startswith("[") != (literal is not None and literal.version == 6):
-        return "the client_id URL has an invalid host"
-    loopback = _is_loopback_host(host)
-    if scheme == "http":
-        if not (allow_loopback and loopback):
-            return "the client_id URL must use https"
-    elif scheme != "https":
-        return "the client_id URL must use https"
-    if loopback and not allow_loopback:
-        return "the client_id URL must not point to this machine"
-    if literal is not None and not address_allowed(literal, allow_loopback=allow_loopback):
-        return "the client_id URL must name a public address"
-    if path in ("", "/"):
-        return "the client_id URL must contain a path"
-    decoded = path
-    for _ in range(3):
-        if any(seg in (".", "..") for seg in re.split(r"[/\\]", decoded)):
-            return "the client_id URL must not contain dot segments"
-        again = unquote(decoded, errors="replace")
-        if again == decoded:
-            break
-        decoded = again
-    return None
 
 
 def document_host(url: str) -> str:
@@ -288,7 +107,7 @@ def all_loopback_redirects(redirect_uris: tuple[str, ...]) -> bool:
     def loopback(uri: str) -> bool:
         try:
             parts = urlsplit(uri)
-            return parts.scheme == "http" and _is_loopback_host(parts.hostname or "")
+            return parts.scheme == "http" and is_loopback_host(parts.hostname)
         except ValueError:
             return False
 
@@ -335,7 +154,7 @@ def client_from_document(  # noqa: C901, PLR0912
     may only be ``none`` or ``private_key_jwt``; ``client_name`` is required (the consent page needs a
     name, and a document without one is most likely not a client's).
     """
-    problem = cimd_url_problem(url, allow_loopback=allow_loopback)
+    problem = document_url_problem(url, allow_loopback=allow_loopback)
     if problem is not None:
         raise CimdDocumentError(problem)
     if not isinstance(document, Mapping):
@@ -361,7 +180,7 @@ def client_from_document(  # noqa: C901, PLR0912
     if jwks is not None:
         keys.append(("jwks", json.dumps(_check_jwks(jwks), sort_keys=True)))
     if jwks_uri is not None:
-        if not isinstance(jwks_uri, str) or cimd_url_problem(
+        if not isinstance(jwks_uri, str) or document_url_problem(
             jwks_uri, allow_loopback=allow_loopback
         ):
             raise CimdDocumentError("jwks_uri must be an https URL with a path")

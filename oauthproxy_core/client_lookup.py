@@ -26,7 +26,6 @@ from . import persistence
 from .cimd import (
     CLIENT_METADATA,
     CimdDocumentError,
-    cimd_url_problem,
     client_from_document,
     fetch_document,
     looks_like_cimd,
@@ -34,6 +33,7 @@ from .cimd import (
 from .config import Context, ProxyConfig
 from .effects import Handler
 from .records import Client
+from .url_policy import document_url_problem
 
 
 def load_client(client_id: str, ctx: Context) -> Handler[Client | None]:
@@ -92,7 +92,7 @@ def touch_client(client: Client, ctx: Context) -> Handler[None]:
 
 def load_cimd_client(url: str, ctx: Context) -> Handler[Client | None]:
     cfg = ctx.config
-    if cimd_url_problem(url, allow_loopback=cfg.cimd_allow_loopback) is not None:
+    if document_url_problem(url, allow_loopback=cfg.cimd_allow_loopback) is not None:
         return None
     document = yield from fetch_document(
         url, now=ctx.now, purpose=CLIENT_METADATA, bounds=cfg.bounds, source=ctx.source

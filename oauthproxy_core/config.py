@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -22,6 +21,7 @@ from .keys import Keyring
 from .records import Client
 from .resources import canonical_resource
 from .upstream import UpstreamProfile
+from .url_policy import issuer_problem
 
 
 def _tuple(v: Iterable[str]) -> tuple[str, ...]:
@@ -33,14 +33,10 @@ def _clients(v: Iterable[Client]) -> tuple[Client, ...]:
 
 
 def _check_issuer(_inst: object, _a: attrs.Attribute[str], value: str) -> None:
-    # RFC 8414 §2: "https" URL with no query or fragment. spec/interop.md: byte-identical everywhere, so
-    # no trailing slash. http is allowed on loopback for development and tests.
-    parts = urlsplit(value)
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise ValueError("issuer must be https (http only on loopback)")
-    if parts.query or parts.fragment or value.endswith("/") or not parts.hostname:
-        raise ValueError("issuer must have a host, no query, fragment or trailing slash")
+    # RFC 8414 §2 and spec/interop.md §Discovery, decided in url_policy.issuer_problem.
+    problem = issuer_problem(value)
+    if problem is not None:
+        raise ValueError(f"issuer {problem}")
 
 
 def _seconds(default: int, low: int, high: int, why: str = "") -> Any:

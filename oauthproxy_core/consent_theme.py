@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .url_policy import has_fragment, has_userinfo
+
 __all__ = [
     "MAX_EXTRA_TEXT",
     "MAX_LOGO_DATA_URL",
@@ -158,7 +160,7 @@ def _check_logo_url(value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme != "https":
         raise ValueError("logo_url must be an https: URL or a data:image/...;base64 URL")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+    if has_userinfo(parts.netloc):
         raise ValueError("logo_url must not contain userinfo")
     host = parts.hostname or ""
     if not _HOST.fullmatch(host):
@@ -167,7 +169,7 @@ def _check_logo_url(value: str) -> None:
         parts.port  # noqa: B018 (validates the port)
     except ValueError:
         raise ValueError("logo_url has an invalid port") from None
-    if parts.fragment or not _SAFE_URL_CHARS.fullmatch(value[len("https://") :]):
+    if has_fragment(value) or not _SAFE_URL_CHARS.fullmatch(value[len("https://") :]):
         raise ValueError("logo_url contains characters that are not allowed in a URL")
 
 

@@ -11,6 +11,8 @@ query parameters"), but not one that names a parameter of the authorization resp
 §4.1.2.1, RFC 9207 §2): the response would then carry two of them, the client would read whichever
 its parser prefers, and two ``iss`` values defeat the mix-up defence (spec/security.md 4).
 
+The pieces of URL syntax and the loopback spellings come from ``url_policy.py``, which decides
+them for every kind of URL; this module assembles the redirect URI's rule and does the matching.
 Nothing here normalises a URI: the registered string is compared byte for byte with the requested
 one. The predicate is deliberately narrower than RFC 3986 so that a URI it accepts means the same
 thing to us, to the browser and to the client (the incidents behind it: ``javascript:`` accepted at
@@ -20,15 +22,27 @@ path, ``fnmatch`` patterns crossing ``/``).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 from functools import lru_cache
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote_plus
 
 import attrs
 
 from .errors import InvalidRedirectUriError
+from .url_policy import (
+    LOOPBACK_REDIRECT_HOSTS,
+    bracketed_ipv6,
+    dot_segment_problem,
+    has_fragment,
+    has_malformed_percent,
+    has_userinfo,
+    is_host_name,
+    is_port,
+    is_uri_text,
+    scheme_of,
+    split_authority,
+)
 
 __all__ = [
     "MAX_REDIRECT_URI_LENGTH",
@@ -40,23 +54,11 @@ __all__ = [
 
 MAX_REDIRECT_URI_LENGTH = 2000
 
-# RFC 3986 §2: unreserved, reserved and "%". Anything else (space, controls, non-ASCII, quotes,
-# angle brackets, backslash, braces, "|", "^", "`") is not part of a URI; a browser would repair
-# it in its own way, so we refuse instead of guessing what it will do.
-_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 # RFC 8252 §7.1: "a URI scheme based on a domain name under their control, expressed in reverse
 # order". At least one dot, non-empty labels, so no built-in browser scheme can qualify.
 _PRIVATE_USE_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-]*(?:\.[A-Za-z0-9][A-Za-z0-9+\-]*)+")
-# DNS-style host names only: no percent-encoding (which would hide e.g. U+3002, a dot lookalike).
-_REG_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\.?")
-_PORT = re.compile(r"[0-9]{1,5}")
-
-# RFC 8252 §7.3 loopback hosts. Only these exact spellings: "127.1", "0x7f.1" or
-# "[::ffff:127.0.0.1]" also reach loopback, but we neither need nor want several spellings of one
-# address when comparing raw strings.
-_LOOPBACK_IP_HOSTS = frozenset({"127.0.0.1", "[::1]"})
+# RFC 8252 §7.3: the port of these two may vary; of "localhost" only if the configuration allows.
+_LOOPBACK_IP_HOSTS = LOOPBACK_REDIRECT_HOSTS - {"localhost"}
 _LOCALHOST = "localhost"
 
 #: What the proxy (or RFC 6749 §4.1.2.1) puts in the query of an authorization response.
@@ -88,28 +90,17 @@ def _fail(description: str) -> InvalidRedirectUriError:
 
 
 def _check_path(path: str) -> None:
-    """Reject dot segments, also percent-encoded (``%2e``) or hidden behind ``%2f``/``%5c``.
+    """Reject dot segments: ``https://good.example/cb/../evil`` resolved by a server or browser
+    would be a URI that was never registered (``url_policy.dot_segment_problem``)."""
+    problem = dot_segment_problem(path)
+    if problem is not None:
+        raise _fail(f"redirect_uri {problem}")
 
-    A server or browser that resolves dot segments (RFC 3986 §5.2.4) would turn
-    ``https://good.example/cb/../evil`` into a URI that was never registered.
-    """
-    decoded = path
-    # Decode a few times so double encoding (%252e) cannot smuggle a dot segment either.
-    for _ in range(3):
-        segments = re.split(r"[/\\]", decoded)
-        if any(segment in (".", "..") for segment in segments):
-            raise _fail("redirect_uri must not contain dot segments")
-        try:
-            again = unquote(decoded, errors="strict")
-        except UnicodeDecodeError:
-            # Overlong or otherwise invalid UTF-8: "%c0%ae" is "." to a lenient decoder (the
-            # IIS dot-segment traversal, CVE-2000-0884), so it could hide a dot segment too.
-            raise _fail("redirect_uri has malformed percent-encoding") from None
-        if again == decoded:
-            return
-        decoded = again
-    # Still changing after three rounds: nobody registers that legitimately.
-    raise _fail("redirect_uri has excessive percent-encoding")
+
+def _is_host_name(host: str) -> bool:
+    # A fully qualified name's final dot (RFC 1034 §3.1) is tolerated: the URI is compared byte
+    # for byte, so "client.example." matches only itself.
+    return is_host_name(host.removesuffix("."))
 
 
 def _check_query(query: str) -> None:
@@ -123,7 +114,7 @@ def _check_query(query: str) -> None:
 
 
 def _split_authority(authority: str) -> tuple[str, str | None]:
-    if "@" in authority:
+    if has_userinfo(authority):
         # "http://localhost@evil.com" goes to evil.com (RFC 3986 §3.2.1 userinfo).
         raise _fail("redirect_uri must not contain userinfo")
     if authority.startswith("["):
@@ -131,30 +122,24 @@ def _split_authority(authority: str) -> tuple[str, str | None]:
         if end < 0:
             raise _fail("redirect_uri has a malformed IP literal")
         host, after = authority[: end + 1], authority[end + 1 :]
-        if "%" in host:
-            # ipaddress accepts scope ids ("fe80::1%eth0"); a redirect target never has one.
+        if bracketed_ipv6(host) is None:
             raise _fail("redirect_uri has a malformed IP literal")
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            # Also refuses zone identifiers (RFC 6874) and IPvFuture.
-            raise _fail("redirect_uri has a malformed IP literal") from None
         if after and not after.startswith(":"):
             raise _fail("redirect_uri has a malformed authority")
         port = after[1:] if after else None
     else:
         host, sep, port_text = authority.partition(":")
         port = port_text if sep else None
-        if not _REG_NAME.fullmatch(host):
+        if not _is_host_name(host):
             raise _fail("redirect_uri has an invalid host")
-    if port is not None and (not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535):
+    if port is not None and not is_port(port):
         raise _fail("redirect_uri has an invalid port")
     return host, port
 
 
 # Long by nature: One rejection per dangerous form of a redirect URI (spec/security.md 3), in one
 # pass over the string.
-def _parse(uri: object, application_type: str) -> _Parts:  # noqa: C901, PLR0912, PLR0915
+def _parse(uri: object, application_type: str) -> _Parts:  # noqa: C901, PLR0912
     if not isinstance(uri, str):
         raise _fail("redirect_uri must be a string")
     if not uri:
@@ -165,37 +150,31 @@ def _parse(uri: object, application_type: str) -> _Parts:  # noqa: C901, PLR0912
         # Browsers treat "\" as "/" in http(s) URLs (WHATWG URL), RFC 3986 parsers do not:
         # "http://127.0.0.1\@evil.com" is evil.com to a browser.
         raise _fail("redirect_uri must not contain backslashes")
-    if "#" in uri:
+    if has_fragment(uri):
         # RFC 6749 §3.1.2: "The endpoint URI MUST NOT include a fragment component."
         raise _fail("redirect_uri must not contain a fragment")
-    if not _URI_CHARS.fullmatch(uri):
+    if not is_uri_text(uri):
         raise _fail("redirect_uri contains whitespace, control or non-ASCII characters")
-    if _BAD_PERCENT.search(uri):
+    if has_malformed_percent(uri):
         raise _fail("redirect_uri has malformed percent-encoding")
-    scheme_match = _SCHEME.match(uri)
-    if scheme_match is None:
+    split = scheme_of(uri)
+    if split is None:
         # RFC 6749 §3.1.2: "The redirection endpoint URI MUST be an absolute URI".
         raise _fail("redirect_uri must be an absolute URI")
-    scheme = scheme_match.group(1)
-    after_scheme = uri[scheme_match.end() :]
+    scheme, after_scheme = split
 
     if scheme in ("http", "https"):
         # Lowercase only: "HTTP://..." would be the same URI to a browser but a different string
         # to the exact matcher, so we refuse it instead of storing two spellings.
         if not after_scheme.startswith("//"):
             raise _fail("redirect_uri must have a host")
-        hier = after_scheme[2:]
-        cut = len(hier)
-        for delimiter in "/?":
-            position = hier.find(delimiter)
-            if 0 <= position < cut:
-                cut = position
-        authority, rest = hier[:cut], hier[cut:]
+        authority, rest = split_authority(after_scheme[2:])
         if not authority:
             raise _fail("redirect_uri must have a host")
         host, port = _split_authority(authority)
-        if scheme == "http" and host not in _LOOPBACK_IP_HOSTS and host != _LOCALHOST:
-            # OAuth 2.1 §2.3.1 / RFC 9700 §2.1: plain http only for loopback (RFC 8252 §7.3).
+        if scheme == "http" and host not in LOOPBACK_REDIRECT_HOSTS:
+            # OAuth 2.1 §2.3.1 / RFC 9700 §2.1: plain http only for loopback (RFC 8252 §7.3), in
+            # the spellings url_policy.LOOPBACK_REDIRECT_HOSTS lists.
             raise _fail("http redirect_uri is allowed only on loopback")
         path, _, query = rest.partition("?")
         _check_path(path)
@@ -214,18 +193,12 @@ def _parse(uri: object, application_type: str) -> _Parts:  # noqa: C901, PLR0912
     host = ""
     rest = after_scheme
     if after_scheme.startswith("//"):
-        hier = after_scheme[2:]
-        cut = len(hier)
-        for delimiter in "/?":
-            position = hier.find(delimiter)
-            if 0 <= position < cut:
-                cut = position
-        authority, rest = hier[:cut], hier[cut:]
-        if "@" in authority:
+        authority, rest = split_authority(after_scheme[2:])
+        if has_userinfo(authority):
             raise _fail("redirect_uri must not contain userinfo")
         # Same host syntax as for https: "com.example.app://.." must not slip a dot segment in
         # as an authority, nor a port or percent-encoding hide what the OS will dispatch on.
-        if authority and not _REG_NAME.fullmatch(authority):
+        if authority and not _is_host_name(authority):
             raise _fail("redirect_uri has an invalid host")
         host = authority
     path, _, query = rest.partition("?")

@@ -4,48 +4,45 @@ Implements RFC 8707 §2 ("The value of the resource parameter MUST be an absolut
 include a fragment component") and the MCP authorization spec's "canonical server URI": lowercase
 scheme and host, no default port, no trailing slash. The canonical resource becomes the audience of
 every access token (spec/security.md 18; the incident: audience taken from the server base URL instead
-of the resource, FastMCP CVE-2025-69196).
+of the resource, FastMCP CVE-2025-69196). Which characters, hosts, ports and paths a URI may
+have, and where plain ``http`` is allowed (a loopback host), is decided in ``url_policy.py``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Sequence
-from urllib.parse import unquote
 
 from .errors import InvalidTargetError
+from .url_policy import (
+    bracketed_ipv6,
+    dot_segment_problem,
+    has_fragment,
+    has_malformed_percent,
+    has_userinfo,
+    is_host_name,
+    is_https_or_loopback,
+    is_port,
+    is_uri_text,
+    scheme_of,
+    split_authority,
+)
 
 __all__ = ["MAX_RESOURCE_LENGTH", "canonical_resource", "select_resource"]
 
 MAX_RESOURCE_LENGTH = 2000
 
-# RFC 3986 §2 characters without "#" (fragments are forbidden) and without "\" (read as "/" by
-# browsers); refuses whitespace, controls and non-ASCII.
-_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]*")
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
-_REG_NAME = re.compile(r"[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)*")
-_PORT = re.compile(r"[0-9]{1,5}")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
 
 
 def _host_and_port(authority: str) -> tuple[str, int | None]:
-    if "@" in authority:
+    if has_userinfo(authority):
         raise InvalidTargetError("resource must not contain userinfo")
     if authority.startswith("["):
         end = authority.find("]")
-        if end < 0:
+        address = bracketed_ipv6(authority[: end + 1]) if end >= 0 else None
+        if address is None:
             raise InvalidTargetError("resource has a malformed IP literal")
-        literal, after = authority[1:end], authority[end + 1 :]
-        if "%" in literal:
-            # ipaddress accepts scope ids ("fe80::1%eth0"); a resource never carries one.
-            raise InvalidTargetError("resource has a malformed IP literal")
-        try:
-            address = ipaddress.IPv6Address(literal)
-        except ValueError:
-            raise InvalidTargetError("resource has a malformed IP literal") from None
+        after = authority[end + 1 :]
         # The compressed form is the one canonical spelling of an IPv6 address (RFC 5952 §4).
         host = f"[{address.compressed}]"
         if after and not after.startswith(":"):
@@ -55,28 +52,27 @@ def _host_and_port(authority: str) -> tuple[str, int | None]:
         name, sep, rest = authority.partition(":")
         host = name.lower()
         port_text = rest if sep else None
-        if not _REG_NAME.fullmatch(host):
+        if not is_host_name(host):
             raise InvalidTargetError("resource has an invalid host")
     if port_text is None:
         return host, None
-    if not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
+    if not is_port(port_text):
         raise InvalidTargetError("resource has an invalid port")
     return host, int(port_text)
 
 
 def _reject_dot_segments(path: str) -> None:
     # A resource with "/../" means another resource once resolved; refuse rather than resolve.
-    decoded = unquote(path)
-    for candidate in (path, decoded):
-        if any(segment in (".", "..") for segment in candidate.split("/")):
-            raise InvalidTargetError("resource must not contain dot segments")
+    problem = dot_segment_problem(path)
+    if problem is not None:
+        raise InvalidTargetError(f"resource {problem}")
 
 
 # Long by nature: RFC 8707 §2 and RFC 3986 §6 normalisation: one branch per rule, in one pass.
-def canonical_resource(value: str) -> str:  # noqa: C901, PLR0912
+def canonical_resource(value: str) -> str:
     """Return the canonical form of a resource URI or raise InvalidTargetError.
 
-    ``https`` (or ``http`` on ``127.0.0.1``, ``[::1]``, ``localhost``), lowercase scheme and host,
+    ``https`` (or ``http`` on a loopback host, ``url_policy.is_loopback_host``), lowercase scheme and host,
     default port dropped, one trailing slash removed (a bare "/" path is dropped entirely), query
     kept verbatim. ``canonical_resource(canonical_resource(x)) == canonical_resource(x)``.
     """
@@ -84,27 +80,21 @@ def canonical_resource(value: str) -> str:  # noqa: C901, PLR0912
         raise InvalidTargetError("resource must be a non-empty string")
     if len(value) > MAX_RESOURCE_LENGTH:
         raise InvalidTargetError("resource is too long")
-    if "#" in value:
+    if has_fragment(value):
         raise InvalidTargetError("resource must not contain a fragment")
-    if not _URI_CHARS.fullmatch(value) or _BAD_PERCENT.search(value):
+    if not is_uri_text(value) or has_malformed_percent(value):
         raise InvalidTargetError("resource is not a valid absolute URI")
-    match = _SCHEME.match(value)
-    if match is None:
+    split = scheme_of(value)
+    if split is None or not split[1].startswith("//"):
         raise InvalidTargetError("resource must be an absolute URI")
-    scheme = match.group(1).lower()
+    scheme = split[0].lower()
     if scheme not in _DEFAULT_PORTS:
         raise InvalidTargetError("resource must be an https URI")
-    hier = value[match.end() :]
-    cut = len(hier)
-    for delimiter in "/?":
-        position = hier.find(delimiter)
-        if 0 <= position < cut:
-            cut = position
-    authority, rest = hier[:cut], hier[cut:]
+    authority, rest = split_authority(split[1][2:])
     if not authority:
         raise InvalidTargetError("resource must have a host")
     host, port = _host_and_port(authority)
-    if scheme == "http" and host not in _LOOPBACK_HOSTS:
+    if not is_https_or_loopback(scheme, host):
         raise InvalidTargetError("http resource is allowed only on loopback")
     path, question, query = rest.partition("?")
     _reject_dot_segments(path)

@@ -76,8 +76,8 @@ from .errors import (
     ServerError,
     TemporarilyUnavailableError,
 )
-from .provider_urls import provider_url_problem
 from .untrusted_json import UntrustedJsonError, parse_json, parse_json_object
+from .url_policy import provider_url_problem
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -278,7 +278,7 @@ def _pair_tuple(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]
 
 
 def _check_url(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    # https, or http on loopback only; no fragment (RFC 6749 §3.1 / §3.2): provider_urls.py.
+    # https, or http on loopback only; no fragment (RFC 6749 §3.1 / §3.2): url_policy.py.
     problem = None if value is None else provider_url_problem(value)
     if problem is not None:
         raise ValueError(f"{attribute.name}: {problem}")
@@ -329,7 +329,7 @@ class UpstreamProfile:
     ``name`` prefixes subjects (``github:12345``), so it is a short lower-case token. Build one with
     the factories of ``oauthproxy_core.providers`` (``github_profile``, ``google_profile``, ...);
     every field has a safe default, so a profile is also plain data a test can write by hand.
-    Every endpoint URL is https, or http on a loopback host (``provider_urls.py``); a profile that
+    Every endpoint URL is https, or http on a loopback host (``url_policy.py``); a profile that
     exists obeys that rule, however it was built.
     """
 

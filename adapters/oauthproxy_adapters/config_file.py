@@ -21,7 +21,7 @@ endpoints required) and ``oidc`` (``oidc_profile_from_discovery``: the core's di
 executed here once, at load, and its answer checked by the core). ``oidc``, ``google`` and ``entra``
 given all three of ``authorize_url``, ``token_url`` and ``userinfo_url`` are built like ``oauth2``
 under their own name, with OpenID scopes, and fetch nothing. Every upstream URL obeys the core's
-rule (https, or http on a loopback host: ``oauthproxy_core.provider_urls``); the file must in
+rule (https, or http on a loopback host: ``oauthproxy_core.url_policy``); the file must in
 addition say ``allow_insecure_http = true`` before any http URL is accepted.
 
 Paths: ``[keys] file`` and ``sqlite:///relative.db`` store URLs are relative to the working directory
@@ -53,7 +53,6 @@ from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.crypto import digest
 from oauthproxy_core.errors import InvalidRedirectUriError
-from oauthproxy_core.provider_urls import provider_url_problem
 from oauthproxy_core.providers import (
     DEFAULT_OIDC_SCOPES,
     DiscoveryError,
@@ -70,6 +69,13 @@ from oauthproxy_core.providers.entra import ENTRA_EMAIL_VERIFIED_CLAIM
 from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
 from oauthproxy_core.upstream import UpstreamProfile
+from oauthproxy_core.url_policy import (
+    has_fragment,
+    has_unsafe_characters,
+    has_userinfo,
+    issuer_problem,
+    provider_url_problem,
+)
 
 from . import config_schema
 from .config_schema import PROVIDERS, Problem, Section, Unusable
@@ -343,12 +349,11 @@ def _host(t: Section, p: _Problems) -> str:
 
 
 def _base_url(t: Section, p: _Problems) -> str:
+    # The issuer's rule (RFC 8414 §2), the core's own, so the file refuses what ProxyConfig would.
     value: str = t.get("base_url")
-    parts = _plain_url(t, p, "base_url", value, "must be an https URL")
-    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        p.fail(t, "base_url", "must be https (http only on 127.0.0.1, localhost or [::1])")
-    if value.endswith("/"):
-        p.fail(t, "base_url", "must not end with '/'")
+    problem = issuer_problem(value)
+    if problem is not None:
+        p.fail(t, "base_url", problem)
     return value
 
 
@@ -385,7 +390,7 @@ def _forwarded_allow_ips(t: Section, p: _Problems) -> tuple[str, ...] | None:
 
 def _plain_url(t: Section, p: _Problems, key: str, value: str, not_http: str) -> Any:
     """An absolute http(s) URL with a host and nothing else: no query, fragment or userinfo."""
-    if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in value):
+    if has_unsafe_characters(value):
         p.fail(t, key, "must not contain spaces, control characters or backslashes")
     try:
         parts = urlsplit(value)
@@ -396,9 +401,9 @@ def _plain_url(t: Section, p: _Problems, key: str, value: str, not_http: str) ->
         p.fail(t, key, "must be an absolute URL with a host")
     if parts.scheme not in ("https", "http"):
         p.fail(t, key, not_http)
-    if parts.query or parts.fragment or "?" in value or "#" in value:
+    if parts.query or "?" in value or has_fragment(value):
         p.fail(t, key, "must not have a query or fragment")
-    if parts.username is not None or parts.password is not None:
+    if has_userinfo(parts.netloc):
         p.fail(t, key, "must not contain userinfo")
     return parts
 

@@ -269,9 +269,9 @@ KEYS: tuple[Key, ...] = (
         name="base_url",
         type=_S,
         default=REQUIRED,
-        doc="The public URL of the proxy and its OAuth issuer: https (http only on 127.0.0.1, "
-        "localhost or [::1]), no trailing slash, no query, no userinfo. The upstream callback is "
-        "`<base_url>/auth/callback`.",
+        doc="The public URL of the proxy and its OAuth issuer: https (http only on a loopback "
+        "host: localhost, 127.0.0.0/8 or [::1]), no trailing slash, no query, no userinfo. The "
+        "upstream callback is `<base_url>/auth/callback`.",
     ),
     Key(
         table="server",

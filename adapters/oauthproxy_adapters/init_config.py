@@ -33,9 +33,10 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from oauthproxy_core.url_policy import is_loopback_host
+
 from . import config_schema
 from .config_file import ConfigError, parse_settings
-from .start_summary import is_loopback
 
 __all__ = ["INIT_PROVIDERS", "PROVIDER_HINTS", "Answers", "check", "render", "run", "toml_string"]
 
@@ -111,7 +112,7 @@ def _listen_port(base_url: str) -> int:
         port = parts.port
     except ValueError:
         return default
-    return port if port and is_loopback(parts.hostname or "") else default
+    return port if port and is_loopback_host(parts.hostname) else default
 
 
 def render(a: Answers) -> str:

@@ -13,7 +13,7 @@ For each request the fetcher, before any connection is made:
 1. accepts only ``https`` (``http`` only under ``allow_loopback`` and only to loopback);
 2. resolves the host (``socket.getaddrinfo`` on a ``ResolverPool`` thread; injectable) and refuses
    the request if
-   *any* resolved address is not public (``oauthproxy_core.cimd.address_allowed``: private, loopback,
+   *any* resolved address is not public (``oauthproxy_core.url_policy.address_allowed``: private, loopback,
    link-local, ULA, CGNAT, multicast, unspecified, reserved, and their IPv4-mapped, NAT64, 6to4 and
    Teredo forms), so numeric spellings (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are judged by the
    address they resolve to;
@@ -53,13 +53,9 @@ import attrs
 import httpx
 
 from oauthproxy_core.bounds import Bounds
-from oauthproxy_core.cimd import (
-    BUSY,
-    FETCH_TIMEOUT,
-    MAX_DOCUMENT_BYTES,
-    address_allowed,
-)
+from oauthproxy_core.cimd import BUSY, FETCH_TIMEOUT, MAX_DOCUMENT_BYTES
 from oauthproxy_core.effects import FetchDocument, HttpFailure, HttpResponse
+from oauthproxy_core.url_policy import address_allowed, has_userinfo, is_loopback_address
 
 from .http_clients import USER_AGENT
 
@@ -145,7 +141,7 @@ def _target(url: str, *, allow_loopback: bool) -> tuple[str, str, int] | HttpFai
     except ValueError:
         return HttpFailure(reason="refused")
     scheme, host = parts.scheme, parts.hostname
-    if scheme not in ("https", "http") or not host or parts.username or parts.password:
+    if scheme not in ("https", "http") or not host or has_userinfo(parts.netloc):
         return HttpFailure(reason="refused")
     if scheme == "http" and not allow_loopback:
         return HttpFailure(reason="refused")
@@ -173,7 +169,7 @@ def plan_fetch(
         ips.append(ip)
     if not ips:
         return HttpFailure(reason="connect")
-    if scheme == "http" and not all(_loopback(ip) for ip in ips):
+    if scheme == "http" and not all(is_loopback_address(ip) for ip in ips):
         return HttpFailure(reason="refused")  # plain http is only for loopback test documents
     pinned = ips[0]
     literal = f"[{pinned}]" if pinned.version == 6 else str(pinned)
@@ -187,12 +183,6 @@ def plan_fetch(
         host_header=host_header,
         sni_hostname=None if is_literal or scheme == "http" else host,
     )
-
-
-def _loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 def _is_ip(host: str) -> bool:

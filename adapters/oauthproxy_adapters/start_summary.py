@@ -29,13 +29,14 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from oauthproxy_core.url_policy import is_loopback_host
+
 from .config_file import Settings, redact_url
 from .stores import sqlite_file
 
 __all__ = [
     "Admission",
     "admission",
-    "is_loopback",
     "store_durability",
     "summary_lines",
     "warnings",
@@ -107,16 +108,6 @@ def store_durability(url: str) -> str:
     )
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback IP address (``127.0.0.1``, ``::1``, ``[::1]``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _trusted_forwarders(settings: Settings, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The peers ``serve`` believes ``X-Forwarded-For`` from (uvicorn's default when unset)."""
     if settings.forwarded_allow_ips is not None:
@@ -148,12 +139,12 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
             "other instances; leave [store] out for the SQLite default"
         )
     issuer = urlsplit(settings.issuer)
-    if issuer.scheme == "http" and not is_loopback(issuer.hostname or ""):
+    if issuer.scheme == "http" and not is_loopback_host(issuer.hostname):
         found.append(
             "[server].base_url: plain http outside loopback: codes and tokens cross the network "
             "unencrypted"
         )
-    elif issuer.scheme == "http" and not is_loopback(settings.host):
+    elif issuer.scheme == "http" and not is_loopback_host(settings.host):
         found.append(
             f"[server].base_url: plain http while [server].host {settings.host} accepts "
             "connections from other machines: codes and tokens would cross the network "

@@ -5,8 +5,8 @@ OpenID Connect Discovery 1.0 is done here, once, without I/O: ``build_discovery_
 executes: ``oauthproxy serve`` does it when it loads ``proxy.toml``), ``parse_discovery_response``
 reads the answer, and ``discovered_endpoints`` checks the §3 document: §4.3, the ``issuer`` must be
 the one it was fetched for (the mix-up defence RFC 9207 builds on), and every endpoint must pass the
-provider URL policy (``provider_urls.py``). RFC 9207 ``iss`` is then required at the callback when
-the document advertises ``authorization_response_iss_parameter_supported``. Every problem is a
+provider URL policy (``url_policy.provider_url_problem``). RFC 9207 ``iss`` is then required at the
+callback when the document advertises ``authorization_response_iss_parameter_supported``. Every problem is a
 ``DiscoveryError`` naming the document member it is about. Extra authorize/token parameters
 (Auth0's ``audience``) and forwarding ``resource`` (RFC 8707, off by default: spec/interop.md) are
 profile data.
@@ -25,9 +25,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..effects import HttpFailure, HttpRequest, HttpResponse
-from ..provider_urls import provider_url_problem
 from ..untrusted_json import UntrustedJsonError, parse_json_object
 from ..upstream import ID_TOKEN_ALGS, UpstreamProfile
+from ..url_policy import provider_url_problem
 
 __all__ = [
     "DEFAULT_OIDC_SCOPES",

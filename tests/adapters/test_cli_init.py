@@ -124,7 +124,7 @@ def test_init_non_interactive_lists_every_missing_or_wrong_flag_and_writes_nothi
     )
     assert code == 2
     assert err.splitlines() == [
-        "error: [server].base_url: must be https (http only on 127.0.0.1, localhost or [::1])",
+        "error: [server].base_url: must be https (http only on a loopback host)",
         "error: [gateway].upstream_url: must be an http or https URL",
     ]
     assert list(tmp_path.iterdir()) == []

@@ -20,12 +20,12 @@ from oauthproxy_core.cimd import (
     MAX_TTL,
     MIN_TTL,
     CimdDocumentError,
-    cimd_url_problem,
     client_from_document,
     fetch_document,
     freshness,
 )
 from oauthproxy_core.effects import FetchDocument, HttpCall, HttpFailure, HttpResponse
+from oauthproxy_core.url_policy import document_url_problem
 from tests.clients.support import CIMD_URL, REDIRECT, DocumentHost, cimd_harness, document
 from tests.harness import (
     VERIFIER,
@@ -88,14 +88,14 @@ def test_cimd_url_accepted_iff_every_rule_holds(
         and not query
         and not fragment
     )
-    assert (cimd_url_problem(url) is None) is expected, url
+    assert (document_url_problem(url) is None) is expected, url
 
 
 def test_test_policy_admits_loopback_http_only() -> None:
-    assert cimd_url_problem("http://127.0.0.1:8123/c.json", allow_loopback=True) is None
-    assert cimd_url_problem("http://127.0.0.1:8123/c.json") is not None
-    assert cimd_url_problem("http://10.0.0.1/c.json", allow_loopback=True) is not None
-    assert cimd_url_problem("http://client.example/c.json", allow_loopback=True) is not None
+    assert document_url_problem("http://127.0.0.1:8123/c.json", allow_loopback=True) is None
+    assert document_url_problem("http://127.0.0.1:8123/c.json") is not None
+    assert document_url_problem("http://10.0.0.1/c.json", allow_loopback=True) is not None
+    assert document_url_problem("http://client.example/c.json", allow_loopback=True) is not None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,14 +39,9 @@ from oauthproxy_core import (
     HttpRequest,
     HttpResponse,
 )
-from oauthproxy_core.cimd import (
-    BUSY,
-    CLIENT_METADATA,
-    FETCH_TIMEOUT,
-    MAX_DOCUMENT_BYTES,
-    is_public_address,
-)
+from oauthproxy_core.cimd import BUSY, CLIENT_METADATA, FETCH_TIMEOUT, MAX_DOCUMENT_BYTES
 from oauthproxy_core.client_lookup import load_client
+from oauthproxy_core.url_policy import is_public_address
 from tests.clients.support import REDIRECT, document
 from tests.harness import Clock, keys, make_config
 

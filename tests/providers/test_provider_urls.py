@@ -1,8 +1,9 @@
 """Provider endpoints are https, or http on a loopback host, however the profile is built (RFC 6749
 §3.1 / §3.2: TLS for the endpoints that carry credentials), and OIDC discovery lives in the core.
 
-The rule is enforced where an ``UpstreamProfile`` is constructed (``oauthproxy_core.provider_urls``),
-so the Python API (the factories and the record itself) refuses what ``proxy.toml`` refuses."""
+The rule is enforced where an ``UpstreamProfile`` is constructed
+(``oauthproxy_core.url_policy.provider_url_problem``), so the Python API (the factories and the
+record itself) refuses what ``proxy.toml`` refuses."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from oauthproxy_core.effects import HttpFailure, HttpResponse
-from oauthproxy_core.provider_urls import provider_url_problem
 from oauthproxy_core.providers import (
     DiscoveryError,
     build_discovery_request,
@@ -26,6 +26,7 @@ from oauthproxy_core.providers import (
     parse_discovery_response,
 )
 from oauthproxy_core.upstream import UpstreamProfile
+from oauthproxy_core.url_policy import provider_url_problem
 
 ISSUER = "https://idp.example"
 DOCUMENT = {

@@ -28,6 +28,8 @@ from oauthproxy_core.resources import canonical_resource, select_resource
         ("http://LOCALHOST:3000/mcp/", "http://localhost:3000/mcp"),
         ("http://[::1]:8000/mcp", "http://[::1]:8000/mcp"),
         ("http://[0:0::1]:8000/mcp", "http://[::1]:8000/mcp"),
+        # Any loopback host (url_policy.is_loopback_host), like the issuer the resource derives from.
+        ("http://127.0.0.2/mcp", "http://127.0.0.2/mcp"),
         ("https://[2001:DB8::1]:443/", "https://[2001:db8::1]"),
     ],
 )
@@ -49,7 +51,8 @@ def test_rfc8707_2_canonical_form(value: str, canonical: str) -> None:
         "https://user@mcp.example.com/mcp",
         "https://mcp.example.com@evil.example/mcp",
         "http://mcp.example.com/mcp",
-        "http://127.0.0.2/mcp",
+        "http://127.0.0.1.nip.io/mcp",
+        "http://[::ffff:127.0.0.1]/mcp",
         "ftp://mcp.example.com/mcp",
         "urn:example:mcp",
         "https://mcp.example.com/m cp",
