@@ -103,6 +103,8 @@ class GrantEvent(enum.Enum):
     upstream_refused = "upstream_refused"
     #: RFC 7592 §2.3: the grant's client was deleted (found under its client's revocation marker).
     client_deleted = "client_deleted"
+    #: An operator revoked the grant (``oauthproxy grants revoke``), not the client nor a replay.
+    operator_revoked = "operator_revoked"
 
 
 @attrs.frozen(kw_only=True)
@@ -242,6 +244,7 @@ class GrantMachine(StateMachine):
     code_replayed = active.to(revoked)
     upstream_refused = active.to(revoked)
     client_deleted = active.to(revoked)
+    operator_revoked = active.to(revoked)
 
     def __init__(self, model: Any, grant: Grant, data: EventData) -> None:
         self._grant = grant
@@ -300,6 +303,7 @@ GRANT_WRITES: dict[GrantEvent, frozenset[str]] = {
     GrantEvent.code_replayed: _GRANT_REVOKE,
     GrantEvent.upstream_refused: _GRANT_REVOKE,
     GrantEvent.client_deleted: _GRANT_REVOKE,
+    GrantEvent.operator_revoked: _GRANT_REVOKE,
 }
 
 
