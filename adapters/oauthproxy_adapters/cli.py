@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         "grants",
         help="list and revoke the grants in the configured store, while serve runs",
         description="Grants are the refresh-token families users gave clients. These commands\n"
-        "read the store named by the configuration file, the one every instance sharing it\n"
+        "read the store the configuration file names, the one every instance sharing it\n"
         "serves from, and never print a secret.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -199,12 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     revoking = gsub.add_parser(
         "revoke",
         help="revoke grants by subject, client or grant id",
-        description="Revoke every active grant of a subject (--subject) or of a client\n"
-        "(--client), or one grant (--grant), through the same revocation as a client's RFC 7009\n"
-        "request: the grant's refresh tokens get invalid_grant and its access tokens are refused\n"
-        "by every instance sharing the store. Asks for no confirmation;\n"
-        "--dry-run lists what would be revoked and changes nothing. Reads the keyring\n"
-        "([keys].file), never creates it.\n"
+        description="Revoke every active grant of a subject (--subject) or of a client (--client),\n"
+        "or one grant (--grant), as a client's RFC 7009 revocation does: the grant's refresh\n"
+        "tokens get invalid_grant and its access tokens are refused by every instance sharing\n"
+        "the store. Asks for no confirmation; --dry-run prints what would be revoked and\n"
+        "changes nothing. Reads the keyring ([keys].file) like serve, never creates it.\n"
         "Exit status: 0 something was revoked (or would be); 1 nothing matched, or a failure;\n"
         "2 the configuration or the command line is wrong.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
