@@ -190,7 +190,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--config", required=True, help="the TOML configuration file")
     listing.add_argument("--subject", metavar="S", help="only the grants of this subject")
-    listing.add_argument("--client", metavar="C", help="only the grants of this client id")
+    listing.add_argument(
+        "--client",
+        metavar="C",
+        help="only the grants of this client id (--client=C if C starts with -)",
+    )
     listing.add_argument(
         "--json",
         action="store_true",
@@ -211,8 +215,16 @@ def _parser() -> argparse.ArgumentParser:
     revoking.add_argument("--config", required=True, help="the TOML configuration file")
     which = revoking.add_mutually_exclusive_group(required=True)
     which.add_argument("--subject", metavar="S", help="every active grant of this subject")
-    which.add_argument("--client", metavar="C", help="every active grant of this client id")
-    which.add_argument("--grant", metavar="G", help="this grant (its id, as grants list shows it)")
+    which.add_argument(
+        "--client",
+        metavar="C",
+        help="every active grant of this client id (--client=C if C starts with -)",
+    )
+    which.add_argument(
+        "--grant",
+        metavar="G",
+        help="this grant, its id as grants list shows it (--grant=G if G starts with -)",
+    )
     revoking.add_argument(
         "--dry-run", action="store_true", help="print what would be revoked, change nothing"
     )
