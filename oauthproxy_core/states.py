@@ -115,6 +115,8 @@ class GrantEvent(enum.Enum):
     revalidation_deferred = "revalidation_deferred"
     #: ...or the rules no longer admit the user (spec/security.md 33).
     access_withdrawn = "access_withdrawn"
+    #: An operator revoked the grant (``oauthproxy grants revoke``), not the client nor a replay.
+    operator_revoked = "operator_revoked"
 
 
 @attrs.frozen(kw_only=True)
@@ -259,6 +261,7 @@ class GrantMachine(StateMachine):
     revalidated = active.to(active)
     revalidation_deferred = active.to(active)
     access_withdrawn = active.to(revoked)
+    operator_revoked = active.to(revoked)
 
     def __init__(self, model: Any, grant: Grant, data: EventData) -> None:
         self._grant = grant
@@ -326,6 +329,7 @@ GRANT_WRITES: dict[GrantEvent, frozenset[str]] = {
     ),
     GrantEvent.revalidation_deferred: frozenset({"revalidating_until", "upstream_sealed"}),
     GrantEvent.access_withdrawn: _GRANT_REVOKE,
+    GrantEvent.operator_revoked: _GRANT_REVOKE,
 }
 
 

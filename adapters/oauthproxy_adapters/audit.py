@@ -16,7 +16,7 @@ The core cannot log (it is pure); it tells what happened with the ``Emit`` effec
 ``upstream_refreshed``  the user's provider token was refreshed for the grant
 ``grant_revoked``       a family was revoked, with its ``cause`` (``revocation_requested``,
                         ``refresh_replayed``, ``code_replayed``, ``upstream_refused``,
-                        ``client_deleted``)
+                        ``client_deleted``, ``operator_revoked``: ``oauthproxy grants revoke``)
 ``client_deleted``      a registration was deleted (RFC 7592 §2.3): from now on every grant and
                         access token of the client is refused
 ======================  ============================================================================

@@ -9,6 +9,8 @@
     oauthproxy keys rotate --file keys.json [--which signing|sealing|cookie|all]
     oauthproxy keys retire --file keys.json [--keep 2]
     oauthproxy keys show --file keys.json
+    oauthproxy grants list --config proxy.toml [--subject S] [--client C] [--json]
+    oauthproxy grants revoke --config proxy.toml (--subject S | --client C | --grant G) [--dry-run]
     oauthproxy demo [...]
 
 ``init`` writes a first ``proxy.toml`` and keys file from a few answers (``init_config.py``).
@@ -22,6 +24,8 @@ Exit status: 0 success; 2 the configuration (or the command line) is wrong, with
 other failure (a file that exists, a server that could not start, the demo not installed). The
 configuration's keys are declared in ``config_schema.py`` (which the help of ``--host``/``--port``,
 of ``init``'s options and of ``check-config`` is generated from); key rotation is in ``keygen.py``.
+``grants`` lists and revokes the grants of the configured store, while ``serve`` runs
+(``grants_admin.py``): ``revoke`` exits 0 when it revoked something and 1 when nothing matched.
 """
 
 from __future__ import annotations
@@ -166,6 +170,65 @@ def _parser() -> argparse.ArgumentParser:
     show = ksub.add_parser("show", help="list the key ids and kinds (no key material)")
     show.add_argument("--file", required=True)
 
+    grants = sub.add_parser(
+        "grants",
+        help="list and revoke the grants in the configured store, while serve runs",
+        description="Grants are the refresh-token families users gave clients. These commands\n"
+        "read the store the configuration file names, the one every instance sharing it\n"
+        "serves from, and never print a secret.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gsub = grants.add_subparsers(dest="grants_command", required=True, metavar="ACTION")
+    listing = gsub.add_parser(
+        "list",
+        help="the active grants, one line each",
+        description="One line per active grant: grant id, subject, client id, scopes, creation\n"
+        "and expiry (ISO 8601, UTC) and generation (refreshes so far + 1), oldest first.\n"
+        "--subject and --client narrow the list; given both, a grant must match both.\n"
+        "A grant record that does not decode is reported as skipped on stderr.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listing.add_argument("--config", required=True, help="the TOML configuration file")
+    listing.add_argument("--subject", metavar="S", help="only the grants of this subject")
+    listing.add_argument(
+        "--client",
+        metavar="C",
+        help="only the grants of this client id (--client=C if C starts with -)",
+    )
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON document: {"grants": [...], "skipped": [record keys]}',
+    )
+    revoking = gsub.add_parser(
+        "revoke",
+        help="revoke grants by subject, client or grant id",
+        description="Revoke every active grant of a subject (--subject) or of a client (--client),\n"
+        "or one grant (--grant), as a client's RFC 7009 revocation does: the grant's refresh\n"
+        "tokens get invalid_grant and its access tokens are refused by every instance sharing\n"
+        "the store. Asks for no confirmation; --dry-run prints what would be revoked and\n"
+        "changes nothing. Reads the keyring ([keys].file) like serve, never creates it.\n"
+        "Exit status: 0 something was revoked (or would be); 1 nothing matched, or a failure;\n"
+        "2 the configuration or the command line is wrong.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    revoking.add_argument("--config", required=True, help="the TOML configuration file")
+    which = revoking.add_mutually_exclusive_group(required=True)
+    which.add_argument("--subject", metavar="S", help="every active grant of this subject")
+    which.add_argument(
+        "--client",
+        metavar="C",
+        help="every active grant of this client id (--client=C if C starts with -)",
+    )
+    which.add_argument(
+        "--grant",
+        metavar="G",
+        help="this grant, its id as grants list shows it (--grant=G if G starts with -)",
+    )
+    revoking.add_argument(
+        "--dry-run", action="store_true", help="print what would be revoked, change nothing"
+    )
+
     demo = sub.add_parser(
         "demo", help="run the whole flow locally (development only)", add_help=False
     )
@@ -192,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         if args.command == "keys":
             return _keys(args)
+        if args.command == "grants":
+            return _grants(args)
         if args.command == "demo":
             return _demo(args)
     except ConfigError as exc:
@@ -294,6 +359,12 @@ def _keys(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     _show(updated)
     return EXIT_OK
+
+
+def _grants(args: argparse.Namespace) -> int:
+    from . import grants_admin  # noqa: PLC0415
+
+    return grants_admin.run(args)
 
 
 def _show(document: dict[str, Any]) -> None:

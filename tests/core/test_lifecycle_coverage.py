@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from oauthproxy_core import codec, persistence, states
+from oauthproxy_adapters.driver import run
+from oauthproxy_core import codec, grants, persistence, states
 from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.effects import HttpFailure
 from oauthproxy_core.records import Grant
@@ -109,6 +110,13 @@ def _drive_every_path() -> None:
     code = h.full_code(client, VERIFIER)
     assert _code_grant(h, client, code).status == 200
     assert _code_grant(h, client, code).status == 400
+
+    # An operator revokes a grant (`oauthproxy grants revoke` runs exactly this).
+    body = json.loads(_code_grant(h, client, h.full_code(client, VERIFIER)).body)
+    ctx = h.server.context(now=h.clock.now, random=h.random)
+    grant_id = body["refresh_token"].split(".")[0]
+    run(grants.revoke_grant(ctx, grant_id, GrantEvent.operator_revoked), h.store)
+    assert _refresh(h, client, body["refresh_token"]).status == 400
 
     # Consent denied; the provider denies; the provider fails; another browser returns.
     browser = Browser()

@@ -29,7 +29,9 @@ import store_race_workers
 
 from oauthproxy_adapters import stores
 from oauthproxy_adapters.stores import (
+    AsyncScanningStore,
     AsyncStore,
+    ScanningStore,
     StoreFullError,
     StoreUnavailableError,
     SyncStore,
@@ -38,8 +40,13 @@ from oauthproxy_adapters.stores import (
 )
 from oauthproxy_adapters.stores import sqlite as sqlite_module
 from oauthproxy_adapters.stores.memory import PURGE_BATCH, AsyncMemoryStore, MemoryStore
-from oauthproxy_adapters.stores.redis import AsyncRedisStore, RedisStore
-from oauthproxy_adapters.stores.sqlite import AsyncSQLiteStore, SQLiteStore, default_sqlite_path
+from oauthproxy_adapters.stores.redis import SCAN_COUNT, AsyncRedisStore, RedisStore
+from oauthproxy_adapters.stores.sqlite import (
+    SCAN_BATCH,
+    AsyncSQLiteStore,
+    SQLiteStore,
+    default_sqlite_path,
+)
 from oauthproxy_core.effects import Stored
 
 REDIS_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -252,6 +259,117 @@ def test_dump_shows_what_is_at_rest(store: Any) -> None:
     store.put("code", "h1", b"sealed-1", 1, 60)
     store.put("token", "h2", b"sealed-2", 1, 60)
     assert sorted(store.dump()) == [("code", "h1", b"sealed-1"), ("token", "h2", b"sealed-2")]
+
+
+# -- scan (base.ScanningStore: listing for operators) ------------------------------------------------
+
+
+def test_scan_lists_the_live_records_of_one_kind_and_no_other(store: Any) -> None:
+    assert isinstance(store, ScanningStore)
+    store.put("grant", "g1", b"one", 1, 60)
+    store.put("grant", "", b"empty key", 2, 60)
+    store.put("grant", "a:b:c/ü* ?[x]", b"odd key", 3, 60)
+    # Kinds that share a beginning with "grant", and the same key under other kinds.
+    for kind in ("grants", "gran", "grant-x", "revoked"):
+        store.put(kind, "g1", b"other kind", 1, 60)
+    store.put("grant", "gone", b"deleted", 1, 60)
+    store.delete("grant", "gone")
+    assert sorted(store.scan("grant"), key=lambda item: item[0]) == [
+        ("", Stored(value=b"empty key", version=2)),
+        ("a:b:c/ü* ?[x]", Stored(value=b"odd key", version=3)),
+        ("g1", Stored(value=b"one", version=1)),
+    ]
+    assert list(store.scan("nothing")) == []
+
+
+def test_scan_refuses_a_bad_kind_before_iterating(store: Any) -> None:
+    for kind in ("", "a:b"):
+        with pytest.raises(ValueError):
+            store.scan(kind)
+
+
+def test_scan_yields_every_record_once_across_pages(store: Any) -> None:
+    count = max(SCAN_BATCH, SCAN_COUNT) * 2 + 7
+    for i in range(count):
+        store.put("grant", f"g{i:05}", b"v%d" % i, 1, 60)
+    store.put("tx", "t", b"other", 1, 60)
+    keys = [key for key, _stored in store.scan("grant")]
+    assert len(keys) == count
+    assert set(keys) == {f"g{i:05}" for i in range(count)}
+
+
+def test_scan_never_lists_an_expired_record(clocked: tuple[Any, FakeClock]) -> None:
+    store, clock = clocked
+    store.put("grant", "short", b"v", 1, 10)
+    store.put("grant", "long", b"w", 1, 100)
+    assert {key for key, _ in store.scan("grant")} == {"short", "long"}
+    clock.advance(10)  # exactly at expires_at: expired, though not yet reclaimed
+    assert list(store.scan("grant")) == [("long", Stored(value=b"w", version=1))]
+    clock.advance(1_000_000)
+    assert list(store.scan("grant")) == []
+
+
+def test_redis_scan_skips_a_key_deleted_between_scan_and_read(
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key SCAN names is gone (deleted, or expired) by the time its value is read: skipped, not
+    an error and not an empty record. SCAN naming a key twice yields it once."""
+    redis_store.put("grant", "stays", b"v", 1, 60)
+    redis_store.put("grant", "vanishes", b"v", 1, 60)
+    raw = redis.Redis.from_url(REDIS_URL)
+    real_scan = redis_store._redis.scan
+
+    def scan_then_delete(*args: Any, **kwargs: Any) -> Any:
+        cursor, names = real_scan(*args, **kwargs)
+        for name in names:
+            if name.endswith(b":vanishes"):
+                raw.delete(name)
+        return cursor, names + names  # and every name twice
+
+    monkeypatch.setattr(redis_store._redis, "scan", scan_then_delete)
+    try:
+        assert list(redis_store.scan("grant")) == [("stays", Stored(value=b"v", version=1))]
+    finally:
+        raw.close()
+
+
+def test_redis_scan_walks_with_scan_match_count_never_keys(
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_store.put("grant", "g", b"v", 1, 60)
+    calls: list[dict[str, Any]] = []
+    real_scan = redis_store._redis.scan
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real_scan(*args, **kwargs)
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("KEYS walks the whole key space in one blocking call")
+
+    monkeypatch.setattr(redis_store._redis, "scan", recording)
+    monkeypatch.setattr(redis_store._redis, "keys", refuse)
+    assert [key for key, _ in redis_store.scan("grant")] == ["g"]
+    assert calls and all(
+        c == {"match": f"{redis_store.prefix}grant:*", "count": SCAN_COUNT} for c in calls
+    )
+
+
+def test_async_scan(async_store_factory: Callable[[], Any]) -> None:
+    async def body(s: Any) -> None:
+        assert isinstance(s, AsyncScanningStore)
+        count = SCAN_BATCH + 3
+        for i in range(count):
+            await s.put("grant", f"g{i}", b"v", 1, 60)
+        await s.put("grants", "g0", b"other kind", 1, 60)
+        await s.put("tx", "g0", b"other kind", 1, 60)
+        found = [item async for item in s.scan("grant")]
+        assert sorted(key for key, _ in found) == sorted(f"g{i}" for i in range(count))
+        assert all(stored == Stored(value=b"v", version=1) for _, stored in found)
+        with pytest.raises(ValueError):
+            s.scan("a:b")
+
+    run_async(async_store_factory, body)
 
 
 # -- races ---------------------------------------------------------------------------------------
@@ -469,6 +587,7 @@ def test_redis_ttl_expires(redis_store: RedisStore) -> None:
     assert redis_store.compare_and_set("code", "cas", 1, b"x", 60) is False
     assert redis_store.compare_and_set("code", "insert", 0, b"x", 60) is True
     assert redis_store.dump() == [("code", "insert", b"x")]
+    assert list(redis_store.scan("code")) == [("insert", Stored(value=b"x", version=1))]
 
 
 # -- memory store ------------------------------------------------------------------------------
@@ -822,6 +941,7 @@ def test_redis_unreachable_fails_fast() -> None:
         lambda: store.compare_and_set("code", "k", 1, b"v", 60),
         lambda: store.compare_and_set("code", "k", 0, b"v", 60),
         lambda: store.delete("code", "k"),
+        lambda: list(store.scan("code")),
     ]
     started = time.monotonic()
     for call in calls:

@@ -11,6 +11,7 @@
 * ``redis://host:port/db`` (or ``rediss://`` for TLS) -- :class:`~.redis.RedisStore`, shared by
   several proxy instances.
 
+All three also implement ``base.ScanningStore`` (``scan(kind)``, listing for operators).
 The Redis modules are imported only when a Redis URL is opened, so ``redis`` stays optional.
 """
 
@@ -20,7 +21,14 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import AsyncStore, StoreFullError, StoreUnavailableError, SyncStore
+from .base import (
+    AsyncScanningStore,
+    AsyncStore,
+    ScanningStore,
+    StoreFullError,
+    StoreUnavailableError,
+    SyncStore,
+)
 from .memory import AsyncMemoryStore, MemoryStore
 from .sqlite import AsyncSQLiteStore, SQLiteStore, default_sqlite_path
 
@@ -31,10 +39,12 @@ __all__ = [
     "AsyncMemoryStore",
     "AsyncRedisStore",
     "AsyncSQLiteStore",
+    "AsyncScanningStore",
     "AsyncStore",
     "MemoryStore",
     "RedisStore",
     "SQLiteStore",
+    "ScanningStore",
     "StoreFullError",
     "StoreUnavailableError",
     "SyncStore",

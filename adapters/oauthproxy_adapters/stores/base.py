@@ -21,16 +21,29 @@ Theory of operation:
 * A store whose backend cannot be reached, or answers with errors, raises
   :class:`StoreUnavailableError`; the driver maps it to a 503 ``temporarily_unavailable``. A store
   never hangs: every backend call is bounded by a timeout.
+
+Listing is not part of that contract: no handler ever needs it, and the five methods above are all a
+request costs. Operators do need it (``oauthproxy grants list``), so the stores that can list also
+implement :class:`ScanningStore` (or :class:`AsyncScanningStore`), a separate protocol that only
+administrative code asks for. ``scan(kind)`` yields ``(key, Stored)`` for the live records of one
+kind, in no promised order, reading them in bounded batches rather than all at once:
+
+* every record that is live for the whole scan is yielded exactly once;
+* a record written, deleted or expiring while the scan runs may or may not be yielded;
+* no record that had expired when its batch was read is ever yielded, and no record of another kind.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Protocol, runtime_checkable
 
 from oauthproxy_core.effects import Stored
 
 __all__ = [
+    "AsyncScanningStore",
     "AsyncStore",
+    "ScanningStore",
     "StoreFullError",
     "StoreUnavailableError",
     "Stored",
@@ -100,6 +113,26 @@ class AsyncStore(Protocol):
     async def delete(self, kind: str, key: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ScanningStore(Protocol):
+    """A :class:`SyncStore` that can also list the live records of one kind (operators only)."""
+
+    def scan(self, kind: str) -> Iterator[tuple[str, Stored]]:
+        """``(key, record)`` for every live record of ``kind`` (see the module docstring).
+
+        Raises ``ValueError`` for a bad kind at once, and :class:`StoreUnavailableError` while
+        iterating when the backend fails.
+        """
+        ...
+
+
+@runtime_checkable
+class AsyncScanningStore(Protocol):
+    """The asyncio twin of :class:`ScanningStore`, with the same semantics."""
+
+    def scan(self, kind: str) -> AsyncIterator[tuple[str, Stored]]: ...
 
 
 # Argument checks shared by every store, so that all of them reject the same calls (the conformance

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from oauthproxy_core.effects import Stored
 
@@ -114,6 +114,20 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to release; the records stay readable (the store is just a dict)."""
 
+    # -- listing (operators: base.ScanningStore) --------------------------------------------------
+
+    def scan(self, kind: str) -> Iterator[tuple[str, Stored]]:
+        """The live records of ``kind``, as they were when the scan started (one snapshot)."""
+        check_kind(kind)
+        with self._lock:
+            now = self._clock()
+            live = [
+                (k[1], Stored(value=r[0], version=r[1]))
+                for k, r in self._records.items()
+                if k[0] == kind and r[2] > now
+            ]
+        return iter(live)
+
     # -- inspection (tests) -----------------------------------------------------------------------
 
     def dump(self) -> list[tuple[str, str, bytes]]:
@@ -193,5 +207,13 @@ class AsyncMemoryStore:
     async def close(self) -> None:
         self.sync.close()
 
+    def scan(self, kind: str) -> AsyncIterator[tuple[str, Stored]]:
+        return _aiter(self.sync.scan(kind))
+
     def dump(self) -> list[tuple[str, str, bytes]]:
         return self.sync.dump()
+
+
+async def _aiter(records: Iterator[tuple[str, Stored]]) -> AsyncIterator[tuple[str, Stored]]:
+    for record in records:
+        yield record

@@ -11,6 +11,11 @@ Theory of operation:
   atomically; it compares the 8-byte version prefix as a string, so no number parsing happens in
   Lua.
 * TTLs are Redis's own (``EX``): Redis never returns an expired key, from any command.
+* Listing (``scan``, for operators: ``base.ScanningStore``) walks ``SCAN`` with ``MATCH`` on the
+  kind's key pattern and a ``COUNT`` of :data:`SCAN_COUNT`, never ``KEYS`` (which blocks the server
+  for as long as it takes to walk every key), and reads each page of names with one ``MGET``. A key
+  that expires or is deleted between the ``SCAN`` and the ``MGET`` comes back as nil and is skipped;
+  ``SCAN`` may return a key twice, so the names already yielded are remembered.
 * Failures: every ``redis`` error (connection refused, timeout, ``READONLY``, ``OOM`` ...) becomes
   :class:`StoreUnavailableError`. Sockets have connect and read timeouts, and commands are not
   retried: a retried ``GETDEL`` or ``SET NX`` whose first attempt did run would report a miss for a
@@ -20,7 +25,7 @@ Theory of operation:
 from __future__ import annotations
 
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import redis
@@ -33,7 +38,7 @@ from oauthproxy_core.effects import Stored
 
 from .base import StoreUnavailableError, check_cas, check_kind, check_put
 
-__all__ = ["AsyncRedisStore", "RedisStore"]
+__all__ = ["SCAN_COUNT", "AsyncRedisStore", "RedisStore"]
 
 _VERSION = struct.Struct(">Q")
 
@@ -47,6 +52,9 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
+
+#: The ``COUNT`` hint of every ``SCAN``: about how many keys one call walks (one ``MGET`` reads).
+SCAN_COUNT = 500
 
 #: Health-check an idle pooled connection (PING) before reusing it after this many seconds, so a
 #: connection dropped by a restarted server is noticed before a command is sent on it.
@@ -146,6 +154,27 @@ class RedisStore:
     def close(self) -> None:
         self._redis.close()
 
+    # -- listing (operators: base.ScanningStore) --------------------------------------------------
+
+    def scan(self, kind: str) -> Iterator[tuple[str, Stored]]:
+        """The live records of ``kind``: ``SCAN ... MATCH ... COUNT`` and one ``MGET`` per page."""
+        pattern = _scan_pattern(self.prefix, kind)
+        return self._scan(pattern)
+
+    def _scan(self, pattern: str) -> Iterator[tuple[str, Stored]]:
+        seen: set[bytes | str] = set()
+        cursor: int = 0
+        while True:
+            try:
+                cursor, names = self._redis.scan(cursor, match=pattern, count=SCAN_COUNT)
+                fresh = _unseen(names, seen)
+                values = self._redis.mget(fresh) if fresh else []
+            except RedisError as exc:
+                raise _unavailable("scan", exc) from exc
+            yield from _live(fresh, values, self.prefix)
+            if cursor == 0:
+                return
+
     # -- inspection (tests) -----------------------------------------------------------------------
 
     def dump(self) -> list[tuple[str, str, bytes]]:
@@ -233,6 +262,26 @@ class AsyncRedisStore:
     async def close(self) -> None:
         await self._redis.aclose()
 
+    def scan(self, kind: str) -> AsyncIterator[tuple[str, Stored]]:
+        """:meth:`RedisStore.scan` over ``redis.asyncio``."""
+        pattern = _scan_pattern(self.prefix, kind)
+        return self._scan(pattern)
+
+    async def _scan(self, pattern: str) -> AsyncIterator[tuple[str, Stored]]:
+        seen: set[bytes | str] = set()
+        cursor: int = 0
+        while True:
+            try:
+                cursor, names = await self._redis.scan(cursor, match=pattern, count=SCAN_COUNT)
+                fresh = _unseen(names, seen)
+                values = await self._redis.mget(fresh) if fresh else []
+            except RedisError as exc:
+                raise _unavailable("scan", exc) from exc
+            for record in _live(fresh, values, self.prefix):
+                yield record
+            if cursor == 0:
+                return
+
     async def dump(self) -> list[tuple[str, str, bytes]]:
         """Every record under the prefix as ``(kind, key, value)`` (for tests)."""
         out: list[tuple[str, str, bytes]] = []
@@ -251,6 +300,26 @@ class AsyncRedisStore:
 def _glob_escape(text: str) -> str:
     """Escape Redis MATCH glob metacharacters so a prefix matches only itself."""
     return "".join("\\" + c if c in "*?[]\\^" else c for c in text)
+
+
+def _scan_pattern(prefix: str, kind: str) -> str:
+    """The ``MATCH`` pattern of the keys of ``kind``, and only of ``kind`` (kinds have no ``:``)."""
+    check_kind(kind)
+    return _glob_escape(f"{prefix}{kind}:") + "*"
+
+
+def _unseen(names: list[bytes | str], seen: set[bytes | str]) -> list[bytes | str]:
+    """The names of one ``SCAN`` page not yielded before (``SCAN`` may return a key twice)."""
+    fresh = [name for name in dict.fromkeys(names) if name not in seen]
+    seen.update(fresh)
+    return fresh
+
+
+def _live(names: list[bytes | str], values: list[Any], prefix: str) -> Iterator[tuple[str, Stored]]:
+    for name, raw in zip(names, values, strict=True):
+        stored = _unpack(raw)
+        if stored is not None:  # None: expired or deleted since the SCAN saw its name
+            yield _split(name, prefix)[1], stored
 
 
 def _split(name: bytes | str, prefix: str) -> tuple[str, str]:

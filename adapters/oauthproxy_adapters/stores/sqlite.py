@@ -17,6 +17,10 @@ Theory of operation:
 * Schema: a ``meta`` table holds ``schema_version``; :data:`MIGRATIONS` lists one function per
   version step, applied in order inside ``BEGIN IMMEDIATE`` so that two processes opening a new file
   at once do not both migrate it.
+* Listing (``scan``, for operators: ``base.ScanningStore``) reads one kind in pages of
+  :data:`SCAN_BATCH` rows in key order, each page one statement that starts after the last key of
+  the page before, so no read transaction stays open between pages and a long listing never holds
+  back the WAL checkpoint.
 * The file and its directory are created private (0o600 / 0o700): the store holds hashes and
   encrypted blobs only (spec/security.md 24), but there is no reason to let other users read it.
 """
@@ -29,7 +33,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -41,6 +45,7 @@ __all__ = [
     "MIGRATIONS",
     "PURGE_BATCH",
     "PURGE_EVERY",
+    "SCAN_BATCH",
     "SCHEMA_VERSION",
     "AsyncSQLiteStore",
     "SQLiteStore",
@@ -54,6 +59,9 @@ DATA_DIR_ENV = "OAUTHPROXY_DATA_DIR"
 PURGE_EVERY = 100
 #: ... at most this many at a time (bounds the latency one write pays for expiry).
 PURGE_BATCH = 100
+
+#: Rows read by one statement of ``scan``.
+SCAN_BATCH = 500
 
 #: How long a statement waits for another connection's write lock before failing (milliseconds).
 BUSY_TIMEOUT_MS = 5_000
@@ -169,6 +177,15 @@ _SQL_INSERT = (
     " WHERE records.expires_at <= ?"
 )
 _SQL_DELETE = "DELETE FROM records WHERE kind = ? AND key = ?"
+# Pages of one kind in key order (the primary key's order): the first page, then the pages after a
+# key. Two statements rather than a sentinel, since the empty string is a valid key.
+_SQL_SCAN_FIRST = (
+    "SELECT key, value, version FROM records WHERE kind = ? AND expires_at > ? ORDER BY key LIMIT ?"
+)
+_SQL_SCAN_AFTER = (
+    "SELECT key, value, version FROM records WHERE kind = ? AND key > ? AND expires_at > ?"
+    " ORDER BY key LIMIT ?"
+)
 _SQL_PURGE = (
     "DELETE FROM records WHERE (kind, key) IN"
     " (SELECT kind, key FROM records WHERE expires_at <= ? LIMIT ?)"
@@ -353,6 +370,35 @@ class SQLiteStore:
         for holder in holders:
             holder.db.close()
         self._local = threading.local()
+
+    # -- listing (operators: base.ScanningStore) --------------------------------------------------
+
+    def scan(self, kind: str) -> Iterator[tuple[str, Stored]]:
+        """The live records of ``kind``, read in pages of :data:`SCAN_BATCH` (module docstring)."""
+        check_kind(kind)
+        return self._scan(kind)
+
+    def _scan(self, kind: str) -> Iterator[tuple[str, Stored]]:
+        after: str | None = None
+        while True:
+            page = self.scan_page(kind, after)
+            yield from page
+            if len(page) < SCAN_BATCH:
+                return
+            after = page[-1][0]
+
+    def scan_page(self, kind: str, after: str | None) -> list[tuple[str, Stored]]:
+        """One page of ``scan``: the live records of ``kind`` with a key after ``after``."""
+        try:
+            db = self._db()
+            now = self._clock()
+            if after is None:
+                rows = db.execute(_SQL_SCAN_FIRST, (kind, now, SCAN_BATCH)).fetchall()
+            else:
+                rows = db.execute(_SQL_SCAN_AFTER, (kind, after, now, SCAN_BATCH)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite scan failed: {exc}") from exc
+        return [(str(r[0]), Stored(value=bytes(r[1]), version=r[2])) for r in rows]
 
     # -- inspection (tests, operators) ------------------------------------------------------------
 
@@ -539,6 +585,22 @@ class AsyncSQLiteStore:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
         self._loop_store.close()
         self.sync.close()
+
+    def scan(self, kind: str) -> AsyncIterator[tuple[str, Stored]]:
+        """:meth:`SQLiteStore.scan`, each page read like any other read (on the loop's connection,
+        or on the pool while another connection holds a lock)."""
+        check_kind(kind)
+        return self._scan(kind)
+
+    async def _scan(self, kind: str) -> AsyncIterator[tuple[str, Stored]]:
+        after: str | None = None
+        while True:
+            page: list[tuple[str, Stored]] = await self._read("scan_page", kind, after)
+            for record in page:
+                yield record
+            if len(page) < SCAN_BATCH:
+                return
+            after = page[-1][0]
 
     def dump(self) -> list[tuple[str, str, bytes]]:
         return self.sync.dump()
