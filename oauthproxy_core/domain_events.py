@@ -71,8 +71,27 @@ class ClientDeleted:
     client_id: str
 
 
+@attrs.frozen(kw_only=True)
+class AccessDecided:
+    """The ``[access]`` rules decided about a user (spec/security.md 33), at sign-in or when a grant
+    was re-validated at refresh."""
+
+    subject: str
+    client_id: str
+    admitted: bool
+    #: The rule class that admitted the user; ``None`` when refused or no rule exists.
+    rule: str | None
+    #: ``sign_in`` (the callback) or ``refresh`` (re-validation).
+    when: str
+
+
 DomainEvent: TypeAlias = (
-    TransactionChanged | GrantChanged | GrantIssued | ClientRegistered | ClientDeleted
+    TransactionChanged
+    | GrantChanged
+    | GrantIssued
+    | ClientRegistered
+    | ClientDeleted
+    | AccessDecided
 )
 
 

@@ -40,7 +40,8 @@ from . import grants, persistence
 from .access import decide
 from .config import Context
 from .crypto import UnsealError, seal, unseal
-from .effects import Handler, HttpCall
+from .domain_events import AccessDecided
+from .effects import Emit, Handler, HttpCall
 from .errors import InvalidGrantError, OAuthError, TemporarilyUnavailableError
 from .records import Grant
 from .states import Absorbed, EventData, GrantEvent, grant_step
@@ -113,7 +114,17 @@ def revalidate(ctx: Context, grant: Grant, presented_hash: str) -> Handler[Grant
     }
     if established is not None:
         decision = decide(ctx.config.access, established.facts)
-        if established.subject != held.subject or not decision.admitted:
+        same_user = established.subject == held.subject
+        yield Emit(
+            event=AccessDecided(
+                subject=held.subject,
+                client_id=held.client_id,
+                admitted=same_user and decision.admitted,
+                rule=decision.rule if same_user else None,
+                when="refresh",
+            )
+        )
+        if not same_user or not decision.admitted:
             yield from grants.revoke_grant(ctx, grant.id, GrantEvent.access_withdrawn)
             raise InvalidGrantError("this account is no longer allowed to use this server")
         changes.update(claims=established.claims, groups=decision.groups)

@@ -14,11 +14,19 @@ The core cannot log (it is pure); it tells what happened with the ``Emit`` effec
 ``grant_issued``        a refresh family was created at code redemption
 ``grant_rotated``       a refresh token was rotated (``generation``)
 ``upstream_refreshed``  the user's provider token was refreshed for the grant
+``grant_revalidation_`` re-validation at refresh (spec/security.md 33): ``..._started`` (this
+``...``                 instance holds the grant), ``grant_revalidated`` (the provider confirmed the
+                        user), ``..._deferred`` (the provider could not be asked; nothing revoked)
 ``grant_revoked``       a family was revoked, with its ``cause`` (``revocation_requested``,
                         ``refresh_replayed``, ``code_replayed``, ``upstream_refused``,
-                        ``client_deleted``, ``operator_revoked``: ``oauthproxy grants revoke``)
+                        ``client_deleted``, ``operator_revoked``: ``oauthproxy grants revoke``;
+                        ``access_withdrawn``: the ``[access]`` rules no longer admit the user)
 ``client_deleted``      a registration was deleted (RFC 7592 §2.3): from now on every grant and
                         access token of the client is refused
+``access_decision``     the ``[access]`` rules admitted (``state`` ``admitted``, with the ``rule``
+                        class that matched) or refused (``refused``) a user, ``when`` ``sign_in``
+                        or at ``refresh``; a refused user's ``subject`` is logged here and stored
+                        nowhere
 ======================  ============================================================================
 
 Who and what: ``client_id``, ``subject`` (once known), a short reference to the transaction or grant
@@ -34,6 +42,7 @@ import logging
 from typing import Any
 
 from oauthproxy_core.domain_events import (
+    AccessDecided,
     ClientDeleted,
     ClientRegistered,
     DomainEvent,
@@ -70,6 +79,15 @@ def observe(effect: Any, _result: Any, _seconds: float = 0.0) -> None:
         emit(record(effect.event))
 
 
+#: Grant transitions that keep the family active without rotating it, by audit event name.
+_NOT_ROTATIONS = {
+    "upstream_refreshed": "upstream_refreshed",
+    "revalidation_started": "grant_revalidation_started",
+    "revalidated": "grant_revalidated",
+    "revalidation_deferred": "grant_revalidation_deferred",
+}
+
+
 def record(event: DomainEvent) -> dict[str, Any]:
     """The audit line for a domain event (shared with ``metrics``, so log and counters agree)."""
     if isinstance(event, TransactionChanged):
@@ -85,8 +103,8 @@ def record(event: DomainEvent) -> dict[str, Any]:
     if isinstance(event, GrantChanged):
         if event.state == "revoked":
             name = "grant_revoked"
-        elif event.cause == "upstream_refreshed":
-            name = "upstream_refreshed"
+        elif event.cause in _NOT_ROTATIONS:
+            name = _NOT_ROTATIONS[event.cause]
         else:
             name = "grant_rotated"
         line: dict[str, Any] = {
@@ -117,4 +135,13 @@ def record(event: DomainEvent) -> dict[str, Any]:
         }
     if isinstance(event, ClientDeleted):
         return {"event": "client_deleted", "client_id": event.client_id}
+    if isinstance(event, AccessDecided):
+        return {
+            "event": "access_decision",
+            "state": "admitted" if event.admitted else "refused",
+            "when": event.when,
+            "rule": event.rule or "",
+            "client_id": event.client_id,
+            "subject": event.subject,
+        }
     raise TypeError(f"unknown domain event {type(event).__name__}")

@@ -26,7 +26,8 @@ from ..client_lookup import load_client
 from ..config import Context
 from ..cookies import clear_cookie
 from ..crypto import UnsealError, digest, new_secret, seal, unseal
-from ..effects import Handler, HttpCall
+from ..domain_events import AccessDecided
+from ..effects import Emit, Handler, HttpCall
 from ..errors import (
     AccessDeniedError,
     OAuthError,
@@ -163,6 +164,15 @@ def _issue_code(
 ) -> Handler[Response]:
     """spec/security.md 33 then RFC 6749 §4.1.2: the rules decide, and only then is a code minted."""
     decision = decide(ctx.config.access, established.facts)
+    yield Emit(
+        event=AccessDecided(
+            subject=established.subject,
+            client_id=tx.client_id,
+            admitted=decision.admitted,
+            rule=decision.rule,
+            when="sign_in",
+        )
+    )
     if not decision.admitted:
         return (yield from _refuse(ctx, tx, data))
 

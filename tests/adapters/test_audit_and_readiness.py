@@ -15,7 +15,10 @@ from oauthproxy_adapters.app import build_app
 from oauthproxy_adapters.audit import observe
 from oauthproxy_adapters.config_file import parse_settings
 from oauthproxy_adapters.driver import run
-from tests.harness import VERIFIER, Harness
+from oauthproxy_adapters.metrics import Metrics
+from oauthproxy_core.access import AccessPolicy
+from tests.harness import VERIFIER, Browser, Harness, UpstreamUser, make_config, make_profile
+from tests.providers.test_callback_flows import redeem
 
 
 def test_every_state_change_is_audited_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
@@ -87,6 +90,70 @@ def test_every_state_change_is_audited_without_secrets(caplog: pytest.LogCapture
         *h.upstream.tokens,
     ):
         assert secret not in text
+
+
+def test_invariant_33_access_decisions_are_audited_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refused sign-in and a grant withdrawn at re-validation each leave an audit line (with the
+    subject: the log, not the store, says who was refused) and a count in the metrics."""
+
+    profile = make_profile(
+        org_membership_url="https://idp.example/user/orgs",
+        team_membership_url="https://idp.example/user/teams",
+    )
+    h = Harness(make_config(upstream=profile, access=AccessPolicy(github_orgs=("acme",))))
+    metrics = Metrics()
+    observer = metrics.observer(audit_log=True, config=h.config)
+
+    def audited(method: str, target: str, **kw: object) -> object:
+        req = h.make_request(method, target, **kw)  # type: ignore[arg-type]
+        resp = run(
+            h.server.handle(req, now=h.clock.now, random=h.random), h.store, h.upstream, observer
+        )
+        browser = kw.get("browser")
+        if browser is not None:
+            browser.absorb(resp)  # type: ignore[attr-defined]
+        return resp
+
+    h.request = audited  # type: ignore[assignment,method-assign]
+    with caplog.at_level(logging.INFO, logger="oauthproxy.audit"):
+        client = h.register()
+        outsider = UpstreamUser(id=5, login="out", orgs=("elsewhere",))
+        assert h.run_to_callback(client, VERIFIER, Browser(), outsider).status == 403
+        member = UpstreamUser(id=6, login="in", orgs=("acme",))
+        resp = h.run_to_callback(client, VERIFIER, Browser(), member)
+        tokens = redeem(h, client, resp)
+        for token, user in list(h.upstream.tokens.items()):
+            if user.id == member.id:
+                h.upstream.tokens[token] = UpstreamUser(id=6, login="in")
+        h.clock.advance(h.config.lifetimes.revalidate_after)
+        refused = h.token(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": tokens["refresh_token"],
+                "client_id": client["client_id"],
+            }
+        )
+        assert refused.status == 400
+    events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "oauthproxy.audit"]
+    decisions = [
+        (e["when"], e["state"], e["rule"], e["subject"])
+        for e in events
+        if e["event"] == "access_decision"
+    ]
+    assert decisions == [
+        ("sign_in", "refused", "", "idp:5"),
+        ("sign_in", "admitted", "github_orgs", "idp:6"),
+        ("refresh", "refused", "", "idp:6"),
+    ]
+    withdrawn = [e for e in events if e["event"] == "grant_revoked"]
+    assert [e["cause"] for e in withdrawn] == ["access_withdrawn"]
+    assert [
+        e["cause"] for e in events if e["event"] == "transaction" and e["state"] == "denied"
+    ] == ["access_refused"]
+    exposition = metrics.exposition().decode()
+    assert 'event="access_decision",outcome="applied",state="refused"} 2.0' in exposition
 
 
 def test_readyz_follows_the_store(tmp_path: Path) -> None:

@@ -117,6 +117,8 @@ def test_complete_flow_counts_every_transition_exactly() -> None:
         ("transaction", "exchanged", "applied"): 1.0,
         ("grant_issued", "", "applied"): 1.0,
         ("grant_rotated", "", "applied"): 1.0,
+        # No [access] rule: everyone is admitted, and each admission is counted all the same.
+        ("access_decision", "admitted", "applied"): 1.0,
     }
     got = {
         (dict(labels)["event"], dict(labels)["state"], dict(labels)["outcome"]): v
@@ -315,7 +317,7 @@ def test_no_secret_client_id_or_subject_in_the_output() -> None:
     # Label values come from fixed sets only.
     allowed = {
         "event": {"transaction", "client_registered", "grant_issued", "grant_rotated"}
-        | {"grant_revoked"},
+        | {"grant_revoked", "access_decision"},
         "outcome": {"applied", "conflict"},
     }
     for (name, labels), _v in samples(text.encode()).items():
