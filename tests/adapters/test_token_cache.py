@@ -14,11 +14,11 @@ import pytest
 
 from oauthproxy_adapters import proxy as proxy_module
 from oauthproxy_adapters.proxy import Proxy
+from oauthproxy_adapters.testing.flow import Call, Flow, Reply, drive, login, post_form, request
 from oauthproxy_core import Request
 from oauthproxy_core.errors import InvalidTokenError
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.tokens import own_token_claims, verify_access_token
-from tests.adapters.flow import Call, Flow, Reply, drive, login, post_form, request
 from tests.adapters.live_servers import sync_proxy
 from tests.harness import ScriptedUpstream, make_config
 

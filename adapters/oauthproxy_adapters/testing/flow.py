@@ -299,7 +299,6 @@ def register(base: str, metadata: Mapping[str, Any] | None = None) -> Flow[dict[
         "grant_types": ["authorization_code", "refresh_token"],
     }
     body.update(metadata or {})
-    body = {k: v for k, v in body.items() if v is not None}
     reply = yield from request("POST", base + "/register", JSON, json.dumps(body).encode())
     _expect(reply.status == 201, "201 from /register", reply)
     _expect(reply.header("cache-control") == "no-store", "Cache-Control: no-store", reply)
@@ -309,16 +308,11 @@ def register(base: str, metadata: Mapping[str, Any] | None = None) -> Flow[dict[
 
 
 def authorization_url(
-    base: str,
-    client: Mapping[str, Any],
-    *,
-    verifier: str = VERIFIER,
-    resource: str | None = None,
-    **params: str | None,
+    base: str, client: Mapping[str, Any], *, verifier: str = VERIFIER, **params: str | None
 ) -> str:
     """The authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 8707 §2) with ``state``
-    ``client-state-1``: ``params`` add or replace query parameters, and a ``None`` value leaves one
-    out. ``resource`` defaults to ``base + "/mcp"``."""
+    ``client-state-1`` and ``resource`` ``base + "/mcp"``: ``params`` add or replace query
+    parameters, and a ``None`` value leaves one out."""
     query: dict[str, str | None] = {
         "response_type": "code",
         "client_id": client["client_id"],
@@ -326,7 +320,7 @@ def authorization_url(
         "state": "client-state-1",
         "code_challenge": s256(verifier),
         "code_challenge_method": "S256",
-        "resource": resource if resource is not None else base + "/mcp",
+        "resource": base + "/mcp",
     }
     query.update(params)
     return base + "/authorize?" + urlencode({k: v for k, v in query.items() if v is not None})
@@ -500,8 +494,9 @@ def login(
     PKCE verifier. ``resource`` defaults to ``base + "/mcp"``."""
     verifier = new_verifier()
     client = yield from register(base, metadata)
+    resource_param = {} if resource is None else {"resource": resource}
     redirect = yield from authorize(
-        base, client, upstream=upstream, user=user, verifier=verifier, resource=resource
+        base, client, upstream=upstream, user=user, verifier=verifier, **resource_param
     )
     tokens = yield from exchange_code(
         base, client, redirect["code"], verifier=verifier, resource=resource

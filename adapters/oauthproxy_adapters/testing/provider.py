@@ -52,7 +52,7 @@ class ProviderError(AssertionError):
     """The provider refused an authorization request it was sent without HTTP (``login``)."""
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class UpstreamUser:
     """Who signs in at the provider; ``GET /user`` answers these fields (``name`` defaults to the
     login in title case; ``email`` is left out when ``None``)."""
