@@ -184,12 +184,13 @@ class ServeProcess:
             proc.wait(5)
             raise ServeError(f"{self.name} ignored {sig.name}:\n{self.output()}") from None
 
-    def output(self) -> str:
-        """The end of the process's log (stdout and stderr)."""
+    def output(self, tail: int | None = 4000) -> str:
+        """The last ``tail`` characters of the process's log (stdout and stderr), or all of it."""
         try:
-            return self.log.read_text(errors="replace")[-4000:]
+            text = self.log.read_text(errors="replace")
         except OSError:
             return "(no log)"
+        return text if tail is None else text[-tail:]
 
 
 def bound_socket() -> socket.socket:
