@@ -1,26 +1,25 @@
 """Test harness: the core driven through the real drivers, a scripted upstream provider, a browser
 with a cookie jar, a controllable clock and a seeded random source.
 
-The scripted upstream plays a GitHub-shaped OAuth provider: it checks the proxy's PKCE, client secret
-and redirect URI at its token endpoint exactly like a real one would, so a wrong verifier or a code
-from another transaction fails there.
+The flow steps and the upstream provider are the testing kit's (``oauthproxy_adapters.testing``):
+``Harness.sender`` turns the kit's client steps into requests to the core, and ``ScriptedUpstream``
+is the kit's ``FakeProvider`` at ``UPSTREAM``, which checks the proxy's PKCE, client secret and
+redirect URI like a real provider, so a wrong verifier or a code from another transaction fails there.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import random as _random
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
-
-import attrs
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from oauthproxy_adapters.driver import SyncFetch, refuse_fetch, run, run_async
 from oauthproxy_adapters.keygen import new_keyring
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore, MemoryStore
+from oauthproxy_adapters.testing import flow
+from oauthproxy_adapters.testing.flow import CONSENT_FORM_HEADERS, VERIFIER, Call, Reply, drive
+from oauthproxy_adapters.testing.provider import FakeProvider, UpstreamUser
 from oauthproxy_core import (
     AuthorizationServer,
     FetchDocument,
@@ -35,6 +34,9 @@ from oauthproxy_core import (
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import Lifetimes
 from oauthproxy_core.handlers.bearer import Challenge, Principal
+
+#: Re-exported for the tests that import them from here.
+__all__ = ["CONSENT_FORM_HEADERS", "VERIFIER", "UpstreamUser"]
 
 ISSUER = "https://proxy.example"
 UPSTREAM = "https://idp.example"
@@ -98,124 +100,35 @@ class Clock:
         self.now += seconds
 
 
-@attrs.define
-class UpstreamUser:
-    id: int
-    login: str
-    #: GitHub organization logins and ``org/team-slug`` teams, answered at /user/orgs, /user/teams.
-    orgs: tuple[str, ...] = ()
-    teams: tuple[str, ...] = ()
-
-
-class ScriptedUpstream:
-    """A GitHub-shaped provider: authorize by URL, token and /user over the HttpCall effect."""
+class ScriptedUpstream(FakeProvider):
+    """The kit's provider at ``UPSTREAM`` with the endpoints of ``make_profile`` (``/authorize``,
+    ``/token``, ``/user``), sending RFC 9207 ``iss``, accepting any client id (the secret is still
+    checked), and failing its token endpoint with ``fail_token_with`` when a test sets it."""
 
     def __init__(self, *, callback_url: str) -> None:
-        self.callback_url = callback_url
-        self.codes: dict[str, dict[str, Any]] = {}
-        self.tokens: dict[str, UpstreamUser] = {}
-        self.calls: list[HttpRequest] = []
-        self.fail_token_with: HttpResponse | HttpFailure | None = None
-        #: Answer every API call (not the token endpoint) with this instead, while set.
-        self.fail_api_with: HttpResponse | HttpFailure | None = None
-        #: Issue a refresh token with each access token (a GitHub App with expiring tokens).
-        self.issue_refresh = False
-        self.refresh_tokens: dict[str, UpstreamUser] = {}
-        self._n = 0
-
-    def login(self, authorize_url: str, user: UpstreamUser, *, deny: bool = False) -> str:
-        """The user signs in upstream; returns the callback URL the provider redirects to."""
-        q = dict(parse_qsl(urlsplit(authorize_url).query))
-        assert q["redirect_uri"] == self.callback_url
-        if deny:
-            return (
-                self.callback_url
-                + "?"
-                + urlencode({"error": "access_denied", "state": q["state"], "iss": UPSTREAM})
-            )
-        self._n += 1
-        code = f"upcode{self._n}"
-        self.codes[code] = {"challenge": q.get("code_challenge"), "user": user, "state": q["state"]}
-        return (
-            self.callback_url
-            + "?"
-            + urlencode({"code": code, "state": q["state"], "iss": UPSTREAM})
+        super().__init__(
+            redirect_uri=callback_url,
+            base=UPSTREAM,
+            client_id=None,
+            client_secret=UPSTREAM_SECRET,
+            user=UpstreamUser(id=42, login="octocat"),
+            paths=("/authorize", "/token", "/user"),
+            issuer=UPSTREAM,
         )
+        self.callback_url = callback_url
+        self.fail_token_with: HttpResponse | HttpFailure | None = None
+        #: Answer every API call (``/user``, ``/user/orgs``, ...) with this instead, while set.
+        self.fail_api_with: HttpResponse | HttpFailure | None = None
 
     def __call__(self, req: HttpRequest) -> HttpResponse | HttpFailure:
-        self.calls.append(req)
-        url = urlsplit(req.url)
-        if url.path == "/token":
-            if self.fail_token_with is not None:
-                return self.fail_token_with
-            form = dict(parse_qsl(req.body.decode()))
-            if form.get("client_secret") != UPSTREAM_SECRET:
-                return _json(401, {"error": "invalid_client"})
-            if form.get("grant_type") == "refresh_token":
-                owner = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
-                if owner is None:
-                    return _json(200, {"error": "bad_refresh_token"})  # GitHub answers 200
-                return self._issue(owner)
-            entry = self.codes.pop(form.get("code", ""), None)
-            if entry is None:
-                return _json(200, {"error": "bad_verification_code"})  # GitHub answers 200
-            verifier = form.get("code_verifier", "")
-            digest = (
-                base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-                .rstrip(b"=")
-                .decode()
-            )
-            if digest != entry["challenge"]:
-                return _json(200, {"error": "bad_verification_code"})
-            return self._issue(entry["user"])
-        if self.fail_api_with is not None:
+        path = urlsplit(req.url).path
+        if self.fail_token_with is not None and path == self.token_path:
+            self.calls.append(req)
+            return self.fail_token_with
+        if self.fail_api_with is not None and path.startswith(self.user_path):
+            self.calls.append(req)
             return self.fail_api_with
-        auth = dict(req.headers).get("Authorization", "")
-        user = self.tokens.get(auth.removeprefix("Bearer "))
-        if url.path in ("/user", "/user/orgs", "/user/teams") and user is None:
-            return _json(401, {"message": "Bad credentials"})
-        if url.path == "/user":
-            assert user is not None
-            return _json(200, {"id": user.id, "login": user.login, "name": user.login.title()})
-        if url.path == "/user/orgs":
-            assert user is not None
-            return _json(200, [{"login": org, "id": n} for n, org in enumerate(user.orgs)])
-        if url.path == "/user/teams":
-            assert user is not None
-            teams = [t.split("/", 1) for t in user.teams]
-            return _json(200, [{"slug": t, "organization": {"login": o}} for o, t in teams])
-        return _json(404, {})
-
-    def _issue(self, user: UpstreamUser) -> HttpResponse:
-        self._n += 1
-        token = f"gho_upstream_token_{self._n}"
-        self.tokens[token] = user
-        body: dict[str, Any] = {"access_token": token, "token_type": "bearer", "scope": "read:user"}
-        if self.issue_refresh:
-            refresh = f"ghr_upstream_refresh_{self._n}"
-            self.refresh_tokens[refresh] = user
-            body.update(refresh_token=refresh, expires_in=28800)
-        return _json(200, body)
-
-    def withdraw(self, user_id: int) -> None:
-        """The user (or an administrator) revokes the app: every token of theirs stops working."""
-        self.tokens = {t: u for t, u in self.tokens.items() if u.id != user_id}
-        self.refresh_tokens = {t: u for t, u in self.refresh_tokens.items() if u.id != user_id}
-
-
-def _json(status: int, body: dict[str, Any] | list[Any]) -> HttpResponse:
-    return HttpResponse(
-        status=status,
-        headers=(("Content-Type", "application/json"),),
-        body=json.dumps(body).encode(),
-    )
-
-
-#: What a browser sends with the consent form's POST from the proxy's own page: Fetch Metadata says
-#: ``same-origin``, and the page's ``Referrer-Policy: no-referrer`` makes its ``Origin`` ``null``
-#: (Fetch standard, "serializing a request origin"). Chromium does exactly this:
-#: tests/e2e/test_consent_browser.py records what it sends and compares it with this value.
-CONSENT_FORM_HEADERS = (("sec-fetch-site", "same-origin"), ("origin", "null"))
+        return super().__call__(req)
 
 
 class Browser:
@@ -332,41 +245,28 @@ class Harness:
             self.store,
         )
 
-    # -- flow steps -----------------------------------------------------------------------------
+    # -- flow steps: the kit's client steps (oauthproxy_adapters.testing.flow), through the core ------
+    def sender(self, browser: Browser | None = None) -> Callable[[Call], Reply]:
+        """A ``send`` for the kit's ``drive``: each call becomes a request to the core, with
+        ``browser``'s cookies; only the URL's path and query are kept (the issuer is implied)."""
+
+        def send(call: Call) -> Reply:
+            parts = urlsplit(call.url)
+            target = parts.path + ("?" + parts.query if parts.query else "")
+            resp = self.request(
+                call.method, target, headers=call.headers, body=call.body, browser=browser
+            )
+            return Reply(resp.status, tuple((k.lower(), v) for k, v in resp.headers), resp.body)
+
+        return send
+
     def register(self, **meta: Any) -> dict[str, Any]:
-        body = {
-            "redirect_uris": ["http://127.0.0.1:33418/callback"],
-            "client_name": "Test Client",
-            "token_endpoint_auth_method": "none",
-            "grant_types": ["authorization_code", "refresh_token"],
-        }
-        body.update(meta)
-        resp = self.request(
-            "POST",
-            "/register",
-            body=json.dumps(body).encode(),
-            headers=(("content-type", "application/json"),),
-        )
-        assert resp.status == 201, resp.body
-        return json.loads(resp.body)  # type: ignore[no-any-return]
+        return drive(flow.register(self.config.issuer, meta), self.sender())
 
     def authorize_url(self, client: dict[str, Any], verifier: str, **params: str) -> str:
-        challenge = (
-            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-            .rstrip(b"=")
-            .decode()
-        )
-        q = {
-            "response_type": "code",
-            "client_id": client["client_id"],
-            "redirect_uri": client["redirect_uris"][0],
-            "state": "client-state-1",
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-            "resource": self.config.resource,
-        }
-        q.update(params)
-        return "/authorize?" + urlencode({k: v for k, v in q.items() if v is not None})
+        params = {"resource": self.config.resource, **params}
+        url = flow.authorization_url(self.config.issuer, client, verifier=verifier, **params)
+        return url.removeprefix(self.config.issuer_origin)
 
     def run_to_callback(
         self,
@@ -377,19 +277,19 @@ class Harness:
         **params: str,
     ) -> Response:
         """authorize -> consent GET -> consent POST approve -> upstream login -> callback."""
-        resp = self.request("GET", self.authorize_url(client, verifier, **params), browser=browser)
-        assert resp.status == 302, resp.body
-        consent_url = resp.header("location")
-        assert consent_url is not None and consent_url.startswith(self.config.issuer + "/consent")
-        page = self.request("GET", consent_url.removeprefix(self.config.issuer), browser=browser)
-        assert page.status == 200, page.body
-        fields = consent_fields(page)
-        resp = self.form("/consent", {**fields, "decision": "approve"}, browser=browser)
-        assert resp.status == 303, resp.body
-        upstream_url = resp.header("location")
-        assert upstream_url is not None
-        callback = self.upstream.login(upstream_url, user or UpstreamUser(id=42, login="octocat"))
-        return self.request("GET", callback.removeprefix(self.config.issuer), browser=browser)
+        params = {"resource": self.config.resource, **params}
+        steps = flow.to_callback(
+            self.config.issuer,
+            client,
+            upstream=self.upstream,
+            user=user or UpstreamUser(id=42, login="octocat"),
+            verifier=verifier,
+            **params,
+        )
+        callback = drive(steps, self.sender(browser))
+        return self.request(
+            "GET", callback.removeprefix(self.config.issuer_origin), browser=browser
+        )
 
     def token(self, data: dict[str, str], headers: tuple[tuple[str, str], ...] = ()) -> Response:
         return self.form("/token", data, headers=headers)
@@ -418,9 +318,6 @@ def redirect_params(resp: Response) -> dict[str, str]:
     q = parse_qs(urlsplit(loc).query, keep_blank_values=True)
     assert all(len(v) == 1 for v in q.values()), f"repeated parameter in {loc}"
     return {k: v[0] for k, v in q.items()}
-
-
-VERIFIER = "v" * 43 + "-verifier-of-the-client-0123456789"
 
 
 class AsyncHarness(Harness):

@@ -11,13 +11,14 @@ the order the MCP authorization specification describes, so that a reader can fo
    the client's loopback redirect URI with ``iss`` (RFC 9207);
 5. redeem the code, call a tool with the access token, refresh the token, call the tool again.
 
-The "browser" is an httpx client with a cookie jar that follows redirects one at a time.
+The "browser" is an httpx client with a cookie jar that follows redirects one at a time. Unlike the
+testing kit's flow driver (``testing/flow.py``), which goes straight to the issuer's endpoints, this
+client finds every endpoint by discovery and prints each step; it takes the PKCE pair and the consent
+form's headers from the kit, so both speak the same protocol.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 import secrets
@@ -26,6 +27,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+
+from .testing.flow import CONSENT_FORM_HEADERS, new_verifier, s256
 
 Printer = Callable[[str], None]
 REDIRECT_URI = "http://127.0.0.1:53682/callback"
@@ -115,12 +118,8 @@ def run_demo_client(mcp_url: str, say: Printer, *, tool: str = "whoami") -> dict
         client_id = reg.json()["client_id"]
         say(f"   -> 201, client_id {_short(client_id)} (a public client: PKCE, no secret)")
 
-        verifier = secrets.token_urlsafe(48)
-        challenge_value = (
-            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-            .rstrip(b"=")
-            .decode()
-        )
+        verifier = new_verifier()
+        challenge_value = s256(verifier)
         state = secrets.token_urlsafe(16)
         params = {
             "response_type": "code",
@@ -207,7 +206,7 @@ def _browser(http: httpx.Client, url: str, say: Printer) -> str:
         post = http.post(
             action.group(1),
             data={**fields, "decision": "approve"},
-            headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"},
+            headers=dict(CONSENT_FORM_HEADERS),
         )
         say(f"   POST {action.group(1)} -> {post.status_code}")
         _expect(post.status_code == 303, f"consent was not accepted: {post.status_code}")

@@ -1,6 +1,7 @@
 """Real servers on loopback sockets for adapter tests, each in a background thread.
 
-- ASGI under uvicorn (``uvicorn.Server`` on a pre-bound socket, stopped by ``should_exit``);
+- ASGI under uvicorn: ``UvicornThread``, the testing kit's ``AppThread`` (``uvicorn.Server`` on a
+  pre-bound socket, stopped by ``should_exit``);
 - WSGI under ``wsgiref.simple_server`` with a threading server;
 - the h11 server on its own asyncio loop.
 
@@ -15,27 +16,30 @@ import asyncio
 import socket
 import socketserver
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import uvicorn
-
 from oauthproxy_adapters.h11_server import H11Server
 from oauthproxy_adapters.proxy import AsyncProxy, Proxy
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore, MemoryStore
+from oauthproxy_adapters.testing.serve import AppThread as UvicornThread
+from oauthproxy_adapters.testing.serve import bound_socket
 from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse, ProxyConfig
 from tests.harness import ScriptedUpstream, keys
 
 T = TypeVar("T")
 
-
-def bound_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+__all__ = [
+    "H11Thread",
+    "LoopThread",
+    "UvicornThread",
+    "WsgirefThread",
+    "async_proxy",
+    "base_url",
+    "bound_socket",
+    "sync_proxy",
+]
 
 
 def base_url(sock: socket.socket) -> str:
@@ -51,40 +55,6 @@ def async_proxy(config: ProxyConfig, upstream: ScriptedUpstream) -> AsyncProxy:
         return upstream(req)
 
     return AsyncProxy(config, keys(), AsyncMemoryStore(), http)
-
-
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.005)
-
-
-class UvicornThread:
-    """``options`` are passed on to ``uvicorn.Config`` (``proxy_headers=False``: believe no peer's
-    ``X-Forwarded-For``, as ``oauthproxy serve`` with ``forwarded_allow_ips = []``)."""
-
-    def __init__(self, build: Callable[[str], Any], **options: Any) -> None:
-        sock = bound_socket()
-        self.base = base_url(sock)
-        config = uvicorn.Config(
-            build(self.base), lifespan="off", log_level="warning", http="h11", ws="none", **options
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self.thread.start()
-        _wait(lambda: self.server.started or not self.thread.is_alive(), "uvicorn")
-        if not self.server.started:
-            raise RuntimeError("uvicorn did not start")
-        self._sock = sock
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self._sock.close()
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):

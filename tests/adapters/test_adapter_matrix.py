@@ -27,14 +27,7 @@ import pytest
 
 from oauthproxy_adapters.asgi import OAuthProxyApp, principal_from_scope
 from oauthproxy_adapters.h11_server import serve
-from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
-from oauthproxy_core import Request, Response
-from oauthproxy_core.cookies import BROWSER, CSRF
-from oauthproxy_core.front_door import MCP_PREFLIGHT, Door, FrontDoor, protected_prefixes
-from oauthproxy_core.handlers.bearer import Principal
-from oauthproxy_core.http import json_response
-from oauthproxy_core.routes import RouteTable
-from tests.adapters.flow import (
+from oauthproxy_adapters.testing.flow import (
     FORM,
     JSON,
     Call,
@@ -51,6 +44,13 @@ from tests.adapters.flow import (
     register,
     request,
 )
+from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
+from oauthproxy_core import Request, Response
+from oauthproxy_core.cookies import BROWSER, CSRF
+from oauthproxy_core.front_door import MCP_PREFLIGHT, Door, FrontDoor, protected_prefixes
+from oauthproxy_core.handlers.bearer import Principal
+from oauthproxy_core.http import json_response
+from oauthproxy_core.routes import RouteTable
 from tests.adapters.live_servers import (
     H11Thread,
     UvicornThread,

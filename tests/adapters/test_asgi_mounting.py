@@ -21,8 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
 from oauthproxy_adapters.asgi import OAuthProxyApp, principal_from_scope
-from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
-from tests.adapters.flow import (
+from oauthproxy_adapters.testing.flow import (
     Call,
     Flow,
     Reply,
@@ -32,6 +31,7 @@ from tests.adapters.flow import (
     login,
     request,
 )
+from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
 from tests.adapters.live_servers import async_proxy, sync_proxy
 from tests.harness import ScriptedUpstream, make_config
 

@@ -124,9 +124,7 @@ def test_invariant_33_access_decisions_are_audited_and_counted(
         member = UpstreamUser(id=6, login="in", orgs=("acme",))
         resp = h.run_to_callback(client, VERIFIER, Browser(), member)
         tokens = redeem(h, client, resp)
-        for token, user in list(h.upstream.tokens.items()):
-            if user.id == member.id:
-                h.upstream.tokens[token] = UpstreamUser(id=6, login="in")
+        h.upstream.change_user(UpstreamUser(id=6, login="in"))
         h.clock.advance(h.config.lifetimes.revalidate_after)
         refused = h.token(
             {

@@ -1,4 +1,4 @@
-"""The quick starts in spec/docs/ name real APIs: every ``module.name`` they mention exists.
+"""The quick starts and recipes in spec/docs/ name real APIs: every ``module.name`` they mention exists.
 
 The examples they include are built into the pages verbatim (pymdownx.snippets, checked by the
 strict docs build) and run by tests/integrations/test_examples.py; this test covers the names the
@@ -31,6 +31,19 @@ NAMES = [
     ("oauthproxy_adapters.asgi", "OAuthProxyApp"),
     ("oauthproxy_adapters.wsgi", "OAuthProxyWSGI"),
     ("oauthproxy_adapters.config_file", "load_settings"),
+    # recipes/testing.md
+    ("oauthproxy_adapters.testing", "FakeProvider"),
+    ("oauthproxy_adapters.testing", "in_memory_proxy"),
+    ("oauthproxy_adapters.testing", "proxy_config"),
+    ("oauthproxy_adapters.testing", "asgi_client"),
+    ("oauthproxy_adapters.testing", "adrive_httpx"),
+    ("oauthproxy_adapters.testing", "drive_httpx"),
+    ("oauthproxy_adapters.testing", "login"),
+    ("oauthproxy_adapters.testing", "refresh"),
+    ("oauthproxy_adapters.testing", "FlowError"),
+    ("oauthproxy_adapters.testing", "AppThread"),
+    ("oauthproxy_adapters.testing.serve", "ServeProcess"),
+    ("oauthproxy_adapters.testing.flow", "Session"),
 ]
 
 

@@ -20,8 +20,8 @@ import pytest
 
 from oauthproxy_adapters.asgi import OAuthProxyApp, with_principal
 from oauthproxy_adapters.gateway import Gateway, identity_headers
+from oauthproxy_adapters.testing.flow import drive, httpx_send, login
 from oauthproxy_core.handlers.bearer import Principal
-from tests.adapters.flow import drive, httpx_send, login
 from tests.adapters.live_servers import UvicornThread, async_proxy
 from tests.harness import ScriptedUpstream, make_config
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.gateway import Gateway
-from tests.adapters.flow import drive, httpx_send, login
+from oauthproxy_adapters.testing.flow import drive, httpx_send, login
 from tests.adapters.live_servers import UvicornThread, WsgirefThread, async_proxy
 from tests.harness import ScriptedUpstream, make_config
 

@@ -22,12 +22,12 @@ import h11
 import pytest
 
 from oauthproxy_adapters.h11_server import serve
+from oauthproxy_adapters.testing.serve import ServeProcess
 from oauthproxy_core import Request, Response
 from oauthproxy_core.handlers.bearer import Principal
 from oauthproxy_core.http import json_response
 from tests.adapters.live_servers import H11Thread, async_proxy
 from tests.adapters.serve_process import start_serve
-from tests.e2e.test_multi_instance import ProxyProcess
 from tests.harness import ScriptedUpstream, make_config
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -155,7 +155,7 @@ def test_rfc9112_6_1_h11_server_still_serves_each_framing_alone(h11_server: H11T
 
 
 @pytest.fixture(scope="module")
-def serve_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+def serve_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     work = tmp_path_factory.mktemp("serve-smuggling")
     # At info level uvicorn logs one access line per request it processed: the evidence.
     proc = start_serve(work, "--log-level", "info")
@@ -165,13 +165,13 @@ def serve_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPro
         proc.stop()
 
 
-def access_lines(proc: ProxyProcess) -> list[str]:
+def access_lines(proc: ServeProcess) -> list[str]:
     return [line for line in proc.log.read_text().splitlines() if '" ' in line and "HTTP/" in line]
 
 
 @pytest.mark.parametrize("head", AMBIGUOUS.values(), ids=AMBIGUOUS.keys())
 def test_rfc9112_6_1_serve_refuses_ambiguous_framing_and_closes(
-    serve_process: ProxyProcess, head: bytes
+    serve_process: ServeProcess, head: bytes
 ) -> None:
     target = head.replace(b"/echo", b"/token")
     raw, closed = exchange(serve_process.port, target + END_OF_CHUNKS + SMUGGLED)
@@ -182,7 +182,7 @@ def test_rfc9112_6_1_serve_refuses_ambiguous_framing_and_closes(
     )
 
 
-def test_rfc9112_6_1_serve_still_serves_each_framing_alone(serve_process: ProxyProcess) -> None:
+def test_rfc9112_6_1_serve_still_serves_each_framing_alone(serve_process: ServeProcess) -> None:
     meta = b"/.well-known/oauth-authorization-server"
     chunked = b"GET " + meta + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     length = b"GET " + meta + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"

@@ -27,8 +27,8 @@ from oauthproxy_adapters.log_redaction import (
     SECRET_QUERY_PARAMETERS,
     RedactSecretQueryValues,
 )
+from oauthproxy_adapters.testing.serve import ServeProcess
 from tests.adapters.serve_process import start_serve
-from tests.e2e.test_multi_instance import ProxyProcess
 
 #: One distinct, greppable value per secret-bearing parameter.
 SECRETS = {
@@ -55,7 +55,7 @@ def requests_carrying_secrets(base: str) -> list[str]:
 @pytest.fixture(scope="module", params=["info", "debug", "trace"])
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ProxyProcess, str]]:
+) -> Iterator[tuple[ServeProcess, str]]:
     level = str(request.param)
     proc = start_serve(tmp_path_factory.mktemp(f"serve-log-{level}"), "--log-level", level)
     try:
@@ -64,7 +64,7 @@ def served(
         proc.stop()
 
 
-def log_after(proc: ProxyProcess, base: str) -> str:
+def log_after(proc: ServeProcess, base: str) -> str:
     with httpx.Client(timeout=5.0, trust_env=False) as http:
         for url in requests_carrying_secrets(base):
             http.get(url)
@@ -72,7 +72,7 @@ def log_after(proc: ProxyProcess, base: str) -> str:
     return Path(proc.log).read_text(errors="replace")
 
 
-def test_secret_query_values_never_reach_the_serve_log(served: tuple[ProxyProcess, str]) -> None:
+def test_secret_query_values_never_reach_the_serve_log(served: tuple[ServeProcess, str]) -> None:
     proc, base = served
     log = log_after(proc, base)
     # The requests were logged (at info and below): the check below is not vacuous.

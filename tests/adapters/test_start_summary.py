@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from oauthproxy_adapters.testing.serve import ServeProcess, free_port, oauthproxy_command
 from tests.adapters.test_cli import SECRET, run
-from tests.e2e.test_multi_instance import ProxyProcess, free_port, oauthproxy_command
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 METRICS_TOKEN = "metrics-token-never-printed-0123"
@@ -71,7 +71,7 @@ def test_check_config_and_serve_print_the_same_summary_and_warnings(tmp_path: Pa
 
     pytest.importorskip("prometheus_client")
     command = [*oauthproxy_command(), "serve", "--config", str(config)]
-    proxy = ProxyProcess(config, port, tmp_path, name="summary", command=command).start()
+    proxy = ServeProcess(config, port, tmp_path, name="summary", command=command).start()
     proxy.stop()
     served = proxy.output()
     served = served[served.index("oauthproxy: listening") :].splitlines()

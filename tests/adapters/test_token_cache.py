@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from oauthproxy_adapters import proxy as proxy_module
 from oauthproxy_adapters.proxy import Proxy
 from oauthproxy_adapters.stores.memory import MemoryStore
+from oauthproxy_adapters.testing.flow import Call, Flow, Reply, drive, login, post_form, request
 from oauthproxy_core import Request
 from oauthproxy_core.config import Lifetimes
 from oauthproxy_core.errors import InvalidTokenError
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.tokens import own_token_claims, verify_access_token
-from tests.adapters.flow import Call, Flow, Reply, drive, login, post_form, request
 from tests.harness import Clock, ScriptedUpstream, keys, make_config
 
 BASE = "http://127.0.0.1:8932"

@@ -29,11 +29,7 @@ from hypothesis import strategies as st
 
 from oauthproxy_adapters.asgi import OAuthProxyApp, principal_from_scope
 from oauthproxy_adapters.driver import execute_sync
-from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
-from oauthproxy_core.errors import InvalidTokenError, OAuthError
-from oauthproxy_core.handlers.bearer import Challenge, Principal
-from oauthproxy_core.http import json_response
-from tests.adapters.flow import (
+from oauthproxy_adapters.testing.flow import (
     Call,
     Reply,
     approve,
@@ -44,6 +40,10 @@ from tests.adapters.flow import (
     post_form,
     request,
 )
+from oauthproxy_adapters.wsgi import OAuthProxyWSGI, principal_from_environ
+from oauthproxy_core.errors import InvalidTokenError, OAuthError
+from oauthproxy_core.handlers.bearer import Challenge, Principal
+from oauthproxy_core.http import json_response
 from tests.adapters.live_servers import async_proxy, sync_proxy
 from tests.harness import VERIFIER, Harness, ScriptedUpstream, UpstreamUser, make_config
 from tests.hostile.support import CookieJar, asgi_sender, wsgi_sender

@@ -27,9 +27,9 @@ from mcp.shared.auth import OAuthMetadata
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.proxy import AsyncProxy
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore
+from oauthproxy_adapters.testing.flow import Reply, authorize, drive, post_form, request
 from oauthproxy_core import FetchDocument, HttpFailure, HttpRequest, HttpResponse
 from oauthproxy_core.client_auth import ASSERTION_TYPE
-from tests.adapters.flow import Reply, authorize, drive, post_form, request
 from tests.clients.support import (
     CIMD_URL,
     REDIRECT,
@@ -287,7 +287,9 @@ def _asgi_world(key: Any) -> tuple[Any, DocumentHost, Any]:
 def _asgi_redeem(jar: Any, host: DocumentHost, client_assertion: str) -> Reply:
     client = {"client_id": CIMD_URL, "redirect_uris": [REDIRECT]}
     jar.cookies.clear()
-    code = drive(authorize(BASE, host, client, UpstreamUser(42, "octocat")), jar)["code"]
+    code = drive(authorize(BASE, client, upstream=host, user=UpstreamUser(42, "octocat")), jar)[
+        "code"
+    ]
     reply: Reply = drive(post_form(BASE + "/token", _code_form(code, client_assertion)), jar)
     return reply
 

@@ -206,9 +206,7 @@ def _drive_access_paths() -> None:
     h.upstream.fail_api_with = None
     renewed = _refresh(h, client, body["refresh_token"])  # revalidated, then rotated
     assert renewed.status == 200, renewed.body
-    for token, user in list(h.upstream.tokens.items()):
-        if user.id == member.id:
-            h.upstream.tokens[token] = UpstreamUser(id=6, login="in", orgs=())
+    h.upstream.change_user(UpstreamUser(id=6, login="in", orgs=()))
     h.clock.advance(h.config.lifetimes.revalidate_after)
     assert _refresh(h, client, json.loads(renewed.body)["refresh_token"]).status == 400
 

@@ -16,6 +16,10 @@ refreshed it (a `grant_type=refresh_token` request) without a new browser author
 
 Every HTTP exchange (the SDK's discovery/registration/token/MCP requests and the browser's
 hops) is recorded as a step with secrets redacted from query strings.
+
+This is not the testing kit's flow driver (``oauthproxy_adapters.testing.flow``) on purpose: the
+kit's steps are our own idea of a client, while these tests prove that the real SDK client, which
+finds every endpoint by discovery and makes its own choices, gets through the proxy.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_multi_instance import ProxyProcess, free_port, oauthproxy_command
+from oauthproxy_adapters.testing.serve import ServeProcess, free_port, oauthproxy_command
 
 SECRET = "first-run-secret-never-printed"
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -48,7 +48,7 @@ def run(
     )
 
 
-def stop(proxy: ProxyProcess) -> None:
+def stop(proxy: ServeProcess) -> None:
     code = proxy.stop(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises SIGTERM (the exit status reports the signal).
     assert code in (0, -signal.SIGTERM), f"exit {code}:\n{proxy.output()}"
@@ -119,7 +119,7 @@ def test_serve_without_a_store_table_keeps_registered_clients_across_a_restart(
     base = f"http://127.0.0.1:{port}"
     config = tmp_path / "proxy.toml"
     config.write_text(minimal_config(port))
-    proxy = ProxyProcess(config, port, tmp_path, name="first-run")
+    proxy = ServeProcess(config, port, tmp_path, name="first-run")
     proxy.start(env=NO_DATA_DIR)
     try:
         client = register(base)
@@ -227,7 +227,7 @@ def test_init_with_answers_on_stdin_then_check_config_then_serve(tmp_path: Path)
 
 def _serve_briefly(workdir: Path, port: int) -> str:
     """``oauthproxy serve --config proxy.toml`` until ``/healthz`` answers; its output."""
-    proxy = ProxyProcess(workdir / "proxy.toml", port, workdir, name="serve")
+    proxy = ServeProcess(workdir / "proxy.toml", port, workdir, name="serve")
     proxy.start(env={**NO_DATA_DIR, "GITHUB_CLIENT_SECRET": SECRET})
     try:
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5, trust_env=False)

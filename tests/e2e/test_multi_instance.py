@@ -3,15 +3,16 @@
 
 Setup, once per shared store (one Redis database, and separately one SQLite file):
 
-- a GitHub-shaped upstream on loopback (``oauthproxy_adapters.devprovider.DevProvider`` under
-  uvicorn in a thread), whose one registered redirect URI is ``<base_url>/auth/callback``;
-- two proxy processes started from the console script (``.venv/bin/oauthproxy serve --config``),
-  each listening on its own port, with the same ``base_url`` (the issuer, as a load balancer would
-  publish it), the same keys file and the same store URL.
+- a GitHub-shaped upstream on loopback (the testing kit's ``FakeProvider`` in an ``AppThread``),
+  whose one registered redirect URI is ``<base_url>/auth/callback``;
+- two proxy processes started from the console script (``.venv/bin/oauthproxy serve --config``) by
+  the kit's ``ServeProcess``, each listening on its own port, with the same ``base_url`` (the
+  issuer, as a load balancer would publish it), the same keys file and the same store URL.
 
-The client plays the load balancer: every request it makes to the issuer goes to the next instance,
-round-robin, by rewriting the ``host:port`` of the issuer-based URL to the instance chosen; cookies
-are kept by hand (one browser, one jar). Tests:
+The client is the kit's flow (``oauthproxy_adapters.testing.flow``) with a load balancer as its
+transport: every request it makes to the issuer goes to the next instance, round-robin, by rewriting
+the ``host:port`` of the issuer-based URL to the instance chosen; cookies are kept by hand (one
+browser, one jar). Tests:
 
 - a complete flow whose register, authorize, consent, callback, token, bearer use and refresh land
   on alternating instances;
@@ -21,83 +22,65 @@ are kept by hand (one browser, one jar). Tests:
 
 Redis: the configuration file has no key-prefix setting, so the test uses a dedicated database
 (``OAUTHPROXY_TEST_REDIS_DB_URL``, default ``redis://127.0.0.1:6379/5``), flushed before and after.
-Every process binds 127.0.0.1 and is stopped through its own ``Popen`` object.
+Every process binds 127.0.0.1 and is stopped by its own PID.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import itertools
 import json
 import os
 import secrets
-import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 import redis
 
-from oauthproxy_adapters.devprovider import DevProvider
-from tests.adapters.live_servers import UvicornThread
-from tests.harness import CONSENT_FORM_HEADERS, VERIFIER
+from oauthproxy_adapters.testing import flow as kit
+from oauthproxy_adapters.testing.flow import Call, Reply
+from oauthproxy_adapters.testing.provider import FakeProvider
+from oauthproxy_adapters.testing.serve import (
+    AppThread,
+    ServeProcess,
+    free_port,
+    oauthproxy_command,
+)
 
 REDIS_DB_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_DB_URL", "redis://127.0.0.1:6379/5")
 UPSTREAM_CLIENT_ID = "proxy-at-devprovider"
 UPSTREAM_CLIENT_SECRET = "devprovider-secret-" + "s" * 24
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
-START_TIMEOUT = 20.0
 RACES = 5
-
-
-def oauthproxy_command() -> list[str]:
-    """The console script next to the interpreter running the tests (``.venv/bin/oauthproxy``)."""
-    script = Path(sys.executable).parent / "oauthproxy"
-    if not script.exists():
-        found = shutil.which("oauthproxy")
-        if found is None:
-            pytest.fail(f"the console script {script} is missing: pip install -e .")
-        script = Path(found)
-    return [str(script)]
-
-
-def pkce_challenge(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+T = TypeVar("T")
 
 
 # -- the upstream provider ---------------------------------------------------------------------------
 
 
 class Upstream:
-    """DevProvider under uvicorn in a thread of this process."""
+    """The kit's ``FakeProvider`` under uvicorn in a thread of this process."""
 
     def __init__(self, redirect_uri: str) -> None:
-        self.provider = DevProvider(
+        self.redirect_uri = redirect_uri
+        self.server = AppThread(self._build)
+        self.base = self.server.base
+
+    def _build(self, base: str) -> Any:
+        self.provider = FakeProvider(
+            redirect_uri=self.redirect_uri,
+            base=base,
             client_id=UPSTREAM_CLIENT_ID,
             client_secret=UPSTREAM_CLIENT_SECRET,
-            redirect_uri=redirect_uri,
         )
-        self.server = UvicornThread(lambda _base: self.provider.app)
-        self.base = self.server.base
+        return self.provider.app
 
     def stop(self) -> None:
         self.server.stop()
@@ -157,101 +140,13 @@ def make_keys(path: Path) -> Path:
     return path
 
 
-def wait_healthy(netloc: str, alive: Callable[[], bool], what: str) -> None:
-    """Poll ``/healthz`` until it answers 200; fail if ``alive()`` turns false or time runs out."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if not alive():
-            raise AssertionError(f"{what} exited at start")
-        with contextlib.suppress(httpx.HTTPError):
-            resp = httpx.get(f"http://{netloc}/healthz", timeout=1.0, trust_env=False)
-            if resp.status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not answer /healthz")
-        time.sleep(0.03)
-
-
-class ProxyProcess:
-    """One ``oauthproxy serve --config FILE`` (or ``command``) process on a fixed loopback port."""
-
-    def __init__(
-        self,
-        config: Path,
-        port: int,
-        workdir: Path,
-        name: str = "proxy",
-        command: list[str] | None = None,
-    ) -> None:
-        self.config = config
-        self.port = port
-        self.workdir = workdir
-        self.name = name
-        self.netloc = f"127.0.0.1:{port}"
-        self.log = workdir / f"{name}.log"
-        self.command = command or [*oauthproxy_command(), "serve", "--config", str(config)]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self, env: Mapping[str, str] | None = None) -> ProxyProcess:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.starts += 1
-        full_env = {**os.environ, "OAUTHPROXY_DATA_DIR": str(self.workdir / "data"), **(env or {})}
-        with open(self.log, "ab") as log:
-            log.write(f"--- start #{self.starts}\n".encode())
-            self.proc = subprocess.Popen(
-                self.command,
-                cwd=self.workdir,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_healthy(
-                self.netloc, lambda: self.proc is not None and self.proc.poll() is None, self.name
-            )
-        except AssertionError as exc:
-            self.stop(signal.SIGKILL)
-            raise AssertionError(f"{exc}:\n{self.output()}") from None
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def wait_exit(self, timeout: float = 15.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        """Send ``sig`` to this process (by its own PID) and wait for it to exit."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
-        proc.send_signal(sig)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            raise AssertionError(f"{self.name} ignored {sig.name}:\n{self.output()}") from None
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except OSError:
-            return "(no log)"
-
-
 # -- the client: one browser, one MCP client, a round-robin load balancer --------------------------
 
 
 class Balancer:
     """Sends each issuer-based request to the next instance, round-robin; keeps the cookies."""
 
-    def __init__(self, base_url: str, instances: list[ProxyProcess]) -> None:
+    def __init__(self, base_url: str, instances: list[ServeProcess]) -> None:
         self.base = urlsplit(base_url)
         self.instances = instances
         self.turn = 0
@@ -263,12 +158,12 @@ class Balancer:
     def close(self) -> None:
         self.http.close()
 
-    def next_instance(self) -> ProxyProcess:
+    def next_instance(self) -> ServeProcess:
         instance = self.instances[self.turn % len(self.instances)]
         self.turn += 1
         return instance
 
-    def to(self, url: str, instance: ProxyProcess) -> str:
+    def to(self, url: str, instance: ServeProcess) -> str:
         parts = urlsplit(url)
         assert parts.netloc == self.base.netloc, f"{url} is not on the issuer {self.base.netloc}"
         return urlunsplit((parts.scheme, instance.netloc, parts.path, parts.query, ""))
@@ -278,7 +173,7 @@ class Balancer:
         method: str,
         url: str,
         *,
-        instance: ProxyProcess | None = None,
+        instance: ServeProcess | None = None,
         browser: bool = False,
         **kw: Any,
     ) -> httpx.Response:
@@ -300,83 +195,90 @@ class Balancer:
     def issuer_url(self, path: str) -> str:
         return urlunsplit((self.base.scheme, self.base.netloc, path, "", ""))
 
+    def sender(self, instance: ServeProcess | None = None) -> Callable[[Call], Reply]:
+        """A ``send`` for the kit's flow steps: a request to the issuer goes to ``instance`` (or the
+        next one), with the browser's cookies; one to anywhere else (the provider) goes straight
+        there."""
 
-def _check(resp: httpx.Response, status: int, where: str, instances: list[ProxyProcess]) -> None:
+        def send(call: Call) -> Reply:
+            if urlsplit(call.url).netloc == self.base.netloc:
+                resp = self.send(
+                    call.method,
+                    call.url,
+                    instance=instance,
+                    browser=True,
+                    headers=dict(call.headers),
+                    content=call.body or None,
+                )
+            else:
+                resp = self.http.request(
+                    call.method, call.url, headers=list(call.headers), content=call.body or None
+                )
+            return Reply(
+                resp.status_code,
+                tuple((k.lower(), v) for k, v in resp.headers.multi_items()),
+                resp.content,
+            )
+
+        return send
+
+
+def _check(resp: httpx.Response, status: int, where: str, instances: list[ServeProcess]) -> None:
     if resp.status_code != status:
         logs = "\n".join(f"== {p.name}\n{p.output()}" for p in instances)
         raise AssertionError(f"{where}: {resp.status_code} {resp.text[:500]}\n{logs}")
 
 
 class Flow:
-    """The steps of one authorization-code flow, each through the balancer (or a given instance)."""
+    """One authorization-code flow: the kit's steps, each call through the balancer (or a given
+    instance); a failed step's message carries the instances' logs."""
 
     def __init__(self, lb: Balancer, upstream: Upstream) -> None:
         self.lb = lb
         self.upstream = upstream
+        self.base = lb.issuer_url("")
         self.client: dict[str, Any] = {}
-        self.verifier = VERIFIER
+        self.verifier = kit.new_verifier()
+
+    def run(self, step: kit.Flow[T], instance: ServeProcess | None = None) -> T:
+        try:
+            return kit.drive(step, self.lb.sender(instance))
+        except kit.FlowError as exc:
+            logs = "\n".join(f"== {p.name}\n{p.output()}" for p in self.lb.instances)
+            raise AssertionError(f"{exc}\n{logs}") from None
 
     def ok(self, resp: httpx.Response, status: int, where: str) -> httpx.Response:
         _check(resp, status, where, self.lb.instances)
         return resp
 
-    def register(self, instance: ProxyProcess | None = None) -> dict[str, Any]:
-        body = {
-            "redirect_uris": [CLIENT_REDIRECT],
-            "client_name": "e2e client",
-            "token_endpoint_auth_method": "client_secret_post",
-            "grant_types": ["authorization_code", "refresh_token"],
-        }
-        resp = self.lb.send("POST", self.lb.issuer_url("/register"), json=body, instance=instance)
-        self.client = self.ok(resp, 201, "register").json()
+    def register(self, instance: ServeProcess | None = None) -> dict[str, Any]:
+        metadata = {"client_name": "e2e client", "token_endpoint_auth_method": "client_secret_post"}
+        self.client = self.run(kit.register(self.base, metadata), instance)
         return self.client
 
-    def authorize_and_consent(self, instance: ProxyProcess | None = None) -> str:
+    def authorize_and_consent(self, instance: ServeProcess | None = None) -> str:
         """authorize -> consent page -> approve; returns the upstream authorize URL."""
-        query = urlencode(
-            {
-                "response_type": "code",
-                "client_id": self.client["client_id"],
-                "redirect_uri": CLIENT_REDIRECT,
-                "state": "client-state-" + secrets.token_hex(4),
-                "code_challenge": pkce_challenge(self.verifier),
-                "code_challenge_method": "S256",
-                "resource": self.lb.issuer_url("/mcp"),
-            }
+        state = "client-state-" + secrets.token_hex(4)
+        fields = self.run(
+            kit.open_consent(self.base, self.client, verifier=self.verifier, state=state), instance
         )
-        url = self.lb.issuer_url("/authorize") + "?" + query
-        resp = self.ok(self.lb.send("GET", url, browser=True, instance=instance), 302, "authorize")
-        consent_url = resp.headers["location"]
-        page = self.ok(
-            self.lb.send("GET", consent_url, browser=True, instance=instance), 200, "consent page"
-        )
-        form = {**hidden_fields(page.text), "decision": "approve"}
-        resp = self.lb.send(
-            "POST",
-            self.lb.issuer_url("/consent"),
-            data=form,
-            browser=True,
-            instance=instance,
-            headers=dict(CONSENT_FORM_HEADERS),  # a form post from the proxy's own page
-        )
-        self.ok(resp, 303, "consent approve")
-        upstream_url: str = resp.headers["location"]
+        reply = self.run(kit.approve(self.base, fields), instance)
+        assert reply.status == 303, reply
+        upstream_url = reply.header("location") or ""
         assert upstream_url.startswith(self.upstream.base + "/login/oauth/authorize?")
         return upstream_url
 
     def upstream_login(self, upstream_url: str) -> str:
         """The browser at the provider (not an instance): returns the callback URL it redirects to."""
-        resp = self.lb.http.get(upstream_url)
-        assert resp.status_code == 302, resp.text
-        callback: str = resp.headers["location"]
+        reply = self.run(kit.request("GET", upstream_url))
+        assert reply.status == 302, reply
+        callback = reply.header("location") or ""
         assert callback.startswith(self.lb.issuer_url("/auth/callback") + "?"), callback
         return callback
 
-    def callback(self, callback: str, instance: ProxyProcess | None = None) -> str:
-        resp = self.lb.send("GET", callback, browser=True, instance=instance)
-        location = self.ok(resp, 302, "callback").headers["location"]
-        assert location.startswith(CLIENT_REDIRECT + "?"), location
-        params = dict(parse_qsl(urlsplit(location).query))
+    def callback(self, callback: str, instance: ServeProcess | None = None) -> str:
+        reply = self.run(kit.request("GET", callback), instance)
+        params = kit.redirect_params(reply, CLIENT_REDIRECT)
         assert "error" not in params, params
         return params["code"]
 
@@ -394,15 +296,12 @@ class Flow:
             "resource": self.lb.issuer_url("/mcp"),
         }
 
-    def token(self, code: str, instance: ProxyProcess | None = None) -> dict[str, Any]:
-        resp = self.lb.send(
-            "POST", self.lb.issuer_url("/token"), data=self.token_form(code), instance=instance
+    def token(self, code: str, instance: ServeProcess | None = None) -> dict[str, Any]:
+        return self.run(
+            kit.exchange_code(self.base, self.client, code, verifier=self.verifier), instance
         )
-        body: dict[str, Any] = self.ok(resp, 200, "token").json()
-        assert body["token_type"] == "Bearer" and body["refresh_token"]
-        return body
 
-    def refresh(self, refresh_token: str, instance: ProxyProcess | None = None) -> httpx.Response:
+    def refresh(self, refresh_token: str, instance: ServeProcess | None = None) -> httpx.Response:
         form = {
             "grant_type": "refresh_token",
             "refresh_token": refresh_token,
@@ -411,7 +310,7 @@ class Flow:
         }
         return self.lb.send("POST", self.lb.issuer_url("/token"), data=form, instance=instance)
 
-    def bearer_status(self, access_token: str, instance: ProxyProcess | None = None) -> int:
+    def bearer_status(self, access_token: str, instance: ServeProcess | None = None) -> int:
         """GET the protected MCP path: 404 = authenticated (no gateway configured), 401 = refused."""
         resp = self.lb.send(
             "GET",
@@ -423,21 +322,12 @@ class Flow:
         return resp.status_code
 
 
-def hidden_fields(html: str) -> dict[str, str]:
-    out = {}
-    for name in ("txn", "csrf"):
-        marker = f'name="{name}" value="'
-        start = html.index(marker) + len(marker)
-        out[name] = html[start : html.index('"', start)]
-    return out
-
-
 # -- fixtures ------------------------------------------------------------------------------------------
 
 
 class Cluster:
     def __init__(
-        self, base_url: str, upstream: Upstream, instances: list[ProxyProcess], store_url: str
+        self, base_url: str, upstream: Upstream, instances: list[ServeProcess], store_url: str
     ) -> None:
         self.base_url = base_url
         self.store_url = store_url
@@ -484,7 +374,7 @@ def cluster(
                 store_url=store_url,
                 keys_file=keys_file,
             )
-            instances.append(ProxyProcess(config, port, workdir, name))
+            instances.append(ServeProcess(config, port, workdir, name))
         for instance in instances:
             instance.start()
         yield Cluster(base_url, upstream, instances, store_url)
@@ -540,14 +430,14 @@ def test_flow_across_alternating_instances_completes(cluster: Cluster) -> None:
 
 
 def race_token_requests(
-    form: dict[str, str], *instances: ProxyProcess
+    form: dict[str, str], *instances: ServeProcess
 ) -> dict[str, httpx.Response]:
     """POST the same token request to each instance at once (one thread each, behind a barrier)."""
     barrier = threading.Barrier(len(instances))
     results: dict[str, httpx.Response] = {}
     errors: list[BaseException] = []
 
-    def redeem(instance: ProxyProcess) -> None:
+    def redeem(instance: ServeProcess) -> None:
         try:
             with httpx.Client(timeout=15.0, trust_env=False) as http:
                 http.get(f"http://{instance.netloc}/healthz")  # the connection is open

@@ -36,12 +36,8 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 import secrets
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +58,7 @@ from oauthproxy_adapters.http_clients import AsyncHttpClient
 from oauthproxy_adapters.mcp_sdk import mcp_auth, upstream_token, with_authorization_server
 from oauthproxy_adapters.proxy import AsyncProxy
 from oauthproxy_adapters.stores import open_async_store
+from oauthproxy_adapters.testing.serve import ServeProcess
 from oauthproxy_core.effects import HttpResponse
 from oauthproxy_core.upstream import UpstreamDeniedError, parse_token_response
 from tests.e2e import conftest_idp as idp_support
@@ -104,47 +101,6 @@ class Served:
         self.thread.join(10)
 
 
-class Serve:
-    """``oauthproxy serve --config <file>`` as a child process; its output goes to a log file."""
-
-    def __init__(self, config: Path, base: str, log: Path) -> None:
-        self.base = base
-        self.log = log
-        self._out = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oauthproxy_adapters", "serve", "--config", str(config)],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", SECRET_ENV: idp_support.CLIENT_SECRET},
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"oauthproxy serve exited:\n{self.output()}")
-            try:
-                if httpx.get(base + "/healthz", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"serve did not become healthy:\n{self.output()}"
-            time.sleep(0.05)
-
-    def output(self) -> str:
-        self._out.flush()
-        return self.log.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._out.close()
-
-
 def proxy_toml(base: str, tmp: Path, upstream: str, gateway: str | None) -> str:
     port = urlsplit(base).port
     gateway_table = f'[gateway]\nupstream_url = "{gateway}"\n' if gateway else ""
@@ -177,7 +133,7 @@ file = "{tmp / "keys.json"}"
 class Stack:
     base: str
     idp: idp_support.IdpProcess
-    serve: Serve
+    serve: ServeProcess
     tmp: Path
     idp_env: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -236,7 +192,9 @@ def _start_stack(
     try:
         config = tmp / "proxy.toml"
         config.write_text(proxy_toml(base, tmp, upstream(idp), mcp_backend))
-        serve = Serve(config, base, tmp / "serve.log")
+        serve = ServeProcess(config, port_of(base), tmp).start(
+            env={"PYTHONUNBUFFERED": "1", SECRET_ENV: idp_support.CLIENT_SECRET}
+        )
     except BaseException:
         idp.stop()
         raise
@@ -244,7 +202,7 @@ def _start_stack(
 
 
 def _stop_stack(stack: Stack) -> None:
-    output = stack.serve.output()
+    output = stack.serve.output(tail=None)
     stack.serve.stop()
     stack.idp.stop()
     # Every failure the tests provoked was answered, never crashed through.
@@ -757,7 +715,7 @@ def test_jwt_upstream_outage_then_key_rotation(jwt_stack: Stack) -> None:
 
 def test_serve_logs_hold_no_upstream_secret(github_stack: Stack, jwt_stack: Stack) -> None:
     for stack in (github_stack, jwt_stack):
-        output = stack.serve.output()
+        output = stack.serve.output(tail=None)
         assert idp_support.CLIENT_SECRET not in output
         assert json.dumps(idp_support.CLIENT_SECRET) not in output
 

@@ -1,8 +1,9 @@
 """A proxy process restarted mid-flow finishes the flow (spec/architecture.md, "Storage contract": SQLite
 is the embedded default, one file, WAL; every state the flow needs is in the store, none in memory).
 
-One ``oauthproxy serve`` process with the SQLite store (a real file) and a keys file, in front of a
-GitHub-shaped upstream on loopback (``DevProvider``, in this test process, so it outlives the proxy).
+One ``oauthproxy serve`` process (the testing kit's ``ServeProcess``) with the SQLite store (a real
+file) and a keys file, in front of a GitHub-shaped upstream on loopback (the kit's ``FakeProvider``,
+in this test process, so it outlives the proxy).
 The process is stopped -- SIGTERM (graceful) and, separately, SIGKILL (no shutdown at all) --
 
 - between consent and callback (the transaction is ``upstream_pending``, the browser is at the
@@ -24,12 +25,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from oauthproxy_adapters.testing.serve import ServeProcess, free_port
 from tests.e2e.test_multi_instance import (
     Balancer,
     Flow,
-    ProxyProcess,
     Upstream,
-    free_port,
     make_keys,
     write_config,
 )
@@ -49,7 +49,7 @@ class Setup:
             store_url=f"sqlite:///{self.db}",
             keys_file=make_keys(tmp_path / "keys.json"),
         )
-        self.proxy = ProxyProcess(config, port, tmp_path, "proxy")
+        self.proxy = ServeProcess(config, port, tmp_path, "proxy")
         self.lb: Balancer | None = None
 
     def balancer(self) -> Balancer:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +20,7 @@ import pytest
 import uvicorn
 
 from oauthproxy_adapters.demo_mcp import build_demo_mcp_app
+from oauthproxy_adapters.testing.serve import ServeProcess
 from tests.e2e import conftest_idp as idp_support
 from tests.e2e.mcp_client import refresh_and_call, run_mcp_session
 
@@ -53,41 +51,6 @@ class McpServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
-
-
-class ServeProcess:
-    def __init__(self, config: Path, base: str) -> None:
-        self.base = base
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oauthproxy_adapters", "serve", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    "oauthproxy serve exited:\n"
-                    + (self.proc.stdout.read() if self.proc.stdout else "")
-                )
-            try:
-                if httpx.get(base + "/healthz", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "oauthproxy serve did not become healthy"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.fixture
@@ -125,8 +88,9 @@ file = "{tmp_path / "keys.json"}"
 upstream_url = "http://127.0.0.1:{mcp.port}/mcp"
 """)
     os.environ["E2E_UPSTREAM_SECRET"] = "proxy-secret"
-    serve = ServeProcess(config, base)
+    serve = ServeProcess(config, port, tmp_path)
     try:
+        serve.start(env={"PYTHONUNBUFFERED": "1"})
         yield {"base": base, "idp": idp, "serve": serve}
     finally:
         serve.stop()

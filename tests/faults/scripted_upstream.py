@@ -1,6 +1,6 @@
 """A GitHub-shaped upstream provider on loopback whose token and userinfo endpoints misbehave on cue.
 
-It behaves like ``oauthproxy_adapters.devprovider.DevProvider`` (client id and secret, the one
+It behaves like the testing kit's ``FakeProvider`` (client id and secret, the one
 registered redirect URI, S256 PKCE, single-use codes, identity from ``GET /user``) until a test
 queues a fault for an endpoint: ``provider.inject("token", Fault("reset"))``. Each request to that
 endpoint takes the next queued fault; an empty queue means normal service. Faults:
@@ -17,6 +17,11 @@ endpoint takes the next queued fault; an empty queue means normal service. Fault
 ``form_error``  200 with GitHub's form-encoded error body (``error=bad_verification_code``)
 ``empty``       200 ``application/json`` with an empty body
 ==============  =============================================================================
+
+Why not the testing kit's ``FakeProvider`` (``oauthproxy_adapters.testing.provider``), which it
+otherwise mirrors: these faults live below HTTP semantics (a socket reset, a hang, a body dripped
+byte by byte, a stream cut short), which only a server that owns its sockets can produce; the kit's
+provider answers whole responses, in process or through an ASGI server.
 
 The server is ``http.server.ThreadingHTTPServer`` bound to 127.0.0.1 with HTTP/1.0 responses (one
 connection per request, so a fault never poisons a pooled connection of the proxy). It is started

@@ -2,12 +2,18 @@
 a reader of the SQLite store that checks nothing half-written survives.
 
 - ``write_config`` writes a ``proxy.toml`` for the scripted upstream (``scripted_upstream.py``).
-- ``ServeProcess`` runs ``oauthproxy serve`` (or a test wrapper around it) as a child process bound
-  to 127.0.0.1, started until ``/healthz`` answers and stopped by its own PID.
+- ``ServeProcess`` (the testing kit's, re-exported) runs ``oauthproxy serve`` (or a test wrapper
+  around it) as a child process bound to 127.0.0.1, started until ``/healthz`` answers and stopped
+  by its own PID.
 - ``InProcessProxy`` runs ``build_app(settings)`` under uvicorn in a thread of the test process, with
   the upstream timeout shortened (the file format has no timeout key) so timeouts cost a second.
-- ``Flow`` is one MCP client and one browser; every step returns the raw response, so a test can
-  look at what a fault produced, and ``complete`` runs the whole flow, asserting each step.
+- ``Flow`` is one MCP client and one browser. It is not the kit's flow driver
+  (``oauthproxy_adapters.testing.flow``), whose steps assert a conforming answer and stop at the
+  first that is not: here every step returns the raw response, so a test can look at what a fault
+  produced (a 502 page, a retry, a dropped connection) and go on, and each request can carry headers
+  of its own (``X-Forwarded-For`` for the floods). It builds its requests from the kit's pieces
+  (PKCE, the consent form's fields and headers); ``complete`` runs the whole flow, asserting each
+  step.
 - ``StoreView`` reads the live rows of a SQLite store file and decodes transactions and grants;
   ``problems()`` lists every record that violates the crash-consistency rules below.
 
@@ -23,8 +29,6 @@ Crash-consistency rules (what "nothing half-written survives" means here):
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 import sqlite3
 import threading
@@ -40,19 +44,17 @@ import uvicorn
 
 from oauthproxy_adapters.app import build_app
 from oauthproxy_adapters.config_file import load_settings
+from oauthproxy_adapters.testing.flow import (
+    CONSENT_FORM_HEADERS,
+    consent_fields,
+    new_verifier,
+    s256,
+)
+from oauthproxy_adapters.testing.serve import ServeProcess, free_port, wait_healthy
 from oauthproxy_core import codec
 from oauthproxy_core.records import Grant, Transaction
-from tests.e2e.test_multi_instance import (
-    ProxyProcess as ServeProcess,
-)
-from tests.e2e.test_multi_instance import (
-    free_port,
-    hidden_fields,
-    make_keys,
-    wait_healthy,
-)
+from tests.e2e.test_multi_instance import make_keys
 from tests.faults.scripted_upstream import CLIENT_ID, CLIENT_SECRET
-from tests.harness import CONSENT_FORM_HEADERS
 
 __all__ = [
     "CLIENT_REDIRECT",
@@ -133,7 +135,7 @@ class InProcessProxy:
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        wait_healthy(self.netloc, self.thread.is_alive, self.name)
+        wait_healthy("http://" + self.netloc, self.thread.is_alive, self.name)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -144,9 +146,8 @@ class InProcessProxy:
 
 
 def pkce_pair() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    verifier = new_verifier()
+    return verifier, s256(verifier)
 
 
 class FlowError(AssertionError):
@@ -215,7 +216,7 @@ class Flow:
         return self.send("GET", url, browser=True)
 
     def approve(self, page: httpx.Response) -> httpx.Response:
-        form = {**hidden_fields(page.text), "decision": "approve"}
+        form = {**consent_fields(page.text), "decision": "approve"}
         return self.send(
             "POST",
             self.base + "/consent",

@@ -24,10 +24,7 @@ import yaml
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.proxy import AsyncProxy, Proxy
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore, MemoryStore
-from oauthproxy_adapters.wsgi import OAuthProxyWSGI
-from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse, ProxyConfig
-from oauthproxy_core.bounds import Bounds
-from tests.adapters.flow import (
+from oauthproxy_adapters.testing.flow import (
     Call,
     Reply,
     Session,
@@ -38,6 +35,9 @@ from tests.adapters.flow import (
     open_consent,
     refresh,
 )
+from oauthproxy_adapters.wsgi import OAuthProxyWSGI
+from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse, ProxyConfig
+from oauthproxy_core.bounds import Bounds
 from tests.harness import ScriptedUpstream, UpstreamUser, keys, make_config
 
 BASE = "http://127.0.0.1:8000"
@@ -301,7 +301,9 @@ def still_works(send: Any, upstream: ScriptedUpstream, session: Session, base: s
     jar = CookieJar(send, base)
     refreshed = drive(refresh(base, session.client, session.tokens["refresh_token"]), jar)
     assert refreshed["refresh_token"] != session.tokens["refresh_token"]
-    redirect = drive(authorize(base, upstream, session.client, UpstreamUser(42, "octocat")), jar)
+    redirect = drive(
+        authorize(base, session.client, upstream=upstream, user=UpstreamUser(42, "octocat")), jar
+    )
     fresh = drive(exchange_code(base, session.client, redirect["code"]), jar)
     assert fresh["access_token"] != refreshed["access_token"]
 

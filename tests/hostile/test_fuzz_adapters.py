@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 from oauthproxy_adapters.app import _Root
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.h11_server import serve
+from oauthproxy_adapters.testing.flow import Session
 from oauthproxy_adapters.wsgi import OAuthProxyWSGI
-from tests.adapters.flow import Session
 from tests.adapters.live_servers import H11Thread
 from tests.harness import CONSENT_FORM_HEADERS, UPSTREAM, VERIFIER
 from tests.hostile import attack_corpus as corpus

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.gateway import PROTECTED_HEADER_PREFIXES, Gateway, folded_header_name
-from tests.adapters.flow import Session
+from oauthproxy_adapters.testing.flow import Session
 from tests.adapters.live_servers import UvicornThread
 from tests.hostile.support import (
     TALLY,

@@ -15,9 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from oauthproxy_core import FetchDocument, HttpFailure, HttpRequest, HttpResponse
-from oauthproxy_core.client_auth import ASSERTION_TYPE
-from tests.adapters.flow import (
+from oauthproxy_adapters.testing.flow import (
     Call,
     Reply,
     approve,
@@ -26,6 +24,8 @@ from tests.adapters.flow import (
     register,
     request,
 )
+from oauthproxy_core import FetchDocument, HttpFailure, HttpRequest, HttpResponse
+from oauthproxy_core.client_auth import ASSERTION_TYPE
 from tests.harness import ScriptedUpstream, UpstreamUser
 from tests.hostile import attack_corpus as corpus
 from tests.hostile.support import (

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_multi_instance import ProxyProcess, free_port
+from oauthproxy_adapters.testing.serve import ServeProcess, free_port
 
 pytestmark = pytest.mark.packaging
 
@@ -129,7 +129,7 @@ def test_plain_install_runs_check_config_keys_and_serve(venv: Path, tmp_path: Pa
     assert keys.returncode == 0, keys.stderr
 
     command = [str(oauthproxy), "serve", "--config", str(config)]
-    serve = ProxyProcess(config, port, tmp_path, name="plain", command=command)
+    serve = ServeProcess(config, port, tmp_path, name="plain", command=command)
     try:
         serve.start(env={**CLEAN, **SECRET})  # waits for /healthz
         metadata = httpx.get(

@@ -1,5 +1,9 @@
 """Shared fixtures for the provider tests: signing keys, ID token minting, a scripted OIDC provider.
 
+The providers here are OIDC-shaped (signed ID tokens, a JWK Set, scripted refresh answers and
+outages), which the testing kit's GitHub-shaped ``FakeProvider`` is not; ``ClaimsProvider`` builds on
+it (through ``tests.harness.ScriptedUpstream``) and replaces its answers.
+
 The responses follow the providers' documentation (Google "OpenID Connect", Microsoft identity
 platform "ID tokens", GitHub "Authorizing OAuth apps"); nothing here talks to a network.
 """
@@ -187,6 +191,7 @@ class ClaimsProvider(ScriptedUpstream):
         self.emails = emails
         self.granted = granted
         self.paths: list[str] = []
+        self._n = 0
 
     def login(self, authorize_url: str, user: UpstreamUser, *, deny: bool = False) -> str:
         q = dict(parse_qsl(urlsplit(authorize_url).query))

@@ -260,9 +260,11 @@ class GitHubUpstream:
                 )
                 return json_response(body)
         if path == "/user" and isinstance(out, HttpResponse) and out.status == 200:
+            # The granted scopes say more than what was asked for: replace the inner provider's.
+            kept = tuple((k, v) for k, v in out.headers if k.lower() != "x-oauth-scopes")
             return HttpResponse(
                 status=200,
-                headers=(*out.headers, ("X-OAuth-Scopes", "read:user, user:email")),
+                headers=(*kept, ("X-OAuth-Scopes", "read:user, user:email")),
                 body=out.body,
             )
         return out

@@ -27,6 +27,7 @@ import pytest
 
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.gateway import Gateway
+from oauthproxy_adapters.testing.flow import Call, Reply, drive, login
 from oauthproxy_core.providers import (
     entra_profile,
     github_app_profile,
@@ -35,7 +36,6 @@ from oauthproxy_core.providers import (
     oidc_profile_from_discovery,
 )
 from oauthproxy_core.upstream import UpstreamProfile
-from tests.adapters.flow import Call, Reply, drive, login
 from tests.adapters.live_servers import UvicornThread, async_proxy
 from tests.harness import make_config
 

@@ -139,7 +139,7 @@ def test_invariant_33_refused_user_sees_why_client_gets_access_denied_store_keep
     after = {(kind, key) for kind, key, _v in h.store.dump()}
     assert not {kind for kind, _key in after - before} & {"code", "grant"}
     text = stored_text(h)
-    issued = [t for t, u in h.upstream.tokens.items() if u.id == EVE.id]
+    issued = [t for t, info in h.upstream.tokens.items() if info.user.id == EVE.id]
     assert issued and not any(token in text for token in issued)
     assert "idp:66" not in text and "qqevelynqq" not in text
     (tx,) = [codec.decode(v, Transaction, 1) for k, _key, v in h.store.dump() if k == "tx"]
@@ -426,12 +426,7 @@ def test_invariant_33_membership_lost_revokes_and_a_kept_one_rotates(app: bool) 
     grant = _grant(h, renewed["refresh_token"].split(".")[0])
     assert grant.confirmed_at == h.clock.now and grant.revalidating_until == 0
     # Ada leaves acme.
-    for token, user in list(h.upstream.tokens.items()):
-        if user.id == ADA.id:
-            h.upstream.tokens[token] = UpstreamUser(id=ADA.id, login="ada", orgs=("elsewhere",))
-    for token, user in list(h.upstream.refresh_tokens.items()):
-        if user.id == ADA.id:
-            h.upstream.refresh_tokens[token] = UpstreamUser(id=ADA.id, login="ada")
+    h.upstream.change_user(UpstreamUser(id=ADA.id, login="ada", orgs=("elsewhere",)))
     h.clock.advance(HOUR)
     answer = refresh(h, client, renewed["refresh_token"])
     assert answer.status == 400 and json.loads(answer.body)["error"] == "invalid_grant"

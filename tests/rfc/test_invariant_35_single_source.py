@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from oauthproxy_adapters.asgi import OAuthProxyApp
 from oauthproxy_adapters.proxy import AsyncProxy
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore
+from oauthproxy_adapters.testing.flow import adrive_httpx, authorize, exchange_code
 from oauthproxy_core import FetchDocument, HttpFailure, HttpRequest, HttpResponse
 from oauthproxy_core.bounds import Bounds, per_source, source_key
-from tests.adapters.flow import adrive_httpx, authorize, exchange_code
 from tests.clients.support import DocumentHost, document
 from tests.harness import VERIFIER, Clock, UpstreamUser, keys, make_config
 from tests.hostile.support import Answer, asgi_raw
@@ -89,7 +89,9 @@ class Rig:
 async def sign_in(rig: Rig, addr: str, client: dict[str, Any]) -> dict[str, Any]:
     """authorize -> consent -> provider -> callback -> token, from ``addr``; returns the tokens."""
     async with rig.browser(addr) as browser:
-        redirect = await adrive_httpx(authorize(BASE, rig.host, client, USER), browser)
+        redirect = await adrive_httpx(
+            authorize(BASE, client, upstream=rig.host, user=USER), browser
+        )
         return await adrive_httpx(exchange_code(BASE, client, redirect["code"]), browser)
 
 

@@ -23,11 +23,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from oauthproxy_adapters.config_file import ConfigError, parse_settings
+from oauthproxy_adapters.testing.flow import Call, Reply
 from oauthproxy_core import FetchDocument, HttpFailure, HttpResponse
 from oauthproxy_core.errors import AccessDeniedError, InvalidRedirectUriError
 from oauthproxy_core.redirect_uris import is_acceptable_redirect_uri, validate_redirect_uri
 from oauthproxy_core.redirects import authorization_redirect, error_redirect
-from tests.adapters.flow import Call, Reply
 from tests.hostile.support import asgi_sender, async_target, wsgi_sender, wsgi_target
 
 BASE = "http://127.0.0.1:8000"  # hostile_config's issuer
