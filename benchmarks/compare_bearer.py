@@ -2,10 +2,13 @@
 
 Each system first runs one complete flow (``systems.py``) to obtain a real access token, then:
 
-``ours_cached`` / ``ours_uncached``
+``ours_cached`` / ``ours_cached_lookups`` / ``ours_uncached``
     ``AsyncProxy.verify("Bearer ...", ("mcp",))`` with the verified-token cache (the default: a hit
-    skips only the signature check, never the revocation look-up) and with ``token_cache=False``
-    (ES256 signature check every time), memory store.
+    skips the signature check, and the revocation look-ups for ``[lifetimes] revocation_staleness``
+    seconds after the last, 5 by default: spec/security.md 34); the same with
+    ``revocation_staleness = 0`` (both revocation look-ups on every request: the cost of the
+    revocation check on the bearer path); and with ``token_cache=False`` (ES256 signature check and
+    look-ups every time), memory store.
 ``fastmcp``
     ``OAuthProxy.verify_token(token)`` (its ``load_access_token``: HS256 JWT check, two store look-ups
     in its memory store and the upstream-token verifier, here a dictionary look-up).
@@ -77,6 +80,14 @@ RATIOS: dict[str, tuple[str, str, float | None, bool, str, str]] = {
         "fastmcp's bearer check (verify_token)",
         "ours without the cache (an ES256 signature check every time)",
     ),
+    "ours_cached_lookups_vs_ours_cached": (
+        "ours_cached_lookups",
+        "ours_cached",
+        None,
+        False,
+        "Our cached bearer check with the revocation look-ups on every request",
+        "with them at most every revocation_staleness seconds (the default)",
+    ),
     "ours_cached_vs_raw_es256_verify": (
         "ours_cached",
         "raw_es256_verify",
@@ -121,6 +132,8 @@ RATIOS: dict[str, tuple[str, str, float | None, bool, str, str]] = {
 
 DESCRIPTIONS = {
     "ours_cached": "AsyncProxy.verify with the verified-token cache (default), memory store, per call",
+    "ours_cached_lookups": "AsyncProxy.verify with the cache and revocation_staleness = 0 (two "
+    "store look-ups every call), per call",
     "ours_uncached": "AsyncProxy.verify with token_cache=False (ES256 verify every call), per call",
     "fastmcp": "fastmcp OAuthProxy.verify_token (HS256 + JTI and upstream-token look-ups + "
     "StaticTokenVerifier), memory store, per call",
@@ -142,6 +155,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     uncached = systems.build_ours(
         "memory", store=ours.extra["store"], keys=ours.extra["keys"], token_cache=False
     )
+    from oauthproxy_core.config import Lifetimes  # noqa: PLC0415
+
+    looking = systems.build_ours(
+        "memory",
+        store=ours.extra["store"],
+        keys=ours.extra["keys"],
+        config=systems.ours_config(lifetimes=Lifetimes(revocation_staleness=0)),
+    )
     fast = systems.build("fastmcp_memory")
     sdk = systems.build("mcp_sdk")
     tokens = {}
@@ -154,12 +175,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tokens["mcp_sdk"],
     )
     proxy, proxy_nc = ours.extra["proxy"], uncached.extra["proxy"]
+    proxy_lookups = looking.extra["proxy"]
     fproxy, provider = fast.extra["proxy"], sdk.extra["provider"]
     public = ECKey.import_key(ours.extra["keys"].active_signing.as_dict(private=False))
     header = "Bearer " + ours_token
     scopes = ("mcp",)
     assert isinstance(await proxy.verify(header, scopes), Principal)
     assert isinstance(await proxy_nc.verify(header, scopes), Principal)
+    assert isinstance(await proxy_lookups.verify(header, scopes), Principal)
     assert await fproxy.verify_token(fast_token) is not None
     assert await provider.load_access_token(sdk_token) is not None
     clients = {
@@ -180,6 +203,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def ours_cached() -> None:
         for _ in range(batch):
             await proxy.verify(header, scopes)
+
+    async def ours_cached_lookups() -> None:
+        for _ in range(batch):
+            await proxy_lookups.verify(header, scopes)
 
     async def ours_uncached() -> None:
         for _ in range(batch):
@@ -214,6 +241,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     benches = {
         "ours_cached": timed("ours_cached", ours_cached),
+        "ours_cached_lookups": timed("ours_cached_lookups", ours_cached_lookups),
         "ours_uncached": timed("ours_uncached", ours_uncached),
         "fastmcp": timed("fastmcp", fastmcp),
         "mcp_sdk": timed("mcp_sdk", mcp_sdk),

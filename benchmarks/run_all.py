@@ -28,6 +28,7 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compare_bearer.py", ("fastmcp", "mcp")),
     ("compare_loopback.py", ("fastmcp", "mcp", "uvicorn")),
     ("compare_scaling.py", ()),
+    ("revalidation.py", ()),
 )
 
 

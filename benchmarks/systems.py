@@ -426,7 +426,8 @@ STORES = ("memory", "sqlite", "redis")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def ours_config(base: str = BASE) -> Any:
+def ours_config(base: str = BASE, **fields: Any) -> Any:
+    """Our configuration for the benchmarks; ``fields`` override ``ProxyConfig`` fields."""
     from oauthproxy_core import ProxyConfig, UpstreamProfile  # noqa: PLC0415
     from oauthproxy_core.bounds import Bounds  # noqa: PLC0415
 
@@ -451,13 +452,15 @@ def ours_config(base: str = BASE) -> Any:
         authorizations_per_client=big,
         authorizations_total=big,
     )
-    return ProxyConfig(
-        issuer=base,
-        upstream=profile,
-        scopes_supported=("mcp", "offline_access"),
-        default_scopes=("mcp",),
-        bounds=bounds,
-    )
+    values: dict[str, Any] = {
+        "issuer": base,
+        "upstream": profile,
+        "scopes_supported": ("mcp", "offline_access"),
+        "default_scopes": ("mcp",),
+        "bounds": bounds,
+    }
+    values.update(fields)
+    return ProxyConfig(**values)
 
 
 def ours_store(kind: str, tmpdir: str | None = None, max_records: int = 1_000_000) -> Any:
@@ -509,13 +512,14 @@ def build_ours(
     store: Any = None,
     keys: Any = None,
     mcp_app: ASGIApp = trivial_mcp_app,
+    config: Any = None,
 ) -> System:
     from oauthproxy_adapters.asgi import OAuthProxyApp  # noqa: PLC0415
     from oauthproxy_adapters.http_clients import AsyncHttpClient  # noqa: PLC0415
     from oauthproxy_adapters.keygen import new_keyring  # noqa: PLC0415
     from oauthproxy_adapters.proxy import AsyncProxy  # noqa: PLC0415
 
-    config = ours_config(base)
+    config = config if config is not None else ours_config(base)
     keys = keys or new_keyring()
     store = store if store is not None else ours_store(store_kind)
     # As shipped (the pooled transport, no httpx.AsyncClient layer), with only the transport faked.

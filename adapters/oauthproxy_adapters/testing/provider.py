@@ -166,6 +166,8 @@ class FakeProvider:
             "scopes": ("read:user",),
             "subject_field": "id",
             "issuer": self.issuer,
+            "org_membership_url": self.userinfo_url + "/orgs",
+            "team_membership_url": self.userinfo_url + "/teams",
         }
         fields.update(overrides)
         return UpstreamProfile(**fields)
