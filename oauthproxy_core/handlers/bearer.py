@@ -66,20 +66,36 @@ class Challenge:
         )
 
 
-def prm_url(ctx: Context) -> str:
+def resource_metadata_url(resource: str) -> str:
     """RFC 9728 §3.1: the well-known segment goes between the resource's host and its path."""
-    parts = urlsplit(ctx.config.resource)
+    parts = urlsplit(resource)
     return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{parts.path}"
 
 
+def prm_url(ctx: Context) -> str:
+    return resource_metadata_url(ctx.config.resource)
+
+
 def challenge(ctx: Context, *, status: int, error: str | None, scopes: Sequence[str]) -> Challenge:
-    parts = [f'resource_metadata="{prm_url(ctx)}"']
     scope = " ".join(scopes) or " ".join(ctx.config.default_scopes)
+    return challenge_for(ctx.config.resource, status=status, error=error, scope=scope)
+
+
+def challenge_for(resource: str, *, status: int, error: str | None, scope: str) -> Challenge:
+    """The challenge for ``resource`` (its metadata URL, ``scope`` when not empty, ``error``)."""
+    parts = [f'resource_metadata="{resource_metadata_url(resource)}"']
     if scope:
         parts.append(f'scope="{scope}"')
     if error:
         parts.append(f'error="{error}"')
     return Challenge(status=status, www_authenticate="Bearer " + ", ".join(parts), error=error)
+
+
+def step_up(resource: str, scopes: Sequence[str]) -> Challenge:
+    """403 ``insufficient_scope`` naming the scopes to ask for (RFC 6750 §3.1; MCP 2025-11-25,
+    "Scope Challenge Handling"), for a resource known by its URL: the gateway's tool rules
+    (``jsonrpc_inspection.refusal``) know the caller's ``Principal.resource``, not a ``Context``."""
+    return challenge_for(resource, status=403, error="insufficient_scope", scope=" ".join(scopes))
 
 
 def principal_of(claims: AccessClaims) -> Principal:
