@@ -25,7 +25,11 @@ What is accepted is RFC 8259 JSON text and nothing more:
   whose GitHub bio is ``[[[[[[[[[[[[[[[[[[`` can still sign in.
 
 Duplicate member names keep the last value, as Python does (§4 leaves it open); what the proxy keeps
-is what it echoes and what it enforces, so no parser differential arises inside the proxy.
+is what it echoes and what it enforces, so no parser differential arises inside the proxy. A caller
+that judges a document another program will read again (the gateway's JSON-RPC inspection,
+``jsonrpc_inspection.py``) passes ``unique_keys=True``: a member name given twice is refused, since
+that other program might keep the first value where Python keeps the last (RFC 8259 §4: "the
+behavior of software that receives such an object is unpredictable").
 """
 
 from __future__ import annotations
@@ -127,14 +131,30 @@ def _refuse_constant(name: str) -> Any:
     raise UntrustedJsonError("JSON has a non-standard constant")
 
 
-def parse_json(data: bytes | str, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
-    """Decode one JSON value from another party. Raises ``UntrustedJsonError``."""
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise UntrustedJsonError("JSON object has a duplicate member name")
+    return obj
+
+
+def parse_json(
+    data: bytes | str, *, max_bytes: int, max_depth: int = MAX_DEPTH, unique_keys: bool = False
+) -> Any:
+    """Decode one JSON value from another party. Raises ``UntrustedJsonError``.
+
+    ``unique_keys``: refuse an object that names a member twice (see the module docstring).
+    """
     raw = check_json_bounds(data, max_bytes=max_bytes, max_depth=max_depth)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise UntrustedJsonError("JSON is not valid UTF-8") from None
     try:
+        if unique_keys:
+            return json.loads(
+                text, parse_constant=_refuse_constant, object_pairs_hook=_unique_members
+            )
         return json.loads(text, parse_constant=_refuse_constant)
     except UntrustedJsonError:
         raise
