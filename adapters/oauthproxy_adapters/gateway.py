@@ -64,6 +64,13 @@ What is added: the trusted identity headers
     under any spelling a server stack folds onto them (above), not that nobody can reach the server
     directly.
 
+Policy (``policy=GatewayPolicy(...)``, ``gateway_policy.py``)
+    With ``[[gateway.tools]]`` rules the gateway reads JSON-RPC request bodies (bounded) and refuses
+    a ``tools/call`` the token may not make (403, with a step-up challenge when scopes would allow
+    it), and removes the tools a user may not call from ``tools/list`` answers, plain JSON or
+    Server-Sent Events (spec/security.md 36). With ``forward_upstream_token`` it adds
+    ``X-OAuthProxy-Upstream-Token``, the user's provider token. Without either, none of it runs.
+
 Errors
     The upstream unreachable (connection refused, DNS, reset before a response): 502
     ``{"error": "bad_gateway"}``. No response headers within ``timeout`` seconds (connect included):
@@ -91,12 +98,23 @@ import httpx
 
 from oauthproxy_core.handlers.bearer import Principal
 
-from .asgi import MCP_CORS, ClientDisconnected, Receive, Scope, Send, principal_from_scope
+from .asgi import (
+    MCP_CORS,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    principal_from_scope,
+    send_response,
+)
+from .gateway_policy import GatewayPolicy, ListingError, ListingFilter, Prepared, listing_filter
+from .gateway_policy import prepare as prepare_request
 
 __all__ = [
     "IDENTITY_HEADER_PREFIX",
     "PROTECTED_HEADER_PREFIXES",
     "Gateway",
+    "GatewayPolicy",
     "folded_header_name",
     "identity_headers",
 ]
@@ -218,6 +236,7 @@ class Gateway:
         mount_path: str = "/mcp",
         client: httpx.AsyncClient | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        policy: GatewayPolicy | None = None,
     ) -> None:
         url = httpx.URL(upstream_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -228,6 +247,9 @@ class Gateway:
         self._base_path = url.raw_path.decode("ascii").rstrip("/")
         self.mount_path = mount_path.rstrip("/")
         self.timeout = timeout
+        #: Tool rules and upstream-token forwarding (gateway_policy.py); ``None`` when neither is
+        #: configured, so that a plain gateway does no work per request for them.
+        self.policy = policy if policy is not None and policy.active else None
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
@@ -334,19 +356,39 @@ class Gateway:
         target: httpx.URL,
         principal: Principal,
     ) -> None:
+        prepared: Prepared | None = None
+        if self.policy is not None:
+            try:
+                outcome = await prepare_request(self.policy, scope, receive, principal)
+            except ClientDisconnected:
+                return
+            if not isinstance(outcome, Prepared):
+                await send_response(send, outcome)
+                return
+            prepared = outcome
         headers = self._request_headers(scope, principal)
-        has_body = any(
-            (k == b"content-length" and v.strip() not in (b"", b"0")) or k == b"transfer-encoding"
-            for k, v in scope.get("headers", ())
-        )
+        content: bytes | AsyncIterator[bytes] | None
         body_done = asyncio.Event()
-        if not has_body:
+        if prepared is not None and prepared.body is not None:
+            headers = prepared.headers(headers)
+            content = prepared.body
             body_done.set()
+        else:
+            if prepared is not None:
+                headers = prepared.headers(headers)
+            has_body = any(
+                (k == b"content-length" and v.strip() not in (b"", b"0"))
+                or k == b"transfer-encoding"
+                for k, v in scope.get("headers", ())
+            )
+            content = _request_body(receive, body_done) if has_body else None
+            if not has_body:
+                body_done.set()
         request = httpx.Request(
             scope["method"],
             target,
             headers=headers,
-            content=_request_body(receive, body_done) if has_body else None,
+            content=content,
             extensions={
                 "timeout": httpx.Timeout(
                     connect=CONNECT_TIMEOUT, read=None, write=self.timeout, pool=self.timeout
@@ -367,8 +409,16 @@ class Gateway:
             log.warning("gateway: upstream %s unreachable (%s)", where, exc.__class__.__name__)
             await _send_json(send, *_BAD_GATEWAY)
             return
+        listing: ListingFilter | None = None
+        if prepared is not None and prepared.filter_listing and self.policy is not None:
+            if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+                # Asked for identity; a compressed answer cannot be read, so it is not passed on.
+                await response.aclose()
+                await _send_json(send, *_BAD_GATEWAY)
+                return
+            listing = listing_filter(self.policy, principal, response.headers.get("content-type"))
         try:
-            await self._stream_back(response, receive, send, body_done)
+            await self._stream_back(response, receive, send, body_done, listing)
         finally:
             await response.aclose()
 
@@ -378,6 +428,7 @@ class Gateway:
         receive: Receive,
         send: Send,
         body_done: asyncio.Event,
+        listing: ListingFilter | None = None,
     ) -> None:
         named = {
             t.strip().lower()
@@ -392,7 +443,7 @@ class Gateway:
                 continue
             out.append((name.encode("latin-1"), v))
         length = response.headers.get("content-length")
-        if length is not None and "transfer-encoding" not in response.headers:
+        if length is not None and "transfer-encoding" not in response.headers and listing is None:
             out.append((b"content-length", length.encode("latin-1")))
         present = {k for k, _ in out}
         out += [
@@ -400,13 +451,27 @@ class Gateway:
             for k, v in MCP_CORS
             if k.lower().encode("ascii") not in present
         ]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+        start = {"type": "http.response.start", "status": response.status_code, "headers": out}
+        started = False
+        if listing is None or not listing.buffers:
+            await send(start)
+            started = True
 
         async def pump() -> None:
-            async for chunk in response.aiter_raw():
+            nonlocal started
+            async for raw in response.aiter_raw():
+                chunk = raw if listing is None else listing.feed(raw)
                 if chunk:
                     # One ASGI message per upstream chunk: uvicorn writes it out at once (SSE).
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if listing is not None:
+                rest = listing.finish()
+                if not started:
+                    size = str(len(rest)).encode("ascii")
+                    await send({**start, "headers": [*out, (b"content-length", size)]})
+                    started = True
+                if rest:
+                    await send({"type": "http.response.body", "body": rest, "more_body": True})
 
         pump_task = asyncio.ensure_future(pump())
         waiters: set[asyncio.Future[Any]] = {pump_task}
@@ -427,6 +492,15 @@ class Gateway:
             # Returning without the final message makes the server abort the response, so the
             # client sees a truncated stream rather than a clean end.
             log.warning("gateway: upstream stream ended early (%s)", exc.__class__.__name__)
+            if not started:
+                await _send_json(send, *_BAD_GATEWAY)
+            return
+        except ListingError as exc:
+            # spec/security.md 36: an answer that must be filtered and cannot be is not passed on;
+            # cut short once started, replaced by a 502 before.
+            log.warning("gateway: upstream answer not filterable (%s)", exc)
+            if not started:
+                await _send_json(send, *_BAD_GATEWAY)
             return
         except OSError:
             return  # writing to the client failed: it disconnected
