@@ -35,6 +35,7 @@ from oauthproxy_core.keys import KeyError_, Keyring
 from .asgi import ASGIApp, OAuthProxyApp, Receive, Scope, Send
 from .config_file import ConfigError, Settings, redact_url
 from .gateway import Gateway
+from .gateway_policy import GatewayPolicy
 from .http_clients import AsyncHttpClient
 from .keygen import new_keyring_document
 from .proxy import AsyncProxy
@@ -44,6 +45,7 @@ from .stores.base import StoreUnavailableError
 
 __all__ = [
     "build_app",
+    "gateway_policy",
     "load_or_create_keyring",
     "read_keys_document",
     "write_keys_document",
@@ -191,6 +193,16 @@ class _Root:
         await self.app(scope, receive, send)
 
 
+def gateway_policy(settings: Settings, proxy: AsyncProxy) -> GatewayPolicy:
+    """The gateway's ``[[gateway.tools]]`` rules and upstream-token forwarding, from ``settings``."""
+    return GatewayPolicy(
+        tools=settings.gateway_tools,
+        max_message_bytes=settings.gateway_max_message_bytes,
+        baseline_scopes=settings.proxy.default_scopes,
+        upstream_token=proxy.upstream_token if settings.gateway_forward_upstream_token else None,
+    )
+
+
 def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
     """Assemble the standalone proxy (see the module docstring). Raises ``ConfigError``."""
     keys = load_or_create_keyring(settings.keys_file)
@@ -220,7 +232,11 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
         metrics_endpoint = metrics.asgi_app(bearer_token=settings.metrics_bearer_token)
     proxy = AsyncProxy(settings.proxy, keys, store, upstream_http, fetch=safe, metrics=metrics)
     gateway = (
-        Gateway(settings.gateway_upstream_url, mount_path=settings.proxy.mcp_path)
+        Gateway(
+            settings.gateway_upstream_url,
+            mount_path=settings.proxy.mcp_path,
+            policy=gateway_policy(settings, proxy),
+        )
         if settings.gateway_upstream_url
         else None
     )

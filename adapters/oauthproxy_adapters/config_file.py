@@ -53,6 +53,7 @@ from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.crypto import digest
 from oauthproxy_core.errors import InvalidRedirectUriError
+from oauthproxy_core.jsonrpc_inspection import DEFAULT_MAX_MESSAGE_BYTES
 from oauthproxy_core.providers import (
     DEFAULT_OIDC_SCOPES,
     DiscoveryError,
@@ -68,6 +69,7 @@ from oauthproxy_core.providers import (
 from oauthproxy_core.providers.entra import ENTRA_EMAIL_VERIFIED_CLAIM
 from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
+from oauthproxy_core.tool_policy import OFFLINE_ACCESS, ToolPolicy, ToolRule
 from oauthproxy_core.upstream import UpstreamProfile
 from oauthproxy_core.url_policy import (
     has_fragment,
@@ -140,6 +142,12 @@ class Settings:
     keys_file: str
     #: The MCP server behind the gateway, or ``None`` (then the proxy only protects ``mcp_path``).
     gateway_upstream_url: str | None = None
+    #: ``[[gateway.tools]]``: per-tool rules (none: every tool open, no message read).
+    gateway_tools: ToolPolicy = attrs.field(factory=ToolPolicy)
+    #: ``[gateway] max_message_bytes``: the largest message the gateway reads to apply the rules.
+    gateway_max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    #: ``[gateway] forward_upstream_token``: send the user's provider token to the MCP server.
+    gateway_forward_upstream_token: bool = False
     #: The file the settings came from (``None`` when parsed from a mapping).
     source: str | None = None
     #: ``[metrics] enabled``: serve Prometheus metrics at ``GET /metrics`` (metrics.py).
@@ -240,7 +248,7 @@ def parse_settings(
     consent_theme = p.attempt(_consent_theme, t["consent"], p)
     store_url = p.attempt(_store_url, t["store"], p)
     keys_file = p.attempt(_keys_file, t["keys"], p)
-    gateway_url = p.attempt(_gateway_url, t["gateway"], p)
+    gateway = p.attempt(_gateway, t["gateway"], p, server)
     static_clients = p.attempt(_static_clients, t["clients"], p)
     bounds = p.attempt(_bounds, t["limits"])
     access = p.attempt(_access, t["access"], p)
@@ -258,6 +266,7 @@ def parse_settings(
     assert store_url is not None and keys_file is not None and bounds is not None
     assert consent_mode is not None and cimd_enabled is not None
     assert cimd_allow_loopback is not None and access is not None and lifetimes is not None
+    assert gateway is not None
     try:
         proxy = ProxyConfig(
             issuer=server.base_url,
@@ -284,7 +293,10 @@ def parse_settings(
         port=server.port,
         store_url=store_url,
         keys_file=keys_file,
-        gateway_upstream_url=gateway_url,
+        gateway_upstream_url=gateway.upstream_url,
+        gateway_tools=gateway.tools,
+        gateway_max_message_bytes=gateway.max_message_bytes,
+        gateway_forward_upstream_token=gateway.forward_upstream_token,
         source=source,
         metrics_enabled=bool(metrics_enabled),
         metrics_bearer_token=metrics_token,
@@ -738,6 +750,61 @@ def _gateway_url(t: Section, p: _Problems) -> str | None:
         return None
     _plain_url(t, p, "upstream_url", value, "must be an http or https URL")
     return value
+
+
+@attrs.frozen
+class _Gateway:
+    upstream_url: str | None
+    tools: ToolPolicy
+    max_message_bytes: int
+    forward_upstream_token: bool
+
+
+def _gateway(t: Section, p: _Problems, server: _Server | None) -> _Gateway:
+    """``[gateway]`` and its ``[[gateway.tools]]`` rules (spec/security.md 36)."""
+    before = len(p)
+    url = p.attempt(_gateway_url, t, p)
+    supported = server.scopes_supported if server is not None else None
+    rules = [p.attempt(_tool_rule, entry, p, supported) for entry in t.entries("tools")]
+    max_bytes: int = t.get("max_message_bytes")
+    forward: bool = t.get("forward_upstream_token")
+    if url is None and "upstream_url" not in t.bad:
+        if rules:
+            p.add(t, "tools", "tool rules need [gateway] upstream_url (the MCP server they guard)")
+        if forward:
+            p.add(t, "forward_upstream_token", "needs [gateway] upstream_url")
+    p.since(before)
+    return _Gateway(
+        upstream_url=url,
+        tools=ToolPolicy(rules=tuple(r for r in rules if r is not None)),
+        max_message_bytes=max_bytes,
+        forward_upstream_token=forward,
+    )
+
+
+def _tool_rule(t: Section, p: _Problems, supported: tuple[str, ...] | None) -> ToolRule:
+    before = len(p)
+    name = p.attempt(t.get, "name")
+    scopes = p.attempt(t.get, "scopes") or []
+    groups = p.attempt(t.get, "groups") or []
+    p.since(before, name)
+    assert name is not None
+    for scope in scopes:
+        if supported is not None and scope not in supported and scope != OFFLINE_ACCESS:
+            p.add(t, "scopes", f"{scope!r} is not in [server] scopes_supported")
+    try:
+        rule = ToolRule(name=name, scopes=scopes, groups=groups)
+    except ValueError as exc:
+        # The rule names the key its message starts with ("scopes: ..."); "name" otherwise.
+        message = str(exc)
+        key, sep, rest = message.partition(": ")
+        if sep and key in ("scopes", "groups"):
+            p.fail(t, key, rest)
+        if message.startswith("a rule needs"):
+            p.fail(t, "scopes", message)
+        p.fail(t, "name", message.removeprefix("name "))
+    p.since(before)
+    return rule
 
 
 def _bounds(t: Section) -> Bounds:

@@ -32,6 +32,7 @@ from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
+from oauthproxy_core.jsonrpc_inspection import DEFAULT_MAX_MESSAGE_BYTES
 from oauthproxy_core.providers.entra import entra_profile
 from oauthproxy_core.providers.github import GITHUB_API_BASE_URL, github_profile
 from oauthproxy_core.providers.google import google_profile
@@ -163,6 +164,17 @@ TABLES: tuple[Table, ...] = (
     Table(name="keys", doc="The keyring: signing, sealing and cookie keys."),
     Table(
         name="gateway", doc="The MCP server behind the proxy (standalone `oauthproxy serve` only)."
+    ),
+    Table(
+        name="gateway.tools",
+        doc="Per-tool authorization (spec/security.md 36), one `[[gateway.tools]]` table per rule: "
+        "the tools whose name matches `name` need every scope of `scopes` and, when `groups` is "
+        "given, one of those groups. Every matching rule applies; a tool no rule matches is open "
+        'to every valid token (`name = "*"` closes all by default). A forbidden `tools/call` '
+        "gets 403 (with a step-up `insufficient_scope` challenge when scopes would allow it) and "
+        "never reaches the MCP server; `tools/list` answers list only the tools the caller may "
+        "call. With rules, the gateway reads every request body (up to `max_message_bytes`).",
+        array=True,
     ),
     Table(
         name="clients",
@@ -584,6 +596,63 @@ KEYS: tuple[Key, ...] = (
         type=_S,
         doc="The MCP server authenticated requests to `mcp_path` are forwarded to. Without it, "
         "the proxy answers 404 there after authentication.",
+    ),
+    Key(
+        table="gateway",
+        name="tools",
+        type=Type.TABLES,
+        doc="Per-tool rules: see `[[gateway.tools]]` below.",
+    ),
+    Key(
+        table="gateway",
+        name="max_message_bytes",
+        type=_I,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        minimum=1024,
+        maximum=64 * 1024 * 1024,
+        doc="With `[[gateway.tools]]` rules: the largest request body the gateway reads and "
+        "inspects (larger: 413, never forwarded), and the largest response body or Server-Sent "
+        "Event it holds to filter a tool listing. Without rules it reads nothing.",
+        why="4 MiB is the bound the MCP SDKs' own servers put on one message (Python and "
+        "TypeScript), so no body they would accept is refused; it also caps what one request can "
+        "make the gateway hold.",
+    ),
+    Key(
+        table="gateway",
+        name="forward_upstream_token",
+        type=_B,
+        default=False,
+        doc="Send the user's provider access token to the MCP server as "
+        "`X-OAuthProxy-Upstream-Token` (refreshed when near expiry; never to a client, never "
+        "logged). This widens the trust boundary: the MCP server, and whoever can read its "
+        "traffic or logs, can then act as the user at the provider. A request whose token "
+        "cannot be had gets 401 (sign in again) or 503, never forwarded without it.",
+        why="Off: the MCP server gets only the identity headers unless it needs to call the "
+        "provider's API as the user.",
+    ),
+    # [[gateway.tools]]
+    Key(
+        table="gateway.tools",
+        name="name",
+        type=_S,
+        default=REQUIRED,
+        doc="The tools the rule covers: a glob over tool names, case-sensitive, where `*` matches "
+        "any run of characters and `?` one (`admin_*`); `[`, `]`, `\\` and spaces are refused.",
+    ),
+    Key(
+        table="gateway.tools",
+        name="scopes",
+        type=_L,
+        doc="Scopes a token needs, all of them, each among `[server] scopes_supported` "
+        "(never `offline_access`). A token without them gets a step-up challenge naming them.",
+    ),
+    Key(
+        table="gateway.tools",
+        name="groups",
+        type=_L,
+        doc="Groups of which the user must be in at least one: the groups the `[access]` "
+        "decision saw (`X-OAuthProxy-Groups`: the groups claim, GitHub organizations and teams). "
+        "A rule needs `scopes`, `groups` or both.",
     ),
     # [clients]
     Key(

@@ -13,7 +13,8 @@ may sign in; then one ``warning:`` line for each choice of the file that exposes
 - metrics without a bearer token;
 - ``X-Forwarded-For`` believed from any peer (a client then chooses the address the per-address
   limits count by: spec/security.md 35);
-- client metadata documents fetched from loopback (development only: spec/security.md 23).
+- client metadata documents fetched from loopback (development only: spec/security.md 23);
+- the user's provider token forwarded to the MCP server (``[gateway] forward_upstream_token``).
 
 Both commands print ``summary_lines`` of the same ``Settings``, so what ``check-config`` promises is
 what ``serve`` does. ``admission`` is the one place that says who may sign in, from the ``[access]``
@@ -172,6 +173,12 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
             "[clients].cimd_allow_loopback: client metadata documents are fetched from this "
             "machine too (development only)"
         )
+    if settings.gateway_forward_upstream_token and settings.gateway_upstream_url:
+        found.append(
+            "[gateway].forward_upstream_token: the MCP server receives each user's provider "
+            "token (X-OAuthProxy-Upstream-Token) and can act as them at the provider; keep it "
+            "reachable through the gateway alone and its request headers out of its logs"
+        )
     return found
 
 
@@ -183,6 +190,9 @@ def summary_lines(settings: Settings, environ: Mapping[str, str] | None = None) 
     resource = proxy.resource + (
         f" -> {gateway}" if gateway else " (no [gateway]: 404 after sign-in)"
     )
+    rules = len(settings.gateway_tools.rules)
+    if gateway and rules:
+        resource += f", {rules} tool rule{'s' if rules > 1 else ''} ([[gateway.tools]])"
     rows = [
         ("issuer", proxy.issuer),
         ("resource", resource),

@@ -49,6 +49,7 @@ def test_required_keys_are_the_ones_the_parser_requires() -> None:
         ("upstream", "client_id"),
         ("clients.static", "client_id"),
         ("clients.static", "redirect_uris"),
+        ("gateway.tools", "name"),
     }
     problems = {str(p) for p in check({"server": {}, "upstream": {}}).problems}
     assert problems == {
@@ -116,15 +117,19 @@ def test_generated_checks_refuse_a_wrong_type_of_every_key_all_in_one_run() -> N
         if table.array:
             continue
         document[table.name] = {k.name: _WRONG[k.type] for k in keys_of(table.name).values()}
-    document["clients"]["static"] = [
-        {k.name: _WRONG[k.type] for k in keys_of("clients.static").values()}
-    ]
+    arrays = [table.name for table in TABLES if table.array]
+    for name in arrays:
+        parent, _, key = name.rpartition(".")
+        document[parent][key] = [{k.name: _WRONG[k.type] for k in keys_of(name).values()}]
     problems = [str(p) for p in check(document).problems]
-    expected = [f"[{k.table}].{k.name}: must be" for k in KEYS if k.table != "clients.static"] + [
-        f"[clients.static[0]].{k.name}: must be" for k in keys_of("clients.static").values()
+    expected = [f"[{k.table}].{k.name}: must be" for k in KEYS if k.table not in arrays] + [
+        f"[{k.table}[0]].{k.name}: must be" for k in KEYS if k.table in arrays
     ]
-    # "static" itself is well-typed in the document (an array of tables), so only its entries fail.
-    expected.remove("[clients].static: must be")
+    # An array key itself ("static", "tools") is well-typed in the document (an array of tables),
+    # so only its entries fail.
+    for name in arrays:
+        parent, _, key = name.rpartition(".")
+        expected.remove(f"[{parent}].{key}: must be")
     assert len(problems) == len(expected), problems
     for prefix in expected:
         assert sum(p.startswith(prefix) for p in problems) == 1, prefix
