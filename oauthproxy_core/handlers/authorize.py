@@ -136,11 +136,17 @@ def _new_transaction(
     challenge = validate_code_challenge(
         params.get("code_challenge"), params.get("code_challenge_method")
     )
+    requested = parse_scope(params.get("scope"))
     scopes = resolve_scopes(
-        parse_scope(params.get("scope")),
+        requested,
         supported=ctx.config.scopes_supported,
         default=ctx.config.default_scopes,
-        client_allowed=client.scope or None,
+        # A registration's `scope` is what the client says it will use (RFC 7591 §2): it narrows
+        # the defaults when nothing is asked for, but caps no request. MCP clients step up by
+        # asking the same registration for more (MCP 2025-11-25, "Scope Challenge Handling"; the
+        # mcp SDK registers with the first challenge's scope and never again), and every scope
+        # asked for is shown on the consent page and must be supported.
+        client_allowed=None if requested else client.scope or None,
     )
     resource = select_resource(params.get("resource"), (ctx.config.resource,))
     tx = new_transaction(

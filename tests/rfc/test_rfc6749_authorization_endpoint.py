@@ -13,7 +13,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
+from oauthproxy_core import codec
 from oauthproxy_core.http import Response
+from oauthproxy_core.records import Transaction
 from tests.harness import (
     ISSUER,
     UPSTREAM,
@@ -224,11 +226,18 @@ def test_invalid_scope(scope: str) -> None:
     assert not _tx_records(h)
 
 
-def test_scope_outside_the_clients_registration_is_invalid_scope() -> None:
+def test_a_registration_may_ask_for_more_than_its_registered_scope_to_step_up() -> None:
+    """MCP step-up: the client registered with its first challenge's scope asks the same
+    registration for a wider one; only what the server supports is accepted."""
     h = Harness()
     client = h.register(scope="mcp")
     resp = h.request("GET", h.authorize_url(client, VERIFIER, scope="mcp offline_access"))
-    _assert_error_redirect(resp, "invalid_scope")
+    assert resp.status == 302
+    assert (resp.header("location") or "").startswith(ISSUER + "/consent?txn=")
+    (record,) = _tx_records(h)
+    assert codec.decode(record[2], Transaction).scopes == ("mcp", "offline_access")
+    unsupported = h.request("GET", h.authorize_url(client, VERIFIER, scope="mcp admin"))
+    _assert_error_redirect(unsupported, "invalid_scope")
 
 
 @pytest.mark.parametrize(
