@@ -2,6 +2,8 @@
 
 ``scope = scope-token *( SP scope-token )`` and ``scope-token = 1*( %x21 / %x23-5B / %x5D-7E )``.
 Refresh never widens scopes (spec/security.md 19): ``is_subset`` is the check the refresh path uses.
+What a protected resource advertises (its metadata, its challenges) never lists ``offline_access``
+(``without_offline_access``; MCP 2026-07-28, SEP-2207).
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from .errors import InvalidScopeError
 __all__ = [
     "MAX_SCOPE_TOKENS",
     "MAX_SCOPE_TOKEN_LENGTH",
+    "OFFLINE_ACCESS",
     "format_scope",
     "is_subset",
     "parse_scope",
     "resolve_scopes",
+    "without_offline_access",
 ]
 
 MAX_SCOPE_TOKENS = 64
 MAX_SCOPE_TOKEN_LENGTH = 128
+#: Asks for a refresh token (OpenID Connect Core §11), not for access to anything.
+OFFLINE_ACCESS = "offline_access"
 
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
@@ -88,3 +94,11 @@ def resolve_scopes(
 def is_subset(a: Sequence[str], b: Sequence[str]) -> bool:
     """True if every scope of ``a`` is in ``b`` (RFC 6749 §6: a refresh may only narrow)."""
     return set(a) <= set(b)
+
+
+def without_offline_access(scopes: Sequence[str]) -> tuple[str, ...]:
+    """``scopes`` as a protected resource advertises them: without ``offline_access``, which asks
+    for a refresh token rather than for access, and which MCP clients add by themselves when the
+    authorization server lists it (MCP 2026-07-28, SEP-2207). The authorization server's metadata
+    keeps it in its ``scopes_supported``: there it is the catalogue."""
+    return tuple(s for s in scopes if s != OFFLINE_ACCESS)

@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 
 from .access import MAX_GROUP_LENGTH
-from .scopes import MAX_SCOPE_TOKEN_LENGTH
+from .scopes import MAX_SCOPE_TOKEN_LENGTH, OFFLINE_ACCESS, without_offline_access
 
 __all__ = [
     "MAX_GLOB_LENGTH",
@@ -54,9 +54,6 @@ __all__ = [
 MAX_GLOB_LENGTH = 256
 #: More rules than any real server has tools worth naming; bounds the work per tool looked up.
 MAX_RULES = 256
-#: Asks for a refresh token, never for access to anything: kept out of every challenge (MCP
-#: 2026-07-28, SEP-2207: the client adds it itself when it wants refresh tokens).
-OFFLINE_ACCESS = "offline_access"
 
 # Visible ASCII except the characters a glob reader could take for a class or an escape.
 _GLOB = re.compile(r"[\x21-\x5a\x5e-\x7e]+")
@@ -196,4 +193,4 @@ def challenge_scopes(baseline: Sequence[str], refused: Iterable[ToolDecision]) -
     replaces its scopes instead of adding to them still gets a token the resource accepts.
     """
     wanted = [*baseline, *(s for decision in refused for s in decision.required_scopes)]
-    return _distinct(s for s in wanted if s != OFFLINE_ACCESS)
+    return without_offline_access(_distinct(wanted))

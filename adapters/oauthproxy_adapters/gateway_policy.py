@@ -66,8 +66,9 @@ from oauthproxy_core.jsonrpc_inspection import (
     might_list_tools,
 )
 from oauthproxy_core.jsonrpc_inspection import refusal as tool_refusal
+from oauthproxy_core.scopes import without_offline_access
 from oauthproxy_core.sse import EventSplitter, EventTooLargeError
-from oauthproxy_core.tool_policy import OFFLINE_ACCESS, ToolPolicy
+from oauthproxy_core.tool_policy import ToolPolicy
 from oauthproxy_core.untrusted_json import UntrustedJsonError
 
 from .asgi import Receive, Scope, read_body
@@ -243,7 +244,7 @@ async def _upstream_token(
         access = await source(principal)
     except (InvalidTokenError, InvalidGrantError):
         # The grant cannot give a provider token any more; a new sign-in makes a new one.
-        scope = " ".join(s for s in policy.baseline_scopes if s != OFFLINE_ACCESS)
+        scope = " ".join(without_offline_access(policy.baseline_scopes))
         return refusal(
             challenge_for(principal.resource, status=401, error="invalid_token", scope=scope)
         )

@@ -25,6 +25,7 @@ from ..config import Context
 from ..effects import Handler
 from ..errors import InvalidTokenError
 from ..http import Response, json_response
+from ..scopes import without_offline_access
 from ..tokens import AccessClaims, verify_access_token
 
 
@@ -77,7 +78,7 @@ def prm_url(ctx: Context) -> str:
 
 
 def challenge(ctx: Context, *, status: int, error: str | None, scopes: Sequence[str]) -> Challenge:
-    scope = " ".join(scopes) or " ".join(ctx.config.default_scopes)
+    scope = " ".join(without_offline_access(scopes or ctx.config.default_scopes))
     return challenge_for(ctx.config.resource, status=status, error=error, scope=scope)
 
 

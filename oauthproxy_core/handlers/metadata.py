@@ -12,6 +12,7 @@ from typing import Any
 from ..config import Context
 from ..effects import Handler
 from ..http import Request, Response, json_response
+from ..scopes import without_offline_access
 
 CORS: tuple[tuple[str, str], ...] = (("Access-Control-Allow-Origin", "*"),)
 #: Metadata may be cached briefly; it changes only with configuration.
@@ -55,7 +56,8 @@ def protected_resource_metadata(ctx: Context) -> dict[str, Any]:
     return {
         "resource": cfg.resource,
         "authorization_servers": [cfg.issuer],
-        "scopes_supported": list(cfg.scopes_supported),
+        # MCP 2026-07-28 (SEP-2207): the resource lists what it needs, never offline_access.
+        "scopes_supported": list(without_offline_access(cfg.scopes_supported)),
         "bearer_methods_supported": ["header"],
         "resource_name": cfg.service_name,
     }

@@ -61,9 +61,18 @@ def test_rfc6750_3_no_token_gets_the_exact_challenge() -> None:
 
 def test_rfc6750_3_challenge_names_the_required_scopes() -> None:
     h = Harness()
-    verdict = _challenge(h.bearer(None, ("mcp", "offline_access")), 401)
-    assert (
-        verdict.www_authenticate == f'Bearer resource_metadata="{PRM}", scope="mcp offline_access"'
+    verdict = _challenge(h.bearer(None, ("mcp", "mcp:write")), 401)
+    assert verdict.www_authenticate == f'Bearer resource_metadata="{PRM}", scope="mcp mcp:write"'
+
+
+def test_mcp_2026_07_28_no_challenge_names_offline_access() -> None:
+    """SEP-2207: offline_access asks for a refresh token, not for access; a challenge never lists
+    it, whether it comes from the required scopes or the configured defaults."""
+    h = Harness(make_config(default_scopes=("mcp", "offline_access")))
+    assert _challenge(h.bearer(None), 401).www_authenticate == NO_TOKEN
+    assert _challenge(h.bearer(None, ("mcp", "offline_access")), 401).www_authenticate == NO_TOKEN
+    assert _challenge(h.bearer("not-a-token", ("offline_access", "mcp")), 401).www_authenticate == (
+        NO_TOKEN + ', error="invalid_token"'
     )
 
 
@@ -126,10 +135,10 @@ def test_rfc6750_valid_token_gives_principal() -> None:
 def test_rfc6750_3_1_missing_scope_is_403_insufficient_scope() -> None:
     h = Harness()
     body = _access(h)
-    v = _challenge(h.bearer(body["access_token"], ("mcp", "offline_access")), 403)
+    v = _challenge(h.bearer(body["access_token"], ("mcp", "mcp:write")), 403)
     assert v.error == "insufficient_scope"
     assert v.www_authenticate == (
-        f'Bearer resource_metadata="{PRM}", scope="mcp offline_access", error="insufficient_scope"'
+        f'Bearer resource_metadata="{PRM}", scope="mcp mcp:write", error="insufficient_scope"'
     )
     resp = v.response()
     assert resp.status == 403

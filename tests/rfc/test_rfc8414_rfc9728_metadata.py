@@ -161,6 +161,15 @@ def test_rfc9728_3_protected_resource_metadata(path: str) -> None:
     assert "mcp" in prm["scopes_supported"]
 
 
+def test_mcp_2026_07_28_offline_access_is_in_the_catalogue_not_in_the_resource_metadata() -> None:
+    """SEP-2207: clients add offline_access themselves when the authorization server lists it;
+    the resource lists only what it needs."""
+    h = Harness()
+    assert _json_200(h, AS_PATHS[0])["scopes_supported"] == ["mcp", "offline_access"]
+    for path in PRM_PATHS:
+        assert _json_200(h, path)["scopes_supported"] == ["mcp"]
+
+
 def test_rfc7517_jwks_holds_public_keys_only() -> None:
     h = Harness()
     jwks = _json_200(h, "/jwks.json")

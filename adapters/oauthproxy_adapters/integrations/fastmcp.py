@@ -55,6 +55,7 @@ from oauthproxy_core.errors import InvalidTokenError
 from oauthproxy_core.front_door import WEBSOCKET_REFUSED, Door, refusal
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess
+from oauthproxy_core.scopes import without_offline_access
 
 from ..asgi import (
     ASGIApp,
@@ -130,11 +131,12 @@ class OAuthProxyAuth(AuthProvider):
 
     @property
     def scopes_supported(self) -> list[str]:
-        return list(self.proxy.config.scopes_supported)
+        # What the resource advertises: never offline_access (MCP 2026-07-28, SEP-2207).
+        return list(without_offline_access(self.proxy.config.scopes_supported))
 
     def get_challenge_scopes(self, required_scopes: list[str] | None = None) -> list[str]:
         scopes = self.required_scopes if required_scopes is None else required_scopes
-        return list(scopes or self.proxy.config.default_scopes)
+        return list(without_offline_access(scopes or self.proxy.config.default_scopes))
 
     def set_mcp_path(self, mcp_path: str | None) -> None:
         configured = self.proxy.config.mcp_path
