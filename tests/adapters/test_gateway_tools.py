@@ -17,6 +17,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import attrs
 import httpx
@@ -76,8 +77,9 @@ ALLOWED = {
 
 class ToolServer:
     """Answers JSON-RPC like an MCP server: ``tools/list`` with ``TOOLS``, ``tools/call`` with the
-    tool's name. ``?mode=sse`` streams the answer in 7-byte chunks; ``?mode=garbage`` answers a
-    listing that is not JSON; a ``GET`` is a stream replaying a ``tools/list`` answer."""
+    tool's name. ``?mode=sse`` streams the answer in 7-byte chunks (``&chunk=N``: N bytes);
+    ``?mode=garbage`` answers a listing that is not JSON; a ``GET`` is a stream replaying a
+    ``tools/list`` answer."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
@@ -94,7 +96,8 @@ class ToolServer:
                 break
         self.bodies.append(body)
         self.headers.append({k.decode(): v.decode("latin-1") for k, v in scope["headers"]})
-        mode = scope["query_string"].decode().partition("mode=")[2]
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        mode, chunk = query.get("mode", ""), int(query.get("chunk", "7"))
         if scope["method"] == "GET":
             listing = {"jsonrpc": "2.0", "id": 7, "result": {"tools": _tools()}}
             stream = b"id: 1\ndata:\n\n" + b"id: 2\ndata: " + json.dumps(listing).encode() + b"\n\n"
@@ -115,7 +118,7 @@ class ToolServer:
             await _sse(send, b"id: 1\ndata:\n\n" + bad + b",}}\n\n" + b"data: after\n\n")
         elif mode == "sse":
             events = b"".join(b"data: " + json.dumps(a).encode() + b"\r\n\r\n" for a in answers)
-            await _sse(send, b": hello\n\n" + events)
+            await _sse(send, b": hello\n\n" + events, chunk)
         else:
             await _json(send, 200, data)
 
@@ -138,11 +141,12 @@ async def _json(send: Any, status: int, data: bytes) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-async def _sse(send: Any, stream: bytes) -> None:
+async def _sse(send: Any, stream: bytes, chunk: int = 7) -> None:
     headers = [(b"content-type", b"text/event-stream")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    for i in range(0, len(stream), 7):
-        await send({"type": "http.response.body", "body": stream[i : i + 7], "more_body": True})
+    for i in range(0, len(stream), chunk):
+        piece = stream[i : i + chunk]
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
         await asyncio.sleep(0)
     await send({"type": "http.response.body", "body": b""})
 

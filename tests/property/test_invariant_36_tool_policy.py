@@ -192,8 +192,11 @@ def first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def calls_seen(body: bytes, hook: Any) -> list[str]:
-    """The tools a server reading ``body`` with ``hook`` would call."""
-    value = json.loads(body, object_pairs_hook=hook)
+    """The tools a server reading ``body`` with ``hook`` would call (none if it cannot read it)."""
+    try:
+        value = json.loads(body, object_pairs_hook=hook)
+    except ValueError:
+        return []
     messages = value if isinstance(value, list) else [value]
     return [
         m["params"]["name"]
@@ -216,11 +219,11 @@ PLAIN = {
 
 
 @st.composite
-def message_texts(draw: st.DrawFn) -> str:
+def message_texts(draw: st.DrawFn, tools: st.SearchStrategy[str] = names) -> str:
     """One JSON-RPC message as text, sometimes with a smuggled duplicate member."""
     kind = draw(st.sampled_from(["call", "call", "list", "ping", "response", "dup-name", "dup-m"]))
-    tool = json.dumps(draw(names))
-    other = json.dumps(draw(names))
+    tool = json.dumps(draw(tools))
+    other = json.dumps(draw(tools))
     if kind in PLAIN:
         return PLAIN[kind]
     template = {"call": CALL, "dup-name": DUP_NAME, "dup-m": DUP_METHOD}[kind]
@@ -228,8 +231,9 @@ def message_texts(draw: st.DrawFn) -> str:
 
 
 @st.composite
-def bodies(draw: st.DrawFn) -> bytes:
-    messages = draw(st.lists(message_texts(), min_size=1, max_size=6))
+def bodies(draw: st.DrawFn, tools: st.SearchStrategy[str] = names) -> bytes:
+    """A JSON-RPC body (one message or a batch) calling ``tools``."""
+    messages = draw(st.lists(message_texts(tools), min_size=1, max_size=6))
     if len(messages) == 1 and draw(st.booleans()):
         return messages[0].encode()
     space = draw(st.sampled_from(["", " ", "\n", "\t "]))
