@@ -57,10 +57,10 @@ __all__ = [
 #: and a scan that can stop after 17 brackets costs nothing on the hot path.
 MAX_DEPTH = 16
 
-#: The rest of a JSON string after its opening quote, up to and including the closing quote
-#: (RFC 8259 §7: a quote or backslash inside is escaped). Possessive, so a string that never ends
-#: fails in one pass instead of backtracking.
-_STRING_TAIL = re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL)
+#: A JSON string, quotes included (RFC 8259 §7: a quote or backslash inside is escaped); one left
+#: open runs to the end of the text, where the decoder stops too. Possessive, so a string that never
+#: ends fails in one pass instead of backtracking.
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _PARENS = bytes.maketrans(b"[{]}", b"(())")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -86,20 +86,9 @@ def _depth_exceeds(data: bytes, limit: int) -> bool:
     # Fast path: a text with no more opening brackets than the limit cannot nest deeper.
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
-    # The brackets outside strings, in order, as "(" and ")" (translate() works in C).
-    pieces = []
-    pos, end = 0, len(data)
-    while pos < end:
-        quote = data.find(b'"', pos)
-        if quote < 0:
-            pieces.append(data[pos:].translate(_PARENS, _NOT_BRACKETS))
-            break
-        pieces.append(data[pos:quote].translate(_PARENS, _NOT_BRACKETS))
-        closed = _STRING_TAIL.match(data, quote + 1)
-        if closed is None:
-            break  # an unterminated string: the decoder stops there
-        pos = closed.end()
-    brackets = b"".join(pieces)
+    # The brackets outside strings, in order, as "(" and ")": strings removed in one pass of the
+    # regex engine, then translate(), both in C.
+    brackets = _STRING.sub(b"", data).translate(_PARENS, _NOT_BRACKETS)
     # Each round removes every innermost pair, so a balanced text needs exactly as many rounds as
     # it is deep; at most limit + 1 passes in C, whatever the input.
     rounds = 0
