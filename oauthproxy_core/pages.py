@@ -70,6 +70,8 @@ def _style(theme: ConsentTheme) -> str:
         f"border:2px solid {c['accent']}}}"
         f"button.deny{{background:transparent;color:{c['text']};border:2px solid {c['text']}}}"
         f":focus-visible{{outline:3px solid {c['accent']};outline-offset:3px}}"
+        "fieldset.scopes{border:1px solid currentColor;border-radius:.5rem;margin:1rem 0}"
+        "fieldset.scopes label{display:block;padding:.25rem 0}"
         f"footer{{margin-top:2rem;padding-top:1rem;border-top:1px solid {c['text']}33;"
         "font-size:.95rem}"
         "@media (max-width:30rem){body{padding:.75rem 1rem 1.5rem}"
@@ -109,10 +111,13 @@ def consent_page(
     verified_host: str | None = None,
     localhost_warning: bool = False,
     theme: ConsentTheme = DEFAULT_THEME,
+    fixed_scopes: tuple[str, ...] | None = None,
 ) -> Response:
     """The consent page. ``verified_host``: the host of a CIMD client's metadata document (the
     verified part of its identity); ``localhost_warning``: every redirect URI is on this machine;
-    ``theme``: the operator's look (``[consent]``), or a full template (``consent_theme.py``)."""
+    ``theme``: the operator's look (``[consent]``), or a full template (``consent_theme.py``);
+    ``fixed_scopes``: the scopes the user cannot decline; every other requested scope gets a ticked
+    checkbox in the form (``scope_<position>``) the user may untick (``None``: no choice offered)."""
     name = client_name or client_id
     scope_items = "".join(f"<li><code>{escape(s)}</code></li>" for s in scopes) or "<li>none</li>"
     verified = (
@@ -146,6 +151,7 @@ def consent_page(
         f'<form method="post" action="{escape(action)}" aria-label="Your decision">'
         f'<input type="hidden" name="txn" value="{escape(transaction_id)}">'
         f'<input type="hidden" name="csrf" value="{escape(csrf_token)}">'
+        f"{_scope_choice(scopes, fixed_scopes)}"
         '<div class="actions">'
         '<button class="approve" type="submit" name="decision" value="approve">Approve</button>'
         '<button class="deny" type="submit" name="decision" value="deny">Deny</button>'
@@ -186,6 +192,31 @@ def consent_page(
         f"{f'<footer>{footer}</footer>' if footer else ''}"
     )
     return Response(status=200, headers=headers, body=_page(title, body, theme))
+
+
+def _scope_choice(scopes: tuple[str, ...], fixed: tuple[str, ...] | None) -> str:
+    """The checkboxes of the optional scopes (ticked: granted unless the user unticks them), the
+    fixed ones shown ticked and disabled, and the marker that says the form offered the choice."""
+    if fixed is None or all(s in fixed for s in scopes):
+        return ""
+    boxes = []
+    for i, scope in enumerate(scopes):
+        if scope in fixed:
+            boxes.append(
+                f'<label><input type="checkbox" checked disabled> <code>{escape(scope)}</code> '
+                '<span class="note">(required)</span></label>'
+            )
+        else:
+            boxes.append(
+                f'<label><input type="checkbox" name="scope_{i}" value="1" checked> '
+                f"<code>{escape(scope)}</code></label>"
+            )
+    return (
+        '<fieldset class="scopes"><legend>Access to grant (untick what you do not want to '
+        'give)</legend><input type="hidden" name="scope_choice" value="1">'
+        + "".join(boxes)
+        + "</fieldset>"
+    )
 
 
 def error_page(status: int, error: str, description: str) -> Response:

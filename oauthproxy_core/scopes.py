@@ -3,13 +3,16 @@
 ``scope = scope-token *( SP scope-token )`` and ``scope-token = 1*( %x21 / %x23-5B / %x5D-7E )``.
 Refresh never widens scopes (spec/security.md 19): ``is_subset`` is the check the refresh path uses.
 What a protected resource advertises (its metadata, its challenges) never lists ``offline_access``
-(``without_offline_access``; MCP 2026-07-28, SEP-2207).
+(``without_offline_access``; MCP 2026-07-28, SEP-2207). On the consent page the user may decline the
+optional scopes of a request (``fixed_scopes``, ``granted_scopes``): the granted set is a subset of
+what was asked for, never more (RFC 6749 §3.3: "The authorization server MAY fully or partially
+ignore the scope requested by the client").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 from .errors import InvalidScopeError
 
@@ -20,6 +23,8 @@ __all__ = [
     "format_scope",
     "is_subset",
     "parse_scope",
+    "fixed_scopes",
+    "granted_scopes",
     "resolve_scopes",
     "without_offline_access",
 ]
@@ -102,3 +107,20 @@ def without_offline_access(scopes: Sequence[str]) -> tuple[str, ...]:
     authorization server lists it (MCP 2026-07-28, SEP-2207). The authorization server's metadata
     keeps it in its ``scopes_supported``: there it is the catalogue."""
     return tuple(s for s in scopes if s != OFFLINE_ACCESS)
+
+
+def fixed_scopes(requested: Sequence[str], baseline: Sequence[str]) -> tuple[str, ...]:
+    """The scopes of ``requested`` the user cannot decline on the consent page: the resource's
+    baseline (``default_scopes``, what its challenges ask for) and ``offline_access`` (which the
+    proxy does not need to grant a refresh token, so declining it would change nothing)."""
+    keep = {*baseline, OFFLINE_ACCESS}
+    return tuple(s for s in requested if s in keep)
+
+
+def granted_scopes(
+    requested: Sequence[str], fixed: Container[str], kept: Container[int]
+) -> tuple[str, ...]:
+    """What the user granted: every fixed scope, and each optional one whose position in
+    ``requested`` is in ``kept`` (its checkbox stayed ticked). Always a subset of ``requested``,
+    in its order."""
+    return tuple(s for i, s in enumerate(requested) if s in fixed or i in kept)

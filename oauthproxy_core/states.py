@@ -288,8 +288,9 @@ _TX_ISSUE_CODE = frozenset(
 TX_WRITES: dict[TxEvent, frozenset[str]] = {
     TxEvent.challenge_bound: frozenset(),
     # spec/security.md 11: the browser binding and the upstream state exist from approval on.
+    # "scopes": the user may decline optional scopes on the consent page (a subset, never more).
     TxEvent.consent_approved: frozenset(
-        {"browser_hash", "upstream_state_hash", "upstream_verifier_sealed"}
+        {"browser_hash", "upstream_state_hash", "upstream_verifier_sealed", "scopes"}
     ),
     TxEvent.consent_denied: frozenset(),
     TxEvent.upstream_returned: _TX_ISSUE_CODE,

@@ -16,6 +16,9 @@ binding itself is ``browser_binding.py``:
   moment, and binds the transaction to this browser with a fresh cookie set in the same response.
 - Denial never contacts the upstream and answers ``access_denied`` to the validated redirect URI.
 - A POST is answered with 303 (RFC 9110 §15.4.4) so a reload does not re-submit.
+- The user may untick the optional scopes of a request (every one but the resource's baseline and
+  ``offline_access``, ``scopes.fixed_scopes``): the transaction then carries the granted subset,
+  which is what the token gets and what ``remember`` keys on (RFC 6749 §3.3).
 - Remembered consent (``consent.mode = "remember"``) covers exactly (client, redirect URI, scopes,
   resource) for one browser secret, and is honoured only on navigations that are not cross-site
   (``Sec-Fetch-Site``); on an http loopback issuer only on ``same-origin`` or ``none`` ones, since
@@ -53,6 +56,7 @@ from ..pkce import s256
 from ..records import ConsentDecision, Transaction
 from ..redirect_uris import redirect_host
 from ..redirects import error_redirect
+from ..scopes import fixed_scopes, granted_scopes
 from ..states import EXPIRY_NOTICE, Absorbed, EventData, TxEvent, TxState, step
 from ..upstream import build_authorize_url
 
@@ -68,9 +72,10 @@ def _browser_secret(req: Request, ctx: Context) -> str | None:
     return browser_secret(req, ctx.config.secure_cookies, ctx.keys)
 
 
-def _consent_key(secret: str, tx: Transaction) -> str:
+def _consent_key(secret: str, tx: Transaction, scopes: tuple[str, ...] | None = None) -> str:
+    granted = tx.scopes if scopes is None else scopes
     return digest(
-        "\x1f".join((secret, tx.client_id, tx.redirect_uri, " ".join(tx.scopes), tx.resource))
+        "\x1f".join((secret, tx.client_id, tx.redirect_uri, " ".join(granted), tx.resource))
     )
 
 
@@ -128,6 +133,7 @@ def consent_get(req: Request, ctx: Context) -> Handler[Response]:
         verified_host=document_host(client.client_id) if cimd else None,
         localhost_warning=cimd and all_loopback_redirects(client.redirect_uris),
         theme=ctx.config.consent_theme,
+        fixed_scopes=fixed_scopes(tx.scopes, ctx.config.default_scopes),
     )
 
 
@@ -147,22 +153,35 @@ def consent_post(req: Request, ctx: Context) -> Handler[Response]:
         return (yield from _deny(ctx, tx))
     if decision != "approve":
         raise InvalidRequestError("decision must be approve or deny")
+    granted = _granted(form, tx, ctx)
     if ctx.config.consent_mode == "remember":
+        # The granted set is what is remembered: a later request for exactly it is approved, one
+        # for more (what the user declined) asks again (spec/security.md 15).
         decision_rec = ConsentDecision(
             client_id=tx.client_id,
             redirect_uri=tx.redirect_uri,
-            scopes=tx.scopes,
+            scopes=granted,
             resource=tx.resource,
             decided_at=ctx.now,
             expires_at=ctx.now + ctx.config.lifetimes.consent_memory,
         )
         yield from persistence.put(
             "consent",
-            _consent_key(secret, tx),
+            _consent_key(secret, tx, granted),
             decision_rec,
             ctx.config.lifetimes.consent_memory,
         )
-    return (yield from start_upstream(ctx, tx, status=303))
+    return (yield from start_upstream(ctx, tx, status=303, scopes=granted))
+
+
+def _granted(form: dict[str, str], tx: Transaction, ctx: Context) -> tuple[str, ...]:
+    """The scopes the user left ticked. A form without the choice (an older page, a template that
+    hides it) grants what was asked, as before the choice existed; nothing outside the request is
+    ever granted, whatever the form says."""
+    if form.get("scope_choice") != "1":
+        return tx.scopes
+    kept = {i for i in range(len(tx.scopes)) if form.get(f"scope_{i}") == "1"}
+    return granted_scopes(tx.scopes, fixed_scopes(tx.scopes, ctx.config.default_scopes), kept)
 
 
 def _deny(ctx: Context, tx: Transaction) -> Handler[Response]:
@@ -201,11 +220,15 @@ def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Handler[b
     return remembered
 
 
-def start_upstream(ctx: Context, tx: Transaction, *, status: int = 302) -> Handler[Response]:
+def start_upstream(
+    ctx: Context, tx: Transaction, *, status: int = 302, scopes: tuple[str, ...] | None = None
+) -> Handler[Response]:
     """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream.
+    ``scopes``: what the user granted, when it is less than what was asked for.
 
     The binding is minted here, never taken from the request (spec/security.md 11, 31): a cookie another
     page planted is not adopted, and every approval rotates it."""
+    narrowed = {} if scopes is None or scopes == tx.scopes else {"scopes": scopes}
     upstream_state = new_secret(ctx.random, 32)
     verifier = new_secret(ctx.random, 32)
     binding, cookie = new_binding(
@@ -221,6 +244,7 @@ def start_upstream(ctx: Context, tx: Transaction, *, status: int = 302) -> Handl
         browser_hash=digest(binding),
         upstream_state_hash=digest(upstream_state),
         upstream_verifier_sealed=seal(ctx.keys, ctx.random, verifier.encode(), "verifier|" + tx.id),
+        **narrowed,
     )
     ttl = tx.expires_at - ctx.now + EXPIRY_NOTICE
     if approved.state != TxState.upstream_pending.value:
