@@ -426,6 +426,8 @@ class _Upstream:
     explicit: dict[str, Any]
     issuer: str | None
     api_base_url: str | None
+    #: entra: where a group overage is resolved (``None``: Microsoft Graph).
+    graph_url: str | None
     allow_insecure_http: bool
 
     @property
@@ -450,10 +452,13 @@ def _upstream_profile(
         return _build(t, p, lambda: google_profile(**up.explicit, **fields))
     if up.provider == "entra":
         tenant, app_id_uri = t.get("tenant"), t.get("app_id_uri")
+        graph = {} if up.graph_url is None else {"graph_url": up.graph_url}
         return _build(
             t,
             p,
-            lambda: entra_profile(tenant=tenant, app_id_uri=app_id_uri, **up.explicit, **fields),
+            lambda: entra_profile(
+                tenant=tenant, app_id_uri=app_id_uri, **graph, **up.explicit, **fields
+            ),
         )
     return _discovered(t, p, up, http)
 
@@ -470,9 +475,13 @@ def _upstream(t: Section, p: _Problems, env: Mapping[str, str]) -> _Upstream:
     insecure: bool | None = p.attempt(t.get, "allow_insecure_http")
     urls = {
         key: p.attempt(_upstream_url, t, p, key, insecure)
-        for key in (*_ENDPOINT_KEYS, "issuer", "api_base_url")
+        for key in (*_ENDPOINT_KEYS, "issuer", "api_base_url", "graph_url")
         if t.has(key)
     }
+    graph_url = urls.get("graph_url")
+    if graph_url is not None and "?" in graph_url:
+        # The Graph path is appended to it.
+        p.add(t, "graph_url", "must not have a query")
     if t.has("userinfo_subject_field") and p.attempt(t.get, "userinfo_subject_field") == "":
         p.add(t, "userinfo_subject_field", "must not be empty")
     if provider is not None:
@@ -508,6 +517,7 @@ def _upstream(t: Section, p: _Problems, env: Mapping[str, str]) -> _Upstream:
         explicit={key: url for key, url in urls.items() if key in _ENDPOINT_KEYS and url},
         issuer=urls.get("issuer"),
         api_base_url=urls.get("api_base_url"),
+        graph_url=urls.get("graph_url"),
         allow_insecure_http=insecure,
     )
 

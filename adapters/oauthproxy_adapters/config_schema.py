@@ -32,7 +32,7 @@ from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
-from oauthproxy_core.providers.entra import entra_profile
+from oauthproxy_core.providers.entra import GRAPH_BASE_URL, entra_profile
 from oauthproxy_core.providers.github import GITHUB_API_BASE_URL, github_profile
 from oauthproxy_core.providers.google import google_profile
 from oauthproxy_core.providers.oidc import DEFAULT_OIDC_SCOPES
@@ -439,6 +439,18 @@ KEYS: tuple[Key, ...] = (
         type=_S,
         providers=("entra",),
         doc="The application ID URI (`api://<app-id>`) prefixing custom API scopes.",
+    ),
+    Key(
+        table="upstream",
+        name="graph_url",
+        type=_S,
+        providers=("entra",),
+        doc="Microsoft Graph, asked for a user's groups (`POST <graph_url>/v1.0/me/getMemberObjects` "
+        "with the user's token) when their ID token reports a group overage and `[access] "
+        "allowed_groups` is set. https, or http on loopback with `allow_insecure_http`; no query.",
+        default_text=_toml(GRAPH_BASE_URL),
+        why="The Graph of Microsoft's global cloud, where `login.microsoftonline.com` signs users "
+        "in.",
     ),
     Key(
         table="upstream",

@@ -97,6 +97,9 @@ def test_documented_defaults_are_the_parsers_defaults() -> None:
         {**_minimal(), "upstream": {**_minimal()["upstream"], "provider": "entra"}}, environ={}
     )
     assert default[("upstream", "tenant")] == f'"{entra.upstream.tenant}"'
+    assert entra.upstream.group_overage_url is not None
+    graph = entra.upstream.group_overage_url.removesuffix("/v1.0/me/getMemberObjects")
+    assert default[("upstream", "graph_url")] == f'"{graph}"'
 
 
 _WRONG = {
