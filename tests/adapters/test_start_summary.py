@@ -51,13 +51,14 @@ def test_check_config_and_serve_print_the_same_summary_and_warnings(tmp_path: Pa
     checked = run("check-config", str(config), cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
     lines = checked.stdout.splitlines()
-    assert lines[:6] == [
+    assert lines[:7] == [
         f"ok: {config}",
         f"  issuer    {base}",
         f"  resource  {base}/mcp (no [gateway]: 404 after sign-in)",
         f"  provider  github, client_id Ov23liSummary, callback {base}/auth/callback",
         "  store     memory://: this process only, lost at every restart",
         "  sign-in   any account at github (github.com) may sign in",
+        "  clients   dynamic registration; metadata documents from any host",
     ]
     warned = _warnings(checked.stdout)
     assert [w.split(":", 2)[1].strip() for w in warned] == [
@@ -67,7 +68,7 @@ def test_check_config_and_serve_print_the_same_summary_and_warnings(tmp_path: Pa
         "[server].forwarded_allow_ips",
         "[clients].cimd_allow_loopback",
     ]
-    assert len(lines) == 6 + len(warned)
+    assert len(lines) == 7 + len(warned)
 
     pytest.importorskip("prometheus_client")
     command = [*oauthproxy_command(), "serve", "--config", str(config)]
