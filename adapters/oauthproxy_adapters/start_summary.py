@@ -184,7 +184,8 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
     admitted = admission(settings)
     proxy = settings.proxy
     policy = proxy.admission
-    if admitted.everyone:
+    nobody = not policy.dcr and not proxy.cimd_enabled and not proxy.static_clients
+    if admitted.everyone and not nobody:
         rules = "(add [access] rules: allowed_email_domains, github_orgs, allowed_groups, ...)"
         if policy.dcr or (proxy.cimd_enabled and policy.cimd_allowed_hosts is None):
             door = (
@@ -201,7 +202,7 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
                 f"[access]: no rule, so {admitted.text}; [clients] admits only some clients, but "
                 f"anyone with such an account can use {proxy.resource} through them {rules}"
             )
-    if not policy.dcr and not proxy.cimd_enabled and not proxy.static_clients:
+    if nobody:
         found.append(
             "[clients]: dcr = false, cimd = false and no [[clients.static]]: no client can sign "
             "anybody in"
