@@ -10,6 +10,10 @@ document is served over real TLS for ``sdk.clients.example`` (tests/clients/supp
 runs under ``trusting_serve.py``, which makes its safe fetcher resolve that one name to 127.0.0.1
 and trust that one certificate, so every other check of the fetcher runs as in production.
 
+The TypeScript SDK's client (``@modelcontextprotocol/sdk``, pinned in tests/mcp_ts_client) is run
+as a Node process against the same proxy and takes the same path; without a metadata URL it stops
+at the metadata, seeing no ``registration_endpoint``.
+
 Also proved here, on the same process: an SDK client without a metadata URL learns that
 registration is off from a 404 that says so, and stores nothing; document hosts outside the lists
 are refused (a page at /authorize, ``invalid_client`` at /token) without a single fetch, and each
@@ -20,11 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import httpx
@@ -40,11 +48,20 @@ from oauthproxy_core.admission import (
     REGISTRATION_OFF,
 )
 from tests.clients.support import TlsDocumentServer
-from tests.e2e.mcp_client import refresh_and_call, run_mcp_session
+from tests.e2e.mcp_client import (
+    HeadlessBrowser,
+    _Recorder,
+    free_loopback_port,
+    refresh_and_call,
+    run_mcp_session,
+)
 
 prometheus = pytest.importorskip("prometheus_client.parser")
 
 WRAPPER = Path(__file__).with_name("trusting_serve.py")
+#: The TypeScript SDK client (``@modelcontextprotocol/sdk``, pinned in its package.json).
+TS_CLIENT = Path(__file__).resolve().parents[1] / "mcp_ts_client"
+NPM_TIMEOUT = 300.0
 DOC_HOST = "sdk.clients.example"
 DOC_PATH = "/oauth/client.json"
 UPSTREAM_SECRET = "provider-secret-" + "u" * 24
@@ -284,4 +301,87 @@ def test_registration_and_its_management_answer_404_through_serve(stack: Stack) 
         )
         assert resp.status_code == 404, (method, path)
         assert resp.json() == {"error": "not_found", "error_description": REGISTRATION_OFF}
+    assert _stored_clients(stack.state) == 0
+
+
+# -- the TypeScript SDK client ------------------------------------------------------------------------
+
+
+def _ts_client_installed() -> Path:
+    """``npm ci`` in tests/mcp_ts_client unless its node_modules has the SDK (Node.js 20+)."""
+    if (TS_CLIENT / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json").is_file():
+        return TS_CLIENT
+    npm = shutil.which("npm")
+    assert npm is not None, "the TypeScript SDK client needs Node.js 20+ and npm on PATH"
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=TS_CLIENT,
+        capture_output=True,
+        text=True,
+        timeout=NPM_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
+    return TS_CLIENT
+
+
+def _run_ts_client(stack: Stack, metadata_url: str | None) -> dict[str, Any]:
+    """Run client.mjs to completion; the headless browser stands in for the user when the SDK
+    asks for an authorization. Its last JSON line, with ``stderr`` added."""
+    node = shutil.which("node")
+    assert node is not None, "the TypeScript SDK client needs Node.js 20+"
+    redirect_uri = f"http://127.0.0.1:{free_loopback_port()}/callback"
+    command = [node, "client.mjs", stack.base + "/mcp", redirect_uri, metadata_url or ""]
+    proc = subprocess.Popen(
+        command,
+        cwd=_ts_client_installed(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(60.0, proc.kill)  # a stuck client fails the test, never hangs it
+    watchdog.start()
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        message: dict[str, Any] = json.loads(proc.stdout.readline() or '{"error": "no output"}')
+        if "authorize" in message:
+            browser = HeadlessBrowser(redirect_uri, _Recorder(None), expected_issuer=stack.base)
+            asyncio.run(browser.redirect_handler(message["authorize"]))
+            assert browser.callback_url is not None
+            code = parse_qs(urlsplit(browser.callback_url).query)["code"][0]
+            proc.stdin.write(code + "\n")
+            proc.stdin.flush()
+            message = json.loads(proc.stdout.readline() or '{"error": "no output"}')
+        proc.wait(30)
+        assert proc.stderr is not None
+        message["stderr"] = proc.stderr.read()
+        return message
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_typescript_sdk_client_falls_back_to_its_metadata_document_when_registration_is_off(
+    stack: Stack,
+) -> None:
+    outcome = _run_ts_client(stack, stack.document_url)
+    assert "error" not in outcome, outcome
+    assert outcome["client_id"] == stack.document_url
+    assert outcome["text"].startswith("you are ") and "4242" in outcome["text"], outcome
+    assert not [r for r in outcome["requests"] if "/register" in r], outcome["requests"]
+    assert any(r.startswith("POST ") and r.endswith("/token") for r in outcome["requests"])
+    assert _stored_clients(stack.state) == 0
+
+
+def test_typescript_sdk_client_without_a_metadata_url_sees_that_registration_is_off(
+    stack: Stack,
+) -> None:
+    outcome = _run_ts_client(stack, None)
+    # Unlike the Python client, it reads the missing registration_endpoint as "no registration"
+    # and stops before sending anything more.
+    assert "does not support dynamic client registration" in outcome.get("error", ""), outcome
+    assert not [r for r in outcome["requests"] if "/register" in r], outcome["requests"]
     assert _stored_clients(stack.state) == 0
