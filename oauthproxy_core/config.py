@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from .access import AccessPolicy
+from .admission import ClientAdmission
 from .bounds import Bounds
 from .browser_binding import origin_of
 from .consent_theme import ConsentTheme
@@ -111,6 +112,8 @@ class ProxyConfig:
     cimd_enabled: bool = True
     #: Tests and local development only: fetch CIMD documents from loopback, also over http.
     cimd_allow_loopback: bool = False
+    #: Which clients may come in (``[clients]`` dcr and host lists; admission.py).
+    admission: ClientAdmission = attrs.field(factory=ClientAdmission)
     #: The consent page's look: product name, logo, colours, extra text or a full template
     #: (``[consent]``; validated in consent_theme.py so no value can inject HTML or CSS).
     consent_theme: ConsentTheme = attrs.field(factory=ConsentTheme)
@@ -136,6 +139,12 @@ class ProxyConfig:
         if len(by_id) != len(self.static_clients):
             raise ValueError("static client ids must be distinct")
         object.__setattr__(self, "_static_by_id", by_id)
+        for client in self.static_clients:
+            if self.admission.redirect_refusal(client.redirect_uris) is not None:
+                raise ValueError(
+                    f"[clients].redirect_hosts: the static client {client.client_id!r} has a "
+                    "redirect URI on a host the list does not name"
+                )
         if self.access.github_orgs:
             self._ask_for_memberships()
 

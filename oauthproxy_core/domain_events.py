@@ -72,6 +72,21 @@ class ClientDeleted:
 
 
 @attrs.frozen(kw_only=True)
+class ClientRefused:
+    """The ``[clients]`` admission policy refused a client (admission.py): a registration or an RFC
+    7592 update (no record written), or a client looked up at an endpoint (a metadata document
+    host not allowed, a redirect URI host not listed, a registered client while registration is
+    off)."""
+
+    #: ``None`` for a registration refused before any id was allocated.
+    client_id: str | None
+    #: ``admission.CAUSES``: ``cimd_host_not_allowed``, ``registration_closed``, ...
+    cause: str
+    #: ``registration``, ``update`` (RFC 7592 §2.2) or ``lookup``.
+    at: str
+
+
+@attrs.frozen(kw_only=True)
 class AccessDecided:
     """The ``[access]`` rules decided about a user (spec/security.md 33), at sign-in or when a grant
     was re-validated at refresh."""
@@ -91,6 +106,7 @@ DomainEvent: TypeAlias = (
     | GrantIssued
     | ClientRegistered
     | ClientDeleted
+    | ClientRefused
     | AccessDecided
 )
 

@@ -23,6 +23,11 @@ The core cannot log (it is pure); it tells what happened with the ``Emit`` effec
                         ``access_withdrawn``: the ``[access]`` rules no longer admit the user)
 ``client_deleted``      a registration was deleted (RFC 7592 §2.3): from now on every grant and
                         access token of the client is refused
+``client_refused``      the ``[clients]`` admission policy refused a client (``state``
+                        ``refused``; ``cause``: ``registration_closed``, ``cimd_disabled``,
+                        ``cimd_host_denied``, ``cimd_host_not_allowed``,
+                        ``redirect_host_not_allowed``), ``at`` ``registration`` or ``update``
+                        (nothing was written; no ``client_id`` for a registration) or ``lookup``
 ``access_decision``     the ``[access]`` rules admitted (``state`` ``admitted``, with the ``rule``
                         class that matched) or refused (``refused``) a user, ``when`` ``sign_in``
                         or at ``refresh``; a refused user's ``subject`` is logged here and stored
@@ -44,6 +49,7 @@ from typing import Any
 from oauthproxy_core.domain_events import (
     AccessDecided,
     ClientDeleted,
+    ClientRefused,
     ClientRegistered,
     DomainEvent,
     GrantChanged,
@@ -135,6 +141,14 @@ def record(event: DomainEvent) -> dict[str, Any]:
         }
     if isinstance(event, ClientDeleted):
         return {"event": "client_deleted", "client_id": event.client_id}
+    if isinstance(event, ClientRefused):
+        return {
+            "event": "client_refused",
+            "state": "refused",
+            "cause": event.cause,
+            "at": event.at,
+            "client_id": event.client_id,
+        }
     if isinstance(event, AccessDecided):
         return {
             "event": "access_decision",

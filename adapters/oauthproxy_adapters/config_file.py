@@ -47,6 +47,7 @@ import attrs
 import httpx
 
 from oauthproxy_core.access import AccessPolicy
+from oauthproxy_core.admission import ClientAdmission
 from oauthproxy_core.bearer_header import is_token68
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import Lifetimes, ProxyConfig
@@ -244,6 +245,7 @@ def parse_settings(
     static_clients = p.attempt(_static_clients, t["clients"], p)
     bounds = p.attempt(_bounds, t["limits"])
     access = p.attempt(_access, t["access"], p)
+    admission = p.attempt(_admission, t["clients"], p)
     lifetimes = p.attempt(_lifetimes, t["lifetimes"], p)
     metrics_token = p.attempt(_metrics_token, t["metrics"], p, env)
     metrics_enabled = p.attempt(t["metrics"].get, "enabled")
@@ -258,6 +260,7 @@ def parse_settings(
     assert store_url is not None and keys_file is not None and bounds is not None
     assert consent_mode is not None and cimd_enabled is not None
     assert cimd_allow_loopback is not None and access is not None and lifetimes is not None
+    assert admission is not None
     try:
         proxy = ProxyConfig(
             issuer=server.base_url,
@@ -270,6 +273,7 @@ def parse_settings(
             static_clients=static_clients or (),
             cimd_enabled=cimd_enabled,
             cimd_allow_loopback=cimd_allow_loopback,
+            admission=admission,
             bounds=bounds,
             consent_theme=consent_theme,
             access=access,
@@ -772,6 +776,28 @@ def _access(t: Section, p: _Problems) -> AccessPolicy:
             p.add(t, name, str(exc).removeprefix(f"{name}: "))
     p.since(before)
     return AccessPolicy(**rules)
+
+
+#: ``[clients]`` keys -> ``ClientAdmission`` fields.
+_ADMISSION_KEYS = ("dcr", "cimd_allowed_hosts", "cimd_denied_hosts", "redirect_hosts")
+
+
+def _admission(t: Section, p: _Problems) -> ClientAdmission:
+    """``[clients]`` admission: each host list is validated by ``ClientAdmission``; a bad entry
+    names its key."""
+    values: dict[str, Any] = {}
+    for name in _ADMISSION_KEYS:
+        value = t.get(name)
+        if value is not None:
+            values[name] = value
+    before = len(p)
+    for name, value in values.items():
+        try:
+            ClientAdmission(**{name: value})
+        except ValueError as exc:
+            p.add(t, name, str(exc).removeprefix(f"{name}: "))
+    p.since(before)
+    return ClientAdmission(**values)
 
 
 def _lifetimes(t: Section, p: _Problems) -> Lifetimes:

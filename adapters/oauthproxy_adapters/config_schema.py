@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 
 from oauthproxy_core.access import AccessPolicy
+from oauthproxy_core.admission import ClientAdmission
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
@@ -166,7 +167,13 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         name="clients",
-        doc="Which MCP clients may use the proxy besides dynamically registered ones.",
+        doc="Which MCP clients may come in: dynamic registration, Client ID Metadata Documents and "
+        "the hosts they may come from, the hosts redirect URIs may use, and pre-registered "
+        "clients. Host lists take host names, IP addresses and `*.example.com` (one or more whole "
+        "labels below `example.com`, never `example.com` itself nor `evilexample.com`), compared "
+        "without regard to case or a final dot; write internationalised names as A-labels "
+        "(`xn--...`). The policy applies at every lookup of a client, so a narrower list also "
+        "stops clients admitted before.",
     ),
     Table(
         name="clients.static",
@@ -600,11 +607,55 @@ KEYS: tuple[Key, ...] = (
     # [clients]
     Key(
         table="clients",
+        name="dcr",
+        type=_B,
+        default=_core_default(ClientAdmission, "dcr"),
+        doc="Serve dynamic client registration (RFC 7591) and its management (RFC 7592). With "
+        "`false`, `/register` answers 404 saying so, the metadata names no "
+        "`registration_endpoint`, and clients registered earlier are refused (`invalid_client`) "
+        "at their next authorization or refresh.",
+        why="MCP clients of the 2025-06-18 revision and older can only register dynamically; "
+        "newer ones fall back to a metadata document when registration is off.",
+    ),
+    Key(
+        table="clients",
         name="cimd",
         type=_B,
         default=_core_default(ProxyConfig, "cimd_enabled"),
         doc="Accept Client ID Metadata Documents (an https URL as `client_id`).",
         why="The MCP specification's preferred way for clients to identify themselves.",
+    ),
+    Key(
+        table="clients",
+        name="cimd_allowed_hosts",
+        type=_L,
+        doc="When set, only metadata documents whose URL has one of these hosts are fetched "
+        '(`["claude.ai", "*.vscode.dev"]`); any other is refused with `invalid_client` before '
+        "any fetch. A non-empty list.",
+        default_text="any public host",
+        why="A metadata document proves only that its host vouches for the client; which hosts "
+        "to trust is the operator's choice, and most deployments serve clients of many vendors.",
+    ),
+    Key(
+        table="clients",
+        name="cimd_denied_hosts",
+        type=_L,
+        doc="Metadata documents from these hosts are refused (`invalid_client`) and never "
+        "fetched, whatever `cimd_allowed_hosts` says.",
+        default=[],
+        why="Nothing is denied until you know of a host to deny.",
+    ),
+    Key(
+        table="clients",
+        name="redirect_hosts",
+        type=_L,
+        doc="When set, every redirect URI (registration, metadata documents, `[[clients.static]]`) "
+        'must be http or https on one of these hosts (`["127.0.0.1", "localhost", '
+        '"app.example.com"]`), on any port; private-use schemes (`com.example.app:/cb`) are then '
+        "refused. A registration outside gets `invalid_client_metadata`. A non-empty list.",
+        default_text="any host the redirect URI rules accept",
+        why="The redirect URI rules (spec/security.md 3) already refuse every dangerous form; "
+        "which hosts may receive codes depends on the clients you serve.",
     ),
     Key(
         table="clients",

@@ -18,8 +18,9 @@ request, and never a secret):
                                                 events: ``event`` (``transaction``,
                                                 ``client_registered``, ``grant_issued``,
                                                 ``grant_rotated``, ``grant_revoked``,
-                                                ``client_deleted``), ``state``
-                                                (the transaction's new state, else empty) and
+                                                ``client_deleted``, ``client_refused``, ...),
+                                                ``state`` (the transaction's new state,
+                                                ``refused`` for ``client_refused``, else empty) and
                                                 ``outcome`` (``applied``, or ``conflict`` when a
                                                 concurrent request won the compare-and-set)
 ``oauthproxy_errors_total``                     OAuth errors answered, by ``endpoint`` (the route's

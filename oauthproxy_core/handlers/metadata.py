@@ -41,6 +41,10 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
         "authorization_response_iss_parameter_supported": True,
         "protected_resources": [cfg.resource],
     }
+    if not cfg.admission.dcr:
+        # [clients] dcr = false (admission.py): RFC 8414 §2 makes the member optional; without it
+        # MCP clients identify themselves with a metadata document (or a pre-registered id).
+        del body["registration_endpoint"]
     if cfg.cimd_enabled:
         # draft-ietf-oauth-client-id-metadata-document §5; MCP 2025-11-25 clients check this flag.
         body["client_id_metadata_document_supported"] = True
