@@ -136,6 +136,8 @@ class ProxyConfig:
         if len(by_id) != len(self.static_clients):
             raise ValueError("static client ids must be distinct")
         object.__setattr__(self, "_static_by_id", by_id)
+        for client in self.static_clients:
+            self._check_machine_client(client)
         if self.access.github_orgs:
             self._ask_for_memberships()
 
@@ -147,6 +149,24 @@ class ProxyConfig:
         if self.upstream.scopes and "read:org" not in self.upstream.scopes:
             upstream = attrs.evolve(self.upstream, scopes=(*self.upstream.scopes, "read:org"))
             object.__setattr__(self, "upstream", upstream)
+
+    def _check_machine_client(self, client: Client) -> None:
+        """A pre-registered client of the client credentials grant (handlers/client_credentials.py)."""
+        where = f"static client {client.client_id!r}"
+        if not set(client.scope) <= set(self.scopes_supported):
+            raise ValueError(f"{where}: its scopes must be among scopes_supported")
+        if "client_credentials" not in client.grant_types:
+            return
+        # RFC 6749 §4.4: "The client credentials grant type MUST only be used by confidential
+        # clients."
+        if client.token_endpoint_auth_method == "none" or client.subject is None:
+            raise ValueError(
+                f"{where}: client_credentials needs a confidential client and a subject"
+            )
+        # spec/security.md 36: a machine identity never takes the form of a user's, which is
+        # ``<provider name>:<id>`` (upstream.identity_from_claims).
+        if client.subject.startswith(self.upstream.name + ":"):
+            raise ValueError(f"{where}: its subject must not start with {self.upstream.name}:")
 
     def static_client(self, client_id: str) -> Client | None:
         """The pre-registered client with this id, if any."""
