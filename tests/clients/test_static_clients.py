@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -263,3 +265,17 @@ def test_bad_private_key_jwt_clients_are_config_errors(change: dict[str, Any], k
     with pytest.raises(ConfigError) as err:
         _machines(entry)
     assert f"[clients.static[0]].{key}" in str(err.value), err.value
+
+
+def test_the_machine_clients_page_configuration_loads() -> None:
+    """spec/docs/machine-clients.md shows a configuration this parser accepts, as documented."""
+    page = Path(__file__).resolve().parents[2] / "spec" / "docs" / "machine-clients.md"
+    block = page.read_text().split("```toml\n", 1)[1].split("```", 1)[0]
+    static = tomllib.loads(block)["clients"]["static"]
+    ci, deployer = _machines(*static).static_clients
+    assert ci.subject == "service:ci-bot" and ci.scope == ("mcp",)
+    assert ci.token_endpoint_auth_method == "client_secret_basic" and ci.secret_hash == digest(
+        SECRET
+    )
+    assert deployer.token_endpoint_auth_method == "private_key_jwt"
+    assert deployer.subject == "service:deployer" and deployer.secret_hash is None
