@@ -2,7 +2,9 @@
 ``io.modelcontextprotocol/oauth-client-credentials``): ``oauthproxy serve`` as a process with two
 machine clients in ``[[clients.static]]`` (a secret from the environment; ``private_key_jwt`` with
 an inline JWK Set), the demo MCP server behind its gateway, and the real `mcp` SDK clients
-``ClientCredentialsOAuthProvider`` and ``PrivateKeyJWTOAuthProvider``.
+``ClientCredentialsOAuthProvider`` and ``PrivateKeyJWTOAuthProvider``, and the TypeScript SDK's
+``ClientCredentialsProvider`` and ``PrivateKeyJwtProvider`` (``@modelcontextprotocol/sdk``, pinned in
+``tests/ts_sdk/package.json``, installed with ``npm ci`` when missing, run with Node 20).
 
 Each SDK client finds the proxy by discovery (RFC 9728 from the 401, then RFC 8414), obtains a token
 with no browser and no user, lists the tools and calls ``whoami``, which reports the identity headers
@@ -16,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,8 @@ from oauthproxy_adapters.testing.serve import AppThread, ServeProcess, oauthprox
 from tests.e2e.mcp_client import InMemoryTokenStorage
 
 CI_SECRET = "ci-bot-secret-from-the-environment"
+TS_SDK = Path(__file__).resolve().parents[1] / "ts_sdk"
+NPM_TIMEOUT = 600.0
 SIGNER_KEY = ECKey.generate_key("P-256", parameters={"kid": "signer-1"})
 
 
@@ -236,3 +242,73 @@ def test_mcp_sdk_private_key_jwt_provider_lists_and_calls_tools_through_the_gate
     assert "client_credentials" in metadata["grant_types_supported"]
     assert "private_key_jwt" in metadata["token_endpoint_auth_methods_supported"]
     assert "ES256" in metadata["token_endpoint_auth_signing_alg_values_supported"]
+
+
+# -- the TypeScript SDK ----------------------------------------------------------------------------
+
+_install_lock = threading.Lock()
+
+
+def ts_sdk_installed() -> Path:
+    """``npm ci`` in tests/ts_sdk unless its node_modules is there; never skipped: a missing Node
+    or a failed install fails the test."""
+    with _install_lock:
+        marker = TS_SDK / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
+        if not marker.is_file():
+            npm = shutil.which("npm")
+            assert npm is not None, "the TypeScript SDK tests need Node.js 20+ and npm on PATH"
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=TS_SDK,
+                capture_output=True,
+                text=True,
+                timeout=NPM_TIMEOUT,
+                check=False,
+            )
+            assert done.returncode == 0 and marker.is_file(), done.stdout + done.stderr
+        return TS_SDK
+
+
+def _ts_client(base: str, **env: str) -> subprocess.CompletedProcess[str]:
+    node = shutil.which("node")
+    assert node is not None, "the TypeScript SDK tests need Node.js 20+"
+    return subprocess.run(
+        [node, str(ts_sdk_installed() / "client_credentials.mjs")],
+        cwd=TS_SDK,
+        env={**os.environ, "MCP_URL": base + "/mcp", "ISSUER": base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _run_ts_client(base: str, **env: str) -> dict[str, Any]:
+    done = _ts_client(base, **env)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_typescript_sdk_client_credentials_provider_lists_and_calls_tools(
+    stack: ServeProcess,
+) -> None:
+    base = stack.base_url
+    out = _run_ts_client(base, CLIENT_ID="ci-bot", CLIENT_SECRET=CI_SECRET)
+    assert out["tools"] == ["whoami"]
+    assert out["text"] == "you are service:ci-bot (login ?), calling through client ci-bot"
+    assert out["scope"] == "mcp" and out["refresh_token"] is False
+    # A wrong secret gets nothing: the SDK reports the token endpoint's invalid_client.
+    wrong = _ts_client(base, CLIENT_ID="ci-bot", CLIENT_SECRET=CI_SECRET + "-wrong")
+    assert wrong.returncode == 1 and "InvalidClientError" in wrong.stderr, wrong.stderr
+    assert wrong.stdout == ""
+
+
+def test_typescript_sdk_private_key_jwt_provider_lists_and_calls_tools(
+    stack: ServeProcess,
+) -> None:
+    base = stack.base_url
+    jwk = json.dumps(SIGNER_KEY.as_dict(private=True))
+    out = _run_ts_client(base, CLIENT_ID="signer", PRIVATE_JWK=jwk)
+    assert out["tools"] == ["whoami"]
+    assert out["text"] == "you are service:signer (login ?), calling through client signer"
+    assert out["refresh_token"] is False
