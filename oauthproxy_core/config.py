@@ -145,6 +145,7 @@ class ProxyConfig:
                     f"[clients].redirect_hosts: the static client {client.client_id!r} has a "
                     "redirect URI on a host the list does not name"
                 )
+            self._check_machine_client(client)
         if self.access.github_orgs:
             self._ask_for_memberships()
 
@@ -156,6 +157,24 @@ class ProxyConfig:
         if self.upstream.scopes and "read:org" not in self.upstream.scopes:
             upstream = attrs.evolve(self.upstream, scopes=(*self.upstream.scopes, "read:org"))
             object.__setattr__(self, "upstream", upstream)
+
+    def _check_machine_client(self, client: Client) -> None:
+        """A pre-registered client of the client credentials grant (handlers/client_credentials.py)."""
+        where = f"static client {client.client_id!r}"
+        if not set(client.scope) <= set(self.scopes_supported):
+            raise ValueError(f"{where}: its scopes must be among scopes_supported")
+        if "client_credentials" not in client.grant_types:
+            return
+        # RFC 6749 §4.4: "The client credentials grant type MUST only be used by confidential
+        # clients."
+        if client.token_endpoint_auth_method == "none" or client.subject is None:
+            raise ValueError(
+                f"{where}: client_credentials needs a confidential client and a subject"
+            )
+        # spec/security.md 36: a machine identity never takes the form of a user's, which is
+        # ``<provider name>:<id>`` (upstream.identity_from_claims).
+        if client.subject.startswith(self.upstream.name + ":"):
+            raise ValueError(f"{where}: its subject must not start with {self.upstream.name}:")
 
     def static_client(self, client_id: str) -> Client | None:
         """The pre-registered client with this id, if any."""

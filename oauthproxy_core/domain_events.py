@@ -55,6 +55,20 @@ class GrantIssued:
 
 
 @attrs.frozen(kw_only=True)
+class TokenIssued:
+    """An access token was issued by a grant that creates no refresh-token family of its own:
+    ``client_credentials`` (RFC 6749 §4.4, handlers/client_credentials.py). ``grant_id`` is the
+    grant the token names for revocation; ``new_grant`` says whether this request created it."""
+
+    grant_type: str
+    grant_id: str
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...]
+    new_grant: bool
+
+
+@attrs.frozen(kw_only=True)
 class ClientRegistered:
     """A client registered itself (RFC 7591)."""
 
@@ -104,6 +118,7 @@ DomainEvent: TypeAlias = (
     TransactionChanged
     | GrantChanged
     | GrantIssued
+    | TokenIssued
     | ClientRegistered
     | ClientDeleted
     | ClientRefused

@@ -12,6 +12,10 @@ The core cannot log (it is pure); it tells what happened with the ``Emit`` effec
                         concurrent request won the compare-and-set)
 ``client_registered``   a client was registered
 ``grant_issued``        a refresh family was created at code redemption
+``token_issued``        an access token was issued by a grant without a refresh family of its own,
+                        named by ``grant_type`` (``client_credentials``: a pre-registered machine
+                        client, whose ``subject`` is its configured identity); ``new_grant``: the
+                        request created the client's family (handlers/client_credentials.py)
 ``grant_rotated``       a refresh token was rotated (``generation``)
 ``upstream_refreshed``  the user's provider token was refreshed for the grant
 ``grant_revalidation_`` re-validation at refresh (spec/security.md 33): ``..._started`` (this
@@ -54,6 +58,7 @@ from oauthproxy_core.domain_events import (
     DomainEvent,
     GrantChanged,
     GrantIssued,
+    TokenIssued,
     TransactionChanged,
 )
 from oauthproxy_core.effects import Emit
@@ -131,6 +136,16 @@ def record(event: DomainEvent) -> dict[str, Any]:
             "client_id": event.client_id,
             "subject": event.subject,
             "scopes": " ".join(event.scopes),
+        }
+    if isinstance(event, TokenIssued):
+        return {
+            "event": "token_issued",
+            "grant_type": event.grant_type,
+            "grant": _ref(event.grant_id),
+            "client_id": event.client_id,
+            "subject": event.subject,
+            "scopes": " ".join(event.scopes),
+            "new_grant": event.new_grant,
         }
     if isinstance(event, ClientRegistered):
         return {

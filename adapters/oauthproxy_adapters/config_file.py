@@ -50,6 +50,7 @@ from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.admission import ClientAdmission
 from oauthproxy_core.bearer_header import is_token68
 from oauthproxy_core.bounds import Bounds
+from oauthproxy_core.cimd import CimdDocumentError, check_jwks
 from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.crypto import digest
@@ -71,6 +72,7 @@ from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
 from oauthproxy_core.upstream import UpstreamProfile
 from oauthproxy_core.url_policy import (
+    document_url_problem,
     has_fragment,
     has_unsafe_characters,
     has_userinfo,
@@ -242,7 +244,7 @@ def parse_settings(
     store_url = p.attempt(_store_url, t["store"], p)
     keys_file = p.attempt(_keys_file, t["keys"], p)
     gateway_url = p.attempt(_gateway_url, t["gateway"], p)
-    static_clients = p.attempt(_static_clients, t["clients"], p)
+    static_clients = p.attempt(_static_clients, t["clients"], p, env, server, profile)
     bounds = p.attempt(_bounds, t["limits"])
     access = p.attempt(_access, t["access"], p)
     admission = p.attempt(_admission, t["clients"], p)
@@ -834,74 +836,215 @@ def _metrics_token(t: Section, p: _Problems, env: Mapping[str, str]) -> str | No
 MIN_STATIC_SECRET_LENGTH = 16
 
 
-def _static_clients(t: Section, p: _Problems) -> tuple[Client, ...]:
+def _static_clients(
+    t: Section,
+    p: _Problems,
+    env: Mapping[str, str],
+    server: _Server | None,
+    profile: UpstreamProfile | None,
+) -> tuple[Client, ...]:
     """``[[clients.static]]`` tables as ``Client`` records (secrets kept only as digests)."""
     before = len(p)
     seen: set[str] = set()
-    clients = [p.attempt(_static_client, entry, p, seen) for entry in t.entries("static")]
+    context = _StaticContext(
+        env=env,
+        scopes_supported=server.scopes_supported if server is not None else None,
+        user_prefix=f"{profile.name}:" if profile is not None else None,
+        allow_loopback=bool(p.attempt(t.get, "cimd_allow_loopback")),
+    )
+    clients = [p.attempt(_static_client, entry, p, seen, context) for entry in t.entries("static")]
     p.since(before)
     return tuple(c for c in clients if c is not None)
 
 
-def _static_client(t: Section, p: _Problems, seen: set[str]) -> Client:
+@attrs.frozen
+class _StaticContext:
+    """What a ``[[clients.static]]`` table is checked against besides itself."""
+
+    env: Mapping[str, str]
+    #: ``None`` when ``[server]`` was refused (its own problems are reported).
+    scopes_supported: tuple[str, ...] | None
+    #: The prefix of users' subjects (``github:``); ``None`` when ``[upstream]`` was refused.
+    user_prefix: str | None
+    allow_loopback: bool
+
+
+def _static_client(t: Section, p: _Problems, seen: set[str], c: _StaticContext) -> Client:
     before = len(p)
     client_id = p.attempt(t.get, "client_id")
     if client_id is not None:
-        if len(client_id) > 255 or any(c.isspace() or ord(c) < 0x21 for c in client_id):
+        if len(client_id) > 255 or any(ch.isspace() or ord(ch) < 0x21 for ch in client_id):
             p.add(t, "client_id", "must be printable, without spaces")
         elif client_id in seen:
             p.add(t, "client_id", f"{client_id!r} is listed twice")
         seen.add(client_id)
-    secret = p.attempt(t.get, "client_secret")
+    found = len(p)
+    secret = p.attempt(_secret, t, p, c.env, "client_secret")
+    secret_key = "client_secret_env" if t.has("client_secret_env") else "client_secret"
+    secret_refused = len(p) > found or bool({"client_secret", "client_secret_env"} & t.bad)
     if secret is not None and len(secret) < MIN_STATIC_SECRET_LENGTH:
-        p.add(t, "client_secret", f"must be at least {MIN_STATIC_SECRET_LENGTH} characters")
+        p.add(t, secret_key, f"must be at least {MIN_STATIC_SECRET_LENGTH} characters")
     method = p.attempt(t.get, "token_endpoint_auth_method")
     if method is None and not t.has("token_endpoint_auth_method"):
-        method = "client_secret_basic" if secret else "none"
-    if (
-        method is not None
-        and "client_secret" not in t.bad
-        and (method == "none") != (secret is None)
-    ):
-        p.add(
-            t,
-            "client_secret",
-            f"required with {method}" if secret is None else "a public client (none) has no secret",
-        )
-    uris = p.attempt(t.get, "redirect_uris")
-    application_type = "native"
-    if uris is not None:
-        if not uris:
-            p.add(t, "redirect_uris", "required, a non-empty list of URIs")
-        application_type = "web" if all(u.startswith("https:") for u in uris) else "native"
-        for uri in uris:
-            try:
-                validate_redirect_uri(uri, application_type=application_type)
-            except InvalidRedirectUriError as exc:
-                p.add(t, "redirect_uris", exc.description)
-                break
-    p.since(before, client_id, method, uris)
-    assert client_id is not None and method is not None and uris is not None
+        method = "client_secret_basic" if secret or secret_refused else "none"
+    if method is not None and not secret_refused:
+        _check_secret_for_method(t, p, method, secret, secret_key)
+    grant_types = p.attempt(_static_grant_types, t, p)
+    keys = p.attempt(_static_keys, t, p, method, c.allow_loopback)
+    uris = p.attempt(_static_redirect_uris, t, p, grant_types)
+    scopes = p.attempt(_static_scopes, t, p, c.scopes_supported)
+    subject = p.attempt(_static_subject, t, p, grant_types, method, c.user_prefix)
+    p.since(before, client_id, method, grant_types, keys, uris, scopes)
+    assert client_id is not None and method is not None and grant_types is not None
+    assert keys is not None and uris is not None and scopes is not None
     name = t.get("client_name")
-    grant_types = ("authorization_code", "refresh_token")
-    metadata = {
-        "redirect_uris": list(dict.fromkeys(uris)),
+    application_type = "web" if all(u.startswith("https:") for u in uris) else "native"
+    metadata: dict[str, Any] = {
         "token_endpoint_auth_method": method,
         "grant_types": list(grant_types),
-        "response_types": ["code"],
+        "response_types": ["code"] if "authorization_code" in grant_types else [],
         "application_type": application_type,
     }
+    if uris:
+        metadata["redirect_uris"] = list(uris)
     if name:
         metadata["client_name"] = name
+    if scopes:
+        metadata["scope"] = " ".join(scopes)
+    encoded = {k: json.dumps(v, sort_keys=True) for k, v in metadata.items()}
+    encoded.update(keys)  # already JSON, as client_auth reads them
     return Client(
         client_id=client_id,
         secret_hash=digest(secret) if secret is not None else None,
         token_endpoint_auth_method=method,
-        redirect_uris=tuple(dict.fromkeys(uris)),
+        redirect_uris=uris,
         grant_types=grant_types,
+        scope=scopes,
         client_name=name or None,
         application_type=application_type,
         source="static",
-        metadata=tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(metadata.items())),
+        metadata=tuple(sorted(encoded.items())),
         issued_at=0,
+        subject=subject,
     )
+
+
+def _check_secret_for_method(
+    t: Section, p: _Problems, method: str, secret: str | None, secret_key: str
+) -> None:
+    """A secret exactly when the method uses one (RFC 6749 §2.3.1; RFC 7523 §2.2 uses keys)."""
+    if method in ("client_secret_basic", "client_secret_post"):
+        if secret is None:
+            p.add(t, "client_secret", f"required with {method} (or client_secret_env)")
+    elif secret is not None:
+        who = "a public client (none)" if method == "none" else "a private_key_jwt client"
+        p.add(t, secret_key, f"{who} has no secret")
+
+
+def _static_grant_types(t: Section, p: _Problems) -> tuple[str, ...]:
+    grant_types = tuple(dict.fromkeys(t.get("grant_types")))
+    for grant in grant_types:
+        if grant not in config_schema.STATIC_GRANT_TYPES:
+            hint = config_schema.suggestion(grant, config_schema.STATIC_GRANT_TYPES)
+            choices = ", ".join(config_schema.STATIC_GRANT_TYPES)
+            p.fail(t, "grant_types", f"{grant!r} is not one of {choices}{hint}")
+    if "authorization_code" not in grant_types and "client_credentials" not in grant_types:
+        p.fail(t, "grant_types", "must include authorization_code or client_credentials")
+    if "refresh_token" in grant_types and "authorization_code" not in grant_types:
+        p.fail(t, "grant_types", "refresh_token needs authorization_code")
+    return grant_types
+
+
+def _static_redirect_uris(
+    t: Section, p: _Problems, grant_types: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    uris: list[str] | None = t.get("redirect_uris")
+    if grant_types is None:
+        raise Unusable
+    if "authorization_code" not in grant_types:
+        if uris is not None:
+            p.fail(t, "redirect_uris", "only a client of authorization_code has redirect URIs")
+        return ()
+    if not uris:
+        p.fail(t, "redirect_uris", "required with authorization_code, a non-empty list of URIs")
+    application_type = "web" if all(u.startswith("https:") for u in uris) else "native"
+    for uri in uris:
+        try:
+            validate_redirect_uri(uri, application_type=application_type)
+        except InvalidRedirectUriError as exc:
+            p.fail(t, "redirect_uris", exc.description)
+    return tuple(dict.fromkeys(uris))
+
+
+def _static_scopes(t: Section, p: _Problems, supported: tuple[str, ...] | None) -> tuple[str, ...]:
+    scopes: list[str] | None = t.get("scopes")
+    if scopes is None:
+        return ()
+    if not scopes:
+        p.fail(t, "scopes", "must not be empty (omit it for every supported scope)")
+    if supported is not None:
+        unknown = [s for s in scopes if s not in supported]
+        if unknown:
+            p.fail(t, "scopes", f"{unknown[0]!r} is not in [server] scopes_supported")
+    return tuple(dict.fromkeys(scopes))
+
+
+def _static_subject(
+    t: Section,
+    p: _Problems,
+    grant_types: tuple[str, ...] | None,
+    method: str | None,
+    user_prefix: str | None,
+) -> str | None:
+    subject: str | None = t.get("subject")
+    if grant_types is None or "client_credentials" not in grant_types:
+        if subject is not None:
+            p.fail(t, "subject", "only a client of client_credentials has a subject")
+        return None
+    if method == "none":
+        # RFC 6749 §4.4: "MUST only be used by confidential clients".
+        if t.has("token_endpoint_auth_method"):
+            p.fail(
+                t, "token_endpoint_auth_method", "client_credentials needs a confidential client"
+            )
+        p.fail(
+            t,
+            "client_secret",
+            "client_credentials needs a confidential client: give client_secret_env (or "
+            "client_secret), or private_key_jwt with its keys",
+        )
+    if subject is None:
+        p.fail(t, "subject", 'required with client_credentials (e.g. "service:ci-bot")')
+    if not subject or len(subject) > 255 or not subject.isprintable() or subject != subject.strip():
+        p.fail(t, "subject", "must be 1 to 255 printable characters, without outer spaces")
+    if user_prefix is not None and subject.startswith(user_prefix):
+        # spec/security.md 36: a machine must not pass for a user of the provider.
+        p.fail(t, "subject", f"must not start with {user_prefix!r}, the prefix of users' subjects")
+    return subject
+
+
+def _static_keys(
+    t: Section, p: _Problems, method: str | None, allow_loopback: bool
+) -> dict[str, str]:
+    """``jwks`` / ``jwks_uri`` as the JSON-encoded metadata ``client_auth`` reads."""
+    jwks, uri = t.get("jwks"), t.get("jwks_uri")
+    if method != "private_key_jwt":
+        for name in ("jwks", "jwks_uri"):
+            if t.has(name):
+                p.fail(t, name, 'only with token_endpoint_auth_method = "private_key_jwt"')
+        return {}
+    if jwks is not None and uri is not None:
+        # RFC 7591 §2: "The jwks_uri and jwks parameters MUST NOT both be present".
+        p.fail(t, "jwks", "give jwks or jwks_uri, not both")
+    if jwks is not None:
+        try:
+            checked = check_jwks(json.loads(json.dumps(jwks)))
+        except (CimdDocumentError, TypeError, ValueError) as exc:
+            p.fail(t, "jwks", str(exc))
+        return {"jwks": json.dumps(checked, sort_keys=True)}
+    if uri is not None:
+        problem = document_url_problem(uri, allow_loopback=allow_loopback)
+        if problem is not None:
+            p.fail(t, "jwks_uri", "must be an https URL with a path, on a public host")
+        return {"jwks_uri": json.dumps(uri)}
+    p.fail(t, "jwks", "private_key_jwt needs jwks or jwks_uri")

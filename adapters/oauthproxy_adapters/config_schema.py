@@ -58,7 +58,9 @@ __all__ = [
 ]
 
 PROVIDERS = ("github", "google", "entra", "oidc", "oauth2")
-STATIC_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+STATIC_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
+#: The grants a pre-registered client may be allowed (``[[clients.static]] grant_types``).
+STATIC_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 
 
 class Type(enum.Enum):
@@ -69,6 +71,7 @@ class Type(enum.Enum):
     BOOLEAN = "boolean"
     STRINGS = "list of strings"
     STRING_TABLE = "table of strings"
+    TABLE = "table"
     TABLES = "array of tables"
 
 
@@ -684,21 +687,29 @@ KEYS: tuple[Key, ...] = (
         table="clients.static",
         name="redirect_uris",
         type=_L,
-        default=REQUIRED,
-        doc="Its redirect URIs, checked as at registration (spec/security.md 3).",
+        doc="Its redirect URIs, checked as at registration (spec/security.md 3). Required with "
+        "`authorization_code`; a client of `client_credentials` alone has none.",
     ),
     Key(
         table="clients.static",
         name="client_secret",
         type=_S,
-        doc="Its secret, at least 16 characters; omit it for a public client.",
+        doc="Its secret, at least 16 characters; omit it for a public client and for "
+        "`private_key_jwt`. Prefer `client_secret_env`.",
+    ),
+    Key(
+        table="clients.static",
+        name="client_secret_env",
+        type=_S,
+        doc="The environment variable holding its secret, instead of `client_secret`.",
     ),
     Key(
         table="clients.static",
         name="token_endpoint_auth_method",
         type=_S,
         choices=STATIC_AUTH_METHODS,
-        doc="How it authenticates at the token endpoint.",
+        doc="How it authenticates at the token endpoint (and at `/revoke`), and no other way "
+        "(spec/security.md 22). `private_key_jwt` (RFC 7523 §2.2) needs `jwks` or `jwks_uri`.",
         default_text='`"client_secret_basic"` with a secret, `"none"` without',
         why="RFC 7591 §2: `client_secret_basic` is the default for a client with a secret.",
     ),
@@ -707,6 +718,49 @@ KEYS: tuple[Key, ...] = (
         name="client_name",
         type=_S,
         doc="Shown on the consent page.",
+    ),
+    Key(
+        table="clients.static",
+        name="grant_types",
+        type=_L,
+        default=("authorization_code", "refresh_token"),
+        doc="The grants it may use: `authorization_code` (a user signs in; add `refresh_token` "
+        "for refresh tokens) and `client_credentials` (RFC 6749 §4.4: it acts as itself, with "
+        "`subject` as its identity; a confidential client only), alone or together.",
+        why="What a pre-registered client could always do: sign users in, with refresh tokens.",
+    ),
+    Key(
+        table="clients.static",
+        name="scopes",
+        type=_L,
+        doc="The scopes it may ask for, each one of `[server] scopes_supported`. A client "
+        "credentials request naming no scope gets all of them.",
+        default_text="every scope of `[server] scopes_supported`",
+        why="An operator who names no limit gives a pre-registered client what any client may "
+        "ask for; listing scopes narrows it.",
+    ),
+    Key(
+        table="clients.static",
+        name="subject",
+        type=_S,
+        doc="Required with `client_credentials`: the identity its tokens carry and the MCP "
+        'server sees (`X-OAuthProxy-Subject`), e.g. `"service:ci-bot"`. It must not start with '
+        "the provider's prefix (`github:`, ...), which names users (spec/security.md 36).",
+    ),
+    Key(
+        table="clients.static",
+        name="jwks",
+        type=Type.TABLE,
+        doc='For `private_key_jwt`: its public keys as a JWK Set (`{ keys = [ { kty = "EC", '
+        "... } ] }`, 1 to 10 EC, RSA or OKP public keys; a private or symmetric key is refused).",
+    ),
+    Key(
+        table="clients.static",
+        name="jwks_uri",
+        type=_S,
+        doc="For `private_key_jwt`, instead of `jwks`: an https URL serving its JWK Set, fetched "
+        "through the safe fetcher and cached as a client metadata document's keys are "
+        "(spec/security.md 23).",
     ),
     # [limits]: one _limit per Bounds field (its default lives in oauthproxy_core.bounds.Bounds);
     # give maximum= where a larger value makes no sense (a prefix length: 32 or 128).
@@ -1099,6 +1153,7 @@ _TYPE_NAMES = {
     Type.BOOLEAN: "true or false",
     Type.STRINGS: "a list of non-empty strings",
     Type.STRING_TABLE: "a table of non-empty strings",
+    Type.TABLE: "a table",
 }
 
 
@@ -1115,6 +1170,8 @@ def _type_problem(k: Key, value: Any) -> str | None:
         ok = isinstance(value, bool)
     elif t is Type.STRINGS:
         ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+    elif t is Type.TABLE:
+        ok = isinstance(value, Mapping)
     elif t is Type.STRING_TABLE:
         ok = isinstance(value, Mapping) and all(
             isinstance(n, str) and n and isinstance(v, str) and v for n, v in value.items()

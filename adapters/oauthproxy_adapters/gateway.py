@@ -40,8 +40,11 @@ What is removed from the request (so a client cannot spoof identity or reach aro
 
 What is added: the trusted identity headers
     ================================  ============================================================
-    ``X-OAuthProxy-Subject``          the user: ``<provider>:<upstream user id>`` (``github:4242``)
-    ``X-OAuthProxy-Client-Id``        the MCP client the user authorized
+    ``X-OAuthProxy-Subject``          the user: ``<provider>:<upstream user id>`` (``github:4242``);
+                                      for a machine client's token (client credentials grant),
+                                      its configured ``subject`` (``service:ci-bot``), never
+                                      spelled like a user's (spec/security.md 36)
+    ``X-OAuthProxy-Client-Id``        the MCP client the user authorized, or the machine client
     ``X-OAuthProxy-Scopes``           the token's scopes, space-separated
     ``X-OAuthProxy-Groups``           the groups the ``[access]`` decision saw (the groups claim,
                                       GitHub ``org`` and ``org/team`` memberships), comma-separated;

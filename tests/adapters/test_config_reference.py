@@ -48,7 +48,6 @@ def test_required_keys_are_the_ones_the_parser_requires() -> None:
         ("upstream", "provider"),
         ("upstream", "client_id"),
         ("clients.static", "client_id"),
-        ("clients.static", "redirect_uris"),
     }
     problems = {str(p) for p in check({"server": {}, "upstream": {}}).problems}
     assert problems == {
@@ -108,6 +107,7 @@ _WRONG = {
     Type.BOOLEAN: "yes",
     Type.STRINGS: "mcp",
     Type.STRING_TABLE: ["a"],
+    Type.TABLE: "keys",
     Type.TABLES: {"client_id": "x"},
 }
 
