@@ -29,6 +29,7 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compare_loopback.py", ("fastmcp", "mcp", "uvicorn")),
     ("compare_scaling.py", ()),
     ("revalidation.py", ()),
+    ("trusted_issuers.py", ()),
 )
 
 
