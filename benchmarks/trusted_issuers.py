@@ -1,5 +1,5 @@
 """Benchmark: a trusted issuer's token at the bearer check, beside the proxy's own (issue 16,
-spec/security.md 36).
+spec/security.md 37).
 
 One in-process ``AsyncProxy`` (memory store) whose configuration trusts an identity provider held in
 this process (an ES256 key; its JWK Set answered in process, no sockets), and a user signed in

@@ -166,7 +166,7 @@ class ProxyConfig:
         self._check_other_issuers()
 
     def _check_other_issuers(self) -> None:
-        """spec/security.md 36: no other issuer can pass for us, for each other, or for the
+        """spec/security.md 37: no other issuer can pass for us, for each other, or for the
         provider's users; only pre-registered confidential clients present ID-JAGs."""
         prefixes: dict[str, str] = {}
         for table, entries in (

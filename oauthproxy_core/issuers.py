@@ -203,7 +203,7 @@ class TrustedIssuer:
     under one of ``algorithms``. The MCP server then sees ``<subject_prefix>:<sub>``, the scopes of
     ``scopes_claim`` that the proxy knows, and a client id ``<subject_prefix>:<client_id>`` (or
     ``azp``) when the token names one. Such a principal has no grant of ours: it never reaches the
-    user's upstream token (spec/security.md 36).
+    user's upstream token (spec/security.md 37).
     """
 
     issuer: str = attrs.field(validator=_issuer_url)

@@ -13,7 +13,7 @@ same claim checks: the adapters use it to put the access token of their own toke
 verified-token cache, so that its first use costs no ES256 verification. It is never applied to a
 token a client presents.
 
-Where a verified token came from is part of its claims (``Origin``, spec/security.md 36): a token
+Where a verified token came from is part of its claims (``Origin``, spec/security.md 37): a token
 minted from a user's grant (code or refresh), one minted from an enterprise ID-JAG (it carries
 ``jag_iss``, the enterprise issuer that vouched, and is honoured only while that issuer is still
 configured: ``handlers/bearer.authorize_unrevoked``), or another issuer's access token
@@ -44,7 +44,7 @@ ENTERPRISE_CLAIM = "jag_iss"
 
 
 class Origin(enum.Enum):
-    """Where the identity behind a verified token comes from (spec/security.md 36)."""
+    """Where the identity behind a verified token comes from (spec/security.md 37)."""
 
     #: A user's grant: the authorization code flow and its refresh family (a ``Grant`` record).
     GRANT = "grant"

@@ -21,7 +21,7 @@ judged under exactly one issuer's rules and ours are never tried against another
 The result is ``AccessClaims`` with ``origin`` ``TRUSTED_ISSUER``: the subject is
 ``<subject_prefix>:<sub>``, the client id ``<subject_prefix>:<client_id or azp>`` (empty when the
 token names none), there is no grant (``grant_id`` is empty) and so no revocation marker to consult
-and no upstream token to reach (spec/security.md 36).
+and no upstream token to reach (spec/security.md 37).
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ TABLES: tuple[Table, ...] = (
         name="trusted_issuers",
         doc="Identity providers whose own access tokens (JWTs) the proxy accepts at `mcp_path`, "
         "one `[[trusted_issuers]]` table each. Such a token never reaches a user's upstream token "
-        "(spec/security.md 36).",
+        "(spec/security.md 37).",
         array=True,
     ),
     Table(

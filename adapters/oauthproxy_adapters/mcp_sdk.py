@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 
-#: The claim of an SDK ``AccessToken`` that keeps ``Principal.origin`` (spec/security.md 36): a token
+#: The claim of an SDK ``AccessToken`` that keeps ``Principal.origin`` (spec/security.md 37): a token
 #: without it, or with a value we do not know, never reaches an upstream token.
 ORIGIN_CLAIM = "oauthproxy_origin"
 

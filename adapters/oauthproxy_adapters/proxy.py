@@ -14,7 +14,7 @@ user's upstream access token.
 A token whose ``iss`` names a ``[[trusted_issuers]]`` issuer is verified under that issuer's rules
 alone, through the driver (its JWK Set comes from the store or the safe fetcher,
 ``trusted_tokens.py``); its claims are cached like ours, and having no grant they need no
-revocation look-up (spec/security.md 36). ``upstream_token`` refuses any principal that does not hold
+revocation look-up (spec/security.md 37). ``upstream_token`` refuses any principal that does not hold
 a user's grant.
 
 The cache also receives the access token of every successful response of the proxy's own token

@@ -14,7 +14,7 @@ Tokens for another audience and upstream tokens never verify (spec/security.md 1
 A token whose ``iss`` names one of the ``[[trusted_issuers]]`` is judged under that issuer's rules
 alone (``trusted_tokens.py``); every other token under ours. Its principal says so
 (``Principal.origin``): it holds no grant, has no revocation marker of ours, and never reaches a
-user's upstream token (spec/security.md 36). A token minted from an enterprise ID-JAG is honoured
+user's upstream token (spec/security.md 37). A token minted from an enterprise ID-JAG is honoured
 only while its issuer is still configured, with the client still listed for it.
 """
 
@@ -53,7 +53,7 @@ class Principal:
     claims: tuple[tuple[str, str], ...] = ()
     #: The groups the ``[access]`` decision saw at sign-in or the last re-validation (access.py).
     groups: tuple[str, ...] = ()
-    #: Where the identity comes from (spec/security.md 36): only ``Origin.GRANT`` holds a grant of
+    #: Where the identity comes from (spec/security.md 37): only ``Origin.GRANT`` holds a grant of
     #: ours, and with it the user's upstream token.
     origin: Origin = Origin.GRANT
 

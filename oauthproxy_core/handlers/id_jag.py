@@ -31,7 +31,7 @@ stores nothing; the one write, the assertion's ``jti``, comes after all of them:
   represent): ``invalid_grant``;
 - scopes: those of the ``scope`` claim that this resource defines (absent: the default scopes), then
   narrowed by the request's ``scope`` (RFC 7521 §4.1; more than the assertion allows is
-  ``invalid_scope``). Never wider than the assertion (spec/security.md 36);
+  ``invalid_scope``). Never wider than the assertion (spec/security.md 37);
 - replay: the ``jti`` is recorded by a create-if-absent write (kind ``jti``, keyed by issuer and
   ``jti``) that lives until the assertion expires, so across every instance sharing the store an
   assertion is redeemed once (RFC 7523 §3 item 7). The draft lets a client present the same ID-JAG

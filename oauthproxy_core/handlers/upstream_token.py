@@ -16,7 +16,7 @@ revoked as the provider would. Providers that do not rotate (Google) send no new
 the old one is kept.
 
 Only a principal from a user's grant has an upstream token (``upstream_access_for``,
-spec/security.md 36): a token another issuer signed (``[[trusted_issuers]]``) or one minted from an
+spec/security.md 37): a token another issuer signed (``[[trusted_issuers]]``) or one minted from an
 enterprise ID-JAG holds no grant of ours, and is refused before the store is read.
 """
 
@@ -52,7 +52,7 @@ class UpstreamAccess:
 
 def upstream_access_for(ctx: Context, principal: Principal) -> Handler[UpstreamAccess]:
     """The upstream access token of ``principal``'s grant; ``InvalidGrantError`` for a principal
-    that holds none (spec/security.md 36)."""
+    that holds none (spec/security.md 37)."""
     if principal.origin is not Origin.GRANT or not principal.grant_id:
         raise InvalidGrantError("this access was not granted by a user at the provider")
     return (yield from upstream_access_token(ctx, principal.grant_id))

@@ -1,6 +1,6 @@
 """``[[trusted_issuers]]`` and ``[[enterprise_issuers]]`` in ``proxy.toml`` (config_schema.py,
 config_file.py): a valid file builds the core's records with the documented defaults, and every
-mistake is reported at its key, the ones about several entries by the table (spec/security.md 36)."""
+mistake is reported at its key, the ones about several entries by the table (spec/security.md 37)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _problems(text: str) -> list[str]:
     return list(caught.value.problems)
 
 
-def test_invariant_36_a_valid_file_builds_the_records_with_their_defaults() -> None:
+def test_invariant_37_a_valid_file_builds_the_records_with_their_defaults() -> None:
     proxy = parse_settings(tomllib.loads(GOOD), environ={}).proxy
     corp, partner = proxy.trusted_issuers
     assert corp.issuer == "https://login.example.com/"  # the trailing slash is kept
@@ -77,7 +77,7 @@ def test_invariant_36_a_valid_file_builds_the_records_with_their_defaults() -> N
     assert enterprise.subject_prefix == "corp"  # one issuer in both tables, one prefix
 
 
-def test_invariant_36_every_mistake_in_an_entry_names_its_key() -> None:
+def test_invariant_37_every_mistake_in_an_entry_names_its_key() -> None:
     problems = _problems(
         BASE
         + """
@@ -149,7 +149,7 @@ clients = []
         ),
     ],
 )
-def test_invariant_36_rules_across_entries_are_reported_by_table(
+def test_invariant_37_rules_across_entries_are_reported_by_table(
     entries: str, problem: str
 ) -> None:
     assert _problems(BASE + entries) == [problem]

@@ -1,4 +1,4 @@
-"""Trusted issuers in the adapters (proxy.py, mcp_sdk.py; spec/security.md 36): the bearer check
+"""Trusted issuers in the adapters (proxy.py, mcp_sdk.py; spec/security.md 37): the bearer check
 fetches the issuer's JWK Set through the real SSRF-safe fetcher from a real HTTP server on loopback,
 caches what it verified, never hands a trusted issuer's principal a user's upstream token, and the
 `mcp` SDK's ``AccessToken`` keeps where a principal came from.
@@ -89,7 +89,7 @@ def _sync_proxy(server: JwksServer, clock: Clock) -> Proxy:
     return proxy
 
 
-def test_invariant_36_the_proxy_fetches_keys_through_the_safe_fetcher_and_caches(
+def test_invariant_37_the_proxy_fetches_keys_through_the_safe_fetcher_and_caches(
     jwks: JwksServer,
 ) -> None:
     clock = Clock()
@@ -114,7 +114,7 @@ def test_invariant_36_the_proxy_fetches_keys_through_the_safe_fetcher_and_caches
         proxy.upstream_token(principal)
 
 
-def test_invariant_36_without_a_safe_fetcher_a_trusted_token_fails_closed(
+def test_invariant_37_without_a_safe_fetcher_a_trusted_token_fails_closed(
     jwks: JwksServer,
 ) -> None:
     clock = Clock()
@@ -129,7 +129,7 @@ def test_invariant_36_without_a_safe_fetcher_a_trusted_token_fails_closed(
     assert jwks.hits == 0
 
 
-def test_invariant_36_the_async_proxy_and_the_sdk_token_keep_the_origin(jwks: JwksServer) -> None:
+def test_invariant_37_the_async_proxy_and_the_sdk_token_keep_the_origin(jwks: JwksServer) -> None:
     clock = Clock()
     config = _config(jwks)
 

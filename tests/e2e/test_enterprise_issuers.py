@@ -9,7 +9,7 @@ answers RFC 8693 token exchanges with ID-JAGs, and mints ordinary JWT access tok
 - The `mcp` SDK client presents the IdP's own access token (``[[trusted_issuers]]``) and is served
   as ``corp:alice`` too; a rotation of the IdP's keys is picked up by one refetch.
 - Negative cases over the wire: a replayed ID-JAG, one carrying ``cnf``, a token for another
-  audience (spec/security.md 36).
+  audience (spec/security.md 37).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ async def _whoami(http_client: httpx2.AsyncClient, server_url: str) -> tuple[str
             return text, tools
 
 
-def test_invariant_36_the_sdk_identity_assertion_provider_through_serve_and_gateway(
+def test_invariant_37_the_sdk_identity_assertion_provider_through_serve_and_gateway(
     stack: dict[str, Any],
 ) -> None:
     base, idp = stack["base"], stack["idp"]
@@ -211,7 +211,7 @@ def test_invariant_36_the_sdk_identity_assertion_provider_through_serve_and_gate
     assert log["jwks_fetches"] == 1
 
 
-def test_invariant_36_a_trusted_issuers_token_through_the_gateway_and_a_key_rotation(
+def test_invariant_37_a_trusted_issuers_token_through_the_gateway_and_a_key_rotation(
     stack: dict[str, Any],
 ) -> None:
     base, idp = stack["base"], stack["idp"]
@@ -254,7 +254,7 @@ def test_invariant_36_a_trusted_issuers_token_through_the_gateway_and_a_key_rota
     assert httpx.get(idp.issuer + "/_test/log").json()["jwks_fetches"] == before + 1
 
 
-def test_invariant_36_id_jag_refusals_over_the_wire(stack: dict[str, Any]) -> None:
+def test_invariant_37_id_jag_refusals_over_the_wire(stack: dict[str, Any]) -> None:
     base, idp = stack["base"], stack["idp"]
     form = {"grant_type": JWT_BEARER, "client_id": AGENT, "client_secret": AGENT_SECRET}
     assertion = _id_jag(idp, base, base + "/mcp")

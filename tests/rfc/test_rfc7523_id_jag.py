@@ -1,6 +1,6 @@
 """The Identity Assertion JWT Authorization Grant at the token endpoint (RFC 7523 §2.1, §3 and §3.1;
 RFC 7521 §4.1, §5.2; draft-ietf-oauth-identity-assertion-authz-grant-03, "Access Token Request"; the
-MCP extension io.modelcontextprotocol/enterprise-managed-authorization §5; spec/security.md 36;
+MCP extension io.modelcontextprotocol/enterprise-managed-authorization §5; spec/security.md 37;
 spec/interop.md, "Enterprise-managed authorization").
 
 A ``FakeIssuer`` with real keys plays the enterprise identity provider. Each refusal is checked for

@@ -1,5 +1,5 @@
 """An ID-JAG is redeemed once across instances sharing a Redis store (RFC 7523 §3,
-spec/security.md 36): two proxies, one Redis, the same assertion at both, racing in threads.
+spec/security.md 37): two proxies, one Redis, the same assertion at both, racing in threads.
 
 The store's compare-and-set on the ``jti`` record (create-if-absent) decides; a per-process cache
 could not, which is what this proves with the real shared store.
@@ -42,7 +42,7 @@ def _race(proxies: list[Harness], assertion: str) -> list[int]:
     return answers
 
 
-def test_invariant_36_one_id_jag_buys_one_token_across_instances_on_redis() -> None:
+def test_invariant_37_one_id_jag_buys_one_token_across_instances_on_redis() -> None:
     idp = FakeIssuer()
     clock = Clock()
     prefix = f"oauthproxy-test-id-jag-{secrets.token_hex(8)}:"

@@ -1,5 +1,5 @@
 """Access tokens from ``[[trusted_issuers]]`` at the bearer check (RFC 9068 §4, RFC 7519 §7.2, RFC 8725
-§3.1 and §3.11; spec/security.md 36, spec/interop.md, "Tokens from other issuers").
+§3.1 and §3.11; spec/security.md 37, spec/interop.md, "Tokens from other issuers").
 
 Through the core and the real driver: the issuer's JWK Set comes through ``FetchDocument`` from a
 ``FakeIssuer`` holding real keys. Every refusal is the exact 401 ``invalid_token`` challenge, and a
@@ -72,7 +72,7 @@ def _own_token(h: Harness) -> str:
     return token
 
 
-def test_invariant_36_a_trusted_issuers_token_names_a_prefixed_subject_and_our_scopes() -> None:
+def test_invariant_37_a_trusted_issuers_token_names_a_prefixed_subject_and_our_scopes() -> None:
     idp = FakeIssuer()
     h = issuer_harness(idp)
     verdict = h.bearer(idp.access_token(h.clock.now))
@@ -88,7 +88,7 @@ def test_invariant_36_a_trusted_issuers_token_names_a_prefixed_subject_and_our_s
     assert isinstance(h.bearer(idp.access_token(h.clock.now, alg="RS256")), Principal)
 
 
-def test_invariant_36_scopes_claim_array_audience_array_and_required_scopes() -> None:
+def test_invariant_37_scopes_claim_array_audience_array_and_required_scopes() -> None:
     idp = FakeIssuer()
     h = issuer_harness(idp, trusted_issuers=(trusted(idp, scopes_claim="scp"),))
     token = idp.access_token(
@@ -149,7 +149,7 @@ def _bad_tokens(idp: FakeIssuer, now: int) -> dict[str, str]:
     }
 
 
-def test_invariant_36_every_flawed_token_gets_the_401_challenge_and_stores_nothing() -> None:
+def test_invariant_37_every_flawed_token_gets_the_401_challenge_and_stores_nothing() -> None:
     idp = FakeIssuer()
     h = issuer_harness(idp)
     assert isinstance(h.bearer(idp.access_token(h.clock.now)), Principal)  # keys now cached
@@ -161,7 +161,7 @@ def test_invariant_36_every_flawed_token_gets_the_401_challenge_and_stores_nothi
     _only_key_cache(h, before)
 
 
-def test_invariant_36_leeway_tolerates_small_clock_skew() -> None:
+def test_invariant_37_leeway_tolerates_small_clock_skew() -> None:
     idp = FakeIssuer()
     h = issuer_harness(idp)
     now = h.clock.now
@@ -169,7 +169,7 @@ def test_invariant_36_leeway_tolerates_small_clock_skew() -> None:
     assert isinstance(h.bearer(idp.access_token(now, iat=now + LEEWAY - 1)), Principal)
 
 
-def test_invariant_36_a_token_is_judged_only_by_the_issuer_it_names() -> None:
+def test_invariant_37_a_token_is_judged_only_by_the_issuer_it_names() -> None:
     corp, other = FakeIssuer(), FakeIssuer(OTHER_IDP, OTHER_JWKS)
 
     def fetch(doc: Any) -> Any:
@@ -194,7 +194,7 @@ def test_invariant_36_a_token_is_judged_only_by_the_issuer_it_names() -> None:
     _refused(h.bearer(corp.access_token(now, iss="https://stranger.example")))
 
 
-def test_invariant_36_our_own_tokens_stay_ours_with_trusted_issuers_configured() -> None:
+def test_invariant_37_our_own_tokens_stay_ours_with_trusted_issuers_configured() -> None:
     idp = FakeIssuer()
     h = issuer_harness(idp)
     own = h.bearer(_own_token(h))
@@ -205,7 +205,7 @@ def test_invariant_36_our_own_tokens_stay_ours_with_trusted_issuers_configured()
     assert idp.fetches == []  # our token never sent the bearer check to another issuer
 
 
-def test_invariant_36_a_trusted_issuers_token_never_unlocks_an_upstream_token() -> None:
+def test_invariant_37_a_trusted_issuers_token_never_unlocks_an_upstream_token() -> None:
     idp = FakeIssuer()
     h = issuer_harness(idp)
     own = h.bearer(_own_token(h))
@@ -232,7 +232,7 @@ def test_invariant_36_a_trusted_issuers_token_never_unlocks_an_upstream_token() 
     assert run(upstream_access_for(ctx, own), h.store, h.upstream).access_token
 
 
-def test_invariant_36_keys_are_cached_and_an_unknown_kid_refetches_at_most_once_per_interval() -> (
+def test_invariant_37_keys_are_cached_and_an_unknown_kid_refetches_at_most_once_per_interval() -> (
     None
 ):
     idp = FakeIssuer()
@@ -256,7 +256,7 @@ def test_invariant_36_keys_are_cached_and_an_unknown_kid_refetches_at_most_once_
     assert all(f.purpose == "jwks" and f.url == idp.jwks_uri for f in idp.fetches)
 
 
-def test_invariant_36_stale_keys_serve_while_the_issuer_is_unreachable() -> None:
+def test_invariant_37_stale_keys_serve_while_the_issuer_is_unreachable() -> None:
     idp = FakeIssuer()
     h = issuer_harness(idp)
     token = idp.access_token(h.clock.now, exp=h.clock.now + 3600)
@@ -267,7 +267,7 @@ def test_invariant_36_stale_keys_serve_while_the_issuer_is_unreachable() -> None
     assert len(idp.fetches) == 2  # it tried, failed, and used the stale copy
 
 
-def test_invariant_36_no_keys_at_all_is_a_401_not_an_error_page() -> None:
+def test_invariant_37_no_keys_at_all_is_a_401_not_an_error_page() -> None:
     idp = FakeIssuer()
     idp.down = True
     h = issuer_harness(idp)
@@ -278,7 +278,7 @@ def test_invariant_36_no_keys_at_all_is_a_401_not_an_error_page() -> None:
     _refused(h2.bearer(idp.access_token(h2.clock.now)))
 
 
-def test_invariant_36_a_trusted_token_is_honoured_only_while_its_issuer_is_configured() -> None:
+def test_invariant_37_a_trusted_token_is_honoured_only_while_its_issuer_is_configured() -> None:
     idp = FakeIssuer()
     h = issuer_harness(idp)
     token = idp.access_token(h.clock.now)

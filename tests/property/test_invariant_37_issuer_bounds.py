@@ -1,4 +1,4 @@
-"""spec/security.md 36 as properties: no sequence of requests yields a token whose subject, scopes or
+"""spec/security.md 37 as properties: no sequence of requests yields a token whose subject, scopes or
 audience exceed what the assertion (or the other issuer's token) allows.
 
 Hypothesis draws sequences of ID-JAG exchanges (the claims varied one by one: issuer, ``sub``,
@@ -183,7 +183,7 @@ def _check_bearer(h: Any, step: dict[str, Any]) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(st.lists(st.one_of(exchanges, bearer_checks), min_size=1, max_size=8))
-def test_invariant_36_no_request_sequence_exceeds_what_the_assertion_allows(
+def test_invariant_37_no_request_sequence_exceeds_what_the_assertion_allows(
     steps: list[dict[str, Any]],
 ) -> None:
     h = issuer_harness(
