@@ -30,6 +30,7 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compare_scaling.py", ()),
     ("revalidation.py", ()),
     ("client_credentials.py", ()),
+    ("trusted_issuers.py", ()),
 )
 
 

@@ -114,6 +114,17 @@ class AccessDecided:
     when: str
 
 
+@attrs.frozen(kw_only=True)
+class AssertionRedeemed:
+    """An enterprise issuer's ID-JAG was redeemed for an access token (``handlers/id_jag.py``): no
+    grant is stored, so this is the one trace of the access it gave."""
+
+    issuer: str
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...]
+
+
 DomainEvent: TypeAlias = (
     TransactionChanged
     | GrantChanged
@@ -123,6 +134,7 @@ DomainEvent: TypeAlias = (
     | ClientDeleted
     | ClientRefused
     | AccessDecided
+    | AssertionRedeemed
 )
 
 

@@ -36,6 +36,8 @@ The core cannot log (it is pure); it tells what happened with the ``Emit`` effec
                         class that matched) or refused (``refused``) a user, ``when`` ``sign_in``
                         or at ``refresh``; a refused user's ``subject`` is logged here and stored
                         nowhere
+``assertion_redeemed``  an enterprise issuer's ID-JAG was exchanged for an access token (``issuer``,
+                        ``scopes``); no grant exists, so nothing else records it
 ======================  ============================================================================
 
 Who and what: ``client_id``, ``subject`` (once known), a short reference to the transaction or grant
@@ -52,6 +54,7 @@ from typing import Any
 
 from oauthproxy_core.domain_events import (
     AccessDecided,
+    AssertionRedeemed,
     ClientDeleted,
     ClientRefused,
     ClientRegistered,
@@ -172,5 +175,13 @@ def record(event: DomainEvent) -> dict[str, Any]:
             "rule": event.rule or "",
             "client_id": event.client_id,
             "subject": event.subject,
+        }
+    if isinstance(event, AssertionRedeemed):
+        return {
+            "event": "assertion_redeemed",
+            "issuer": event.issuer,
+            "client_id": event.client_id,
+            "subject": event.subject,
+            "scopes": " ".join(event.scopes),
         }
     raise TypeError(f"unknown domain event {type(event).__name__}")

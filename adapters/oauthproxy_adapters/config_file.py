@@ -54,7 +54,14 @@ from oauthproxy_core.cimd import CimdDocumentError, check_jwks
 from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.crypto import digest
-from oauthproxy_core.errors import InvalidRedirectUriError
+from oauthproxy_core.errors import InvalidRedirectUriError, InvalidTargetError
+from oauthproxy_core.issuers import (
+    ALGORITHMS,
+    EnterpriseIssuer,
+    TrustedIssuer,
+    issuer_url_problem,
+    subject_prefix_problem,
+)
 from oauthproxy_core.providers import (
     DEFAULT_OIDC_SCOPES,
     DiscoveryError,
@@ -70,6 +77,7 @@ from oauthproxy_core.providers import (
 from oauthproxy_core.providers.entra import ENTRA_EMAIL_VERIFIED_CLAIM
 from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
+from oauthproxy_core.resources import canonical_resource
 from oauthproxy_core.upstream import UpstreamProfile
 from oauthproxy_core.url_policy import (
     document_url_problem,
@@ -81,7 +89,7 @@ from oauthproxy_core.url_policy import (
 )
 
 from . import config_schema
-from .config_schema import PROVIDERS, Problem, Section, Unusable
+from .config_schema import PROVIDERS, Checked, Problem, Section, Unusable
 from .http_clients import SyncHttpClient
 from .stores.sqlite import default_sqlite_path
 
@@ -251,6 +259,7 @@ def parse_settings(
     lifetimes = p.attempt(_lifetimes, t["lifetimes"], p)
     metrics_token = p.attempt(_metrics_token, t["metrics"], p, env)
     metrics_enabled = p.attempt(t["metrics"].get, "enabled")
+    trusted, enterprise = _other_issuers(checked, server, t["clients"], p)
     cimd_enabled = p.attempt(t["clients"].get, "cimd")
     cimd_allow_loopback = p.attempt(t["clients"].get, "cimd_allow_loopback")
     consent_mode = p.attempt(t["consent"].get, "mode")
@@ -280,6 +289,8 @@ def parse_settings(
             consent_theme=consent_theme,
             access=access,
             lifetimes=lifetimes,
+            trusted_issuers=trusted,
+            enterprise_issuers=enterprise,
         )
     except (ValueError, TypeError) as exc:
         message = str(exc)
@@ -1048,3 +1059,92 @@ def _static_keys(
             p.fail(t, "jwks_uri", "must be an https URL with a path, on a public host")
         return {"jwks_uri": json.dumps(uri)}
     p.fail(t, "jwks", "private_key_jwt needs jwks or jwks_uri")
+
+
+# --------------------------------------------------------------------------------------------------
+# [[trusted_issuers]] and [[enterprise_issuers]]: other issuers' JWTs (oauthproxy_core.issuers)
+
+
+def _other_issuers(
+    checked: Checked, server: _Server | None, clients: Section, p: _Problems
+) -> tuple[tuple[TrustedIssuer, ...], tuple[EnterpriseIssuer, ...]]:
+    """The two tables as the core's records; an entry that cannot be built is reported by key.
+    Rules across entries and tables (prefixes, our own issuer, the clients) are the core's:
+    ``ProxyConfig`` reports them, each naming its table."""
+    resource = None
+    if server is not None:
+        try:
+            resource = canonical_resource(server.base_url + server.mcp_path)
+        except InvalidTargetError:
+            resource = None
+    loopback = bool(p.attempt(clients.get, "cimd_allow_loopback"))
+    trusted = [
+        p.attempt(_trusted_issuer, entry, p, resource, loopback)
+        for entry in checked.arrays.get("trusted_issuers", ())
+    ]
+    enterprise = [
+        p.attempt(_enterprise_issuer, entry, p, loopback)
+        for entry in checked.arrays.get("enterprise_issuers", ())
+    ]
+    return (
+        tuple(t for t in trusted if t is not None),
+        tuple(e for e in enterprise if e is not None),
+    )
+
+
+def _issuer_fields(t: Section, p: _Problems, loopback: bool) -> dict[str, Any]:
+    before = len(p)
+    fields = {name: p.attempt(t.get, name) for name in ("issuer", "jwks_uri", "subject_prefix")}
+    issuer, jwks_uri, prefix = fields.values()
+    if issuer is not None and (problem := issuer_url_problem(issuer)):
+        p.add(t, "issuer", problem)
+    if prefix is not None and (problem := subject_prefix_problem(prefix)):
+        p.add(t, "subject_prefix", problem)
+    if jwks_uri is not None and (
+        problem := document_url_problem(jwks_uri, allow_loopback=loopback)
+    ):
+        # The document rule speaks of a client_id URL; here the URL is a JWK Set's. http and this
+        # machine only under [clients] cimd_allow_loopback (tests), as for every fetched document.
+        rule = problem.replace("the client_id URL ", "").replace("the client_id ", "")
+        p.add(t, "jwks_uri", rule)
+    algorithms = p.attempt(t.get, "algorithms")
+    if algorithms is not None:
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if not algorithms or unknown:
+            p.add(t, "algorithms", "must list some of " + ", ".join(ALGORITHMS))
+    p.since(before, *fields.values(), algorithms)
+    assert algorithms is not None
+    return {**fields, "algorithms": tuple(algorithms)}
+
+
+def _built(t: Section, p: _Problems, build: Callable[..., T], **fields: Any) -> T:
+    try:
+        return build(**fields)
+    except ValueError as exc:
+        # The record names the field that broke its rule first: report it at that key.
+        message = str(exc)
+        name = message.split(" ", 1)[0]
+        if name in fields:
+            p.fail(t, name, message.split(" ", 1)[1])
+        p.fail(t, "", message)
+
+
+def _trusted_issuer(
+    t: Section, p: _Problems, resource: str | None, loopback: bool
+) -> TrustedIssuer:
+    audience = p.attempt(t.get, "audience") if t.has("audience") else resource
+    scopes_claim = p.attempt(t.get, "scopes_claim")
+    fields = _issuer_fields(t, p, loopback)
+    p.since(len(p), audience, scopes_claim)
+    return _built(t, p, TrustedIssuer, audience=audience, scopes_claim=scopes_claim, **fields)
+
+
+def _enterprise_issuer(t: Section, p: _Problems, loopback: bool) -> EnterpriseIssuer:
+    clients = p.attempt(t.get, "clients")
+    if clients is not None and not clients:
+        p.add(t, "clients", "required, at least one `[[clients.static]]` client id")
+    before = len(p)
+    fields = _issuer_fields(t, p, loopback)
+    p.since(before, clients)
+    assert clients is not None
+    return _built(t, p, EnterpriseIssuer, clients=tuple(clients), **fields)

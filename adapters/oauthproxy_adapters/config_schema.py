@@ -33,6 +33,7 @@ from oauthproxy_core.admission import ClientAdmission
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
+from oauthproxy_core.issuers import ALGORITHMS, DEFAULT_ALGORITHMS, TrustedIssuer
 from oauthproxy_core.providers.entra import GRAPH_BASE_URL, entra_profile
 from oauthproxy_core.providers.github import GITHUB_API_BASE_URL, github_profile
 from oauthproxy_core.providers.google import google_profile
@@ -202,6 +203,21 @@ TABLES: tuple[Table, ...] = (
         "the provider is asked about a user again.",
     ),
     Table(name="metrics", doc="Prometheus metrics at `GET /metrics` (needs the `metrics` extra)."),
+    Table(
+        name="trusted_issuers",
+        doc="Identity providers whose own access tokens (JWTs) the proxy accepts at `mcp_path`, "
+        "one `[[trusted_issuers]]` table each. Such a token never reaches a user's upstream token "
+        "(spec/security.md 37).",
+        array=True,
+    ),
+    Table(
+        name="enterprise_issuers",
+        doc="Enterprise identity providers whose Identity Assertion JWT Authorization Grants "
+        "(ID-JAGs, MCP enterprise-managed authorization) the token endpoint redeems, one "
+        "`[[enterprise_issuers]]` table each. While one exists, the metadata advertises the "
+        "`urn:ietf:params:oauth:grant-type:jwt-bearer` grant.",
+        array=True,
+    ),
 )
 
 
@@ -252,6 +268,48 @@ def _limit(name: str, doc: str, why: str, *, minimum: int = 1, maximum: int | No
 
 
 _S, _I, _B, _L, _T = Type.STRING, Type.INTEGER, Type.BOOLEAN, Type.STRINGS, Type.STRING_TABLE
+
+
+def _issuer_keys(table: str, what: str) -> tuple[Key, ...]:
+    """The keys ``[[trusted_issuers]]`` and ``[[enterprise_issuers]]`` share (issuers.py)."""
+    return (
+        Key(
+            table=table,
+            name="issuer",
+            type=_S,
+            default=REQUIRED,
+            doc=f"The issuer identifier its {what} carry as `iss`, compared exactly (a trailing "
+            "`/` matters). Never the proxy's own `base_url`.",
+        ),
+        Key(
+            table=table,
+            name="jwks_uri",
+            type=_S,
+            default=REQUIRED,
+            doc="Its JWK Set, fetched only through the SSRF-safe fetcher (https, a public "
+            "address, `application/json`), cached per `Cache-Control` for at most an hour and "
+            "fetched again on an unknown `kid` at most once a minute.",
+        ),
+        Key(
+            table=table,
+            name="subject_prefix",
+            type=_S,
+            default=REQUIRED,
+            doc="The MCP server sees `<subject_prefix>:<sub>`: 1 to 32 of `a-z 0-9 . _ -`, "
+            "unlike the provider's name and any other issuer's prefix.",
+        ),
+        Key(
+            table=table,
+            name="algorithms",
+            type=_L,
+            default=list(DEFAULT_ALGORITHMS),
+            doc="The signature algorithms accepted, whatever a token's header says: any of "
+            + ", ".join(f"`{a}`" for a in ALGORITHMS)
+            + ". Never `none` or `HS*`.",
+            why="What identity providers sign with; list only the ones yours uses.",
+        ),
+    )
+
 
 KEYS: tuple[Key, ...] = (
     # [server]
@@ -984,6 +1042,35 @@ KEYS: tuple[Key, ...] = (
         type=_S,
         doc="Name of an environment variable holding the metrics bearer token.",
     ),
+    # [[trusted_issuers]] and [[enterprise_issuers]]
+    *_issuer_keys("trusted_issuers", "access tokens"),
+    Key(
+        table="trusted_issuers",
+        name="audience",
+        type=_S,
+        doc="The `aud` value the tokens must carry (a string, or an array containing it).",
+        default_text="the protected resource, `base_url` + `mcp_path`",
+        why="RFC 9068 §4: an access token is for a resource; one made out to another API must "
+        "not work here.",
+    ),
+    Key(
+        table="trusted_issuers",
+        name="scopes_claim",
+        type=_S,
+        default=_core_default(TrustedIssuer, "scopes_claim"),
+        doc="The claim holding the token's scopes: a space-separated string or an array "
+        "(`scp` for Entra and Okta). Only scopes in `scopes_supported` are forwarded.",
+        why="`scope` is the RFC 9068 claim.",
+    ),
+    *_issuer_keys("enterprise_issuers", "ID-JAGs"),
+    Key(
+        table="enterprise_issuers",
+        name="clients",
+        type=_L,
+        default=REQUIRED,
+        doc="The `[[clients.static]]` client ids (confidential: with a secret) that may present "
+        "this issuer's ID-JAGs, each only one made out to itself (`client_id` claim).",
+    ),
 )
 
 _TABLE_BY_NAME = {t.name: t for t in TABLES}
@@ -1073,6 +1160,8 @@ class Section:
 class Checked:
     sections: Mapping[str, Section]
     problems: tuple[Problem, ...]
+    #: The checked entries of each top-level array of tables (``[[trusted_issuers]]``).
+    arrays: Mapping[str, tuple[Section, ...]] = attrs.field(factory=dict)
 
 
 def suggestion(word: str, candidates: Any) -> str:
@@ -1092,9 +1181,12 @@ def check(data: Mapping[str, Any]) -> Checked:
             why = f"unknown table{hint}" if hint else f"unknown table (expected {expected})"
             problems.append(problem(name, "", why))
     sections: dict[str, Section] = {}
+    arrays: dict[str, tuple[Section, ...]] = {}
     for table in top:
         raw = data.get(table.name)
-        if raw is None and table.required:
+        if table.array:
+            arrays[table.name] = _array(table, raw, problems)
+        elif raw is None and table.required:
             problems.append(problem(table.name, "", "required table is missing"))
             sections[table.name] = Section(table.name, {}, frozenset(), frozenset(), usable=False)
         elif raw is not None and not isinstance(raw, Mapping):
@@ -1102,7 +1194,19 @@ def check(data: Mapping[str, Any]) -> Checked:
             sections[table.name] = Section(table.name, {}, frozenset(), frozenset(), usable=False)
         else:
             sections[table.name] = _section(table.name, table.name, raw or {}, problems)
-    return Checked(sections=sections, problems=tuple(problems))
+    return Checked(sections=sections, problems=tuple(problems), arrays=arrays)
+
+
+def _array(table: Table, raw: Any, problems: list[Problem]) -> tuple[Section, ...]:
+    """A top-level ``[[table]]``: each entry checked as a table named ``table[i]``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(entry, Mapping) for entry in raw):
+        problems.append(problem(table.name, "", f"must be an array of tables ([[{table.name}]])"))
+        return ()
+    return tuple(
+        _section(table.name, f"{table.name}[{i}]", entry, problems) for i, entry in enumerate(raw)
+    )
 
 
 def _section(

@@ -12,6 +12,7 @@ from typing import Any
 from ..config import Context
 from ..effects import Handler
 from ..http import Request, Response, json_response
+from . import id_jag
 from .client_credentials import machine_clients, static_private_key_jwt
 
 CORS: tuple[tuple[str, str], ...] = (("Access-Control-Allow-Origin", "*"),)
@@ -61,7 +62,17 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
         algs = ["ES256", "RS256", "EdDSA"]
         body["token_endpoint_auth_signing_alg_values_supported"] = algs
         body["revocation_endpoint_auth_signing_alg_values_supported"] = list(algs)
+    _add_enterprise_grant(body, ctx)
     return body
+
+
+def _add_enterprise_grant(body: dict[str, Any], ctx: Context) -> None:
+    """While an enterprise issuer is configured: the jwt-bearer grant (RFC 7523 §2.1) and the ID-JAG
+    grant profile (draft-ietf-oauth-identity-assertion-authz-grant-03, "Resource Authorization Server
+    Metadata"). Which issuers are trusted is never published (its "Metadata Disclosure")."""
+    if ctx.config.enterprise_issuers:
+        body["grant_types_supported"].append(id_jag.GRANT_TYPE)
+        body["authorization_grant_profiles_supported"] = [id_jag.GRANT_PROFILE]
 
 
 def protected_resource_metadata(ctx: Context) -> dict[str, Any]:
