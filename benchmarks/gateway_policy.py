@@ -1,4 +1,4 @@
-"""Benchmark: what the gateway's per-tool rules cost per request (issue 17, spec/security.md 36).
+"""Benchmark: what the gateway's per-tool rules cost per request (issue 17, spec/security.md 38).
 
 Two gateways in one process, side by side, in front of the same minimal MCP-like server (an ASGI
 app answering JSON-RPC, reached through ``httpx.ASGITransport``: no sockets, so the figures are the

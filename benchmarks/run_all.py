@@ -29,6 +29,8 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compare_loopback.py", ("fastmcp", "mcp", "uvicorn")),
     ("compare_scaling.py", ()),
     ("revalidation.py", ()),
+    ("client_credentials.py", ()),
+    ("trusted_issuers.py", ()),
     ("gateway_policy.py", ()),
 )
 

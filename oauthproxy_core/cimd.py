@@ -56,6 +56,7 @@ __all__ = [
     "PRIVATE_JWK_MEMBERS",
     "CimdDocumentError",
     "all_loopback_redirects",
+    "check_jwks",
     "client_from_document",
     "document_host",
     "fetch_document",
@@ -134,6 +135,13 @@ def _check_jwks(value: Any) -> dict[str, Any]:
         if key.get("kty") not in _KEY_TYPES:
             raise CimdDocumentError("jwks keys must be EC, RSA or OKP public keys")
     return value
+
+
+def check_jwks(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JWK Set of 1 to ``MAX_KEYS`` EC, RSA or OKP public keys, else
+    ``CimdDocumentError``: the rule for a CIMD document's ``jwks``, also applied to a
+    pre-registered client's (``[[clients.static]] jwks``)."""
+    return _check_jwks(value)
 
 
 # Long by nature: One branch per document member the draft constrains (§4.1): splitting it would

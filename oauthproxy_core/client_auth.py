@@ -5,7 +5,8 @@ A client authenticates only by the method it registered (spec/security.md 22): `
 the form-urlencoding of id and secret undone before comparison), or ``private_key_jwt`` (RFC 7523
 §2.2 and §3, OpenID Connect Core §9, with the audience rule of draft-ietf-oauth-rfc7523bis: the
 issuer identifier as a plain string, nothing else) for clients whose metadata document publishes
-keys. Clients come from ``client_lookup.load_client`` (static, CIMD or registered). A failure raises
+keys. Clients come from ``client_lookup.admitted_client`` (static, CIMD or registered; a client the
+``[clients]`` admission policy refuses is ``invalid_client`` naming why). A failure raises
 ``InvalidClientError`` (401) before anything else is read or written, so it consumes nothing; the one
 write of a successful assertion is its ``jti``, recorded last so that a replay fails.
 """
@@ -22,7 +23,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 from .cimd import JWKS, MAX_DOCUMENT_BYTES, fetch_document
-from .client_lookup import load_client
+from .client_lookup import admitted_client
 from .config import Context
 from .crypto import b64u_decode, digest, equal
 from .effects import CompareAndSet, Handler
@@ -84,7 +85,7 @@ def authenticate_client(req: Request, form: dict[str, str], ctx: Context) -> Han
         method = "client_secret_post" if body_secret is not None else "none"
     else:
         raise InvalidClientError("client authentication required")
-    client = yield from load_client(client_id, ctx)
+    client = yield from admitted_client(client_id, ctx)
     if client is None or client.state != "active":
         raise InvalidClientError("unknown client")
     if method != client.token_endpoint_auth_method:
@@ -130,7 +131,7 @@ def _authenticate_assertion(form: dict[str, str], ctx: Context) -> Handler[Clien
         raise InvalidClientError("client assertion iss and sub must be the client_id")
     if form.get("client_id") not in (None, client_id):
         raise InvalidClientError("client_id does not match the assertion")
-    client = yield from load_client(client_id, ctx)
+    client = yield from admitted_client(client_id, ctx)
     if client is None or client.token_endpoint_auth_method != "private_key_jwt":
         raise InvalidClientError("client authentication method not allowed for this client")
     keys = yield from _client_keys(client, ctx)

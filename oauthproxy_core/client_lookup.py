@@ -11,6 +11,14 @@ Three sources, tried in this order:
 Every endpoint that needs a client (authorize, consent, token and revocation authentication, RFC
 7592 management) asks here, so the three kinds of clients are treated alike.
 
+The ``[clients]`` admission policy (admission.py) is applied here, at every lookup: CIMD off, a
+document host not allowed (decided before any fetch), a redirect URI host not listed, a registered
+client while registration is off. ``find_client`` returns the ``Refusal``; ``admitted_client``
+raises it as ``invalid_client`` with its reason (client authentication, the authorization page);
+``load_client`` answers ``None`` for it as for an unknown client (consent and the callback end the
+transaction as for a removed client). Each refusal is emitted as ``ClientRefused`` (audited and
+counted). Static clients are checked once, when the configuration is built (config.py).
+
 A registered client's record expires ``Bounds.unused_registration_lifetime`` (6 hours) after its
 registration until tokens are first issued to it, and ``Lifetimes.client`` (90 days) after its last
 use from then on, so a registration that never completes a flow is soon forgotten and open
@@ -23,6 +31,7 @@ first time at once and then at most once per ``TOUCH_INTERVAL``.
 from __future__ import annotations
 
 from . import persistence
+from .admission import CIMD_DISABLED, REGISTRATION_CLOSED, Refusal
 from .cimd import (
     CLIENT_METADATA,
     CimdDocumentError,
@@ -31,13 +40,39 @@ from .cimd import (
     looks_like_cimd,
 )
 from .config import Context, ProxyConfig
-from .effects import Handler
+from .domain_events import ClientRefused
+from .effects import Emit, Handler
+from .errors import InvalidClientError
 from .records import Client
 from .url_policy import document_url_problem
 
 
 def load_client(client_id: str, ctx: Context) -> Handler[Client | None]:
-    """The active client named ``client_id``, or ``None`` (unknown, invalid or unreachable)."""
+    """The active, admitted client named ``client_id``, or ``None`` (unknown, invalid, unreachable
+    or refused by the admission policy)."""
+    found = yield from find_client(client_id, ctx)
+    return found if isinstance(found, Client) else None
+
+
+def admitted_client(client_id: str, ctx: Context) -> Handler[Client | None]:
+    """Like ``load_client``, but a client the admission policy refuses raises ``InvalidClientError``
+    whose description says why (fixed words, never the refused value)."""
+    found = yield from find_client(client_id, ctx)
+    if isinstance(found, Refusal):
+        raise InvalidClientError(f"client not admitted: {found.reason}")
+    return found
+
+
+def find_client(client_id: str, ctx: Context) -> Handler[Client | Refusal | None]:
+    """The active client named ``client_id``; the ``Refusal`` of the admission policy (emitted as
+    ``ClientRefused``); or ``None`` for an unknown, invalid or unreachable one."""
+    found = yield from _find(client_id, ctx)
+    if isinstance(found, Refusal):
+        yield Emit(event=ClientRefused(client_id=client_id, cause=found.cause, at="lookup"))
+    return found
+
+
+def _find(client_id: str, ctx: Context) -> Handler[Client | Refusal | None]:
     if not client_id:
         return None
     cfg = ctx.config
@@ -46,15 +81,17 @@ def load_client(client_id: str, ctx: Context) -> Handler[Client | None]:
         return static
     if looks_like_cimd(client_id, allow_loopback=True):
         # A URL is never a generated id (those are base64url), so it never reaches the store.
-        if not cfg.cimd_enabled or not looks_like_cimd(
-            client_id, allow_loopback=cfg.cimd_allow_loopback
-        ):
+        if not cfg.cimd_enabled:
+            return Refusal(CIMD_DISABLED)
+        if not looks_like_cimd(client_id, allow_loopback=cfg.cimd_allow_loopback):
             return None
         return (yield from load_cimd_client(client_id, ctx))
     client = yield from persistence.load("client", client_id, Client)
     if client is None or client.state != "active":
         return None
-    return client
+    if not cfg.admission.dcr:
+        return Refusal(REGISTRATION_CLOSED)
+    return cfg.admission.redirect_refusal(client.redirect_uris) or client
 
 
 #: A used registration is renewed at most this often: one store write per client per day.
@@ -90,17 +127,22 @@ def touch_client(client: Client, ctx: Context) -> Handler[None]:
     )
 
 
-def load_cimd_client(url: str, ctx: Context) -> Handler[Client | None]:
+def load_cimd_client(url: str, ctx: Context) -> Handler[Client | Refusal | None]:
+    """A CIMD client: the URL's rules, then the admission policy's host lists (nothing fetched for a
+    refused host), then the document (cached or fetched) and its rules, then its redirect hosts."""
     cfg = ctx.config
     if document_url_problem(url, allow_loopback=cfg.cimd_allow_loopback) is not None:
         return None
+    refused = cfg.admission.document_refusal(url)
+    if refused is not None:
+        return refused
     document = yield from fetch_document(
         url, now=ctx.now, purpose=CLIENT_METADATA, bounds=cfg.bounds, source=ctx.source
     )
     if document is None:
         return None
     try:
-        return client_from_document(
+        client = client_from_document(
             document,
             url,
             now=ctx.now,
@@ -109,3 +151,4 @@ def load_cimd_client(url: str, ctx: Context) -> Handler[Client | None]:
         )
     except CimdDocumentError:
         return None
+    return cfg.admission.redirect_refusal(client.redirect_uris) or client

@@ -13,15 +13,17 @@ from typing import Any
 import attrs
 
 from .access import AccessPolicy
+from .admission import ClientAdmission
 from .bounds import Bounds
 from .browser_binding import origin_of
 from .consent_theme import ConsentTheme
 from .crypto import RandomSource
+from .issuers import EnterpriseIssuer, TrustedIssuer
 from .keys import Keyring
 from .records import Client
 from .resources import canonical_resource
 from .upstream import UpstreamProfile
-from .url_policy import issuer_problem
+from .url_policy import document_url_problem, issuer_problem
 
 
 def _tuple(v: Iterable[str]) -> tuple[str, ...]:
@@ -29,6 +31,14 @@ def _tuple(v: Iterable[str]) -> tuple[str, ...]:
 
 
 def _clients(v: Iterable[Client]) -> tuple[Client, ...]:
+    return tuple(v)
+
+
+def _trusted(v: Iterable[TrustedIssuer]) -> tuple[TrustedIssuer, ...]:
+    return tuple(v)
+
+
+def _enterprise(v: Iterable[EnterpriseIssuer]) -> tuple[EnterpriseIssuer, ...]:
     return tuple(v)
 
 
@@ -111,11 +121,20 @@ class ProxyConfig:
     cimd_enabled: bool = True
     #: Tests and local development only: fetch CIMD documents from loopback, also over http.
     cimd_allow_loopback: bool = False
+    #: Which clients may come in (``[clients]`` dcr and host lists; admission.py).
+    admission: ClientAdmission = attrs.field(factory=ClientAdmission)
     #: The consent page's look: product name, logo, colours, extra text or a full template
     #: (``[consent]``; validated in consent_theme.py so no value can inject HTML or CSS).
     consent_theme: ConsentTheme = attrs.field(factory=ConsentTheme)
     #: Who may sign in (``[access]``, access.py); with no rule, everyone the provider signs in.
     access: AccessPolicy = attrs.field(factory=AccessPolicy)
+    #: Identity providers whose access tokens the bearer check accepts (``[[trusted_issuers]]``).
+    trusted_issuers: tuple[TrustedIssuer, ...] = attrs.field(converter=_trusted, default=())
+    #: Enterprise identity providers whose ID-JAGs the token endpoint redeems
+    #: (``[[enterprise_issuers]]``, ``handlers/id_jag.py``).
+    enterprise_issuers: tuple[EnterpriseIssuer, ...] = attrs.field(
+        converter=_enterprise, default=()
+    )
     resource: str = attrs.field(init=False)
     secure_cookies: bool = attrs.field(init=False)
     #: The issuer's origin (RFC 6454 §6.2): a consent POST without Fetch Metadata must carry it.
@@ -136,8 +155,62 @@ class ProxyConfig:
         if len(by_id) != len(self.static_clients):
             raise ValueError("static client ids must be distinct")
         object.__setattr__(self, "_static_by_id", by_id)
+        for client in self.static_clients:
+            if self.admission.redirect_refusal(client.redirect_uris) is not None:
+                raise ValueError(
+                    f"[clients].redirect_hosts: the static client {client.client_id!r} has a "
+                    "redirect URI on a host the list does not name"
+                )
+            self._check_machine_client(client)
         if self.access.github_orgs:
             self._ask_for_memberships()
+        self._check_other_issuers()
+
+    def _check_other_issuers(self) -> None:
+        """spec/security.md 37: no other issuer can pass for us, for each other, or for the
+        provider's users; only pre-registered confidential clients present ID-JAGs."""
+        prefixes: dict[str, str] = {}
+        for table, entries in (
+            ("trusted_issuers", self.trusted_issuers),
+            ("enterprise_issuers", self.enterprise_issuers),
+        ):
+            seen: set[str] = set()
+            for entry in entries:
+                if entry.issuer == self.issuer:
+                    raise ValueError(f"[{table}] issuer must not be this proxy's own issuer")
+                if entry.issuer in seen:
+                    raise ValueError(f"[{table}] lists the issuer {entry.issuer} twice")
+                seen.add(entry.issuer)
+                self._check_jwks_uri(table, entry.jwks_uri)
+                self._check_prefix(table, entry.subject_prefix, entry.issuer, prefixes)
+        for trusted in self.trusted_issuers:
+            if trusted.audience == self.issuer:
+                # An ID-JAG's aud is our issuer: such an audience would let one pass as a token.
+                raise ValueError("[trusted_issuers] audience must not be this proxy's issuer")
+        for enterprise in self.enterprise_issuers:
+            for client_id in enterprise.clients:
+                client = self._static_by_id.get(client_id)
+                if client is None or client.token_endpoint_auth_method == "none":
+                    raise ValueError(
+                        f"[enterprise_issuers] clients: {client_id} is not a pre-registered "
+                        "confidential client"
+                    )
+
+    def _check_jwks_uri(self, table: str, uri: str) -> None:
+        problem = document_url_problem(uri, allow_loopback=self.cimd_allow_loopback)
+        if problem is not None:
+            # The document rule speaks of a client_id URL; here the URL is a JWK Set's.
+            rule = problem.replace("the client_id URL ", "").replace("the client_id ", "")
+            raise ValueError(f"[{table}] jwks_uri {rule}")
+
+    def _check_prefix(self, table: str, prefix: str, issuer: str, owners: dict[str, str]) -> None:
+        # The subject of our own users is "<provider>:<id>": a prefix equal to the provider's
+        # name would let the other issuer name any of them. One issuer may appear in both tables
+        # with one prefix; two issuers never share one.
+        if prefix == self.upstream.name:
+            raise ValueError(f"[{table}] subject_prefix must differ from the provider's name")
+        if owners.setdefault(prefix, issuer) != issuer:
+            raise ValueError(f"[{table}] subject_prefix {prefix} is another issuer's")
 
     def _ask_for_memberships(self) -> None:
         if self.upstream.org_membership_url is None:
@@ -147,6 +220,24 @@ class ProxyConfig:
         if self.upstream.scopes and "read:org" not in self.upstream.scopes:
             upstream = attrs.evolve(self.upstream, scopes=(*self.upstream.scopes, "read:org"))
             object.__setattr__(self, "upstream", upstream)
+
+    def _check_machine_client(self, client: Client) -> None:
+        """A pre-registered client of the client credentials grant (handlers/client_credentials.py)."""
+        where = f"static client {client.client_id!r}"
+        if not set(client.scope) <= set(self.scopes_supported):
+            raise ValueError(f"{where}: its scopes must be among scopes_supported")
+        if "client_credentials" not in client.grant_types:
+            return
+        # RFC 6749 §4.4: "The client credentials grant type MUST only be used by confidential
+        # clients."
+        if client.token_endpoint_auth_method == "none" or client.subject is None:
+            raise ValueError(
+                f"{where}: client_credentials needs a confidential client and a subject"
+            )
+        # spec/security.md 36: a machine identity never takes the form of a user's, which is
+        # ``<provider name>:<id>`` (upstream.identity_from_claims).
+        if client.subject.startswith(self.upstream.name + ":"):
+            raise ValueError(f"{where}: its subject must not start with {self.upstream.name}:")
 
     def static_client(self, client_id: str) -> Client | None:
         """The pre-registered client with this id, if any."""

@@ -55,6 +55,20 @@ class GrantIssued:
 
 
 @attrs.frozen(kw_only=True)
+class TokenIssued:
+    """An access token was issued by a grant that creates no refresh-token family of its own:
+    ``client_credentials`` (RFC 6749 §4.4, handlers/client_credentials.py). ``grant_id`` is the
+    grant the token names for revocation; ``new_grant`` says whether this request created it."""
+
+    grant_type: str
+    grant_id: str
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...]
+    new_grant: bool
+
+
+@attrs.frozen(kw_only=True)
 class ClientRegistered:
     """A client registered itself (RFC 7591)."""
 
@@ -72,6 +86,21 @@ class ClientDeleted:
 
 
 @attrs.frozen(kw_only=True)
+class ClientRefused:
+    """The ``[clients]`` admission policy refused a client (admission.py): a registration or an RFC
+    7592 update (no record written), or a client looked up at an endpoint (a metadata document
+    host not allowed, a redirect URI host not listed, a registered client while registration is
+    off)."""
+
+    #: ``None`` for a registration refused before any id was allocated.
+    client_id: str | None
+    #: ``admission.CAUSES``: ``cimd_host_not_allowed``, ``registration_closed``, ...
+    cause: str
+    #: ``registration``, ``update`` (RFC 7592 §2.2) or ``lookup``.
+    at: str
+
+
+@attrs.frozen(kw_only=True)
 class AccessDecided:
     """The ``[access]`` rules decided about a user (spec/security.md 33), at sign-in or when a grant
     was re-validated at refresh."""
@@ -85,13 +114,27 @@ class AccessDecided:
     when: str
 
 
+@attrs.frozen(kw_only=True)
+class AssertionRedeemed:
+    """An enterprise issuer's ID-JAG was redeemed for an access token (``handlers/id_jag.py``): no
+    grant is stored, so this is the one trace of the access it gave."""
+
+    issuer: str
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...]
+
+
 DomainEvent: TypeAlias = (
     TransactionChanged
     | GrantChanged
     | GrantIssued
+    | TokenIssued
     | ClientRegistered
     | ClientDeleted
+    | ClientRefused
     | AccessDecided
+    | AssertionRedeemed
 )
 
 

@@ -1,5 +1,5 @@
 """Reading MCP's JSON-RPC messages at the gateway, for the ``[[gateway.tools]]`` rules
-(spec/security.md 36; JSON-RPC 2.0 §4-§6; MCP 2025-11-25 "Tools", "Transports").
+(spec/security.md 38; JSON-RPC 2.0 §4-§6; MCP 2025-11-25 "Tools", "Transports").
 
 Two jobs, both pure:
 

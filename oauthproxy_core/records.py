@@ -65,11 +65,24 @@ class Client:
     #: registration lives ``Bounds.unused_registration_lifetime`` after registration while unused,
     #: and ``Lifetimes.client`` after its last use once used.
     last_used_at: int | None = None
+    #: The identity the tokens of the client credentials grant carry (RFC 6749 §4.4: the client
+    #: acts on its own behalf), e.g. ``service:ci-bot``. Pre-registered clients only
+    #: (``[[clients.static]] subject``); ``None``: the client cannot use that grant.
+    subject: str | None = attrs.field(default=None)
 
     @redirect_uris.validator
     def _check_redirects(self, _a: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-        if not value:
-            raise ValueError("a client needs at least one redirect URI")
+        # RFC 6749 §3.1.2: redirection belongs to the grants that send a browser somewhere; a
+        # client that only uses the client credentials grant (§4.4) has none to register.
+        if not value and "authorization_code" in self.grant_types:
+            raise ValueError("a client of the authorization code grant needs a redirect URI")
+
+    @subject.validator
+    def _check_subject(self, _a: attrs.Attribute[Any], value: str | None) -> None:
+        if value is not None and (
+            not value or len(value) > 255 or not value.isprintable() or value != value.strip()
+        ):
+            raise ValueError("subject must be 1 to 255 printable characters")
 
 
 @attrs.frozen(kw_only=True)

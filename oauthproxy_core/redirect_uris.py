@@ -49,6 +49,7 @@ __all__ = [
     "is_acceptable_redirect_uri",
     "match_redirect_uri",
     "redirect_host",
+    "redirect_uri_host",
     "validate_redirect_uri",
 ]
 
@@ -285,3 +286,14 @@ def redirect_host(uri: str) -> str:
         return parts.scheme
     host = parts.host.lower()
     return host if parts.port is None else f"{host}:{parts.port}"
+
+
+def redirect_uri_host(uri: str) -> str | None:
+    """The host an ``http(s)`` redirect URI delivers to, as written (an IPv6 literal keeps its
+    brackets); ``None`` for a private-use scheme (RFC 8252 §7.1: the operating system, not a host,
+    picks the receiving app) and for a URI the registration predicate refuses. What the
+    ``[clients] redirect_hosts`` list is compared with (admission.py)."""
+    parts = _native_parts(uri) if isinstance(uri, str) else None
+    if parts is None or parts.scheme not in ("http", "https"):
+        return None
+    return parts.host

@@ -12,10 +12,17 @@ joserfc's ``jwt.decode`` checks only the signature (spec/style.md), so verificat
 same claim checks: the adapters use it to put the access token of their own token response into their
 verified-token cache, so that its first use costs no ES256 verification. It is never applied to a
 token a client presents.
+
+Where a verified token came from is part of its claims (``Origin``, spec/security.md 37): a token
+minted from a user's grant (code or refresh), one minted from an enterprise ID-JAG (it carries
+``jag_iss``, the enterprise issuer that vouched, and is honoured only while that issuer is still
+configured: ``handlers/bearer.authorize_unrevoked``), or another issuer's access token
+(``trusted_tokens.py``). Only the first holds a grant with a user's upstream token.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
@@ -32,6 +39,19 @@ LEEWAY = 30
 MAX_TOKEN_LENGTH = 8192
 #: Largest JOSE header accepted (ours is ``alg``, ``typ`` and ``kid``: under 100 bytes).
 MAX_HEADER_BYTES = 1024
+#: The claim of an access token minted from an ID-JAG: the enterprise issuer that vouched for it.
+ENTERPRISE_CLAIM = "jag_iss"
+
+
+class Origin(enum.Enum):
+    """Where the identity behind a verified token comes from (spec/security.md 37)."""
+
+    #: A user's grant: the authorization code flow and its refresh family (a ``Grant`` record).
+    GRANT = "grant"
+    #: Minted from an enterprise issuer's ID-JAG (``handlers/id_jag.py``): no grant record.
+    ENTERPRISE = "enterprise"
+    #: Another issuer's access token (``[[trusted_issuers]]``, ``trusted_tokens.py``): not ours.
+    TRUSTED_ISSUER = "trusted_issuer"
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +69,28 @@ class AccessClaims:
     claims: tuple[tuple[str, str], ...] = ()
     #: The groups the ``[access]`` decision saw (``groups``, a JSON array; access.py).
     groups: tuple[str, ...] = ()
+    origin: Origin = Origin.GRANT
+    #: The issuer that vouched: the enterprise issuer (``ENTERPRISE``) or the token's issuer
+    #: (``TRUSTED_ISSUER``); ``None`` for the proxy's own grants.
+    issuer: str | None = None
+
+
+_RESERVED = frozenset(
+    {
+        "iss",
+        "sub",
+        "aud",
+        "client_id",
+        "scope",
+        "iat",
+        "exp",
+        "jti",
+        "gid",
+        "nbf",
+        "groups",
+        ENTERPRISE_CLAIM,
+    }
+)
 
 
 def mint_access_token(
@@ -62,8 +104,10 @@ def mint_access_token(
     jti: str,
     claims: tuple[tuple[str, str], ...] = (),
     groups: tuple[str, ...] = (),
+    enterprise_issuer: str | None = None,
 ) -> tuple[str, int]:
-    """Return ``(token, expires_in)``."""
+    """Return ``(token, expires_in)``. ``enterprise_issuer``: the token is minted from that issuer's
+    ID-JAG (``Origin.ENTERPRISE``); identity ``claims`` never set a reserved claim."""
     lifetime = ctx.config.lifetimes.access_token
     body: dict[str, Any] = {
         "iss": ctx.config.issuer,
@@ -78,16 +122,14 @@ def mint_access_token(
     }
     if groups:
         body["groups"] = list(groups)
+    if enterprise_issuer is not None:
+        body[ENTERPRISE_CLAIM] = enterprise_issuer
     for name, value in claims:
-        body.setdefault(name, value)
+        if name not in _RESERVED:
+            body.setdefault(name, value)
     key = ctx.keys.active_signing
     header = {"alg": ctx.keys.active_signing_alg, "typ": "at+jwt", "kid": key.kid}
     return jwt.encode(header, body, key), lifetime
-
-
-_RESERVED = frozenset(
-    {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "gid", "nbf", "groups"}
-)
 
 
 def verify_access_token(ctx: Context, token: str, *, audience: str) -> AccessClaims:
@@ -153,6 +195,9 @@ def _access_claims(
     raw_groups = c.get("groups", [])
     if not isinstance(raw_groups, list) or not all(isinstance(g, str) for g in raw_groups):
         raise InvalidTokenError("malformed token")
+    enterprise = c.get(ENTERPRISE_CLAIM)
+    if enterprise is not None and not isinstance(enterprise, str):
+        raise InvalidTokenError("malformed token")
     return AccessClaims(
         subject=sub,
         client_id=cid,
@@ -164,4 +209,6 @@ def _access_claims(
         jti=jti,
         claims=extra,
         groups=tuple(raw_groups),
+        origin=Origin.GRANT if enterprise is None else Origin.ENTERPRISE,
+        issuer=enterprise,
     )

@@ -1,5 +1,5 @@
 """Per-tool authorization at the gateway: the ``[[gateway.tools]]`` rules and the one decision they
-make (spec/security.md 36).
+make (spec/security.md 38).
 
 A rule names tools with a glob and says what a caller needs to use them::
 

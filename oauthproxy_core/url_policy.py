@@ -10,6 +10,10 @@ The proxy reads URLs of five kinds, and each kind has its own rule built from th
   RFC 6749 §3.1.2, RFC 8252 §7.3);
 - a resource indicator (``resources.py`` canonicalises it with the pieces below: RFC 8707 §2).
 
+And one kind of list: the operator's host lists of ``[clients]`` (``cimd_allowed_hosts``,
+``cimd_denied_hosts``, ``redirect_hosts``; admission.py), whose entries are ``HostPattern`` values
+compared with a URL's host in one canonical form (``canonical_host``).
+
 The pieces, each one small pure function or constant:
 
 - **loopback** (``is_loopback_host``): ``localhost``, or an IP literal in 127.0.0.0/8 or ``::1``
@@ -42,12 +46,17 @@ import ipaddress
 import re
 from urllib.parse import SplitResult, unquote, urlsplit
 
+import attrs
+
 __all__ = [
     "LOOPBACK_REDIRECT_HOSTS",
     "MAX_DOCUMENT_URL_LENGTH",
+    "MAX_HOST_LENGTH",
+    "HostPattern",
     "IPAddress",
     "address_allowed",
     "bracketed_ipv6",
+    "canonical_host",
     "document_url_problem",
     "dot_segment_problem",
     "has_fragment",
@@ -63,6 +72,7 @@ __all__ = [
     "is_uri_text",
     "issuer_problem",
     "names_this_machine",
+    "parse_host_pattern",
     "provider_url_problem",
     "scheme_of",
     "split_authority",
@@ -485,3 +495,118 @@ def document_url_problem(url: object, *, allow_loopback: bool = False) -> str | 
     if problem is not None:
         return f"the client_id URL {problem}"
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Host patterns: the entries of an operator's host list
+
+#: RFC 1035 §2.3.4: a name is at most 255 octets on the wire, 253 characters written out.
+MAX_HOST_LENGTH = 253
+# The WHATWG URL parser's "ends in a number" rule: a last label of digits, or 0x and hex digits, makes
+# a browser read the whole host as an IPv4 address ("127.1", "0x7f.1"), whatever it looks like.
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+
+
+def canonical_host(host: str) -> str | None:
+    """The one form in which a host is compared with a ``HostPattern``, or ``None`` for a host that no
+    pattern can name: an allow list then refuses it and a deny list counts it as denied (fail closed).
+
+    A host name is lowered (RFC 4343: DNS names compare without regard to case) and loses one final
+    dot (RFC 1034 §3.1: ``example.com.`` is the same fully qualified name; redirect URIs may carry it,
+    redirect_uris.py); an IP literal, bracketed or not, becomes its address's standard text (RFC 5952
+    §4 for IPv6). Refused: whatever ``is_host_name`` refuses, so percent-encoding, an empty label and
+    every non-ASCII character (an internationalised name is compared in its A-label ``xn--`` form,
+    the only form a URL the proxy accepts can carry it in); a zone identifier; a name longer than
+    ``MAX_HOST_LENGTH``; and a name whose last label is a number but which is not a dotted-quad IPv4
+    address (``127.1``, ``0x7f.0.0.1``), since a browser reads those as addresses.
+    """
+    if not isinstance(host, str) or not host:
+        return None
+    name = host.removesuffix(".")
+    if name.startswith("[") or ":" in name:
+        inner = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+        if "%" in inner or "[" in inner or "]" in inner:
+            return None
+        try:
+            return str(ipaddress.IPv6Address(inner))
+        except ValueError:
+            return None
+    if len(name) > MAX_HOST_LENGTH or not is_host_name(name):
+        return None
+    if _NUMERIC_LABEL.fullmatch(name.rsplit(".", 1)[-1]):
+        try:
+            return str(ipaddress.IPv4Address(name))
+        except ValueError:
+            return None
+    return name.lower()
+
+
+@attrs.frozen
+class HostPattern:
+    """One entry of an operator's host list (``[clients]``; admission.py), in canonical form.
+
+    ``claude.ai`` names that host only; ``127.0.0.1`` or ``::1`` (also written ``[::1]``) that
+    address only; ``*.vscode.dev`` names every host one or more labels below ``vscode.dev``
+    (``insiders.vscode.dev``, ``a.b.vscode.dev``), never ``vscode.dev`` itself and never a host that
+    merely ends in the same characters (``evilvscode.dev``): the comparison is by whole labels. Build
+    one with ``parse_host_pattern``.
+    """
+
+    #: The canonical text: a name or an address without brackets, or ``*.`` and a name.
+    text: str
+
+    @property
+    def wildcard(self) -> bool:
+        return self.text.startswith("*.")
+
+    def covers(self, canonical: str) -> bool:
+        """Whether this pattern names ``canonical``, a host already in ``canonical_host`` form."""
+        if self.wildcard:
+            base = self.text[1:]  # ".vscode.dev": at least one whole label must come before it
+            return canonical.endswith(base) and len(canonical) > len(base)
+        return canonical == self.text
+
+    def matches(self, host: str) -> bool:
+        """Whether this pattern names ``host`` (as a URL carries it); never for a host that has no
+        canonical form."""
+        canonical = canonical_host(host)
+        return canonical is not None and self.covers(canonical)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_host_pattern(text: object) -> HostPattern:
+    """The ``HostPattern`` an operator wrote, or ``ValueError`` saying which rule it breaks.
+
+    Accepted: a host name, an IP address (IPv6 with or without brackets), or ``*.`` followed by a host
+    name of at least two labels (``*.dev`` would admit a whole top-level domain). Case and one final
+    dot do not matter. Refused: a scheme, port, path or userinfo (a pattern names a host, nothing
+    else); a ``*`` anywhere but as the whole first label; non-ASCII (write the A-label, ``xn--...``,
+    which is what URLs carry); and whatever ``canonical_host`` refuses.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError("must be a non-empty string")
+    if not text.isascii():
+        raise ValueError(
+            f"{text!r} is not ASCII: write an internationalised name in its A-label (xn--) form"
+        )
+    wildcard = text.startswith("*.")
+    rest = text[2:] if wildcard else text
+    if "*" in rest:
+        raise ValueError(f"{text!r}: '*' may only be the whole first label, as in *.example.com")
+    canonical = canonical_host(rest)
+    if canonical is None:
+        raise ValueError(
+            f"{text!r} is not a host name or an IP address (no scheme, port or path; an IPv4 "
+            "address as four decimal numbers)"
+        )
+    if not wildcard:
+        return HostPattern(canonical)
+    if _ip_literal(canonical) is not None:
+        raise ValueError(f"{text!r}: a wildcard stands for names, not addresses")
+    if "." not in canonical:
+        raise ValueError(
+            f"{text!r}: a wildcard needs at least two labels after '*.', as in *.example.com"
+        )
+    return HostPattern("*." + canonical)

@@ -243,6 +243,7 @@ class Harness:
                 header, now=self.clock.now, random=self.random, required_scopes=scopes
             ),
             self.store,
+            fetch=self.fetch,
         )
 
     # -- flow steps: the kit's client steps (oauthproxy_adapters.testing.flow), through the core ------

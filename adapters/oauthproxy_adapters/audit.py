@@ -12,6 +12,10 @@ The core cannot log (it is pure); it tells what happened with the ``Emit`` effec
                         concurrent request won the compare-and-set)
 ``client_registered``   a client was registered
 ``grant_issued``        a refresh family was created at code redemption
+``token_issued``        an access token was issued by a grant without a refresh family of its own,
+                        named by ``grant_type`` (``client_credentials``: a pre-registered machine
+                        client, whose ``subject`` is its configured identity); ``new_grant``: the
+                        request created the client's family (handlers/client_credentials.py)
 ``grant_rotated``       a refresh token was rotated (``generation``)
 ``upstream_refreshed``  the user's provider token was refreshed for the grant
 ``grant_revalidation_`` re-validation at refresh (spec/security.md 33): ``..._started`` (this
@@ -23,10 +27,17 @@ The core cannot log (it is pure); it tells what happened with the ``Emit`` effec
                         ``access_withdrawn``: the ``[access]`` rules no longer admit the user)
 ``client_deleted``      a registration was deleted (RFC 7592 §2.3): from now on every grant and
                         access token of the client is refused
+``client_refused``      the ``[clients]`` admission policy refused a client (``state``
+                        ``refused``; ``cause``: ``registration_closed``, ``cimd_disabled``,
+                        ``cimd_host_denied``, ``cimd_host_not_allowed``,
+                        ``redirect_host_not_allowed``), ``at`` ``registration`` or ``update``
+                        (nothing was written; no ``client_id`` for a registration) or ``lookup``
 ``access_decision``     the ``[access]`` rules admitted (``state`` ``admitted``, with the ``rule``
                         class that matched) or refused (``refused``) a user, ``when`` ``sign_in``
                         or at ``refresh``; a refused user's ``subject`` is logged here and stored
                         nowhere
+``assertion_redeemed``  an enterprise issuer's ID-JAG was exchanged for an access token (``issuer``,
+                        ``scopes``); no grant exists, so nothing else records it
 ======================  ============================================================================
 
 Who and what: ``client_id``, ``subject`` (once known), a short reference to the transaction or grant
@@ -43,11 +54,14 @@ from typing import Any
 
 from oauthproxy_core.domain_events import (
     AccessDecided,
+    AssertionRedeemed,
     ClientDeleted,
+    ClientRefused,
     ClientRegistered,
     DomainEvent,
     GrantChanged,
     GrantIssued,
+    TokenIssued,
     TransactionChanged,
 )
 from oauthproxy_core.effects import Emit
@@ -126,6 +140,16 @@ def record(event: DomainEvent) -> dict[str, Any]:
             "subject": event.subject,
             "scopes": " ".join(event.scopes),
         }
+    if isinstance(event, TokenIssued):
+        return {
+            "event": "token_issued",
+            "grant_type": event.grant_type,
+            "grant": _ref(event.grant_id),
+            "client_id": event.client_id,
+            "subject": event.subject,
+            "scopes": " ".join(event.scopes),
+            "new_grant": event.new_grant,
+        }
     if isinstance(event, ClientRegistered):
         return {
             "event": "client_registered",
@@ -135,6 +159,14 @@ def record(event: DomainEvent) -> dict[str, Any]:
         }
     if isinstance(event, ClientDeleted):
         return {"event": "client_deleted", "client_id": event.client_id}
+    if isinstance(event, ClientRefused):
+        return {
+            "event": "client_refused",
+            "state": "refused",
+            "cause": event.cause,
+            "at": event.at,
+            "client_id": event.client_id,
+        }
     if isinstance(event, AccessDecided):
         return {
             "event": "access_decision",
@@ -143,5 +175,13 @@ def record(event: DomainEvent) -> dict[str, Any]:
             "rule": event.rule or "",
             "client_id": event.client_id,
             "subject": event.subject,
+        }
+    if isinstance(event, AssertionRedeemed):
+        return {
+            "event": "assertion_redeemed",
+            "issuer": event.issuer,
+            "client_id": event.client_id,
+            "subject": event.subject,
+            "scopes": " ".join(event.scopes),
         }
     raise TypeError(f"unknown domain event {type(event).__name__}")

@@ -47,12 +47,21 @@ import attrs
 import httpx
 
 from oauthproxy_core.access import AccessPolicy
+from oauthproxy_core.admission import ClientAdmission
 from oauthproxy_core.bearer_header import is_token68
 from oauthproxy_core.bounds import Bounds
+from oauthproxy_core.cimd import CimdDocumentError, check_jwks
 from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.crypto import digest
-from oauthproxy_core.errors import InvalidRedirectUriError
+from oauthproxy_core.errors import InvalidRedirectUriError, InvalidTargetError
+from oauthproxy_core.issuers import (
+    ALGORITHMS,
+    EnterpriseIssuer,
+    TrustedIssuer,
+    issuer_url_problem,
+    subject_prefix_problem,
+)
 from oauthproxy_core.jsonrpc_inspection import DEFAULT_MAX_MESSAGE_BYTES
 from oauthproxy_core.providers import (
     DEFAULT_OIDC_SCOPES,
@@ -69,9 +78,11 @@ from oauthproxy_core.providers import (
 from oauthproxy_core.providers.entra import ENTRA_EMAIL_VERIFIED_CLAIM
 from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
+from oauthproxy_core.resources import canonical_resource
 from oauthproxy_core.tool_policy import OFFLINE_ACCESS, ToolPolicy, ToolRule
 from oauthproxy_core.upstream import UpstreamProfile
 from oauthproxy_core.url_policy import (
+    document_url_problem,
     has_fragment,
     has_unsafe_characters,
     has_userinfo,
@@ -80,7 +91,7 @@ from oauthproxy_core.url_policy import (
 )
 
 from . import config_schema
-from .config_schema import PROVIDERS, Problem, Section, Unusable
+from .config_schema import PROVIDERS, Checked, Problem, Section, Unusable
 from .http_clients import SyncHttpClient
 from .stores.sqlite import default_sqlite_path
 
@@ -249,12 +260,14 @@ def parse_settings(
     store_url = p.attempt(_store_url, t["store"], p)
     keys_file = p.attempt(_keys_file, t["keys"], p)
     gateway = p.attempt(_gateway, t["gateway"], p, server)
-    static_clients = p.attempt(_static_clients, t["clients"], p)
+    static_clients = p.attempt(_static_clients, t["clients"], p, env, server, profile)
     bounds = p.attempt(_bounds, t["limits"])
     access = p.attempt(_access, t["access"], p)
+    admission = p.attempt(_admission, t["clients"], p)
     lifetimes = p.attempt(_lifetimes, t["lifetimes"], p)
     metrics_token = p.attempt(_metrics_token, t["metrics"], p, env)
     metrics_enabled = p.attempt(t["metrics"].get, "enabled")
+    trusted, enterprise = _other_issuers(checked, server, t["clients"], p)
     cimd_enabled = p.attempt(t["clients"].get, "cimd")
     cimd_allow_loopback = p.attempt(t["clients"].get, "cimd_allow_loopback")
     consent_mode = p.attempt(t["consent"].get, "mode")
@@ -266,7 +279,7 @@ def parse_settings(
     assert store_url is not None and keys_file is not None and bounds is not None
     assert consent_mode is not None and cimd_enabled is not None
     assert cimd_allow_loopback is not None and access is not None and lifetimes is not None
-    assert gateway is not None
+    assert gateway is not None and admission is not None
     try:
         proxy = ProxyConfig(
             issuer=server.base_url,
@@ -279,10 +292,13 @@ def parse_settings(
             static_clients=static_clients or (),
             cimd_enabled=cimd_enabled,
             cimd_allow_loopback=cimd_allow_loopback,
+            admission=admission,
             bounds=bounds,
             consent_theme=consent_theme,
             access=access,
             lifetimes=lifetimes,
+            trusted_issuers=trusted,
+            enterprise_issuers=enterprise,
         )
     except (ValueError, TypeError) as exc:
         message = str(exc)
@@ -438,6 +454,8 @@ class _Upstream:
     explicit: dict[str, Any]
     issuer: str | None
     api_base_url: str | None
+    #: entra: where a group overage is resolved (``None``: Microsoft Graph).
+    graph_url: str | None
     allow_insecure_http: bool
 
     @property
@@ -462,10 +480,13 @@ def _upstream_profile(
         return _build(t, p, lambda: google_profile(**up.explicit, **fields))
     if up.provider == "entra":
         tenant, app_id_uri = t.get("tenant"), t.get("app_id_uri")
+        graph = {} if up.graph_url is None else {"graph_url": up.graph_url}
         return _build(
             t,
             p,
-            lambda: entra_profile(tenant=tenant, app_id_uri=app_id_uri, **up.explicit, **fields),
+            lambda: entra_profile(
+                tenant=tenant, app_id_uri=app_id_uri, **graph, **up.explicit, **fields
+            ),
         )
     return _discovered(t, p, up, http)
 
@@ -482,9 +503,13 @@ def _upstream(t: Section, p: _Problems, env: Mapping[str, str]) -> _Upstream:
     insecure: bool | None = p.attempt(t.get, "allow_insecure_http")
     urls = {
         key: p.attempt(_upstream_url, t, p, key, insecure)
-        for key in (*_ENDPOINT_KEYS, "issuer", "api_base_url")
+        for key in (*_ENDPOINT_KEYS, "issuer", "api_base_url", "graph_url")
         if t.has(key)
     }
+    graph_url = urls.get("graph_url")
+    if graph_url is not None and "?" in graph_url:
+        # The Graph path is appended to it.
+        p.add(t, "graph_url", "must not have a query")
     if t.has("userinfo_subject_field") and p.attempt(t.get, "userinfo_subject_field") == "":
         p.add(t, "userinfo_subject_field", "must not be empty")
     if provider is not None:
@@ -520,6 +545,7 @@ def _upstream(t: Section, p: _Problems, env: Mapping[str, str]) -> _Upstream:
         explicit={key: url for key, url in urls.items() if key in _ENDPOINT_KEYS and url},
         issuer=urls.get("issuer"),
         api_base_url=urls.get("api_base_url"),
+        graph_url=urls.get("graph_url"),
         allow_insecure_http=insecure,
     )
 
@@ -761,7 +787,7 @@ class _Gateway:
 
 
 def _gateway(t: Section, p: _Problems, server: _Server | None) -> _Gateway:
-    """``[gateway]`` and its ``[[gateway.tools]]`` rules (spec/security.md 36)."""
+    """``[gateway]`` and its ``[[gateway.tools]]`` rules (spec/security.md 38)."""
     before = len(p)
     url = p.attempt(_gateway_url, t, p)
     supported = server.scopes_supported if server is not None else None
@@ -831,6 +857,28 @@ def _access(t: Section, p: _Problems) -> AccessPolicy:
     return AccessPolicy(**rules)
 
 
+#: ``[clients]`` keys -> ``ClientAdmission`` fields.
+_ADMISSION_KEYS = ("dcr", "cimd_allowed_hosts", "cimd_denied_hosts", "redirect_hosts")
+
+
+def _admission(t: Section, p: _Problems) -> ClientAdmission:
+    """``[clients]`` admission: each host list is validated by ``ClientAdmission``; a bad entry
+    names its key."""
+    values: dict[str, Any] = {}
+    for name in _ADMISSION_KEYS:
+        value = t.get(name)
+        if value is not None:
+            values[name] = value
+    before = len(p)
+    for name, value in values.items():
+        try:
+            ClientAdmission(**{name: value})
+        except ValueError as exc:
+            p.add(t, name, str(exc).removeprefix(f"{name}: "))
+    p.since(before)
+    return ClientAdmission(**values)
+
+
 def _lifetimes(t: Section, p: _Problems) -> Lifetimes:
     """``[lifetimes]``: ranges are checked by the schema from ``Lifetimes``' own bounds."""
     values = {field: t.get(key) for key, field in config_schema.LIFETIME_FIELDS.items()}
@@ -865,74 +913,304 @@ def _metrics_token(t: Section, p: _Problems, env: Mapping[str, str]) -> str | No
 MIN_STATIC_SECRET_LENGTH = 16
 
 
-def _static_clients(t: Section, p: _Problems) -> tuple[Client, ...]:
+def _static_clients(
+    t: Section,
+    p: _Problems,
+    env: Mapping[str, str],
+    server: _Server | None,
+    profile: UpstreamProfile | None,
+) -> tuple[Client, ...]:
     """``[[clients.static]]`` tables as ``Client`` records (secrets kept only as digests)."""
     before = len(p)
     seen: set[str] = set()
-    clients = [p.attempt(_static_client, entry, p, seen) for entry in t.entries("static")]
+    context = _StaticContext(
+        env=env,
+        scopes_supported=server.scopes_supported if server is not None else None,
+        user_prefix=f"{profile.name}:" if profile is not None else None,
+        allow_loopback=bool(p.attempt(t.get, "cimd_allow_loopback")),
+    )
+    clients = [p.attempt(_static_client, entry, p, seen, context) for entry in t.entries("static")]
     p.since(before)
     return tuple(c for c in clients if c is not None)
 
 
-def _static_client(t: Section, p: _Problems, seen: set[str]) -> Client:
+@attrs.frozen
+class _StaticContext:
+    """What a ``[[clients.static]]`` table is checked against besides itself."""
+
+    env: Mapping[str, str]
+    #: ``None`` when ``[server]`` was refused (its own problems are reported).
+    scopes_supported: tuple[str, ...] | None
+    #: The prefix of users' subjects (``github:``); ``None`` when ``[upstream]`` was refused.
+    user_prefix: str | None
+    allow_loopback: bool
+
+
+def _static_client(t: Section, p: _Problems, seen: set[str], c: _StaticContext) -> Client:
     before = len(p)
     client_id = p.attempt(t.get, "client_id")
     if client_id is not None:
-        if len(client_id) > 255 or any(c.isspace() or ord(c) < 0x21 for c in client_id):
+        if len(client_id) > 255 or any(ch.isspace() or ord(ch) < 0x21 for ch in client_id):
             p.add(t, "client_id", "must be printable, without spaces")
         elif client_id in seen:
             p.add(t, "client_id", f"{client_id!r} is listed twice")
         seen.add(client_id)
-    secret = p.attempt(t.get, "client_secret")
+    found = len(p)
+    secret = p.attempt(_secret, t, p, c.env, "client_secret")
+    secret_key = "client_secret_env" if t.has("client_secret_env") else "client_secret"
+    secret_refused = len(p) > found or bool({"client_secret", "client_secret_env"} & t.bad)
     if secret is not None and len(secret) < MIN_STATIC_SECRET_LENGTH:
-        p.add(t, "client_secret", f"must be at least {MIN_STATIC_SECRET_LENGTH} characters")
+        p.add(t, secret_key, f"must be at least {MIN_STATIC_SECRET_LENGTH} characters")
     method = p.attempt(t.get, "token_endpoint_auth_method")
     if method is None and not t.has("token_endpoint_auth_method"):
-        method = "client_secret_basic" if secret else "none"
-    if (
-        method is not None
-        and "client_secret" not in t.bad
-        and (method == "none") != (secret is None)
-    ):
-        p.add(
-            t,
-            "client_secret",
-            f"required with {method}" if secret is None else "a public client (none) has no secret",
-        )
-    uris = p.attempt(t.get, "redirect_uris")
-    application_type = "native"
-    if uris is not None:
-        if not uris:
-            p.add(t, "redirect_uris", "required, a non-empty list of URIs")
-        application_type = "web" if all(u.startswith("https:") for u in uris) else "native"
-        for uri in uris:
-            try:
-                validate_redirect_uri(uri, application_type=application_type)
-            except InvalidRedirectUriError as exc:
-                p.add(t, "redirect_uris", exc.description)
-                break
-    p.since(before, client_id, method, uris)
-    assert client_id is not None and method is not None and uris is not None
+        method = "client_secret_basic" if secret or secret_refused else "none"
+    if method is not None and not secret_refused:
+        _check_secret_for_method(t, p, method, secret, secret_key)
+    grant_types = p.attempt(_static_grant_types, t, p)
+    keys = p.attempt(_static_keys, t, p, method, c.allow_loopback)
+    uris = p.attempt(_static_redirect_uris, t, p, grant_types)
+    scopes = p.attempt(_static_scopes, t, p, c.scopes_supported)
+    subject = p.attempt(_static_subject, t, p, grant_types, method, c.user_prefix)
+    p.since(before, client_id, method, grant_types, keys, uris, scopes)
+    assert client_id is not None and method is not None and grant_types is not None
+    assert keys is not None and uris is not None and scopes is not None
     name = t.get("client_name")
-    grant_types = ("authorization_code", "refresh_token")
-    metadata = {
-        "redirect_uris": list(dict.fromkeys(uris)),
+    application_type = "web" if all(u.startswith("https:") for u in uris) else "native"
+    metadata: dict[str, Any] = {
         "token_endpoint_auth_method": method,
         "grant_types": list(grant_types),
-        "response_types": ["code"],
+        "response_types": ["code"] if "authorization_code" in grant_types else [],
         "application_type": application_type,
     }
+    if uris:
+        metadata["redirect_uris"] = list(uris)
     if name:
         metadata["client_name"] = name
+    if scopes:
+        metadata["scope"] = " ".join(scopes)
+    encoded = {k: json.dumps(v, sort_keys=True) for k, v in metadata.items()}
+    encoded.update(keys)  # already JSON, as client_auth reads them
     return Client(
         client_id=client_id,
         secret_hash=digest(secret) if secret is not None else None,
         token_endpoint_auth_method=method,
-        redirect_uris=tuple(dict.fromkeys(uris)),
+        redirect_uris=uris,
         grant_types=grant_types,
+        scope=scopes,
         client_name=name or None,
         application_type=application_type,
         source="static",
-        metadata=tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(metadata.items())),
+        metadata=tuple(sorted(encoded.items())),
         issued_at=0,
+        subject=subject,
     )
+
+
+def _check_secret_for_method(
+    t: Section, p: _Problems, method: str, secret: str | None, secret_key: str
+) -> None:
+    """A secret exactly when the method uses one (RFC 6749 §2.3.1; RFC 7523 §2.2 uses keys)."""
+    if method in ("client_secret_basic", "client_secret_post"):
+        if secret is None:
+            p.add(t, "client_secret", f"required with {method} (or client_secret_env)")
+    elif secret is not None:
+        who = "a public client (none)" if method == "none" else "a private_key_jwt client"
+        p.add(t, secret_key, f"{who} has no secret")
+
+
+def _static_grant_types(t: Section, p: _Problems) -> tuple[str, ...]:
+    grant_types = tuple(dict.fromkeys(t.get("grant_types")))
+    for grant in grant_types:
+        if grant not in config_schema.STATIC_GRANT_TYPES:
+            hint = config_schema.suggestion(grant, config_schema.STATIC_GRANT_TYPES)
+            choices = ", ".join(config_schema.STATIC_GRANT_TYPES)
+            p.fail(t, "grant_types", f"{grant!r} is not one of {choices}{hint}")
+    if "authorization_code" not in grant_types and "client_credentials" not in grant_types:
+        p.fail(t, "grant_types", "must include authorization_code or client_credentials")
+    if "refresh_token" in grant_types and "authorization_code" not in grant_types:
+        p.fail(t, "grant_types", "refresh_token needs authorization_code")
+    return grant_types
+
+
+def _static_redirect_uris(
+    t: Section, p: _Problems, grant_types: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    uris: list[str] | None = t.get("redirect_uris")
+    if grant_types is None:
+        raise Unusable
+    if "authorization_code" not in grant_types:
+        if uris is not None:
+            p.fail(t, "redirect_uris", "only a client of authorization_code has redirect URIs")
+        return ()
+    if not uris:
+        p.fail(t, "redirect_uris", "required with authorization_code, a non-empty list of URIs")
+    application_type = "web" if all(u.startswith("https:") for u in uris) else "native"
+    for uri in uris:
+        try:
+            validate_redirect_uri(uri, application_type=application_type)
+        except InvalidRedirectUriError as exc:
+            p.fail(t, "redirect_uris", exc.description)
+    return tuple(dict.fromkeys(uris))
+
+
+def _static_scopes(t: Section, p: _Problems, supported: tuple[str, ...] | None) -> tuple[str, ...]:
+    scopes: list[str] | None = t.get("scopes")
+    if scopes is None:
+        return ()
+    if not scopes:
+        p.fail(t, "scopes", "must not be empty (omit it for every supported scope)")
+    if supported is not None:
+        unknown = [s for s in scopes if s not in supported]
+        if unknown:
+            p.fail(t, "scopes", f"{unknown[0]!r} is not in [server] scopes_supported")
+    return tuple(dict.fromkeys(scopes))
+
+
+def _static_subject(
+    t: Section,
+    p: _Problems,
+    grant_types: tuple[str, ...] | None,
+    method: str | None,
+    user_prefix: str | None,
+) -> str | None:
+    subject: str | None = t.get("subject")
+    if grant_types is None or "client_credentials" not in grant_types:
+        if subject is not None:
+            p.fail(t, "subject", "only a client of client_credentials has a subject")
+        return None
+    if method == "none":
+        # RFC 6749 §4.4: "MUST only be used by confidential clients".
+        if t.has("token_endpoint_auth_method"):
+            p.fail(
+                t, "token_endpoint_auth_method", "client_credentials needs a confidential client"
+            )
+        p.fail(
+            t,
+            "client_secret",
+            "client_credentials needs a confidential client: give client_secret_env (or "
+            "client_secret), or private_key_jwt with its keys",
+        )
+    if subject is None:
+        p.fail(t, "subject", 'required with client_credentials (e.g. "service:ci-bot")')
+    if not subject or len(subject) > 255 or not subject.isprintable() or subject != subject.strip():
+        p.fail(t, "subject", "must be 1 to 255 printable characters, without outer spaces")
+    if user_prefix is not None and subject.startswith(user_prefix):
+        # spec/security.md 36: a machine must not pass for a user of the provider.
+        p.fail(t, "subject", f"must not start with {user_prefix!r}, the prefix of users' subjects")
+    return subject
+
+
+def _static_keys(
+    t: Section, p: _Problems, method: str | None, allow_loopback: bool
+) -> dict[str, str]:
+    """``jwks`` / ``jwks_uri`` as the JSON-encoded metadata ``client_auth`` reads."""
+    jwks, uri = t.get("jwks"), t.get("jwks_uri")
+    if method != "private_key_jwt":
+        for name in ("jwks", "jwks_uri"):
+            if t.has(name):
+                p.fail(t, name, 'only with token_endpoint_auth_method = "private_key_jwt"')
+        return {}
+    if jwks is not None and uri is not None:
+        # RFC 7591 §2: "The jwks_uri and jwks parameters MUST NOT both be present".
+        p.fail(t, "jwks", "give jwks or jwks_uri, not both")
+    if jwks is not None:
+        try:
+            checked = check_jwks(json.loads(json.dumps(jwks)))
+        except (CimdDocumentError, TypeError, ValueError) as exc:
+            p.fail(t, "jwks", str(exc))
+        return {"jwks": json.dumps(checked, sort_keys=True)}
+    if uri is not None:
+        problem = document_url_problem(uri, allow_loopback=allow_loopback)
+        if problem is not None:
+            p.fail(t, "jwks_uri", "must be an https URL with a path, on a public host")
+        return {"jwks_uri": json.dumps(uri)}
+    p.fail(t, "jwks", "private_key_jwt needs jwks or jwks_uri")
+
+
+# --------------------------------------------------------------------------------------------------
+# [[trusted_issuers]] and [[enterprise_issuers]]: other issuers' JWTs (oauthproxy_core.issuers)
+
+
+def _other_issuers(
+    checked: Checked, server: _Server | None, clients: Section, p: _Problems
+) -> tuple[tuple[TrustedIssuer, ...], tuple[EnterpriseIssuer, ...]]:
+    """The two tables as the core's records; an entry that cannot be built is reported by key.
+    Rules across entries and tables (prefixes, our own issuer, the clients) are the core's:
+    ``ProxyConfig`` reports them, each naming its table."""
+    resource = None
+    if server is not None:
+        try:
+            resource = canonical_resource(server.base_url + server.mcp_path)
+        except InvalidTargetError:
+            resource = None
+    loopback = bool(p.attempt(clients.get, "cimd_allow_loopback"))
+    trusted = [
+        p.attempt(_trusted_issuer, entry, p, resource, loopback)
+        for entry in checked.arrays.get("trusted_issuers", ())
+    ]
+    enterprise = [
+        p.attempt(_enterprise_issuer, entry, p, loopback)
+        for entry in checked.arrays.get("enterprise_issuers", ())
+    ]
+    return (
+        tuple(t for t in trusted if t is not None),
+        tuple(e for e in enterprise if e is not None),
+    )
+
+
+def _issuer_fields(t: Section, p: _Problems, loopback: bool) -> dict[str, Any]:
+    before = len(p)
+    fields = {name: p.attempt(t.get, name) for name in ("issuer", "jwks_uri", "subject_prefix")}
+    issuer, jwks_uri, prefix = fields.values()
+    if issuer is not None and (problem := issuer_url_problem(issuer)):
+        p.add(t, "issuer", problem)
+    if prefix is not None and (problem := subject_prefix_problem(prefix)):
+        p.add(t, "subject_prefix", problem)
+    if jwks_uri is not None and (
+        problem := document_url_problem(jwks_uri, allow_loopback=loopback)
+    ):
+        # The document rule speaks of a client_id URL; here the URL is a JWK Set's. http and this
+        # machine only under [clients] cimd_allow_loopback (tests), as for every fetched document.
+        rule = problem.replace("the client_id URL ", "").replace("the client_id ", "")
+        p.add(t, "jwks_uri", rule)
+    algorithms = p.attempt(t.get, "algorithms")
+    if algorithms is not None:
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if not algorithms or unknown:
+            p.add(t, "algorithms", "must list some of " + ", ".join(ALGORITHMS))
+    p.since(before, *fields.values(), algorithms)
+    assert algorithms is not None
+    return {**fields, "algorithms": tuple(algorithms)}
+
+
+def _built(t: Section, p: _Problems, build: Callable[..., T], **fields: Any) -> T:
+    try:
+        return build(**fields)
+    except ValueError as exc:
+        # The record names the field that broke its rule first: report it at that key.
+        message = str(exc)
+        name = message.split(" ", 1)[0]
+        if name in fields:
+            p.fail(t, name, message.split(" ", 1)[1])
+        p.fail(t, "", message)
+
+
+def _trusted_issuer(
+    t: Section, p: _Problems, resource: str | None, loopback: bool
+) -> TrustedIssuer:
+    audience = p.attempt(t.get, "audience") if t.has("audience") else resource
+    scopes_claim = p.attempt(t.get, "scopes_claim")
+    fields = _issuer_fields(t, p, loopback)
+    p.since(len(p), audience, scopes_claim)
+    return _built(t, p, TrustedIssuer, audience=audience, scopes_claim=scopes_claim, **fields)
+
+
+def _enterprise_issuer(t: Section, p: _Problems, loopback: bool) -> EnterpriseIssuer:
+    clients = p.attempt(t.get, "clients")
+    if clients is not None and not clients:
+        p.add(t, "clients", "required, at least one `[[clients.static]]` client id")
+    before = len(p)
+    fields = _issuer_fields(t, p, loopback)
+    p.since(before, clients)
+    assert clients is not None
+    return _built(t, p, EnterpriseIssuer, clients=tuple(clients), **fields)

@@ -29,11 +29,13 @@ from typing import Any
 import attrs
 
 from oauthproxy_core.access import AccessPolicy
+from oauthproxy_core.admission import ClientAdmission
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.config import Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
+from oauthproxy_core.issuers import ALGORITHMS, DEFAULT_ALGORITHMS, TrustedIssuer
 from oauthproxy_core.jsonrpc_inspection import DEFAULT_MAX_MESSAGE_BYTES
-from oauthproxy_core.providers.entra import entra_profile
+from oauthproxy_core.providers.entra import GRAPH_BASE_URL, entra_profile
 from oauthproxy_core.providers.github import GITHUB_API_BASE_URL, github_profile
 from oauthproxy_core.providers.google import google_profile
 from oauthproxy_core.providers.oidc import DEFAULT_OIDC_SCOPES
@@ -58,7 +60,9 @@ __all__ = [
 ]
 
 PROVIDERS = ("github", "google", "entra", "oidc", "oauth2")
-STATIC_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+STATIC_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
+#: The grants a pre-registered client may be allowed (``[[clients.static]] grant_types``).
+STATIC_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 
 
 class Type(enum.Enum):
@@ -69,6 +73,7 @@ class Type(enum.Enum):
     BOOLEAN = "boolean"
     STRINGS = "list of strings"
     STRING_TABLE = "table of strings"
+    TABLE = "table"
     TABLES = "array of tables"
 
 
@@ -167,7 +172,7 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         name="gateway.tools",
-        doc="Per-tool authorization (spec/security.md 36), one `[[gateway.tools]]` table per rule: "
+        doc="Per-tool authorization (spec/security.md 38), one `[[gateway.tools]]` table per rule: "
         "the tools whose name matches `name` need every scope of `scopes` and, when `groups` is "
         "given, one of those groups. Every matching rule applies; a tool no rule matches is open "
         'to every valid token (`name = "*"` closes all by default). A forbidden `tools/call` '
@@ -178,7 +183,13 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         name="clients",
-        doc="Which MCP clients may use the proxy besides dynamically registered ones.",
+        doc="Which MCP clients may come in: dynamic registration, Client ID Metadata Documents and "
+        "the hosts they may come from, the hosts redirect URIs may use, and pre-registered "
+        "clients. Host lists take host names, IP addresses and `*.example.com` (one or more whole "
+        "labels below `example.com`, never `example.com` itself nor `evilexample.com`), compared "
+        "without regard to case or a final dot; write internationalised names as A-labels "
+        "(`xn--...`). The policy applies at every lookup of a client, so a narrower list also "
+        "stops clients admitted before.",
     ),
     Table(
         name="clients.static",
@@ -204,6 +215,21 @@ TABLES: tuple[Table, ...] = (
         "the provider is asked about a user again.",
     ),
     Table(name="metrics", doc="Prometheus metrics at `GET /metrics` (needs the `metrics` extra)."),
+    Table(
+        name="trusted_issuers",
+        doc="Identity providers whose own access tokens (JWTs) the proxy accepts at `mcp_path`, "
+        "one `[[trusted_issuers]]` table each. Such a token never reaches a user's upstream token "
+        "(spec/security.md 37).",
+        array=True,
+    ),
+    Table(
+        name="enterprise_issuers",
+        doc="Enterprise identity providers whose Identity Assertion JWT Authorization Grants "
+        "(ID-JAGs, MCP enterprise-managed authorization) the token endpoint redeems, one "
+        "`[[enterprise_issuers]]` table each. While one exists, the metadata advertises the "
+        "`urn:ietf:params:oauth:grant-type:jwt-bearer` grant.",
+        array=True,
+    ),
 )
 
 
@@ -254,6 +280,48 @@ def _limit(name: str, doc: str, why: str, *, minimum: int = 1, maximum: int | No
 
 
 _S, _I, _B, _L, _T = Type.STRING, Type.INTEGER, Type.BOOLEAN, Type.STRINGS, Type.STRING_TABLE
+
+
+def _issuer_keys(table: str, what: str) -> tuple[Key, ...]:
+    """The keys ``[[trusted_issuers]]`` and ``[[enterprise_issuers]]`` share (issuers.py)."""
+    return (
+        Key(
+            table=table,
+            name="issuer",
+            type=_S,
+            default=REQUIRED,
+            doc=f"The issuer identifier its {what} carry as `iss`, compared exactly (a trailing "
+            "`/` matters). Never the proxy's own `base_url`.",
+        ),
+        Key(
+            table=table,
+            name="jwks_uri",
+            type=_S,
+            default=REQUIRED,
+            doc="Its JWK Set, fetched only through the SSRF-safe fetcher (https, a public "
+            "address, `application/json`), cached per `Cache-Control` for at most an hour and "
+            "fetched again on an unknown `kid` at most once a minute.",
+        ),
+        Key(
+            table=table,
+            name="subject_prefix",
+            type=_S,
+            default=REQUIRED,
+            doc="The MCP server sees `<subject_prefix>:<sub>`: 1 to 32 of `a-z 0-9 . _ -`, "
+            "unlike the provider's name and any other issuer's prefix.",
+        ),
+        Key(
+            table=table,
+            name="algorithms",
+            type=_L,
+            default=list(DEFAULT_ALGORITHMS),
+            doc="The signature algorithms accepted, whatever a token's header says: any of "
+            + ", ".join(f"`{a}`" for a in ALGORITHMS)
+            + ". Never `none` or `HS*`.",
+            why="What identity providers sign with; list only the ones yours uses.",
+        ),
+    )
+
 
 KEYS: tuple[Key, ...] = (
     # [server]
@@ -451,6 +519,18 @@ KEYS: tuple[Key, ...] = (
         type=_S,
         providers=("entra",),
         doc="The application ID URI (`api://<app-id>`) prefixing custom API scopes.",
+    ),
+    Key(
+        table="upstream",
+        name="graph_url",
+        type=_S,
+        providers=("entra",),
+        doc="Microsoft Graph, asked for a user's groups (`POST <graph_url>/v1.0/me/getMemberObjects` "
+        "with the user's token) when their ID token reports a group overage and `[access] "
+        "allowed_groups` is set. https, or http on loopback with `allow_insecure_http`; no query.",
+        default_text=_toml(GRAPH_BASE_URL),
+        why="The Graph of Microsoft's global cloud, where `login.microsoftonline.com` signs users "
+        "in.",
     ),
     Key(
         table="upstream",
@@ -657,11 +737,55 @@ KEYS: tuple[Key, ...] = (
     # [clients]
     Key(
         table="clients",
+        name="dcr",
+        type=_B,
+        default=_core_default(ClientAdmission, "dcr"),
+        doc="Serve dynamic client registration (RFC 7591) and its management (RFC 7592). With "
+        "`false`, `/register` answers 404 saying so, the metadata names no "
+        "`registration_endpoint`, and clients registered earlier are refused (`invalid_client`) "
+        "at their next authorization or refresh.",
+        why="MCP clients of the 2025-06-18 revision and older can only register dynamically; "
+        "newer ones fall back to a metadata document when registration is off.",
+    ),
+    Key(
+        table="clients",
         name="cimd",
         type=_B,
         default=_core_default(ProxyConfig, "cimd_enabled"),
         doc="Accept Client ID Metadata Documents (an https URL as `client_id`).",
         why="The MCP specification's preferred way for clients to identify themselves.",
+    ),
+    Key(
+        table="clients",
+        name="cimd_allowed_hosts",
+        type=_L,
+        doc="When set, only metadata documents whose URL has one of these hosts are fetched "
+        '(`["claude.ai", "*.vscode.dev"]`); any other is refused with `invalid_client` before '
+        "any fetch. A non-empty list.",
+        default_text="any public host",
+        why="A metadata document proves only that its host vouches for the client; which hosts "
+        "to trust is the operator's choice, and most deployments serve clients of many vendors.",
+    ),
+    Key(
+        table="clients",
+        name="cimd_denied_hosts",
+        type=_L,
+        doc="Metadata documents from these hosts are refused (`invalid_client`) and never "
+        "fetched, whatever `cimd_allowed_hosts` says.",
+        default=[],
+        why="Nothing is denied until you know of a host to deny.",
+    ),
+    Key(
+        table="clients",
+        name="redirect_hosts",
+        type=_L,
+        doc="When set, every redirect URI (registration, metadata documents, `[[clients.static]]`) "
+        'must be http or https on one of these hosts (`["127.0.0.1", "localhost", '
+        '"app.example.com"]`), on any port; private-use schemes (`com.example.app:/cb`) are then '
+        "refused. A registration outside gets `invalid_client_metadata`. A non-empty list.",
+        default_text="any host the redirect URI rules accept",
+        why="The redirect URI rules (spec/security.md 3) already refuse every dangerous form; "
+        "which hosts may receive codes depends on the clients you serve.",
     ),
     Key(
         table="clients",
@@ -690,21 +814,29 @@ KEYS: tuple[Key, ...] = (
         table="clients.static",
         name="redirect_uris",
         type=_L,
-        default=REQUIRED,
-        doc="Its redirect URIs, checked as at registration (spec/security.md 3).",
+        doc="Its redirect URIs, checked as at registration (spec/security.md 3). Required with "
+        "`authorization_code`; a client of `client_credentials` alone has none.",
     ),
     Key(
         table="clients.static",
         name="client_secret",
         type=_S,
-        doc="Its secret, at least 16 characters; omit it for a public client.",
+        doc="Its secret, at least 16 characters; omit it for a public client and for "
+        "`private_key_jwt`. Prefer `client_secret_env`.",
+    ),
+    Key(
+        table="clients.static",
+        name="client_secret_env",
+        type=_S,
+        doc="The environment variable holding its secret, instead of `client_secret`.",
     ),
     Key(
         table="clients.static",
         name="token_endpoint_auth_method",
         type=_S,
         choices=STATIC_AUTH_METHODS,
-        doc="How it authenticates at the token endpoint.",
+        doc="How it authenticates at the token endpoint (and at `/revoke`), and no other way "
+        "(spec/security.md 22). `private_key_jwt` (RFC 7523 §2.2) needs `jwks` or `jwks_uri`.",
         default_text='`"client_secret_basic"` with a secret, `"none"` without',
         why="RFC 7591 §2: `client_secret_basic` is the default for a client with a secret.",
     ),
@@ -713,6 +845,49 @@ KEYS: tuple[Key, ...] = (
         name="client_name",
         type=_S,
         doc="Shown on the consent page.",
+    ),
+    Key(
+        table="clients.static",
+        name="grant_types",
+        type=_L,
+        default=("authorization_code", "refresh_token"),
+        doc="The grants it may use: `authorization_code` (a user signs in; add `refresh_token` "
+        "for refresh tokens) and `client_credentials` (RFC 6749 §4.4: it acts as itself, with "
+        "`subject` as its identity; a confidential client only), alone or together.",
+        why="What a pre-registered client could always do: sign users in, with refresh tokens.",
+    ),
+    Key(
+        table="clients.static",
+        name="scopes",
+        type=_L,
+        doc="The scopes it may ask for, each one of `[server] scopes_supported`. A client "
+        "credentials request naming no scope gets all of them.",
+        default_text="every scope of `[server] scopes_supported`",
+        why="An operator who names no limit gives a pre-registered client what any client may "
+        "ask for; listing scopes narrows it.",
+    ),
+    Key(
+        table="clients.static",
+        name="subject",
+        type=_S,
+        doc="Required with `client_credentials`: the identity its tokens carry and the MCP "
+        'server sees (`X-OAuthProxy-Subject`), e.g. `"service:ci-bot"`. It must not start with '
+        "the provider's prefix (`github:`, ...), which names users (spec/security.md 36).",
+    ),
+    Key(
+        table="clients.static",
+        name="jwks",
+        type=Type.TABLE,
+        doc='For `private_key_jwt`: its public keys as a JWK Set (`{ keys = [ { kty = "EC", '
+        "... } ] }`, 1 to 10 EC, RSA or OKP public keys; a private or symmetric key is refused).",
+    ),
+    Key(
+        table="clients.static",
+        name="jwks_uri",
+        type=_S,
+        doc="For `private_key_jwt`, instead of `jwks`: an https URL serving its JWK Set, fetched "
+        "through the safe fetcher and cached as a client metadata document's keys are "
+        "(spec/security.md 23).",
     ),
     # [limits]: one _limit per Bounds field (its default lives in oauthproxy_core.bounds.Bounds);
     # give maximum= where a larger value makes no sense (a prefix length: 32 or 128).
@@ -936,6 +1111,35 @@ KEYS: tuple[Key, ...] = (
         type=_S,
         doc="Name of an environment variable holding the metrics bearer token.",
     ),
+    # [[trusted_issuers]] and [[enterprise_issuers]]
+    *_issuer_keys("trusted_issuers", "access tokens"),
+    Key(
+        table="trusted_issuers",
+        name="audience",
+        type=_S,
+        doc="The `aud` value the tokens must carry (a string, or an array containing it).",
+        default_text="the protected resource, `base_url` + `mcp_path`",
+        why="RFC 9068 §4: an access token is for a resource; one made out to another API must "
+        "not work here.",
+    ),
+    Key(
+        table="trusted_issuers",
+        name="scopes_claim",
+        type=_S,
+        default=_core_default(TrustedIssuer, "scopes_claim"),
+        doc="The claim holding the token's scopes: a space-separated string or an array "
+        "(`scp` for Entra and Okta). Only scopes in `scopes_supported` are forwarded.",
+        why="`scope` is the RFC 9068 claim.",
+    ),
+    *_issuer_keys("enterprise_issuers", "ID-JAGs"),
+    Key(
+        table="enterprise_issuers",
+        name="clients",
+        type=_L,
+        default=REQUIRED,
+        doc="The `[[clients.static]]` client ids (confidential: with a secret) that may present "
+        "this issuer's ID-JAGs, each only one made out to itself (`client_id` claim).",
+    ),
 )
 
 _TABLE_BY_NAME = {t.name: t for t in TABLES}
@@ -1025,6 +1229,8 @@ class Section:
 class Checked:
     sections: Mapping[str, Section]
     problems: tuple[Problem, ...]
+    #: The checked entries of each top-level array of tables (``[[trusted_issuers]]``).
+    arrays: Mapping[str, tuple[Section, ...]] = attrs.field(factory=dict)
 
 
 def suggestion(word: str, candidates: Any) -> str:
@@ -1044,9 +1250,12 @@ def check(data: Mapping[str, Any]) -> Checked:
             why = f"unknown table{hint}" if hint else f"unknown table (expected {expected})"
             problems.append(problem(name, "", why))
     sections: dict[str, Section] = {}
+    arrays: dict[str, tuple[Section, ...]] = {}
     for table in top:
         raw = data.get(table.name)
-        if raw is None and table.required:
+        if table.array:
+            arrays[table.name] = _array(table, raw, problems)
+        elif raw is None and table.required:
             problems.append(problem(table.name, "", "required table is missing"))
             sections[table.name] = Section(table.name, {}, frozenset(), frozenset(), usable=False)
         elif raw is not None and not isinstance(raw, Mapping):
@@ -1054,7 +1263,19 @@ def check(data: Mapping[str, Any]) -> Checked:
             sections[table.name] = Section(table.name, {}, frozenset(), frozenset(), usable=False)
         else:
             sections[table.name] = _section(table.name, table.name, raw or {}, problems)
-    return Checked(sections=sections, problems=tuple(problems))
+    return Checked(sections=sections, problems=tuple(problems), arrays=arrays)
+
+
+def _array(table: Table, raw: Any, problems: list[Problem]) -> tuple[Section, ...]:
+    """A top-level ``[[table]]``: each entry checked as a table named ``table[i]``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(entry, Mapping) for entry in raw):
+        problems.append(problem(table.name, "", f"must be an array of tables ([[{table.name}]])"))
+        return ()
+    return tuple(
+        _section(table.name, f"{table.name}[{i}]", entry, problems) for i, entry in enumerate(raw)
+    )
 
 
 def _section(
@@ -1105,6 +1326,7 @@ _TYPE_NAMES = {
     Type.BOOLEAN: "true or false",
     Type.STRINGS: "a list of non-empty strings",
     Type.STRING_TABLE: "a table of non-empty strings",
+    Type.TABLE: "a table",
 }
 
 
@@ -1121,6 +1343,8 @@ def _type_problem(k: Key, value: Any) -> str | None:
         ok = isinstance(value, bool)
     elif t is Type.STRINGS:
         ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+    elif t is Type.TABLE:
+        ok = isinstance(value, Mapping)
     elif t is Type.STRING_TABLE:
         ok = isinstance(value, Mapping) and all(
             isinstance(n, str) and n and isinstance(v, str) and v for n, v in value.items()

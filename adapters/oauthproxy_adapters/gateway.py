@@ -40,8 +40,11 @@ What is removed from the request (so a client cannot spoof identity or reach aro
 
 What is added: the trusted identity headers
     ================================  ============================================================
-    ``X-OAuthProxy-Subject``          the user: ``<provider>:<upstream user id>`` (``github:4242``)
-    ``X-OAuthProxy-Client-Id``        the MCP client the user authorized
+    ``X-OAuthProxy-Subject``          the user: ``<provider>:<upstream user id>`` (``github:4242``);
+                                      for a machine client's token (client credentials grant),
+                                      its configured ``subject`` (``service:ci-bot``), never
+                                      spelled like a user's (spec/security.md 36)
+    ``X-OAuthProxy-Client-Id``        the MCP client the user authorized, or the machine client
     ``X-OAuthProxy-Scopes``           the token's scopes, space-separated
     ``X-OAuthProxy-Groups``           the groups the ``[access]`` decision saw (the groups claim,
                                       GitHub ``org`` and ``org/team`` memberships), comma-separated;
@@ -68,7 +71,7 @@ Policy (``policy=GatewayPolicy(...)``, ``gateway_policy.py``)
     With ``[[gateway.tools]]`` rules the gateway reads JSON-RPC request bodies (bounded) and refuses
     a ``tools/call`` the token may not make (403, with a step-up challenge when scopes would allow
     it), and removes the tools a user may not call from ``tools/list`` answers, plain JSON or
-    Server-Sent Events (spec/security.md 36). With ``forward_upstream_token`` it adds
+    Server-Sent Events (spec/security.md 38). With ``forward_upstream_token`` it adds
     ``X-OAuthProxy-Upstream-Token``, the user's provider token. Without either, none of it runs.
 
 Errors
@@ -496,7 +499,7 @@ class Gateway:
                 await _send_json(send, *_BAD_GATEWAY)
             return
         except ListingError as exc:
-            # spec/security.md 36: an answer that must be filtered and cannot be is not passed on;
+            # spec/security.md 38: an answer that must be filtered and cannot be is not passed on;
             # cut short once started, replaced by a 502 before.
             log.warning("gateway: upstream answer not filterable (%s)", exc)
             if not started:

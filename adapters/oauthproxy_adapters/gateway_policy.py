@@ -1,4 +1,4 @@
-"""The gateway as a policy point: per-tool rules and the user's upstream token (spec/security.md 36;
+"""The gateway as a policy point: per-tool rules and the user's upstream token (spec/security.md 38;
 MCP 2025-11-25, "Scope Challenge Handling"; RFC 6750 §3.1).
 
 ``Gateway(upstream_url, policy=GatewayPolicy(...))`` (``gateway.py``) calls into this module at two

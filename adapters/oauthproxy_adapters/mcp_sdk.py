@@ -49,6 +49,7 @@ from starlette.authentication import AuthCredentials
 from oauthproxy_core.errors import InvalidTokenError
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.upstream_token import UpstreamAccess
+from oauthproxy_core.tokens import Origin
 
 from .asgi import ASGIApp, OAuthProxyApp, Receive, Scope, Send, bearer_of, principal_from_scope
 from .proxy import AsyncProxy
@@ -62,6 +63,11 @@ __all__ = [
     "upstream_token",
     "with_authorization_server",
 ]
+
+
+#: The claim of an SDK ``AccessToken`` that keeps ``Principal.origin`` (spec/security.md 37): a token
+#: without it, or with a value we do not know, never reaches an upstream token.
+ORIGIN_CLAIM = "oauthproxy_origin"
 
 
 class OAuthProxyTokenVerifier:
@@ -82,7 +88,7 @@ def access_token_of(principal: Principal, token: str, issuer: str) -> AccessToke
     """The SDK's ``AccessToken`` for a verified ``principal`` (``token`` is the bearer string)."""
     claims: dict[str, Any] = dict(principal.claims)
     # The SDK ties a session to (client_id, iss, subject): iss must be stable across refreshes.
-    claims.update({"iss": issuer, "gid": principal.grant_id})
+    claims.update({"iss": issuer, "gid": principal.grant_id, ORIGIN_CLAIM: principal.origin.value})
     if principal.groups:
         claims["groups"] = list(principal.groups)
     return AccessToken(
@@ -177,7 +183,11 @@ def principal_of(token: AccessToken) -> Principal:
     grant_id = claims.pop("gid", None)
     claims.pop("iss", None)
     groups = claims.pop("groups", [])
+    said = claims.pop(ORIGIN_CLAIM, None)
+    origin = next((o for o in Origin if o.value == said), None)
     if not isinstance(grant_id, str) or token.subject is None or token.resource is None:
+        raise InvalidTokenError("not a token verified by oauthproxy")
+    if origin is None:
         raise InvalidTokenError("not a token verified by oauthproxy")
     if not isinstance(groups, list):
         raise InvalidTokenError("not a token verified by oauthproxy")
@@ -190,6 +200,7 @@ def principal_of(token: AccessToken) -> Principal:
         expires_at=token.expires_at or 0,
         claims=tuple((k, str(v)) for k, v in claims.items()),
         groups=tuple(str(g) for g in groups),
+        origin=origin,
     )
 
 

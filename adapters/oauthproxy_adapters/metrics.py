@@ -18,8 +18,11 @@ request, and never a secret):
                                                 events: ``event`` (``transaction``,
                                                 ``client_registered``, ``grant_issued``,
                                                 ``grant_rotated``, ``grant_revoked``,
-                                                ``client_deleted``), ``state``
-                                                (the transaction's new state, else empty) and
+                                                ``client_deleted``, ``client_refused``,
+                                                ``token_issued``, ...), ``state`` (the
+                                                transaction's new state; ``refused`` for
+                                                ``client_refused``; for ``token_issued`` the grant
+                                                type, ``client_credentials``; else empty) and
                                                 ``outcome`` (``applied``, or ``conflict`` when a
                                                 concurrent request won the compare-and-set)
 ``oauthproxy_errors_total``                     OAuth errors answered, by ``endpoint`` (the route's
@@ -213,7 +216,8 @@ class Metrics:
                 line = audit.record(effect.event)
                 transitions.labels(
                     event=line["event"],
-                    state=line.get("state") or "",
+                    # A token_issued line names its grant type (a fixed set) in the state label.
+                    state=line.get("state") or line.get("grant_type") or "",
                     outcome=line.get("outcome", "applied"),
                 ).inc()
                 if audit_log and audit.enabled():

@@ -11,6 +11,12 @@ the revocation look-ups at most every ``[lifetimes] revocation_staleness`` secon
 or a deleted client is refused on every instance within that bound: spec/security.md 34) and the
 user's upstream access token.
 
+A token whose ``iss`` names a ``[[trusted_issuers]]`` issuer is verified under that issuer's rules
+alone, through the driver (its JWK Set comes from the store or the safe fetcher,
+``trusted_tokens.py``); its claims are cached like ours, and having no grant they need no
+revocation look-up (spec/security.md 37). ``upstream_token`` refuses any principal that does not hold
+a user's grant.
+
 The cache also receives the access token of every successful response of the proxy's own token
 endpoint, read with ``tokens.own_token_claims`` (same claim checks, no signature check: the token was
 signed in this process a moment ago), so that the first request made with a fresh token costs no
@@ -23,9 +29,11 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+import attrs
 
 from oauthproxy_core import AuthorizationServer, Context, Keyring, ProxyConfig, Request, Response
 from oauthproxy_core.bearer_header import BearerCredentials
@@ -40,9 +48,11 @@ from oauthproxy_core.handlers.bearer import (
     credentials_of,
     missing_token,
 )
-from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_token
+from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_for
+from oauthproxy_core.issuers import ForeignJwt, TrustedIssuer
 from oauthproxy_core.routes import RESOURCE_ENDPOINT
 from oauthproxy_core.tokens import AccessClaims, own_token_claims, verify_access_token
+from oauthproxy_core.trusted_tokens import trusted_issuer_for, verify_trusted_token
 
 from .audit import observe as audit_observe
 from .driver import (
@@ -62,6 +72,16 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 Clock = Callable[[], float]
+
+
+@attrs.frozen
+class _Foreign:
+    """A token that is not ours and names a trusted issuer: verified through the driver (its keys
+    may have to be fetched), not inline."""
+
+    token: str = attrs.field(repr=False)
+    issuer: TrustedIssuer
+    jwt: ForeignJwt
 
 
 class TokenCache:
@@ -175,8 +195,9 @@ class _Base:
 
     def _verify_signature(
         self, ctx: Context, authorization: str | BearerCredentials | None
-    ) -> tuple[str, AccessClaims, bool] | Challenge:
-        """``(token, claims, unrevoked_recently)`` for a token whose signature verifies."""
+    ) -> tuple[str, AccessClaims, bool] | Challenge | _Foreign:
+        """``(token, claims, unrevoked_recently)`` for a token whose signature verifies, or the
+        token a trusted issuer must verify."""
         credentials = credentials_of(authorization)
         token = credentials.token
         if token is None:
@@ -185,10 +206,23 @@ class _Base:
             hit = self.cache.get(token, ctx.now)
             if hit is not None:
                 return token, hit[0], hit[1]
+        # A token naming a trusted issuer is never ours: that issuer's rules alone, no ES256 try.
+        trusted = trusted_issuer_for(ctx, token)
+        if trusted is not None:
+            return _Foreign(token, *trusted)
         try:
             claims = verify_access_token(ctx, token, audience=self.config.resource)
         except InvalidTokenError:
             return challenge(ctx, status=401, error="invalid_token", scopes=())
+        if self.cache is not None:
+            self.cache.put(token, claims)
+        return token, claims, False
+
+    def _trusted_verified(
+        self, token: str, claims: AccessClaims | Challenge
+    ) -> tuple[str, AccessClaims, bool] | Challenge:
+        if isinstance(claims, Challenge):
+            return claims
         if self.cache is not None:
             self.cache.put(token, claims)
         return token, claims, False
@@ -199,6 +233,15 @@ class _Base:
         if self.cache is not None and isinstance(verdict, Principal):
             until = ctx.now + self.config.lifetimes.revocation_staleness
             self.cache.checked(token, claims, until)
+
+
+def _verify_trusted(
+    ctx: Context, issuer: TrustedIssuer, jwt: ForeignJwt
+) -> Generator[Any, Any, AccessClaims | Challenge]:
+    try:
+        return (yield from verify_trusted_token(ctx, issuer, jwt))
+    except InvalidTokenError:
+        return challenge(ctx, status=401, error="invalid_token", scopes=())
 
 
 def _with_scopes(
@@ -242,6 +285,16 @@ class Proxy(_Base):
         ``bearer_header.parse_bearer`` read from all its ``Authorization`` fields."""
         ctx = self.server.context(now=self.now(), random=self.random)
         verified = self._verify_signature(ctx, authorization)
+        if isinstance(verified, _Foreign):
+            verified = self._trusted_verified(
+                verified.token,
+                run(
+                    _verify_trusted(ctx, verified.issuer, verified.jwt),
+                    self.store,
+                    observe=self.observe_bearer,
+                    fetch=self.fetch,
+                ),
+            )
         if isinstance(verified, Challenge):
             self._count_challenge(verified)
             return _with_scopes(verified, lambda **kw: challenge(ctx, **kw), required_scopes)
@@ -261,9 +314,7 @@ class Proxy(_Base):
     def upstream_token(self, principal: Principal) -> UpstreamAccess:
         """The user's upstream access token (refreshed when expired). Raises ``OAuthError``."""
         ctx = self.server.context(now=self.now(), random=self.random)
-        return run(
-            upstream_access_token(ctx, principal.grant_id), self.store, self.http, self.observe
-        )
+        return run(upstream_access_for(ctx, principal), self.store, self.http, self.observe)
 
 
 class AsyncProxy(_Base):
@@ -297,6 +348,16 @@ class AsyncProxy(_Base):
     ) -> Principal | Challenge:
         ctx = self.server.context(now=self.now(), random=self.random)
         verified = self._verify_signature(ctx, authorization)
+        if isinstance(verified, _Foreign):
+            verified = self._trusted_verified(
+                verified.token,
+                await run_async(
+                    _verify_trusted(ctx, verified.issuer, verified.jwt),
+                    self.store,
+                    observe=self.observe_bearer,
+                    fetch=self.fetch,
+                ),
+            )
         if isinstance(verified, Challenge):
             self._count_challenge(verified)
             return _with_scopes(verified, lambda **kw: challenge(ctx, **kw), required_scopes)
@@ -316,7 +377,7 @@ class AsyncProxy(_Base):
     async def upstream_token(self, principal: Principal) -> UpstreamAccess:
         ctx = self.server.context(now=self.now(), random=self.random)
         return await run_async(
-            upstream_access_token(ctx, principal.grant_id), self.store, self.http, self.observe
+            upstream_access_for(ctx, principal), self.store, self.http, self.observe
         )
 
 

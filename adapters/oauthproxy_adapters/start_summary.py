@@ -1,15 +1,20 @@
 """What an operator must know when ``oauthproxy serve`` starts, and when ``check-config`` passes.
 
 A handful of lines, never a secret: the issuer, the resource (and where the gateway forwards it),
-the provider and the callback URL registered there, the store with what survives a restart, and who
-may sign in; then one ``warning:`` line for each choice of the file that exposes something:
+the provider and the callback URL registered there, the store with what survives a restart, who
+may sign in, and which clients may come in (``[clients]``: registration, metadata document hosts,
+pre-registered clients, redirect hosts); then one ``warning:`` line for each choice of the file that
+exposes something:
 
 - an in-memory store (a restart makes every client register and every user sign in again, and no
   other instance shares it);
 - a plain-``http`` issuer reachable beyond loopback (codes and tokens cross the network
   unencrypted);
-- open dynamic registration (RFC 7591 §3: no initial access token is asked for) while any account
-  at the provider may sign in: then anyone with such an account can use the MCP server;
+- no ``[access]`` rule, so any account at the provider may sign in: with open dynamic registration
+  (RFC 7591 §3: no initial access token is asked for) or metadata documents from any host, through
+  a client of their own; with ``[clients]`` narrowed, still through any admitted client;
+- ``[clients]`` that admits no client at all (registration and metadata documents off, no
+  pre-registered client), or host lists that ``cimd = false`` leaves unused;
 - metrics without a bearer token;
 - ``X-Forwarded-For`` believed from any peer (a client then chooses the address the per-address
   limits count by: spec/security.md 35);
@@ -38,6 +43,7 @@ from .stores import sqlite_file
 __all__ = [
     "Admission",
     "admission",
+    "clients",
     "store_durability",
     "summary_lines",
     "warnings",
@@ -96,6 +102,31 @@ def admission(settings: Settings) -> Admission:
     return Admission(everyone=True, text=f"any account at {up.name} ({host}) may sign in")
 
 
+def _hosts(patterns: tuple[object, ...]) -> str:
+    return ", ".join(str(p) for p in patterns)
+
+
+def clients(settings: Settings) -> str:
+    """Which clients may come in (``[clients]``), in one line."""
+    proxy = settings.proxy
+    policy = proxy.admission
+    parts = ["dynamic registration" if policy.dcr else "no dynamic registration"]
+    if not proxy.cimd_enabled:
+        parts.append("no metadata documents")
+    else:
+        where = (
+            "any host" if policy.cimd_allowed_hosts is None else _hosts(policy.cimd_allowed_hosts)
+        )
+        if policy.cimd_denied_hosts:
+            where += f" except {_hosts(policy.cimd_denied_hosts)}"
+        parts.append(f"metadata documents from {where}")
+    if proxy.static_clients:
+        parts.append(f"{len(proxy.static_clients)} pre-registered")
+    if policy.redirect_hosts is not None:
+        parts.append(f"redirect URIs only on {_hosts(policy.redirect_hosts)}")
+    return "; ".join(parts)
+
+
 def store_durability(url: str) -> str:
     """The store, and what survives a restart or is shared, in words (no password)."""
     scheme = url.partition("://")[0].lower()
@@ -152,12 +183,35 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
             "unencrypted"
         )
     admitted = admission(settings)
-    if admitted.everyone:
+    proxy = settings.proxy
+    policy = proxy.admission
+    nobody = not policy.dcr and not proxy.cimd_enabled and not proxy.static_clients
+    if admitted.everyone and not nobody:
+        rules = "(add [access] rules: allowed_email_domains, github_orgs, allowed_groups, ...)"
+        if policy.dcr or (proxy.cimd_enabled and policy.cimd_allowed_hosts is None):
+            door = (
+                "dynamic registration is open"
+                if policy.dcr
+                else "metadata documents from any host are accepted"
+            )
+            found.append(
+                f"[access]: no rule, so {admitted.text}; {door}, so anyone with such an account "
+                f"can use {proxy.resource} {rules}"
+            )
+        else:
+            found.append(
+                f"[access]: no rule, so {admitted.text}; [clients] admits only some clients, but "
+                f"anyone with such an account can use {proxy.resource} through them {rules}"
+            )
+    if nobody:
         found.append(
-            f"[access]: no rule, so {admitted.text}; dynamic registration is open, so anyone "
-            f"with such an account can use {settings.proxy.resource} (add [access] rules: "
-            "allowed_email_domains, github_orgs, allowed_groups, ...)"
+            "[clients]: dcr = false, cimd = false and no [[clients.static]]: no client can sign "
+            "anybody in"
         )
+    if not proxy.cimd_enabled and (
+        policy.cimd_allowed_hosts is not None or policy.cimd_denied_hosts
+    ):
+        found.append("[clients].cimd_allowed_hosts, cimd_denied_hosts: unused while cimd = false")
     if settings.metrics_enabled and settings.metrics_bearer_token is None:
         found.append(
             "[metrics].bearer_token: not set: whoever reaches /metrics reads the traffic "
@@ -183,7 +237,7 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
 
 
 def summary_lines(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The summary: five indented lines, then a ``warning:`` line per exposure."""
+    """The summary: six indented lines, then a ``warning:`` line per exposure."""
     proxy = settings.proxy
     up = settings.upstream
     gateway = settings.gateway_upstream_url
@@ -202,6 +256,7 @@ def summary_lines(settings: Settings, environ: Mapping[str, str] | None = None) 
         ),
         ("store", store_durability(settings.store_url)),
         ("sign-in", admission(settings).text),
+        ("clients", clients(settings)),
     ]
     lines = [f"  {name:<9} {value}" for name, value in rows]
     lines += [f"warning: {text}" for text in warnings(settings, environ)]

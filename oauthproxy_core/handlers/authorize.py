@@ -16,9 +16,10 @@ client that thousands of users share; refused there, it is redirected ``temporar
 from __future__ import annotations
 
 from .. import persistence
+from ..admission import Refusal
 from ..bounds import Slot, per_source, take_slot, take_slots
 from ..cimd import looks_like_cimd
-from ..client_lookup import load_client
+from ..client_lookup import find_client
 from ..config import Context
 from ..crypto import new_secret
 from ..domain_events import transaction_changed
@@ -60,14 +61,7 @@ def authorize_endpoint(req: Request, ctx: Context) -> Handler[Response]:
         ),
         now=ctx.now,
     )
-    # Static, CIMD (fetched and validated here) or registered: client_lookup.py.
-    client = yield from load_client(client_id, ctx)
-    if client is None:
-        if looks_like_cimd(client_id, allow_loopback=True):
-            raise UnknownClientError(
-                "This application's metadata document could not be fetched or is not valid."
-            )
-        raise UnknownClientError("This application is not registered.")
+    client = yield from _client(client_id, ctx)
 
     # 2. The redirect URI (a PageError, rendered as a page, on failure).
     requested = params.get("redirect_uri")
@@ -122,6 +116,21 @@ def authorize_endpoint(req: Request, ctx: Context) -> Handler[Response]:
         return (yield from start_upstream(ctx, tx))
     location = f"{ctx.config.issuer}/consent?txn={tx.id}"
     return Response(status=302, headers=(("Location", location), ("Cache-Control", "no-store")))
+
+
+def _client(client_id: str, ctx: Context) -> Handler[Client]:
+    """Static, CIMD (fetched and validated here) or registered, and admitted by ``[clients]``
+    (client_lookup.py); else an ``UnknownClientError``, a page, never a redirect (spec/security.md 2)."""
+    client = yield from find_client(client_id, ctx)
+    if isinstance(client, Refusal):
+        raise UnknownClientError(f"This application is not admitted here: {client.reason}.")
+    if client is None:
+        if looks_like_cimd(client_id, allow_loopback=True):
+            raise UnknownClientError(
+                "This application's metadata document could not be fetched or is not valid."
+            )
+        raise UnknownClientError("This application is not registered.")
+    return client
 
 
 def _new_transaction(

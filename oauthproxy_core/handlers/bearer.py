@@ -10,6 +10,12 @@ It returns either a ``Principal`` or the exact challenge to send: 401 with
 403 ``insufficient_scope``. spec/interop.md: the TypeScript client parses only a header starting with
 ``Bearer ``, so there is exactly one challenge.
 Tokens for another audience and upstream tokens never verify (spec/security.md 18, no passthrough).
+
+A token whose ``iss`` names one of the ``[[trusted_issuers]]`` is judged under that issuer's rules
+alone (``trusted_tokens.py``); every other token under ours. Its principal says so
+(``Principal.origin``): it holds no grant, has no revocation marker of ours, and never reaches a
+user's upstream token (spec/security.md 37). A token minted from an enterprise ID-JAG is honoured
+only while its issuer is still configured, with the client still listed for it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from ..effects import Handler
 from ..errors import InvalidTokenError
 from ..http import Response, json_response
 from ..scopes import without_offline_access
-from ..tokens import AccessClaims, verify_access_token
+from ..tokens import AccessClaims, Origin, verify_access_token
+from ..trusted_tokens import trusted_issuer_for, verify_trusted_token
 
 
 @attrs.frozen(kw_only=True)
@@ -47,6 +54,9 @@ class Principal:
     claims: tuple[tuple[str, str], ...] = ()
     #: The groups the ``[access]`` decision saw at sign-in or the last re-validation (access.py).
     groups: tuple[str, ...] = ()
+    #: Where the identity comes from (spec/security.md 37): only ``Origin.GRANT`` holds a grant of
+    #: ours, and with it the user's upstream token.
+    origin: Origin = Origin.GRANT
 
 
 @attrs.frozen(kw_only=True)
@@ -109,6 +119,7 @@ def principal_of(claims: AccessClaims) -> Principal:
         expires_at=claims.expires_at,
         claims=claims.claims,
         groups=claims.groups,
+        origin=claims.origin,
     )
 
 
@@ -137,8 +148,14 @@ def verify_bearer(
     token = credentials.token
     if token is None:
         return missing_token(ctx, credentials, required_scopes)
+    # A token naming a trusted issuer cannot be ours (no trusted issuer is our issuer, and ours
+    # name us): it is judged by that issuer's rules only, without trying our keys first.
+    trusted = trusted_issuer_for(ctx, token)
     try:
-        claims = verify_access_token(ctx, token, audience=ctx.config.resource)
+        if trusted is None:
+            claims = verify_access_token(ctx, token, audience=ctx.config.resource)
+        else:
+            claims = yield from verify_trusted_token(ctx, *trusted)
     except InvalidTokenError:
         return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
     return (yield from authorize_claims(claims, ctx, required_scopes))
@@ -155,6 +172,9 @@ def authorize_claims(
     """
     if claims.expires_at <= ctx.now:
         return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
+    if claims.origin is Origin.TRUSTED_ISSUER:
+        # Another issuer's token: nothing of ours to revoke (its issuer decides its life).
+        return authorize_unrevoked(claims, ctx, required_scopes)
     # spec/security.md 21, 34: a revoked grant or a deleted client ends its access tokens at once.
     if (yield from grants.is_revoked(claims.grant_id)) or (
         yield from grants.is_client_revoked(claims.client_id)
@@ -168,9 +188,26 @@ def authorize_unrevoked(
 ) -> Principal | Challenge:
     """``authorize_claims`` without the revocation look-ups, for claims whose look-ups an adapter
     made less than ``Lifetimes.revocation_staleness`` seconds ago (spec/security.md 34)."""
-    if claims.expires_at <= ctx.now:
+    if claims.expires_at <= ctx.now or not still_vouched(claims, ctx):
         return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
     missing = [s for s in required_scopes if s not in claims.scopes]
     if missing:
         return challenge(ctx, status=403, error="insufficient_scope", scopes=required_scopes)
     return principal_of(claims)
+
+
+def still_vouched(claims: AccessClaims, ctx: Context) -> bool:
+    """Whether the issuer behind ``claims`` is still configured to vouch for them.
+
+    A token minted from an ID-JAG is honoured only while its enterprise issuer is configured and
+    still lists the token's client: removing either ends such tokens at once, on every instance
+    configured so. A trusted issuer's token only while that issuer is configured.
+    """
+    if claims.origin is Origin.ENTERPRISE:
+        return any(
+            e.issuer == claims.issuer and claims.client_id in e.clients
+            for e in ctx.config.enterprise_issuers
+        )
+    if claims.origin is Origin.TRUSTED_ISSUER:
+        return any(t.issuer == claims.issuer for t in ctx.config.trusted_issuers)
+    return True

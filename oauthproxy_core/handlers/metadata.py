@@ -13,6 +13,8 @@ from ..config import Context
 from ..effects import Handler
 from ..http import Request, Response, json_response
 from ..scopes import without_offline_access
+from . import id_jag
+from .client_credentials import machine_clients, static_private_key_jwt
 
 CORS: tuple[tuple[str, str], ...] = (("Access-Control-Allow-Origin", "*"),)
 #: Metadata may be cached briefly; it changes only with configuration.
@@ -23,8 +25,15 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     iss = cfg.issuer
     methods = ["none", "client_secret_post", "client_secret_basic"]
-    if cfg.cimd_enabled:
-        methods.append("private_key_jwt")  # CIMD clients only (RFC 7523 §2.2)
+    # RFC 7523 §2.2: CIMD clients, and pre-registered clients configured for it.
+    jwt_auth = cfg.cimd_enabled or static_private_key_jwt(cfg)
+    if jwt_auth:
+        methods.append("private_key_jwt")
+    grant_types = ["authorization_code", "refresh_token"]
+    if machine_clients(cfg):
+        # MCP extension io.modelcontextprotocol/oauth-client-credentials: only while a client
+        # may use it (handlers/client_credentials.py).
+        grant_types.append("client_credentials")
     body: dict[str, Any] = {
         "issuer": iss,
         "authorization_endpoint": iss + "/authorize",
@@ -35,20 +44,36 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
         "scopes_supported": list(cfg.scopes_supported),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": grant_types,
         "token_endpoint_auth_methods_supported": methods,
         "revocation_endpoint_auth_methods_supported": list(methods),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "protected_resources": [cfg.resource],
     }
+    if not cfg.admission.dcr:
+        # [clients] dcr = false (admission.py): RFC 8414 §2 makes the member optional; without it
+        # MCP clients identify themselves with a metadata document (or a pre-registered id).
+        del body["registration_endpoint"]
     if cfg.cimd_enabled:
         # draft-ietf-oauth-client-id-metadata-document §5; MCP 2025-11-25 clients check this flag.
         body["client_id_metadata_document_supported"] = True
+    if jwt_auth:
+        # The client credentials extension requires these whenever JWT authentication is offered.
         algs = ["ES256", "RS256", "EdDSA"]
         body["token_endpoint_auth_signing_alg_values_supported"] = algs
         body["revocation_endpoint_auth_signing_alg_values_supported"] = list(algs)
+    _add_enterprise_grant(body, ctx)
     return body
+
+
+def _add_enterprise_grant(body: dict[str, Any], ctx: Context) -> None:
+    """While an enterprise issuer is configured: the jwt-bearer grant (RFC 7523 §2.1) and the ID-JAG
+    grant profile (draft-ietf-oauth-identity-assertion-authz-grant-03, "Resource Authorization Server
+    Metadata"). Which issuers are trusted is never published (its "Metadata Disclosure")."""
+    if ctx.config.enterprise_issuers:
+        body["grant_types_supported"].append(id_jag.GRANT_TYPE)
+        body["authorization_grant_profiles_supported"] = [id_jag.GRANT_PROFILE]
 
 
 def protected_resource_metadata(ctx: Context) -> dict[str, Any]:

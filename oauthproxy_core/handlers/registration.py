@@ -13,6 +13,12 @@ access token issued to it (``grants.revoke_client``). A missing or wrong token, 
 client, all get the same 401 ``invalid_token`` (§2: the server must not reveal whether a client
 exists). Static and CIMD clients have no registration token and cannot be managed here.
 
+The ``[clients]`` admission policy (admission.py): with ``dcr = false`` both endpoints answer 404
+``not_found`` saying that registration is not offered (the route stays, so the answer is ours and
+not the application's behind the proxy); with ``redirect_hosts`` set, a registration or update
+naming a redirect URI on another host is refused with ``invalid_client_metadata`` before anything is
+counted or written, and audited (``ClientRefused``).
+
 Choices made here: the store holds no plaintext secret, so read and update responses carry neither
 ``client_secret`` nor ``registration_access_token`` (both stay valid) unless an update issues a new
 secret; an update keeps the secret unless ``token_endpoint_auth_method`` changes from ``none`` to a
@@ -25,17 +31,19 @@ import json
 from typing import Any
 
 from .. import grants, persistence
+from ..admission import REGISTRATION_OFF
 from ..bearer_header import bearer_credentials
 from ..bounds import Slot, per_source, take_slots
 from ..client_lookup import registration_expires_at
-from ..client_metadata import validate_client_metadata
+from ..client_metadata import ClientMetadata, validate_client_metadata
 from ..config import Context
 from ..crypto import digest, equal, new_secret
-from ..domain_events import ClientDeleted, client_registered
+from ..domain_events import ClientDeleted, ClientRefused, client_registered
 from ..effects import Emit, Handler
 from ..errors import (
     InvalidClientMetadataError,
     InvalidTokenError,
+    NotFoundError,
     ServerError,
     TemporarilyUnavailableError,
 )
@@ -50,9 +58,22 @@ def registration_client_uri(ctx: Context, client_id: str) -> str:
     return f"{ctx.config.issuer}/register/{client_id}"
 
 
+def _check_admission(
+    ctx: Context, meta: ClientMetadata, client_id: str | None, at: str
+) -> Handler[None]:
+    """Refuse (``invalid_client_metadata``, audited) redirect URIs the policy's hosts do not name."""
+    refusal = ctx.config.admission.redirect_refusal(meta.redirect_uris)
+    if refusal is not None:
+        yield Emit(event=ClientRefused(client_id=client_id, cause=refusal.cause, at=at))
+        raise InvalidClientMetadataError(refusal.reason)
+
+
 def register_endpoint(req: Request, ctx: Context) -> Handler[Response]:
+    if not ctx.config.admission.dcr:
+        raise NotFoundError(REGISTRATION_OFF)
     raw = json_body(req)
     meta = validate_client_metadata(raw, supported_scopes=ctx.config.scopes_supported)
+    yield from _check_admission(ctx, meta, None, "registration")
     b = ctx.config.bounds
     window = b.registration_window
     yield from take_slots(
@@ -150,6 +171,9 @@ def _authorized(req: Request, ctx: Context) -> Handler[Client]:
 
 def client_configuration_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     """GET, PUT and DELETE on ``registration_client_uri`` (RFC 7592 §2.1-2.3)."""
+    if not ctx.config.admission.dcr:
+        # Whatever the token: no answer here may tell whether a client exists (§2).
+        raise NotFoundError(REGISTRATION_OFF)
     client = yield from _authorized(req, ctx)
     if req.method == "GET":
         return json_response(200, _client_body(ctx, client), extra_headers=CORS)
@@ -179,6 +203,7 @@ def _update(req: Request, ctx: Context, client: Client) -> Handler[Response]:
         # field MUST match the currently issued client secret for that client."
         raise InvalidClientMetadataError("client_secret does not match")
     meta = validate_client_metadata(raw, supported_scopes=ctx.config.scopes_supported)
+    yield from _check_admission(ctx, meta, client.client_id, "update")
     method = meta.token_endpoint_auth_method
     new_secret_value: str | None = None
     secret_hash = client.secret_hash

@@ -1,5 +1,7 @@
 """The token endpoint: ``authorization_code`` (OAuth 2.1 §4.1.3, RFC 7636 §4.5-4.6, RFC 8707 §2.2)
-and ``refresh_token`` (OAuth 2.1 §4.3) grants.
+and ``refresh_token`` (OAuth 2.1 §4.3) grants; ``client_credentials`` (RFC 6749 §4.4) is
+``handlers/client_credentials.py``, and, while an enterprise issuer is configured, the jwt-bearer
+grant with an ID-JAG (RFC 7523 §2.1) is ``id_jag.py``.
 
 Code redemption (spec/security.md 8, 9): the transaction moves ``code_issued -> exchanged`` by a
 compare-and-set on its version, so of two racing redemptions exactly one wins. The loser, and any later
@@ -47,6 +49,8 @@ from ..states import (
     grant_step,
     step,
 )
+from . import id_jag
+from .client_credentials import GRANT_TYPE, client_credentials_grant, machine_clients
 from .metadata import CORS
 
 
@@ -55,13 +59,21 @@ def token_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     grant_type = form.get("grant_type")
     if grant_type is None:
         raise InvalidRequestError("grant_type is required")
-    if grant_type not in ("authorization_code", "refresh_token"):
+    if grant_type not in ("authorization_code", "refresh_token", *id_jag.grant_types(ctx)) and not (
+        # Supported only while a client may use it, as the metadata says (client_credentials.py).
+        grant_type == GRANT_TYPE and machine_clients(ctx.config)
+    ):
         raise UnsupportedGrantTypeError("unsupported grant_type")
     client = yield from authenticate_client(req, form, ctx)
-    if grant_type not in client.grant_types:
+    if grant_type == id_jag.GRANT_TYPE:
+        # Who may present an ID-JAG is the enterprise issuer's table, not the client's metadata.
+        body = yield from id_jag.redeem_id_jag(ctx, client, form)
+    elif grant_type not in client.grant_types:
         raise UnauthorizedClientError("client may not use this grant type")
-    if grant_type == "authorization_code":
+    elif grant_type == "authorization_code":
         body = yield from _redeem_code(ctx, client, form)
+    elif grant_type == GRANT_TYPE:
+        body = yield from client_credentials_grant(ctx, client, form)
     else:
         body = yield from _refresh(ctx, client, form)
     if (yield from grants.is_client_revoked(client.client_id)):

@@ -14,6 +14,10 @@ grant is re-read, and if the winner already stored new tokens the loser simply u
 token past its own expiry (GitHub Apps' ``refresh_token_expires_in``) is not sent at all: the grant is
 revoked as the provider would. Providers that do not rotate (Google) send no new refresh token and
 the old one is kept.
+
+Only a principal from a user's grant has an upstream token (``upstream_access_for``,
+spec/security.md 37): a token another issuer signed (``[[trusted_issuers]]``) or one minted from an
+enterprise ID-JAG holds no grant of ours, and is refused before the store is read.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from ..effects import Handler, HttpCall
 from ..errors import InvalidGrantError, InvalidTokenError
 from ..records import Grant
 from ..states import EventData, GrantEvent, GrantState, grant_step
+from ..tokens import Origin
 from ..upstream import UpstreamDeniedError, build_refresh_request, parse_token_response
+from .bearer import Principal
 
 #: Refresh a little before the provider's expiry so a token handed out is still usable.
 EARLY_REFRESH = 60
@@ -42,6 +48,14 @@ class UpstreamAccess:
     token_type: str
     expires_at: int | None
     scope: tuple[str, ...]
+
+
+def upstream_access_for(ctx: Context, principal: Principal) -> Handler[UpstreamAccess]:
+    """The upstream access token of ``principal``'s grant; ``InvalidGrantError`` for a principal
+    that holds none (spec/security.md 37)."""
+    if principal.origin is not Origin.GRANT or not principal.grant_id:
+        raise InvalidGrantError("this access was not granted by a user at the provider")
+    return (yield from upstream_access_token(ctx, principal.grant_id))
 
 
 def upstream_access_token(ctx: Context, grant_id: str) -> Handler[UpstreamAccess]:

@@ -238,6 +238,49 @@ def test_google_with_explicit_endpoints_is_oidc_like(tmp_path: Path) -> None:
     assert s.upstream.issuer == "https://accounts.google.com"
 
 
+ENTRA = GITHUB.replace('"github"', '"entra"')
+
+
+def test_entra_graph_url_is_where_a_group_overage_is_resolved(tmp_path: Path) -> None:
+    """Without graph_url, Microsoft Graph; with it (a national cloud, or a loopback fake in the
+    tests with allow_insecure_http), the overage call goes there."""
+    assert load(tmp_path, ENTRA).upstream.group_overage_url == (
+        "https://graph.microsoft.com/v1.0/me/getMemberObjects"
+    )
+    text = ENTRA + 'graph_url = "https://graph.microsoft.us/"\n'
+    assert load(tmp_path, text).upstream.group_overage_url == (
+        "https://graph.microsoft.us/v1.0/me/getMemberObjects"
+    )
+    text = ENTRA + 'graph_url = "http://127.0.0.1:9999"\nallow_insecure_http = true\n'
+    assert load(tmp_path, text).upstream.group_overage_url == (
+        "http://127.0.0.1:9999/v1.0/me/getMemberObjects"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('graph_url = "http://127.0.0.1:9999"', "[upstream].graph_url: must be https"),
+        (
+            'graph_url = "http://graph.example"\nallow_insecure_http = true',
+            "[upstream].graph_url: http is allowed only on a loopback host",
+        ),
+        ('graph_url = "https://graph.example/?x=1"', "[upstream].graph_url: must not have a query"),
+        (
+            'graph_url = "https://graph.example/#f"',
+            "[upstream].graph_url: must not contain a fragment",
+        ),
+    ],
+)
+def test_entra_graph_url_refused(tmp_path: Path, line: str, problem: str) -> None:
+    assert error(tmp_path, ENTRA + line + "\n").startswith(problem)
+
+
+def test_graph_url_is_for_entra_only(tmp_path: Path) -> None:
+    message = error(tmp_path, GITHUB + 'graph_url = "https://graph.microsoft.com"\n')
+    assert message == "[upstream].graph_url: only used with provider = 'entra'"
+
+
 def test_default_scopes_outside_supported(tmp_path: Path) -> None:
     text = GITHUB.replace("[server]", '[server]\ndefault_scopes = ["admin"]')
     assert error(tmp_path, text).startswith("[server].default_scopes:")

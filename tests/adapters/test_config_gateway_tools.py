@@ -1,4 +1,4 @@
-"""``[gateway]`` policy keys and ``[[gateway.tools]]`` rules in ``proxy.toml`` (spec/security.md 36):
+"""``[gateway]`` policy keys and ``[[gateway.tools]]`` rules in ``proxy.toml`` (spec/security.md 38):
 what a valid file builds, every mistake named by its key, and the assembled gateway enforcing them."""
 
 from __future__ import annotations

@@ -50,6 +50,13 @@ def test_required_keys_are_the_ones_the_parser_requires() -> None:
         ("clients.static", "client_id"),
         ("clients.static", "redirect_uris"),
         ("gateway.tools", "name"),
+        ("trusted_issuers", "issuer"),
+        ("trusted_issuers", "jwks_uri"),
+        ("trusted_issuers", "subject_prefix"),
+        ("enterprise_issuers", "issuer"),
+        ("enterprise_issuers", "jwks_uri"),
+        ("enterprise_issuers", "subject_prefix"),
+        ("enterprise_issuers", "clients"),
     }
     problems = {str(p) for p in check({"server": {}, "upstream": {}}).problems}
     assert problems == {
@@ -64,6 +71,18 @@ def _minimal() -> dict[str, Any]:
         "server": {"base_url": "https://mcp.example"},
         "upstream": {"provider": "github", "client_id": "Iv1.abc", "client_secret": "s3cret"},
     }
+
+
+_ISSUER = {
+    "issuer": "https://login.example.com/",
+    "jwks_uri": "https://login.example.com/keys",
+    "subject_prefix": "corp",
+}
+_CONFIDENTIAL = {
+    "client_id": "agent",
+    "client_secret": "agent-secret-0123456789",
+    "redirect_uris": ["https://agent.example/cb"],
+}
 
 
 def test_documented_defaults_are_the_parsers_defaults() -> None:
@@ -93,11 +112,29 @@ def test_documented_defaults_are_the_parsers_defaults() -> None:
         assert default[key] == value, key
     for k in keys_of("limits").values():
         assert k.shown_default() == str(getattr(settings.proxy.bounds, k.name)), k.name
+    issuers = config_file.parse_settings(
+        {
+            **_minimal(),
+            "clients": {"static": [_CONFIDENTIAL]},
+            "trusted_issuers": [_ISSUER],
+            "enterprise_issuers": [{**_ISSUER, "clients": ["agent"]}],
+        },
+        environ={},
+    )
+    trusted, enterprise = issuers.proxy.trusted_issuers[0], issuers.proxy.enterprise_issuers[0]
+    assert default[("trusted_issuers", "scopes_claim")] == f'"{trusted.scopes_claim}"'
+    for table, entry in (("trusted_issuers", trusted), ("enterprise_issuers", enterprise)):
+        shown = str(list(entry.algorithms)).replace("'", '"')
+        assert default[(table, "algorithms")] == shown, table
+    assert trusted.audience == issuers.proxy.resource  # the documented default
     assert settings.gateway_upstream_url is None and default[("gateway", "upstream_url")] is None
     entra = config_file.parse_settings(
         {**_minimal(), "upstream": {**_minimal()["upstream"], "provider": "entra"}}, environ={}
     )
     assert default[("upstream", "tenant")] == f'"{entra.upstream.tenant}"'
+    assert entra.upstream.group_overage_url is not None
+    graph = entra.upstream.group_overage_url.removesuffix("/v1.0/me/getMemberObjects")
+    assert default[("upstream", "graph_url")] == f'"{graph}"'
 
 
 _WRONG = {
@@ -106,6 +143,7 @@ _WRONG = {
     Type.BOOLEAN: "yes",
     Type.STRINGS: "mcp",
     Type.STRING_TABLE: ["a"],
+    Type.TABLE: "keys",
     Type.TABLES: {"client_id": "x"},
 }
 
@@ -113,21 +151,24 @@ _WRONG = {
 def test_generated_checks_refuse_a_wrong_type_of_every_key_all_in_one_run() -> None:
     """One document, every key of every table wrong: one problem per key, each naming it."""
     document: dict[str, Any] = {}
+    arrays = [t.name for t in TABLES if t.array]
     for table in TABLES:
-        if table.array:
-            continue
-        document[table.name] = {k.name: _WRONG[k.type] for k in keys_of(table.name).values()}
-    arrays = [table.name for table in TABLES if table.array]
-    for name in arrays:
+        wrong = {k.name: _WRONG[k.type] for k in keys_of(table.name).values()}
+        if not table.array:
+            document[table.name] = wrong
+        elif "." not in table.name:  # a top-level [[table]]
+            document[table.name] = [wrong]
+    nested = [name for name in arrays if "." in name]
+    for name in nested:  # [[clients.static]], [[gateway.tools]]: inside their parent table
         parent, _, key = name.rpartition(".")
         document[parent][key] = [{k.name: _WRONG[k.type] for k in keys_of(name).values()}]
     problems = [str(p) for p in check(document).problems]
     expected = [f"[{k.table}].{k.name}: must be" for k in KEYS if k.table not in arrays] + [
-        f"[{k.table}[0]].{k.name}: must be" for k in KEYS if k.table in arrays
+        f"[{name}[0]].{k.name}: must be" for name in arrays for k in keys_of(name).values()
     ]
-    # An array key itself ("static", "tools") is well-typed in the document (an array of tables),
-    # so only its entries fail.
-    for name in arrays:
+    # A nested array key itself ("static", "tools") is well-typed in the document (an array of
+    # tables), so only its entries fail.
+    for name in nested:
         parent, _, key = name.rpartition(".")
         expected.remove(f"[{parent}].{key}: must be")
     assert len(problems) == len(expected), problems
@@ -164,11 +205,13 @@ def _documents(draw: st.DrawFn) -> dict[str, Any]:
     """Documents near the schema: declared tables and keys (and a few unknown ones), any values."""
     document: dict[str, Any] = {}
     for table in TABLES:
-        if table.array or not draw(st.booleans()):
+        if "." in table.name or not draw(st.booleans()):
             continue
         names = [*keys_of(table.name), "typo"]
         chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=6))
-        document[table.name] = {name: draw(_VALUES) for name in chosen}
+        entry = {name: draw(_VALUES) for name in chosen}
+        # A top-level [[table]] is a list of tables; sometimes written wrongly as one table.
+        document[table.name] = [entry] if table.array and draw(st.booleans()) else entry
     if draw(st.booleans()):
         document["sever"] = {}
     return document

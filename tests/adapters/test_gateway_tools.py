@@ -1,4 +1,4 @@
-"""The gateway's ``[[gateway.tools]]`` rules on real sockets (spec/security.md 36): an MCP-like server
+"""The gateway's ``[[gateway.tools]]`` rules on real sockets (spec/security.md 38): an MCP-like server
 under uvicorn that records every body it receives and answers ``tools/list`` as plain JSON or as
 Server-Sent Events cut into small chunks; the gateway under uvicorn in front of it, behind a stub that
 injects the principal a test names (the bearer check itself is tested elsewhere; the end-to-end test
@@ -235,7 +235,7 @@ def listed(resp: httpx.Response) -> set[str]:
 
 
 @pytest.mark.parametrize("who", sorted(PRINCIPALS))
-def test_invariant_36_calls_are_allowed_exactly_as_the_rules_say(
+def test_invariant_38_calls_are_allowed_exactly_as_the_rules_say(
     who: str, gateway: str, server: tuple[ToolServer, str], http: httpx.Client
 ) -> None:
     app, _ = server
@@ -252,7 +252,7 @@ def test_invariant_36_calls_are_allowed_exactly_as_the_rules_say(
             assert len(app.bodies) == before, "a forbidden call reached the MCP server"
 
 
-def test_invariant_36_missing_scope_gets_the_step_up_challenge(
+def test_invariant_38_missing_scope_gets_the_step_up_challenge(
     gateway: str, http: httpx.Client
 ) -> None:
     resp = post(http, gateway, call("admin_reset"))
@@ -266,7 +266,7 @@ def test_invariant_36_missing_scope_gets_the_step_up_challenge(
     assert resp.headers["cache-control"] == "no-store"
 
 
-def test_invariant_36_a_group_refusal_invites_no_step_up(gateway: str, http: httpx.Client) -> None:
+def test_invariant_38_a_group_refusal_invites_no_step_up(gateway: str, http: httpx.Client) -> None:
     # Scopes would not help: no challenge, so a client does not loop re-authorizing.
     for who, tool in (("basic", "deploy"), ("scoped-outsider", "db_secret")):
         resp = post(http, gateway, call(tool), who)
@@ -275,7 +275,7 @@ def test_invariant_36_a_group_refusal_invites_no_step_up(gateway: str, http: htt
         assert "www-authenticate" not in resp.headers
 
 
-def test_invariant_36_one_forbidden_call_refuses_the_whole_batch(
+def test_invariant_38_one_forbidden_call_refuses_the_whole_batch(
     gateway: str, server: tuple[ToolServer, str], http: httpx.Client
 ) -> None:
     app, _ = server
@@ -294,7 +294,7 @@ def test_invariant_36_one_forbidden_call_refuses_the_whole_batch(
 
 @pytest.mark.parametrize("mode", ["", "?mode=sse"])
 @pytest.mark.parametrize("who", sorted(PRINCIPALS))
-def test_invariant_36_listings_show_only_callable_tools(
+def test_invariant_38_listings_show_only_callable_tools(
     who: str, mode: str, gateway: str, http: httpx.Client
 ) -> None:
     resp = post(http, gateway, LIST, who, mode)
@@ -307,14 +307,14 @@ def test_invariant_36_listings_show_only_callable_tools(
     assert "called whoami" in batch.text
 
 
-def test_invariant_36_a_get_stream_is_filtered_too(gateway: str, http: httpx.Client) -> None:
+def test_invariant_38_a_get_stream_is_filtered_too(gateway: str, http: httpx.Client) -> None:
     # A resumed stream may replay a tools/list answer (MCP "Resumability and Redelivery").
     resp = http.get(gateway + "/mcp", headers={"accept": "text/event-stream"})
     assert listed(resp) == ALLOWED["basic"]
     assert resp.text.startswith("id: 1\ndata:\n\n")
 
 
-def test_invariant_36_the_server_is_asked_for_an_uncompressed_listing(
+def test_invariant_38_the_server_is_asked_for_an_uncompressed_listing(
     gateway: str, server: tuple[ToolServer, str], http: httpx.Client
 ) -> None:
     app, _ = server
@@ -326,7 +326,7 @@ def test_invariant_36_the_server_is_asked_for_an_uncompressed_listing(
     assert app.headers[-1]["accept-encoding"] == "identity"
 
 
-def test_invariant_36_an_unfilterable_listing_never_passes(
+def test_invariant_38_an_unfilterable_listing_never_passes(
     gateway: str, http: httpx.Client
 ) -> None:
     resp = post(http, gateway, LIST, "basic", "?mode=garbage")
@@ -401,7 +401,7 @@ HOSTILE: list[tuple[str, bytes, int]] = [
 
 
 @pytest.mark.parametrize(("what", "body", "status"), HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_invariant_36_hostile_bodies_get_a_4xx_and_reach_nobody(
+def test_invariant_38_hostile_bodies_get_a_4xx_and_reach_nobody(
     what: str,
     body: bytes,
     status: int,
@@ -417,7 +417,7 @@ def test_invariant_36_hostile_bodies_get_a_4xx_and_reach_nobody(
     assert len(app.bodies) == before
 
 
-def test_invariant_36_a_chunked_body_past_the_bound_is_413(
+def test_invariant_38_a_chunked_body_past_the_bound_is_413(
     gateway: str, server: tuple[ToolServer, str], http: httpx.Client
 ) -> None:
     app, _ = server
@@ -434,7 +434,7 @@ def test_invariant_36_a_chunked_body_past_the_bound_is_413(
     assert len(app.bodies) == before
 
 
-def test_invariant_36_a_compressed_body_cannot_be_inspected(
+def test_invariant_38_a_compressed_body_cannot_be_inspected(
     gateway: str, http: httpx.Client
 ) -> None:
     resp = http.post(

@@ -51,13 +51,14 @@ def test_check_config_and_serve_print_the_same_summary_and_warnings(tmp_path: Pa
     checked = run("check-config", str(config), cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
     lines = checked.stdout.splitlines()
-    assert lines[:6] == [
+    assert lines[:7] == [
         f"ok: {config}",
         f"  issuer    {base}",
         f"  resource  {base}/mcp (no [gateway]: 404 after sign-in)",
         f"  provider  github, client_id Ov23liSummary, callback {base}/auth/callback",
         "  store     memory://: this process only, lost at every restart",
         "  sign-in   any account at github (github.com) may sign in",
+        "  clients   dynamic registration; metadata documents from any host",
     ]
     warned = _warnings(checked.stdout)
     assert [w.split(":", 2)[1].strip() for w in warned] == [
@@ -67,7 +68,7 @@ def test_check_config_and_serve_print_the_same_summary_and_warnings(tmp_path: Pa
         "[server].forwarded_allow_ips",
         "[clients].cimd_allow_loopback",
     ]
-    assert len(lines) == 6 + len(warned)
+    assert len(lines) == 7 + len(warned)
 
     pytest.importorskip("prometheus_client")
     command = [*oauthproxy_command(), "serve", "--config", str(config)]
@@ -223,4 +224,50 @@ def test_the_readme_shows_what_check_config_prints_for_its_example(tmp_path: Pat
     expected = shown.splitlines()[1:]
     assert checked.stdout.splitlines()[1:] == [
         line.replace("/srv/mcp", str(tmp_path)) for line in expected
+    ]
+
+
+def test_the_clients_line_and_warnings_follow_the_admission_policy(tmp_path: Path) -> None:
+    """``[clients]``: the summary says which clients may come in; the open sign-in warning names
+    what lets any client in, or that only admitted clients do; a configuration that admits no
+    client, or host lists that ``cimd = false`` leaves unused, is warned about."""
+    config = tmp_path / "proxy.toml"
+    base = (
+        '[server]\nbase_url = "https://mcp.example.com"\n'
+        f'[upstream]\nprovider = "github"\nclient_id = "c"\nclient_secret = "{SECRET}"\n'
+    )
+    cases = [
+        (
+            "dcr = false\n",
+            "no dynamic registration; metadata documents from any host",
+            "metadata documents from any host are accepted, so anyone with such an account can use",
+        ),
+        (
+            'dcr = false\ncimd_allowed_hosts = ["claude.ai", "*.VSCode.dev"]\n'
+            'cimd_denied_hosts = ["evil.vscode.dev"]\nredirect_hosts = ["127.0.0.1", "[::1]"]\n',
+            "no dynamic registration; metadata documents from claude.ai, *.vscode.dev except "
+            "evil.vscode.dev; redirect URIs only on 127.0.0.1, ::1",
+            "[clients] admits only some clients, but anyone with such an account can use "
+            "https://mcp.example.com/mcp through them",
+        ),
+    ]
+    for clients, line, warned in cases:
+        config.write_text(base + "[clients]\n" + clients)
+        checked = run("check-config", str(config), cwd=tmp_path)
+        assert checked.returncode == 0, checked.stderr
+        assert f"  clients   {line}\n" in checked.stdout
+        (access,) = [w for w in _warnings(checked.stdout) if w.startswith("warning: [access]")]
+        assert warned in access
+
+    config.write_text(
+        base + '[clients]\ndcr = false\ncimd = false\ncimd_allowed_hosts = ["claude.ai"]\n'
+    )
+    checked = run("check-config", str(config), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "  clients   no dynamic registration; no metadata documents\n" in checked.stdout
+    # Nobody can come in: that is the warning, not who could sign in through nobody.
+    assert _warnings(checked.stdout) == [
+        "warning: [clients]: dcr = false, cimd = false and no [[clients.static]]: no client can "
+        "sign anybody in",
+        "warning: [clients].cimd_allowed_hosts, cimd_denied_hosts: unused while cimd = false",
     ]

@@ -1,11 +1,21 @@
-"""Shared fixtures for tests/clients: a document host that executes ``FetchDocument``, and keys."""
+"""Shared fixtures for tests/clients: a document host that executes ``FetchDocument``, a real TLS
+document server on loopback, and keys."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import ssl
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
@@ -105,3 +115,85 @@ def assertion(
     if kid is not None:
         header["kid"] = kid
     return jwt.encode(header, body, key, algorithms=[alg])
+
+
+class TlsDocumentServer:
+    """Client ID Metadata Documents over real TLS on 127.0.0.1, for a host name.
+
+    A self-signed certificate for ``host`` (written to ``cert``, trusted by ``trust`` and by nothing
+    else) serves ``GET <path>`` with the JSON body given to ``serve``; ``hits`` records the ``Host``
+    header of every request. A fetcher reaches it by resolving ``host`` to 127.0.0.1 under the test
+    policy (``allow_loopback``), so the fetch runs the production path: address check, pinning to the
+    IP literal, SNI and certificate verification for the name, the size cap and the content-type
+    check. Stop it with ``stop``.
+    """
+
+    def __init__(self, workdir: Path, host: str) -> None:
+        self.host = host
+        self.cert, key = _self_signed(workdir, host)
+        self.trust = ssl.create_default_context(cafile=str(self.cert))
+        self.documents: dict[str, bytes] = {}
+        self.hits: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits.append(self.headers.get("Host", ""))
+                body = outer.documents.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"https://{self.host}:{self.port}{path}"
+
+    def serve(self, path: str, body: dict[str, Any]) -> str:
+        """Serve ``body`` at ``path``; its URL."""
+        self.documents[path] = json.dumps(body).encode()
+        return self.url(path)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def _self_signed(workdir: Path, host: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = workdir / f"{host}.pem", workdir / f"{host}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

@@ -10,20 +10,10 @@ IP literal, SNI and certificate verification for the name, the size cap and cont
 from __future__ import annotations
 
 import asyncio
-import datetime
-import json
-import ssl
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import MCPServer
 
@@ -35,6 +25,7 @@ from oauthproxy_adapters.proxy import AsyncProxy
 from oauthproxy_adapters.safe_fetch import AsyncSafeFetcher
 from oauthproxy_adapters.stores.memory import AsyncMemoryStore
 from tests.adapters.test_mcp_sdk import Served
+from tests.clients.support import TlsDocumentServer
 from tests.e2e.conftest_idp import free_port
 from tests.e2e.mcp_client import run_mcp_session
 from tests.harness import make_config, make_profile
@@ -42,83 +33,30 @@ from tests.harness import make_config, make_profile
 HOST = "client.example"
 
 
-def _certificate(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-class _Docs(BaseHTTPRequestHandler):
-    body = b""
-    hits: ClassVar[list[str]] = []
-
-    def do_GET(self) -> None:
-        type(self).hits.append(self.headers.get("Host", ""))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def tls_document(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
-    cert, key = _certificate(tmp_path)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Docs)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    url = f"https://{HOST}:{server.server_address[1]}/oauth/client.json"
-    _Docs.body = json.dumps(
+def tls_document(tmp_path: Path) -> Iterator[tuple[str, TlsDocumentServer]]:
+    docs = TlsDocumentServer(tmp_path, HOST)
+    path = "/oauth/client.json"
+    url = docs.serve(
+        path,
         {
-            "client_id": url,
+            "client_id": docs.url(path),
             "client_name": "SDK CIMD client",
             "redirect_uris": ["http://127.0.0.1/callback"],  # any loopback port (RFC 8252 §7.3)
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
             "token_endpoint_auth_method": "none",
-        }
-    ).encode()
-    _Docs.hits = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    trust = ssl.create_default_context(cafile=str(cert))
+        },
+    )
     try:
-        yield url, trust
+        yield url, docs
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        docs.stop()
 
 
 @pytest.fixture
-def cimd_server(tls_document: tuple[str, ssl.SSLContext]) -> Iterator[tuple[str, str]]:
-    url, trust = tls_document
+def cimd_server(tls_document: tuple[str, TlsDocumentServer]) -> Iterator[tuple[str, str]]:
+    url, docs = tls_document
     provider_port, port = free_port(), free_port()
     base, dev = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{provider_port}"
     provider = DevProvider(
@@ -139,7 +77,7 @@ def cimd_server(tls_document: tuple[str, ssl.SSLContext]) -> Iterator[tuple[str,
     fetcher = AsyncSafeFetcher(
         allow_loopback=True,  # the test policy: client.example resolves to 127.0.0.1 here
         resolver=lambda host, p: ["127.0.0.1"] if host == HOST else [],
-        verify=trust,
+        verify=docs.trust,
     )
     proxy = AsyncProxy(config, new_keyring(), AsyncMemoryStore(), AsyncHttpClient(), fetch=fetcher)
     server = MCPServer("protected", log_level="WARNING", **mcp_auth(proxy))
@@ -160,7 +98,7 @@ def cimd_server(tls_document: tuple[str, ssl.SSLContext]) -> Iterator[tuple[str,
 
 
 def test_mcp_sdk_client_with_client_metadata_url_needs_no_registration(
-    cimd_server: tuple[str, str],
+    cimd_server: tuple[str, str], tls_document: tuple[str, TlsDocumentServer]
 ) -> None:
     base, url = cimd_server
 
@@ -177,4 +115,5 @@ def test_mcp_sdk_client_with_client_metadata_url_needs_no_registration(
 
     asyncio.run(scenario())
     # The document was fetched over TLS with Host (and SNI) for the name, not the pinned address.
-    assert _Docs.hits and all(h.startswith(HOST + ":") for h in _Docs.hits)
+    hits = tls_document[1].hits
+    assert hits and all(h.startswith(HOST + ":") for h in hits)

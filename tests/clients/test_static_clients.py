@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,7 +89,8 @@ def test_static_clients_are_parsed_with_secret_digests() -> None:
                 "redirect_uris": ["https://a.example/cb"],
                 "token_endpoint_auth_method": "private_key_jwt",
             },
-            "token_endpoint_auth_method",
+            # Allowed since issue 16 (machine clients), with its keys: here they are missing.
+            "jwks",
         ),
         ({"client_id": "x", "redirect_uris": ["https://a.example/cb"], "secret": "x"}, "secret"),
     ],
@@ -140,3 +143,139 @@ def test_static_client_completes_a_flow_and_authenticates_by_its_method_only() -
     assert json.loads(resp.body)["token_type"] == "Bearer"
     # A static client has no registration access token: not manageable through RFC 7592.
     assert h.request("GET", "/register/cli", headers=(("authorization", "Bearer x"),)).status == 401
+
+
+# -- machine clients: the client credentials grant's keys (issue 16) -------------------------------
+
+KEY_JWK = {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU"}
+KEY_JWK["y"] = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+CI_BOT = {
+    "client_id": "ci-bot",
+    "client_secret_env": "CI_BOT_SECRET",
+    "grant_types": ["client_credentials"],
+    "scopes": ["mcp"],
+    "subject": "service:ci-bot",
+}
+
+
+def _machines(*entries: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    return parse_settings(
+        _doc({"static": list(entries)}), environ={"CI_BOT_SECRET": SECRET} if env is None else env
+    ).proxy
+
+
+def test_machine_clients_are_parsed_from_the_contract_keys() -> None:
+    signer = {
+        "client_id": "signer",
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [KEY_JWK]},
+        "grant_types": ["client_credentials", "authorization_code"],
+        "redirect_uris": ["https://signer.example/cb"],
+        "subject": "service:signer",
+    }
+    fetcher = {
+        "client_id": "fetcher",
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks_uri": "https://keys.example/jwks.json",
+        "grant_types": ["client_credentials"],
+        "subject": "agent:fetcher",
+    }
+    cfg = _machines(CI_BOT, signer, fetcher)
+    ci, sig, fetch = cfg.static_clients
+    assert ci.token_endpoint_auth_method == "client_secret_basic"  # a secret: the RFC 7591 default
+    assert ci.secret_hash == digest(SECRET) and SECRET not in repr(ci)
+    assert ci.grant_types == ("client_credentials",) and ci.redirect_uris == ()
+    assert ci.scope == ("mcp",) and ci.subject == "service:ci-bot" and ci.source == "static"
+    assert sig.secret_hash is None and sig.grant_types == (
+        "client_credentials",
+        "authorization_code",
+    )
+    assert json.loads(dict(sig.metadata)["jwks"]) == {"keys": [KEY_JWK]}
+    assert json.loads(dict(fetch.metadata)["jwks_uri"]) == "https://keys.example/jwks.json"
+    assert fetch.scope == ()  # every supported scope, decided at the token endpoint
+    # The secret's value is nowhere in the configuration record.
+    assert SECRET not in repr(cfg)
+
+
+def test_the_default_grant_types_are_unchanged() -> None:
+    (client,) = _machines(
+        {"client_id": "x", "redirect_uris": ["https://a.example/cb"]}
+    ).static_clients
+    assert client.grant_types == ("authorization_code", "refresh_token") and client.subject is None
+
+
+_PRIVATE_JWK = {**KEY_JWK, "d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"subject": None}, "subject"),
+        (
+            {"token_endpoint_auth_method": "none", "client_secret_env": None},
+            "token_endpoint_auth_method",
+        ),
+        ({"subject": "github:4242"}, "subject"),  # the provider's prefix names users
+        ({"subject": " service:x"}, "subject"),
+        ({"scopes": ["admin"]}, "scopes"),
+        ({"scopes": []}, "scopes"),
+        ({"grant_types": ["client_credentials", "password"]}, "grant_types"),
+        ({"grant_types": ["client_credentials", "refresh_token"]}, "grant_types"),
+        ({"grant_types": []}, "grant_types"),
+        ({"redirect_uris": ["https://a.example/cb"]}, "redirect_uris"),
+        ({"grant_types": ["client_credentials", "authorization_code"]}, "redirect_uris"),
+        ({"jwks": {"keys": [KEY_JWK]}}, "jwks"),  # keys with a secret method
+        ({"client_secret_env": "UNSET_VARIABLE"}, "client_secret_env"),
+        ({"client_secret": SECRET}, "client_secret"),  # and client_secret_env: not both
+        ({"client_secret_env": None}, "client_secret"),  # client_secret_basic needs one
+    ],
+)
+def test_bad_machine_clients_are_config_errors_naming_the_key(
+    change: dict[str, Any], key: str
+) -> None:
+    entry = {k: v for k, v in {**CI_BOT, **change}.items() if v is not None}
+    with pytest.raises(ConfigError) as err:
+        _machines(entry)
+    assert f"[clients.static[0]].{key}" in str(err.value), err.value
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"client_secret": SECRET}, "client_secret"),
+        ({"jwks": {"keys": [_PRIVATE_JWK]}}, "jwks"),
+        ({"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}, "jwks"),
+        ({"jwks": {"keys": []}}, "jwks"),
+        ({"jwks": "keys"}, "jwks"),
+        ({"jwks": None}, "jwks"),  # neither jwks nor jwks_uri
+        ({"jwks_uri": "https://keys.example/jwks.json"}, "jwks"),  # both
+        ({"jwks": None, "jwks_uri": "http://keys.example/jwks.json"}, "jwks_uri"),
+        ({"jwks": None, "jwks_uri": "https://127.0.0.1/jwks.json"}, "jwks_uri"),
+    ],
+)
+def test_bad_private_key_jwt_clients_are_config_errors(change: dict[str, Any], key: str) -> None:
+    entry = {
+        "client_id": "signer",
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [KEY_JWK]},
+        "grant_types": ["client_credentials"],
+        "subject": "service:signer",
+    }
+    entry = {k: v for k, v in {**entry, **change}.items() if v is not None}
+    with pytest.raises(ConfigError) as err:
+        _machines(entry)
+    assert f"[clients.static[0]].{key}" in str(err.value), err.value
+
+
+def test_the_machine_clients_page_configuration_loads() -> None:
+    """spec/docs/machine-clients.md shows a configuration this parser accepts, as documented."""
+    page = Path(__file__).resolve().parents[2] / "spec" / "docs" / "machine-clients.md"
+    block = page.read_text().split("```toml\n", 1)[1].split("```", 1)[0]
+    static = tomllib.loads(block)["clients"]["static"]
+    ci, deployer = _machines(*static).static_clients
+    assert ci.subject == "service:ci-bot" and ci.scope == ("mcp",)
+    assert ci.token_endpoint_auth_method == "client_secret_basic" and ci.secret_hash == digest(
+        SECRET
+    )
+    assert deployer.token_endpoint_auth_method == "private_key_jwt"
+    assert deployer.subject == "service:deployer" and deployer.secret_hash is None

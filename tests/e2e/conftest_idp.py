@@ -1,10 +1,10 @@
 """A real upstream OpenID Connect provider for the end-to-end tests.
 
 ``tests/upstream_idp/provider.mjs`` runs ``oidc-provider`` (Node) on 127.0.0.1 with one static
-confidential client and a login that completes by itself for the fixed account ``testuser``. The
-helpers here install it (``npm ci``), start it as a child process, wait for its ready line and stop
-it again. Nothing here is auto-loaded: import the fixtures (``idp_installed``, ``oidc_idp``) from
-``tests/e2e/conftest.py``.
+confidential client and a login that completes by itself for the account ``testuser``, or for the
+account a test chose (``IdpProcess.set_account``, ``IdpProcess.login_as``). The helpers here install
+it (``npm ci``), start it as a child process, wait for its ready line and stop it again. Nothing here
+is auto-loaded: import the fixtures (``idp_installed``, ``oidc_idp``) from ``tests/e2e/conftest.py``.
 
 A missing Node/npm or a failed ``npm ci`` raises :class:`IdpError`; these tests are never skipped.
 """
@@ -22,7 +22,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
+import httpx
 import pytest
 
 IDP_DIR = Path(__file__).resolve().parent.parent / "upstream_idp"
@@ -191,6 +193,50 @@ class IdpProcess:
 
     def running(self) -> bool:
         return self.proc.poll() is None
+
+    # -- test controls (provider.mjs, "Test controls") --
+
+    def set_account(
+        self,
+        account_id: str,
+        *,
+        claims: dict[str, Any] | None = None,
+        github: dict[str, Any] | None = None,
+        disabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """Create or change an account: ``claims`` and ``github`` are merged key by key (``None``
+        as a value removes the key); ``disabled`` switches the account off or on upstream."""
+        body: dict[str, Any] = {}
+        if claims is not None:
+            body["claims"] = claims
+        if github is not None:
+            body["github"] = github
+        if disabled is not None:
+            body["disabled"] = disabled
+        response = httpx.post(
+            f"{self.issuer}/_test/accounts/{quote(account_id, safe='')}", json=body, timeout=5
+        )
+        assert response.status_code == 200, response.text
+        account: dict[str, Any] = response.json()["account"]
+        return account
+
+    def settings(self, **values: str) -> dict[str, Any]:
+        """``POST /_test/settings`` (deny, token_format, github_iss, email_verified, login_as)."""
+        response = httpx.post(f"{self.issuer}/_test/settings?{urlencode(values)}", timeout=5)
+        assert response.status_code == 200, response.text
+        current: dict[str, Any] = response.json()["settings"]
+        return current
+
+    def login_as(self, account_id: str) -> None:
+        """The account the next logins sign in as."""
+        self.settings(login_as=account_id)
+
+    def log(self) -> list[dict[str, Any]]:
+        """What the provider saw (``GET /_test/log``): never a token, code or secret."""
+        response = httpx.get(f"{self.issuer}/_test/log", timeout=5)
+        assert response.status_code == 200, response.text
+        seen: list[dict[str, Any]] = response.json()["seen"]
+        return seen
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM this provider's PID, wait, SIGKILL it if it does not go away."""

@@ -8,7 +8,10 @@ against a protected MCP server, with the interactive parts replaced:
   consent form (hidden `txn` and `csrf`, button `decision=approve`) and any other single form
   it lands on, and follows redirects through the upstream provider until the next hop is the
   client's own `redirect_uri`; that URL is captured, never requested;
-* the *callback handler* returns the `code`, `state` and `iss` parsed from the captured URL.
+* the *callback handler* returns the `code`, `state` and `iss` parsed from the captured URL, or
+  raises `BrowserFlowError` with the authorization response's `error`. With
+  `follow_refusal_links`, an error page (4xx HTML) holding exactly one link is followed as a user
+  would click "Return to the application" (the proxy's page for a user no access rule admits).
 
 Then a streamable-HTTP session is opened, initialized, the tools listed and one called.
 `refresh_and_call` marks the stored access token expired and calls again, asserting the SDK
@@ -82,7 +85,22 @@ REDACTED = "[redacted]"
 
 
 class BrowserFlowError(AssertionError):
-    """The headless browser could not get from the authorization URL to the redirect URI."""
+    """The headless browser could not get from the authorization URL to the redirect URI, or the
+    authorization response it captured is an error (``error``, ``error_description``); ``page`` is
+    then the HTML of the refusal page whose link led there, if the browser followed one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        page: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.error_description = error_description
+        self.page = page
 
 
 def redact_url(url: str) -> str:
@@ -346,6 +364,16 @@ class _FormParser(HTMLParser):
                     self._current.submits.append((name, button.get("value", "")))
 
 
+class _LinkParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.hrefs.extend(value for name, value in attrs if name == "href" and value)
+
+
 class HeadlessBrowser:
     """Follows an authorization URL the way a user agent would, without a user.
 
@@ -364,8 +392,11 @@ class HeadlessBrowser:
         max_hops: int = 30,
         timeout: float = 10.0,
         expected_issuer: str | None = None,
+        follow_refusal_links: bool = False,
     ) -> None:
         self.redirect_uri = redirect_uri
+        self.follow_refusal_links = follow_refusal_links
+        self.refusal_page: str | None = None  # the error page whose one link was followed
         self.recorder = recorder
         self.max_hops = max_hops
         self.timeout = timeout
@@ -390,6 +421,7 @@ class HeadlessBrowser:
         """`OAuthClientProvider(redirect_handler=...)`: navigate instead of opening a browser."""
         self.authorizations += 1
         self.callback_url = None
+        self.refusal_page = None
         url, method = authorization_url, "GET"
         data: list[tuple[str, str]] | None = None
         async with httpx.AsyncClient(
@@ -437,6 +469,14 @@ class HeadlessBrowser:
                         url = f"{url.split('?', 1)[0]}?{urlencode(data)}"
                         data = None
                     continue
+                link = self._refusal_link(response)
+                if link is not None:
+                    self.refusal_page = response.text
+                    self.recorder.note(
+                        f"refusal page: following its one link from {redact_url(url)}"
+                    )
+                    url, method, data = urljoin(str(response.url), link), "GET", None
+                    continue
                 raise BrowserFlowError(
                     f"stuck at {redact_url(url)}: HTTP {response.status_code} "
                     f"{response.headers.get('content-type', '')}: {response.text[:500]!r}"
@@ -471,6 +511,18 @@ class HeadlessBrowser:
         self.cookies.extract_cookies(_CookieResponse(response), cookie_request)  # type: ignore[arg-type]
         return response
 
+    def _refusal_link(self, response: httpx.Response) -> str | None:
+        """The one link of a 4xx HTML page, when following such links was asked for."""
+        if not (
+            self.follow_refusal_links
+            and 400 <= response.status_code < 500
+            and "html" in response.headers.get("content-type", "")
+        ):
+            return None
+        parser = _LinkParser()
+        parser.feed(response.text)
+        return parser.hrefs[0] if len(parser.hrefs) == 1 else None
+
     def _pick_form(self, html: str, url: str) -> _Form:
         parser = _FormParser()
         parser.feed(html)
@@ -504,7 +556,10 @@ class HeadlessBrowser:
         if "error" in params:
             raise BrowserFlowError(
                 f"authorization failed: error={params['error']!r} "
-                f"description={params.get('error_description')!r}"
+                f"description={params.get('error_description')!r}",
+                error=params["error"],
+                error_description=params.get("error_description"),
+                page=self.refusal_page,
             )
         if not params.get("code"):
             raise BrowserFlowError(f"callback without code: {redact_url(self.callback_url)}")
@@ -611,6 +666,7 @@ async def run_mcp_session(
     token_endpoint_auth_method: str | None = "none",
     scope: str | None = None,
     expected_issuer: str | None = None,
+    follow_refusal_links: bool = False,
     timeout: float = 30.0,
 ) -> ToolCallOutcome:
     """Authorize (headlessly) against the MCP server at `server_url` and call `tool` once.
@@ -620,11 +676,18 @@ async def run_mcp_session(
     `scope` left None lets the SDK choose (WWW-Authenticate scope, else PRM scopes_supported,
     else AS scopes_supported). `client_metadata_url` (an https URL with a path) makes the SDK
     use it as a CIMD client_id when the AS advertises client_id_metadata_document_supported.
+    `follow_refusal_links`: the browser follows the one link of an error page (see the module
+    docstring), so that a refused sign-in ends in the client's `BrowserFlowError` with `error`.
     """
     storage = storage if storage is not None else InMemoryTokenStorage()
     recorder = _Recorder(on_step)
     redirect_uri = f"http://127.0.0.1:{free_loopback_port()}/callback"
-    browser = HeadlessBrowser(redirect_uri, recorder, expected_issuer=expected_issuer)
+    browser = HeadlessBrowser(
+        redirect_uri,
+        recorder,
+        expected_issuer=expected_issuer,
+        follow_refusal_links=follow_refusal_links,
+    )
     metadata = OAuthClientMetadata.model_validate(
         {
             "client_name": client_name,

@@ -1,4 +1,4 @@
-"""End to end, spec/security.md 36 and the forwarded upstream token: ``oauthproxy serve`` as a process
+"""End to end, spec/security.md 38 and the forwarded upstream token: ``oauthproxy serve`` as a process
 with ``[[gateway.tools]]`` rules and ``forward_upstream_token = true``, the demo MCP server (a real
 `mcp` SDK server with ``whoami``, ``admin_stats`` and ``provider_token``) behind its gateway, the
 testing kit's GitHub-shaped provider on loopback, and the real `mcp` SDK client (its own discovery,
@@ -185,7 +185,7 @@ async def _raw_call(base: str, token: str) -> dict[str, Any]:
     return {"status": resp.status_code, "challenge": resp.headers.get("www-authenticate")}
 
 
-def test_invariant_36_tools_filtered_refused_and_stepped_up_with_the_mcp_sdk_client(
+def test_invariant_38_tools_filtered_refused_and_stepped_up_with_the_mcp_sdk_client(
     stack: dict[str, Any],
 ) -> None:
     base, provider = stack["base"], stack["provider"]

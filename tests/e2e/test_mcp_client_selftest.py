@@ -28,6 +28,7 @@ import pytest
 
 pytest.importorskip("mcp.client.auth", reason="the MCP Python SDK (mcp 2.x) is not installed")
 
+import httpx
 import uvicorn
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -453,3 +454,27 @@ def test_consent_form_without_approve_is_an_error() -> None:
     )
     with pytest.raises(BrowserFlowError, match="no decision=approve"):
         browser._pick_form(page, "http://x/consent")
+
+
+def test_a_refusal_pages_one_link_is_followed_only_when_asked() -> None:
+    """`follow_refusal_links`: the one link of a 4xx HTML page (the proxy's "Return to the
+    application"), and nothing else; the client's error then carries the page."""
+    redirect_uri = "http://127.0.0.1:1/callback"
+    back = redirect_uri + "?error=access_denied&state=s"
+    page = f'<main><p>Not allowed.</p><p><a href="{escape(back)}">Return</a></p></main>'
+
+    def response(status: int, body: str, kind: str = "text/html; charset=utf-8") -> httpx.Response:
+        return httpx.Response(status, headers={"content-type": kind}, text=body)
+
+    following = HeadlessBrowser(redirect_uri, _Recorder(None), follow_refusal_links=True)
+    assert following._refusal_link(response(403, page)) == back
+    assert following._refusal_link(response(403, page + '<a href="/elsewhere">x</a>')) is None
+    assert following._refusal_link(response(403, page, "application/json")) is None
+    assert following._refusal_link(response(500, page)) is None
+    plain = HeadlessBrowser(redirect_uri, _Recorder(None))
+    assert plain._refusal_link(response(403, page)) is None
+
+    following.callback_url, following.refusal_page = back, page
+    with pytest.raises(BrowserFlowError) as raised:
+        asyncio.run(following.callback_handler())
+    assert (raised.value.error, raised.value.page) == ("access_denied", page)

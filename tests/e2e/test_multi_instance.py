@@ -123,6 +123,11 @@ url = "{store_url}"
 
 [keys]
 file = "{keys_file}"
+
+[lifetimes]
+# A revocation (a replayed code) is checked at the very next request on every instance; the
+# default bound of 5 seconds is proved in tests/adapters/test_token_cache.py.
+revocation_staleness = 0
 """
     )
     return path

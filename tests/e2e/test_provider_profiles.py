@@ -126,6 +126,11 @@ url = "sqlite:///{tmp / "state.db"}"
 [keys]
 file = "{tmp / "keys.json"}"
 
+[lifetimes]
+# An upstream revocation is seen at the very next request (the default bound of 5 seconds is
+# proved in tests/adapters/test_token_cache.py).
+revocation_staleness = 0
+
 {gateway_table}"""
 
 

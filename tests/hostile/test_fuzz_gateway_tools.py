@@ -1,4 +1,4 @@
-"""The gateway's tool rules under hostile input, on real sockets (spec/security.md 36, 29): uvicorn in
+"""The gateway's tool rules under hostile input, on real sockets (spec/security.md 38, 29): uvicorn in
 front of the gateway with ``[[gateway.tools]]`` rules, uvicorn in front of an MCP-like server that
 records every body it receives (``tests/adapters/test_gateway_tools.ToolServer``).
 
@@ -32,7 +32,7 @@ from tests.adapters.test_gateway_tools import (
     _gateway_thread,
     listed,
 )
-from tests.property.test_invariant_36_tool_policy import bodies, calls_seen, first_wins, names
+from tests.property.test_invariant_38_tool_policy import bodies, calls_seen, first_wins, names
 
 SOAK = os.environ.get("OAUTHPROXY_FUZZ_EXAMPLES")
 FUZZ = settings(
@@ -87,7 +87,7 @@ def hostile(draw: st.DrawFn) -> bytes:
     chunk=st.integers(1, 64),
     chunked=st.booleans(),
 )
-def test_invariant_36_hostile_bodies_never_5xx_never_a_forbidden_call(
+def test_invariant_38_hostile_bodies_never_5xx_never_a_forbidden_call(
     stack: tuple[ToolServer, str, httpx.Client], body: bytes, who: str, chunk: int, chunked: bool
 ) -> None:
     app, base, http = stack
@@ -117,7 +117,7 @@ def test_invariant_36_hostile_bodies_never_5xx_never_a_forbidden_call(
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 13, 64, 4096])
 @pytest.mark.parametrize("who", sorted(PRINCIPALS))
-def test_invariant_36_an_sse_listing_cut_into_any_size_leaks_nothing(
+def test_invariant_38_an_sse_listing_cut_into_any_size_leaks_nothing(
     stack: tuple[ToolServer, str, httpx.Client], chunk: int, who: str
 ) -> None:
     _, base, http = stack

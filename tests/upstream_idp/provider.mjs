@@ -2,8 +2,9 @@
 //
 // Runs oidc-provider (panva) on 127.0.0.1 with a single static confidential
 // client and a non-interactive login: every interaction is completed
-// automatically for the fixed account "testuser" (or denied with
-// access_denied when IDP_DENY=1). Meant for tests only.
+// automatically for the account "testuser", or for the account the tests chose
+// (POST /_test/settings?login_as=<id>), or denied with access_denied (IDP_DENY=1,
+// or a disabled account). Meant for tests only.
 //
 // Usage:  node provider.mjs [port]
 //
@@ -49,6 +50,11 @@
 //                                   `email` is the public profile address, which GitHub does not verify
 //   GET  /api/v3/user/emails        [{email, primary, verified, visibility}] when the token was granted
 //                                   user:email or user (404 otherwise, as GitHub answers)
+//   GET  /api/v3/user/orgs          the token's account's organizations [{login, id}] and teams
+//   GET  /api/v3/user/teams         [{slug, name, organization: {login}}], `per_page` (default 30, at
+//                                   most 100) at a time with `page`, and a `Link` header (rel="next",
+//                                   "last", "prev", "first") when there is more than one page
+//   (each GitHub path also answers without the /api/v3 prefix, as api.github.com's do)
 //
 // Test controls (loopback only, no authentication: never run this outside tests):
 //   GET  /_test/log                 what the provider saw: authorization requests (parameter names,
@@ -56,11 +62,23 @@
 //                                   format, access token format and kid), JWKS, userinfo and /user
 //                                   calls; never a token, code or secret
 //   POST /_test/settings?deny=1|0&token_format=auto|form|json&github_iss=1|0
-//                        &email_verified=true|false|absent
+//                        &email_verified=true|false|absent&login_as=<account id>
 //                                   deny: end every authorization in access_denied;
 //                                   token_format: the github shim's answer format (auto honours Accept);
 //                                   github_iss: whether the github shim sends `iss`;
-//                                   email_verified: as IDP_EMAIL_VERIFIED, for the next sign-ins
+//                                   email_verified: as IDP_EMAIL_VERIFIED (testuser), for the next sign-ins;
+//                                   login_as: the account the next logins sign in as (default testuser;
+//                                   a browser that still has a session with the provider keeps its account)
+//   POST /_test/accounts/<id>       JSON {"claims": {...}, "github": {...}, "disabled": bool}: creates
+//                                   the account or changes it (claims and github are merged key by key,
+//                                   null removes a key; github.orgs is a list of logins, github.teams of
+//                                   "org/slug"). Claims in ID tokens and UserInfo: groups, realm_access,
+//                                   hd, tid (and _claim_names/_claim_sources for groups: Entra's group
+//                                   overage) with openid; email, email_verified, xms_edov with email;
+//                                   name, preferred_username with profile. Disabled: logins end in
+//                                   access_denied, refreshes in invalid_grant, and UserInfo and the
+//                                   github shim answer the account's access tokens 401
+//   GET  /_test/accounts            every account
 //
 // On success a single JSON line is written to stdout:
 //   {"ready": true, "issuer": ..., "authorization_endpoint": ..., "token_endpoint": ...,
@@ -70,7 +88,7 @@ import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import process from 'node:process';
 
-import Provider, { errors } from 'oidc-provider';
+import Provider, { errors, interactionPolicy } from 'oidc-provider';
 
 const HOST = '127.0.0.1';
 
@@ -125,6 +143,7 @@ const settings = {
   tokenFormat: 'auto',
   githubIss: true,
   emailVerified: process.env.IDP_EMAIL_VERIFIED || 'true',
+  loginAs: 'testuser',
 };
 if (!EMAIL_VERIFIED_VALUES.includes(settings.emailVerified)) {
   fail(`IDP_EMAIL_VERIFIED must be true, false or absent, got ${settings.emailVerified}`);
@@ -135,22 +154,86 @@ function note(entry) {
   if (seen.length < 1000) seen.push({ at: Date.now(), ...entry });
 }
 
-// The one and only account.
+// Accounts, by account id (the `sub`). "testuser" always exists; tests add more, change them and
+// pick who the next login signs in as through the test controls (POST /_test/accounts/<id>,
+// POST /_test/settings?login_as=<id>). An account holds:
+//   claims    everything but `sub` that ID tokens and UserInfo may carry (per the scopes below);
+//   github    what the github shim shows: {id, login, name, email, orgs: [login], teams: ["org/slug"]};
+//   disabled  true: logins end in access_denied, its refresh tokens get invalid_grant, and UserInfo
+//             and the github shim answer its access tokens 401 (an account switched off upstream).
 const ACCOUNT_ID = 'testuser';
-const ACCOUNT_CLAIMS = {
-  sub: ACCOUNT_ID,
-  email: 'test@example.com',
-  email_verified: true,
-  name: 'Test User',
-  preferred_username: 'tester',
-};
+const ACCOUNT_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const accounts = new Map();
+accounts.set(ACCOUNT_ID, {
+  claims: { email: 'test@example.com', email_verified: true, name: 'Test User', preferred_username: 'tester' },
+  github: { ...GITHUB_USER, orgs: [], teams: [] },
+  disabled: false,
+});
+let nextGithubId = 100000;
 
-// The account's claims as the current settings say: email_verified true, false or left out.
-function accountClaims() {
-  const claims = { ...ACCOUNT_CLAIMS };
-  if (settings.emailVerified === 'absent') delete claims.email_verified;
-  else claims.email_verified = settings.emailVerified === 'true';
+// An account's claims. For testuser, `email_verified` follows the email_verified setting (true,
+// false or left out); other accounts carry what the tests gave them.
+function accountClaims(accountId) {
+  const claims = { ...accounts.get(accountId).claims, sub: accountId };
+  if (accountId === ACCOUNT_ID) {
+    if (settings.emailVerified === 'absent') delete claims.email_verified;
+    else claims.email_verified = settings.emailVerified === 'true';
+  }
   return claims;
+}
+
+// The account behind an access token, unless the token is unknown or the account is disabled.
+async function accountOfToken(provider, req) {
+  const header = req.headers.authorization ?? '';
+  const match = /^(?:Bearer|token) (\S+)$/i.exec(header);
+  const token = match ? await provider.AccessToken.find(match[1]) : undefined;
+  const account = token ? accounts.get(token.accountId) : undefined;
+  if (!account || account.disabled) return undefined;
+  return { accountId: token.accountId, account };
+}
+
+// Shallow merge of `changes` into `target`; a null value removes the key.
+function mergeInto(target, changes) {
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === null) delete target[key];
+    else target[key] = value;
+  }
+}
+
+// POST /_test/accounts/<id> with {claims?, github?, disabled?}: creates or changes an account.
+function updateAccount(accountId, body) {
+  if (!ACCOUNT_ID_RE.test(accountId)) return 'the account id must match [A-Za-z0-9._-]{1,64}';
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object';
+  const unknown = Object.keys(body).filter((key) => !['claims', 'github', 'disabled'].includes(key));
+  if (unknown.length) return `unknown fields: ${unknown.join(', ')}`;
+  for (const key of ['claims', 'github']) {
+    const value = body[key];
+    if (value !== undefined && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+      return `${key} must be an object`;
+    }
+  }
+  if (body.claims && 'sub' in body.claims) return 'the sub claim is the account id';
+  if (body.disabled !== undefined && typeof body.disabled !== 'boolean') return 'disabled must be a boolean';
+  let account = accounts.get(accountId);
+  if (!account) {
+    account = {
+      claims: {},
+      github: { login: accountId, id: nextGithubId++, name: accountId, email: null, type: 'User', orgs: [], teams: [] },
+      disabled: false,
+    };
+  }
+  const github = { ...account.github };
+  mergeInto(github, body.github ?? {});
+  for (const key of ['orgs', 'teams']) {
+    if (!Array.isArray(github[key]) || !github[key].every((v) => typeof v === 'string')) {
+      return `github.${key} must be a list of strings`;
+    }
+  }
+  if (!github.teams.every((team) => /^[^/]+\/[^/]+$/.test(team))) return 'github.teams must be org/slug';
+  const claims = { ...account.claims };
+  mergeInto(claims, body.claims ?? {});
+  accounts.set(accountId, { claims, github, disabled: body.disabled ?? account.disabled });
+  return undefined;
 }
 
 function buildConfiguration() {
@@ -175,11 +258,16 @@ function buildConfiguration() {
     scopes: ['openid', 'profile', 'email', 'offline_access'],
     // oidc-provider's default (15 s) keeps expired opaque tokens usable for a while.
     clockTolerance: CLOCK_TOLERANCE,
+    // Claims an access rule reads ride on `openid`, so that they are in the ID token as well as in
+    // UserInfo (conformIdTokenClaims keeps other scopes' claims out of code-flow ID tokens). An
+    // account with `_claim_names`/`_claim_sources` for `groups` and no `groups` gets Entra's group
+    // overage shape (oidc-provider passes distributed claims through for the claims in scope).
     claims: {
-      openid: ['sub'],
-      email: ['email', 'email_verified'],
+      openid: ['sub', 'groups', 'realm_access', 'hd', 'tid'],
+      email: ['email', 'email_verified', 'xms_edov'],
       profile: ['name', 'preferred_username'],
     },
+    interactions: { policy: interactionsPolicy() },
     features: {
       devInteractions: { enabled: false },
       registration: { enabled: false },
@@ -192,11 +280,14 @@ function buildConfiguration() {
     // Refresh tokens for the static client even without offline_access/prompt=consent.
     issueRefreshToken: async (_ctx, client, _code) =>
       client.clientId === CLIENT_ID && client.grantTypeAllowed('refresh_token'),
+    // A disabled account is not found: oidc-provider then answers invalid_grant to a refresh and
+    // invalid_token at UserInfo, and an existing browser session has to log in again.
     findAccount: async (_ctx, sub) => {
-      if (sub !== ACCOUNT_ID) return undefined;
+      const account = accounts.get(sub);
+      if (!account || account.disabled) return undefined;
       return {
-        accountId: ACCOUNT_ID,
-        claims: async () => accountClaims(),
+        accountId: sub,
+        claims: async () => accountClaims(sub),
       };
     },
     ttl: {
@@ -215,6 +306,19 @@ function buildConfiguration() {
       ctx.body = out;
     },
   };
+}
+
+// The default prompts, and one more reason to log in: the browser's session belongs to an account
+// that was disabled since (oidc-provider finds no account for it and would fail further on).
+function interactionsPolicy() {
+  const { base, Check } = interactionPolicy;
+  const policy = base();
+  policy.get('login').checks.add(new Check(
+    'account_disabled',
+    'the account of this session is disabled',
+    (ctx) => (ctx.oidc.session.accountId && !ctx.oidc.account ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT),
+  ));
+  return policy;
 }
 
 // RFC 8707 + RFC 9068 for the jwt profile: every authorization is for the one API (the default
@@ -239,6 +343,7 @@ function jwtResourceIndicators() {
 
 // --- non-interactive login / consent --------------------------------------
 
+const GITHUB_MEMBERSHIPS = /^(?:\/api\/v3)?\/user\/(orgs|teams)$/;
 const INTERACTION_PATH = /^\/interaction\/([A-Za-z0-9_-]+)\/?$/;
 
 function sendJson(res, status, body) {
@@ -282,7 +387,11 @@ async function handleInteraction(provider, req, res, uid) {
   if (settings.deny) {
     result = { error: 'access_denied', error_description: 'the test user declined the request' };
   } else if (interaction.prompt.name === 'login') {
-    result = { login: { accountId: ACCOUNT_ID, amr: ['pwd'] } };
+    if (accounts.get(settings.loginAs)?.disabled) {
+      result = { error: 'access_denied', error_description: 'the account is disabled' };
+    } else {
+      result = { login: { accountId: settings.loginAs, amr: ['pwd'] } };
+    }
   } else if (interaction.prompt.name === 'consent') {
     result = { consent: { grantId: await grantEverythingRequested(provider, interaction) } };
   } else {
@@ -383,12 +492,44 @@ function observe(redirectUris, issuer) {
   };
 }
 
+const ACCOUNT_PATH = /^\/_test\/accounts\/([^/]+)$/;
+
 async function handleTestControl(req, res, url) {
   if (url.pathname === '/_test/log' && req.method === 'GET') {
     sendJson(res, 200, { settings, seen });
     return;
   }
+  if (url.pathname === '/_test/accounts' && req.method === 'GET') {
+    sendJson(res, 200, { accounts: Object.fromEntries(accounts) });
+    return;
+  }
+  const accountPath = req.method === 'POST' ? ACCOUNT_PATH.exec(url.pathname) : null;
+  if (accountPath) {
+    let body;
+    try {
+      body = JSON.parse(await readBody(req));
+    } catch {
+      sendJson(res, 400, { error: 'invalid_request', error_description: 'the body must be JSON' });
+      return;
+    }
+    const accountId = decodeURIComponent(accountPath[1]);
+    const problem = updateAccount(accountId, body);
+    if (problem) {
+      sendJson(res, 400, { error: 'invalid_request', error_description: problem });
+      return;
+    }
+    sendJson(res, 200, { account: accounts.get(accountId) });
+    return;
+  }
   if (url.pathname === '/_test/settings' && req.method === 'POST') {
+    const loginAs = url.searchParams.get('login_as');
+    if (loginAs !== null) {
+      if (!accounts.has(loginAs)) {
+        sendJson(res, 400, { error: 'invalid_request', error_description: 'no such account' });
+        return;
+      }
+      settings.loginAs = loginAs;
+    }
     const deny = url.searchParams.get('deny');
     if (deny !== null) settings.deny = deny === '1';
     const githubIss = url.searchParams.get('github_iss');
@@ -480,40 +621,86 @@ async function githubToken(req, res, issuer) {
   sendGithubToken(req, res, body);
 }
 
+const GITHUB_DOCS = 'https://docs.github.com/rest';
+
+function githubPublicUser(github) {
+  const { orgs: _orgs, teams: _teams, ...user } = github;
+  return user;
+}
+
 async function githubUser(provider, req, res) {
-  const header = req.headers.authorization ?? '';
-  const match = /^(?:Bearer|token) (\S+)$/i.exec(header);
-  const token = match ? await provider.AccessToken.find(match[1]) : undefined;
-  note({ kind: 'github_user', auth_scheme: authScheme(req), accept: req.headers.accept ?? null, valid: Boolean(token) });
-  if (!token) {
-    sendJson(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest' });
+  const found = await accountOfToken(provider, req);
+  note({ kind: 'github_user', auth_scheme: authScheme(req), accept: req.headers.accept ?? null, valid: Boolean(found) });
+  if (!found) {
+    sendJson(res, 401, { message: 'Bad credentials', documentation_url: GITHUB_DOCS });
     return;
   }
   res.setHeader('X-OAuth-Scopes', githubRequestedScope.split(',').filter(Boolean).join(', '));
   res.setHeader('X-Accepted-OAuth-Scopes', '');
-  sendJson(res, 200, { ...GITHUB_USER });
+  sendJson(res, 200, githubPublicUser(found.account.github));
 }
 
 // GitHub's "List email addresses for the authenticated user": needs the user:email (or user) scope.
+// testuser's address is verified as the email_verified setting says; another account's address is
+// verified when its email_verified claim is true.
 async function githubEmails(provider, req, res) {
-  const header = req.headers.authorization ?? '';
-  const match = /^(?:Bearer|token) (\S+)$/i.exec(header);
-  const token = match ? await provider.AccessToken.find(match[1]) : undefined;
+  const found = await accountOfToken(provider, req);
   const scopes = githubRequestedScope.split(',');
   const allowed = GITHUB_APP || scopes.includes('user:email') || scopes.includes('user');
-  note({ kind: 'github_emails', valid: Boolean(token), allowed, email_verified: settings.emailVerified });
-  if (!token) {
-    sendJson(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest' });
+  note({ kind: 'github_emails', valid: Boolean(found), allowed, email_verified: settings.emailVerified });
+  if (!found) {
+    sendJson(res, 401, { message: 'Bad credentials', documentation_url: GITHUB_DOCS });
     return;
   }
   if (!allowed) {
-    sendJson(res, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
+    sendJson(res, 404, { message: 'Not Found', documentation_url: GITHUB_DOCS });
     return;
   }
-  const emails = settings.emailVerified === 'absent'
+  const { accountId, account } = found;
+  let verified;
+  if (accountId === ACCOUNT_ID) verified = settings.emailVerified === 'absent' ? undefined : settings.emailVerified === 'true';
+  else verified = account.github.email ? account.claims.email_verified === true : undefined;
+  const emails = verified === undefined
     ? []
-    : [{ email: GITHUB_USER.email, primary: true, verified: settings.emailVerified === 'true', visibility: 'public' }];
+    : [{ email: account.github.email, primary: true, verified, visibility: 'public' }];
   sendJson(res, 200, emails);
+}
+
+// A number for a name, stable within a run (GitHub's ids are numbers).
+function numericId(name) {
+  return crypto.createHash('sha256').update(name).digest().readUInt32BE(0);
+}
+
+// "List organizations for the authenticated user" and "List teams for the authenticated user":
+// `per_page` (default 30, at most 100) and `page`, with RFC 8288 `Link` rel="next"/"last" (and
+// "prev"/"first") as GitHub sends them whenever there is more than one page.
+async function githubMemberships(provider, req, res, url, issuer, which) {
+  const found = await accountOfToken(provider, req);
+  const perPage = Math.min(Math.max(Number.parseInt(url.searchParams.get('per_page') ?? '30', 10) || 30, 1), 100);
+  const page = Math.max(Number.parseInt(url.searchParams.get('page') ?? '1', 10) || 1, 1);
+  note({ kind: `github_${which}`, valid: Boolean(found), page, per_page: perPage, scopes: githubRequestedScope.split(',').filter(Boolean) });
+  if (!found) {
+    sendJson(res, 401, { message: 'Bad credentials', documentation_url: GITHUB_DOCS });
+    return;
+  }
+  const entries = which === 'orgs'
+    ? found.account.github.orgs.map((login) => ({ login, id: numericId(login), description: null }))
+    : found.account.github.teams.map((team) => {
+      const [org, slug] = team.split('/');
+      return { id: numericId(team), slug, name: slug, privacy: 'closed', organization: { login: org, id: numericId(org) } };
+    });
+  const last = Math.max(Math.ceil(entries.length / perPage), 1);
+  const link = (n) => {
+    const target = new URL(url.pathname, issuer);
+    target.searchParams.set('per_page', String(perPage));
+    target.searchParams.set('page', String(n));
+    return target.href;
+  };
+  const links = [];
+  if (page < last) links.push(`<${link(page + 1)}>; rel="next"`, `<${link(last)}>; rel="last"`);
+  if (page > 1) links.push(`<${link(page - 1)}>; rel="prev"`, `<${link(1)}>; rel="first"`);
+  if (links.length) res.setHeader('Link', links.join(', '));
+  sendJson(res, 200, entries.slice((page - 1) * perPage, page * perPage));
 }
 
 // --- server ---------------------------------------------------------------
@@ -579,6 +766,11 @@ server.listen(requestedPort, HOST, async () => {
       }
       if ((url.pathname === '/api/v3/user' || url.pathname === '/user') && req.method === 'GET') {
         githubUser(provider, req, res).catch(failed('github user'));
+        return;
+      }
+      const memberships = req.method === 'GET' ? GITHUB_MEMBERSHIPS.exec(url.pathname) : null;
+      if (memberships) {
+        githubMemberships(provider, req, res, url, issuer, memberships[1]).catch(failed('github memberships'));
         return;
       }
     }

@@ -67,7 +67,7 @@ from ..asgi import (
     with_principal,
 )
 from ..config_file import load_settings
-from ..mcp_sdk import principal_of
+from ..mcp_sdk import ORIGIN_CLAIM, principal_of
 from ..proxy import AsyncProxy
 from .proxies import async_proxy
 from .starlette import authorization_server_routes
@@ -82,7 +82,7 @@ def access_token_of(principal: Principal, token: str, issuer: str) -> AccessToke
     subject, so it must be stable across refreshes) and ``gid`` (the grant, for ``upstream_token``).
     """
     claims: dict[str, Any] = dict(principal.claims)
-    claims.update({"iss": issuer, "gid": principal.grant_id})
+    claims.update({"iss": issuer, "gid": principal.grant_id, ORIGIN_CLAIM: principal.origin.value})
     if principal.groups:
         claims["groups"] = list(principal.groups)
     return AccessToken(

@@ -1,4 +1,4 @@
-"""spec/security.md 36, the pure parts: the tool rules' decision, the JSON-RPC inspection of request
+"""spec/security.md 38, the pure parts: the tool rules' decision, the JSON-RPC inspection of request
 bodies, the filtering of ``tools/list`` answers and the Server-Sent Events splitter.
 
 - A filtered listing never holds a tool the caller may not call, and keeps every one they may.
@@ -11,7 +11,7 @@ bodies, the filtering of ``tools/list`` answers and the Server-Sent Events split
 - Globs agree with ``fnmatch.fnmatchcase`` (on globs without brackets, which we refuse).
 
 The same properties through the real gateway (ASGI, with the request body and the answer cut into
-random chunks) are ``tests/property/test_invariant_36_gateway_stream.py``.
+random chunks) are ``tests/property/test_invariant_38_gateway_stream.py``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def oracle(policy: ToolPolicy, tool: str, scopes: tuple[str, ...], groups: tuple
 
 @SETTINGS
 @given(policies, names, callers)
-def test_invariant_36_decision_matches_the_documented_rules(
+def test_invariant_38_decision_matches_the_documented_rules(
     policy: ToolPolicy, tool: str, caller: tuple[tuple[str, ...], tuple[str, ...]]
 ) -> None:
     scopes, groups = caller
@@ -139,7 +139,7 @@ tool_entries = st.one_of(
 
 @SETTINGS
 @given(policies, callers, st.lists(tool_entries, max_size=8), st.booleans())
-def test_invariant_36_a_filtered_listing_holds_only_callable_tools(
+def test_invariant_38_a_filtered_listing_holds_only_callable_tools(
     policy: ToolPolicy,
     caller: tuple[tuple[str, ...], tuple[str, ...]],
     tools: list[Any],
@@ -242,7 +242,7 @@ def bodies(draw: st.DrawFn, tools: st.SearchStrategy[str] = names) -> bytes:
 
 @SETTINGS
 @given(policies, callers, bodies())
-def test_invariant_36_no_forbidden_call_passes_the_inspection(
+def test_invariant_38_no_forbidden_call_passes_the_inspection(
     policy: ToolPolicy, caller: tuple[tuple[str, ...], tuple[str, ...]], body: bytes
 ) -> None:
     scopes, groups = caller
@@ -264,7 +264,7 @@ def test_invariant_36_no_forbidden_call_passes_the_inspection(
     st.binary(max_size=300)
     | st.text(alphabet='[]{}",:\\tools/call name', max_size=200).map(str.encode)
 )
-def test_invariant_36_any_body_gets_a_summary_or_a_4xx(body: bytes) -> None:
+def test_invariant_38_any_body_gets_a_summary_or_a_4xx(body: bytes) -> None:
     try:
         inspect_request(body, max_bytes=256)
     except OAuthError as err:
@@ -390,7 +390,7 @@ def test_sse_splitter_holds_one_bounded_event() -> None:
     st.lists(st.integers(0, 400), max_size=10),
     LINE_ENDS,
 )
-def test_invariant_36_a_filtered_stream_holds_no_forbidden_tool(
+def test_invariant_38_a_filtered_stream_holds_no_forbidden_tool(
     policy: ToolPolicy,
     caller: tuple[tuple[str, ...], tuple[str, ...]],
     tools: list[str],

@@ -1,4 +1,4 @@
-"""spec/security.md 36 through the real ``Gateway`` (ASGI in process, the MCP server an
+"""spec/security.md 38 through the real ``Gateway`` (ASGI in process, the MCP server an
 ``httpx.MockTransport``): whatever the batching, and wherever the client's body and the server's
 answer are cut into chunks,
 
@@ -26,7 +26,7 @@ from oauthproxy_adapters.gateway import Gateway
 from oauthproxy_adapters.gateway_policy import GatewayPolicy
 from oauthproxy_core.handlers.bearer import Principal
 from oauthproxy_core.tool_policy import ToolPolicy
-from tests.property.test_invariant_36_tool_policy import (
+from tests.property.test_invariant_38_tool_policy import (
     bodies,
     callers,
     calls_seen,
@@ -100,7 +100,7 @@ async def run(
 
 @SETTINGS
 @given(policies, callers, bodies(), cuts)
-def test_invariant_36_no_forbidden_call_reaches_the_server_however_cut(
+def test_invariant_38_no_forbidden_call_reaches_the_server_however_cut(
     policy: ToolPolicy, caller: tuple[tuple[str, ...], tuple[str, ...]], body: bytes, cut: list[int]
 ) -> None:
     scopes, groups = caller
@@ -132,7 +132,7 @@ def test_invariant_36_no_forbidden_call_reaches_the_server_however_cut(
 
 @SETTINGS
 @given(policies, callers, st.lists(names, max_size=8), cuts, st.booleans())
-def test_invariant_36_listings_reach_the_client_filtered_however_cut(
+def test_invariant_38_listings_reach_the_client_filtered_however_cut(
     policy: ToolPolicy,
     caller: tuple[tuple[str, ...], tuple[str, ...]],
     tools: list[str],
