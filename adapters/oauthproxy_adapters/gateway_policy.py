@@ -18,11 +18,13 @@ Before forwarding (``prepare``)
     With ``forward_upstream_token``, the user's provider token is fetched through the proxy's
     upstream-token API (``AsyncProxy.upstream_token``: refreshed near expiry by compare-and-set, so
     one instance refreshes and the others use its result; an upstream ``invalid_grant`` revokes the
-    grant) and sent as ``X-OAuthProxy-Upstream-Token``. A principal without an upstream grant
-    (``holds_upstream_grant``) gets no such header. When the token cannot be had, the request is
-    not forwarded without it: the grant is gone (revoked, refused by the provider, or its tokens
-    unreadable): 401 ``invalid_token`` with the resource's challenge, so the client signs in again;
-    the store or the provider is unreachable: 503 ``temporarily_unavailable`` with ``Retry-After``.
+    grant) and sent as ``X-OAuthProxy-Upstream-Token``. A principal that never had a provider token
+    (another issuer's token, an enterprise ID-JAG: ``holds_upstream_grant``; a machine client's
+    grant: ``NoUpstreamTokenError``) is forwarded without one. When a user's token cannot be had,
+    the request is not forwarded without it: the grant is gone (revoked, refused by the provider,
+    or its tokens unreadable): 401 ``invalid_token`` with the resource's challenge, so the client
+    signs in again; the store or the provider is unreachable: 503 ``temporarily_unavailable`` with
+    ``Retry-After``.
 
 After the response has started (``ListingFilter``)
     When the request lists tools (``tools/list``), or carries no body at all (a ``GET`` stream, on
@@ -57,7 +59,7 @@ from oauthproxy_core import Response
 from oauthproxy_core.errors import InvalidGrantError, InvalidTokenError, OAuthError
 from oauthproxy_core.front_door import MCP_CORS, refusal
 from oauthproxy_core.handlers.bearer import Principal, challenge_for, step_up
-from oauthproxy_core.handlers.upstream_token import UpstreamAccess
+from oauthproxy_core.handlers.upstream_token import NoUpstreamTokenError, UpstreamAccess
 from oauthproxy_core.http import json_response
 from oauthproxy_core.jsonrpc_inspection import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -68,6 +70,7 @@ from oauthproxy_core.jsonrpc_inspection import (
 from oauthproxy_core.jsonrpc_inspection import refusal as tool_refusal
 from oauthproxy_core.scopes import without_offline_access
 from oauthproxy_core.sse import EventSplitter, EventTooLargeError
+from oauthproxy_core.tokens import Origin
 from oauthproxy_core.tool_policy import ToolPolicy
 from oauthproxy_core.untrusted_json import UntrustedJsonError
 
@@ -120,13 +123,12 @@ class GatewayPolicy:
 
 
 def holds_upstream_grant(principal: Principal) -> bool:
-    """Whether ``principal`` came from a sign-in at the provider, so that a provider token exists.
-
-    Every principal the bearer check builds today names the grant of such a sign-in. A principal of
-    another origin (a machine client, a trusted issuer's token) has no provider token to forward,
-    and must be told apart here, from what ``Principal`` says of its origin.
+    """Whether ``principal`` may hold a provider token: it comes from a grant of ours
+    (``Origin.GRANT``), not from another issuer's token or an enterprise ID-JAG (spec/security.md
+    37). A machine client's grant is such a grant but holds no provider token either: the
+    upstream-token API says so with ``NoUpstreamTokenError``, and the request goes on without one.
     """
-    return bool(principal.grant_id)
+    return principal.origin is Origin.GRANT and bool(principal.grant_id)
 
 
 @attrs.frozen(kw_only=True)
@@ -233,15 +235,18 @@ async def prepare(
         token = await _upstream_token(policy, policy.upstream_token, principal)
         if isinstance(token, Response):
             return token
-        add = ((UPSTREAM_TOKEN_HEADER.encode("ascii"), token.encode("ascii")),)
+        if token is not None:
+            add = ((UPSTREAM_TOKEN_HEADER.encode("ascii"), token.encode("ascii")),)
     return Prepared(body=body, filter_listing=filter_listing, add=add)
 
 
 async def _upstream_token(
     policy: GatewayPolicy, source: UpstreamTokenSource, principal: Principal
-) -> str | Response:
+) -> str | Response | None:
     try:
         access = await source(principal)
+    except NoUpstreamTokenError:
+        return None  # a machine client's grant: nobody signed in at the provider
     except (InvalidTokenError, InvalidGrantError):
         # The grant cannot give a provider token any more; a new sign-in makes a new one.
         scope = " ".join(without_offline_access(policy.baseline_scopes))

@@ -42,6 +42,13 @@ from .bearer import Principal
 EARLY_REFRESH = 60
 
 
+class NoUpstreamTokenError(InvalidGrantError):
+    """The principal never had an upstream token: another issuer's token, one minted from an
+    enterprise ID-JAG, or a machine client's grant (the client credentials grant signs nobody in at
+    the provider). Not a failure of a user's grant: nothing to refresh, nothing revoked. A caller
+    that serves both kinds (the gateway's ``forward_upstream_token``) tells it apart by its class."""
+
+
 @attrs.frozen(kw_only=True)
 class UpstreamAccess:
     access_token: str = attrs.field(repr=False)
@@ -54,7 +61,7 @@ def upstream_access_for(ctx: Context, principal: Principal) -> Handler[UpstreamA
     """The upstream access token of ``principal``'s grant; ``InvalidGrantError`` for a principal
     that holds none (spec/security.md 37)."""
     if principal.origin is not Origin.GRANT or not principal.grant_id:
-        raise InvalidGrantError("this access was not granted by a user at the provider")
+        raise NoUpstreamTokenError("this access was not granted by a user at the provider")
     return (yield from upstream_access_token(ctx, principal.grant_id))
 
 
@@ -72,7 +79,7 @@ def upstream_access_token(ctx: Context, grant_id: str) -> Handler[UpstreamAccess
             yield from grants.revoke_grant(ctx, grant.id, GrantEvent.client_deleted)
             raise InvalidTokenError("the grant was revoked")
         if grant.upstream_sealed is None:
-            raise InvalidGrantError("no upstream token is held for this grant")
+            raise NoUpstreamTokenError("no upstream token is held for this grant")
         try:
             stored = json.loads(unseal(ctx.keys, grant.upstream_sealed, "upstream|" + grant.id))
         except (UnsealError, ValueError):

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from oauthproxy_adapters.asgi import OAuthProxyApp, with_principal
+from oauthproxy_adapters.driver import run
 from oauthproxy_adapters.gateway import Gateway
 from oauthproxy_adapters.gateway_policy import GatewayPolicy, holds_upstream_grant
 from oauthproxy_adapters.proxy import AsyncProxy
@@ -32,9 +33,12 @@ from oauthproxy_adapters.testing.flow import drive, httpx_send, login
 from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse
 from oauthproxy_core.config import Lifetimes
 from oauthproxy_core.handlers.bearer import Principal
-from oauthproxy_core.handlers.upstream_token import UpstreamAccess
+from oauthproxy_core.handlers.upstream_token import UpstreamAccess, upstream_access_for
+from oauthproxy_core.tokens import Origin
 from oauthproxy_core.tool_policy import ToolPolicy, ToolRule
 from tests.adapters.live_servers import UvicornThread
+from tests.clients.machine_support import ci_bot
+from tests.clients.machine_support import harness as machine_harness
 from tests.harness import Clock, ScriptedUpstream, keys, make_config
 
 TOOLS = ("whoami", "search", "admin_reset", "admin_stats", "deploy", "db_secret")
@@ -548,28 +552,45 @@ def test_forward_upstream_token_refreshes_and_fails_closed(
         thread.stop()
 
 
-def test_no_upstream_token_for_a_principal_without_a_grant(
+def test_no_upstream_token_for_a_principal_that_never_had_one(
     server: tuple[ToolServer, str], http: httpx.Client
 ) -> None:
+    """Another issuer's token and an enterprise ID-JAG's are never even looked up; a machine
+    client's grant (client credentials) is, and the core says it holds no provider token
+    (``NoUpstreamTokenError``): each is forwarded without the header, never refused."""
     app, base = server
+    h, _ = machine_harness()
+    machine = h.bearer(json.loads(ci_bot(h).body)["access_token"])
+    assert isinstance(machine, Principal) and machine.origin is Origin.GRANT
+    looked_up: list[Principal] = []
 
-    async def never(_principal: Principal) -> UpstreamAccess:
-        raise AssertionError("asked for the upstream token of a principal without a grant")
+    async def through_the_core(principal: Principal) -> UpstreamAccess:
+        looked_up.append(principal)
+        ctx = h.server.context(now=h.clock.now, random=h.random)
+        return run(upstream_access_for(ctx, principal), h.store)
 
-    machine = attrs.evolve(PRINCIPALS["basic"], grant_id="")
-    assert not holds_upstream_grant(machine) and holds_upstream_grant(PRINCIPALS["basic"])
-    gateway = Gateway(base + "/mcp", policy=GatewayPolicy(upstream_token=never))
+    others = [
+        attrs.evolve(PRINCIPALS["basic"], origin=Origin.TRUSTED_ISSUER),
+        attrs.evolve(PRINCIPALS["basic"], origin=Origin.ENTERPRISE, grant_id=""),
+    ]
+    assert not any(holds_upstream_grant(p) for p in others)
+    assert holds_upstream_grant(machine) and holds_upstream_grant(PRINCIPALS["basic"])
+    gateway = Gateway(base + "/mcp", policy=GatewayPolicy(upstream_token=through_the_core))
+    current: list[Principal] = []
 
-    class AsMachine:
+    class As:
         async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] == "http":
-                scope = with_principal(scope, machine)
+                scope = with_principal(scope, current[-1])
             await gateway(scope, receive, send)
 
-    thread = UvicornThread(lambda _base: AsMachine())
+    thread = UvicornThread(lambda _base: As())
     try:
-        resp = http.post(thread.base + "/mcp", content=json.dumps(call("whoami")))
-        assert resp.status_code == 200
-        assert "x-oauthproxy-upstream-token" not in app.headers[-1]
+        for principal in (*others, machine):
+            current.append(principal)
+            resp = http.post(thread.base + "/mcp", content=json.dumps(call("whoami")))
+            assert resp.status_code == 200, resp.text
+            assert "x-oauthproxy-upstream-token" not in app.headers[-1]
     finally:
         thread.stop()
+    assert looked_up == [machine]
