@@ -48,7 +48,6 @@ def test_required_keys_are_the_ones_the_parser_requires() -> None:
         ("upstream", "provider"),
         ("upstream", "client_id"),
         ("clients.static", "client_id"),
-        ("clients.static", "redirect_uris"),
         ("gateway.tools", "name"),
         ("trusted_issuers", "issuer"),
         ("trusted_issuers", "jwks_uri"),
