@@ -3,13 +3,16 @@
 Every test is marked by what it needs, read from its module once at collection:
 
 - ``redis``: a Redis server on 127.0.0.1 (the module names a Redis URL or a private Redis);
+- ``postgres``: the PostgreSQL server on 127.0.0.1:5432 and the tests' database (the module names
+  ``POSTGRES_URL``);
 - ``idp``: Node.js and the real OIDC provider in ``tests/upstream_idp``;
 - ``browser``: headless Chromium;
 - ``e2e``: processes and real servers on loopback (``tests/e2e``, ``tests/faults``,
   ``tests/hostile``, ``tests/integrations``): slower, and part of the full suite only.
 
-``sh .ci/dev unit`` runs ``-m "not redis and not idp and not browser and not e2e"``; ``sh .ci/dev
-test`` runs everything, and the services a marked test needs are started or installed first.
+``sh .ci/dev unit`` runs ``-m "not redis and not postgres and not idp and not browser and not
+e2e"``; ``sh .ci/dev test`` runs everything, and the services a marked test needs are started or
+installed first.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pytest
 
 _NEEDS = {
     "redis": re.compile(r"\bREDIS(?:_DB)?_URL\b|PrivateRedis|redis\.Redis\("),
+    "postgres": re.compile(r"\bPOSTGRES_URL\b"),
     "idp": re.compile(r"conftest_idp|upstream_idp"),
     "browser": re.compile(r"chromium", re.IGNORECASE),
 }

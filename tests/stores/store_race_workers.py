@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from oauthproxy_adapters.stores.postgres import PostgresStore
 from oauthproxy_adapters.stores.redis import RedisStore
 from oauthproxy_adapters.stores.sqlite import SQLiteStore
 
 
 def open_spec(spec: tuple[str, ...]) -> Any:
-    """Open a store from a picklable ``("sqlite", path)`` or ``("redis", url, prefix)``."""
+    """Open a store from a picklable ``("sqlite", path)``, ``("redis", url, prefix)`` or
+    ``("postgres", url, prefix)``."""
     if spec[0] == "sqlite":
         return SQLiteStore(spec[1])
+    if spec[0] == "postgres":
+        return PostgresStore(spec[1], prefix=spec[2], synchronous_commit="off")
     if spec[0] == "redis":
         return RedisStore(spec[1], prefix=spec[2])
     raise ValueError(spec)
@@ -39,3 +43,15 @@ def race(
             results.put((worker, r, won))
     finally:
         store.close()
+
+
+def open_postgres(url: str, prefix: str, barrier: Any, results: Any) -> None:
+    """Wait for every worker, then open a PostgreSQL store on ``prefix`` (creating the schema if
+    no one has yet); puts ``"ok"`` or the error's text on ``results``."""
+    barrier.wait(timeout=30)
+    try:
+        PostgresStore(url, prefix=prefix, purge_interval=0).close()
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        results.put(f"{type(exc).__name__}: {exc}")
+    else:
+        results.put("ok")

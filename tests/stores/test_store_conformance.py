@@ -1,10 +1,12 @@
 """One conformance suite for every record store (spec/architecture.md, "Storage contract").
 
-The contract tests run against the memory store, SQLite (a real file) and Redis (the real server at
+The contract tests run against the memory store, SQLite (a real file), Redis (the real server at
 ``OAUTHPROXY_TEST_REDIS_URL``, default ``redis://127.0.0.1:6379/0``, under a random key prefix per
-test). Redis being unreachable is a test *failure*, never a skip: a shared-store deployment must not
-pass CI untested. Backend-specific sections follow (SQLite durability and schema, memory bounds,
-Redis outages).
+test) and PostgreSQL (the real server at ``OAUTHPROXY_TEST_POSTGRES_URL``, default the
+``oauthproxy_test`` database on 127.0.0.1:5432 that ``sh .ci/dev test`` creates, with tables under a
+random prefix per test, dropped after it). A server being unreachable is a test *failure*, never a
+skip: a shared-store deployment must not pass CI untested. Backend-specific sections follow (SQLite
+durability and schema, memory bounds, Redis outages, PostgreSQL schema and purge).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 import store_race_workers
@@ -38,8 +41,10 @@ from oauthproxy_adapters.stores import (
     open_async_store,
     open_store,
 )
+from oauthproxy_adapters.stores import postgres as postgres_module
 from oauthproxy_adapters.stores import sqlite as sqlite_module
 from oauthproxy_adapters.stores.memory import PURGE_BATCH, AsyncMemoryStore, MemoryStore
+from oauthproxy_adapters.stores.postgres import AsyncPostgresStore, PostgresStore
 from oauthproxy_adapters.stores.redis import SCAN_COUNT, AsyncRedisStore, RedisStore
 from oauthproxy_adapters.stores.sqlite import (
     SCAN_BATCH,
@@ -50,6 +55,10 @@ from oauthproxy_adapters.stores.sqlite import (
 from oauthproxy_core.effects import Stored
 
 REDIS_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "OAUTHPROXY_TEST_POSTGRES_URL",
+    "postgresql://oauthproxy_test:oauthproxy_test@127.0.0.1:5432/oauthproxy_test",
+)
 THREADS = 16
 THREAD_ROUNDS = 10
 PROCESSES = 4
@@ -90,7 +99,33 @@ def redis_store() -> Iterator[RedisStore]:
     store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+def _postgres_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:16]}_"
+
+
+def open_postgres(prefix: str | None = None, **kwargs: Any) -> PostgresStore:
+    """A PostgresStore on the tests' database, under ``prefix`` (default: a fresh one). The tests
+    commit without waiting for the disk (``synchronous_commit=off``): the statements, and so the
+    semantics under test, are the same, and a thousand writes take a second instead of ten."""
+    kwargs.setdefault("synchronous_commit", "off")
+    try:
+        return PostgresStore(POSTGRES_URL, prefix=prefix or _postgres_prefix(), **kwargs)
+    except StoreUnavailableError as exc:
+        pytest.fail(
+            f"these tests need PostgreSQL at {POSTGRES_URL} (sh .ci/dev test creates the "
+            f"database, or set OAUTHPROXY_TEST_POSTGRES_URL) and could not reach it: {exc}"
+        )
+
+
+@pytest.fixture
+def postgres_store() -> Iterator[PostgresStore]:
+    store = open_postgres()
+    yield store
+    store.drop_tables()
+    store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Each store under test, empty."""
     if request.param == "memory":
@@ -100,22 +135,28 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         yield s
         s.close()
     else:
-        yield request.getfixturevalue("redis_store")
+        yield request.getfixturevalue(f"{request.param}_store")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, FakeClock]]:
-    """A store driven by a fake clock (Redis keeps its own time: see test_redis_ttl_expires)."""
+    """A store driven by a fake clock (Redis keeps its own time: see test_redis_ttl_expires; the
+    PostgreSQL store's own is the server's: test_postgres_server_clock_expires)."""
     clock = FakeClock()
     if request.param == "memory":
         yield MemoryStore(clock=clock), clock
-    else:
+    elif request.param == "sqlite":
         s = SQLiteStore(str(tmp_path / "state.db"), clock=clock)
         yield s, clock
         s.close()
+    else:
+        pg = open_postgres(clock=clock)
+        yield pg, clock
+        pg.drop_tables()
+        pg.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def async_store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[], Any]]:
@@ -124,13 +165,20 @@ def async_store_factory(
         yield AsyncMemoryStore
     elif request.param == "sqlite":
         yield lambda: AsyncSQLiteStore(str(tmp_path / "state.db"))
-    else:
+    elif request.param == "redis":
         prefix = _redis_prefix()
         cleaner = RedisStore(REDIS_URL, prefix=prefix)
         _require_redis(cleaner)
         yield lambda: AsyncRedisStore(REDIS_URL, prefix=prefix)
         cleaner.clear()
         cleaner.close()
+    else:
+        owner = open_postgres()
+        yield lambda: AsyncPostgresStore(
+            POSTGRES_URL, prefix=owner.prefix, synchronous_commit="off"
+        )
+        owner.drop_tables()
+        owner.close()
 
 
 def run_async(factory: Callable[[], Any], body: Callable[[Any], Awaitable[None]]) -> None:
@@ -425,12 +473,15 @@ def _process_spec(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
     if backend == "sqlite":
         spec: tuple[str, ...] = ("sqlite", str(tmp_path / "shared.db"))
         return spec, SQLiteStore(spec[1])
+    if backend == "postgres":
+        pg = request.getfixturevalue("postgres_store")
+        return ("postgres", POSTGRES_URL, pg.prefix), pg
     parent = request.getfixturevalue("redis_store")
     return ("redis", REDIS_URL, parent.prefix), parent
 
 
 @pytest.mark.parametrize("op", ["take", "cas"])
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
 def test_processes_race_exactly_one_wins(
     backend: str, op: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -1010,6 +1061,19 @@ def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert shared.prefix == "oauthproxy:"
     shared.close()
 
+    prefix = _postgres_prefix()
+    for url in (
+        f"{POSTGRES_URL}?prefix={prefix}&synchronous_commit=off",
+        f"{POSTGRES_URL.replace('postgresql://', 'postgres://')}?prefix={prefix}",
+    ):
+        pg = open_store(url)
+        assert isinstance(pg, PostgresStore)
+        assert pg.prefix == prefix
+        assert pg.synchronous_commit == ("off" if "synchronous_commit" in url else None)
+        assert pg.schema_version() == postgres_module.SCHEMA_VERSION
+        pg.close()
+    PostgresStore(POSTGRES_URL, prefix=prefix, purge_interval=0).drop_tables()
+
     durable = open_store(f"sqlite:///{tmp_path}/durable.db?synchronous=full")
     assert isinstance(durable, SQLiteStore) and durable.synchronous == "FULL"
     assert durable.path == str(tmp_path / "durable.db")
@@ -1033,12 +1097,15 @@ def test_redis_url_prefix_separates_deployments() -> None:
         b.close()
 
 
-def test_open_async_store_urls(tmp_path: Path) -> None:
+def test_open_async_store_urls(tmp_path: Path, postgres_store: PostgresStore) -> None:
+    owner = postgres_store
+
     async def main() -> None:
         for url, cls in [
             ("memory://", AsyncMemoryStore),
             (f"sqlite:///{tmp_path}/a.db", AsyncSQLiteStore),
             (REDIS_URL, AsyncRedisStore),
+            (f"{POSTGRES_URL}?prefix={owner.prefix}", AsyncPostgresStore),
         ]:
             s = open_async_store(url)
             assert isinstance(s, cls)
@@ -1050,8 +1117,11 @@ def test_open_async_store_urls(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "postgres://localhost/db",
         "memcached://x",
+        "postgresql://127.0.0.1/db?prefix=Team-A",
+        "postgresql://127.0.0.1/db?prefix=",
+        "postgresql://127.0.0.1/db?prefix=9lives_",
+        "postgresql://127.0.0.1/db?synchronous_commit=sometimes",
         "state.db",
         "",
         "sqlite://host/x.db",
@@ -1066,7 +1136,331 @@ def test_open_store_rejects_unknown_urls(url: str) -> None:
         open_async_store(url)
 
 
-def test_stores_package_exports_redis_lazily() -> None:
+def test_stores_package_exports_redis_and_postgres_lazily() -> None:
     assert stores.RedisStore is RedisStore
     assert stores.AsyncRedisStore is AsyncRedisStore
+    assert stores.PostgresStore is PostgresStore
+    assert stores.AsyncPostgresStore is AsyncPostgresStore
     assert StoreFullError.__mro__[1] is StoreUnavailableError
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+def _raw(sql_text: str, *params: Any) -> list[tuple[Any, ...]]:
+    """One statement on its own connection to the tests' database (what an operator sees)."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+        cur = db.execute(sql_text, params or None)
+        return list(cur.fetchall()) if cur.description else []
+
+
+def test_postgres_layout_and_schema_version(postgres_store: PostgresStore) -> None:
+    p = postgres_store.prefix
+    postgres_store.put("code", "h\u00fc", b"sealed\x00bytes", 258, 60)
+    columns = _raw(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_name = %s ORDER BY ordinal_position",
+        f"{p}records",
+    )
+    assert columns == [
+        ("kind", "text"),
+        ("key", "bytea"),
+        ("value", "bytea"),
+        ("version", "bigint"),
+        ("expires_at", "timestamp with time zone"),
+    ]
+    rows = _raw(f'SELECT kind, key, value, version FROM "{p}records"')
+    assert rows == [("code", "hü".encode(), b"sealed\x00bytes", 258)]
+    assert [r[0] for r in _raw(f'SELECT version FROM "{p}schema_version"')] == [1]
+    assert postgres_store.schema_version() == postgres_module.SCHEMA_VERSION == 1
+    indexes = {
+        r[0] for r in _raw("SELECT indexname FROM pg_indexes WHERE tablename = %s", f"{p}records")
+    }
+    assert f"{p}records_expires_at" in indexes
+    # The expiry is the server's clock plus the TTL.
+    (left,) = _raw(f'SELECT extract(epoch FROM expires_at - now()) FROM "{p}records"')[0]
+    assert 0 < float(left) <= 60
+
+
+def test_postgres_a_nul_in_a_key_is_a_key_like_any_other(postgres_store: PostgresStore) -> None:
+    """A key can come from a request (a client_id): a NUL in it must be a plain miss, never a 5xx
+    (a text column could not hold it; the key column is bytea)."""
+    assert postgres_store.get("client", "abc\x00") is None
+    postgres_store.put("client", "a\x00b", b"v", 1, 60)
+    assert postgres_store.get("client", "a") is None
+    assert postgres_store.get("client", "a\x00b") == Stored(value=b"v", version=1)
+    assert [k for k, _ in postgres_store.scan("client")] == ["a\x00b"]
+    assert postgres_store.take("client", "a\x00b") == Stored(value=b"v", version=1)
+
+
+def test_postgres_prefixes_separate_deployments(postgres_store: PostgresStore) -> None:
+    other = open_postgres()
+    try:
+        postgres_store.put("client", "same-key", b"A", 1, 60)
+        assert other.get("client", "same-key") is None
+        other.put("client", "same-key", b"B", 1, 60)
+        assert postgres_store.get("client", "same-key") == Stored(value=b"A", version=1)
+        assert list(other.scan("client")) == [("same-key", Stored(value=b"B", version=1))]
+    finally:
+        other.drop_tables()
+        other.close()
+
+
+def test_postgres_server_clock_expires(postgres_store: PostgresStore) -> None:
+    """Without an injected clock the server's time decides: one real one-second TTL, checked
+    through every operation."""
+    for key in ("get", "take", "cas", "insert"):
+        postgres_store.put("code", key, b"v", 1, 1)
+    assert postgres_store.get("code", "get") == Stored(value=b"v", version=1)
+    time.sleep(1.1)
+    assert postgres_store.get("code", "get") is None
+    assert postgres_store.take("code", "take") is None
+    assert postgres_store.compare_and_set("code", "cas", 1, b"x", 60) is False
+    assert postgres_store.compare_and_set("code", "insert", 0, b"x", 60) is True
+    assert postgres_store.dump() == [("code", "insert", b"x")]
+    assert list(postgres_store.scan("code")) == [("insert", Stored(value=b"x", version=1))]
+    assert postgres_store.size() == 4  # held until purged
+    assert postgres_store.purge_expired() == 3
+    assert postgres_store.size() == 1
+
+
+def test_postgres_migration_is_a_function_in_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    v1 = open_postgres()
+    prefix = v1.prefix
+    try:
+        v1.put("client", "c", b"kept", 1, 3600)
+        v1.close()
+
+        def to_v2(db: Any, names: Any) -> None:
+            db.execute(f'CREATE TABLE "{names.prefix}records_audit" (at timestamptz)')
+
+        monkeypatch.setattr(postgres_module, "MIGRATIONS", [*postgres_module.MIGRATIONS, to_v2])
+        monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", 2)
+        # An older schema is the operator's to migrate: instances of the previous release may
+        # still be running on it.
+        with pytest.raises(StoreUnavailableError, match="oauthproxy store migrate"):
+            PostgresStore(POSTGRES_URL, prefix=prefix)
+        assert postgres_module.migrate(POSTGRES_URL, prefix=prefix) == (1, 2)
+        assert postgres_module.migrate(POSTGRES_URL, prefix=prefix) == (2, 2)  # nothing to do
+        v2 = open_postgres(prefix)
+        assert v2.schema_version() == 2
+        assert v2.get("client", "c") == Stored(value=b"kept", version=1)
+        assert [r[0] for r in _raw(f'SELECT version FROM "{prefix}schema_version" ORDER BY 1')] == [
+            1,
+            2,
+        ]
+        _raw(f'SELECT count(*) FROM "{prefix}records_audit"')
+        v2.drop_tables()
+        v2.close()
+    finally:
+        _raw(
+            f'DROP TABLE IF EXISTS "{prefix}records_audit", "{prefix}records", "{prefix}schema_version"'
+        )
+
+
+def test_postgres_refuses_a_newer_schema(postgres_store: PostgresStore) -> None:
+    _raw(f'INSERT INTO "{postgres_store.prefix}schema_version" (version) VALUES (99)')
+    with pytest.raises(StoreUnavailableError, match="newer"):
+        PostgresStore(POSTGRES_URL, prefix=postgres_store.prefix)
+    with pytest.raises(StoreUnavailableError, match="newer"):
+        postgres_module.migrate(POSTGRES_URL, prefix=postgres_store.prefix)
+
+
+def test_postgres_refuses_a_table_it_did_not_create() -> None:
+    prefix = _postgres_prefix()
+    _raw(f'CREATE TABLE "{prefix}records" (something text)')
+    try:
+        with pytest.raises(StoreUnavailableError, match="already exists"):
+            PostgresStore(POSTGRES_URL, prefix=prefix)
+        assert _raw("SELECT to_regclass(%s) IS NULL", f"{prefix}schema_version") == [(True,)]
+    finally:
+        _raw(f'DROP TABLE IF EXISTS "{prefix}records", "{prefix}schema_version"')
+
+
+def test_postgres_processes_opening_an_empty_database_create_the_schema_once() -> None:
+    prefix = _postgres_prefix()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCESSES)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=store_race_workers.open_postgres,
+            args=(POSTGRES_URL, prefix, barrier, results),
+        )
+        for _ in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = [results.get(timeout=60) for _ in range(PROCESSES)]
+        for p in procs:
+            p.join(timeout=30)
+        assert outcomes == ["ok"] * PROCESSES
+        assert _raw(f'SELECT version FROM "{prefix}schema_version"') == [(1,)]
+    finally:
+        _raw(f'DROP TABLE IF EXISTS "{prefix}records", "{prefix}schema_version"')
+
+
+def test_postgres_purge_deletes_expired_rows_in_bounded_batches() -> None:
+    clock = FakeClock()
+    store = open_postgres(clock=clock, purge_interval=0)
+    batch = postgres_module.PURGE_BATCH
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+            # Rows written straight into the table: a backlog of expired ones, and live ones.
+            db.execute(
+                f'INSERT INTO "{store.prefix}records" (kind, key, value, version, expires_at)'
+                " SELECT 'code', convert_to('old' || i, 'UTF8'), 'v', 1, to_timestamp(%s)"
+                " FROM generate_series(1, %s) AS i",
+                (clock() + 1, batch + 5),
+            )
+        store.put("code", "live", b"v", 1, 60)
+        assert store.size() == batch + 6
+        assert store.purge_expired() == 0  # nothing has expired yet
+        clock.advance(1)
+        assert store.purge_expired() == batch
+        assert store.purge_expired() == 5
+        assert store.purge_expired() == 0
+        assert store.size() == 1
+        assert store.get("code", "live") == Stored(value=b"v", version=1)
+    finally:
+        store.drop_tables()
+        store.close()
+
+
+def test_postgres_purge_skips_a_row_another_session_holds() -> None:
+    """Two instances purging one table never wait for each other: a locked row is left for later."""
+    clock = FakeClock()
+    store = open_postgres(clock=clock, purge_interval=0)
+    try:
+        store.put("code", "held", b"v", 1, 1)
+        store.put("code", "free", b"v", 1, 1)
+        clock.advance(1)
+        with psycopg.connect(POSTGRES_URL) as other:
+            other.execute(
+                f'SELECT 1 FROM "{store.prefix}records" WHERE key = %s FOR UPDATE', (b"held",)
+            )
+            assert store.purge_expired() == 1  # returned without waiting for the lock
+            other.rollback()
+        assert store.purge_expired() == 1
+        assert store.size() == 0
+    finally:
+        store.drop_tables()
+        store.close()
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what} after {seconds} s"
+        time.sleep(0.05)
+
+
+def test_postgres_background_purge_drains_a_backlog() -> None:
+    clock = FakeClock()
+    store = open_postgres(clock=clock, purge_interval=0.1)
+    batch = postgres_module.PURGE_BATCH
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+            db.execute(
+                f'INSERT INTO "{store.prefix}records" (kind, key, value, version, expires_at)'
+                " SELECT 'grant', convert_to('g' || i, 'UTF8'), 'v', 1, to_timestamp(%s)"
+                " FROM generate_series(1, %s) AS i",
+                (clock() + 1, 2 * batch + 10),
+            )
+        store.put("grant", "live", b"v", 1, 60)
+        clock.advance(1)
+        # No request touches the store: the purge thread alone drains three batches' worth.
+        _wait_for(lambda: store.size() == 1, "the background purge")
+        assert store.get("grant", "live") == Stored(value=b"v", version=1)
+    finally:
+        store.close()
+        PostgresStore(POSTGRES_URL, prefix=store.prefix, purge_interval=0).drop_tables()
+
+
+def test_async_postgres_background_purge_and_size() -> None:
+    clock = FakeClock()
+    owner = open_postgres(purge_interval=0)
+
+    async def main() -> int:
+        s = AsyncPostgresStore(POSTGRES_URL, prefix=owner.prefix, clock=clock, purge_interval=0.1)
+        try:
+            for i in range(20):
+                await s.put("tx", f"t{i}", b"v", 1, 1)
+            await s.put("tx", "live", b"v", 1, 60)
+            assert await s.size() == 21
+            clock.advance(1)
+            deadline = time.monotonic() + 30
+            while await s.size() != 1:
+                assert time.monotonic() < deadline, "the purge task did not run"
+                await asyncio.sleep(0.05)
+            assert await s.dump() == [("tx", "live", b"v")]
+            return await s.size()
+        finally:
+            await s.close()
+
+    try:
+        assert asyncio.run(main()) == 1
+    finally:
+        owner.drop_tables()
+        owner.close()
+
+
+def test_postgres_sessions_bound_their_statements(postgres_store: PostgresStore) -> None:
+    def setting(store: PostgresStore, name: str) -> str:
+        with store._pool.connection() as conn:
+            row = conn.execute(f"SHOW {name}").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    assert setting(postgres_store, "statement_timeout") == "2s"
+    assert setting(postgres_store, "lock_timeout") == "2s"
+    assert setting(postgres_store, "application_name") == "oauthproxy"
+    assert setting(postgres_store, "synchronous_commit") == "off"
+    durable = open_postgres(postgres_store.prefix, synchronous_commit=None, timeout=0.5)
+    try:
+        # Without the option, the server's own setting (on, in a default installation).
+        (server_default,) = _raw(
+            "SELECT boot_val FROM pg_settings WHERE name = 'synchronous_commit'"
+        )[0]
+        assert setting(durable, "synchronous_commit") == server_default
+        assert setting(durable, "statement_timeout") == "500ms"
+    finally:
+        durable.close()
+
+
+def test_postgres_password_is_never_shown() -> None:
+    secret = "not-the-password-" + uuid.uuid4().hex
+    # Nothing listens on port 1: the connection fails, and its message names the server only.
+    with pytest.raises(StoreUnavailableError) as failure:
+        PostgresStore(f"postgresql://someone:{secret}@127.0.0.1:1/db", timeout=0.5)
+    assert "127.0.0.1" in str(failure.value)
+    assert secret not in str(failure.value)
+    store = open_postgres()
+    try:
+        assert "oauthproxy_test:" not in repr(store) and "127.0.0.1:5432" in repr(store)
+        assert "oauthproxy_test:" not in str(vars(store).get("location"))
+    finally:
+        store.drop_tables()
+        store.close()
+
+
+def test_postgres_unreachable_fails_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="PostgreSQL open failed"):
+        PostgresStore("postgresql://u@127.0.0.1:1/db", timeout=0.5)
+    with pytest.raises(StoreUnavailableError):
+        AsyncPostgresStore("postgresql://u@127.0.0.1:1/db", timeout=0.5)
+    assert time.monotonic() - started < 5
+
+
+def test_postgres_silent_server_times_out() -> None:
+    """A server that accepts connections but never answers: libpq's connect_timeout fires."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            PostgresStore(f"postgresql://u@127.0.0.1:{port}/db", timeout=0.5)
+        assert time.monotonic() - started < 8

@@ -9,15 +9,22 @@
   follows ``sqlite:///`` is the path); ``?synchronous=full`` makes every commit wait for the disk
   (survives power loss, ~200 us per write), the default ``normal`` survives process crashes;
 * ``redis://host:port/db`` (or ``rediss://`` for TLS) -- :class:`~.redis.RedisStore`, shared by
-  several proxy instances.
+  several proxy instances;
+* ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``) --
+  :class:`~.postgres.PostgresStore`, shared by several proxy instances; ``?prefix=app_`` starts its
+  table names (default ``oauthproxy_``), ``?synchronous_commit=off`` trades the durability of the
+  last commits before a database crash for write latency, every other query parameter goes to
+  libpq (``sslmode=verify-full`` ...).
 
-All three also implement ``base.ScanningStore`` (``scan(kind)``, listing for operators).
-The Redis modules are imported only when a Redis URL is opened, so ``redis`` stays optional.
+All four also implement ``base.ScanningStore`` (``scan(kind)``, listing for operators).
+The Redis and PostgreSQL modules are imported only when such a URL is opened, so ``redis`` and
+``psycopg`` stay optional.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -33,28 +40,39 @@ from .memory import AsyncMemoryStore, MemoryStore
 from .sqlite import AsyncSQLiteStore, SQLiteStore, default_sqlite_path
 
 if TYPE_CHECKING:
+    from .postgres import AsyncPostgresStore, PostgresStore
     from .redis import AsyncRedisStore, RedisStore
 
 __all__ = [
     "AsyncMemoryStore",
+    "AsyncPostgresStore",
     "AsyncRedisStore",
     "AsyncSQLiteStore",
     "AsyncScanningStore",
     "AsyncStore",
     "MemoryStore",
+    "POSTGRES_SYNCHRONOUS_COMMIT",
+    "PostgresStore",
     "RedisStore",
     "SQLiteStore",
     "ScanningStore",
     "StoreFullError",
     "StoreUnavailableError",
     "SyncStore",
+    "check_postgres_prefix",
     "default_sqlite_path",
     "open_async_store",
     "open_store",
+    "postgres_options",
     "sqlite_file",
 ]
 
-_SCHEMES = "memory://, sqlite://[/path], redis://host:port/db or rediss://host:port/db"
+_SCHEMES = (
+    "memory://, sqlite://[/path], redis://host:port/db, rediss://host:port/db or "
+    "postgresql://user@host:port/dbname"
+)
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_POSTGRES_EXTRA = "the PostgreSQL store needs psycopg: pip install 'oauthproxy[postgres]'"
 
 
 def _sqlite_options(url: str) -> tuple[str, str]:
@@ -104,6 +122,55 @@ def _redis_options(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=urlencode(kept))), prefix
 
 
+#: ``synchronous_commit`` values a PostgreSQL store URL may ask for (PostgreSQL's own names).
+POSTGRES_SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
+
+
+def postgres_options(url: str) -> tuple[str, str, str | None]:
+    """``(libpq URL without our options, table prefix, synchronous_commit or None)``.
+
+    ``?prefix=team_a_`` gives each deployment sharing one database its own tables (default
+    ``oauthproxy_``); ``?synchronous_commit=off`` sets that PostgreSQL setting for the store's
+    sessions (``None``: the server's). Needs no psycopg; raises ``ValueError`` for a bad value.
+    """
+    parts = urlsplit(url)
+    prefix = "oauthproxy_"
+    synchronous_commit: str | None = None
+    kept = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "prefix":
+            prefix = value
+        elif name == "synchronous_commit":
+            if value not in POSTGRES_SYNCHRONOUS_COMMIT:
+                raise ValueError(
+                    f"bad PostgreSQL store URL option synchronous_commit={value!r}: one of "
+                    + ", ".join(POSTGRES_SYNCHRONOUS_COMMIT)
+                )
+            synchronous_commit = value
+        else:
+            kept.append((name, value))
+    try:
+        check_postgres_prefix(prefix)
+    except ValueError as exc:
+        raise ValueError(f"bad PostgreSQL store URL option: {exc}") from None
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix, synchronous_commit
+
+
+# Letters, digits and underscores, starting with a letter or an underscore: a prefix never needs
+# quoting to be read, and the longest table name it makes stays within PostgreSQL's 63 bytes.
+_PG_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}\Z")
+
+
+def check_postgres_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can start a PostgreSQL table name, else raise ``ValueError``."""
+    if not _PG_PREFIX.match(prefix):
+        raise ValueError(
+            f"table prefix {prefix!r} must be 1 to 40 lower-case letters, digits and "
+            "underscores, not starting with a digit"
+        )
+    return prefix
+
+
 def _scheme(url: str) -> str:
     scheme, sep, _ = url.partition("://")
     if not sep:
@@ -124,6 +191,13 @@ def open_store(url: str) -> SyncStore:
 
         redis_url, prefix = _redis_options(url)
         return RedisStore(redis_url, prefix=prefix)
+    if scheme in _POSTGRES_SCHEMES:
+        pg_url, prefix, synchronous_commit = postgres_options(url)
+        try:
+            from .postgres import PostgresStore  # noqa: PLC0415 (psycopg is optional)
+        except ImportError as exc:
+            raise ImportError(_POSTGRES_EXTRA) from exc
+        return PostgresStore(pg_url, prefix=prefix, synchronous_commit=synchronous_commit)
     raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_SCHEMES}")
 
 
@@ -140,13 +214,25 @@ def open_async_store(url: str) -> AsyncStore:
 
         redis_url, prefix = _redis_options(url)
         return AsyncRedisStore(redis_url, prefix=prefix)
+    if scheme in _POSTGRES_SCHEMES:
+        pg_url, prefix, synchronous_commit = postgres_options(url)
+        try:
+            from .postgres import AsyncPostgresStore  # noqa: PLC0415 (psycopg is optional)
+        except ImportError as exc:
+            raise ImportError(_POSTGRES_EXTRA) from exc
+        return AsyncPostgresStore(pg_url, prefix=prefix, synchronous_commit=synchronous_commit)
     raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_SCHEMES}")
 
 
 def __getattr__(name: str) -> object:
-    # Lazy access to the Redis classes without importing redis for memory/SQLite users.
+    # Lazy access to the Redis and PostgreSQL classes without importing redis or psycopg for
+    # memory/SQLite users.
     if name in ("RedisStore", "AsyncRedisStore"):
         from . import redis as redis_store  # noqa: PLC0415 (redis is optional)
 
         return getattr(redis_store, name)
+    if name in ("PostgresStore", "AsyncPostgresStore"):
+        from . import postgres as postgres_store  # noqa: PLC0415 (psycopg is optional)
+
+        return getattr(postgres_store, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
