@@ -11,6 +11,8 @@
     oauthproxy keys show --file keys.json
     oauthproxy grants list --config proxy.toml [--subject S] [--client C] [--json]
     oauthproxy grants revoke --config proxy.toml (--subject S | --client C | --grant G) [--dry-run]
+    oauthproxy store migrate --config proxy.toml
+    oauthproxy store status --config proxy.toml
     oauthproxy demo [...]
 
 ``init`` writes a first ``proxy.toml`` and keys file from a few answers (``init_config.py``).
@@ -26,6 +28,10 @@ configuration's keys are declared in ``config_schema.py`` (which the help of ``-
 of ``init``'s options and of ``check-config`` is generated from); key rotation is in ``keygen.py``.
 ``grants`` lists and revokes the grants of the configured store, while ``serve`` runs
 (``grants_admin.py``): ``revoke`` exits 0 when it revoked something and 1 when nothing matched.
+``store migrate`` brings the configured store's schema to this release's (PostgreSQL: ``serve``
+creates it in an empty database but never migrates one), ``store status`` prints its schema version
+and size (``store_admin.py``). ``serve`` whose store cannot be reached at start exits 1 with one
+``error:`` line.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import config_schema
-from .config_file import ConfigError, load_settings
+from .config_file import ConfigError, load_settings, redact_url
 
 __all__ = ["main"]
 
@@ -229,6 +235,26 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be revoked, change nothing"
     )
 
+    store = sub.add_parser(
+        "store",
+        help="migrate the configured store's schema, or show its state",
+        description="The store the configuration file names, the one every instance sharing it\n"
+        "serves from. migrate brings its schema to this oauthproxy's version (PostgreSQL:\n"
+        "serve creates the schema in an empty database, but an older one is migrated here,\n"
+        "once, after the instances of the previous release are stopped or can live with it);\n"
+        "status prints the store, its schema version and the records it holds.\n"
+        "Exit status: 0 success; 1 the store cannot be reached or refused; 2 the configuration\n"
+        "or the command line is wrong.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("migrate", "create or migrate the store's schema (PostgreSQL; SQLite migrates itself)"),
+        ("status", "the store, its schema version and how many records it holds"),
+    ):
+        action = ssub.add_parser(name, help=text, description=text)
+        action.add_argument("--config", required=True, help="the TOML configuration file")
+
     demo = sub.add_parser(
         "demo", help="run the whole flow locally (development only)", add_help=False
     )
@@ -257,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys(args)
         if args.command == "grants":
             return _grants(args)
+        if args.command == "store":
+            return _store(args)
         if args.command == "demo":
             return _demo(args)
     except ConfigError as exc:
@@ -299,7 +327,15 @@ def _serve(args: argparse.Namespace) -> int:
         if not 0 <= args.port <= 65535:
             raise ConfigError("--port: must be between 0 and 65535")
         settings = attrs.evolve(settings, port=args.port)
-    app, _proxy, _cleanup = build_app(settings)
+    from .stores.base import StoreUnavailableError  # noqa: PLC0415
+
+    try:
+        app, _proxy, _cleanup = build_app(settings)
+    except StoreUnavailableError as exc:
+        # Not reachable, or a schema this release does not read: say so in one line, no traceback.
+        url = settings.store_url
+        _error(f"[store].url: {str(exc).replace(url, redact_url(url))}")
+        return EXIT_FAILURE
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -365,6 +401,12 @@ def _grants(args: argparse.Namespace) -> int:
     from . import grants_admin  # noqa: PLC0415
 
     return grants_admin.run(args)
+
+
+def _store(args: argparse.Namespace) -> int:
+    from . import store_admin  # noqa: PLC0415
+
+    return store_admin.run(args)
 
 
 def _show(document: dict[str, Any]) -> None:

@@ -41,7 +41,7 @@ import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
 import httpx
@@ -93,6 +93,7 @@ from oauthproxy_core.url_policy import (
 from . import config_schema
 from .config_schema import PROVIDERS, Checked, Problem, Section, Unusable
 from .http_clients import SyncHttpClient
+from .stores import postgres_options
 from .stores.sqlite import default_sqlite_path
 
 __all__ = [
@@ -105,7 +106,9 @@ __all__ = [
     "redact_url",
 ]
 
-_STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss")
+_STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgresql", "postgres")
+#: The stores reached over the network, whose URL may take a password (``[store] password_env``).
+_NETWORK_STORE_SCHEMES = ("redis", "rediss", "postgresql", "postgres")
 _ENDPOINT_KEYS = ("authorize_url", "token_url", "userinfo_url")
 
 T = TypeVar("T")
@@ -257,7 +260,7 @@ def parse_settings(
     server = p.attempt(_server, t["server"], p)
     profile = p.attempt(_upstream_profile, t["upstream"], p, env, http)
     consent_theme = p.attempt(_consent_theme, t["consent"], p)
-    store_url = p.attempt(_store_url, t["store"], p)
+    store_url = p.attempt(_store_url, t["store"], p, env)
     keys_file = p.attempt(_keys_file, t["keys"], p)
     gateway = p.attempt(_gateway, t["gateway"], p, server)
     static_clients = p.attempt(_static_clients, t["clients"], p, env, server, profile)
@@ -730,30 +733,62 @@ def _read_template(t: Section, p: _Problems, path: str) -> str:
 # [store], [keys], [gateway], [limits], [metrics]
 
 
-def _store_url(t: Section, p: _Problems) -> str:
+def _store_url(t: Section, p: _Problems, env: Mapping[str, str]) -> str:
     value: str = t.get("url")
     _no_control_characters(t, p, "url", value)
     scheme, sep, rest = value.partition("://")
     if not sep:
-        p.fail(t, "url", "expected memory://, sqlite:///path.db or redis://host:port/db")
+        p.fail(
+            t,
+            "url",
+            "expected memory://, sqlite:///path.db, redis://host:port/db or "
+            "postgresql://user@host:port/dbname",
+        )
     scheme = scheme.lower()
     if scheme not in _STORE_SCHEMES:
-        p.fail(t, "url", f"unknown scheme {scheme!r} (expected memory, sqlite or redis)")
+        p.fail(
+            t, "url", f"unknown scheme {scheme!r} (expected memory, sqlite, redis or postgresql)"
+        )
     if scheme == "sqlite" and rest not in ("", "/") and not rest.startswith("/"):
         p.fail(t, "url", "use sqlite:///relative.db or sqlite:////absolute.db")
     if scheme == "sqlite" and "?" in rest:
         option = rest.partition("?")[2].lower()
         if option not in ("synchronous=normal", "synchronous=full"):
             p.fail(t, "url", "the only SQLite option is ?synchronous=normal|full")
-    if scheme in ("redis", "rediss"):
+    if scheme in _NETWORK_STORE_SCHEMES:
+        kind = "Redis" if scheme.startswith("redis") else "PostgreSQL"
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018
         except ValueError:
-            p.fail(t, "url", "not a valid Redis URL")
-        if not parts.hostname:
+            p.fail(t, "url", f"not a valid {kind} URL")
+        if kind == "Redis" and not parts.hostname:
             p.fail(t, "url", "a Redis URL needs a host")
+    if scheme in ("postgresql", "postgres"):
+        try:
+            postgres_options(value)
+        except ValueError as exc:
+            p.fail(t, "url", str(exc).removeprefix("bad PostgreSQL store URL option: "))
+    if t.has("password_env"):
+        value = _with_password(t, p, env, value, scheme)
     return value
+
+
+def _with_password(t: Section, p: _Problems, env: Mapping[str, str], url: str, scheme: str) -> str:
+    """``url`` with the password from ``[store] password_env`` in its userinfo (percent-encoded)."""
+    if scheme not in _NETWORK_STORE_SCHEMES:
+        p.fail(t, "password_env", f"a {scheme}:// store takes no password")
+    parts = urlsplit(url)
+    if parts.password is not None:
+        p.fail(t, "password_env", "the URL has a password already: give one or the other")
+    name = t.get("password_env")
+    password = env.get(name)
+    if not password:
+        p.fail(t, "password_env", f"environment variable {name} is not set or empty")
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _keys_file(t: Section, p: _Problems) -> str:

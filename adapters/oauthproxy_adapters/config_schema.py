@@ -652,11 +652,25 @@ KEYS: tuple[Key, ...] = (
         "(`$OAUTHPROXY_DATA_DIR/state.db` when that variable is set); `sqlite:///path.db` "
         "(relative to the working directory, `sqlite:////abs/path.db` absolute; "
         "`?synchronous=full` to fsync every commit); `redis://host:6379/0?prefix=app:` "
-        "(`rediss://` for TLS), shared by several instances; `memory://`, this process only, "
-        "lost at every restart (tests).",
+        "(`rediss://` for TLS), shared by several instances; "
+        "`postgresql://user@host:5432/dbname?prefix=app_`, shared by several instances (tables "
+        "`<prefix>records` and `<prefix>schema_version`, default prefix `oauthproxy_`; "
+        "`?synchronous_commit=off` for faster writes that a database crash may lose, any libpq "
+        "parameter such as `sslmode=verify-full`); `memory://`, this process only, lost at every "
+        "restart (tests).",
         why="Registrations, grants and sign-ins survive a restart with nothing to install: one "
         "SQLite file, created with its directory private (0600, 0700) as the keys file is. It "
-        "serves one machine; instances on several hosts share a `redis://` store.",
+        "serves one machine; instances on several hosts share a `redis://` or `postgresql://` "
+        "store.",
+    ),
+    Key(
+        table="store",
+        name="password_env",
+        type=_S,
+        doc="Name of an environment variable holding the password of a `redis://` or "
+        "`postgresql://` store, put into the URL's userinfo (the URL then has none of its own). "
+        "Without it, a PostgreSQL password may also come from libpq's own `PGPASSWORD` or "
+        "`~/.pgpass`.",
     ),
     # [keys]
     Key(

@@ -116,7 +116,8 @@ def open_admin_store(settings: Settings) -> SyncStore:
     if scheme == "memory":
         raise AdminError(
             "[store].url is memory://: its records live inside the serving process and no other "
-            "process can read them; grants can be listed and revoked in a SQLite or Redis store"
+            "process can read them; grants can be listed and revoked in a SQLite, Redis or "
+            "PostgreSQL store"
         )
     try:
         if scheme == "sqlite":

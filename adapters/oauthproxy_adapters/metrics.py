@@ -42,7 +42,7 @@ request, and never a secret):
 ``oauthproxy_store_operation_duration_seconds``  store calls, by ``operation`` (``get``, ``put``,
                                                 ``take``, ``compare_and_set``, ``delete``) and
                                                 ``store`` (``memory``, ``sqlite``, ``redis``,
-                                                ``other``)
+                                                ``postgres``, ``other``)
 ==============================================  ===================================================
 
 Errors are read from the response the core produced (the JSON ``error`` member, the ``error``
@@ -116,7 +116,7 @@ def _error_codes() -> frozenset[str]:
 
 def _store_type(store: object) -> str:
     name = type(store).__name__.lower()
-    for kind in ("memory", "sqlite", "redis"):
+    for kind in ("memory", "sqlite", "redis", "postgres"):
         if kind in name:
             return kind
     return "other"

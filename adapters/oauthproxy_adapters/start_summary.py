@@ -38,7 +38,7 @@ import attrs
 from oauthproxy_core.url_policy import is_loopback_host
 
 from .config_file import Settings, redact_url
-from .stores import sqlite_file
+from .stores import postgres_options, sqlite_file
 
 __all__ = [
     "Admission",
@@ -134,6 +134,17 @@ def store_durability(url: str) -> str:
         return "memory://: this process only, lost at every restart"
     if scheme == "sqlite":
         return f"sqlite {sqlite_file(url)}: survives restarts, one machine only"
+    if scheme in ("postgresql", "postgres"):
+        _libpq_url, prefix, synchronous_commit = postgres_options(url)
+        lost = (
+            "; synchronous_commit=off: a crash of the database server may lose its last writes"
+            if synchronous_commit == "off"
+            else ""
+        )
+        return (
+            f"{redact_url(url)}: shared by every instance using it, tables {prefix}records and "
+            f"{prefix}schema_version; survives restarts of the proxy and of PostgreSQL{lost}"
+        )
     return (
         f"{redact_url(url)}: shared by every instance using it; held in memory by Redis unless "
         "the Redis server persists it (RDB or AOF)"

@@ -1,7 +1,8 @@
 """Two ``oauthproxy serve`` processes behind one logical issuer, sharing one store (spec/architecture.md,
 "Storage contract": "a flow begun on one instance completes on another").
 
-Setup, once per shared store (one Redis database, and separately one SQLite file):
+Setup, once per shared store (one Redis database, one PostgreSQL database, and separately one SQLite
+file):
 
 - a GitHub-shaped upstream on loopback (the testing kit's ``FakeProvider`` in an ``AppThread``),
   whose one registered redirect URI is ``<base_url>/auth/callback``;
@@ -22,6 +23,10 @@ browser, one jar). Tests:
 
 Redis: the configuration file has no key-prefix setting, so the test uses a dedicated database
 (``OAUTHPROXY_TEST_REDIS_DB_URL``, default ``redis://127.0.0.1:6379/5``), flushed before and after.
+PostgreSQL: the tests' database (``OAUTHPROXY_TEST_POSTGRES_URL``, default ``oauthproxy_test`` on
+127.0.0.1:5432, which ``sh .ci/dev test`` creates) under a fresh table prefix, created by the first
+instance to start and dropped after; the password reaches both processes through ``[store]
+password_env``, as a deployment would give it, not in the file.
 Every process binds 127.0.0.1 and is stopped by its own PID.
 """
 
@@ -41,6 +46,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 import redis
 
@@ -55,6 +61,11 @@ from oauthproxy_adapters.testing.serve import (
 )
 
 REDIS_DB_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_DB_URL", "redis://127.0.0.1:6379/5")
+POSTGRES_URL = os.environ.get(
+    "OAUTHPROXY_TEST_POSTGRES_URL",
+    "postgresql://oauthproxy_test:oauthproxy_test@127.0.0.1:5432/oauthproxy_test",
+)
+PASSWORD_VARIABLE = "OAUTHPROXY_TEST_STORE_PASSWORD"
 UPSTREAM_CLIENT_ID = "proxy-at-devprovider"
 UPSTREAM_CLIENT_SECRET = "devprovider-secret-" + "s" * 24
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
@@ -97,6 +108,7 @@ def write_config(
     upstream: str,
     store_url: str,
     keys_file: Path,
+    store_extra: str = "",
 ) -> Path:
     path.write_text(
         f"""\
@@ -120,7 +132,7 @@ allow_insecure_http = true
 
 [store]
 url = "{store_url}"
-
+{store_extra}
 [keys]
 file = "{keys_file}"
 
@@ -353,7 +365,25 @@ def _flush_redis_db() -> None:
         client.close()
 
 
-@pytest.fixture(scope="module", params=["redis", "sqlite"])
+def _postgres_store(prefix: str) -> tuple[str, str, dict[str, str]]:
+    """The store URL without its password, the ``[store]`` line naming the variable that holds it,
+    and that variable for the processes' environment."""
+    parts = urlsplit(POSTGRES_URL)
+    password = parts.password
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}@" if parts.username else ""
+    url = urlunsplit((parts.scheme, user + host, parts.path, f"prefix={prefix}", ""))
+    if password is None:
+        return url, "", {}
+    return url, f'password_env = "{PASSWORD_VARIABLE}"', {PASSWORD_VARIABLE: password}
+
+
+def _drop_postgres_tables(prefix: str) -> None:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+        db.execute(f'DROP TABLE IF EXISTS "{prefix}records", "{prefix}schema_version"')
+
+
+@pytest.fixture(scope="module", params=["redis", "sqlite", "postgres"])
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
@@ -361,9 +391,13 @@ def cluster(
     # The issuer: one logical server (a load balancer's address; nothing listens there).
     base_url = f"http://127.0.0.1:{free_port()}"
     upstream = Upstream(base_url + "/auth/callback")
+    store_extra, env = "", {}
+    prefix = f"multi_{secrets.token_hex(6)}_"
     if request.param == "redis":
         _flush_redis_db()
         store_url = REDIS_DB_URL
+    elif request.param == "postgres":
+        store_url, store_extra, env = _postgres_store(prefix)
     else:
         store_url = f"sqlite:///{workdir / 'shared.db'}"
     keys_file = make_keys(workdir / "keys.json")
@@ -378,10 +412,11 @@ def cluster(
                 upstream=upstream.base,
                 store_url=store_url,
                 keys_file=keys_file,
+                store_extra=store_extra,
             )
             instances.append(ServeProcess(config, port, workdir, name))
         for instance in instances:
-            instance.start()
+            instance.start(env)
         yield Cluster(base_url, upstream, instances, store_url)
     finally:
         for instance in instances:
@@ -389,6 +424,8 @@ def cluster(
         upstream.stop()
         if request.param == "redis":
             _flush_redis_db()
+        if request.param == "postgres":
+            _drop_postgres_tables(prefix)
 
 
 # -- the tests -----------------------------------------------------------------------------------------
@@ -515,6 +552,12 @@ def test_instances_share_nothing_but_the_store(cluster: Cluster) -> None:
             assert client.dbsize() > 0
         finally:
             client.close()
+    elif cluster.store_url.startswith("postgresql"):
+        prefix = cluster.store_url.rpartition("prefix=")[2]
+        with psycopg.connect(POSTGRES_URL) as db:
+            row = db.execute(f'SELECT count(*) FROM "{prefix}records"').fetchone()
+        assert row is not None and row[0] > 0
+        assert f":{urlsplit(POSTGRES_URL).password}@" not in cluster.store_url
     else:
         path = cluster.store_url.removeprefix("sqlite:///")
         with contextlib.closing(sqlite3.connect(path)) as db:

@@ -31,6 +31,12 @@ kind, in no promised order, reading them in bounded batches rather than all at o
 * every record that is live for the whole scan is yielded exactly once;
 * a record written, deleted or expiring while the scan runs may or may not be yielded;
 * no record that had expired when its batch was read is ever yielded, and no record of another kind.
+
+Every store also reports its size (:class:`SizedStore`, :class:`AsyncSizedStore`): the records it
+holds, live or expired and not yet reclaimed, which is what occupies memory or disk and what shows
+whether expired records are reclaimed as fast as new ones are written. Counting is O(records) in the
+SQL stores and in Redis, so it serves operators (``oauthproxy store status``) and benchmarks, never
+a request.
 """
 
 from __future__ import annotations
@@ -42,8 +48,10 @@ from oauthproxy_core.effects import Stored
 
 __all__ = [
     "AsyncScanningStore",
+    "AsyncSizedStore",
     "AsyncStore",
     "ScanningStore",
+    "SizedStore",
     "StoreFullError",
     "StoreUnavailableError",
     "Stored",
@@ -133,6 +141,22 @@ class AsyncScanningStore(Protocol):
     """The asyncio twin of :class:`ScanningStore`, with the same semantics."""
 
     def scan(self, kind: str) -> AsyncIterator[tuple[str, Stored]]: ...
+
+
+@runtime_checkable
+class SizedStore(Protocol):
+    """A :class:`SyncStore` that reports how many records it holds (operators, benchmarks)."""
+
+    def size(self) -> int:
+        """Records held, live or expired and not yet reclaimed."""
+        ...
+
+
+@runtime_checkable
+class AsyncSizedStore(Protocol):
+    """The asyncio twin of :class:`SizedStore`."""
+
+    async def size(self) -> int: ...
 
 
 # Argument checks shared by every store, so that all of them reject the same calls (the conformance

@@ -140,6 +140,10 @@ class MemoryStore:
         """Number of records held, live or expired-but-not-yet-reclaimed."""
         return len(self._records)
 
+    def size(self) -> int:
+        """Records held, live or expired and not yet reclaimed (every store has this method)."""
+        return len(self._records)
+
     # -- internals (caller holds the lock) --------------------------------------------------------
 
     def _write(self, k: tuple[str, str], value: bytes, version: int, expires_at: float) -> None:
@@ -212,6 +216,9 @@ class AsyncMemoryStore:
 
     def dump(self) -> list[tuple[str, str, bytes]]:
         return self.sync.dump()
+
+    async def size(self) -> int:
+        return self.sync.size()
 
 
 async def _aiter(records: Iterator[tuple[str, Stored]]) -> AsyncIterator[tuple[str, Stored]]:

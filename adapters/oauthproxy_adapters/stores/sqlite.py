@@ -13,7 +13,10 @@ Theory of operation:
   existing row has expired.
 * Expiry: every statement compares ``expires_at`` with the clock, so an expired row is never
   returned, taken or compared against (spec/security.md 27). Expired rows are deleted incrementally:
-  every :data:`PURGE_EVERY` writes, at most :data:`PURGE_BATCH` of them.
+  every :data:`PURGE_EVERY` writes, at most :data:`PURGE_BATCH` of them, and after every write
+  while the batch before came back full. So a write pays for at most one batch, and a backlog
+  (after a quiet spell, or a burst of short-lived records) drains up to :data:`PURGE_BATCH` times
+  faster than records are written.
 * Schema: a ``meta`` table holds ``schema_version``; :data:`MIGRATIONS` lists one function per
   version step, applied in order inside ``BEGIN IMMEDIATE`` so that two processes opening a new file
   at once do not both migrate it.
@@ -50,6 +53,7 @@ __all__ = [
     "AsyncSQLiteStore",
     "SQLiteStore",
     "default_sqlite_path",
+    "purge_batch",
 ]
 
 #: Environment variable naming the directory that holds ``state.db``.
@@ -223,6 +227,7 @@ class SQLiteStore:
         self._connections_lock = threading.Lock()
         self._closed = False
         self._writes = 0
+        self._purge_backlog = False
         self._use_returning = _HAS_RETURNING
         try:
             _create_private_file(self.path)
@@ -266,10 +271,10 @@ class SQLiteStore:
         return db
 
     def _after_write(self, db: sqlite3.Connection, now: float) -> None:
-        # A racy counter is fine: it only paces the purge.
+        # A racy counter and flag are fine: they only pace the purge.
         self._writes += 1
-        if self._purge_on_write and self._writes % PURGE_EVERY == 0:
-            db.execute(_SQL_PURGE, (now, PURGE_BATCH))
+        if self._purge_on_write and (self._purge_backlog or self._writes % PURGE_EVERY == 0):
+            self._purge_backlog = purge_batch(db, now) >= PURGE_BATCH
 
     # -- the store contract -----------------------------------------------------------------------
 
@@ -417,6 +422,14 @@ class SQLiteStore:
             raise StoreUnavailableError(f"SQLite dump failed: {exc}") from exc
         return [(str(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
+    def size(self) -> int:
+        """Rows held, live or expired and not yet purged (a full count: O(rows))."""
+        try:
+            row = self._db().execute("SELECT count(*) FROM records").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite size failed: {exc}") from exc
+        return int(row[0])
+
     def schema_version(self) -> int:
         """The schema version recorded in the file's ``meta`` table."""
         return _schema_version(self._db())
@@ -424,6 +437,11 @@ class SQLiteStore:
     def journal_mode(self) -> str:
         """The file's journal mode (``"wal"``)."""
         return str(self._db().execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def purge_batch(db: sqlite3.Connection, now: float) -> int:
+    """Delete up to :data:`PURGE_BATCH` expired rows; returns how many were deleted."""
+    return int(db.execute(_SQL_PURGE, (now, PURGE_BATCH)).rowcount)
 
 
 def _create_private_file(path: str) -> None:
@@ -441,6 +459,8 @@ _T = TypeVar("_T")
 #: Writes made on the event loop's connection between two maintenance runs on the worker pool
 #: (purge of expired rows and a passive WAL checkpoint, which that connection never does itself).
 INLINE_MAINTENANCE_EVERY = 100
+#: Purge batches one maintenance run deletes at most, while they come back full.
+MAINTENANCE_BATCHES = 10
 
 # SQLITE_BUSY and SQLITE_LOCKED: another connection holds a lock this statement needs.
 _BUSY_CODES = (5, 6)
@@ -552,7 +572,12 @@ class AsyncSQLiteStore:
     def _maintain(self) -> None:
         try:
             db = self.sync._db()
-            db.execute(_SQL_PURGE, (self.sync._clock(), PURGE_BATCH))
+            now = self.sync._clock()
+            # A full batch means more are waiting: a few more, each its own short transaction, so
+            # that writers on the loop wait for the lock at most one batch at a time.
+            for _ in range(MAINTENANCE_BATCHES):
+                if purge_batch(db, now) < PURGE_BATCH:
+                    break
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except (sqlite3.Error, StoreUnavailableError):
             pass  # maintenance only; the next run tries again
@@ -604,3 +629,7 @@ class AsyncSQLiteStore:
 
     def dump(self) -> list[tuple[str, str, bytes]]:
         return self.sync.dump()
+
+    async def size(self) -> int:
+        """:meth:`SQLiteStore.size` on the worker pool (a count reads every row)."""
+        return await self._run(self.sync.size)
