@@ -3,11 +3,13 @@ token or PKCE verifier (spec/architecture.md, "Storage contract": keys of secret
 upstream tokens are sealed under a key the store never sees).
 
 A complete flow runs on each real store (memory, SQLite in a real file, Redis under a random key
-prefix) for two clients, one confidential (``client_secret_post``) and one public: register,
-authorize, consent, upstream login, callback, token, refresh, a second refresh, bearer use. The
+prefix, PostgreSQL under a random table prefix) for two clients, one confidential
+(``client_secret_post``) and one public: register, authorize, consent, upstream login, callback,
+token, refresh, a second refresh, bearer use. The
 store is dumped after every step (what an attacker who reads it at that moment sees); for SQLite the
 raw bytes of the database file and its ``-wal`` (and ``-shm``) file are read as well, so rows that
-were deleted or overwritten but still sit in a page are searched too.
+were deleted or overwritten but still sit in a page are searched too; for PostgreSQL every row of
+the table, expired ones included.
 
 Every secret of the flow -- each code, access token, refresh token (whole, and its secret part after
 the ``.``), client secret, the client's PKCE verifier, the proxy's own upstream verifier and upstream
@@ -30,9 +32,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
+import psycopg
 import pytest
 
 from oauthproxy_adapters.stores.memory import MemoryStore
+from oauthproxy_adapters.stores.postgres import PostgresStore
 from oauthproxy_adapters.stores.redis import RedisStore
 from oauthproxy_adapters.stores.sqlite import SQLiteStore
 from oauthproxy_core.handlers.bearer import Principal
@@ -47,6 +51,10 @@ from tests.harness import (
 )
 
 REDIS_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "OAUTHPROXY_TEST_POSTGRES_URL",
+    "postgresql://oauthproxy_test:oauthproxy_test@127.0.0.1:5432/oauthproxy_test",
+)
 PUBLIC_VERIFIER = "public-client-verifier-" + "P" * 30 + "~._-0123456789"
 MIN_NEEDLE = 8  # shorter inner substrings would match by chance
 
@@ -123,7 +131,22 @@ def sqlite_file_haystacks(path: str) -> dict[str, bytes]:
 # -- the stores ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+def postgres_row_haystacks(store: PostgresStore) -> dict[str, bytes]:
+    """Every row of the store's table, live or expired: what reading the table shows."""
+    with psycopg.connect(POSTGRES_URL) as db:
+        rows = db.execute(f'SELECT kind, key, value FROM "{store.prefix}records"').fetchall()
+    assert rows, "the PostgreSQL table is empty"
+    return {
+        f"row {kind}:{bytes(key).decode()}": kind.encode()
+        + b"\x00"
+        + bytes(key)
+        + b"\x00"
+        + bytes(value)
+        for kind, key, value in rows
+    }
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def store_and_clock(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, Any, Clock]]:
@@ -134,7 +157,7 @@ def store_and_clock(
         store = SQLiteStore(str(tmp_path / "state.db"), clock=clock)
         yield "sqlite", store, clock
         store.close()
-    else:
+    elif request.param == "redis":
         store = RedisStore(REDIS_URL, prefix=f"oauthproxy-test-at-rest-{secrets.token_hex(8)}:")
         try:
             store.get("probe", "probe")
@@ -143,6 +166,19 @@ def store_and_clock(
         yield "redis", store, clock
         store.clear()
         store.close()
+    elif request.param == "postgres":
+        try:
+            pg = PostgresStore(
+                POSTGRES_URL,
+                prefix=f"at_rest_{secrets.token_hex(8)}_",
+                clock=clock,
+                synchronous_commit="off",
+            )
+        except Exception as exc:
+            pytest.fail(f"this test needs PostgreSQL at {POSTGRES_URL}: {exc}")
+        yield "postgres", pg, clock
+        pg.drop_tables()
+        pg.close()
 
 
 # -- the flow -----------------------------------------------------------------------------------------
@@ -301,5 +337,7 @@ def test_invariant_24_no_store_holds_a_plaintext_secret_at_any_step(
         # The raw bytes are the records' bytes: a public value of the flow is found in them.
         assert any(flow.public_marker.encode() in raw for raw in files.values())
         haystacks.update(files)
+    if name == "postgres":
+        haystacks.update(postgres_row_haystacks(store))
     leaks = find_leaks(flow.secrets, haystacks)
     assert not leaks, f"{name} store holds secrets in a readable form:\n" + "\n".join(leaks)

@@ -12,6 +12,7 @@ durability and schema, memory bounds, Redis outages, PostgreSQL schema and purge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -33,8 +34,10 @@ import store_race_workers
 from oauthproxy_adapters import stores
 from oauthproxy_adapters.stores import (
     AsyncScanningStore,
+    AsyncSizedStore,
     AsyncStore,
     ScanningStore,
+    SizedStore,
     StoreFullError,
     StoreUnavailableError,
     SyncStore,
@@ -627,6 +630,50 @@ def test_many_expired_records_are_reclaimed(clocked: tuple[Any, FakeClock]) -> N
     assert all(key.startswith("new") for (_, key, _) in live)
 
 
+def test_size_counts_the_records_held(store: Any) -> None:
+    assert isinstance(store, SizedStore)
+    assert store.size() == 0
+    for i in range(3):
+        store.put("grant", f"g{i}", b"v", 1, 60)
+    store.put("client", "g0", b"v", 1, 60)
+    store.put("grant", "g0", b"w", 2, 60)  # a replacement holds no more
+    assert store.size() == 4
+    store.delete("grant", "g1")
+    assert store.take("grant", "g2") is not None
+    assert store.size() == 2
+
+
+def test_size_counts_expired_records_until_they_are_reclaimed(
+    clocked: tuple[Any, FakeClock],
+) -> None:
+    """What is held (memory, disk) is what size() says: an expired record counts until reclaimed."""
+    store, clock = clocked
+    store.put("code", "old", b"v", 1, 1)
+    store.put("code", "live", b"v", 1, 60)
+    clock.advance(1)
+    assert store.size() == 2
+    assert store.get("code", "old") is None  # (the memory store reclaims what a read finds expired)
+    if isinstance(store, PostgresStore):
+        store.purge_expired()
+    else:
+        for i in range(100):  # writes reclaim it (memory: at each; SQLite: every 100)
+            store.put("code", f"new{i}", b"v", 1, 60)
+        for i in range(100):
+            store.delete("code", f"new{i}")
+    assert store.size() == 1
+
+
+def test_async_size(async_store_factory: Callable[[], Any]) -> None:
+    async def body(s: Any) -> None:
+        assert isinstance(s, AsyncSizedStore)
+        for i in range(5):
+            await s.put("grant", f"g{i}", b"v", 1, 60)
+        await s.delete("grant", "g0")
+        assert await s.size() == 4
+
+    run_async(async_store_factory, body)
+
+
 def test_redis_ttl_expires(redis_store: RedisStore) -> None:
     """Redis keeps its own clock: one real one-second TTL, checked through every operation."""
     for key in ("get", "take", "cas", "insert"):
@@ -799,6 +846,40 @@ def test_sqlite_purges_expired_rows_incrementally(tmp_path: Path) -> None:
     finally:
         raw.close()
     assert expired == max(0, sqlite_module.PURGE_EVERY - sqlite_module.PURGE_BATCH)
+    store.close()
+
+
+def test_sqlite_purge_drains_a_backlog_one_batch_per_write(tmp_path: Path) -> None:
+    """Every PURGE_EVERY writes a batch; while batches come back full, one more after each write:
+    a backlog larger than the write rate still drains, and no write pays for more than one batch."""
+    clock = FakeClock()
+    path = str(tmp_path / "state.db")
+    store = SQLiteStore(path, clock=clock)
+    batch, every = sqlite_module.PURGE_BATCH, sqlite_module.PURGE_EVERY
+    backlog = 5 * batch + 7
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        raw.executemany(
+            "INSERT INTO records VALUES ('code', ?, x'00', 1, ?)",
+            [(f"old{i}", clock() + 1) for i in range(backlog)],
+        )
+        raw.commit()
+    clock.advance(1)
+    deleted: list[int] = []
+    real = sqlite_module.purge_batch
+
+    def counting(db: sqlite3.Connection, now: float) -> int:
+        deleted.append(real(db, now))
+        return deleted[-1]
+
+    sqlite_module.purge_batch = counting  # type: ignore[assignment]
+    try:
+        for i in range(every + 6):
+            store.put("code", f"new{i}", b"v", 1, 60)
+    finally:
+        sqlite_module.purge_batch = real  # type: ignore[assignment]
+    # The 100th write ran the first batch; the next five writes one batch each, the last short.
+    assert deleted == [batch] * 5 + [7]
+    assert store.size() == every + 6
     store.close()
 
 

@@ -30,8 +30,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .base import (
     AsyncScanningStore,
+    AsyncSizedStore,
     AsyncStore,
     ScanningStore,
+    SizedStore,
     StoreFullError,
     StoreUnavailableError,
     SyncStore,
@@ -49,6 +51,7 @@ __all__ = [
     "AsyncRedisStore",
     "AsyncSQLiteStore",
     "AsyncScanningStore",
+    "AsyncSizedStore",
     "AsyncStore",
     "MemoryStore",
     "POSTGRES_SYNCHRONOUS_COMMIT",
@@ -56,6 +59,7 @@ __all__ = [
     "RedisStore",
     "SQLiteStore",
     "ScanningStore",
+    "SizedStore",
     "StoreFullError",
     "StoreUnavailableError",
     "SyncStore",
