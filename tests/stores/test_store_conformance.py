@@ -1500,10 +1500,9 @@ def test_postgres_sessions_bound_their_statements(postgres_store: PostgresStore)
     assert setting(postgres_store, "synchronous_commit") == "off"
     durable = open_postgres(postgres_store.prefix, synchronous_commit=None, timeout=0.5)
     try:
-        # Without the option, the server's own setting (on, in a default installation).
-        (server_default,) = _raw(
-            "SELECT boot_val FROM pg_settings WHERE name = 'synchronous_commit'"
-        )[0]
+        # Without the option, the server's own setting (on, in a default installation): what a
+        # session that sets nothing sees.
+        (server_default,) = _raw("SHOW synchronous_commit")[0]
         assert setting(durable, "synchronous_commit") == server_default
         assert setting(durable, "statement_timeout") == "500ms"
     finally:
