@@ -71,6 +71,7 @@ __all__ = [
     "PURGE_PAUSE",
     "SCAN_BATCH",
     "SCHEMA_VERSION",
+    "SIZE_TIMEOUT",
     "AsyncPostgresStore",
     "PostgresStore",
     "migrate",
@@ -92,6 +93,11 @@ SCAN_BATCH = 500
 
 #: A pooled connection unused for this many seconds is checked (an empty query) before use.
 HEALTH_CHECK_IDLE = 30.0
+
+#: ``size()`` counts every row, which on a table of millions takes longer than the statement
+#: timeout of a request: its own statement may take up to this many seconds.
+SIZE_TIMEOUT = 120
+_SIZE_TIMEOUT_SQL = f"SET LOCAL statement_timeout = {SIZE_TIMEOUT * 1000}"
 
 # The statements, with {r} for the records table. {now} is the statement's time: the injected
 # clock's reading when there is one, else the server's; {expires} is that time plus the TTL.
@@ -533,8 +539,15 @@ class PostgresStore(_Common):
             delay = PURGE_PAUSE if full else self._purge_interval
 
     def size(self) -> int:
-        """Rows held, live or expired and not yet purged (a full count: O(rows))."""
-        return int(self._run("size", self._names.size, {}, _one)[0])
+        """Rows held, live or expired and not yet purged (a full count: O(rows), bounded by
+        :data:`SIZE_TIMEOUT`)."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute(_SIZE_TIMEOUT_SQL)
+                row = conn.execute(self._names.size).fetchone()
+        except psycopg.Error as exc:
+            raise _unavailable("size", exc) from exc
+        return int(row[0]) if row else 0
 
     # -- inspection (tests, operators) ------------------------------------------------------------
 
@@ -747,9 +760,17 @@ class AsyncPostgresStore(_Common):
             delay = PURGE_PAUSE if full else self._purge_interval
 
     async def size(self) -> int:
-        """Rows held, live or expired and not yet purged (a full count: O(rows))."""
-        row = await self._run("size", self._names.size, {}, _aone)
-        return int(row[0])
+        """:meth:`PostgresStore.size` on the asyncio pool."""
+        try:
+            async with asyncio.timeout(SIZE_TIMEOUT + self._call_timeout):
+                await self._ready()
+                async with self._pool.connection() as conn, conn.transaction():
+                    await conn.execute(_SIZE_TIMEOUT_SQL)
+                    cur = await conn.execute(self._names.size)
+                    row = await cur.fetchone()
+        except (psycopg.Error, TimeoutError) as exc:
+            raise _unavailable("size", exc) from exc
+        return int(row[0]) if row else 0
 
     async def dump(self) -> list[tuple[str, str, bytes]]:
         """Every live record as ``(kind, key, value)`` (tests)."""
