@@ -1430,6 +1430,28 @@ def test_postgres_purge_skips_a_row_another_session_holds() -> None:
         store.close()
 
 
+def test_postgres_purge_plan_never_reads_the_whole_table(postgres_store: PostgresStore) -> None:
+    """The purge finds expired rows by the expires_at index and deletes them by row address, in
+    the generic plan too (the one a prepared statement ends up with, which cannot know the time it
+    will compare with): a plan that scanned the table would, on millions of rows, run past the
+    statement timeout at every round and never purge anything."""
+    p = postgres_store.prefix
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+        db.execute(
+            f'INSERT INTO "{p}records" (kind, key, value, version, expires_at)'
+            " SELECT 'grant', convert_to('g' || i, 'UTF8'), 'v', 1, now() + interval '30 days'"
+            " FROM generate_series(1, 20000) AS i"
+        )
+        db.execute(f'ANALYZE "{p}records"')
+        statement = postgres_store._names.purge.replace("%(now)s", "$1").replace("%(limit)s", "$2")
+        db.execute(f"PREPARE purge_plan (float8, int) AS {statement}")
+        db.execute("SET plan_cache_mode = force_generic_plan")
+        plan = "\n".join(r[0] for r in db.execute("EXPLAIN EXECUTE purge_plan (NULL, 1000)"))
+    assert "Tid Scan" in plan, plan
+    assert f"Index Scan using {p}records_expires_at" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
 def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not condition():

@@ -125,9 +125,12 @@ _STATEMENTS = {
     " AND expires_at > {now} ORDER BY key LIMIT %(limit)s",
     "scan_after": "SELECT key, value, version FROM {r} WHERE kind = %(kind)s AND key > %(after)s"
     " AND expires_at > {now} ORDER BY key LIMIT %(limit)s",
-    # SKIP LOCKED: instances purging one table at once take different rows instead of waiting.
-    "purge": "DELETE FROM {r} WHERE (kind, key) IN (SELECT kind, key FROM {r}"
-    " WHERE expires_at <= {now} LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+    # The oldest expired rows, found by the expires_at index (ORDER BY keeps the planner on it even
+    # in a generic plan, which knows nothing of {now}), locked, then deleted by their row address:
+    # a join back to the table by key could be planned as a scan of all of it. SKIP LOCKED:
+    # instances purging one table at once take different rows instead of waiting.
+    "purge": "DELETE FROM {r} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {r}"
+    " WHERE expires_at <= {now} ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED))"
     " AND expires_at <= {now}",
     "size": "SELECT count(*) FROM {r}",
     "dump": "SELECT kind, key, value FROM {r} WHERE expires_at > {now} ORDER BY kind, key",
