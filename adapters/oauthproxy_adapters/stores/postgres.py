@@ -17,10 +17,10 @@ Theory of operation:
   (``clock=``), whose reading is then sent with every statement instead.
 * Expiry: every statement compares ``expires_at`` with that time, so an expired row is never
   returned, taken or compared against (spec/security.md 27). Expired rows are deleted in the
-  background, :data:`PURGE_BATCH` at a time (``FOR UPDATE SKIP LOCKED``, so instances purging the
-  same table at once do not wait for each other), every :data:`PURGE_INTERVAL` seconds, and again
-  after :data:`PURGE_PAUSE` while a batch comes back full: a backlog drains at a bounded pace and no
-  request ever pays for it.
+  background, the oldest :data:`PURGE_BATCH` at a time (found by the ``expires_at`` index, deleted
+  by row address; ``FOR UPDATE SKIP LOCKED``, so instances purging the same table at once do not
+  wait for each other), every :data:`PURGE_INTERVAL` seconds, and again after :data:`PURGE_PAUSE`
+  while a batch comes back full: a backlog drains at a bounded pace and no request pays for it.
 * Schema: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``; :func:`migrate` applies
   the missing ones in one transaction under an advisory lock derived from the prefix, so two
   processes migrating at once do not both do it (``oauthproxy store migrate``). Opening a store
@@ -36,8 +36,9 @@ Theory of operation:
   (``connect_timeout``), waiting for a pooled connection (``timeout``), each statement on the server
   (``statement_timeout`` and ``lock_timeout``), a silent peer (TCP keep-alives and
   ``tcp_user_timeout``), and in the asyncio store each call as a whole. A pooled connection idle for
-  :data:`HEALTH_CHECK_IDLE` seconds is checked before it is handed out, so a restarted server costs
-  no request a 503.
+  :data:`HEALTH_CHECK_IDLE` seconds is checked before it is handed out, so a server restarted
+  during a quiet spell costs no request a 503 (one that restarts under load costs one per pooled
+  connection, as it would with Redis).
 """
 
 from __future__ import annotations
