@@ -184,3 +184,31 @@ def test_async_postgres_outage_is_a_bounded_error_and_recovers(relay: Relay, pre
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_connection_idle_past_the_health_check_is_checked_before_use(
+    relay: Relay, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server restarted while the pool sat idle (here: the relay cut and reopened): the dead
+    pooled connection is found by the check before the statement is sent on it, and the statement
+    runs on a new one, so the first request after the restart is not a 503. Without the idle check
+    (a connection used a moment ago), the same restart costs that one request its 503."""
+    import oauthproxy_adapters.stores.postgres as postgres_module  # noqa: PLC0415
+
+    store = PostgresStore(relay.url(), prefix=prefix, timeout=1.0, purge_interval=0, min_size=1)
+    try:
+        store.put("code", "k", b"v", 1, 600)
+        relay.cut()
+        relay.start()
+        monkeypatch.setattr(postgres_module, "HEALTH_CHECK_IDLE", 0.0)  # every connection is "idle"
+        got = store.get("code", "k")
+        assert got is not None and got.value == b"v"
+
+        monkeypatch.setattr(postgres_module, "HEALTH_CHECK_IDLE", 3600.0)
+        relay.cut()
+        relay.start()
+        with pytest.raises(StoreUnavailableError):
+            store.get("code", "k")
+        _until("the next request after the restart", lambda: store.get("code", "k"))
+    finally:
+        store.close()

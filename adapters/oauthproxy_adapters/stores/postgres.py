@@ -333,17 +333,42 @@ def _unavailable(op: str, exc: BaseException) -> StoreUnavailableError:
 
 
 class _Freshness:
-    """When each pooled connection was last returned, so that a long-idle one is checked first."""
+    """When each pooled connection was last used, so that one idle for long is checked first.
+
+    Done here rather than with the pool's ``check`` and ``reset`` callbacks, whose bookkeeping costs
+    about 25 microseconds on every checkout, a tenth of a whole statement on loopback.
+    """
 
     def __init__(self) -> None:
-        self.returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self.used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
-    def stale(self, conn: Any) -> bool:
-        last = self.returned.get(conn)
-        return last is not None and time.monotonic() - last > HEALTH_CHECK_IDLE
+    def _stale(self, conn: Any) -> bool:
+        # A connection we never used may have waited in the pool for any time: checked too.
+        last = self.used.get(conn)
+        return last is None or time.monotonic() - last > HEALTH_CHECK_IDLE
+
+    def usable(self, conn: psycopg.Connection[Any]) -> bool:
+        """False if ``conn`` was idle long enough to be checked and the check failed."""
+        if not self._stale(conn):
+            return True
+        try:
+            conn.execute("")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    async def ausable(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """:meth:`usable` for an asyncio connection."""
+        if not self._stale(conn):
+            return True
+        try:
+            await conn.execute("")
+        except psycopg.OperationalError:
+            return False
+        return True
 
     def touch(self, conn: Any) -> None:
-        self.returned[conn] = time.monotonic()
+        self.used[conn] = time.monotonic()
 
 
 def _stored(row: Any) -> Stored | None:
@@ -439,13 +464,12 @@ class PostgresStore(_Common):
             purge_interval=purge_interval,
             synchronous_commit=synchronous_commit,
         )
+        self._max_size = max_size
         _open_schema(self._conninfo, self._names)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._conninfo,
             min_size=min_size,
             max_size=max_size,
-            check=self._check,
-            reset=self._fresh.touch,
             open=True,
             **self._pool_options(),
         )
@@ -457,16 +481,19 @@ class PostgresStore(_Common):
             )
             self._purger.start()
 
-    def _check(self, conn: psycopg.Connection[Any]) -> None:
-        if self._fresh.stale(conn):
-            conn.execute("")
-
     def _run(self, op: str, query: str, params: Mapping[str, Any], read: Callable[..., _T]) -> _T:
         try:
-            with self._pool.connection() as conn:
-                return read(conn.execute(query, params, binary=True))
+            # Every pooled connection may have died with the server: each is tried once at most.
+            for _attempt in range(self._max_size + 1):
+                with self._pool.connection() as conn:
+                    if not self._fresh.usable(conn):
+                        continue  # dead: the pool drops it; nothing of ours was sent on it
+                    result = read(conn.execute(query, params, binary=True))
+                    self._fresh.touch(conn)
+                    return result
         except psycopg.Error as exc:
             raise _unavailable(op, exc) from exc
+        raise StoreUnavailableError(f"PostgreSQL {op} failed: no live connection to the server")
 
     # -- the store contract -----------------------------------------------------------------------
 
@@ -634,13 +661,12 @@ class AsyncPostgresStore(_Common):
             purge_interval=purge_interval,
             synchronous_commit=synchronous_commit,
         )
+        self._max_size = max_size
         _open_schema(self._conninfo, self._names)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             self._conninfo,
             min_size=min_size,
             max_size=max_size,
-            check=self._check,
-            reset=self._reset,
             open=False,
             **self._pool_options(),
         )
@@ -648,13 +674,6 @@ class AsyncPostgresStore(_Common):
         self._purger: asyncio.Task[None] | None = None
         self._closed = False
         self._call_timeout = 2 * timeout + 1
-
-    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        if self._fresh.stale(conn):
-            await conn.execute("")
-
-    async def _reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._fresh.touch(conn)
 
     async def _open(self) -> None:
         await self._pool.open()
@@ -681,12 +700,18 @@ class AsyncPostgresStore(_Common):
                     await self._ready()
                 elif self._closed:
                     raise StoreUnavailableError(f"PostgreSQL store {self.location} is closed")
-                async with self._pool.connection() as conn:
-                    return await read(await conn.execute(query, params, binary=True))
+                for _attempt in range(self._max_size + 1):
+                    async with self._pool.connection() as conn:
+                        if not await self._fresh.ausable(conn):
+                            continue  # dead: the pool drops it; nothing of ours was sent on it
+                        result = await read(await conn.execute(query, params, binary=True))
+                        self._fresh.touch(conn)
+                        return result
         except psycopg.Error as exc:
             raise _unavailable(op, exc) from exc
         except TimeoutError as exc:
             raise _unavailable(op, exc) from exc
+        raise StoreUnavailableError(f"PostgreSQL {op} failed: no live connection to the server")
 
     async def get(self, kind: str, key: str) -> Stored | None:
         check_kind(kind)
