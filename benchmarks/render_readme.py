@@ -29,7 +29,7 @@ Every number below is read from a JSON file in `results/` that a benchmark scrip
 is regenerated from those files and never edited by hand. Reproduce everything with:
 
 ```sh
-sh .ci/dev bench            # full run (about five minutes on two cores)
+sh .ci/dev bench            # full run (about twenty minutes on two cores)
 sh .ci/dev bench --quick    # smoke test: a few rounds, numbers not meant to be quoted
 ```
 

@@ -1,4 +1,5 @@
-"""Benchmark: the complete OAuth flow and bearer verification on each store (memory, SQLite, Redis).
+"""Benchmark: the complete OAuth flow and bearer verification on each store (memory, SQLite, Redis,
+PostgreSQL).
 
 All measurements are taken in one process, interleaved sample by sample (A B C ..., the order
 rotated every round, exactly as ``benchmarks/core_flow.py`` does), so that drift hits every store
@@ -10,7 +11,14 @@ alike:
     driver, with that benchmark's minimal client, browser and upstream stand-ins, on a
     ``MemoryStore``, a ``SQLiteStore`` in a temporary file (WAL, ``synchronous = FULL``: a commit is
     on disk when the call returns) and a ``RedisStore`` under a random key prefix (the Redis server
-    at ``OAUTHPROXY_BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/0``, over loopback TCP).
+    at ``OAUTHPROXY_BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/0``, over loopback TCP), and
+    two ``PostgresStore`` under a random table prefix (the server at
+    ``OAUTHPROXY_BENCH_POSTGRES_URL``, default the ``oauthproxy_test`` database on 127.0.0.1:5432
+    that ``sh .ci/dev bench`` creates, over loopback TCP): ``postgres`` with the server's
+    ``synchronous_commit`` (``on``: a write returns once its WAL record is flushed to disk) and
+    ``postgres_async_commit`` with ``synchronous_commit=off`` (a write returns before that flush,
+    the durability of a Redis that persists with ``appendfsync everysec``; the Redis measured here
+    persists nothing).
     ``flow_<store>_in_core`` is the part of that time spent inside the driver (core + driver +
     store); ratios use it, so the identical stand-in cost does not dilute the store's share.
 ``bearer_cached_<store>`` / ``bearer_uncached_<store>``
@@ -25,8 +33,9 @@ Also measured, from ``dump()`` of a fresh store of each kind: the bytes one pend
 occupies (the ``tx`` record right after ``/authorize``, and again after consent, when it holds the
 sealed upstream PKCE verifier) and the bytes of one grant (the ``grant`` record after ``/token``).
 
-Target: SQLite flow / memory flow <= 2x. Results go to ``benchmarks/results/stores_flow.json``;
-``benchmarks/render_readme.py`` turns them into ``benchmarks/README.md``.
+Targets: SQLite flow / memory flow <= 2x; each PostgreSQL flow / Redis flow <= 2x. Results go to
+``benchmarks/results/stores_flow.json``; ``benchmarks/render_readme.py`` turns them into
+``benchmarks/README.md``.
 
 Usage: ``python benchmarks/stores_flow.py [--quick]``.
 """
@@ -54,6 +63,7 @@ import core_flow
 
 from oauthproxy_adapters.proxy import Proxy as FacadeProxy
 from oauthproxy_adapters.stores.memory import MemoryStore
+from oauthproxy_adapters.stores.postgres import PostgresStore
 from oauthproxy_adapters.stores.redis import RedisStore
 from oauthproxy_adapters.stores.sqlite import SQLiteStore
 from oauthproxy_core import AuthorizationServer, Response
@@ -62,8 +72,13 @@ from oauthproxy_core.handlers.bearer import Principal
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stores_flow.json"
 REDIS_URL = os.environ.get("OAUTHPROXY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-STORES = ("memory", "sqlite", "redis")
+POSTGRES_URL = os.environ.get(
+    "OAUTHPROXY_BENCH_POSTGRES_URL",
+    "postgresql://oauthproxy_test:oauthproxy_test@127.0.0.1:5432/oauthproxy_test",
+)
+STORES = ("memory", "sqlite", "redis", "postgres", "postgres_async_commit")
 TARGET_SQLITE_VS_MEMORY = 2.0
+TARGET_POSTGRES_VS_REDIS = 2.0
 #: Bearer verifications per sample: one call takes microseconds, a flow milliseconds; timing single
 #: calls between flows would measure the caches the flow just evicted and the timer itself.
 BEARER_BATCH = 20
@@ -83,6 +98,7 @@ class Stores:
         self.tmpdir = tempfile.mkdtemp(prefix="oauthproxy-bench-")
         self.redis: list[RedisStore] = []
         self.sqlite: list[SQLiteStore] = []
+        self.postgres: list[PostgresStore] = []
 
     def new(self, kind: str) -> Any:
         if kind == "memory":
@@ -91,6 +107,14 @@ class Stores:
             store = SQLiteStore(os.path.join(self.tmpdir, f"bench-{len(self.sqlite)}.db"))
             self.sqlite.append(store)
             return store
+        if kind.startswith("postgres"):
+            pg = PostgresStore(
+                POSTGRES_URL,
+                prefix=f"bench_{secrets.token_hex(8)}_",
+                synchronous_commit="off" if kind == "postgres_async_commit" else None,
+            )
+            self.postgres.append(pg)
+            return pg
         store = RedisStore(REDIS_URL, prefix=f"oauthproxy-bench-{secrets.token_hex(8)}:")
         store.get("probe", "probe")  # fail now, not mid-run, if Redis is not there
         self.redis.append(store)
@@ -102,6 +126,9 @@ class Stores:
             r.close()
         for s in self.sqlite:
             s.close()
+        for pg in self.postgres:
+            pg.drop_tables()
+            pg.close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
@@ -166,6 +193,8 @@ STORE_WORDS = {
     "memory": "MemoryStore",
     "sqlite": "SQLiteStore (temp file, WAL, synchronous=FULL)",
     "redis": "RedisStore (loopback TCP, random prefix)",
+    "postgres": "PostgresStore (loopback TCP, the server's synchronous_commit: on)",
+    "postgres_async_commit": "PostgresStore (loopback TCP, synchronous_commit=off)",
 }
 
 
@@ -291,7 +320,18 @@ def main(argv: list[str] | None = None) -> int:
                 "the same flow on the in-memory store",
             ),
         }
-        for kind in ("sqlite", "redis"):
+        for kind in ("postgres", "postgres_async_commit"):
+            words = STORE_WORDS[kind].partition("(")[2].rstrip(")")
+            ratios[f"{kind}_flow_vs_redis_flow"] = ratio_entry(
+                results,
+                round_medians,
+                f"flow_{kind}_in_core",
+                "flow_redis_in_core",
+                TARGET_POSTGRES_VS_REDIS,
+                f"The complete flow on PostgreSQL ({words})",
+                "the same flow on Redis",
+            )
+        for kind in STORES[1:]:
             ratios[f"bearer_cached_{kind}_vs_memory"] = ratio_entry(
                 results,
                 round_medians,
@@ -326,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         machine = core_flow.machine()
         machine["packages"]["redis-py"] = _version("redis")
+        machine["packages"]["psycopg"] = _version("psycopg")
         report: dict[str, Any] = {
             "benchmark": "stores_flow",
             "title": "The complete flow and bearer verification on each store",
@@ -339,13 +380,14 @@ def main(argv: list[str] | None = None) -> int:
                 "samples_per_round": per_round,
                 "warmup": warmup,
                 "bearer_calls_per_sample": BEARER_BATCH,
-                "interleaving": "sample by sample across the three stores, order rotated every "
-                "round",
+                "interleaving": f"sample by sample across the {len(STORES)} stores, order rotated "
+                "every round",
                 "seconds": round(elapsed, 1),
                 "flows_run": sum(len(samples[f"flow_{k}"]) for k in STORES),
                 "sqlite_directory_filesystem": filesystem_of(stores.tmpdir),
                 "redis_url": REDIS_URL,
                 "redis_server_version": _redis_version(stores),
+                "postgres_server_version": _postgres_version(stores),
                 "drift_last_tenth_over_first_tenth": drift,
             },
             "measurements": results,
@@ -394,6 +436,17 @@ def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _postgres_version(stores: Stores) -> str:
+    if not stores.postgres:
+        return "?"
+    try:
+        with stores.postgres[0]._pool.connection() as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "?"
+    except Exception:
         return "?"
 
 
