@@ -43,6 +43,9 @@ from oauthproxy_adapters.demo_mcp import build_demo_mcp_app
 from oauthproxy_adapters.testing.serve import AppThread, ServeProcess, oauthproxy_command
 from tests.e2e.mcp_client import InMemoryTokenStorage
 
+# The demo MCP server's tools (demo_mcp.py); with no [[gateway.tools]] rule, tools/list shows all.
+ALL_DEMO_TOOLS = ["admin_stats", "provider_token", "whoami"]
+
 CI_SECRET = "ci-bot-secret-from-the-environment"
 TS_SDK = Path(__file__).resolve().parents[1] / "ts_sdk"
 NPM_TIMEOUT = 600.0
@@ -169,7 +172,7 @@ def test_mcp_sdk_client_credentials_provider_lists_and_calls_tools_through_the_g
         )
 
     tools, text = asyncio.run(_call_whoami(provider(), base + "/mcp"))
-    assert tools == ["whoami"]
+    assert sorted(tools) == ALL_DEMO_TOOLS  # no [[gateway.tools]] rule hides any
     # The gateway forwarded the configured subject and the client (X-OAuthProxy-*).
     assert text == "you are service:ci-bot (login ?), calling through client ci-bot", text
     assert storage.tokens is not None
@@ -231,7 +234,7 @@ def test_mcp_sdk_private_key_jwt_provider_lists_and_calls_tools_through_the_gate
         issuer=base,
     )
     tools, text = asyncio.run(_call_whoami(provider, base + "/mcp"))
-    assert tools == ["whoami"]
+    assert sorted(tools) == ALL_DEMO_TOOLS  # no [[gateway.tools]] rule hides any
     assert text == "you are service:signer (login ?), calling through client signer", text
     assert storage.tokens is not None and storage.tokens.scope == "mcp"
     assert storage.tokens.refresh_token is None
@@ -294,7 +297,7 @@ def test_typescript_sdk_client_credentials_provider_lists_and_calls_tools(
 ) -> None:
     base = stack.base_url
     out = _run_ts_client(base, CLIENT_ID="ci-bot", CLIENT_SECRET=CI_SECRET)
-    assert out["tools"] == ["whoami"]
+    assert sorted(out["tools"]) == ALL_DEMO_TOOLS
     assert out["text"] == "you are service:ci-bot (login ?), calling through client ci-bot"
     assert out["scope"] == "mcp" and out["refresh_token"] is False
     # A wrong secret gets nothing: the SDK reports the token endpoint's invalid_client.
@@ -309,6 +312,6 @@ def test_typescript_sdk_private_key_jwt_provider_lists_and_calls_tools(
     base = stack.base_url
     jwk = json.dumps(SIGNER_KEY.as_dict(private=True))
     out = _run_ts_client(base, CLIENT_ID="signer", PRIVATE_JWK=jwk)
-    assert out["tools"] == ["whoami"]
+    assert sorted(out["tools"]) == ALL_DEMO_TOOLS
     assert out["text"] == "you are service:signer (login ?), calling through client signer"
     assert out["refresh_token"] is False

@@ -37,6 +37,9 @@ from tests.e2e import conftest_idp as idp_support
 from tests.e2e.mcp_client import InMemoryTokenStorage
 from tests.e2e.test_serve_oidc_mcp import McpServerThread
 
+# The demo MCP server's tools (demo_mcp.py); with no [[gateway.tools]] rule, tools/list shows all.
+ALL_DEMO_TOOLS = ["admin_stats", "provider_token", "whoami"]
+
 SCRIPT = idp_support.IDP_DIR / "enterprise_idp.mjs"
 AGENT, AGENT_SECRET = "agent", "agent-secret-0123456789"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -196,7 +199,7 @@ def test_invariant_37_the_sdk_identity_assertion_provider_through_serve_and_gate
             auth=provider, timeout=30, event_hooks={"request": [on_request]}
         ) as client:
             text, tools = await _whoami(client, base + "/mcp")
-        assert tools == ["whoami"]
+        assert sorted(tools) == ALL_DEMO_TOOLS  # no [[gateway.tools]] rule hides any
         assert text == "you are corp:alice (login ?), calling through client agent", text
         tokens = storage.tokens
         assert tokens is not None
