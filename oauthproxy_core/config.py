@@ -21,6 +21,7 @@ from .crypto import RandomSource
 from .issuers import EnterpriseIssuer, TrustedIssuer
 from .keys import Keyring
 from .records import Client
+from .resource_servers import ResourceServer
 from .resources import canonical_resource
 from .upstream import UpstreamProfile
 from .url_policy import document_url_problem, issuer_problem
@@ -39,6 +40,10 @@ def _trusted(v: Iterable[TrustedIssuer]) -> tuple[TrustedIssuer, ...]:
 
 
 def _enterprise(v: Iterable[EnterpriseIssuer]) -> tuple[EnterpriseIssuer, ...]:
+    return tuple(v)
+
+
+def _resources(v: Iterable[ResourceServer]) -> tuple[ResourceServer, ...]:
     return tuple(v)
 
 
@@ -95,6 +100,9 @@ class Lifetimes:
     #: How stale a bearer check's view of revocations may be: a verified token is re-checked
     #: against the revocation markers at most this long after its last check (``0``: every request).
     revocation_staleness: int = _seconds(5, 0, 300)
+    #: How long one sign-in at the provider serves further resources in the same browser
+    #: (upstream_session.py, spec/security.md 40); ``0``: every authorization signs in again.
+    upstream_session: int = _seconds(3600, 0, _DAY)
 
 
 @attrs.frozen(kw_only=True)
@@ -135,7 +143,14 @@ class ProxyConfig:
     enterprise_issuers: tuple[EnterpriseIssuer, ...] = attrs.field(
         converter=_enterprise, default=()
     )
+    #: Several protected MCP servers under this issuer (``[[resources]]``, resource_servers.py);
+    #: empty: the one at ``mcp_path`` (the single-resource form).
+    resources: tuple[ResourceServer, ...] = attrs.field(converter=_resources, default=())
+    #: The default resource (the first), for a request that names none (RFC 8707 §2).
     resource: str = attrs.field(init=False)
+    #: Every protected resource's canonical URL, the default first.
+    resource_urls: tuple[str, ...] = attrs.field(init=False)
+    _resource_by_url: dict[str, ResourceServer] = attrs.field(init=False, repr=False, eq=False)
     secure_cookies: bool = attrs.field(init=False)
     #: The issuer's origin (RFC 6454 §6.2): a consent POST without Fetch Metadata must carry it.
     issuer_origin: str = attrs.field(init=False)
@@ -146,7 +161,7 @@ class ProxyConfig:
             self.mcp_path.endswith("/") and self.mcp_path != "/"
         ):
             raise ValueError("mcp_path must start with '/' and not end with '/'")
-        object.__setattr__(self, "resource", canonical_resource(self.issuer + self.mcp_path))
+        self._index_resources()
         object.__setattr__(self, "secure_cookies", self.issuer.startswith("https://"))
         object.__setattr__(self, "issuer_origin", origin_of(self.issuer))
         if not set(self.default_scopes) <= set(self.scopes_supported):
@@ -165,6 +180,53 @@ class ProxyConfig:
         if self.access.github_orgs:
             self._ask_for_memberships()
         self._check_other_issuers()
+
+    def _index_resources(self) -> None:
+        """The protected resources by canonical URL (spec/security.md 40): distinct, none below
+        another (a request path would then belong to two), each needing supported scopes."""
+        servers = self.resources or (
+            ResourceServer(path=self.mcp_path, name=self.service_name, scopes=self.default_scopes),
+        )
+        by_url: dict[str, ResourceServer] = {}
+        for server in servers:
+            url = canonical_resource(self.issuer + server.path)
+            if url in by_url:
+                raise ValueError(f"[[resources]] lists the path {server.path} twice")
+            if not set(server.scopes) <= set(self.scopes_supported):
+                raise ValueError(
+                    f"[[resources]] {server.path}: its scopes must be among scopes_supported"
+                )
+            by_url[url] = server
+        paths = [s.path for s in servers]
+        for a in paths:
+            for b in paths:
+                if a != b and (a == "/" or b.startswith(a + "/")):
+                    raise ValueError(f"[[resources]] {b} lies below {a}: give them disjoint paths")
+        object.__setattr__(self, "_resource_by_url", by_url)
+        object.__setattr__(self, "resource_urls", tuple(by_url))
+        object.__setattr__(self, "resource", self.resource_urls[0])
+
+    def resource_server(self, url: str) -> ResourceServer | None:
+        """The protected resource whose canonical URL is ``url``, if any."""
+        return self._resource_by_url.get(url)
+
+    def baseline_scopes(self, resource: str) -> tuple[str, ...]:
+        """The scopes a client needs at ``resource`` (``default_scopes`` in the single form)."""
+        server = self._resource_by_url.get(resource)
+        return server.scopes if server is not None else self.default_scopes
+
+    @property
+    def resource_paths(self) -> tuple[str, ...]:
+        """The path (below the issuer) of every protected resource, the default first."""
+        return tuple(s.path for s in self._resource_by_url.values())
+
+    def resource_at(self, path: str) -> str | None:
+        """The canonical URL of the resource protecting the request path ``path`` (its own path
+        or below it, as the front door's protected prefixes read it), or ``None``."""
+        for url, server in self._resource_by_url.items():
+            if path == server.path or path.startswith(server.path.rstrip("/") + "/"):
+                return url
+        return None
 
     def _check_other_issuers(self) -> None:
         """spec/security.md 37: no other issuer can pass for us, for each other, or for the

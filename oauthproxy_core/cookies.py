@@ -11,6 +11,8 @@ from __future__ import annotations
 BROWSER = "oauthproxy_browser"
 #: The per-browser secret the consent form's token is bound to (``browser_binding``, spec/security.md 31).
 CSRF = "oauthproxy_csrf"
+#: The upstream session: one provider sign-in serving several resources (upstream_session.py).
+SESSION = "oauthproxy_session"
 
 
 def cookie_name(base: str, secure: bool) -> str:

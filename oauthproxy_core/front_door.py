@@ -88,8 +88,9 @@ _APP = Decision(Door.APP)
 
 
 def protected_prefixes(config: ProxyConfig, protect: Sequence[str] | None) -> tuple[str, ...]:
-    """The path prefixes a web adapter guards with bearer tokens (default: the MCP path)."""
-    return tuple(protect if protect is not None else (config.mcp_path,))
+    """The path prefixes a web adapter guards with bearer tokens (default: the path of every
+    protected resource, ``mcp_path`` in the single-resource form)."""
+    return tuple(protect if protect is not None else config.resource_paths)
 
 
 def is_protected(path: str, prefixes: Sequence[str]) -> bool:

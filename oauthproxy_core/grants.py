@@ -35,6 +35,7 @@ from .effects import Emit, Handler
 from .records import Grant
 from .states import EventData, GrantEvent, GrantState, grant_step
 from .tokens import mint_access_token
+from .upstream_session import end_sessions
 
 REVOKED = "revoked"
 CLIENT_REVOKED = "revoked-client"
@@ -109,6 +110,12 @@ def _marker_ttl(ctx: Context) -> int:
     return max(lifetimes.refresh_token, lifetimes.access_token) + 60
 
 
+#: Revocations that say the user, not one client's grant, lost access.
+_ENDS_SESSIONS = frozenset(
+    {GrantEvent.upstream_refused, GrantEvent.access_withdrawn, GrantEvent.operator_revoked}
+)
+
+
 def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Handler[None]:
     """Revoke the family ``grant_id`` for ``reason`` (a revoking ``GrantEvent``).
 
@@ -145,6 +152,10 @@ def revoke_grant(ctx: Context, grant_id: str, reason: GrantEvent) -> Handler[Non
             "grant", grant_id, grant, revoked, max(grant.expires_at - ctx.now, 60)
         )
         if stored is not None:
+            if reason in _ENDS_SESSIONS:
+                # spec/security.md 40: the provider, the rules or an operator took the user's
+                # access away; no upstream session of theirs signs them in again.
+                yield from end_sessions(ctx, grant.subject)
             return
 
 

@@ -37,13 +37,13 @@ from typing import Any
 import attrs
 
 from . import grants, persistence
-from .access import decide
 from .config import Context
 from .crypto import UnsealError, seal, unseal
 from .domain_events import AccessDecided
 from .effects import Emit, Handler, HttpCall
 from .errors import InvalidGrantError, OAuthError, TemporarilyUnavailableError
 from .records import Grant
+from .resource_servers import decide_for
 from .states import Absorbed, EventData, GrantEvent, grant_step
 from .upstream import (
     UpstreamDeniedError,
@@ -113,7 +113,9 @@ def revalidate(ctx: Context, grant: Grant, presented_hash: str) -> Handler[Grant
         "upstream_sealed": _sealed(ctx, held, tokens),
     }
     if established is not None:
-        decision = decide(ctx.config.access, established.facts)
+        # [access], then the grant's resource's own rules (spec/security.md 40).
+        server = ctx.config.resource_server(held.resource)
+        decision = decide_for(ctx.config.access, server, established.facts)
         same_user = established.subject == held.subject
         yield Emit(
             event=AccessDecided(

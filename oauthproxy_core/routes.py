@@ -9,12 +9,13 @@ path belongs to the authorization server, and tests/hostile/test_openapi_sync.py
 document to it.
 
 Paths are templates. ``{issuer_path}`` is the path of the issuer (``""`` for ``https://host``,
-``"/p"`` for ``https://host/p``); ``{resource_path}`` the path of the protected resource (issuer path
-plus ``mcp_path``); ``{callback_path}`` the configured upstream callback path. Discovery documents sit
-where RFC 8414 §3.1 (well-known segment inserted before the issuer's path), OpenID Connect Discovery
-1.0 §4 (appended after it) and RFC 9728 §3.1 (inserted before the resource's path) put them. A
-template ending in ``{client_id}`` matches every non-empty tail below its prefix: the RFC 7592 §3
-``registration_client_uri`` of each client.
+``"/p"`` for ``https://host/p``); ``{resource_path}`` the path of a protected resource (issuer path
+plus ``mcp_path``, or plus the path of each ``[[resources]]`` entry: such a template is expanded
+once per resource, resource_servers.py); ``{callback_path}`` the configured upstream callback path.
+Discovery documents sit where RFC 8414 §3.1 (well-known segment inserted before the issuer's
+path), OpenID Connect Discovery 1.0 §4 (appended after it) and RFC 9728 §3.1 (inserted before
+the resource's path) put them. A template ending in ``{client_id}`` matches every non-empty tail
+below its prefix: the RFC 7592 §3 ``registration_client_uri`` of each client.
 """
 
 from __future__ import annotations
@@ -204,14 +205,20 @@ class RouteTable:
 
     def __init__(self, config: ProxyConfig, routes: tuple[Route, ...] = ROUTES) -> None:
         values = template_values(config)
+        issuer_path = values["issuer_path"]
+        # Every protected resource has its own metadata document (RFC 9728 §3.1).
+        each_resource = [
+            {**values, "resource_path": issuer_path + p} for p in config.resource_paths
+        ]
         self._exact: dict[str, Route] = {}
         self._prefixes: list[tuple[str, Route]] = []
         for route in routes:
-            path = route.expand(values)
-            if route.is_prefix:
-                self._prefixes.append((path, route))
-            else:
-                self._exact[path] = route
+            for expanded in each_resource if "{resource_path}" in route.path else (values,):
+                path = route.expand(expanded)
+                if route.is_prefix:
+                    self._prefixes.append((path, route))
+                else:
+                    self._exact[path] = route
 
     @property
     def paths(self) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """The ASGI adapter: the authorization server, and bearer protection for an MCP app, in one app.
 
 ``OAuthProxyApp(proxy, app)`` answers every path the core serves (metadata, registration, authorize,
-consent, callback, token, revocation, JWKS), protects ``mcp_path`` (and below) with bearer tokens,
+consent, callback, token, revocation, JWKS), protects ``mcp_path`` (and below) with bearer tokens
+(with ``[[resources]]``, the path of each resource, each checking tokens for its own audience),
 passes authenticated requests to ``app`` with the verified ``Principal`` in
 ``scope["state"]["oauthproxy_principal"]`` (Starlette's ``request.state.oauthproxy_principal``), and
 everything else to ``app`` untouched. It is plain ASGI 3: mount it in Starlette, FastAPI, the `mcp`
@@ -127,6 +128,12 @@ class OAuthProxyApp:
     def is_protected(self, path: str) -> bool:
         return self.door.is_protected(path)
 
+    def _resource(self, path: str) -> str | None:
+        """The protected resource a request path is for (``[[resources]]``: the one whose path it
+        is at or below; spec/security.md 40); ``None``, the default one, otherwise."""
+        config = self.proxy.config
+        return config.resource_at(path) if config.resources else None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
@@ -157,7 +164,9 @@ class OAuthProxyApp:
                 await send_response(send, front_door.PREFLIGHT)
                 return
             if door is Door.VERIFY:
-                verdict = await self.proxy.verify(bearer_of(scope), self.required_scopes)
+                verdict = await self.proxy.verify(
+                    bearer_of(scope), self.required_scopes, self._resource(scope["path"])
+                )
                 if isinstance(verdict, Challenge):
                     await send_response(send, refusal(verdict))
                     return
@@ -177,7 +186,9 @@ class OAuthProxyApp:
         # The protected path is protected for every protocol, not only HTTP.
         door = self.door.decide("GET", scope["path"], websocket=True).door
         if door is Door.VERIFY_WEBSOCKET:
-            verdict = await self.proxy.verify(bearer_of(scope), self.required_scopes)
+            verdict = await self.proxy.verify(
+                bearer_of(scope), self.required_scopes, self._resource(scope["path"])
+            )
             if isinstance(verdict, Challenge) or self.app is None:
                 await send({"type": "websocket.close", "code": WEBSOCKET_REFUSED})
                 return

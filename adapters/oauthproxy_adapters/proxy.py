@@ -187,21 +187,36 @@ class _Base:
             if not isinstance(token, str):
                 return
             ctx = self.server.context(now=self.now(), random=self.random)
-            claims = own_token_claims(ctx, token, audience=self.config.resource)
+            claims = self._issued_claims(ctx, token)
         except (ValueError, KeyError, TypeError, InvalidTokenError):
             return  # not a token response of ours for this resource: nothing to cache
         # Minted a moment ago from a grant the token endpoint found unrevoked.
         self.cache.put(token, claims, ctx.now + self.config.lifetimes.revocation_staleness)
 
+    def _issued_claims(self, ctx: Context, token: str) -> AccessClaims:
+        """The claims of a token our token endpoint issued for one of our resources (its one
+        audience, spec/security.md 40). Raises ``InvalidTokenError``."""
+        for resource in self.config.resource_urls[1:]:
+            try:
+                return own_token_claims(ctx, token, audience=resource)
+            except InvalidTokenError:
+                continue
+        return own_token_claims(ctx, token, audience=self.config.resource)
+
     def _verify_signature(
-        self, ctx: Context, authorization: str | BearerCredentials | None
+        self,
+        ctx: Context,
+        authorization: str | BearerCredentials | None,
+        resource: str | None = None,
     ) -> tuple[str, AccessClaims, bool] | Challenge | _Foreign:
         """``(token, claims, unrevoked_recently)`` for a token whose signature verifies, or the
-        token a trusted issuer must verify."""
+        token a trusted issuer must verify. ``resource``: the protected resource the request is
+        for (default: the default resource); a cached token of another resource is refused by
+        ``authorize_unrevoked``, a fresh one here by its audience (spec/security.md 40)."""
         credentials = credentials_of(authorization)
         token = credentials.token
         if token is None:
-            return missing_token(ctx, credentials, ())
+            return missing_token(ctx, credentials, (), resource)
         if self.cache is not None:
             hit = self.cache.get(token, ctx.now)
             if hit is not None:
@@ -211,9 +226,9 @@ class _Base:
         if trusted is not None:
             return _Foreign(token, *trusted)
         try:
-            claims = verify_access_token(ctx, token, audience=self.config.resource)
+            claims = verify_access_token(ctx, token, audience=resource or self.config.resource)
         except InvalidTokenError:
-            return challenge(ctx, status=401, error="invalid_token", scopes=())
+            return challenge(ctx, status=401, error="invalid_token", scopes=(), resource=resource)
         if self.cache is not None:
             self.cache.put(token, claims)
         return token, claims, False
@@ -279,12 +294,16 @@ class Proxy(_Base):
         return resp
 
     def verify(
-        self, authorization: str | BearerCredentials | None, required_scopes: Sequence[str] = ()
+        self,
+        authorization: str | BearerCredentials | None,
+        required_scopes: Sequence[str] = (),
+        resource: str | None = None,
     ) -> Principal | Challenge:
         """The verdict on a request's bearer token: its ``Authorization`` value, or the credentials
-        ``bearer_header.parse_bearer`` read from all its ``Authorization`` fields."""
+        ``bearer_header.parse_bearer`` read from all its ``Authorization`` fields. ``resource``:
+        the protected resource the request is for (default: the default resource)."""
         ctx = self.server.context(now=self.now(), random=self.random)
-        verified = self._verify_signature(ctx, authorization)
+        verified = self._verify_signature(ctx, authorization, resource)
         if isinstance(verified, _Foreign):
             verified = self._trusted_verified(
                 verified.token,
@@ -297,13 +316,15 @@ class Proxy(_Base):
             )
         if isinstance(verified, Challenge):
             self._count_challenge(verified)
-            return _with_scopes(verified, lambda **kw: challenge(ctx, **kw), required_scopes)
+            return _with_scopes(
+                verified, lambda **kw: challenge(ctx, resource=resource, **kw), required_scopes
+            )
         token, claims, recent = verified
         if recent:
-            result = authorize_unrevoked(claims, ctx, required_scopes)
+            result = authorize_unrevoked(claims, ctx, required_scopes, resource)
         else:
             result = run(
-                authorize_claims(claims, ctx, required_scopes),
+                authorize_claims(claims, ctx, required_scopes, resource),
                 self.store,
                 observe=self.observe_bearer,
             )
@@ -344,10 +365,13 @@ class AsyncProxy(_Base):
         return resp
 
     async def verify(
-        self, authorization: str | BearerCredentials | None, required_scopes: Sequence[str] = ()
+        self,
+        authorization: str | BearerCredentials | None,
+        required_scopes: Sequence[str] = (),
+        resource: str | None = None,
     ) -> Principal | Challenge:
         ctx = self.server.context(now=self.now(), random=self.random)
-        verified = self._verify_signature(ctx, authorization)
+        verified = self._verify_signature(ctx, authorization, resource)
         if isinstance(verified, _Foreign):
             verified = self._trusted_verified(
                 verified.token,
@@ -360,13 +384,15 @@ class AsyncProxy(_Base):
             )
         if isinstance(verified, Challenge):
             self._count_challenge(verified)
-            return _with_scopes(verified, lambda **kw: challenge(ctx, **kw), required_scopes)
+            return _with_scopes(
+                verified, lambda **kw: challenge(ctx, resource=resource, **kw), required_scopes
+            )
         token, claims, recent = verified
         if recent:
-            result = authorize_unrevoked(claims, ctx, required_scopes)
+            result = authorize_unrevoked(claims, ctx, required_scopes, resource)
         else:
             result = await run_async(
-                authorize_claims(claims, ctx, required_scopes),
+                authorize_claims(claims, ctx, required_scopes, resource),
                 self.store,
                 observe=self.observe_bearer,
             )

@@ -113,7 +113,7 @@ def authorize_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     yield Emit(event=transaction_changed(bound, applied=True))
 
     if (yield from remembered_consent(req, ctx, tx)):
-        return (yield from start_upstream(ctx, tx))
+        return (yield from start_upstream(ctx, tx, req=req))
     location = f"{ctx.config.issuer}/consent?txn={tx.id}"
     return Response(status=302, headers=(("Location", location), ("Cache-Control", "no-store")))
 
@@ -146,10 +146,13 @@ def _new_transaction(
         params.get("code_challenge"), params.get("code_challenge_method")
     )
     requested = parse_scope(params.get("scope"))
+    # RFC 8707 §2: one of the protected resources (spec/security.md 40); the default one when the
+    # client names none. Its baseline scopes are what an authorization asking for none gets.
+    resource = select_resource(params.get("resource"), ctx.config.resource_urls)
     scopes = resolve_scopes(
         requested,
         supported=ctx.config.scopes_supported,
-        default=ctx.config.default_scopes,
+        default=ctx.config.baseline_scopes(resource),
         # A registration's `scope` is what the client says it will use (RFC 7591 §2): it narrows
         # the defaults when nothing is asked for, but caps no request. MCP clients step up by
         # asking the same registration for more (MCP 2025-11-25, "Scope Challenge Handling"; the
@@ -157,7 +160,6 @@ def _new_transaction(
         # asked for is shown on the consent page and must be supported.
         client_allowed=None if requested else client.scope or None,
     )
-    resource = select_resource(params.get("resource"), (ctx.config.resource,))
     tx = new_transaction(
         id=new_secret(ctx.random, 16),
         client_id=client.client_id,

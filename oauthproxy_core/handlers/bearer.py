@@ -10,6 +10,9 @@ It returns either a ``Principal`` or the exact challenge to send: 401 with
 403 ``insufficient_scope``. spec/interop.md: the TypeScript client parses only a header starting with
 ``Bearer ``, so there is exactly one challenge.
 Tokens for another audience and upstream tokens never verify (spec/security.md 18, no passthrough).
+With several protected resources (``[[resources]]``) each check names the resource the request is
+for (``resource``; default: the default resource), and a token whose one audience is another
+resource is refused there with that resource's challenge (spec/security.md 40).
 
 A token whose ``iss`` names one of the ``[[trusted_issuers]]`` is judged under that issuer's rules
 alone (``trusted_tokens.py``); every other token under ours. Its principal says so
@@ -83,13 +86,23 @@ def resource_metadata_url(resource: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{parts.path}"
 
 
-def prm_url(ctx: Context) -> str:
-    return resource_metadata_url(ctx.config.resource)
+def prm_url(ctx: Context, resource: str | None = None) -> str:
+    return resource_metadata_url(resource or ctx.config.resource)
 
 
-def challenge(ctx: Context, *, status: int, error: str | None, scopes: Sequence[str]) -> Challenge:
-    scope = " ".join(without_offline_access(scopes or ctx.config.default_scopes))
-    return challenge_for(ctx.config.resource, status=status, error=error, scope=scope)
+def challenge(
+    ctx: Context,
+    *,
+    status: int,
+    error: str | None,
+    scopes: Sequence[str],
+    resource: str | None = None,
+) -> Challenge:
+    """The challenge of ``resource`` (default: the default resource): its metadata URL, and the
+    scopes asked for or else its baseline (spec/security.md 40)."""
+    url = resource or ctx.config.resource
+    scope = " ".join(without_offline_access(scopes or ctx.config.baseline_scopes(url)))
+    return challenge_for(url, status=status, error=error, scope=scope)
 
 
 def challenge_for(resource: str, *, status: int, error: str | None, scope: str) -> Challenge:
@@ -130,39 +143,51 @@ def credentials_of(authorization: str | BearerCredentials | None) -> BearerCrede
     return parse_bearer_value(authorization)
 
 
-def missing_token(ctx: Context, credentials: BearerCredentials, scopes: Sequence[str]) -> Challenge:
+def missing_token(
+    ctx: Context,
+    credentials: BearerCredentials,
+    scopes: Sequence[str],
+    resource: str | None = None,
+) -> Challenge:
     """The challenge for a request without a usable bearer token: RFC 6750 §3.1, no error code when
     it carried no credentials at all, ``invalid_token`` when they were not one Bearer token."""
     error = "invalid_token" if credentials.presented else None
-    return challenge(ctx, status=401, error=error, scopes=scopes)
+    return challenge(ctx, status=401, error=error, scopes=scopes, resource=resource)
 
 
 def verify_bearer(
     authorization: str | BearerCredentials | None,
     ctx: Context,
     required_scopes: Sequence[str] = (),
+    resource: str | None = None,
 ) -> Handler[Principal | Challenge]:
     """``authorization`` is the request's ``Authorization`` value, or its parsed credentials
-    (``bearer_header.parse_bearer`` over every field, so that two fields are refused)."""
+    (``bearer_header.parse_bearer`` over every field, so that two fields are refused); ``resource``
+    the protected resource the request is for (default: the default resource)."""
     credentials = credentials_of(authorization)
     token = credentials.token
     if token is None:
-        return missing_token(ctx, credentials, required_scopes)
+        return missing_token(ctx, credentials, required_scopes, resource)
     # A token naming a trusted issuer cannot be ours (no trusted issuer is our issuer, and ours
     # name us): it is judged by that issuer's rules only, without trying our keys first.
     trusted = trusted_issuer_for(ctx, token)
     try:
         if trusted is None:
-            claims = verify_access_token(ctx, token, audience=ctx.config.resource)
+            claims = verify_access_token(ctx, token, audience=resource or ctx.config.resource)
         else:
             claims = yield from verify_trusted_token(ctx, *trusted)
     except InvalidTokenError:
-        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
-    return (yield from authorize_claims(claims, ctx, required_scopes))
+        return challenge(
+            ctx, status=401, error="invalid_token", scopes=required_scopes, resource=resource
+        )
+    return (yield from authorize_claims(claims, ctx, required_scopes, resource))
 
 
 def authorize_claims(
-    claims: AccessClaims, ctx: Context, required_scopes: Sequence[str] = ()
+    claims: AccessClaims,
+    ctx: Context,
+    required_scopes: Sequence[str] = (),
+    resource: str | None = None,
 ) -> Handler[Principal | Challenge]:
     """The checks after signature verification: expiry, revocation, scopes.
 
@@ -171,28 +196,50 @@ def authorize_claims(
     a client's deletion is seen within that bound (spec/security.md 34).
     """
     if claims.expires_at <= ctx.now:
-        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
+        return challenge(
+            ctx, status=401, error="invalid_token", scopes=required_scopes, resource=resource
+        )
     if claims.origin is Origin.TRUSTED_ISSUER:
         # Another issuer's token: nothing of ours to revoke (its issuer decides its life).
-        return authorize_unrevoked(claims, ctx, required_scopes)
+        return authorize_unrevoked(claims, ctx, required_scopes, resource)
     # spec/security.md 21, 34: a revoked grant or a deleted client ends its access tokens at once.
     if (yield from grants.is_revoked(claims.grant_id)) or (
         yield from grants.is_client_revoked(claims.client_id)
     ):
-        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
-    return authorize_unrevoked(claims, ctx, required_scopes)
+        return challenge(
+            ctx, status=401, error="invalid_token", scopes=required_scopes, resource=resource
+        )
+    return authorize_unrevoked(claims, ctx, required_scopes, resource)
 
 
 def authorize_unrevoked(
-    claims: AccessClaims, ctx: Context, required_scopes: Sequence[str] = ()
+    claims: AccessClaims,
+    ctx: Context,
+    required_scopes: Sequence[str] = (),
+    resource: str | None = None,
 ) -> Principal | Challenge:
     """``authorize_claims`` without the revocation look-ups, for claims whose look-ups an adapter
-    made less than ``Lifetimes.revocation_staleness`` seconds ago (spec/security.md 34)."""
-    if claims.expires_at <= ctx.now or not still_vouched(claims, ctx):
-        return challenge(ctx, status=401, error="invalid_token", scopes=required_scopes)
+    made less than ``Lifetimes.revocation_staleness`` seconds ago (spec/security.md 34).
+
+    Claims for another resource than ``resource`` are refused here too (spec/security.md 40):
+    an adapter's cache holds claims by token, whatever resource first verified them."""
+    if (
+        claims.expires_at <= ctx.now
+        or not still_vouched(claims, ctx)
+        or claims.resource != (resource or ctx.config.resource)
+    ):
+        return challenge(
+            ctx, status=401, error="invalid_token", scopes=required_scopes, resource=resource
+        )
     missing = [s for s in required_scopes if s not in claims.scopes]
     if missing:
-        return challenge(ctx, status=403, error="insufficient_scope", scopes=required_scopes)
+        return challenge(
+            ctx,
+            status=403,
+            error="insufficient_scope",
+            scopes=required_scopes,
+            resource=resource,
+        )
     return principal_of(claims)
 
 

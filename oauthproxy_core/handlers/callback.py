@@ -20,7 +20,7 @@ address from ``GET /user/emails``, asked only when the token was granted ``user:
 from __future__ import annotations
 
 from .. import persistence
-from ..access import decide
+from ..access import AccessPolicy, decide
 from ..browser_binding import binding_cookie, presented_binding
 from ..client_lookup import load_client
 from ..config import Context
@@ -42,7 +42,8 @@ from ..pages import refusal_page
 from ..records import Transaction
 from ..redirect_uris import match_redirect_uri
 from ..redirects import authorization_redirect, error_redirect
-from ..states import Absorbed, EventData, Step, TxEvent, TxState, step
+from ..resource_servers import decide_for
+from ..states import EXPIRY_NOTICE, Absorbed, EventData, Step, TxEvent, TxState, step
 from ..upstream import (
     UpstreamUnavailableError,
     build_token_request,
@@ -52,6 +53,7 @@ from ..upstream import (
     stored_tokens_json,
 )
 from ..upstream_identity import Established, establish
+from ..upstream_session import UpstreamSession, open_session
 from .consent import end_for_removed_client
 
 _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
@@ -156,14 +158,25 @@ def _callback(
             tx.redirect_uri, client_err, client_state=tx.client_state, issuer=ctx.config.issuer
         )
 
-    return (yield from _issue_code(ctx, tx, data, established))
+    return (yield from issue_code(ctx, tx, data, established, new_session=True))
 
 
-def _issue_code(
-    ctx: Context, tx: Transaction, data: EventData, established: Established
+def issue_code(
+    ctx: Context,
+    tx: Transaction,
+    data: EventData,
+    established: Established,
+    *,
+    new_session: bool,
 ) -> Handler[Response]:
-    """spec/security.md 33 then RFC 6749 §4.1.2: the rules decide, and only then is a code minted."""
-    decision = decide(ctx.config.access, established.facts)
+    """spec/security.md 33 then RFC 6749 §4.1.2: the rules decide, and only then is a code minted.
+
+    The rules are ``[access]`` and then the transaction's resource's own (spec/security.md 40).
+    ``new_session``: the user has just signed in at the provider, so the browser is given an
+    upstream session for its next resources (upstream_session.py); a code made from a session
+    opens none (a session is never extended by use)."""
+    server = ctx.config.resource_server(tx.resource)
+    decision = decide_for(ctx.config.access, server, established.facts)
     yield Emit(
         event=AccessDecided(
             subject=established.subject,
@@ -174,7 +187,15 @@ def _issue_code(
         )
     )
     if not decision.admitted:
-        return (yield from _refuse(ctx, tx, data))
+        # The refusal page names the rules that refused: the resource's own when [access] admits.
+        refusing = ctx.config.access
+        if (
+            server is not None
+            and server.access is not None
+            and decide(ctx.config.access, established.facts).admitted
+        ):
+            refusing = server.access
+        return (yield from _refuse(ctx, tx, data, refusing))
 
     # The transaction must outlive its code so a replay can still be recognised and punished.
     code_value = new_secret(ctx.random, 32)
@@ -201,15 +222,60 @@ def _issue_code(
     yield from persistence.put_raw(
         "code", digest(code_value), tx.id.encode(), lifetimes.transaction
     )
-    return authorization_redirect(
+    resp = authorization_redirect(
         tx.redirect_uri,
         [("code", code_value)],
         client_state=tx.client_state,
         issuer=ctx.config.issuer,
     )
+    cookie = (yield from open_session(ctx, established)) if new_session else None
+    if cookie is None:
+        return resp
+    return Response(status=resp.status, headers=(*resp.headers, cookie), body=resp.body)
 
 
-def _refuse(ctx: Context, tx: Transaction, data: EventData) -> Handler[Response]:
+def issue_from_session(
+    ctx: Context,
+    tx: Transaction,
+    session: UpstreamSession,
+    *,
+    status: int,
+    scopes: tuple[str, ...] | None,
+) -> Handler[Response]:
+    """Approve ``tx`` (a consent this browser just gave, or remembered for exactly this request)
+    and complete it from the browser's upstream session instead of a round trip to the provider
+    (upstream_session.py, spec/security.md 40).
+
+    The transaction takes the same two steps as a sign-in at the provider, in one request: approved
+    (bound to the session's browser hash, which only the cookie's holder has) and returned
+    (``same_browser`` checks that hash); then ``issue_code`` applies the rules for this resource.
+    The answer to a POST is a 303 (spec/security.md 17)."""
+    narrowed = {} if scopes is None or scopes == tx.scopes else {"scopes": scopes}
+    approved = step(
+        tx,
+        TxEvent.consent_approved,
+        EventData(now=ctx.now),
+        browser_hash=session.browser_hash,
+        **narrowed,
+    )
+    if approved.state != TxState.upstream_pending.value:
+        yield from persistence.commit("tx", tx.id, tx, approved, 60)
+        raise PageError("This authorization request has expired.")
+    updated = yield from persistence.commit(
+        "tx", tx.id, tx, approved, tx.expires_at - ctx.now + EXPIRY_NOTICE
+    )
+    if updated is None:
+        raise PageError("This authorization request was already answered.")
+    data = EventData(now=ctx.now, browser_hash=session.browser_hash)
+    resp = yield from issue_code(ctx, updated, data, session.established, new_session=False)
+    if resp.status == 302:
+        resp = Response(status=status, headers=resp.headers, body=resp.body)
+    return resp
+
+
+def _refuse(
+    ctx: Context, tx: Transaction, data: EventData, policy: AccessPolicy
+) -> Handler[Response]:
     """spec/security.md 33: the provider signed the user in, but no ``[access]`` rule admits them.
 
     The transaction ends ``denied`` with nothing of the user in it (no subject, claims or upstream
@@ -225,10 +291,11 @@ def _refuse(ctx: Context, tx: Transaction, data: EventData) -> Handler[Response]
         client_state=tx.client_state,
         issuer=ctx.config.issuer,
     )
+    server = ctx.config.resource_server(tx.resource)
     return refusal_page(
-        ctx.config.access.describe(),
+        policy.describe(),
         location=back.header("location") or "",
-        service=ctx.config.service_name,
+        service=server.name if server is not None else ctx.config.service_name,
     )
 
 

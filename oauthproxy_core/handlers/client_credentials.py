@@ -97,7 +97,7 @@ def client_credentials_grant(
     if any(scope not in allowed for scope in requested):
         raise InvalidScopeError("scope is not allowed for this client")
     scopes = requested or allowed
-    resource = select_resource(form.get("resource"), (ctx.config.resource,))
+    resource = select_resource(form.get("resource"), ctx.config.resource_urls)
 
     family, created = yield from _family(ctx, client, subject, allowed, resource)
     access, expires_in = mint_access_token(

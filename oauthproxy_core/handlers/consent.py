@@ -59,6 +59,7 @@ from ..redirects import error_redirect
 from ..scopes import fixed_scopes, granted_scopes
 from ..states import EXPIRY_NOTICE, Absorbed, EventData, TxEvent, TxState, step
 from ..upstream import build_authorize_url
+from ..upstream_session import presented_session
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _SAFE_FETCH_SITES = frozenset({"none", "same-origin", "same-site"})
@@ -118,8 +119,10 @@ def consent_get(req: Request, ctx: Context) -> Handler[Response]:
             max_age=ctx.config.lifetimes.browser_cookie,
         )
         cookies = (cookie,)
+    server = ctx.config.resource_server(tx.resource)
     return consent_page(
-        service_name=ctx.config.service_name,
+        # The server being authorized, by name (spec/security.md 40).
+        service_name=server.name if server is not None else ctx.config.service_name,
         client_name=client.client_name,
         client_id=client.client_id,
         redirect_host=redirect_host(tx.redirect_uri),
@@ -133,7 +136,7 @@ def consent_get(req: Request, ctx: Context) -> Handler[Response]:
         verified_host=document_host(client.client_id) if cimd else None,
         localhost_warning=cimd and all_loopback_redirects(client.redirect_uris),
         theme=ctx.config.consent_theme,
-        fixed_scopes=fixed_scopes(tx.scopes, ctx.config.default_scopes),
+        fixed_scopes=fixed_scopes(tx.scopes, ctx.config.baseline_scopes(tx.resource)),
     )
 
 
@@ -171,7 +174,7 @@ def consent_post(req: Request, ctx: Context) -> Handler[Response]:
             decision_rec,
             ctx.config.lifetimes.consent_memory,
         )
-    return (yield from start_upstream(ctx, tx, status=303, scopes=granted))
+    return (yield from start_upstream(ctx, tx, status=303, scopes=granted, req=req))
 
 
 def _granted(form: dict[str, str], tx: Transaction, ctx: Context) -> tuple[str, ...]:
@@ -181,7 +184,8 @@ def _granted(form: dict[str, str], tx: Transaction, ctx: Context) -> tuple[str, 
     if form.get("scope_choice") != "1":
         return tx.scopes
     kept = {i for i in range(len(tx.scopes)) if form.get(f"scope_{i}") == "1"}
-    return granted_scopes(tx.scopes, fixed_scopes(tx.scopes, ctx.config.default_scopes), kept)
+    baseline = ctx.config.baseline_scopes(tx.resource)
+    return granted_scopes(tx.scopes, fixed_scopes(tx.scopes, baseline), kept)
 
 
 def _deny(ctx: Context, tx: Transaction) -> Handler[Response]:
@@ -221,13 +225,29 @@ def remembered_consent(req: Request, ctx: Context, tx: Transaction) -> Handler[b
 
 
 def start_upstream(
-    ctx: Context, tx: Transaction, *, status: int = 302, scopes: tuple[str, ...] | None = None
+    ctx: Context,
+    tx: Transaction,
+    *,
+    status: int = 302,
+    scopes: tuple[str, ...] | None = None,
+    req: Request | None = None,
 ) -> Handler[Response]:
     """Approve ``tx``: bind it to this browser, mint the upstream state and PKCE, redirect upstream.
     ``scopes``: what the user granted, when it is less than what was asked for.
 
     The binding is minted here, never taken from the request (spec/security.md 11, 31): a cookie another
-    page planted is not adopted, and every approval rotates it."""
+    page planted is not adopted, and every approval rotates it.
+
+    ``req``: the approving request; when its browser holds a live upstream session
+    (upstream_session.py), that sign-in completes the transaction without the provider
+    (spec/security.md 40)."""
+    if req is not None:
+        session = yield from presented_session(req, ctx)
+        if session is not None:
+            # Imported here: the callback module imports this one.
+            from .callback import issue_from_session  # noqa: PLC0415
+
+            return (yield from issue_from_session(ctx, tx, session, status=status, scopes=scopes))
     narrowed = {} if scopes is None or scopes == tx.scopes else {"scopes": scopes}
     upstream_state = new_secret(ctx.random, 32)
     verifier = new_secret(ctx.random, 32)

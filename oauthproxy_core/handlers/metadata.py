@@ -8,6 +8,7 @@ spec/interop.md: clients do not follow redirects here, so every probed URL answe
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..config import Context
 from ..effects import Handler
@@ -49,7 +50,7 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": list(methods),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
-        "protected_resources": [cfg.resource],
+        "protected_resources": list(cfg.resource_urls),
     }
     if not cfg.admission.dcr:
         # [clients] dcr = false (admission.py): RFC 8414 §2 makes the member optional; without it
@@ -76,16 +77,36 @@ def _add_enterprise_grant(body: dict[str, Any], ctx: Context) -> None:
         body["authorization_grant_profiles_supported"] = [id_jag.GRANT_PROFILE]
 
 
-def protected_resource_metadata(ctx: Context) -> dict[str, Any]:
+#: The RFC 9728 §3.1 well-known segment, inserted before a resource's path.
+PRM_PREFIX = "/.well-known/oauth-protected-resource"
+
+
+def protected_resource_metadata(ctx: Context, resource: str | None = None) -> dict[str, Any]:
+    """RFC 9728 §2 for ``resource`` (default: the default resource). A ``[[resources]]`` entry
+    lists its own baseline scopes and name (spec/security.md 40); the single-resource form the
+    catalogue, as it always has."""
     cfg = ctx.config
+    url = resource or cfg.resource
+    server = cfg.resource_server(url)
+    scopes = server.scopes if cfg.resources and server is not None else cfg.scopes_supported
     return {
-        "resource": cfg.resource,
+        "resource": url,
         "authorization_servers": [cfg.issuer],
         # MCP 2026-07-28 (SEP-2207): the resource lists what it needs, never offline_access.
-        "scopes_supported": list(without_offline_access(cfg.scopes_supported)),
+        "scopes_supported": list(without_offline_access(scopes)),
         "bearer_methods_supported": ["header"],
-        "resource_name": cfg.service_name,
+        "resource_name": server.name if server is not None else cfg.service_name,
     }
+
+
+def resource_of_metadata_path(ctx: Context, path: str) -> str:
+    """The resource whose metadata URL (RFC 9728 §3.1) has the path ``path``; the default
+    resource for the bare well-known path."""
+    tail = path.removeprefix(PRM_PREFIX)
+    for url in ctx.config.resource_urls:
+        if urlsplit(url).path == tail:
+            return url
+    return ctx.config.resource
 
 
 def as_metadata_endpoint(req: Request, ctx: Context) -> Handler[Response]:
@@ -96,9 +117,8 @@ def as_metadata_endpoint(req: Request, ctx: Context) -> Handler[Response]:
 
 
 def prm_endpoint(req: Request, ctx: Context) -> Handler[Response]:
-    return json_response(
-        200, protected_resource_metadata(ctx), no_store=False, extra_headers=CORS + CACHEABLE
-    )
+    body = protected_resource_metadata(ctx, resource_of_metadata_path(ctx, req.path))
+    return json_response(200, body, no_store=False, extra_headers=CORS + CACHEABLE)
     yield  # pragma: no cover
 
 

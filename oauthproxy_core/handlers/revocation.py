@@ -42,8 +42,11 @@ def _grant_of(ctx: Context, token: str, client_id: str) -> Handler[str | None]:
         h = digest(parts[1])
         known = (grant.refresh_hash, grant.previous_hash or "", *grant.retired_hashes)
         return grant.id if any(k and equal(h, k) for k in known) else None
-    try:
-        claims = verify_access_token(ctx, token, audience=ctx.config.resource)
-    except InvalidTokenError:
-        return None
-    return claims.grant_id if claims.client_id == client_id else None
+    # The token's one audience is one of our resources (spec/security.md 40).
+    for resource in ctx.config.resource_urls:
+        try:
+            claims = verify_access_token(ctx, token, audience=resource)
+        except InvalidTokenError:
+            continue
+        return claims.grant_id if claims.client_id == client_id else None
+    return None
