@@ -151,6 +151,9 @@ class ProxyConfig:
     #: Every protected resource's canonical URL, the default first.
     resource_urls: tuple[str, ...] = attrs.field(init=False)
     _resource_by_url: dict[str, ResourceServer] = attrs.field(init=False, repr=False, eq=False)
+    #: What sign-in must read about a user for every rule to decide: ``[access]`` with every
+    #: resource's own rules merged in (``upstream_identity.establish``; never used to decide).
+    facts_policy: AccessPolicy = attrs.field(init=False, repr=False, eq=False)
     secure_cookies: bool = attrs.field(init=False)
     #: The issuer's origin (RFC 6454 §6.2): a consent POST without Fetch Metadata must carry it.
     issuer_origin: str = attrs.field(init=False)
@@ -177,7 +180,8 @@ class ProxyConfig:
                     "redirect URI on a host the list does not name"
                 )
             self._check_machine_client(client)
-        if self.access.github_orgs:
+        object.__setattr__(self, "facts_policy", self._facts_policy())
+        if self.facts_policy.github_orgs:
             self._ask_for_memberships()
         self._check_other_issuers()
 
@@ -205,6 +209,17 @@ class ProxyConfig:
         object.__setattr__(self, "_resource_by_url", by_url)
         object.__setattr__(self, "resource_urls", tuple(by_url))
         object.__setattr__(self, "resource", self.resource_urls[0])
+
+    def _facts_policy(self) -> AccessPolicy:
+        own = [r.access for r in self.resources if r.access is not None]
+        if not own:
+            return self.access
+        policies = (self.access, *own)
+        return attrs.evolve(
+            self.access,
+            allowed_groups=tuple(dict.fromkeys(g for p in policies for g in p.allowed_groups)),
+            github_orgs=tuple(dict.fromkeys(o for p in policies for o in p.github_orgs)),
+        )
 
     def resource_server(self, url: str) -> ResourceServer | None:
         """The protected resource whose canonical URL is ``url``, if any."""
@@ -276,7 +291,7 @@ class ProxyConfig:
 
     def _ask_for_memberships(self) -> None:
         if self.upstream.org_membership_url is None:
-            raise ValueError("[access] github_orgs needs a GitHub upstream")
+            raise ValueError("[access] github_orgs (or a resource's) needs a GitHub upstream")
         # Private memberships need read:org (GitHub docs, "Scopes for OAuth apps"); asked only
         # when a rule reads them. A GitHub App has no scopes: its "Members" permission decides.
         if self.upstream.scopes and "read:org" not in self.upstream.scopes:

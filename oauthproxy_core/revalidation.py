@@ -210,6 +210,6 @@ def _read_again(ctx: Context, tokens: UpstreamTokens, renewed: bool) -> Handler[
             profile = attrs.evolve(profile, identity_source="userinfo")
     return (
         yield from establish(
-            profile, ctx.config.access, tokens, now=ctx.now, nonce=None, refreshed=True
+            profile, ctx.config.facts_policy, tokens, now=ctx.now, nonce=None, refreshed=True
         )
     )

@@ -5,8 +5,10 @@
 - ``app`` is plain ASGI 3: ``GET /healthz`` answers 200 ``ok`` (for load balancers; it touches no
   store), everything else goes to ``OAuthProxyApp(proxy, Gateway(...))`` (the gateway only when
   ``[gateway] upstream_url`` is configured; without it, authenticated requests to ``mcp_path`` get
-  404). It handles the ASGI lifespan itself and calls ``cleanup`` at shutdown. With ``[metrics]
-  enabled = true`` it also answers ``GET /metrics`` (Prometheus text, ``metrics.py``; behind
+  404). With ``[[resources]]``, one gateway per resource, each at its own path with its own tool
+  rules (``ResourceGateways``; the bearer check before it is the resource's own,
+  spec/security.md 40). It handles the ASGI lifespan itself and calls ``cleanup`` at shutdown.
+  With ``[metrics] enabled = true`` it also answers ``GET /metrics`` (Prometheus text, ``metrics.py``; behind
   ``Authorization: Bearer <[metrics] bearer_token>`` when one is set); otherwise ``/metrics`` is
   not special (404 without a gateway).
 - ``proxy`` is the ``AsyncProxy`` (store from ``open_async_store(settings.store_url)``, one pooled
@@ -32,8 +34,8 @@ from typing import Any
 
 from oauthproxy_core.keys import KeyError_, Keyring
 
-from .asgi import ASGIApp, OAuthProxyApp, Receive, Scope, Send
-from .config_file import ConfigError, Settings, redact_url
+from .asgi import NOT_FOUND, ASGIApp, OAuthProxyApp, Receive, Scope, Send, send_response
+from .config_file import ConfigError, GatewayResource, Settings, redact_url
 from .gateway import Gateway
 from .gateway_policy import GatewayPolicy
 from .http_clients import AsyncHttpClient
@@ -44,6 +46,7 @@ from .stores import open_async_store
 from .stores.base import StoreUnavailableError
 
 __all__ = [
+    "ResourceGateways",
     "build_app",
     "gateway_policy",
     "load_or_create_keyring",
@@ -203,6 +206,48 @@ def gateway_policy(settings: Settings, proxy: AsyncProxy) -> GatewayPolicy:
     )
 
 
+def resource_gateway(settings: Settings, proxy: AsyncProxy, resource: GatewayResource) -> Gateway:
+    """The gateway of one ``[[resources]]`` entry: its MCP server, its tool rules, its baseline."""
+    url = proxy.config.resource_at(resource.path)
+    baseline = proxy.config.baseline_scopes(url) if url is not None else ()
+    policy = GatewayPolicy(
+        tools=resource.tools,
+        max_message_bytes=settings.gateway_max_message_bytes,
+        baseline_scopes=baseline,
+        upstream_token=proxy.upstream_token if resource.forward_upstream_token else None,
+    )
+    return Gateway(resource.upstream_url, mount_path=resource.path, policy=policy)
+
+
+class ResourceGateways:
+    """The gateways of several resources as one ASGI app: a request goes to the gateway whose
+    path it is at or below (paths are disjoint, ``ProxyConfig``), anything else is 404. Only
+    requests the front door verified for that very resource get here."""
+
+    def __init__(self, gateways: tuple[Gateway, ...]) -> None:
+        self.gateways = gateways
+
+    def _for(self, path: str) -> Gateway | None:
+        for gateway in self.gateways:
+            mount = gateway.mount_path
+            if path == mount or path.startswith(mount + "/"):
+                return gateway
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self._for(scope.get("path", "")) if scope["type"] != "lifespan" else None
+        if gateway is not None:
+            await gateway(scope, receive, send)
+        elif scope["type"] == "http":
+            await send_response(send, NOT_FOUND)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def aclose(self) -> None:
+        for gateway in self.gateways:
+            await gateway.aclose()
+
+
 def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
     """Assemble the standalone proxy (see the module docstring). Raises ``ConfigError``."""
     keys = load_or_create_keyring(settings.keys_file)
@@ -231,15 +276,17 @@ def build_app(settings: Settings) -> tuple[ASGIApp, AsyncProxy, Cleanup]:
         metrics = Metrics()
         metrics_endpoint = metrics.asgi_app(bearer_token=settings.metrics_bearer_token)
     proxy = AsyncProxy(settings.proxy, keys, store, upstream_http, fetch=safe, metrics=metrics)
-    gateway = (
-        Gateway(
+    gateway: Gateway | ResourceGateways | None = None
+    if settings.resources:
+        gateway = ResourceGateways(
+            tuple(resource_gateway(settings, proxy, r) for r in settings.resources)
+        )
+    elif settings.gateway_upstream_url:
+        gateway = Gateway(
             settings.gateway_upstream_url,
             mount_path=settings.proxy.mcp_path,
             policy=gateway_policy(settings, proxy),
         )
-        if settings.gateway_upstream_url
-        else None
-    )
     closed = False
 
     async def cleanup() -> None:

@@ -78,6 +78,7 @@ from oauthproxy_core.providers import (
 from oauthproxy_core.providers.entra import ENTRA_EMAIL_VERIFIED_CLAIM
 from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
+from oauthproxy_core.resource_servers import ResourceServer, resource_path_problem
 from oauthproxy_core.resources import canonical_resource
 from oauthproxy_core.tool_policy import OFFLINE_ACCESS, ToolPolicy, ToolRule
 from oauthproxy_core.upstream import UpstreamProfile
@@ -144,6 +145,17 @@ def redact_url(url: str) -> str:
 
 
 @attrs.frozen(kw_only=True)
+class GatewayResource:
+    """One ``[[resources]]`` entry's gateway: its path, its MCP server and that server's rules
+    (the core's side of the entry is ``ProxyConfig.resources``)."""
+
+    path: str
+    upstream_url: str
+    tools: ToolPolicy = attrs.field(factory=ToolPolicy)
+    forward_upstream_token: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class Settings:
     """Everything ``oauthproxy serve`` needs, validated. Built by ``load_settings``."""
 
@@ -170,6 +182,9 @@ class Settings:
     metrics_bearer_token: str | None = attrs.field(default=None, repr=False)
     #: Peers trusted to name the client in ``X-Forwarded-For`` (``None``: uvicorn's default).
     forwarded_allow_ips: tuple[str, ...] | None = None
+    #: ``[[resources]]``: one gateway per protected MCP server (empty: the single-resource form,
+    #: ``gateway_upstream_url`` at ``mcp_path``).
+    resources: tuple[GatewayResource, ...] = ()
 
     @property
     def issuer(self) -> str:
@@ -270,7 +285,8 @@ def parse_settings(
     lifetimes = p.attempt(_lifetimes, t["lifetimes"], p)
     metrics_token = p.attempt(_metrics_token, t["metrics"], p, env)
     metrics_enabled = p.attempt(t["metrics"].get, "enabled")
-    trusted, enterprise = _other_issuers(checked, server, t["clients"], p)
+    resources = p.attempt(_resources, checked, server, t["gateway"], p)
+    trusted, enterprise = _other_issuers(checked, server, t["clients"], p, resources)
     cimd_enabled = p.attempt(t["clients"].get, "cimd")
     cimd_allow_loopback = p.attempt(t["clients"].get, "cimd_allow_loopback")
     consent_mode = p.attempt(t["consent"].get, "mode")
@@ -282,7 +298,7 @@ def parse_settings(
     assert store_url is not None and keys_file is not None and bounds is not None
     assert consent_mode is not None and cimd_enabled is not None
     assert cimd_allow_loopback is not None and access is not None and lifetimes is not None
-    assert gateway is not None and admission is not None
+    assert gateway is not None and admission is not None and resources is not None
     try:
         proxy = ProxyConfig(
             issuer=server.base_url,
@@ -302,6 +318,7 @@ def parse_settings(
             lifetimes=lifetimes,
             trusted_issuers=trusted,
             enterprise_issuers=enterprise,
+            resources=tuple(server for server, _ in resources),
         )
     except (ValueError, TypeError) as exc:
         message = str(exc)
@@ -320,6 +337,7 @@ def parse_settings(
         metrics_enabled=bool(metrics_enabled),
         metrics_bearer_token=metrics_token,
         forwarded_allow_ips=server.forwarded_allow_ips,
+        resources=tuple(gateway for _, gateway in resources),
     )
 
 
@@ -868,6 +886,69 @@ def _tool_rule(t: Section, p: _Problems, supported: tuple[str, ...] | None) -> T
     return rule
 
 
+# --------------------------------------------------------------------------------------------------
+# [[resources]]: several MCP servers under one issuer (oauthproxy_core.resource_servers)
+
+_Resources = tuple[tuple[ResourceServer, GatewayResource], ...]
+
+
+def _resources(
+    checked: Checked, server: _Server | None, gateway: Section, p: _Problems
+) -> _Resources:
+    """Each entry as the core's ``ResourceServer`` and its gateway. They replace the
+    single-resource form, so ``[gateway]``'s per-server keys and ``[server] mcp_path`` are refused
+    beside them rather than silently ignored."""
+    entries = checked.arrays.get("resources", ())
+    if not entries:
+        return ()
+    before = len(p)
+    for key in ("upstream_url", "tools", "forward_upstream_token"):
+        if gateway.has(key):
+            p.add(
+                gateway, key, "with [[resources]], each resource names its own (see [[resources]])"
+            )
+    if checked.sections["server"].has("mcp_path"):
+        p.add(checked.sections["server"], "mcp_path", "with [[resources]], each has its own path")
+    built = [p.attempt(_resource, entry, server, p) for entry in entries]
+    p.since(before, server, *built)
+    return tuple(r for r in built if r is not None)
+
+
+def _resource(
+    t: Section, server: _Server | None, p: _Problems
+) -> tuple[ResourceServer, GatewayResource]:
+    before = len(p)
+    path = p.attempt(t.get, "path")
+    if path is not None and (problem := resource_path_problem(path)):
+        p.add(t, "path", problem)
+    url = p.attempt(_gateway_url, t, p)
+    if url is None and "upstream_url" not in t.bad:
+        p.add(t, "upstream_url", "required")
+    supported = server.scopes_supported if server is not None else None
+    scopes = p.attempt(_scope_list, t, p, "scopes")
+    for scope in scopes or ():
+        if supported is not None and scope not in supported:
+            p.add(t, "scopes", f"{scope!r} is not in [server] scopes_supported")
+    access_table = p.attempt(t.get, "access")
+    access = p.attempt(_access, access_table, p, "resources.access") if access_table else None
+    rules = [p.attempt(_tool_rule, entry, p, supported) for entry in t.entries("tools")]
+    p.since(before, server, path, url)
+    assert server is not None and path is not None and url is not None
+    resource = ResourceServer(
+        path=path,
+        name=t.get("name") or server.service_name,
+        scopes=scopes if scopes is not None else server.default_scopes,
+        access=access,
+    )
+    gateway = GatewayResource(
+        path=path,
+        upstream_url=url,
+        tools=ToolPolicy(rules=tuple(r for r in rules if r is not None)),
+        forward_upstream_token=bool(t.get("forward_upstream_token")),
+    )
+    return resource, gateway
+
+
 def _bounds(t: Section) -> Bounds:
     """``[limits]``: the ``Bounds`` fields (types and minimums are checked by the schema)."""
     names = attrs.fields_dict(Bounds)
@@ -876,10 +957,11 @@ def _bounds(t: Section) -> Bounds:
     )
 
 
-def _access(t: Section, p: _Problems) -> AccessPolicy:
-    """``[access]``: each rule list is validated by ``AccessPolicy``; a bad entry names its key."""
+def _access(t: Section, p: _Problems, table: str = "access") -> AccessPolicy:
+    """``[access]`` (or a resource's ``[resources.access]``): each rule list is validated by
+    ``AccessPolicy``; a bad entry names its key."""
     rules: dict[str, Any] = {}
-    for name in config_schema.keys_of("access"):
+    for name in config_schema.keys_of(table):
         if t.has(name) or name == "groups_claim":
             rules[name] = t.get(name)
     before = len(p)
@@ -1167,15 +1249,21 @@ def _static_keys(
 
 
 def _other_issuers(
-    checked: Checked, server: _Server | None, clients: Section, p: _Problems
+    checked: Checked,
+    server: _Server | None,
+    clients: Section,
+    p: _Problems,
+    resources: _Resources | None = None,
 ) -> tuple[tuple[TrustedIssuer, ...], tuple[EnterpriseIssuer, ...]]:
     """The two tables as the core's records; an entry that cannot be built is reported by key.
     Rules across entries and tables (prefixes, our own issuer, the clients) are the core's:
     ``ProxyConfig`` reports them, each naming its table."""
     resource = None
     if server is not None:
+        # The default resource: the first of [[resources]], else the one at mcp_path.
+        path = resources[0][0].path if resources else server.mcp_path
         try:
-            resource = canonical_resource(server.base_url + server.mcp_path)
+            resource = canonical_resource(server.base_url + path)
         except InvalidTargetError:
             resource = None
     loopback = bool(p.attempt(clients.get, "cimd_allow_loopback"))

@@ -223,6 +223,31 @@ TABLES: tuple[Table, ...] = (
         array=True,
     ),
     Table(
+        name="resources",
+        doc="Several MCP servers under one issuer (spec/security.md 40), one `[[resources]]` table "
+        "each; instead of `[server] mcp_path` with `[gateway] upstream_url`, which remain the "
+        "single-server form. Each resource is `base_url` + `path`: its own protected resource "
+        "metadata (RFC 9728 §3.1 URL), its own challenge, its own consent (naming `name`), tokens "
+        "whose one audience it is (refused by every other resource), and its own gateway to "
+        "`upstream_url`. A user who signed in at the provider for one resource is not sent there "
+        "again for another from the same browser within `[lifetimes] upstream_session`; each "
+        "resource still asks for consent, and the access rules are applied again for it.",
+        array=True,
+    ),
+    Table(
+        name="resources.access",
+        doc="Rules that narrow `[access]` for one resource (`[resources.access]` after its "
+        "`[[resources]]`): the keys of `[access]` except `groups_claim`. A user must pass "
+        "`[access]` and then these; applied at sign-in, at a sign-in from an upstream session, "
+        "and at refresh.",
+    ),
+    Table(
+        name="resources.tools",
+        doc="Per-tool rules of one resource's gateway (`[[resources.tools]]` after its "
+        "`[[resources]]`), with the keys and meaning of `[[gateway.tools]]`.",
+        array=True,
+    ),
+    Table(
         name="enterprise_issuers",
         doc="Enterprise identity providers whose Identity Assertion JWT Authorization Grants "
         "(ID-JAGs, MCP enterprise-managed authorization) the token endpoint redeems, one "
@@ -258,7 +283,17 @@ LIFETIME_FIELDS = {
     "client_registration": "client",
     "revalidate_after": "revalidate_after",
     "revocation_staleness": "revocation_staleness",
+    "upstream_session": "upstream_session",
 }
+
+
+def _copies(
+    keys: tuple[Key, ...], table: str, of: str, exclude: tuple[str, ...] = ()
+) -> tuple[Key, ...]:
+    """The keys of ``of`` again, in ``table``: a resource's own rules, with the same meaning."""
+    return tuple(
+        attrs.evolve(k, table=table) for k in keys if k.table == of and k.name not in exclude
+    )
 
 
 def _access_rule(name: str, doc: str, why: str = "") -> Key:
@@ -1036,6 +1071,61 @@ KEYS: tuple[Key, ...] = (
         "(`realm_access.roles` for Keycloak roles).",
         why="`groups` is the name Entra, Okta, Auth0 rules and most OIDC servers use.",
     ),
+    # [[resources]]
+    Key(
+        table="resources",
+        name="path",
+        type=_S,
+        default=REQUIRED,
+        doc="Where the MCP server is served below `base_url` (`/github-tools`): the resource is "
+        "`base_url` + `path`. Starts with `/`, does not end with `/`, no `.`/`..` or empty "
+        "segments; no resource's path lies below another's.",
+    ),
+    Key(
+        table="resources",
+        name="upstream_url",
+        type=_S,
+        default=REQUIRED,
+        doc="The MCP server authenticated requests to `path` (and below) are forwarded to, as "
+        "`[gateway] upstream_url` is for `mcp_path`.",
+    ),
+    Key(
+        table="resources",
+        name="name",
+        type=_S,
+        doc='The server\'s name on the consent page ("Allow <client> to use <name>?") and in '
+        "its metadata's `resource_name`.",
+        default_text="`[server] service_name`",
+    ),
+    Key(
+        table="resources",
+        name="scopes",
+        type=_L,
+        doc="The scopes a client needs here, each among `[server] scopes_supported`: what its "
+        "metadata's `scopes_supported` and its 401 challenge's `scope` name, and what an "
+        "authorization asking for no scope gets.",
+        default_text="`[server] default_scopes`",
+    ),
+    Key(
+        table="resources",
+        name="forward_upstream_token",
+        type=_B,
+        default=False,
+        doc="As `[gateway] forward_upstream_token`, for this resource's MCP server only.",
+        why="Off: each server that should act as the user at the provider says so itself.",
+    ),
+    Key(
+        table="resources",
+        name="access",
+        type=Type.TABLE,
+        doc="Rules that narrow `[access]` here: see `[resources.access]` below.",
+    ),
+    Key(
+        table="resources",
+        name="tools",
+        type=Type.TABLES,
+        doc="Per-tool rules of this resource's gateway: see `[[resources.tools]]` below.",
+    ),
     # [lifetimes]: one _lifetime per key; defaults and bounds live in oauthproxy_core.config.Lifetimes.
     _lifetime(
         "access_token",
@@ -1092,6 +1182,18 @@ KEYS: tuple[Key, ...] = (
         "An hour: a user removed upstream (account disabled, group or organization left) loses "
         "access within about an hour, and the provider sees at most one extra call per user per "
         "hour.",
+    ),
+    _lifetime(
+        "upstream_session",
+        "upstream_session",
+        "With several `[[resources]]`: how long one sign-in at the provider serves further "
+        "resources in the same browser (each still asks for consent); counted from the sign-in, "
+        "never extended. `0`: every authorization signs in at the provider. With one resource "
+        "there is no such session.",
+        "An hour, the default `revalidate_after`: the identity and group facts a new resource is "
+        "granted on are never older than what a grant already tolerates between re-validations, "
+        "and an hour covers connecting a client to several servers in one sitting. A sign-out at "
+        "the provider is not seen by the proxy, so shorter is safer on shared machines.",
     ),
     _lifetime(
         "revocation_staleness",
@@ -1154,6 +1256,14 @@ KEYS: tuple[Key, ...] = (
         doc="The `[[clients.static]]` client ids (confidential: with a secret) that may present "
         "this issuer's ID-JAGs, each only one made out to itself (`client_id` claim).",
     ),
+)
+
+# A resource's own rules: [resources.access] and [[resources.tools]] take the keys of [access]
+# (but groups_claim, which says where groups are read for everyone) and [[gateway.tools]].
+KEYS = (
+    *KEYS,
+    *_copies(KEYS, "resources.access", "access", exclude=("groups_claim",)),
+    *_copies(KEYS, "resources.tools", "gateway.tools"),
 )
 
 _TABLE_BY_NAME = {t.name: t for t in TABLES}
@@ -1317,6 +1427,11 @@ def _section(
                 _section(sub, f"{name}.{key_name}[{i}]", entry, problems)
                 for i, entry in enumerate(value)
             )
+        elif (
+            why is None and k.type is Type.TABLE and f"{schema_table}.{key_name}" in _KEYS_BY_TABLE
+        ):
+            # A sub-table with keys of its own ([resources.access]): checked like any table.
+            value = _section(f"{schema_table}.{key_name}", f"{name}.{key_name}", value, problems)
         if why is not None:
             problems.append(problem(name, key_name, why))
             bad.add(key_name)

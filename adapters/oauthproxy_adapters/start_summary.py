@@ -244,11 +244,30 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
             "token (X-OAuthProxy-Upstream-Token) and can act as them at the provider; keep it "
             "reachable through the gateway alone and its request headers out of its logs"
         )
+    for entry in settings.resources:
+        if entry.forward_upstream_token:
+            found.append(
+                f"[[resources]] {entry.path} forward_upstream_token: that MCP server receives "
+                "each user's provider token and can act as them at the provider"
+            )
     return found
 
 
+def _resource_rows(settings: Settings) -> list[tuple[str, str]]:
+    """One ``resource`` row per ``[[resources]]`` entry: its URL, its server, its tool rules."""
+    rows = []
+    for entry, url in zip(settings.resources, settings.proxy.resource_urls, strict=True):
+        rules = len(entry.tools.rules)
+        text = f"{url} -> {redact_url(entry.upstream_url)}"
+        if rules:
+            text += f", {rules} tool rule{'s' if rules > 1 else ''}"
+        rows.append(("resource", text))
+    return rows
+
+
 def summary_lines(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The summary: six indented lines, then a ``warning:`` line per exposure."""
+    """The summary: six indented lines (one more per ``[[resources]]`` entry past the first),
+    then a ``warning:`` line per exposure."""
     proxy = settings.proxy
     up = settings.upstream
     gateway = settings.gateway_upstream_url
@@ -260,7 +279,7 @@ def summary_lines(settings: Settings, environ: Mapping[str, str] | None = None) 
         resource += f", {rules} tool rule{'s' if rules > 1 else ''} ([[gateway.tools]])"
     rows = [
         ("issuer", proxy.issuer),
-        ("resource", resource),
+        *(_resource_rows(settings) if settings.resources else [("resource", resource)]),
         (
             "provider",
             f"{up.name}, client_id {up.client_id}, callback {proxy.issuer}{proxy.callback_path}",

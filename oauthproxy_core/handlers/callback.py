@@ -328,6 +328,8 @@ def _redeem_upstream(
     )
     tokens = parse_token_response(result, now=ctx.now, profile=profile)
     nonce = nonce_for_state(upstream_state) if profile.nonce else None
-    established = yield from establish(profile, ctx.config.access, tokens, now=ctx.now, nonce=nonce)
+    established = yield from establish(
+        profile, ctx.config.facts_policy, tokens, now=ctx.now, nonce=nonce
+    )
     assert established is not None  # only a refresh may leave the identity unread
     return established

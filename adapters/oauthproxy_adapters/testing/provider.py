@@ -135,6 +135,8 @@ class FakeProvider:
         self.refresh_tokens: dict[str, _Token] = {}
         #: Every request executed as an ``HttpCall`` (``provider(request)``), in order.
         self.calls: list[HttpRequest] = []
+        #: How many times a user agent reached the authorization endpoint (each a sign-in page).
+        self.authorize_requests = 0
         self._lock = threading.Lock()
         #: The provider as an ASGI application.
         self.app: ASGIApp = _ProviderApp(self)
@@ -220,6 +222,8 @@ class FakeProvider:
     def _authorize(
         self, q: dict[str, str], user: UpstreamUser, *, deny: bool = False
     ) -> HttpResponse:
+        with self._lock:
+            self.authorize_requests += 1
         client_ok = self.client_id is None or q.get("client_id") == self.client_id
         if not client_ok or q.get("redirect_uri") != self.redirect_uri:
             return _text(400, "unknown client or redirect_uri\n")
