@@ -86,8 +86,11 @@ class AuthorizationServer:
         now: int,
         random: RandomSource,
         required_scopes: Sequence[str] = (),
+        resource: str | None = None,
     ) -> Handler[Principal | Challenge]:
-        return verify_bearer(authorization, self.context(now=now, random=random), required_scopes)
+        """The bearer check for ``resource`` (default: the default resource, spec/security.md 40)."""
+        ctx = self.context(now=now, random=random)
+        return verify_bearer(authorization, ctx, required_scopes, resource)
 
 
 def render_error(err: OAuthError, *, browser: bool, cors: bool) -> Response:

@@ -1096,6 +1096,8 @@ KEYS: tuple[Key, ...] = (
         doc='The server\'s name on the consent page ("Allow <client> to use <name>?") and in '
         "its metadata's `resource_name`.",
         default_text="`[server] service_name`",
+        why="One name for every server unless told otherwise; give each its own so that the "
+        "consent page says which server a client is being let into.",
     ),
     Key(
         table="resources",
@@ -1105,6 +1107,8 @@ KEYS: tuple[Key, ...] = (
         "metadata's `scopes_supported` and its 401 challenge's `scope` name, and what an "
         "authorization asking for no scope gets.",
         default_text="`[server] default_scopes`",
+        why="What the single-resource form asks of a client, so a resource needs no more than "
+        "`mcp_path` did unless it says so.",
     ),
     Key(
         table="resources",

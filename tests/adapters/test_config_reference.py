@@ -49,6 +49,9 @@ def test_required_keys_are_the_ones_the_parser_requires() -> None:
         ("upstream", "client_id"),
         ("clients.static", "client_id"),
         ("gateway.tools", "name"),
+        ("resources", "path"),
+        ("resources", "upstream_url"),
+        ("resources.tools", "name"),
         ("trusted_issuers", "issuer"),
         ("trusted_issuers", "jwks_uri"),
         ("trusted_issuers", "subject_prefix"),
@@ -151,25 +154,30 @@ def test_generated_checks_refuse_a_wrong_type_of_every_key_all_in_one_run() -> N
     """One document, every key of every table wrong: one problem per key, each naming it."""
     document: dict[str, Any] = {}
     arrays = [t.name for t in TABLES if t.array]
+
+    def label(table: str) -> str:
+        """How problems name ``table``'s one entry: ``gateway.tools[0]``, ``resources[0].access``."""
+        parent, _, key = table.rpartition(".")
+        own = f"{key}[0]" if table in arrays else key
+        return f"{label(parent)}.{own}" if parent else own
+
     for table in TABLES:
-        wrong = {k.name: _WRONG[k.type] for k in keys_of(table.name).values()}
-        if not table.array:
-            document[table.name] = wrong
-        elif "." not in table.name:  # a top-level [[table]]
-            document[table.name] = [wrong]
-    nested = [name for name in arrays if "." in name]
-    for name in nested:  # [[clients.static]], [[gateway.tools]]: inside their parent table
+        if "." not in table.name:
+            wrong = {k.name: _WRONG[k.type] for k in keys_of(table.name).values()}
+            document[table.name] = [wrong] if table.array else wrong
+    nested = [t.name for t in TABLES if "." in t.name]
+    for name in nested:  # [[clients.static]], [resources.access]: inside their parent (entry)
         parent, _, key = name.rpartition(".")
-        document[parent][key] = [{k.name: _WRONG[k.type] for k in keys_of(name).values()}]
+        holder = document[parent][0] if parent in arrays else document[parent]
+        wrong = {k.name: _WRONG[k.type] for k in keys_of(name).values()}
+        holder[key] = [wrong] if name in arrays else wrong
     problems = [str(p) for p in check(document).problems]
-    expected = [f"[{k.table}].{k.name}: must be" for k in KEYS if k.table not in arrays] + [
-        f"[{name}[0]].{k.name}: must be" for name in arrays for k in keys_of(name).values()
-    ]
-    # A nested array key itself ("static", "tools") is well-typed in the document (an array of
-    # tables), so only its entries fail.
+    expected = [f"[{label(k.table)}].{k.name}: must be" for k in KEYS]
+    # A nested table's key itself ("static", "tools", "access") is well-typed in the document
+    # (an array of tables, a table), so only its entries fail.
     for name in nested:
         parent, _, key = name.rpartition(".")
-        expected.remove(f"[{parent}].{key}: must be")
+        expected.remove(f"[{label(parent)}].{key}: must be")
     assert len(problems) == len(expected), problems
     for prefix in expected:
         assert sum(p.startswith(prefix) for p in problems) == 1, prefix

@@ -1,0 +1,240 @@
+"""spec/security.md 40 as Hypothesis properties: several protected resources under one issuer.
+
+- A token is accepted by exactly one resource, the one it was issued for, however many resources
+  there are and in whatever order their bearer checks see it: through the core's check and through
+  the adapters' ``Proxy``, whose verified-token cache must not carry a token from one resource's
+  check to another's. Every refusal is a 401 with the refusing resource's own metadata URL.
+- An upstream session stands in for the provider only for the browser that holds its cookie, only
+  within ``[lifetimes] upstream_session`` of the sign-in, and never after the user's grant was
+  revoked by an operator; every other case goes to the provider. Where it is used, the code it
+  yields is for the resource asked for, for the same user, and the resource's consent was shown.
+- Remembered consent covers one resource: remembering an approval for one never skips another's
+  consent page.
+
+Driven through the core's real sync driver (``tests.harness``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oauthproxy_adapters.driver import run
+from oauthproxy_adapters.proxy import Proxy
+from oauthproxy_adapters.testing.flow import VERIFIER
+from oauthproxy_core import grants
+from oauthproxy_core.config import Lifetimes
+from oauthproxy_core.crypto import digest, unseal
+from oauthproxy_core.handlers.bearer import Challenge, Principal, resource_metadata_url
+from oauthproxy_core.resource_servers import ResourceServer
+from oauthproxy_core.states import GrantEvent
+from oauthproxy_core.upstream_session import SESSION_KIND
+from tests.harness import (
+    UPSTREAM,
+    Browser,
+    Clock,
+    Harness,
+    consent_fields,
+    keys,
+    make_config,
+    redirect_params,
+)
+
+ISSUERS = ("https://proxy.example", "http://127.0.0.1:8080")
+SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=8)
+PATHS = st.lists(SEGMENT, min_size=2, max_size=4, unique=True).map(
+    lambda names: tuple("/" + n for n in names)
+)
+
+
+def config_for(
+    issuer: str, paths: tuple[str, ...], *, consent_mode: str = "always", **lifetimes: int
+) -> Any:
+    resources = [ResourceServer(path=p, name=f"server {p}", scopes=("mcp",)) for p in paths]
+    return make_config(
+        issuer=issuer,
+        resources=resources,
+        consent_mode=consent_mode,
+        lifetimes=Lifetimes(revocation_staleness=0, **lifetimes),
+    )
+
+
+def _aud(token: str) -> Any:
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))["aud"]
+
+
+def sign_in(h: Harness, browser: Browser, resource: str) -> dict[str, Any]:
+    """A new client's whole flow for ``resource`` in ``browser``, through the provider; the tokens."""
+    client = h.register()
+    resp = h.run_to_callback(client, VERIFIER, browser, resource=resource)
+    assert resp.status == 302, resp.body
+    code = redirect_params(resp)["code"]
+    return _redeem(h, client, code, resource)
+
+
+def _redeem(h: Harness, client: dict[str, Any], code: str, resource: str) -> dict[str, Any]:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": client["redirect_uris"][0],
+        "code_verifier": VERIFIER,
+        "client_id": client["client_id"],
+        "resource": resource,
+    }
+    resp = h.token(form)
+    assert resp.status == 200, resp.body
+    tokens: dict[str, Any] = json.loads(resp.body)
+    return tokens
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    issuer=st.sampled_from(ISSUERS),
+    paths=PATHS,
+    data=st.data(),
+)
+def test_invariant_40_a_token_is_accepted_by_its_own_resource_only(
+    issuer: str, paths: tuple[str, ...], data: st.DataObject
+) -> None:
+    h = Harness(config_for(issuer, paths))
+    urls = h.config.resource_urls
+    mine = data.draw(st.sampled_from(urls), label="issued for")
+    token = sign_in(h, Browser(), mine)["access_token"]
+    assert _aud(token) == mine
+    # The adapters' proxy with its verified-token cache, on the same store and clock.
+    proxy = Proxy(h.config, keys(), h.store, h.upstream, clock=h.clock)
+    order = data.draw(st.lists(st.sampled_from(urls), min_size=1, max_size=8), label="checks")
+    for url in order:
+        for verdict in (
+            proxy.verify(f"Bearer {token}", (), url),
+            run(
+                h.server.verify_bearer(
+                    f"Bearer {token}", now=h.clock.now, random=h.random, resource=url
+                ),
+                h.store,
+            ),
+        ):
+            if url == mine:
+                assert isinstance(verdict, Principal) and verdict.resource == mine
+            else:
+                assert isinstance(verdict, Challenge) and verdict.status == 401, verdict
+                expected = f'resource_metadata="{resource_metadata_url(url)}"'
+                assert expected in verdict.www_authenticate
+                assert 'error="invalid_token"' in verdict.www_authenticate
+
+
+WHO = st.sampled_from(["same_browser", "other_browser", "planted_cookie", "after_revocation"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    issuer=st.sampled_from(ISSUERS),
+    paths=PATHS,
+    lifetime=st.integers(min_value=60, max_value=7200),
+    fraction=st.floats(min_value=0, max_value=2),
+    who=WHO,
+)
+def test_invariant_40_an_upstream_session_serves_only_its_browser_within_its_lifetime(
+    issuer: str, paths: tuple[str, ...], lifetime: int, fraction: float, who: str
+) -> None:
+    clock = Clock()
+    h = Harness(config_for(issuer, paths, upstream_session=lifetime), clock=clock)
+    first, second = h.config.resource_urls[:2]
+    browser = Browser()
+    tokens = sign_in(h, browser, first)
+    assert h.upstream.authorize_requests == 1
+    elapsed = int(lifetime * fraction)
+    clock.advance(elapsed)
+    if who == "after_revocation":
+        grant_id = grants.split_refresh_token(tokens["refresh_token"])
+        assert grant_id is not None
+        ctx = h.server.context(now=clock.now, random=h.random)
+        run(grants.revoke_grant(ctx, grant_id[0], GrantEvent.operator_revoked), h.store)
+    session_cookie = next(name for name in browser.cookies if name.endswith("oauthproxy_session"))
+    other = Browser()
+    if who == "same_browser" or who == "after_revocation":
+        other = browser
+    elif who == "planted_cookie":
+        # A value of the right shape that no sign-in minted.
+        other.cookies[session_cookie] = "A" * 43
+    client = h.register()
+    url = h.authorize_url(client, VERIFIER, resource=second)
+    resp = h.request("GET", url, browser=other)
+    consent = (resp.header("location") or "").removeprefix(h.config.issuer_origin)
+    assert "/consent?txn=" in consent
+    page = h.request("GET", consent, browser=other)
+    assert page.status == 200 and f"server {paths[1]}".encode() in page.body
+    decided = h.form("/consent", {**consent_fields(page), "decision": "approve"}, browser=other)
+    assert decided.status == 303, decided.body
+    location = decided.header("location") or ""
+    reused = who == "same_browser" and elapsed < lifetime
+    if not reused:
+        assert location.startswith(UPSTREAM + "/authorize"), (who, elapsed, lifetime, location)
+        return
+    assert location.startswith(client["redirect_uris"][0] + "?"), location
+    assert h.upstream.authorize_requests == 1
+    code = redirect_params(decided)["code"]
+    second_tokens = _redeem(h, client, code, second)
+    assert _aud(second_tokens["access_token"]) == second
+    principal = h.bearer(tokens["access_token"])
+    assert isinstance(principal, Principal)
+    verdict = run(
+        h.server.verify_bearer(
+            "Bearer " + second_tokens["access_token"],
+            now=clock.now,
+            random=h.random,
+            resource=second,
+        ),
+        h.store,
+    )
+    assert isinstance(verdict, Principal) and verdict.subject == principal.subject
+
+
+@settings(max_examples=20, deadline=None)
+@given(issuer=st.sampled_from(ISSUERS), paths=PATHS)
+def test_invariant_40_remembered_consent_covers_one_resource(
+    issuer: str, paths: tuple[str, ...]
+) -> None:
+    # Sessions off: the second authorization of the first resource then shows where it goes.
+    h = Harness(config_for(issuer, paths, consent_mode="remember", upstream_session=0))
+    first, second = h.config.resource_urls[:2]
+    browser = Browser()
+    client = h.register()
+    sign_in_resp = h.run_to_callback(client, VERIFIER, browser, resource=first)
+    assert sign_in_resp.status == 302
+    navigation = (("sec-fetch-site", "none"),)
+    again = h.request(
+        "GET",
+        h.authorize_url(client, VERIFIER, resource=first),
+        headers=navigation,
+        browser=browser,
+    )
+    # The same request again is remembered: straight to the provider, no consent page.
+    assert (again.header("location") or "").startswith(UPSTREAM), again.headers
+    elsewhere = h.request(
+        "GET",
+        h.authorize_url(client, VERIFIER, resource=second),
+        headers=navigation,
+        browser=browser,
+    )
+    assert "/consent?txn=" in (elsewhere.header("location") or ""), elsewhere.headers
+
+
+def test_invariant_40_a_session_is_stored_hashed_and_sealed() -> None:
+    h = Harness(config_for("https://proxy.example", ("/a", "/b")))
+    browser = Browser()
+    sign_in(h, browser, h.config.resource_urls[0])
+    secret = next(v for k, v in browser.cookies.items() if k.endswith("oauthproxy_session"))
+    stored = [(key, value) for kind, key, value in h.store.dump() if kind == SESSION_KIND]
+    assert len(stored) == 1
+    key, value = stored[0]
+    # The key is the secret's hash; the value is sealed: no secret, identity or provider token.
+    assert key == digest(secret)
+    for plain in (secret, "octocat", "access_token"):
+        assert plain.encode() not in value, plain
+    assert unseal(keys(), value.decode(), "usession|" + key)
