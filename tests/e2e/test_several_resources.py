@@ -7,6 +7,9 @@ test signs in as. The upstream is the testing kit's GitHub-shaped provider on lo
 how often a user agent reached its authorization page. The clients are the real `mcp` SDK client,
 one per server, all driven through one headless browser (one cookie jar: one user's browser).
 
+The TypeScript SDK's client (tests/mcp_ts_client) then connects to /wiki in the same browser: it
+too passes the wiki's consent page without a sign-in at the provider.
+
 It proves, in order: the wiki client signs in at the provider (one authorization request there);
 the github-tools client, in the same browser, passes its own consent page (naming its server) and
 gets its code without the provider being asked again; each resource publishes its own metadata and
@@ -22,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx
@@ -45,6 +50,7 @@ from tests.e2e.mcp_client import (
     free_loopback_port,
 )
 from tests.e2e.test_gateway_policy import CLIENT_ID, CLIENT_SECRET, _text
+from tests.e2e.test_mcp_sdk_cimd_fallback import _ts_client_installed
 
 
 def proxy_toml(base: str, port: int, provider: str, tools: str, wiki: str, tmp: Path) -> str:
@@ -229,6 +235,43 @@ async def raw_post(url: str, token: str, body: dict[str, Any]) -> httpx.Response
         )
 
 
+async def ts_client(server_url: str, browser: HeadlessBrowser, redirect_uri: str) -> Any:
+    """tests/mcp_ts_client/client.mjs (the TypeScript SDK's own OAuth client) against
+    ``server_url``, calling ``whoami``; ``browser`` stands in for the user. Its last JSON line."""
+    node = shutil.which("node")
+    assert node is not None, "the TypeScript SDK client needs Node.js 20+"
+    cwd = await asyncio.to_thread(_ts_client_installed)
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        "client.mjs",
+        server_url,
+        redirect_uri,
+        "",
+        cwd=cwd,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+    try:
+        with anyio.fail_after(60):
+            message = json.loads(await proc.stdout.readline() or b'{"error": "no output"}')
+            if "authorize" in message:
+                await browser.redirect_handler(message["authorize"])
+                assert browser.callback_url is not None
+                code = parse_qs(urlsplit(browser.callback_url).query)["code"][0]
+                proc.stdin.write((code + "\n").encode())
+                await proc.stdin.drain()
+                message = json.loads(await proc.stdout.readline() or b'{"error": "no output"}')
+            await proc.wait()
+            message["stderr"] = (await proc.stderr.read()).decode(errors="replace")
+        return message
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -268,6 +311,9 @@ async def scenario(base: str, provider: FakeProvider) -> dict[str, Any]:
             path: (await http.get(f"{base}/.well-known/oauth-protected-resource{path}")).json()
             for path in ("/github-tools", "/wiki", "/ops")
         }
+    seen["ts_client"] = await ts_client(base + "/wiki", browser, redirect_uri)
+    seen["sign_ins_after_ts"] = provider.authorize_requests
+    seen["consent_pages_after_ts"] = len(browser.consent_texts)
     # /ops: its own rules refuse this user, from the upstream session too.
     browser.follow_refusal_links = True
     try:
@@ -331,6 +377,12 @@ def test_invariant_40_two_mcp_servers_one_sign_in_one_audience_each_with_the_mcp
     assert metadata["/wiki"]["resource"] == base + "/wiki"
     assert metadata["/wiki"]["scopes_supported"] == ["mcp"]
     assert metadata["/ops"]["resource_name"] == "Operations"
+
+    # The TypeScript SDK's client: its own consent page for /wiki, no sign-in at the provider.
+    ts = seen["ts_client"]
+    assert "error" not in ts and ts["text"].startswith("you are "), ts
+    assert any("/.well-known/oauth-protected-resource/wiki" in r for r in ts["requests"]), ts
+    assert seen["sign_ins_after_ts"] == 1 and seen["consent_pages_after_ts"] == 3, trail
 
     # /ops: refused by its own rules, decided from the session, without the provider.
     assert seen["ops_refused"] is not None, trail
