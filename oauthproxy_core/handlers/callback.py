@@ -102,17 +102,7 @@ def _callback(
     # RFC 7592 §2.3, spec/security.md 34: a client deleted while its user was at the provider (or one
     # whose registration no longer lists this redirect URI) gets nothing -- no upstream code
     # redeemed, no code, and no redirect to a URI that is not registered (spec/security.md 1, 2).
-    client = yield from load_client(tx.client_id, ctx)
-    if client is None or (
-        match_redirect_uri(
-            client.redirect_uris,
-            tx.redirect_uri,
-            allow_localhost_port=ctx.config.allow_localhost_port,
-        )
-        is None
-    ):
-        yield from end_for_removed_client(ctx, tx)
-        raise UnknownClientError("This application is no longer registered.")
+    yield from _require_client(ctx, tx)
 
     if "error" in params:
         denied = _try_step(tx, TxEvent.upstream_denied, data)
@@ -159,6 +149,21 @@ def _callback(
         )
 
     return (yield from issue_code(ctx, tx, data, established, new_session=True))
+
+
+def _require_client(ctx: Context, tx: Transaction) -> Handler[None]:
+    """End ``tx`` with a page unless its client is still registered with its redirect URI."""
+    client = yield from load_client(tx.client_id, ctx)
+    if client is None or (
+        match_redirect_uri(
+            client.redirect_uris,
+            tx.redirect_uri,
+            allow_localhost_port=ctx.config.allow_localhost_port,
+        )
+        is None
+    ):
+        yield from end_for_removed_client(ctx, tx)
+        raise UnknownClientError("This application is no longer registered.")
 
 
 def issue_code(
@@ -250,6 +255,8 @@ def issue_from_session(
     (bound to the session's browser hash, which only the cookie's holder has) and returned
     (``same_browser`` checks that hash); then ``issue_code`` applies the rules for this resource.
     The answer to a POST is a 303 (spec/security.md 17)."""
+    # As at the callback: a client deleted while its consent page was open gets nothing.
+    yield from _require_client(ctx, tx)
     narrowed = {} if scopes is None or scopes == tx.scopes else {"scopes": scopes}
     approved = step(
         tx,

@@ -238,3 +238,24 @@ def test_invariant_40_a_session_is_stored_hashed_and_sealed() -> None:
     for plain in (secret, "octocat", "access_token"):
         assert plain.encode() not in value, plain
     assert unseal(keys(), value.decode(), "usession|" + key)
+
+
+def test_invariant_40_a_session_gives_nothing_to_a_client_deleted_while_consent_was_open() -> None:
+    """RFC 7592 §2.3 on the session's path as at the callback: the client is looked up again."""
+    h = Harness(config_for("https://proxy.example", ("/a", "/b")))
+    browser = Browser()
+    sign_in(h, browser, h.config.resource_urls[0])
+    client = h.register()
+    url = h.authorize_url(client, VERIFIER, resource=h.config.resource_urls[1])
+    consent = (h.request("GET", url, browser=browser).header("location") or "").removeprefix(
+        h.config.issuer_origin
+    )
+    page = h.request("GET", consent, browser=browser)
+    management = client["registration_client_uri"].removeprefix(h.config.issuer_origin)
+    token = client["registration_access_token"]
+    deleted = h.request("DELETE", management, headers=(("authorization", f"Bearer {token}"),))
+    assert deleted.status == 204, deleted.body
+    decided = h.form("/consent", {**consent_fields(page), "decision": "approve"}, browser=browser)
+    assert decided.status == 400 and b"no longer registered" in decided.body, decided.body
+    assert not (decided.header("location") or "")
+    assert h.upstream.authorize_requests == 1
