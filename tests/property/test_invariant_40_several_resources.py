@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from oauthproxy_adapters.driver import run
 from oauthproxy_adapters.proxy import Proxy
-from oauthproxy_adapters.testing.flow import VERIFIER
+from oauthproxy_adapters.testing.flow import VERIFIER, drive, exchange_code
 from oauthproxy_core import grants
 from oauthproxy_core.config import Lifetimes
 from oauthproxy_core.crypto import digest, unseal
@@ -78,18 +78,8 @@ def sign_in(h: Harness, browser: Browser, resource: str) -> dict[str, Any]:
 
 
 def _redeem(h: Harness, client: dict[str, Any], code: str, resource: str) -> dict[str, Any]:
-    form = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": client["redirect_uris"][0],
-        "code_verifier": VERIFIER,
-        "client_id": client["client_id"],
-        "resource": resource,
-    }
-    resp = h.token(form)
-    assert resp.status == 200, resp.body
-    tokens: dict[str, Any] = json.loads(resp.body)
-    return tokens
+    steps = exchange_code(h.config.issuer, client, code, verifier=VERIFIER, resource=resource)
+    return drive(steps, h.sender())
 
 
 @settings(max_examples=40, deadline=None)

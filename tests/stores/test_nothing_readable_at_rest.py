@@ -39,7 +39,9 @@ from oauthproxy_adapters.stores.memory import MemoryStore
 from oauthproxy_adapters.stores.postgres import PostgresStore
 from oauthproxy_adapters.stores.redis import RedisStore
 from oauthproxy_adapters.stores.sqlite import SQLiteStore
+from oauthproxy_adapters.testing.flow import drive, exchange_code
 from oauthproxy_core.handlers.bearer import Principal
+from oauthproxy_core.resource_servers import ResourceServer
 from tests.harness import (
     VERIFIER,
     Browser,
@@ -47,6 +49,7 @@ from tests.harness import (
     Harness,
     UpstreamUser,
     consent_fields,
+    make_config,
     redirect_params,
 )
 
@@ -340,4 +343,47 @@ def test_invariant_24_no_store_holds_a_plaintext_secret_at_any_step(
     if name == "postgres":
         haystacks.update(postgres_row_haystacks(store))
     leaks = find_leaks(flow.secrets, haystacks)
+    assert not leaks, f"{name} store holds secrets in a readable form:\n" + "\n".join(leaks)
+
+
+def test_invariants_24_40_an_upstream_session_leaves_nothing_readable(
+    store_and_clock: tuple[str, Any, Clock],
+) -> None:
+    """With two resources, a sign-in keeps an upstream session and a second resource's code comes
+    from it: no store holds the session's cookie, the provider's token, a code or a token readably."""
+    name, store, clock = store_and_clock
+    servers = [ResourceServer(path=p, name=p, scopes=("mcp",)) for p in ("/a", "/b")]
+    h = Harness(make_config(resources=servers), store=store, clock=clock, seed=secrets.randbits(32))
+    first, second = h.config.resource_urls
+    found: dict[str, str] = {}
+    browser = Browser()
+    for n, resource in enumerate((first, second)):
+        client = h.register(redirect_uris=[f"http://127.0.0.1:33418/{n}"])
+        tokens_before = set(h.upstream.tokens)
+        if n == 0:
+            resp = h.run_to_callback(client, VERIFIER, browser, resource=resource)
+            (found["upstream access token"],) = set(h.upstream.tokens) - tokens_before
+        else:
+            url = h.authorize_url(client, VERIFIER, resource=resource)
+            consent = h.request("GET", url, browser=browser).header("location") or ""
+            page = h.request("GET", consent.removeprefix(h.config.issuer), browser=browser)
+            resp = h.form(
+                "/consent", {**consent_fields(page), "decision": "approve"}, browser=browser
+            )
+            assert set(h.upstream.tokens) == tokens_before  # from the session, not the provider
+        code = redirect_params(resp)["code"]
+        found[f"code {n}"] = code
+        steps = exchange_code(h.config.issuer, client, code, verifier=VERIFIER, resource=resource)
+        body = drive(steps, h.sender())
+        found[f"access token {n}"] = body["access_token"]
+        found[f"refresh token {n}"] = body["refresh_token"].partition(".")[2]
+    (found["session cookie"],) = [v for k, v in browser.cookies.items() if "session" in k]
+    haystacks = dump_haystacks(h.store, "after both resources")
+    kinds = {where.split(": record ", 1)[1].split(":", 1)[0] for where in haystacks}
+    assert "usession" in kinds, f"{name}: the dump missed the session: {kinds}"
+    if name == "sqlite":
+        haystacks.update(sqlite_file_haystacks(store.path))
+    if name == "postgres":
+        haystacks.update(postgres_row_haystacks(store))
+    leaks = find_leaks(found, haystacks)
     assert not leaks, f"{name} store holds secrets in a readable form:\n" + "\n".join(leaks)
