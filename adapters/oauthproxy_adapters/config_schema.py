@@ -1194,10 +1194,11 @@ KEYS: tuple[Key, ...] = (
         "resources in the same browser (each still asks for consent); counted from the sign-in, "
         "never extended. `0`: every authorization signs in at the provider. With one resource "
         "there is no such session.",
-        "An hour, the default `revalidate_after`: the identity and group facts a new resource is "
-        "granted on are never older than what a grant already tolerates between re-validations, "
-        "and an hour covers connecting a client to several servers in one sitting. A sign-out at "
-        "the provider is not seen by the proxy, so shorter is safer on shared machines.",
+        "An hour, the default `revalidate_after`: the identity and group facts a resource is "
+        "granted on from a session are no older than what a grant already tolerates between "
+        "re-validations, and an hour covers connecting a client to several servers in one "
+        "sitting. A sign-out at the provider is not seen by the proxy, so shorter is safer on "
+        "shared machines.",
     ),
     _lifetime(
         "revocation_staleness",
