@@ -212,8 +212,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Revoke every active grant of a subject (--subject) or of a client (--client),\n"
         "or one grant (--grant), as a client's RFC 7009 revocation does: the grant's refresh\n"
         "tokens get invalid_grant and its access tokens are refused by every instance sharing\n"
-        "the store. Asks for no confirmation; --dry-run prints what would be revoked and\n"
-        "changes nothing. Reads the keyring ([keys].file) like serve, never creates it.\n"
+        "the store. With [[resources]], the user's upstream sessions end too: their next\n"
+        "server signs in at the provider again. Asks for no confirmation; --dry-run prints what\n"
+        "would be revoked and changes nothing. Reads the keyring ([keys].file) like serve,\n"
+        "never creates it.\n"
         "Exit status: 0 something was revoked (or would be); 1 nothing matched, or a failure;\n"
         "2 the configuration or the command line is wrong.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
