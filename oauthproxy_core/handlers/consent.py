@@ -23,6 +23,9 @@ binding itself is ``browser_binding.py``:
   resource) for one browser secret, and is honoured only on navigations that are not cross-site
   (``Sec-Fetch-Site``); on an http loopback issuer only on ``same-origin`` or ``none`` ones, since
   every other port of the host is same-site there and sees the browser's cookies.
+- With several resources (spec/security.md 40) the page names the resource's server, and an
+  approval (given here, or remembered) from a browser holding a live upstream session completes
+  from that session instead of the provider (``start_upstream``, upstream_session.py).
 """
 
 from __future__ import annotations
