@@ -249,3 +249,40 @@ def test_invariant_40_a_session_gives_nothing_to_a_client_deleted_while_consent_
     assert decided.status == 400 and b"no longer registered" in decided.body, decided.body
     assert not (decided.header("location") or "")
     assert h.upstream.authorize_requests == 1
+
+
+COOKIE_TEXT = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/=", max_size=80
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.one_of(COOKIE_TEXT, st.sampled_from(["flip", "prefix", "suffix", "case"])))
+def test_invariant_40_any_session_cookie_but_the_minted_one_goes_to_the_provider(
+    value: str,
+) -> None:
+    """Whatever another browser sends as the session cookie (made up, or the real one altered),
+    its approval goes to the provider; nothing is a 5xx."""
+    h = Harness(config_for("https://proxy.example", ("/a", "/b")))
+    owner = Browser()
+    sign_in(h, owner, h.config.resource_urls[0])
+    name, real = next((k, v) for k, v in owner.cookies.items() if k.endswith("oauthproxy_session"))
+    forged = {
+        "flip": real[:-1] + ("A" if real[-1] != "A" else "B"),
+        "prefix": "x" + real,
+        "suffix": real + "x",
+        "case": real.swapcase(),
+    }.get(value, value)
+    if forged == real:
+        return
+    other = Browser()
+    other.cookies[name] = forged
+    client = h.register()
+    url = h.authorize_url(client, VERIFIER, resource=h.config.resource_urls[1])
+    consent = (h.request("GET", url, browser=other).header("location") or "").removeprefix(
+        h.config.issuer_origin
+    )
+    page = h.request("GET", consent, browser=other)
+    decided = h.form("/consent", {**consent_fields(page), "decision": "approve"}, browser=other)
+    assert decided.status == 303, decided.body
+    assert (decided.header("location") or "").startswith(UPSTREAM + "/authorize")
