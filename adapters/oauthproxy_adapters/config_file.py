@@ -24,6 +24,10 @@ under their own name, with OpenID scopes, and fetch nothing. Every upstream URL 
 rule (https, or http on a loopback host: ``oauthproxy_core.url_policy``); the file must in
 addition say ``allow_insecure_http = true`` before any http URL is accepted.
 
+Protected resources: ``[server] mcp_path`` with ``[gateway]`` (one MCP server), or ``[[resources]]``
+(several, each with its ``[resources.access]`` and ``[[resources.tools]]``), never both: each entry
+becomes a core ``ResourceServer`` and a ``GatewayResource`` (spec/security.md 40).
+
 Paths: ``[keys] file`` and ``sqlite:///relative.db`` store URLs are relative to the working directory
 of the process (the stores' convention). Without ``[store] url`` the store is ``sqlite://``, the
 embedded durable default (``./.oauthproxy/state.db``, or ``$OAUTHPROXY_DATA_DIR/state.db``, beside
