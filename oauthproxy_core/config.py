@@ -97,6 +97,38 @@ class Lifetimes:
     revocation_staleness: int = _seconds(5, 0, 300)
 
 
+def _count(default: int, low: int, high: int) -> Any:
+    def check(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{attribute.name} must be between {low} and {high}")
+
+    return attrs.field(default=default, validator=check, metadata={"minimum": low, "maximum": high})
+
+
+@attrs.frozen(kw_only=True)
+class DeviceGrant:
+    """The device authorization grant (RFC 8628; ``[device]``, handlers/device.py). Each default
+    is justified in the configuration reference.
+
+    Off unless the operator turns it on: a user code can be handed to someone else to type
+    (RFC 8628 §5.4, remote phishing), so a deployment decides that its users need it.
+    """
+
+    enabled: bool = False
+    #: §3.2 ``expires_in``: how long the device code and the user code live.
+    code_lifetime: int = _seconds(600, 60, 1800)
+    #: §3.2 ``interval``: the least number of seconds between two polls (§3.5 default: 5).
+    interval: int = _seconds(5, 1, 60)
+    #: Mistyped or guessed user codes accepted per source per ``code_lifetime`` (§5.1).
+    failed_entries_per_address: int = _count(50, 1, 100_000)
+    #: ... and from every source together: the bound on guessing from many addresses.
+    failed_entries_total: int = _count(1_000, 1, 1_000_000)
+
+    def __attrs_post_init__(self) -> None:
+        if self.failed_entries_per_address > self.failed_entries_total:
+            raise ValueError("failed_entries_per_address must not exceed failed_entries_total")
+
+
 @attrs.frozen(kw_only=True)
 class ProxyConfig:
     issuer: str = attrs.field(validator=_check_issuer)
@@ -135,6 +167,8 @@ class ProxyConfig:
     enterprise_issuers: tuple[EnterpriseIssuer, ...] = attrs.field(
         converter=_enterprise, default=()
     )
+    #: The device authorization grant (``[device]``, RFC 8628).
+    device: DeviceGrant = attrs.field(factory=DeviceGrant)
     resource: str = attrs.field(init=False)
     secure_cookies: bool = attrs.field(init=False)
     #: The issuer's origin (RFC 6454 §6.2): a consent POST without Fetch Metadata must carry it.
@@ -250,6 +284,11 @@ class ProxyConfig:
     @property
     def token_endpoint(self) -> str:
         return self.issuer + "/token"
+
+    @property
+    def verification_uri(self) -> str:
+        """RFC 8628 §3.2 ``verification_uri``: the proxy's own page for user codes."""
+        return self.issuer + "/device"
 
 
 @attrs.frozen(kw_only=True)

@@ -52,6 +52,7 @@ from ..upstream import (
     stored_tokens_json,
 )
 from ..upstream_identity import Established, establish
+from . import device
 from .consent import end_for_removed_client
 
 _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
@@ -101,8 +102,10 @@ def _callback(
     # whose registration no longer lists this redirect URI) gets nothing -- no upstream code
     # redeemed, no code, and no redirect to a URI that is not registered (spec/security.md 1, 2).
     client = yield from load_client(tx.client_id, ctx)
+    # A device's sign-in has no redirect URI of the client: the proxy's own page stands in.
     if client is None or (
-        match_redirect_uri(
+        tx.device_id is None
+        and match_redirect_uri(
             client.redirect_uris,
             tx.redirect_uri,
             allow_localhost_port=ctx.config.allow_localhost_port,
@@ -119,6 +122,7 @@ def _callback(
         updated = yield from persistence.commit("tx", tx.id, tx, denied, 60)
         if updated is None or denied.state != TxState.denied.value:
             raise SignInRefusedError(_UNKNOWN)
+        yield from device.end_sign_in(ctx, tx)
         # Upstream error text is never relayed (it is not ours to vouch for).
         err: OAuthError = (
             AccessDeniedError("the user or the identity provider denied the request")
@@ -147,6 +151,7 @@ def _callback(
         established = yield from _redeem_upstream(ctx, tx, code, upstream_state)
     except OAuthError as exc:
         yield from persistence.commit("tx", tx.id, tx, step(tx, TxEvent.upstream_failed, data), 60)
+        yield from device.end_sign_in(ctx, tx)
         client_err: OAuthError = (
             TemporarilyUnavailableError("the identity provider is unavailable")
             if isinstance(exc, UpstreamUnavailableError)
@@ -175,6 +180,9 @@ def _issue_code(
     )
     if not decision.admitted:
         return (yield from _refuse(ctx, tx, data))
+    if tx.device_id is not None:
+        # RFC 8628: the device, polling, gets the result; no code exists for it.
+        return (yield from device.complete_sign_in(ctx, tx, data, established, decision.groups))
 
     # The transaction must outlive its code so a replay can still be recognised and punished.
     code_value = new_secret(ctx.random, 32)
@@ -219,6 +227,7 @@ def _refuse(ctx: Context, tx: Transaction, data: EventData) -> Handler[Response]
     """
     refused = step(tx, TxEvent.access_refused, data, upstream_verifier_sealed=None)
     yield from persistence.commit("tx", tx.id, tx, refused, 60)
+    yield from device.end_sign_in(ctx, tx)
     back = error_redirect(
         tx.redirect_uri,
         AccessDeniedError("this account is not allowed to use this server"),
