@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from oauthproxy_adapters.config_file import ConfigError, load_settings
 from oauthproxy_adapters.testing.provider import UpstreamUser
 from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.config import DeviceGrant
 from oauthproxy_core.user_codes import ALPHABET
+from tests.adapters.test_config_file import GITHUB
 from tests.harness import Browser, Harness, make_config
 from tests.property.test_invariants_stateful import interleave
 from tests.rfc.device_support import (
@@ -321,3 +326,51 @@ def test_rfc8628_3_3_verification_uri_complete_fills_the_form_but_does_not_submi
     assert f'value="{grant["user_code"]}"'.encode() in page.body
     # A GET never uses the code up.
     assert enter_code(h, Browser(), grant["user_code"]).status == 303
+
+
+def test_rfc8628_3_1_a_static_client_may_hold_the_device_grant_alone(tmp_path: Path) -> None:
+    """``[[clients.static]] grant_types`` with the device code grant and no redirect URI: parsed,
+    and it signs in through the grant and refreshes; ``[device]`` values reach the core."""
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        GITHUB
+        + """
+[device]
+enabled = true
+code_lifetime = 900
+interval = 7
+
+[[clients.static]]
+client_id = "headless-cli"
+token_endpoint_auth_method = "none"
+grant_types = ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"]
+"""
+    )
+    settings = load_settings(path)
+    device = settings.proxy.device
+    assert (device.enabled, device.code_lifetime, device.interval) == (True, 900, 7)
+    static = settings.proxy.static_client("headless-cli")
+    assert static is not None and static.redirect_uris == ()
+
+    h = Harness(make_config(device=DeviceGrant(enabled=True), static_clients=(static,)), seed=3)
+    client = {"client_id": "headless-cli"}
+    grant = _started(h, client)
+    assert approve_and_sign_in(h, Browser(), grant["user_code"]).status == 200
+    tokens = json.loads(poll(h, client, grant["device_code"]).body)
+    refreshed = h.token(
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": "headless-cli",
+        }
+    )
+    assert refreshed.status == 200, refreshed.body
+
+
+def test_device_settings_are_bounded_in_the_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(GITHUB + "\n[device]\ncode_lifetime = 5\ninterval = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert "[device]" in message and "code_lifetime" in message and "interval" in message
