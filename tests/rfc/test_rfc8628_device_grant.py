@@ -374,3 +374,23 @@ def test_device_settings_are_bounded_in_the_configuration(tmp_path: Path) -> Non
         load_settings(path)
     message = str(info.value)
     assert "[device]" in message and "code_lifetime" in message and "interval" in message
+
+
+def test_rfc8628_3_5_two_polls_at_once_are_one_too_many() -> None:
+    """Interleaved effect by effect (as on two instances): the compare-and-set lets one through as
+    a poll (pending), and the other, which lost it, is told to slow down."""
+    h = device_harness()
+    client = register_device_client(h)
+    grant = _started(h, client)
+    form = f"grant_type={DEVICE_GRANT}&device_code={grant['device_code']}&client_id={client['client_id']}"
+    reqs = [
+        h.make_request(
+            "POST",
+            "/token",
+            body=form.encode(),
+            headers=(("content-type", "application/x-www-form-urlencoded"),),
+        )
+        for _ in range(2)
+    ]
+    results = interleave(h, [h.server.handle(r, now=h.clock.now, random=h.random) for r in reqs])
+    assert sorted(error_of(r) for r in results) == ["authorization_pending", "slow_down"]
