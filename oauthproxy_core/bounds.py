@@ -185,3 +185,19 @@ def take_slot(slot: Slot, *, now: int, read: Stored | object | None = _UNREAD) -
         if ok:
             return
     raise TemporarilyUnavailableError("busy; retry shortly", retry_after=1)
+
+
+def check_slots(slots: Sequence[Slot], *, now: int) -> Handler[None]:
+    """Raise 429 (503 for a shared slot) if any slot is full, counting nothing.
+
+    For bounds that count failures only (the device grant's mistyped user codes): the request is
+    checked here before it is tried, and counted with ``take_slots`` only if it fails, so a busy
+    shared address is charged for its mistakes and not for its sign-ins (spec/security.md 35).
+    """
+    for slot in slots:
+        if not slot.subject:  # per_source: an unknown source
+            continue
+        key, retry_after = _key(slot.name, slot.subject, slot.window, now)
+        stored = yield GetRecord(kind=KIND, key=key)
+        if stored is not None and stored.version >= slot.limit:
+            _refuse(slot, retry_after)

@@ -51,6 +51,8 @@ MAX_CLIENT_NAME_LENGTH = 200
 
 _APPLICATION_TYPES = ("web", "native")
 _GRANT_TYPES = ("authorization_code", "refresh_token")
+#: RFC 8628 §3.4, accepted while ``[device] enabled`` (``device_grant``).
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 _RESPONSE_TYPES = ("code",)
 _URI_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 _STRING_FIELDS = ("software_id", "software_version")
@@ -188,6 +190,7 @@ def validate_client_metadata(  # noqa: C901, PLR0912, PLR0915
     *,
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
     supported_scopes: Sequence[str] | None = None,
+    device_grant: bool = False,
 ) -> ClientMetadata:
     """Validate a registration request body (RFC 7591 §2, §3.1) into a ClientMetadata.
 
@@ -230,8 +233,9 @@ def validate_client_metadata(  # noqa: C901, PLR0912, PLR0915
         raise _fail("token_endpoint_auth_method is not supported")
 
     grant_types = _string_list(raw, "grant_types", ("authorization_code",))
-    if any(grant not in _GRANT_TYPES for grant in grant_types):
-        raise _fail("grant_types may only contain authorization_code and refresh_token")
+    allowed = (*_GRANT_TYPES, DEVICE_GRANT_TYPE) if device_grant else _GRANT_TYPES
+    if any(grant not in allowed for grant in grant_types):
+        raise _fail("grant_types may only contain " + ", ".join(allowed))
     if "authorization_code" not in grant_types:
         raise _fail("grant_types must include authorization_code")
     response_types = _string_list(raw, "response_types", ("code",))

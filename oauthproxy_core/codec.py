@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .records import Client, ConsentDecision, Grant, Transaction
+from .records import Client, ConsentDecision, DeviceAuthorization, Grant, Transaction
 
 SCHEMA = 1
 
@@ -26,6 +26,7 @@ _KINDS: dict[str, type[Any]] = {
     "tx": Transaction,
     "grant": Grant,
     "consent": ConsentDecision,
+    "device": DeviceAuthorization,
 }
 _NAMES = {cls: kind for kind, cls in _KINDS.items()}
 _FIELDS = {cls: tuple(a.name for a in attrs.fields(cls)) for cls in _KINDS.values()}

@@ -105,6 +105,38 @@ class Lifetimes:
     upstream_session: int = _seconds(3600, 0, _DAY)
 
 
+def _count(default: int, low: int, high: int) -> Any:
+    def check(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{attribute.name} must be between {low} and {high}")
+
+    return attrs.field(default=default, validator=check, metadata={"minimum": low, "maximum": high})
+
+
+@attrs.frozen(kw_only=True)
+class DeviceGrant:
+    """The device authorization grant (RFC 8628; ``[device]``, handlers/device.py). Each default
+    is justified in the configuration reference.
+
+    Off unless the operator turns it on: a user code can be handed to someone else to type
+    (RFC 8628 §5.4, remote phishing), so a deployment decides that its users need it.
+    """
+
+    enabled: bool = False
+    #: §3.2 ``expires_in``: how long the device code and the user code live.
+    code_lifetime: int = _seconds(600, 60, 1800)
+    #: §3.2 ``interval``: the least number of seconds between two polls (§3.5 default: 5).
+    interval: int = _seconds(5, 1, 60)
+    #: Mistyped or guessed user codes accepted per source per ``code_lifetime`` (§5.1).
+    failed_entries_per_address: int = _count(50, 1, 100_000)
+    #: ... and from every source together: the bound on guessing from many addresses.
+    failed_entries_total: int = _count(1_000, 1, 1_000_000)
+
+    def __attrs_post_init__(self) -> None:
+        if self.failed_entries_per_address > self.failed_entries_total:
+            raise ValueError("failed_entries_per_address must not exceed failed_entries_total")
+
+
 @attrs.frozen(kw_only=True)
 class ProxyConfig:
     issuer: str = attrs.field(validator=_check_issuer)
@@ -146,6 +178,8 @@ class ProxyConfig:
     #: Several protected MCP servers under this issuer (``[[resources]]``, resource_servers.py);
     #: empty: the one at ``mcp_path`` (the single-resource form).
     resources: tuple[ResourceServer, ...] = attrs.field(converter=_resources, default=())
+    #: The device authorization grant (``[device]``, RFC 8628).
+    device: DeviceGrant = attrs.field(factory=DeviceGrant)
     #: The default resource (the first), for a request that names none (RFC 8707 §2).
     resource: str = attrs.field(init=False)
     #: Every protected resource's canonical URL, the default first.
@@ -327,6 +361,11 @@ class ProxyConfig:
     @property
     def token_endpoint(self) -> str:
         return self.issuer + "/token"
+
+    @property
+    def verification_uri(self) -> str:
+        """RFC 8628 §3.2 ``verification_uri``: the proxy's own page for user codes."""
+        return self.issuer + "/device"
 
 
 @attrs.frozen(kw_only=True)

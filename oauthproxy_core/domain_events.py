@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from .records import Client, Grant, Transaction
+from .records import Client, DeviceAuthorization, Grant, Transaction
 from .states import Step
 
 
@@ -28,6 +28,19 @@ class TransactionChanged:
     cause: str
     state: str
     #: False when a concurrent request won the compare-and-set and this change was not stored.
+    applied: bool
+
+
+@attrs.frozen(kw_only=True)
+class DeviceChanged:
+    """A device authorization (RFC 8628) was created or took a transition. Names no code: the
+    device code and the user code are secrets (spec/security.md 24, 39)."""
+
+    device_id: str
+    client_id: str
+    subject: str | None
+    cause: str
+    state: str
     applied: bool
 
 
@@ -52,6 +65,8 @@ class GrantIssued:
     client_id: str
     subject: str
     scopes: tuple[str, ...]
+    #: The grant that created the family: ``authorization_code`` or the device code grant.
+    grant_type: str = "authorization_code"
 
 
 @attrs.frozen(kw_only=True)
@@ -127,6 +142,7 @@ class AssertionRedeemed:
 
 DomainEvent: TypeAlias = (
     TransactionChanged
+    | DeviceChanged
     | GrantChanged
     | GrantIssued
     | TokenIssued
@@ -170,7 +186,21 @@ def changed(step: Step[Any], *, applied: bool) -> DomainEvent | None:
         return transaction_changed(step, applied=applied)
     if isinstance(record, Grant):
         return grant_changed(step, applied=applied)
+    if isinstance(record, DeviceAuthorization):
+        return device_changed(step, applied=applied)
     return None
+
+
+def device_changed(step: Step[DeviceAuthorization], *, applied: bool) -> DeviceChanged:
+    device = step.record
+    return DeviceChanged(
+        device_id=device.id,
+        client_id=device.client_id,
+        subject=device.subject,
+        cause=step.event.value,
+        state=device.state,
+        applied=applied,
+    )
 
 
 def client_registered(client: Client) -> ClientRegistered:
@@ -181,7 +211,11 @@ def client_registered(client: Client) -> ClientRegistered:
     )
 
 
-def grant_issued(grant: Grant) -> GrantIssued:
+def grant_issued(grant: Grant, grant_type: str = "authorization_code") -> GrantIssued:
     return GrantIssued(
-        grant_id=grant.id, client_id=grant.client_id, subject=grant.subject, scopes=grant.scopes
+        grant_id=grant.id,
+        client_id=grant.client_id,
+        subject=grant.subject,
+        scopes=grant.scopes,
+        grant_type=grant_type,
     )

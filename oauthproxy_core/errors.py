@@ -200,6 +200,35 @@ class UntrustedFormError(PageError):
     status = 403
 
 
+class AuthorizationPendingError(OAuthError):
+    """RFC 8628 §3.5: the user has not finished at the verification page yet; poll again."""
+
+    error = "authorization_pending"
+    redirectable = False
+
+
+class SlowDownError(OAuthError):
+    """RFC 8628 §3.5: polled faster than the interval; the interval is now 5 seconds longer."""
+
+    error = "slow_down"
+    redirectable = False
+
+
+class ExpiredTokenError(OAuthError):
+    """RFC 8628 §3.5: the device code's lifetime has ended; start a new device authorization."""
+
+    error = "expired_token"
+    redirectable = False
+
+
+class DeviceAccessDeniedError(OAuthError):
+    """RFC 8628 §3.5 ``access_denied`` at the token endpoint: the user (or the provider, or the
+    ``[access]`` rules) refused. A token endpoint error: 400 (RFC 6749 §5.2), never redirected."""
+
+    error = "access_denied"
+    redirectable = False
+
+
 ALL_ERRORS: tuple[type[OAuthError], ...] = (
     InvalidRequestError,
     InvalidClientError,
@@ -225,4 +254,8 @@ ALL_ERRORS: tuple[type[OAuthError], ...] = (
     UnknownClientError,
     SignInRefusedError,
     UntrustedFormError,
+    AuthorizationPendingError,
+    SlowDownError,
+    ExpiredTokenError,
+    DeviceAccessDeniedError,
 )

@@ -30,7 +30,7 @@ from typing import Any
 from . import persistence
 from .config import Context
 from .crypto import digest, new_secret, seal
-from .domain_events import GrantChanged
+from .domain_events import GrantChanged, grant_issued
 from .effects import Emit, Handler
 from .records import Grant
 from .states import EventData, GrantEvent, GrantState, grant_step
@@ -71,6 +71,44 @@ def token_response(
     if refresh_token is not None:
         body["refresh_token"] = refresh_token
     return body
+
+
+def start_family(
+    ctx: Context,
+    *,
+    grant_type: str,
+    with_refresh: bool,
+    grant_id: str,
+    client_id: str,
+    subject: str,
+    scopes: tuple[str, ...],
+    resource: str,
+    claims: tuple[tuple[str, str], ...],
+    groups: tuple[str, ...],
+    upstream_sealed: str | None,
+) -> Handler[dict[str, Any]]:
+    """Store the refresh-token family a user's consent creates (a redeemed code or device code),
+    tell the observers, and return the token response; a refresh token only ``with_refresh``."""
+    refresh, refresh_hash = new_refresh_secret(ctx, grant_id) if with_refresh else (None, "")
+    lifetimes = ctx.config.lifetimes
+    grant = Grant(
+        id=grant_id,
+        client_id=client_id,
+        subject=subject,
+        scopes=scopes,
+        resource=resource,
+        claims=claims,
+        groups=groups,
+        created_at=ctx.now,
+        expires_at=ctx.now + min(lifetimes.refresh_token, lifetimes.refresh_absolute),
+        absolute_expires_at=ctx.now + lifetimes.refresh_absolute,
+        confirmed_at=ctx.now,
+        refresh_hash=refresh_hash,
+        upstream_sealed=upstream_sealed,
+    )
+    yield from persistence.put("grant", grant.id, grant, grant.expires_at - ctx.now)
+    yield Emit(event=grant_issued(grant, grant_type))
+    return token_response(ctx, grant, grant.scopes, refresh)
 
 
 def new_refresh_secret(ctx: Context, grant_id: str) -> tuple[str, str]:

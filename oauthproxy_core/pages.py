@@ -112,8 +112,11 @@ def consent_page(
     localhost_warning: bool = False,
     theme: ConsentTheme = DEFAULT_THEME,
     fixed_scopes: tuple[str, ...] | None = None,
+    device_sign_in: bool = False,
 ) -> Response:
-    """The consent page. ``verified_host``: the host of a CIMD client's metadata document (the
+    """The consent page. ``device_sign_in``: the request comes from a device authorization (RFC
+    8628): the page says so first, since the application runs elsewhere, not in this browser.
+    ``verified_host``: the host of a CIMD client's metadata document (the
     verified part of its identity); ``localhost_warning``: every redirect URI is on this machine;
     ``theme``: the operator's look (``[consent]``), or a full template (``consent_theme.py``);
     ``fixed_scopes``: the scopes the user cannot decline; every other requested scope gets a ticked
@@ -134,6 +137,9 @@ def consent_page(
         if localhost_warning
         else ""
     )
+    if device_sign_in:
+        # RFC 8628 §5.4 (remote phishing): the user must know a device elsewhere gets the access.
+        warning = _device_notice(name) + warning
     details = (
         f'<p class="note">The name &ldquo;{escape(name)}&rdquo; was chosen by the application '
         "itself and is not verified.</p>"
@@ -192,6 +198,56 @@ def consent_page(
         f"{f'<footer>{footer}</footer>' if footer else ''}"
     )
     return Response(status=200, headers=headers, body=_page(title, body, theme))
+
+
+def _device_notice(name: str) -> str:
+    return (
+        '<p class="warn" role="note" id="device-sign-in"><strong>Device sign-in.</strong> '
+        f"You are signing in {escape(name)} on another device or program, not in this browser: "
+        "it gets the access below. Continue only if you typed a code that your own device is "
+        "showing you right now, and never for a code someone sent you.</p>"
+    )
+
+
+def device_entry_page(
+    *,
+    service_name: str,
+    action: str,
+    user_code: str,
+    message: str | None,
+    theme: ConsentTheme = DEFAULT_THEME,
+    status: int = 200,
+) -> Response:
+    """RFC 8628 §3.3: the page where the user types the code their device shows. ``user_code``:
+    a well-formed code to fill in (``verification_uri_complete``); the user still submits it."""
+    notice = f'<p class="warn" role="alert">{escape(message)}</p>' if message else ""
+    body = (
+        '<main aria-labelledby="t">'
+        f'<h1 id="t">Sign in a device to {escape(service_name)}</h1>{notice}'
+        "<p>Type the code shown on your device. Continue only if you started the sign-in "
+        "yourself.</p>"
+        f'<form method="post" action="{escape(action)}" aria-label="Device code">'
+        '<p><label for="user_code">Code</label><br>'
+        f'<input id="user_code" name="user_code" value="{escape(user_code)}" '
+        'autocomplete="off" autocapitalize="characters" spellcheck="false" maxlength="32" '
+        'required></p><div class="actions">'
+        '<button class="approve" type="submit">Continue</button></div></form></main>'
+    )
+    return Response(
+        status=status,
+        headers=page_headers(theme),
+        body=_page("Device sign-in", body, theme),
+    )
+
+
+def device_done_page(*, service_name: str, theme: ConsentTheme = DEFAULT_THEME) -> Response:
+    """The end of a device's sign-in in the browser: nothing is sent anywhere from here."""
+    body = (
+        '<main aria-labelledby="t"><h1 id="t">Your device is signed in</h1>'
+        f"<p>You may close this page. Your device continues with {escape(service_name)} on its "
+        "own.</p></main>"
+    )
+    return Response(status=200, headers=page_headers(theme), body=_page("Signed in", body, theme))
 
 
 def _scope_choice(scopes: tuple[str, ...], fixed: tuple[str, ...] | None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .states import GrantState, TxState
+from .states import DeviceState, GrantState, TxState
 
 
 def _tuple(value: Iterable[Any]) -> tuple[Any, ...]:
@@ -123,6 +123,9 @@ class Transaction:
     groups: tuple[str, ...] = attrs.field(converter=_tuple, default=())
     #: Upstream tokens, sealed; moved into the grant at redemption.
     upstream_sealed: str | None = _secret()
+    #: The device authorization this sign-in completes (RFC 8628 §3.3); ``None`` for the code flow.
+    #: Such a transaction never issues a code: its result goes to the device record.
+    device_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -167,6 +170,45 @@ class Grant:
         converter=_tuple, default=(), repr=False, eq=False
     )
     upstream_sealed: str | None = _secret()
+
+
+@attrs.frozen(kw_only=True)
+class DeviceAuthorization:
+    """One device authorization request (RFC 8628 §3.1-3.5), from the device code's issue to its
+    one redemption. Stored under its ``id``; the device code and the user code are found through
+    index records keyed by their digest and MAC (``handlers/device.py``), never stored themselves.
+    """
+
+    id: str
+    state: str = attrs.field(
+        validator=attrs.validators.in_(frozenset(s.value for s in DeviceState))
+    )
+    version: int = attrs.field(default=1, validator=_positive_version)
+    client_id: str
+    scopes: tuple[str, ...] = attrs.field(converter=_tuple)
+    resource: str
+    created_at: int
+    expires_at: int
+    #: RFC 8628 §3.2 ``interval``: the least number of seconds between two polls (grows on
+    #: ``slow_down``).
+    interval: int = attrs.field()
+    #: When the client last polled; ``0``: never.
+    last_polled_at: int = 0
+    #: MAC of the user code (``user_codes.user_code_key``), so the verification page can end it.
+    user_code_key: str = _secret("")
+    #: The transaction started from the user code (``user_code_entered``).
+    txn_id: str | None = None
+    #: Set on approval: the identity and the grant the redemption creates.
+    grant_id: str | None = None
+    subject: str | None = None
+    claims: tuple[tuple[str, str], ...] = attrs.field(converter=_pairs, default=())
+    groups: tuple[str, ...] = attrs.field(converter=_tuple, default=())
+    upstream_sealed: str | None = _secret()
+
+    @interval.validator
+    def _check_interval(self, _a: attrs.Attribute[int], value: int) -> None:
+        if not 1 <= value <= 3600:
+            raise ValueError("interval must be 1 to 3600 seconds")
 
 
 @attrs.frozen(kw_only=True)

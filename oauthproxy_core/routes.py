@@ -32,6 +32,7 @@ from .effects import Handler
 from .handlers.authorize import authorize_endpoint
 from .handlers.callback import callback_endpoint
 from .handlers.consent import consent_get, consent_post
+from .handlers.device import device_authorization_endpoint, device_page_get, device_page_post
 from .handlers.metadata import CORS, as_metadata_endpoint, jwks_endpoint, prm_endpoint
 from .handlers.registration import client_configuration_endpoint, register_endpoint
 from .handlers.revocation import revocation_endpoint
@@ -179,6 +180,16 @@ ROUTES: tuple[Route, ...] = (
         ("POST", authorize_endpoint),
     ),
     _browser("consent", "{issuer_path}/consent", ("GET", consent_get), ("POST", consent_post)),
+    # RFC 8628 §3.1 and §3.3: answered 404 unless ``[device] enabled``.
+    _json(
+        "device_authorization",
+        "{issuer_path}/device_authorization",
+        ("POST", device_authorization_endpoint),
+        credentials=Credentials.CLIENT,
+    ),
+    _browser(
+        "device", "{issuer_path}/device", ("GET", device_page_get), ("POST", device_page_post)
+    ),
     _browser("callback", "{issuer_path}{callback_path}", ("GET", callback_endpoint)),
 )
 

@@ -12,6 +12,16 @@ lets the proxy redeem the upstream code and issue its own code (``code_issued``)
 request redeems that code exactly once (``exchanged``, RFC 6749 §4.1.2 "MUST NOT use the authorization
 code more than once"). A second redemption moves the transaction to ``revoked``.
 
+*Device authorization* (``DeviceMachine``, RFC 8628): created ``pending`` when a client asks for a
+device code (§3.1-3.2). The user types the user code on the proxy's verification page (§3.3): the
+code is used up and the device moves to ``verifying``, linked to an authorization transaction that
+runs the same consent page and upstream sign-in. A sign-in the ``[access]`` rules admit makes it
+``approved`` (``sign_in_approved``: the identity and the sealed upstream tokens move in); a denial
+anywhere makes it ``denied`` (``sign_in_denied``). The client polls meanwhile (§3.4-3.5:
+``polled``, or ``slowed_down`` when it polls faster than its interval, which also lengthens the
+interval); once ``approved``, one poll redeems it (``redeemed``, final: spec/security.md 39, a
+device code yields tokens at most once).
+
 *Grant* (``GrantMachine``), the refresh-token family created at redemption (OAuth 2.1 §4.3.1, RFC 9700
 §4.14.2): ``active`` while it rotates (``refresh_rotated``), while the proxy refreshes the user's
 upstream token (``upstream_refreshed``) and while it re-validates the user with the provider at refresh
@@ -54,7 +64,7 @@ from .pkce import verify_code_verifier
 from .redirect_uris import is_acceptable_redirect_uri
 
 if TYPE_CHECKING:
-    from .records import Grant, Transaction
+    from .records import DeviceAuthorization, Grant, Transaction
 
 
 #: Seconds a transaction is kept past its deadline, so that a late consent or callback is answered
@@ -89,6 +99,38 @@ class TxEvent(enum.Enum):
     client_removed = "client_removed"
     #: spec/security.md 33: the provider signed the user in, but no ``[access]`` rule admits them.
     access_refused = "access_refused"
+    #: RFC 8628 §3.3: the sign-in of a device authorization ended well; no code is issued, the
+    #: identity moves to the device record (``DeviceEvent.approved``).
+    device_signed_in = "device_signed_in"
+
+
+class DeviceState(enum.Enum):
+    pending = "pending"
+    verifying = "verifying"
+    approved = "approved"
+    redeemed = "redeemed"
+    denied = "denied"
+    expired = "expired"
+    failed = "failed"
+
+
+class DeviceEvent(enum.Enum):
+    """Inputs to the device authorization machine (RFC 8628), named for what happened."""
+
+    #: §3.3: the user typed the user code on the verification page (the code is used up).
+    user_code_entered = "user_code_entered"
+    #: §3.4: the client polled no faster than its interval.
+    polled = "polled"
+    #: §3.5 ``slow_down``: it polled too fast; the interval grows by 5 seconds.
+    slowed_down = "slowed_down"
+    #: The user approved and the provider signed them in, admitted by ``[access]``.
+    sign_in_approved = "sign_in_approved"
+    #: The user denied on the consent page, the provider refused, or ``[access]`` did.
+    sign_in_denied = "sign_in_denied"
+    #: §3.5: the approved device code was exchanged for tokens (once: spec/security.md 39).
+    token_issued = "token_issued"
+    deadline_passed = "deadline_passed"
+    client_removed = "client_removed"
 
 
 class GrantState(enum.Enum):
@@ -131,6 +173,8 @@ class EventData:
     code_verifier: str | None = attrs.field(default=None, repr=False)
     #: SHA-256 of a presented refresh token's secret (grant events).
     presented_hash: str | None = attrs.field(default=None, repr=False)
+    #: The transaction that completes a device authorization (device events).
+    txn_id: str | None = None
 
 
 # Guards: one line each, calling the pure validators (spec/style.md). They must never raise. Deadlines are
@@ -180,6 +224,16 @@ def guard_presented_is_current(grant: Grant, data: EventData) -> bool:
     )
 
 
+def guard_device_redeemer(device: DeviceAuthorization, data: EventData) -> bool:
+    # RFC 8628 §3.4 with RFC 6749 §5.2: only the client the device code was issued to redeems it.
+    return data.client_id is not None and data.client_id == device.client_id
+
+
+def guard_device_transaction(device: DeviceAuthorization, data: EventData) -> bool:
+    # The sign-in that decides is the one started from this device's user code, no other.
+    return device.txn_id is not None and data.txn_id == device.txn_id
+
+
 TX_GUARDS: dict[str, Callable[[Transaction, EventData], bool]] = {
     "challenge_is_s256": guard_challenge_bound,
     "redirect_still_valid": guard_redirect_still_valid,
@@ -191,6 +245,11 @@ GUARDS = TX_GUARDS
 
 GRANT_GUARDS: dict[str, Callable[[Grant, EventData], bool]] = {
     "presented_is_current": guard_presented_is_current,
+}
+
+DEVICE_GUARDS: dict[str, Callable[[DeviceAuthorization, EventData], bool]] = {
+    "same_client": guard_device_redeemer,
+    "its_transaction": guard_device_transaction,
 }
 
 
@@ -213,6 +272,8 @@ class TransactionMachine(StateMachine):
     upstream_returned = upstream_pending.to(code_issued, cond="same_browser")
     upstream_denied = upstream_pending.to(denied, cond="same_browser")
     access_refused = upstream_pending.to(denied, cond="same_browser")
+    # RFC 8628: a device's sign-in ends here; the device record, not a code, carries the result.
+    device_signed_in = upstream_pending.to(exchanged, cond="same_browser")
     upstream_failed = upstream_pending.to(failed)
     code_redeemed = code_issued.to(exchanged, cond="redemption_matches")
     code_replayed = exchanged.to(revoked)
@@ -272,6 +333,39 @@ class GrantMachine(StateMachine):
         return GRANT_GUARDS["presented_is_current"](self._grant, self._data)
 
 
+class DeviceMachine(StateMachine):
+    """The device authorization (RFC 8628). Polling never leaves ``pending``/``verifying`` except
+    through an approval, and ``redeemed`` is final: no token before approval, never two."""
+
+    pending = State(initial=True, value=DeviceState.pending.value)
+    verifying = State(value=DeviceState.verifying.value)
+    approved = State(value=DeviceState.approved.value)
+    redeemed = State(final=True, value=DeviceState.redeemed.value)
+    denied = State(final=True, value=DeviceState.denied.value)
+    expired = State(final=True, value=DeviceState.expired.value)
+    failed = State(final=True, value=DeviceState.failed.value)
+
+    user_code_entered = pending.to(verifying)
+    polled = pending.to(pending) | verifying.to(verifying)
+    slowed_down = pending.to(pending) | verifying.to(verifying)
+    sign_in_approved = verifying.to(approved, cond="its_transaction")
+    sign_in_denied = verifying.to(denied, cond="its_transaction")
+    token_issued = approved.to(redeemed, cond="same_client")
+    deadline_passed = pending.to(expired) | verifying.to(expired) | approved.to(expired)
+    client_removed = pending.to(failed) | verifying.to(failed) | approved.to(failed)
+
+    def __init__(self, model: Any, device: DeviceAuthorization, data: EventData) -> None:
+        self._device = device
+        self._data = data
+        super().__init__(model=model)
+
+    def same_client(self) -> bool:
+        return DEVICE_GUARDS["same_client"](self._device, self._data)
+
+    def its_transaction(self) -> bool:
+        return DEVICE_GUARDS["its_transaction"](self._device, self._data)
+
+
 # What each event may change besides ``state`` and ``version``. Anything else is refused by ``step``.
 _TX_ISSUE_CODE = frozenset(
     {
@@ -302,6 +396,24 @@ TX_WRITES: dict[TxEvent, frozenset[str]] = {
     TxEvent.client_removed: frozenset(),
     # Nothing of the refused user is written (spec/security.md 33): no subject, no claims.
     TxEvent.access_refused: frozenset({"upstream_verifier_sealed"}),
+    TxEvent.device_signed_in: frozenset({"upstream_verifier_sealed"}),
+}
+
+DEVICE_WRITES: dict[DeviceEvent, frozenset[str]] = {
+    # The user code has had its one use: only its transaction completes the device.
+    DeviceEvent.user_code_entered: frozenset({"txn_id"}),
+    DeviceEvent.polled: frozenset({"last_polled_at"}),
+    # RFC 8628 §3.5: "the interval MUST be increased by 5 seconds for this and all subsequent
+    # requests".
+    DeviceEvent.slowed_down: frozenset({"last_polled_at", "interval"}),
+    DeviceEvent.sign_in_approved: frozenset(
+        {"grant_id", "subject", "claims", "groups", "scopes", "upstream_sealed"}
+    ),
+    DeviceEvent.sign_in_denied: frozenset(),
+    # A redeemed device keeps no sealed secret: nothing is left that could be handed out again.
+    DeviceEvent.token_issued: frozenset({"upstream_sealed"}),
+    DeviceEvent.deadline_passed: frozenset(),
+    DeviceEvent.client_removed: frozenset(),
 }
 
 #: A revoked grant keeps no sealed secret: nothing is left that could be served or replayed.
@@ -341,8 +453,8 @@ class Row:
     writes: frozenset[str] = frozenset()
 
 
-StateT = TypeVar("StateT", TxState, GrantState)
-EventT = TypeVar("EventT", TxEvent, GrantEvent)
+StateT = TypeVar("StateT", TxState, GrantState, DeviceState)
+EventT = TypeVar("EventT", TxEvent, GrantEvent, DeviceEvent)
 RecordT = TypeVar("RecordT")
 
 
@@ -512,6 +624,24 @@ TRANSACTION: Lifecycle[TxState, TxEvent, Transaction] = Lifecycle(
     deadline=_tx_deadline,
     expiry_event=TxEvent.deadline_passed,
 )
+
+
+def _device_deadline(device: DeviceAuthorization) -> int | None:
+    if device.state == DeviceState.redeemed.value:
+        return None
+    return device.expires_at  # RFC 8628 §3.2 ``expires_in``: approved or not, it ends then
+
+
+DEVICE: Lifecycle[DeviceState, DeviceEvent, DeviceAuthorization] = Lifecycle(
+    machine=DeviceMachine,
+    states=DeviceState,
+    events=DeviceEvent,
+    guards=DEVICE_GUARDS,
+    writes=DEVICE_WRITES,
+    fail_state=DeviceState.failed,
+    deadline=_device_deadline,
+    expiry_event=DeviceEvent.deadline_passed,
+)
 GRANT: Lifecycle[GrantState, GrantEvent, Grant] = Lifecycle(
     machine=GrantMachine,
     states=GrantState,
@@ -552,3 +682,16 @@ def step(tx: Transaction, event: TxEvent, data: EventData, **changes: Any) -> St
 
 def grant_step(grant: Grant, event: GrantEvent, data: EventData, **changes: Any) -> Step[Grant]:
     return GRANT.step(grant, event, data, **changes)
+
+
+def new_device(**fields: Any) -> DeviceAuthorization:
+    """A device authorization in the machine's initial state."""
+    from .records import DeviceAuthorization  # noqa: PLC0415
+
+    return DeviceAuthorization(state=DeviceState.pending.value, **fields)
+
+
+def device_step(
+    device: DeviceAuthorization, event: DeviceEvent, data: EventData, **changes: Any
+) -> Step[DeviceAuthorization]:
+    return DEVICE.step(device, event, data, **changes)

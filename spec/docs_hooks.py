@@ -92,6 +92,7 @@ COPIED = {
     "reference/security.md": SPEC / "security.md",
     "reference/interop.md": SPEC / "interop.md",
     "reference/style.md": SPEC / "style.md",
+    "reference/rfc8628.md": SPEC / "rfc8628.md",
 }
 
 

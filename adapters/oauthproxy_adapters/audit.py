@@ -58,6 +58,7 @@ from oauthproxy_core.domain_events import (
     ClientDeleted,
     ClientRefused,
     ClientRegistered,
+    DeviceChanged,
     DomainEvent,
     GrantChanged,
     GrantIssued,
@@ -114,6 +115,16 @@ def record(event: DomainEvent) -> dict[str, Any]:
             "subject": event.subject,
             "outcome": _outcome(event.applied),
         }
+    if isinstance(event, DeviceChanged):
+        return {
+            "event": "device_authorization",
+            "device": _ref(event.device_id),
+            "state": event.state,
+            "cause": event.cause,
+            "client_id": event.client_id,
+            "subject": event.subject,
+            "outcome": _outcome(event.applied),
+        }
     if isinstance(event, GrantChanged):
         if event.state == "revoked":
             name = "grant_revoked"
@@ -135,6 +146,7 @@ def record(event: DomainEvent) -> dict[str, Any]:
     if isinstance(event, GrantIssued):
         return {
             "event": "grant_issued",
+            "grant_type": event.grant_type,
             "grant": _ref(event.grant_id),
             "client_id": event.client_id,
             "subject": event.subject,

@@ -55,7 +55,8 @@ from oauthproxy_core.admission import ClientAdmission
 from oauthproxy_core.bearer_header import is_token68
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.cimd import CimdDocumentError, check_jwks
-from oauthproxy_core.config import Lifetimes, ProxyConfig
+from oauthproxy_core.client_metadata import DEVICE_GRANT_TYPE
+from oauthproxy_core.config import DeviceGrant, Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.crypto import digest
 from oauthproxy_core.errors import InvalidRedirectUriError, InvalidTargetError
@@ -287,6 +288,7 @@ def parse_settings(
     access = p.attempt(_access, t["access"], p)
     admission = p.attempt(_admission, t["clients"], p)
     lifetimes = p.attempt(_lifetimes, t["lifetimes"], p)
+    device = p.attempt(_device, t["device"], p)
     metrics_token = p.attempt(_metrics_token, t["metrics"], p, env)
     metrics_enabled = p.attempt(t["metrics"].get, "enabled")
     resources = p.attempt(_resources, checked, server, t["gateway"], p)
@@ -303,6 +305,7 @@ def parse_settings(
     assert consent_mode is not None and cimd_enabled is not None
     assert cimd_allow_loopback is not None and access is not None and lifetimes is not None
     assert gateway is not None and admission is not None and resources is not None
+    assert device is not None
     try:
         proxy = ProxyConfig(
             issuer=server.base_url,
@@ -320,6 +323,7 @@ def parse_settings(
             consent_theme=consent_theme,
             access=access,
             lifetimes=lifetimes,
+            device=device,
             trusted_issuers=trusted,
             enterprise_issuers=enterprise,
             resources=tuple(server for server, _ in resources),
@@ -1000,6 +1004,15 @@ def _admission(t: Section, p: _Problems) -> ClientAdmission:
     return ClientAdmission(**values)
 
 
+def _device(t: Section, p: _Problems) -> DeviceGrant:
+    """``[device]``: ranges are checked by the schema from ``DeviceGrant``'s own bounds."""
+    values = {field.name: t.get(field.name) for field in attrs.fields(DeviceGrant)}
+    try:
+        return DeviceGrant(**values)
+    except ValueError as exc:
+        p.fail(t, "", str(exc))
+
+
 def _lifetimes(t: Section, p: _Problems) -> Lifetimes:
     """``[lifetimes]``: ranges are checked by the schema from ``Lifetimes``' own bounds."""
     values = {field: t.get(key) for key, field in config_schema.LIFETIME_FIELDS.items()}
@@ -1146,10 +1159,15 @@ def _static_grant_types(t: Section, p: _Problems) -> tuple[str, ...]:
             hint = config_schema.suggestion(grant, config_schema.STATIC_GRANT_TYPES)
             choices = ", ".join(config_schema.STATIC_GRANT_TYPES)
             p.fail(t, "grant_types", f"{grant!r} is not one of {choices}{hint}")
-    if "authorization_code" not in grant_types and "client_credentials" not in grant_types:
-        p.fail(t, "grant_types", "must include authorization_code or client_credentials")
-    if "refresh_token" in grant_types and "authorization_code" not in grant_types:
-        p.fail(t, "grant_types", "refresh_token needs authorization_code")
+    users = {"authorization_code", DEVICE_GRANT_TYPE} & set(grant_types)
+    if not users and "client_credentials" not in grant_types:
+        p.fail(
+            t,
+            "grant_types",
+            f"must include authorization_code, client_credentials or {DEVICE_GRANT_TYPE}",
+        )
+    if "refresh_token" in grant_types and not users:
+        p.fail(t, "grant_types", f"refresh_token needs authorization_code or {DEVICE_GRANT_TYPE}")
     return grant_types
 
 

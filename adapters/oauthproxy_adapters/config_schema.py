@@ -31,7 +31,7 @@ import attrs
 from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.admission import ClientAdmission
 from oauthproxy_core.bounds import Bounds
-from oauthproxy_core.config import Lifetimes, ProxyConfig
+from oauthproxy_core.config import DeviceGrant, Lifetimes, ProxyConfig
 from oauthproxy_core.consent_theme import ConsentTheme
 from oauthproxy_core.issuers import ALGORITHMS, DEFAULT_ALGORITHMS, TrustedIssuer
 from oauthproxy_core.jsonrpc_inspection import DEFAULT_MAX_MESSAGE_BYTES
@@ -62,7 +62,12 @@ __all__ = [
 PROVIDERS = ("github", "google", "entra", "oidc", "oauth2")
 STATIC_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 #: The grants a pre-registered client may be allowed (``[[clients.static]] grant_types``).
-STATIC_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+STATIC_GRANT_TYPES = (
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:device_code",
+)
 
 
 class Type(enum.Enum):
@@ -214,6 +219,13 @@ TABLES: tuple[Table, ...] = (
         doc="How long tokens, grants, consent and registrations live, in seconds, and how often "
         "the provider is asked about a user again.",
     ),
+    Table(
+        name="device",
+        doc="Device sign-in (RFC 8628, the device authorization grant) for clients without a "
+        "browser: `POST /device_authorization` and the verification page `/device`. Only clients "
+        "that registered the grant type `urn:ietf:params:oauth:grant-type:device_code` (DCR "
+        "`grant_types`, or `[[clients.static]] grant_types`) may use it. See spec/rfc8628.md.",
+    ),
     Table(name="metrics", doc="Prometheus metrics at `GET /metrics` (needs the `metrics` extra)."),
     Table(
         name="trusted_issuers",
@@ -293,6 +305,21 @@ def _copies(
     """The keys of ``of`` again, in ``table``: a resource's own rules, with the same meaning."""
     return tuple(
         attrs.evolve(k, table=table) for k in keys if k.table == of and k.name not in exclude
+    )
+
+
+def _device(name: str, type_: Type, doc: str, why: str) -> Key:
+    """A ``[device]`` key: a ``DeviceGrant`` field, whose default and bounds the core holds."""
+    meta = attrs.fields_dict(DeviceGrant)[name].metadata
+    return Key(
+        table="device",
+        name=name,
+        type=type_,
+        default=_core_default(DeviceGrant, name),
+        minimum=meta.get("minimum"),
+        maximum=meta.get("maximum"),
+        doc=doc,
+        why=why,
     )
 
 
@@ -1129,6 +1156,50 @@ KEYS: tuple[Key, ...] = (
         name="tools",
         type=Type.TABLES,
         doc="Per-tool rules of this resource's gateway: see `[[resources.tools]]` below.",
+    ),
+    # [device]: one _device per key; defaults and bounds live in oauthproxy_core.config.DeviceGrant.
+    _device(
+        "enabled",
+        _B,
+        "Offer the device authorization grant: the endpoints, the metadata entries, and the "
+        "grant type at registration.",
+        "Off: a user code can be forwarded to someone who is then asked to type it (RFC 8628 "
+        "§5.4, remote phishing), so a deployment turns device sign-in on when its users run "
+        "clients without a browser (SSH sessions, containers, CI).",
+    ),
+    _device(
+        "code_lifetime",
+        _I,
+        "`expires_in`: how long a device code and its user code live, in seconds (60 to 1800).",
+        "10 minutes: long enough to find a browser, sign in at a slow provider and approve; "
+        "short enough that a user code is worth guessing for only a few minutes (RFC 8628 §5.1). "
+        "It is also the window of the failed-entry counters.",
+    ),
+    _device(
+        "interval",
+        _I,
+        "`interval`: the least number of seconds between two polls of one device code; a faster "
+        "poll gets `slow_down` and 5 seconds more from then on (RFC 8628 §3.5).",
+        "5 seconds, the RFC's own default: a sign-in is noticed within seconds, and a polling "
+        "client costs one store read and write per 5 seconds.",
+    ),
+    _device(
+        "failed_entries_per_address",
+        _I,
+        "Wrong or malformed user codes accepted from one source (an address prefix, "
+        "`[limits] ipv4_prefix` / `ipv6_prefix`) per `code_lifetime`; past it the page answers "
+        "429. Correct codes are not counted.",
+        "50: an office of hundreds behind one NAT address mistypes a code now and then, not 50 "
+        "times in 10 minutes; a guesser from one address gets 50 tries against 20^8 codes.",
+    ),
+    _device(
+        "failed_entries_total",
+        _I,
+        "Wrong or malformed user codes accepted from every source together per "
+        "`code_lifetime`; past it the page answers 503 to everyone until the window ends.",
+        "1000: twenty addresses' worth of mistakes. With a thousand live codes, 1000 guesses "
+        "find one with a probability of about 4 in a million per window; many addresses "
+        "together cannot guess faster than this.",
     ),
     # [lifetimes]: one _lifetime per key; defaults and bounds live in oauthproxy_core.config.Lifetimes.
     _lifetime(

@@ -124,6 +124,8 @@ def clients(settings: Settings) -> str:
         parts.append(f"{len(proxy.static_clients)} pre-registered")
     if policy.redirect_hosts is not None:
         parts.append(f"redirect URIs only on {_hosts(policy.redirect_hosts)}")
+    if proxy.device.enabled:
+        parts.append(f"device sign-in at {proxy.verification_uri} ([device], RFC 8628)")
     return "; ".join(parts)
 
 

@@ -54,6 +54,7 @@ from ..upstream import (
 )
 from ..upstream_identity import Established, establish
 from ..upstream_session import UpstreamSession, open_session
+from . import device
 from .consent import end_for_removed_client
 
 _UNKNOWN = "This sign-in is unknown, was already completed, or has expired."
@@ -111,6 +112,7 @@ def _callback(
         updated = yield from persistence.commit("tx", tx.id, tx, denied, 60)
         if updated is None or denied.state != TxState.denied.value:
             raise SignInRefusedError(_UNKNOWN)
+        yield from device.end_sign_in(ctx, tx)
         # Upstream error text is never relayed (it is not ours to vouch for).
         err: OAuthError = (
             AccessDeniedError("the user or the identity provider denied the request")
@@ -139,6 +141,7 @@ def _callback(
         established = yield from _redeem_upstream(ctx, tx, code, upstream_state)
     except OAuthError as exc:
         yield from persistence.commit("tx", tx.id, tx, step(tx, TxEvent.upstream_failed, data), 60)
+        yield from device.end_sign_in(ctx, tx)
         client_err: OAuthError = (
             TemporarilyUnavailableError("the identity provider is unavailable")
             if isinstance(exc, UpstreamUnavailableError)
@@ -154,8 +157,10 @@ def _callback(
 def _require_client(ctx: Context, tx: Transaction) -> Handler[None]:
     """End ``tx`` with a page unless its client is still registered with its redirect URI."""
     client = yield from load_client(tx.client_id, ctx)
+    # A device's sign-in has no redirect URI of the client: the proxy's own page stands in.
     if client is None or (
-        match_redirect_uri(
+        tx.device_id is None
+        and match_redirect_uri(
             client.redirect_uris,
             tx.redirect_uri,
             allow_localhost_port=ctx.config.allow_localhost_port,
@@ -201,6 +206,9 @@ def issue_code(
         ):
             refusing = server.access
         return (yield from _refuse(ctx, tx, data, refusing))
+    if tx.device_id is not None:
+        # RFC 8628: the device, polling, gets the result; no code exists for it.
+        return (yield from device.complete_sign_in(ctx, tx, data, established, decision.groups))
 
     # The transaction must outlive its code so a replay can still be recognised and punished.
     code_value = new_secret(ctx.random, 32)
@@ -292,6 +300,7 @@ def _refuse(
     """
     refused = step(tx, TxEvent.access_refused, data, upstream_verifier_sealed=None)
     yield from persistence.commit("tx", tx.id, tx, refused, 60)
+    yield from device.end_sign_in(ctx, tx)
     back = error_redirect(
         tx.redirect_uri,
         AccessDeniedError("this account is not allowed to use this server"),

@@ -63,10 +63,13 @@ from ..scopes import fixed_scopes, granted_scopes
 from ..states import EXPIRY_NOTICE, Absorbed, EventData, TxEvent, TxState, step
 from ..upstream import build_authorize_url
 from ..upstream_session import presented_session
+from . import device
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _SAFE_FETCH_SITES = frozenset({"none", "same-origin", "same-site"})
 _LOOPBACK_SAFE_FETCH_SITES = frozenset({"none", "same-origin"})
+#: Where a device sign-in's answer goes: not to a redirect URI, to the device that polls.
+_DEVICE_HOST = "your device (it receives the answer when it next asks)"
 _NOT_FROM_HERE = (
     "This form was not sent from this sign-in page. Return to the application and start again."
 )
@@ -128,7 +131,7 @@ def consent_get(req: Request, ctx: Context) -> Handler[Response]:
         service_name=server.name if server is not None else ctx.config.service_name,
         client_name=client.client_name,
         client_id=client.client_id,
-        redirect_host=redirect_host(tx.redirect_uri),
+        redirect_host=_DEVICE_HOST if tx.device_id else redirect_host(tx.redirect_uri),
         scopes=tx.scopes,
         resource=tx.resource,
         upstream_name=ctx.config.upstream.name,
@@ -140,6 +143,7 @@ def consent_get(req: Request, ctx: Context) -> Handler[Response]:
         localhost_warning=cimd and all_loopback_redirects(client.redirect_uris),
         theme=ctx.config.consent_theme,
         fixed_scopes=fixed_scopes(tx.scopes, ctx.config.baseline_scopes(tx.resource)),
+        device_sign_in=tx.device_id is not None,
     )
 
 
@@ -160,7 +164,8 @@ def consent_post(req: Request, ctx: Context) -> Handler[Response]:
     if decision != "approve":
         raise InvalidRequestError("decision must be approve or deny")
     granted = _granted(form, tx, ctx)
-    if ctx.config.consent_mode == "remember":
+    # A device sign-in is never remembered: each one asks (RFC 8628 §5.4, handlers/device.py).
+    if ctx.config.consent_mode == "remember" and tx.device_id is None:
         # The granted set is what is remembered: a later request for exactly it is approved, one
         # for more (what the user declined) asks again (spec/security.md 15).
         decision_rec = ConsentDecision(
@@ -196,6 +201,7 @@ def _deny(ctx: Context, tx: Transaction) -> Handler[Response]:
     updated = yield from persistence.commit("tx", tx.id, tx, denied, 60)
     if updated is None or denied.state != TxState.denied.value:
         raise PageError("This authorization request was already answered.")
+    yield from device.end_sign_in(ctx, tx)
     return error_redirect(
         tx.redirect_uri,
         AccessDeniedError("the user denied the request"),

@@ -18,6 +18,8 @@ from . import id_jag
 from .client_credentials import machine_clients, static_private_key_jwt
 
 CORS: tuple[tuple[str, str], ...] = (("Access-Control-Allow-Origin", "*"),)
+#: RFC 8628 §3.4 (handlers/device.py imports this module, so the name lives here).
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 #: Metadata may be cached briefly; it changes only with configuration.
 CACHEABLE: tuple[tuple[str, str], ...] = (("Cache-Control", "public, max-age=300"),)
 
@@ -65,6 +67,10 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
         body["token_endpoint_auth_signing_alg_values_supported"] = algs
         body["revocation_endpoint_auth_signing_alg_values_supported"] = list(algs)
     _add_enterprise_grant(body, ctx)
+    if ctx.config.device.enabled:
+        # RFC 8628 §4: the endpoint, and the grant among the supported ones.
+        body["device_authorization_endpoint"] = iss + "/device_authorization"
+        body["grant_types_supported"].append(DEVICE_GRANT_TYPE)
     return body
 
 

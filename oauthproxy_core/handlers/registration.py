@@ -72,7 +72,11 @@ def register_endpoint(req: Request, ctx: Context) -> Handler[Response]:
     if not ctx.config.admission.dcr:
         raise NotFoundError(REGISTRATION_OFF)
     raw = json_body(req)
-    meta = validate_client_metadata(raw, supported_scopes=ctx.config.scopes_supported)
+    meta = validate_client_metadata(
+        raw,
+        supported_scopes=ctx.config.scopes_supported,
+        device_grant=ctx.config.device.enabled,
+    )
     yield from _check_admission(ctx, meta, None, "registration")
     b = ctx.config.bounds
     window = b.registration_window
@@ -202,7 +206,11 @@ def _update(req: Request, ctx: Context, client: Client) -> Handler[Response]:
         # §2.2: "If the client includes the client_secret field in the request, the value of this
         # field MUST match the currently issued client secret for that client."
         raise InvalidClientMetadataError("client_secret does not match")
-    meta = validate_client_metadata(raw, supported_scopes=ctx.config.scopes_supported)
+    meta = validate_client_metadata(
+        raw,
+        supported_scopes=ctx.config.scopes_supported,
+        device_grant=ctx.config.device.enabled,
+    )
     yield from _check_admission(ctx, meta, client.client_id, "update")
     method = meta.token_endpoint_auth_method
     new_secret_value: str | None = None

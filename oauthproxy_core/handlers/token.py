@@ -1,5 +1,6 @@
 """The token endpoint: ``authorization_code`` (OAuth 2.1 §4.1.3, RFC 7636 §4.5-4.6, RFC 8707 §2.2)
-and ``refresh_token`` (OAuth 2.1 §4.3) grants; ``client_credentials`` (RFC 6749 §4.4) is
+and ``refresh_token`` (OAuth 2.1 §4.3) grants; the device code grant (RFC 8628 §3.4) is
+``handlers/device.py``; ``client_credentials`` (RFC 6749 §4.4) is
 ``handlers/client_credentials.py``, and, while an enterprise issuer is configured, the jwt-bearer
 grant with an ID-JAG (RFC 7523 §2.1) is ``id_jag.py``.
 
@@ -23,8 +24,7 @@ from ..client_auth import authenticate_client
 from ..client_lookup import touch_client
 from ..config import Context
 from ..crypto import UnsealError, digest, equal, unseal
-from ..domain_events import grant_issued
-from ..effects import Emit, Handler
+from ..effects import Handler
 from ..errors import (
     InvalidClientError,
     InvalidGrantError,
@@ -49,7 +49,7 @@ from ..states import (
     grant_step,
     step,
 )
-from . import id_jag
+from . import device, id_jag
 from .client_credentials import GRANT_TYPE, client_credentials_grant, machine_clients
 from .metadata import CORS
 
@@ -61,7 +61,8 @@ def token_endpoint(req: Request, ctx: Context) -> Handler[Response]:
         raise InvalidRequestError("grant_type is required")
     if grant_type not in ("authorization_code", "refresh_token", *id_jag.grant_types(ctx)) and not (
         # Supported only while a client may use it, as the metadata says (client_credentials.py).
-        grant_type == GRANT_TYPE and machine_clients(ctx.config)
+        (grant_type == GRANT_TYPE and machine_clients(ctx.config))
+        or (grant_type == device.GRANT_TYPE and device.enabled(ctx))
     ):
         raise UnsupportedGrantTypeError("unsupported grant_type")
     client = yield from authenticate_client(req, form, ctx)
@@ -74,6 +75,8 @@ def token_endpoint(req: Request, ctx: Context) -> Handler[Response]:
         body = yield from _redeem_code(ctx, client, form)
     elif grant_type == GRANT_TYPE:
         body = yield from client_credentials_grant(ctx, client, form)
+    elif grant_type == device.GRANT_TYPE:
+        body = yield from device.redeem_device_code(ctx, client, form)
     else:
         body = yield from _refresh(ctx, client, form)
     if (yield from grants.is_client_revoked(client.client_id)):
@@ -137,29 +140,21 @@ def _redeem_code(ctx: Context, client: Client, form: dict[str, str]) -> Handler[
         )
 
     assert tx.grant_id is not None and tx.subject is not None  # set when the code was issued
-    refresh, refresh_hash = (
-        grants.new_refresh_secret(ctx, tx.grant_id)
-        if "refresh_token" in client.grant_types
-        else (None, "")
+    return (
+        yield from grants.start_family(
+            ctx,
+            grant_type="authorization_code",
+            with_refresh="refresh_token" in client.grant_types,
+            grant_id=tx.grant_id,
+            client_id=tx.client_id,
+            subject=tx.subject,
+            scopes=tx.scopes,
+            resource=tx.resource,
+            claims=tx.claims,
+            groups=tx.groups,
+            upstream_sealed=tx.upstream_sealed,
+        )
     )
-    grant = Grant(
-        id=tx.grant_id,
-        client_id=tx.client_id,
-        subject=tx.subject,
-        scopes=tx.scopes,
-        resource=tx.resource,
-        claims=tx.claims,
-        groups=tx.groups,
-        created_at=ctx.now,
-        expires_at=ctx.now + min(lifetimes.refresh_token, lifetimes.refresh_absolute),
-        absolute_expires_at=ctx.now + lifetimes.refresh_absolute,
-        confirmed_at=ctx.now,
-        refresh_hash=refresh_hash,
-        upstream_sealed=tx.upstream_sealed,
-    )
-    yield from persistence.put("grant", grant.id, grant, grant.expires_at - ctx.now)
-    yield Emit(event=grant_issued(grant))
-    return grants.token_response(ctx, grant, grant.scopes, refresh)
 
 
 def _punish_replay(ctx: Context, tx: Transaction) -> Handler[None]:

@@ -115,7 +115,7 @@ def test_complete_flow_counts_every_transition_exactly() -> None:
         ("transaction", "upstream_pending", "applied"): 1.0,
         ("transaction", "code_issued", "applied"): 1.0,
         ("transaction", "exchanged", "applied"): 1.0,
-        ("grant_issued", "", "applied"): 1.0,
+        ("grant_issued", "authorization_code", "applied"): 1.0,
         ("grant_rotated", "", "applied"): 1.0,
         # No [access] rule: everyone is admitted, and each admission is counted all the same.
         ("access_decision", "admitted", "applied"): 1.0,

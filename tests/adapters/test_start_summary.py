@@ -271,3 +271,18 @@ def test_the_clients_line_and_warnings_follow_the_admission_policy(tmp_path: Pat
         "sign anybody in",
         "warning: [clients].cimd_allowed_hosts, cimd_denied_hosts: unused while cimd = false",
     ]
+
+
+def test_the_clients_line_names_device_sign_in_when_enabled(tmp_path: Path) -> None:
+    """``[device] enabled``: the summary says where device sign-in happens (RFC 8628)."""
+    config = tmp_path / "proxy.toml"
+    base = (
+        '[server]\nbase_url = "https://mcp.example.com"\n'
+        f'[upstream]\nprovider = "github"\nclient_id = "c"\nclient_secret = "{SECRET}"\n'
+    )
+    for device, named in (("", False), ("[device]\nenabled = true\n", True)):
+        config.write_text(base + device)
+        checked = run("check-config", str(config), cwd=tmp_path)
+        assert checked.returncode == 0, checked.stderr
+        line = "device sign-in at https://mcp.example.com/device ([device], RFC 8628)"
+        assert (line in checked.stdout) is named

@@ -1,6 +1,6 @@
 """The declared lifecycles and the handlers agree (spec/architecture.md, "the machine owns the write").
 
-- Every declared state and every declared event of both machines is reached by the real handlers,
+- Every declared state and every declared event of every machine is reached by the real handlers,
   driven through the real driver and store, and no state is reached that is not declared.
 - No handler chooses a state: outside ``states.py`` no call passes ``state=`` to a record constructor,
   ``attrs.evolve`` or ``persistence.replace``, and ``persistence.replace`` refuses such a change.
@@ -34,6 +34,7 @@ from tests.harness import (
     redirect_params,
 )
 from tests.providers.test_callback_flows import github_harness, grant_of, redeem, upstream_token
+from tests.rfc.device_support import drive_every_device_path
 
 CORE = Path(states.__file__).parent
 Seen = list[tuple[str, str, str, str]]
@@ -218,7 +219,8 @@ def _user() -> Any:
 def test_every_declared_state_and_event_is_reached_by_the_handlers(seen: Seen) -> None:
     _drive_every_path()
     _drive_access_paths()
-    for lifecycle in (states.TRANSACTION, states.GRANT):
+    drive_every_device_path()
+    for lifecycle in (states.TRANSACTION, states.GRANT, states.DEVICE):
         name = lifecycle.machine.__name__
         mine = [entry for entry in seen if entry[0] == name]
         reached = {entry[1] for entry in mine} | {entry[3] for entry in mine}

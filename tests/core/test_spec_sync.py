@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from oauthproxy_core.transitions_doc import (
+    device_transitions_mermaid,
     grant_transitions_mermaid,
     transitions_markdown,
     transitions_mermaid,
@@ -23,6 +24,7 @@ SPEC = Path(__file__).resolve().parents[2] / "spec"
         ("transitions.md", transitions_markdown),
         ("transitions.mmd", transitions_mermaid),
         ("grant-transitions.mmd", grant_transitions_mermaid),
+        ("device-transitions.mmd", device_transitions_mermaid),
     ],
 )
 def test_generated_spec_file_matches_the_code(name: str, render: Callable[[], str]) -> None:

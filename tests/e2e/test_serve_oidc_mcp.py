@@ -53,14 +53,10 @@ class McpServerThread:
         self.thread.join(10)
 
 
-@pytest.fixture
-def stack(oidc_idp: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    port = idp_support.free_port()
+def proxy_toml(port: int, idp_issuer: str, mcp_port: int, tmp_path: Path, extra: str = "") -> str:
+    """``oauthproxy serve``'s configuration for this stack; ``extra``: more tables."""
     base = f"http://127.0.0.1:{port}"
-    idp = oidc_idp([base + "/auth/callback"], access_ttl=3600)
-    mcp = McpServerThread()
-    config = tmp_path / "proxy.toml"
-    config.write_text(f"""
+    return f"""
 [server]
 host = "127.0.0.1"
 port = {port}
@@ -69,7 +65,7 @@ mcp_path = "/mcp"
 
 [upstream]
 provider = "oidc"
-issuer = "{idp.issuer}"
+issuer = "{idp_issuer}"
 client_id = "proxy-client"
 client_secret_env = "E2E_UPSTREAM_SECRET"
 scopes = ["openid", "email", "profile", "offline_access"]
@@ -85,8 +81,18 @@ url = "sqlite:///{tmp_path / "state.db"}"
 file = "{tmp_path / "keys.json"}"
 
 [gateway]
-upstream_url = "http://127.0.0.1:{mcp.port}/mcp"
-""")
+upstream_url = "http://127.0.0.1:{mcp_port}/mcp"
+{extra}"""
+
+
+@pytest.fixture
+def stack(oidc_idp: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    port = idp_support.free_port()
+    base = f"http://127.0.0.1:{port}"
+    idp = oidc_idp([base + "/auth/callback"], access_ttl=3600)
+    mcp = McpServerThread()
+    config = tmp_path / "proxy.toml"
+    config.write_text(proxy_toml(port, idp.issuer, mcp.port, tmp_path))
     os.environ["E2E_UPSTREAM_SECRET"] = "proxy-secret"
     serve = ServeProcess(config, port, tmp_path)
     try:

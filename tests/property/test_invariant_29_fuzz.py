@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from oauthproxy_adapters.driver import run
 from oauthproxy_core import Request, Response
 from oauthproxy_core.browser_binding import binding_cookie
+from oauthproxy_core.config import DeviceGrant
 from tests.harness import (
     ISSUER,
     VERIFIER,
@@ -32,6 +33,7 @@ from tests.harness import (
     Harness,
     UpstreamUser,
     consent_fields,
+    make_config,
     redirect_params,
 )
 
@@ -59,6 +61,8 @@ PARAM_NAMES = (
     "refresh_token",
     "token",
     "token_type_hint",
+    "user_code",
+    "device_code",
 )
 CONTENT_TYPES = (
     None,
@@ -84,7 +88,8 @@ class World:
 
 def _world() -> World:
     """A proxy in the middle of things: every kind of record exists in the store."""
-    h = Harness()
+    # The device grant on, so that its endpoints are fuzzed too (they answer 404 while it is off).
+    h = Harness(make_config(device=DeviceGrant(enabled=True)))
     public = h.register()
     confidential = h.register(token_endpoint_auth_method="client_secret_post")
     basic = h.register(token_endpoint_auth_method="client_secret_basic")
@@ -154,7 +159,9 @@ def _world() -> World:
         f"__Host-{binding_cookie(cb_params['state'])}={cb_params['state']}",
     )
     routes = frozenset(
-        p for p in h.server.paths if p.endswith(("/authorize", "/consent", "/auth/callback"))
+        p
+        for p in h.server.paths
+        if p.endswith(("/authorize", "/consent", "/auth/callback", "/device"))
     )
     authorize = tuple(parse_qsl(urlsplit(h.authorize_url(public, VERIFIER)).query))
     templates = (

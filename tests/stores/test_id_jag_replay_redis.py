@@ -11,6 +11,8 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -20,26 +22,36 @@ from tests.other_issuers import FakeIssuer, basic, issuer_harness
 
 REDIS_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+T = TypeVar("T")
 
 
-def _race(proxies: list[Harness], assertion: str) -> list[int]:
-    """Both proxies redeem ``assertion`` at once; the statuses they answered."""
-    answers: list[int] = []
-    barrier = threading.Barrier(len(proxies))
+def at_once(calls: list[Callable[[], T]]) -> list[T]:
+    """Run ``calls`` in threads released together by a barrier; their results, in finishing order."""
+    answers: list[T] = []
+    barrier = threading.Barrier(len(calls))
 
-    def redeem(proxy: Harness) -> None:
+    def run(call: Callable[[], T]) -> None:
         barrier.wait()
-        resp = proxy.token({"grant_type": GRANT, "assertion": assertion}, headers=basic())
-        if resp.status != 200:
-            assert json.loads(resp.body)["error"] == "invalid_grant"
-        answers.append(resp.status)
+        answers.append(call())
 
-    threads = [threading.Thread(target=redeem, args=(p,)) for p in proxies]
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     return answers
+
+
+def _race(proxies: list[Harness], assertion: str) -> list[int]:
+    """Both proxies redeem ``assertion`` at once; the statuses they answered."""
+
+    def redeem(proxy: Harness) -> int:
+        resp = proxy.token({"grant_type": GRANT, "assertion": assertion}, headers=basic())
+        if resp.status != 200:
+            assert json.loads(resp.body)["error"] == "invalid_grant"
+        return resp.status
+
+    return at_once([lambda p=p: redeem(p) for p in proxies])
 
 
 def test_invariant_37_one_id_jag_buys_one_token_across_instances_on_redis() -> None:
