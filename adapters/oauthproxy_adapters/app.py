@@ -34,7 +34,16 @@ from typing import Any
 
 from oauthproxy_core.keys import KeyError_, Keyring
 
-from .asgi import NOT_FOUND, ASGIApp, OAuthProxyApp, Receive, Scope, Send, send_response
+from .asgi import (
+    NOT_FOUND,
+    ASGIApp,
+    OAuthProxyApp,
+    Receive,
+    Scope,
+    Send,
+    send_response,
+    serve_lifespan,
+)
 from .config_file import ConfigError, GatewayResource, Settings, redact_url
 from .gateway import Gateway
 from .gateway_policy import GatewayPolicy
@@ -235,7 +244,11 @@ class ResourceGateways:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway = self._for(scope.get("path", "")) if scope["type"] != "lifespan" else None
+        if scope["type"] == "lifespan":
+            # As a single Gateway does when mounted alone: its clients close at shutdown.
+            await serve_lifespan(receive, send, self.aclose)
+            return
+        gateway = self._for(scope.get("path", ""))
         if gateway is not None:
             await gateway(scope, receive, send)
         elif scope["type"] == "http":

@@ -143,7 +143,7 @@ class OAuthProxyApp:
             if self.app is not None:
                 await self.app(scope, receive, send)
             elif kind == "lifespan":
-                await _lifespan(receive, send)
+                await serve_lifespan(receive, send)
             return
         if has_ambiguous_framing(
             (name for name, _ in scope.get("headers", ())), scope.get("http_version", "1.1")
@@ -211,11 +211,17 @@ def principal_from_scope(scope: Scope) -> Principal | None:
     return value if isinstance(value, Principal) else None
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def serve_lifespan(
+    receive: Receive, send: Send, on_shutdown: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """The ASGI lifespan protocol for an app with nothing to start; ``on_shutdown`` runs before
+    shutdown is reported complete."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if on_shutdown is not None:
+                await on_shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -224,5 +224,18 @@ async def _route_by_path() -> None:
         scope = {"type": "http", "method": "POST", "path": "/elsewhere", "headers": []}
         await gateways(scope, receive, send)
         assert sent[0]["status"] == 404
+        # Mounted alone, it answers the ASGI lifespan and closes its gateways' clients at shutdown.
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+        async def lifespan_receive() -> dict[str, Any]:
+            return next(messages)
+
+        sent.clear()
+        await gateways({"type": "lifespan"}, lifespan_receive, send)
+        assert [m["type"] for m in sent] == [
+            "lifespan.startup.complete",
+            "lifespan.shutdown.complete",
+        ]
+        assert all(g._client.is_closed for g in gateways.gateways)
     finally:
         await gateways.aclose()
