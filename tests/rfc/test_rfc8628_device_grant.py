@@ -394,3 +394,22 @@ def test_rfc8628_3_5_two_polls_at_once_are_one_too_many() -> None:
     ]
     results = interleave(h, [h.server.handle(r, now=h.clock.now, random=h.random) for r in reqs])
     assert sorted(error_of(r) for r in results) == ["authorization_pending", "slow_down"]
+
+
+def test_rfc8628_3_5_unknown_missing_or_oversized_device_codes_change_nothing() -> None:
+    h = device_harness()
+    client = register_device_client(h)
+    _started(h, client)
+    before = {r for r in h.store.dump() if r[0] != "bound"}
+    cases = (
+        ("x" * 43, "invalid_grant"),  # well-formed, unknown
+        ("y" * 200, "invalid_grant"),  # longer than any device code: not even looked up
+        ("y" * 10_000, "invalid_request"),  # past the parameter bound (spec/security.md 28)
+        ("", "invalid_request"),
+    )
+    for code, error in cases:
+        resp = poll(h, client, code)
+        assert resp.status == 400
+        assert error_of(resp) == error
+        assert resp.header("cache-control") == "no-store"
+    assert {r for r in h.store.dump() if r[0] != "bound"} == before
