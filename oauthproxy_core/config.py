@@ -298,6 +298,11 @@ class ProxyConfig:
             if trusted.audience == self.issuer:
                 # An ID-JAG's aud is our issuer: such an audience would let one pass as a token.
                 raise ValueError("[trusted_issuers] audience must not be this proxy's issuer")
+            if trusted.resource and trusted.resource not in self.resource_urls:
+                raise ValueError(
+                    f"[trusted_issuers] resource {trusted.resource} is not one of this server's "
+                    "protected resources"
+                )
         for enterprise in self.enterprise_issuers:
             for client_id in enterprise.clients:
                 client = self._static_by_id.get(client_id)

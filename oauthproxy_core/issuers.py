@@ -215,6 +215,9 @@ class TrustedIssuer:
     algorithms: tuple[str, ...] = attrs.field(
         default=DEFAULT_ALGORITHMS, converter=_algorithms, validator=_check_algorithms
     )
+    #: The canonical protected resource its tokens are accepted at, and refused by every other
+    #: (spec/security.md 40); empty: the default resource.
+    resource: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -132,7 +132,7 @@ def verify_trusted_token(
         subject=f"{issuer.subject_prefix}:{sub}",
         client_id=f"{issuer.subject_prefix}:{client_id}" if client_id else "",
         scopes=_scopes(issuer, claims, ctx),
-        resource=ctx.config.resource,
+        resource=issuer.resource or ctx.config.resource,
         grant_id="",
         expires_at=claims["exp"],
         issued_at=iat if isinstance(iat, int) else ctx.now,

@@ -1280,17 +1280,18 @@ def _other_issuers(
     """The two tables as the core's records; an entry that cannot be built is reported by key.
     Rules across entries and tables (prefixes, our own issuer, the clients) are the core's:
     ``ProxyConfig`` reports them, each naming its table."""
-    resource = None
+    # Every protected resource by path, the default first (the first of [[resources]], else the
+    # one at mcp_path); an entry's tokens are for the one its `resource` names.
+    urls: dict[str, str] = {}
     if server is not None:
-        # The default resource: the first of [[resources]], else the one at mcp_path.
-        path = resources[0][0].path if resources else server.mcp_path
-        try:
-            resource = canonical_resource(server.base_url + path)
-        except InvalidTargetError:
-            resource = None
+        for path in [r.path for r, _ in resources] if resources else [server.mcp_path]:
+            try:
+                urls[path] = canonical_resource(server.base_url + path)
+            except InvalidTargetError:
+                continue
     loopback = bool(p.attempt(clients.get, "cimd_allow_loopback"))
     trusted = [
-        p.attempt(_trusted_issuer, entry, p, resource, loopback)
+        p.attempt(_trusted_issuer, entry, p, urls, loopback)
         for entry in checked.arrays.get("trusted_issuers", ())
     ]
     enterprise = [
@@ -1341,13 +1342,29 @@ def _built(t: Section, p: _Problems, build: Callable[..., T], **fields: Any) -> 
 
 
 def _trusted_issuer(
-    t: Section, p: _Problems, resource: str | None, loopback: bool
+    t: Section, p: _Problems, urls: dict[str, str], loopback: bool
 ) -> TrustedIssuer:
+    default = next(iter(urls.values()), None)
+    resource = default
+    if t.has("resource"):
+        path = p.attempt(t.get, "resource")
+        resource = urls.get(path) if path is not None else None
+        if path is not None and resource is None:
+            p.add(t, "resource", "must be the path of a protected resource: " + ", ".join(urls))
     audience = p.attempt(t.get, "audience") if t.has("audience") else resource
     scopes_claim = p.attempt(t.get, "scopes_claim")
     fields = _issuer_fields(t, p, loopback)
-    p.since(len(p), audience, scopes_claim)
-    return _built(t, p, TrustedIssuer, audience=audience, scopes_claim=scopes_claim, **fields)
+    p.since(len(p), audience, scopes_claim, resource)
+    return _built(
+        t,
+        p,
+        TrustedIssuer,
+        audience=audience,
+        scopes_claim=scopes_claim,
+        # The default resource stays implicit in the record (it follows the configuration).
+        resource="" if resource == default else resource,
+        **fields,
+    )
 
 
 def _enterprise_issuer(t: Section, p: _Problems, loopback: bool) -> EnterpriseIssuer:

@@ -1310,9 +1310,19 @@ KEYS: tuple[Key, ...] = (
         name="audience",
         type=_S,
         doc="The `aud` value the tokens must carry (a string, or an array containing it).",
-        default_text="the protected resource, `base_url` + `mcp_path`",
+        default_text="the protected resource `resource` names, `base_url` + its path",
         why="RFC 9068 §4: an access token is for a resource; one made out to another API must "
         "not work here.",
+    ),
+    Key(
+        table="trusted_issuers",
+        name="resource",
+        type=_S,
+        doc="The path of the protected resource (`mcp_path`, or a `[[resources]]` entry's `path`) "
+        "whose bearer check accepts this issuer's tokens; every other resource refuses them.",
+        default_text="the default resource: the first `[[resources]]` entry, else `mcp_path`",
+        why="One audience per token (spec/security.md 40): a token made out to one MCP server is "
+        "not accepted by the others behind the same proxy.",
     ),
     Key(
         table="trusted_issuers",

@@ -21,9 +21,11 @@ stores nothing; the one write, the assertion's ``jti``, comes after all of them:
 - ``aud`` our issuer identifier, as a string or an array of exactly that one element (the draft's
   processing rules: anything else is ``invalid_grant``, against audience injection); ``client_id``
   the authenticated client (same rules, ``invalid_grant``); ``sub`` and ``jti`` present;
-- ``resource`` naming our protected resource (required by the MCP profile's claim table, §4.3;
-  optional in the draft); the request's own
-  ``resource`` parameter, if sent, must be it too (RFC 8707 §2, ``invalid_target``);
+- ``resource`` naming one of our protected resources (required by the MCP profile's claim table,
+  §4.3; optional in the draft); the request's own ``resource`` parameter, if sent, must be one of
+  ours (RFC 8707 §2, ``invalid_target``) and named by the assertion; without it the token is for the
+  first of our resources that the assertion names (with ``[[resources]]``, spec/security.md 40: the
+  token still has exactly one audience);
 - fail closed on what we do not implement: ``cnf`` (a key-bound grant needs a DPoP proof, the
   draft's "Proof-of-Possession" rules, which this server does not process),
   ``authorization_details`` (RFC 9396), ``act`` (a delegation chain), and the multi-tenant claims
@@ -121,25 +123,41 @@ def _text(value: object, limit: int) -> str | None:
     return value
 
 
-def _names_our_resource(value: object, ours: str) -> bool:
+def _named_resources(value: object) -> tuple[str, ...]:
+    """The canonical resources the ``resource`` claim names; none when it is malformed."""
     entries = [value] if isinstance(value, str) else value
     if not isinstance(entries, list) or not 0 < len(entries) <= 16:
-        return False
+        return ()
+    named: list[str] = []
     for entry in entries:
         if not isinstance(entry, str):
-            return False
+            return ()
         try:
-            if canonical_resource(entry) == ours:
-                return True
+            named.append(canonical_resource(entry))
         except InvalidTargetError:
             continue
-    return False
+    return tuple(named)
 
 
-def _allowed_scopes(ctx: Context, claims: dict[str, Any]) -> tuple[str, ...]:
-    """What the assertion allows at this resource: its ``scope`` claim's scopes that we define."""
+def _target(ctx: Context, requested: str | None, claims: dict[str, Any]) -> str:
+    """The one resource the token will be for: the requested one, else the first of ours that the
+    assertion names (our order: the default resource first)."""
+    named = _named_resources(claims.get("resource"))
+    if requested is not None:
+        if requested in named:
+            return requested
+    else:
+        for ours in ctx.config.resource_urls:
+            if ours in named:
+                return ours
+    raise InvalidGrantError("the assertion is not for this resource")
+
+
+def _allowed_scopes(ctx: Context, claims: dict[str, Any], resource: str) -> tuple[str, ...]:
+    """What the assertion allows at ``resource``: its ``scope`` claim's scopes that we define
+    (without the claim: the scopes the resource asks of every client)."""
     if "scope" not in claims:
-        return ctx.config.default_scopes
+        return ctx.config.baseline_scopes(resource)
     raw = claims["scope"]
     if not isinstance(raw, str):
         raise InvalidGrantError("the assertion's scope must be a string")
@@ -182,8 +200,11 @@ def _verified_claims(
     return issuer, claims
 
 
-def _check_claims(ctx: Context, client: Client, claims: dict[str, Any]) -> tuple[str, str]:
-    """``(sub, jti)`` once the claims hold; ``InvalidGrantError`` naming the first that does not."""
+def _check_claims(
+    ctx: Context, client: Client, claims: dict[str, Any], requested: str | None
+) -> tuple[str, str, str]:
+    """``(sub, jti, resource)`` once the claims hold; ``InvalidGrantError`` naming the first that
+    does not. ``requested``: the request's canonical ``resource`` parameter, if it sent one."""
     # Exactly our issuer, alone: no other string, no array naming anyone else as well.
     if claims.get("aud") not in (ctx.config.issuer, [ctx.config.issuer]):
         raise InvalidGrantError("the assertion's audience must be this server's issuer alone")
@@ -192,19 +213,20 @@ def _check_claims(ctx: Context, client: Client, claims: dict[str, Any]) -> tuple
     refused = [name for name in UNSUPPORTED_CLAIMS if name in claims]
     if refused:
         raise InvalidGrantError(f"the assertion carries {refused[0]}, which is not supported")
-    if not _names_our_resource(claims.get("resource"), ctx.config.resource):
-        raise InvalidGrantError("the assertion is not for this resource")
+    resource = _target(ctx, requested, claims)
     sub = _text(claims.get("sub"), MAX_SUBJECT_LENGTH)
     if sub is None:
         raise InvalidGrantError("the assertion has no valid sub")
     jti = _text(claims.get("jti"), MAX_JTI_LENGTH)
     if jti is None:
         raise InvalidGrantError("the assertion has no valid jti")
-    return sub, jti
+    return sub, jti, resource
 
 
-def _granted_scopes(ctx: Context, claims: dict[str, Any], form: dict[str, str]) -> tuple[str, ...]:
-    allowed = _allowed_scopes(ctx, claims)
+def _granted_scopes(
+    ctx: Context, claims: dict[str, Any], form: dict[str, str], resource: str
+) -> tuple[str, ...]:
+    allowed = _allowed_scopes(ctx, claims, resource)
     requested = parse_scope(form.get("scope"))
     if requested and not is_subset(requested, allowed):
         raise InvalidScopeError("scope exceeds what the assertion allows")
@@ -221,17 +243,17 @@ def redeem_id_jag(ctx: Context, client: Client, form: dict[str, str]) -> Handler
     assertion = form.get("assertion")
     if not assertion:
         raise InvalidRequestError("assertion is required")
-    requested_resource = form.get("resource")
-    if requested_resource is not None:
+    requested: str | None = None
+    if (requested_resource := form.get("resource")) is not None:
         try:
-            resource_ok = canonical_resource(requested_resource) == ctx.config.resource
+            requested = canonical_resource(requested_resource)
         except InvalidTargetError:
-            resource_ok = False
-        if not resource_ok:
-            raise InvalidTargetError("resource is not this server's protected resource")
+            requested = None
+        if requested not in ctx.config.resource_urls:
+            raise InvalidTargetError("resource is not one of this server's protected resources")
     issuer, claims = yield from _verified_claims(ctx, client, assertion)
-    sub, jti = _check_claims(ctx, client, claims)
-    scopes = _granted_scopes(ctx, claims, form)
+    sub, jti, resource = _check_claims(ctx, client, claims, requested)
+    scopes = _granted_scopes(ctx, claims, form, resource)
     fresh = yield CompareAndSet(
         kind=_JTI_KIND,
         key=digest("id-jag|" + issuer.issuer + "\x1f" + jti),
@@ -247,7 +269,7 @@ def redeem_id_jag(ctx: Context, client: Client, form: dict[str, str]) -> Handler
         subject=subject,
         client_id=client.client_id,
         scopes=scopes,
-        resource=ctx.config.resource,
+        resource=resource,
         grant_id=new_secret(ctx.random, 16),
         jti=new_secret(ctx.random, 16),
         enterprise_issuer=issuer.issuer,

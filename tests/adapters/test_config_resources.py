@@ -239,3 +239,30 @@ async def _route_by_path() -> None:
         assert all(g._client.is_closed for g in gateways.gateways)
     finally:
         await gateways.aclose()
+
+
+TRUSTED = """
+[[trusted_issuers]]
+issuer = "https://login.example.com/"
+jwks_uri = "https://login.example.com/jwks.json"
+subject_prefix = "corp"
+"""
+
+
+def test_a_trusted_issuer_is_for_the_resource_its_path_names() -> None:
+    """spec/security.md 40: ``[[trusted_issuers]] resource`` picks the one resource (and, unless
+    ``audience`` says otherwise, the ``aud``) of the issuer's tokens; the default is the first."""
+    (default,) = settings(TWO + TRUSTED).proxy.trusted_issuers
+    assert (default.resource, default.audience) == ("", "https://mcp.example/github-tools")
+    (wiki,) = settings(TWO + TRUSTED + 'resource = "/wiki"\n').proxy.trusted_issuers
+    assert (wiki.resource, wiki.audience) == ("https://mcp.example/wiki", wiki.resource)
+    (own,) = settings(
+        TWO + TRUSTED + 'resource = "/wiki"\naudience = "api://wiki"\n'
+    ).proxy.trusted_issuers
+    assert (own.resource, own.audience) == ("https://mcp.example/wiki", "api://wiki")
+    found = problems(TWO + TRUSTED + 'resource = "/elsewhere"\n')
+    assert any(
+        "[trusted_issuers[0]].resource: must be the path of a protected resource" in line
+        and "/wiki" in line
+        for line in found
+    ), found

@@ -20,6 +20,7 @@ from oauthproxy_core.errors import InvalidGrantError
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.upstream_token import upstream_access_for
 from oauthproxy_core.issuers import LEEWAY, REFETCH_INTERVAL
+from oauthproxy_core.resource_servers import ResourceServer
 from oauthproxy_core.tokens import Origin
 from tests.harness import ISSUER, VERIFIER, Browser, Harness, redirect_params
 from tests.other_issuers import (
@@ -291,3 +292,35 @@ def test_invariant_37_a_trusted_token_is_honoured_only_while_its_issuer_is_confi
     )
     _refused(only_enterprise.bearer(token))
     assert idp.issuer == IDP
+
+
+def test_invariant_40_a_trusted_issuers_token_is_accepted_at_its_resource_only() -> None:
+    """With several resources, a trusted issuer's token is for the resource its entry names: that
+    resource's bearer check accepts it, every other refuses it (spec/security.md 37, 40)."""
+    idp = FakeIssuer()
+    tools, wiki = ISSUER + "/tools", ISSUER + "/wiki"
+    h = issuer_harness(
+        idp,
+        trusted_issuers=(trusted(idp, audience="api://wiki", resource=wiki),),
+        resources=(
+            ResourceServer(path="/tools", name="Tools", scopes=("mcp",)),
+            ResourceServer(path="/wiki", name="Wiki", scopes=("mcp",)),
+        ),
+    )
+    token = idp.access_token(h.clock.now, aud="api://wiki")
+
+    def at(resource: str) -> Principal | Challenge:
+        return run(
+            h.server.verify_bearer(
+                f"Bearer {token}", now=h.clock.now, random=h.random, resource=resource
+            ),
+            h.store,
+            fetch=h.fetch,
+        )
+
+    at_wiki = at(wiki)
+    assert isinstance(at_wiki, Principal) and at_wiki.resource == wiki, at_wiki
+    assert at_wiki.subject == "corp:alice"
+    assert isinstance(at(tools), Challenge)
+    with pytest.raises(ValueError, match="not one of this server's protected resources"):
+        issuer_harness(idp, trusted_issuers=(trusted(idp, resource=ISSUER + "/nowhere"),))

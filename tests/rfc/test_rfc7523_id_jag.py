@@ -23,6 +23,7 @@ from oauthproxy_core.handlers import id_jag
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.handlers.upstream_token import upstream_access_for
 from oauthproxy_core.issuers import LEEWAY, REFETCH_INTERVAL
+from oauthproxy_core.resource_servers import ResourceServer
 from oauthproxy_core.tokens import Origin
 from tests.harness import ISSUER, Harness, make_config
 from tests.other_issuers import (
@@ -377,3 +378,53 @@ def test_rfc7523_configuration_keeps_issuers_apart() -> None:
     )
     with pytest.raises(ValueError, match="audience"):
         make_config(trusted_issuers=(trusted(idp, audience=ISSUER),))
+
+
+def _bearer_at(h: Harness, token: str, resource: str) -> Principal | Challenge:
+    return run(
+        h.server.verify_bearer(
+            f"Bearer {token}", now=h.clock.now, random=h.random, resource=resource
+        ),
+        h.store,
+        fetch=h.fetch,
+    )
+
+
+def test_invariant_40_an_id_jag_buys_a_token_for_one_of_several_resources_only() -> None:
+    """RFC 8707 §2 with ``[[resources]]``: the token is for the requested resource (or, with none
+    requested, the first of ours the assertion names), has that one audience, and is refused by the
+    other resource; a resource the assertion does not name is ``invalid_grant``, one that is not
+    ours ``invalid_target``, and neither stores anything."""
+    idp = FakeIssuer()
+    tools, wiki = ISSUER + "/tools", ISSUER + "/wiki"
+    h = issuer_harness(
+        idp,
+        resources=(
+            ResourceServer(path="/tools", name="Tools", scopes=("mcp",)),
+            ResourceServer(path="/wiki", name="Wiki", scopes=("mcp",)),
+        ),
+    )
+    for requested in (wiki, None):
+        extra = {"resource": requested} if requested else {}
+        resp = _exchange(h, idp.id_jag(h.clock.now, resource=wiki), **extra)
+        assert resp.status == 200, resp.body
+        token = json.loads(resp.body)["access_token"]
+        at_wiki = _bearer_at(h, token, wiki)
+        assert isinstance(at_wiki, Principal) and at_wiki.resource == wiki, at_wiki
+        assert isinstance(_bearer_at(h, token, tools), Challenge)
+
+    # Named both: the request decides; none requested: ours in our order (the default first).
+    both = [wiki, tools]
+    resp = _exchange(h, idp.id_jag(h.clock.now, resource=both))
+    token = json.loads(resp.body)["access_token"]
+    assert isinstance(_bearer_at(h, token, tools), Principal)
+    assert isinstance(_bearer_at(h, token, wiki), Challenge)
+
+    before = records(h.store)
+    refused = _exchange(h, idp.id_jag(h.clock.now, resource=wiki), resource=tools)
+    assert (refused.status, _error(refused)) == (400, "invalid_grant")
+    stranger = _exchange(
+        h, idp.id_jag(h.clock.now, resource=wiki), resource="https://elsewhere.example/mcp"
+    )
+    assert (stranger.status, _error(stranger)) == (400, "invalid_target")
+    assert records(h.store) == before
