@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -312,6 +313,19 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def serve_stack() -> tuple[str, str]:
+    """uvicorn's (http, loop) for ``serve``: httptools and uvloop when installed, else pure Python.
+
+    Measured side by side over loopback (benchmarks/compare_loopback.py, benchmarks/README.md):
+    httptools and uvloop (the ``fast`` extra) take a large share off the server's CPU per request
+    compared with h11 on the standard asyncio loop. A plain install has neither and runs on h11 and
+    asyncio, the same protocol handling with only the speed differing.
+    """
+    http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    uvloop = sys.platform != "win32" and importlib.util.find_spec("uvloop") is not None
+    return http, "uvloop" if uvloop else "asyncio"
+
+
 def _serve(args: argparse.Namespace) -> int:
     import attrs  # noqa: PLC0415 (keep `oauthproxy keys` fast)
     import uvicorn  # noqa: PLC0415
@@ -336,10 +350,13 @@ def _serve(args: argparse.Namespace) -> int:
         url = settings.store_url
         _error(f"[store].url: {str(exc).replace(url, redact_url(url))}")
         return EXIT_FAILURE
+    http, loop = serve_stack()
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=http,
+        loop=loop,
         log_level=args.log_level,
         # Query values such as the callback's code and state never reach the log, at any level.
         log_config=serve_log_config(uvicorn.config.LOGGING_CONFIG),
