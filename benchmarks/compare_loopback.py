@@ -260,6 +260,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     floor_median = statistics.median(floor_us)
     measurements: dict[str, dict[str, Any]] = {}
     rows = []
+    request_rows: list[list[str]] = []
     for name in names:
         slot = per_system[name]
         lat_us = [x * 1e6 for x in slot["latencies"]] or [float("nan")]
@@ -291,6 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rows.append(
             [
                 f"`{name}`",
+                servers[name].stack,
                 f"**{rate:,.1f}**",
                 f"{statistics.median(lat_us) / 1000:,.1f}",
                 f"{benchlib.quantile(lat_us, 0.99) / 1000:,.1f}",
@@ -299,6 +301,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{client_cpu_per_flow_us / 1000:,.2f}",
                 str(slot["flows"]),
                 str(len(slot["errors"])),
+            ]
+        )
+        req = measurements[name]
+        request_rows.append(
+            [
+                f"`{name}`",
+                servers[name].stack,
+                f"{req['mcp_requests_per_s']:,.1f}",
+                f"{req['mcp_request_median_us'] / 1000:,.2f}",
+                f"**{req['server_cpu_us_per_mcp_request']:,.1f}**",
+                str(req["mcp_requests"]),
+                str(req["mcp_request_errors"]),
             ]
         )
 
@@ -428,6 +442,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "title": "Throughput and latency",
                 "columns": [
                     "system",
+                    "HTTP stack",
                     "flows/s",
                     "p50 ms",
                     "p99 ms",
@@ -438,7 +453,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "errors",
                 ],
                 "rows": rows,
-            }
+            },
+            {
+                "title": "Authenticated MCP requests (each worker signed in once, then requests "
+                "back to back)",
+                "columns": [
+                    "system",
+                    "HTTP stack",
+                    "requests/s",
+                    "p50 ms",
+                    "server CPU µs/request",
+                    "requests",
+                    "errors",
+                ],
+                "rows": request_rows,
+            },
         ],
     }
     print(

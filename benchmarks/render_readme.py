@@ -156,6 +156,16 @@ def render_result(path: Path) -> str:
         out += [f"- {note}" for note in notes]
         out.append("")
     profile: dict[str, Any] = data.get("profile", {})
+    if profile.get("cumtime") and "calls_per_flow" in profile["cumtime"][0]:
+        # core_flow.py names its per-flow columns after the flow.
+        profile = {
+            **profile,
+            **{
+                key: [{k.replace("_per_flow", "_per_unit"): v for k, v in r.items()} for r in rows]
+                for key, rows in profile.items()
+                if key in ("cumtime", "tottime")
+            },
+        }
     if profile.get("cumtime") and "calls_per_unit" in profile["cumtime"][0]:
         unit = "flow" if "flows" in profile else "call"
         count = profile.get("flows") or profile.get("calls")
@@ -184,6 +194,22 @@ def render_result(path: Path) -> str:
         ]
         for key, e in sorted(endpoints.items(), key=lambda kv: -kv[1]["mean_us"]):
             out.append(f"| `{key}` | {us(e['mean_us'])} | {e['calls']} |")
+        out.append("")
+
+    effects: dict[str, dict[str, int]] = data.get("flow_effect_counts", {})
+    if effects:
+        kinds = ["GetRecord", "CompareAndSet", "PutRecord", "TakeRecord", "DeleteRecord"]
+        kinds += ["HttpCall", "Emit"]
+        out += [
+            "Effects one flow yields, by endpoint (counted through the driver's observer on one "
+            "flow; a store round trip is one get, compare-and-set, put, take or delete):",
+            "",
+            "| request | store round trips | " + " | ".join(kinds) + " |",
+            "|---|---:|" + "---:|" * len(kinds),
+        ]
+        for key, slot in effects.items():
+            cells = " | ".join(str(slot.get(k, 0)) for k in kinds)
+            out.append(f"| `{key}` | **{slot.get('store round trips', 0)}** | {cells} |")
         out.append("")
 
     counts: dict[str, int] = data.get("flow_primitive_counts", {})
@@ -221,7 +247,12 @@ def render_before_after(results_dir: Path) -> str:
         "",
         "The previous published run (`results/before/`) beside this one, for every ratio and median",
         "both runs measured. Each run is side by side within itself; across runs the machine's load",
-        "differs, so compare the ratios first.",
+        "differs, so compare the ratios first. Dates of the runs, before -> after: "
+        + "; ".join(
+            f"{new.get('benchmark', '?')} {old.get('date', '?')} -> {new.get('date', '?')}"
+            for old, new in pairs
+        )
+        + ".",
         "",
         "| benchmark | ratio or median | before | after | after / before |",
         "|---|---|---:|---:|---:|",
