@@ -31,7 +31,7 @@ from typing import Any
 import benchlib
 import httpx
 import systems
-from serve_system import STACKS, uvicorn_settings
+from serve_system import STACKS
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SYSTEMS = ("ours_memory", "fastmcp_memory", "fastmcp_memory_reused", "mcp_sdk")
@@ -66,8 +66,10 @@ class Server:
         self.name = name
         self.stack = stack
         if stack == "serve":
-            http, loop = uvicorn_settings(stack)
-            self.stack = f"serve: uvicorn {http}/{loop}"
+            from oauthproxy_adapters.cli import serve_stack  # noqa: PLC0415
+
+            http, loop = serve_stack()
+            self.stack = f"serve: uvicorn {http}/{loop}, coalesced writes"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(

@@ -12,8 +12,10 @@ until terminated (the loopback benchmark stops it by its process object).
     uvicorn with the httptools parser on the standard asyncio loop.
 ``uvicorn-httptools-uvloop``
     uvicorn with httptools on uvloop: what ``uvicorn[standard]`` (and ``oauthproxy[fast]``) runs.
+``uvicorn-httptools-uvloop-coalesced``
+    the same, one socket write per response (``oauthproxy_adapters.write_coalescing``).
 ``serve``
-    whatever ``oauthproxy serve`` picks on this install (``oauthproxy_adapters.cli.serve_stack``).
+    what ``oauthproxy serve`` runs on this install (``oauthproxy_adapters.cli.serve_protocol``).
 ``h11-server``
     the project's own h11 server (``oauthproxy_adapters.h11_server``), ``ours_*`` systems only; the
     protected MCP endpoint answers the same fixed reply as the ASGI systems.
@@ -24,18 +26,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 import systems
 
-STACKS = ("uvicorn-h11", "uvicorn-httptools", "uvicorn-httptools-uvloop", "serve", "h11-server")
+STACKS = (
+    "uvicorn-h11",
+    "uvicorn-httptools",
+    "uvicorn-httptools-uvloop",
+    "uvicorn-httptools-uvloop-coalesced",
+    "serve",
+    "h11-server",
+)
 
 
-def uvicorn_settings(stack: str) -> tuple[str, str]:
+def uvicorn_settings(stack: str) -> tuple[Any, str]:
     """(http, loop) for uvicorn.Config."""
     if stack == "serve":
-        from oauthproxy_adapters.cli import serve_stack  # noqa: PLC0415
+        from oauthproxy_adapters.cli import serve_protocol  # noqa: PLC0415
 
-        return serve_stack()
+        return serve_protocol()
+    if stack == "uvicorn-httptools-uvloop-coalesced":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+
+        from oauthproxy_adapters.write_coalescing import coalescing  # noqa: PLC0415
+
+        return coalescing(HttpToolsProtocol), "uvloop"
     return {
         "uvicorn-h11": ("h11", "asyncio"),
         "uvicorn-httptools": ("httptools", "asyncio"),
