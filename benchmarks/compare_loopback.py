@@ -53,6 +53,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def peak_rss_kib(pid: int) -> int:
+    """A process's peak resident set size (VmHWM, Linux), in KiB; 0 when unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def split_name(name: str, args: argparse.Namespace) -> tuple[str, str]:
     """``system@stack`` -> (system, stack); without ``@``, the default stack for that system."""
     system, _, stack = name.partition("@")
@@ -194,6 +205,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 clients[name] = [
                     systems.RawHttpClient(servers[name].base) for _ in range(args.concurrency)
                 ]
+        # Memory at equal work: each server's peak RSS after the same number of flows, one at a
+        # time (the whole run's peak grows with the flows a server completed, since the memory
+        # store keeps their records, and the fastest server completes the most).
+        rss_after_flows: dict[str, int] = {}
+        for name in names:
+            for _ in range(args.rss_flows):
+                await flows[name].flow(clients[name][0])
+            rss_after_flows[name] = peak_rss_kib(servers[name].proc.pid)
         for name in names:  # warm-up: connections open, caches and code paths warm
             await burst(flows[name], clients[name], args.warmup)
 
@@ -246,6 +265,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 done = accumulate(per_request[name], "requests", result, cpu1 - cpu0)
                 round_rates[r]["cpu_per_request:" + name] = (cpu1 - cpu0) / max(1, done)
         elapsed = time.perf_counter() - started
+        peak_rss = {name: peak_rss_kib(server.proc.pid) for name, server in servers.items()}
         for workers in clients.values():
             for client in set(workers):
                 await client.aclose()
@@ -288,6 +308,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             / (per_request[name]["requests"] or float("nan"))
             * 1e6,
             "mcp_request_errors": len(per_request[name]["errors"]),
+            "server_peak_rss_kib": peak_rss[name],
+            "server_peak_rss_kib_after_equal_flows": rss_after_flows[name],
             "errors": len(slot["errors"]),
             "error_examples": slot["errors"][:3],
         }
@@ -301,6 +323,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{cpu_per_flow_us / 1000:,.2f}",
                 f"{cpu_per_flow_us / floor_median:,.1f}x",
                 f"{client_cpu_per_flow_us / 1000:,.2f}",
+                f"{measurements[name]['server_peak_rss_kib_after_equal_flows'] / 1024:,.1f}",
+                f"{measurements[name]['server_peak_rss_kib'] / 1024:,.1f}",
                 str(slot["flows"]),
                 str(len(slot["errors"])),
             ]
@@ -391,20 +415,58 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             entry["sentence"] += "; there is no target for this ratio, it is shown for context."
         return entry
 
-    reference = "fastmcp_memory" if "fastmcp_memory" in names else None
-    if reference is not None:
-        ref_words = f"fastmcp's OAuthProxy ({servers[reference].stack})"
-        for name in names:
-            if not name.startswith("ours_"):
-                continue
-            words = (f"Ours, `{name}` ({servers[name].stack})", ref_words)
-            exact = name == "ours_memory"
-            ratios[f"{name}_vs_{reference}_server_cpu_per_flow"] = cpu_ratio(
-                name, reference, "flow", 0.05 if exact else None, words
+    # Every ours_* system against fastmcp as shipped (the issue's targets: ours_memory on what
+    # serve runs); ours_memory also against fastmcp on any other stack measured (context).
+    pairs = [(n, "fastmcp_memory") for n in names if n.startswith("ours_")]
+    if "ours_memory" in names:
+        pairs += [
+            ("ours_memory", f)
+            for f in names
+            if f.startswith("fastmcp_memory@") and f.split("@")[0] == "fastmcp_memory"
+        ]
+    for name, reference in pairs:
+        if reference not in names:
+            continue
+        words = (
+            f"Ours, `{name}` ({servers[name].stack})",
+            f"fastmcp's OAuthProxy, `{reference}` ({servers[reference].stack})",
+        )
+        target = 0.05 if (name, reference) == ("ours_memory", "fastmcp_memory") else None
+        for unit, suffix in (("flow", "flow"), ("request", "mcp_request")):
+            ratios[f"{name}_vs_{reference}_server_cpu_per_{suffix}"] = cpu_ratio(
+                name, reference, unit, target, words
             )
-            ratios[f"{name}_vs_{reference}_server_cpu_per_mcp_request"] = cpu_ratio(
-                name, reference, "request", 0.05 if exact else None, words
+
+    for name, reference in pairs:
+        if reference != "fastmcp_memory" or reference not in names:
+            continue
+        a = measurements[name]["server_peak_rss_kib_after_equal_flows"]
+        b = measurements[reference]["server_peak_rss_kib_after_equal_flows"]
+        if not (a and b):
+            continue
+        entry = ratio_entry(
+            name,
+            reference,
+            (f"Ours, `{name}`", f"fastmcp's OAuthProxy, `{reference}`"),
+            a / b,
+            [],
+        )
+        target = 0.75 if name == "ours_memory" else None
+        entry |= {
+            "target": target,
+            "quantity": "server peak RSS",
+            "sentence": f"After {args.rss_flows} flows each, the server process of `{name}` "
+            f"peaked at {a / b:.2f} times the resident memory of `{reference}`'s "
+            f"({a / 1024:,.1f} MiB against {b / 1024:,.1f} MiB)",
+        }
+        if target is not None:
+            entry["pass"] = a / b <= target
+            entry["sentence"] += (
+                f"; the target of at most {target:g} times is {'met' if entry['pass'] else 'missed'}."
             )
+        else:
+            entry["sentence"] += "; there is no target for this ratio, it is shown for context."
+        ratios[f"{name}_vs_{reference}_server_peak_rss"] = entry
 
     report: dict[str, Any] = {
         "benchmark": "compare_loopback",
@@ -436,6 +498,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "Latency p50/p99 are over every flow of every burst. `server CPU / floor` is the "
             f"server's CPU time per flow as a multiple of the primitive floor of one flow "
             f"(core_flow.py, {floor_median:,.1f} µs here).",
+            "HTTP stacks: `ours_memory` runs on what `oauthproxy serve` runs on this install "
+            "(httptools and uvloop with the `fast` extra, h11 and asyncio without; each response "
+            "in one socket write, `write_coalescing.py`); fastmcp and the mcp SDK run on plain "
+            "uvicorn (h11, asyncio) as they ship, since neither depends on `uvicorn[standard]`. "
+            "A `system@stack` row is that system on another stack in the same run: "
+            "`ours_memory@uvicorn-h11` is the stack serve ran on before, "
+            "`fastmcp_memory@uvicorn-httptools-uvloop` fastmcp on the fast stack, for context.",
+            "Authenticated MCP requests: after the flow rounds each worker signs in once (not "
+            "measured) and then sends `tools/list` requests with its bearer token back to back, "
+            "in bursts taken in turn like the flows'; `server CPU µs/request` is the server "
+            "process's CPU time over the requests it answered.",
         ],
         "measurements": measurements,
         "ratios": ratios,
@@ -451,6 +524,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "server CPU ms/flow",
                     "server CPU / floor",
                     "client CPU ms/flow",
+                    f"server peak RSS MiB after {args.rss_flows} flows",
+                    "server peak RSS MiB, whole run",
                     "flows",
                     "errors",
                 ],
@@ -518,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=STACKS,
         default="uvicorn-h11",
         help="HTTP layer under fastmcp and the mcp SDK (default: plain uvicorn, as they ship)",
+    )
+    parser.add_argument(
+        "--rss-flows",
+        type=int,
+        default=150,
+        help="flows each server runs, one at a time, before its peak RSS is read (equal work)",
     )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -108,6 +108,11 @@ def render_result(path: Path) -> str:
             f"({settings.get('interleaving', 'interleaved')}), after "
             f"{settings.get('warmup', '?')} warm-up calls; {settings.get('seconds', '?')} s measured"
         )
+    if settings.get("clock") == "cpu":
+        out.append(
+            "- Clock: this thread's CPU time (`--clock cpu`), not wall time: the machine was shared "
+            "with other work, whose scheduling would otherwise inflate the samples"
+        )
     out.append("")
 
     measurements: dict[str, Any] = data.get("measurements", {})
@@ -232,6 +237,60 @@ def render_result(path: Path) -> str:
     return "\n".join(out)
 
 
+def _function_key(where: str) -> str:
+    """A profile row's function without its checkout's location or line number, so that the same
+    function matches across two checkouts and edits that moved it."""
+    for marker in ("oauthproxy_core/", "adapters/oauthproxy_adapters/", "benchmarks/"):
+        if marker in where:
+            where = marker + where.split(marker, 1)[1]
+            break
+    path, _, rest = where.partition(":")
+    return f"{path}({rest.split('(', 1)[1]}" if "(" in rest else where
+
+
+def _profile_rows(data: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{function: {"calls": per unit, "share": cumulative time / the top entry's}}``."""
+    rows = data.get("profile", {}).get("cumtime") or []
+    if not rows:
+        return {}
+    unit = "flow" if "calls_per_flow" in rows[0] else "unit"
+    top = max(r[f"cumtime_us_per_{unit}"] for r in rows) or 1.0
+    return {
+        _function_key(r["function"]): {
+            "calls": r[f"calls_per_{unit}"],
+            "share": r[f"cumtime_us_per_{unit}"] / top,
+        }
+        for r in rows
+    }
+
+
+def render_profiles_before_after(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """The top of each profile before and after: calls per flow (exact) and each entry's share of
+    the profiled flow's time (profiles run at different moments of a shared machine, so their
+    microseconds are not compared)."""
+    out: list[str] = []
+    for old, new in pairs:
+        before, after = _profile_rows(old), _profile_rows(new)
+        if not before or not after:
+            continue
+        out += [
+            f"Profile of `{new.get('benchmark', '?')}` before and after, top entries by cumulative "
+            "time (cProfile; calls per flow, or per call where the benchmark profiles calls, and each "
+            "entry's cumulative time as a share of the "
+            "whole profiled flow):",
+            "",
+            "| function | calls before | calls after | share before | share after |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for key, row in list(after.items())[:15]:
+            prior = before.get(key)
+            calls = f"{prior['calls']:.1f}" if prior else "-"
+            share = f"{prior['share']:.0%}" if prior else "-"
+            out.append(f"| `{key}` | {calls} | {row['calls']:.1f} | {share} | {row['share']:.0%} |")
+        out.append("")
+    return out
+
+
 def render_before_after(results_dir: Path) -> str:
     """Each ratio and median of the current run beside the same one in ``results/before/``."""
     before_dir = results_dir / "before"
@@ -277,6 +336,7 @@ def render_before_after(results_dir: Path) -> str:
             ratio = f"{b / a:.2f}" if a else "-"
             out.append(f"| {name} | `{key}` median µs | {us(a)} | {us(b)} | {ratio} |")
     out.append("")
+    out += render_profiles_before_after(pairs)
     return "\n".join(out)
 
 
