@@ -291,6 +291,13 @@ def render_profiles_before_after(pairs: list[tuple[dict[str, Any], dict[str, Any
     return out
 
 
+#: Figures besides the median that a measurement may carry, compared before and after too.
+EXTRA_FIGURES = (
+    ("server_cpu_us_per_flow", "server CPU µs per flow"),
+    ("server_cpu_us_per_mcp_request", "server CPU µs per MCP request"),
+)
+
+
 def render_before_after(results_dir: Path) -> str:
     """Each ratio and median of the current run beside the same one in ``results/before/``."""
     before_dir = results_dir / "before"
@@ -335,6 +342,10 @@ def render_before_after(results_dir: Path) -> str:
             a, b = prior["median_us"], entry["median_us"]
             ratio = f"{b / a:.2f}" if a else "-"
             out.append(f"| {name} | `{key}` median µs | {us(a)} | {us(b)} | {ratio} |")
+            for field, label in EXTRA_FIGURES:
+                if field in entry and field in prior and prior[field] and entry[field]:
+                    a, b = prior[field], entry[field]
+                    out.append(f"| {name} | `{key}` {label} | {us(a)} | {us(b)} | {b / a:.2f} |")
     out.append("")
     out += render_profiles_before_after(pairs)
     return "\n".join(out)
