@@ -108,6 +108,11 @@ def render_result(path: Path) -> str:
             f"({settings.get('interleaving', 'interleaved')}), after "
             f"{settings.get('warmup', '?')} warm-up calls; {settings.get('seconds', '?')} s measured"
         )
+    if settings.get("clock") == "cpu":
+        out.append(
+            "- Clock: this thread's CPU time (`--clock cpu`), not wall time: the machine was shared "
+            "with other work, whose scheduling would otherwise inflate the samples"
+        )
     out.append("")
 
     measurements: dict[str, Any] = data.get("measurements", {})
@@ -156,6 +161,16 @@ def render_result(path: Path) -> str:
         out += [f"- {note}" for note in notes]
         out.append("")
     profile: dict[str, Any] = data.get("profile", {})
+    if profile.get("cumtime") and "calls_per_flow" in profile["cumtime"][0]:
+        # core_flow.py names its per-flow columns after the flow.
+        profile = {
+            **profile,
+            **{
+                key: [{k.replace("_per_flow", "_per_unit"): v for k, v in r.items()} for r in rows]
+                for key, rows in profile.items()
+                if key in ("cumtime", "tottime")
+            },
+        }
     if profile.get("cumtime") and "calls_per_unit" in profile["cumtime"][0]:
         unit = "flow" if "flows" in profile else "call"
         count = profile.get("flows") or profile.get("calls")
@@ -186,6 +201,22 @@ def render_result(path: Path) -> str:
             out.append(f"| `{key}` | {us(e['mean_us'])} | {e['calls']} |")
         out.append("")
 
+    effects: dict[str, dict[str, int]] = data.get("flow_effect_counts", {})
+    if effects:
+        kinds = ["GetRecord", "CompareAndSet", "PutRecord", "TakeRecord", "DeleteRecord"]
+        kinds += ["HttpCall", "Emit"]
+        out += [
+            "Effects one flow yields, by endpoint (counted through the driver's observer on one "
+            "flow; a store round trip is one get, compare-and-set, put, take or delete):",
+            "",
+            "| request | store round trips | " + " | ".join(kinds) + " |",
+            "|---|---:|" + "---:|" * len(kinds),
+        ]
+        for key, slot in effects.items():
+            cells = " | ".join(str(slot.get(k, 0)) for k in kinds)
+            out.append(f"| `{key}` | **{slot.get('store round trips', 0)}** | {cells} |")
+        out.append("")
+
     counts: dict[str, int] = data.get("flow_primitive_counts", {})
     if counts:
         out.append(
@@ -206,6 +237,67 @@ def render_result(path: Path) -> str:
     return "\n".join(out)
 
 
+def _function_key(where: str) -> str:
+    """A profile row's function without its checkout's location or line number, so that the same
+    function matches across two checkouts and edits that moved it."""
+    for marker in ("oauthproxy_core/", "adapters/oauthproxy_adapters/", "benchmarks/"):
+        if marker in where:
+            where = marker + where.split(marker, 1)[1]
+            break
+    path, _, rest = where.partition(":")
+    return f"{path}({rest.split('(', 1)[1]}" if "(" in rest else where
+
+
+def _profile_rows(data: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{function: {"calls": per unit, "share": cumulative time / the top entry's}}``."""
+    rows = data.get("profile", {}).get("cumtime") or []
+    if not rows:
+        return {}
+    unit = "flow" if "calls_per_flow" in rows[0] else "unit"
+    top = max(r[f"cumtime_us_per_{unit}"] for r in rows) or 1.0
+    return {
+        _function_key(r["function"]): {
+            "calls": r[f"calls_per_{unit}"],
+            "share": r[f"cumtime_us_per_{unit}"] / top,
+        }
+        for r in rows
+    }
+
+
+def render_profiles_before_after(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """The top of each profile before and after: calls per flow (exact) and each entry's share of
+    the profiled flow's time (profiles run at different moments of a shared machine, so their
+    microseconds are not compared)."""
+    out: list[str] = []
+    for old, new in pairs:
+        before, after = _profile_rows(old), _profile_rows(new)
+        if not before or not after:
+            continue
+        out += [
+            f"Profile of `{new.get('benchmark', '?')}` before and after, top entries by cumulative "
+            "time (cProfile; calls per flow, or per call where the benchmark profiles calls, and each "
+            "entry's cumulative time as a share of the "
+            "whole profiled flow):",
+            "",
+            "| function | calls before | calls after | share before | share after |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for key, row in list(after.items())[:15]:
+            prior = before.get(key)
+            calls = f"{prior['calls']:.1f}" if prior else "-"
+            share = f"{prior['share']:.0%}" if prior else "-"
+            out.append(f"| `{key}` | {calls} | {row['calls']:.1f} | {share} | {row['share']:.0%} |")
+        out.append("")
+    return out
+
+
+#: Figures besides the median that a measurement may carry, compared before and after too.
+EXTRA_FIGURES = (
+    ("server_cpu_us_per_flow", "server CPU µs per flow"),
+    ("server_cpu_us_per_mcp_request", "server CPU µs per MCP request"),
+)
+
+
 def render_before_after(results_dir: Path) -> str:
     """Each ratio and median of the current run beside the same one in ``results/before/``."""
     before_dir = results_dir / "before"
@@ -221,7 +313,12 @@ def render_before_after(results_dir: Path) -> str:
         "",
         "The previous published run (`results/before/`) beside this one, for every ratio and median",
         "both runs measured. Each run is side by side within itself; across runs the machine's load",
-        "differs, so compare the ratios first.",
+        "differs, so compare the ratios first. Dates of the runs, before -> after: "
+        + "; ".join(
+            f"{new.get('benchmark', '?')} {old.get('date', '?')} -> {new.get('date', '?')}"
+            for old, new in pairs
+        )
+        + ".",
         "",
         "| benchmark | ratio or median | before | after | after / before |",
         "|---|---|---:|---:|---:|",
@@ -245,7 +342,12 @@ def render_before_after(results_dir: Path) -> str:
             a, b = prior["median_us"], entry["median_us"]
             ratio = f"{b / a:.2f}" if a else "-"
             out.append(f"| {name} | `{key}` median µs | {us(a)} | {us(b)} | {ratio} |")
+            for field, label in EXTRA_FIGURES:
+                if field in entry and field in prior and prior[field] and entry[field]:
+                    a, b = prior[field], entry[field]
+                    out.append(f"| {name} | `{key}` {label} | {us(a)} | {us(b)} | {b / a:.2f} |")
     out.append("")
+    out += render_profiles_before_after(pairs)
     return "\n".join(out)
 
 

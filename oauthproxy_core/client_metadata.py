@@ -131,9 +131,19 @@ def _fail(description: str) -> InvalidClientMetadataError:
     return InvalidClientMetadataError(description)
 
 
+#: ``json.dumps(value, sort_keys=True, ...)`` builds an encoder per call; these are built once.
+_SORTED = json.JSONEncoder(sort_keys=True)
+_SORTED_STRICT = json.JSONEncoder(sort_keys=True, allow_nan=False)
+
+
+def encode_echo(echo: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The metadata a client record keeps (``Client.metadata``): each value as sorted-key JSON."""
+    return tuple((k, _SORTED.encode(v)) for k, v in echo.items())
+
+
 def _encode(name: str, value: object) -> str:
     try:
-        encoded = json.dumps(value, sort_keys=True, allow_nan=False)
+        encoded = _SORTED_STRICT.encode(value)
     except (TypeError, ValueError, RecursionError):
         raise _fail(f"{name} is not a JSON value") from None
     if len(encoded.encode("utf-8")) > MAX_FIELD_BYTES:

@@ -16,6 +16,7 @@ narrow (phone) screens. The operator's look comes from ``consent_theme.ConsentTh
 
 from __future__ import annotations
 
+import functools
 import string
 from html import escape
 
@@ -31,6 +32,7 @@ _CSP = (
 )
 
 
+@functools.lru_cache(maxsize=32)
 def page_headers(theme: ConsentTheme = DEFAULT_THEME) -> tuple[tuple[str, str], ...]:
     """The headers of every page (spec/security.md 17). ``img-src`` admits the theme's logo and nothing
     else; no script may run (``default-src 'none'`` and no ``script-src``)."""
@@ -47,8 +49,12 @@ def page_headers(theme: ConsentTheme = DEFAULT_THEME) -> tuple[tuple[str, str], 
 PAGE_HEADERS: tuple[tuple[str, str], ...] = page_headers()
 
 
+@functools.lru_cache(maxsize=32)
 def _style(theme: ConsentTheme) -> str:
-    """The stylesheet, from the theme's palette: every colour is a ``#rrggbb`` the core wrote."""
+    """The stylesheet, from the theme's palette: every colour is a ``#rrggbb`` the core wrote.
+
+    A pure function of the (frozen) theme, built once per theme rather than per page.
+    """
     c = theme.palette()
     return (
         f"body{{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:36rem;"

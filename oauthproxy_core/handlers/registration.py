@@ -35,7 +35,7 @@ from ..admission import REGISTRATION_OFF
 from ..bearer_header import bearer_credentials
 from ..bounds import Slot, per_source, take_slots
 from ..client_lookup import registration_expires_at
-from ..client_metadata import ClientMetadata, validate_client_metadata
+from ..client_metadata import ClientMetadata, encode_echo, validate_client_metadata
 from ..config import Context
 from ..crypto import digest, equal, new_secret
 from ..domain_events import ClientDeleted, ClientRefused, client_registered
@@ -103,7 +103,7 @@ def register_endpoint(req: Request, ctx: Context) -> Handler[Response]:
         client_name=meta.client_name,
         application_type=meta.application_type,
         source="dcr",
-        metadata=tuple((k, json.dumps(v, sort_keys=True)) for k, v in echo.items()),
+        metadata=encode_echo(echo),
         issued_at=ctx.now,
         registration_token_hash=digest(registration_token),
     )
@@ -234,7 +234,7 @@ def _update(req: Request, ctx: Context, client: Client) -> Handler[Response]:
         scope=meta.scope,
         client_name=meta.client_name,
         application_type=meta.application_type,
-        metadata=tuple((k, json.dumps(v, sort_keys=True)) for k, v in echo.items()),
+        metadata=encode_echo(echo),
     )
     if updated is None:
         raise TemporarilyUnavailableError("the registration changed concurrently; retry")

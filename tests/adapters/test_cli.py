@@ -324,3 +324,24 @@ def test_serve_with_a_bad_config_exits_2(tmp_path: Path) -> None:
     result = run("serve", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: [server].base_url: must not end with '/'")
+
+
+def test_serve_stack_uses_httptools_and_uvloop_when_installed_else_pure_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``serve`` runs on the ``fast`` extra when it is there and on h11 and asyncio without it."""
+    import importlib.util  # noqa: PLC0415
+
+    from oauthproxy_adapters import cli  # noqa: PLC0415
+
+    assert importlib.util.find_spec("httptools") is not None, "the test extra installs [fast]"
+    expected_loop = "asyncio" if sys.platform == "win32" else "uvloop"
+    assert cli.serve_stack() == ("httptools", expected_loop)
+
+    real = importlib.util.find_spec
+
+    def without_fast(name: str, *args: object) -> object:
+        return None if name in ("httptools", "uvloop") else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_fast)
+    assert cli.serve_stack() == ("h11", "asyncio")

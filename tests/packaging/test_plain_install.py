@@ -31,7 +31,17 @@ ROOT = Path(__file__).resolve().parents[2]
 #: an empty PYTHONPATH counts as unset.
 CLEAN = {"PYTHONPATH": "", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 SECRET = {"PLAIN_INSTALL_SECRET": "plain-install-secret-value"}
-OPTIONAL = ("mcp", "redis", "prometheus_client", "fastmcp", "fastapi", "flask", "django")
+OPTIONAL = (
+    "mcp",
+    "redis",
+    "prometheus_client",
+    "fastmcp",
+    "fastapi",
+    "flask",
+    "django",
+    "httptools",
+    "uvloop",
+)
 
 
 def _run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
