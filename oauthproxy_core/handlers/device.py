@@ -115,14 +115,16 @@ def device_authorization_endpoint(req: Request, ctx: Context) -> Handler[Respons
     client = yield from authenticate_client(req, form, ctx)
     if GRANT_TYPE not in client.grant_types:
         raise UnauthorizedClientError("client may not use the device authorization grant")
+    # RFC 8707 §2 as at /authorize: any protected resource (spec/security.md 40), the default one
+    # when none is named; its baseline scopes are what a request asking for none gets.
+    resource = select_resource(form.get("resource"), ctx.config.resource_urls)
     requested = parse_scope(form.get("scope"))
     scopes = resolve_scopes(
         requested,
         supported=ctx.config.scopes_supported,
-        default=ctx.config.default_scopes,
+        default=ctx.config.baseline_scopes(resource),
         client_allowed=None if requested else client.scope or None,
     )
-    resource = select_resource(form.get("resource"), (ctx.config.resource,))
     settings = ctx.config.device
     device_code = new_secret(ctx.random, 32)
     device_id = new_secret(ctx.random, 16)
@@ -368,7 +370,10 @@ def complete_sign_in(
     )
     if stored is None or approved.state != DeviceState.approved.value:
         raise PageError(_USED)
-    return device_done_page(service_name=ctx.config.service_name, theme=ctx.config.consent_theme)
+    # The server the device now uses, by name, as its consent page said (spec/security.md 40).
+    server = ctx.config.resource_server(tx.resource)
+    name = server.name if server is not None else ctx.config.service_name
+    return device_done_page(service_name=name, theme=ctx.config.consent_theme)
 
 
 # -- RFC 8628 §3.4-3.5: the device access token request ---------------------------------------------

@@ -68,19 +68,20 @@ def main(base: str, deadline_seconds: float = 180.0) -> None:
     )
     assert started.status_code == 200, started.text
     grant = started.json()
+    poll = {"grant_type": GRANT, "device_code": grant["device_code"], "client_id": client_id}
+    # One poll before the person is shown the code: nobody can have approved it yet, so this one
+    # is pending whatever the timing (a fast browser may finish within the first interval).
+    early = http.post(meta["token_endpoint"], data=poll)
+    seen: list[str] = [early.json().get("error", f"status {early.status_code}")]
     _say({k: grant[k] for k in ("user_code", "verification_uri", "verification_uri_complete")})
 
     interval = int(grant["interval"])
-    seen: list[str] = []
     end = time.monotonic() + deadline_seconds
     tokens: dict[str, Any] | None = None
     while tokens is None:
         assert time.monotonic() < end, f"no tokens after {deadline_seconds} s: {seen}"
         time.sleep(interval)
-        answer = http.post(
-            meta["token_endpoint"],
-            data={"grant_type": GRANT, "device_code": grant["device_code"], "client_id": client_id},
-        )
+        answer = http.post(meta["token_endpoint"], data=poll)
         if answer.status_code == 200:
             tokens = answer.json()
             break
@@ -91,10 +92,7 @@ def main(base: str, deadline_seconds: float = 180.0) -> None:
         elif error != "authorization_pending":
             raise SystemExit(f"device sign-in ended with {error}")
     # The device code is spent: one more poll must not yield a second set of tokens.
-    replay = http.post(
-        meta["token_endpoint"],
-        data={"grant_type": GRANT, "device_code": grant["device_code"], "client_id": client_id},
-    )
+    replay = http.post(meta["token_endpoint"], data=poll)
     first = asyncio.run(_whoami(mcp_url, tokens["access_token"]))
     refreshed = http.post(
         meta["token_endpoint"],

@@ -137,6 +137,9 @@ def test_invariant_40_an_upstream_session_serves_only_its_browser_within_its_lif
     first, second = h.config.resource_urls[:2]
     browser = Browser()
     tokens = sign_in(h, browser, first)
+    # Whose token it is, read now: the session may outlive the access token (an hour by default).
+    principal = h.bearer(tokens["access_token"])
+    assert isinstance(principal, Principal)
     assert h.upstream.authorize_requests == 1
     elapsed = int(lifetime * fraction)
     clock.advance(elapsed)
@@ -171,8 +174,6 @@ def test_invariant_40_an_upstream_session_serves_only_its_browser_within_its_lif
     code = redirect_params(decided)["code"]
     second_tokens = _redeem(h, client, code, second)
     assert _aud(second_tokens["access_token"]) == second
-    principal = h.bearer(tokens["access_token"])
-    assert isinstance(principal, Principal)
     verdict = run(
         h.server.verify_bearer(
             "Bearer " + second_tokens["access_token"],
