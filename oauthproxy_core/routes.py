@@ -210,6 +210,7 @@ class RouteTable:
     Two templates may expand to one path: ``/.well-known/openid-configuration`` for an issuer
     without a path is both the RFC 8414 and the OIDC form (one endpoint either way). Otherwise the
     later row wins, as it always has (a ``callback_path`` of ``/token`` shadows the token endpoint).
+    A protected resource at an endpoint's path is refused (``ValueError``).
     """
 
     __slots__ = ("_exact", "_prefixes")
@@ -230,6 +231,15 @@ class RouteTable:
                     self._prefixes.append((path, route))
                 else:
                     self._exact[path] = route
+        for expanded in each_resource:
+            # A resource at an endpoint's path would never reach its MCP server (the front door
+            # serves the endpoint): refuse the configuration rather than shadow either silently.
+            clash = self.match(expanded["resource_path"])
+            if clash is not None:
+                raise ValueError(
+                    f"the protected resource path {expanded['resource_path']} is the "
+                    f"authorization server's {clash.name} endpoint"
+                )
 
     @property
     def paths(self) -> tuple[str, ...]:

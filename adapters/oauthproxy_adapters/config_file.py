@@ -85,6 +85,7 @@ from oauthproxy_core.records import Client
 from oauthproxy_core.redirect_uris import validate_redirect_uri
 from oauthproxy_core.resource_servers import ResourceServer, resource_path_problem
 from oauthproxy_core.resources import canonical_resource
+from oauthproxy_core.routes import RouteTable
 from oauthproxy_core.tool_policy import OFFLINE_ACCESS, ToolPolicy, ToolRule
 from oauthproxy_core.upstream import UpstreamProfile
 from oauthproxy_core.url_policy import (
@@ -328,6 +329,7 @@ def parse_settings(
             enterprise_issuers=enterprise,
             resources=tuple(server for server, _ in resources),
         )
+        RouteTable(proxy)  # a resource at an endpoint's path is refused here, not at start
     except (ValueError, TypeError) as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith("[") else f"[server]: {message}") from None

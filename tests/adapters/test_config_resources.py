@@ -266,3 +266,16 @@ def test_a_trusted_issuer_is_for_the_resource_its_path_names() -> None:
         and "/wiki" in line
         for line in found
     ), found
+
+
+@pytest.mark.parametrize("path", ["/device", "/token", "/register/abc", "/jwks.json", "/.well-known/oauth-authorization-server"])
+def test_a_resource_at_an_endpoint_of_the_authorization_server_is_refused(path: str) -> None:
+    """The front door serves the endpoint first, so such a resource would never reach its MCP
+    server: the configuration is refused, naming the path and the endpoint."""
+    text = f'[[resources]]\npath = "{path}"\nupstream_url = "http://127.0.0.1:1/mcp"\n'
+    found = problems(text)
+    assert any(f"protected resource path {path} is the authorization server's" in p for p in found)
+    single = BASE.replace("[server]\n", f'[server]\nmcp_path = "{path}"\n')
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(tomllib.loads(single), environ={})
+    assert any(path in p for p in caught.value.problems), caught.value.problems
