@@ -34,7 +34,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.cluster
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from oauthproxy_core.effects import Stored
@@ -164,9 +166,12 @@ class AsyncRedisClusterStore(AsyncRedisStore):
         parsed = _parsed(url)
         self.prefix = parsed.prefix
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.hosts]
-        self._redis = redis.asyncio.cluster.RedisCluster(
-            startup_nodes=nodes, **_options(parsed, socket_timeout)
-        )
+        options = _options(parsed, socket_timeout)
+        # The asyncio cluster client takes no retry_on_timeout (its retry object says it all),
+        # and an asyncio retry object.
+        del options["retry_on_timeout"]
+        options["retry"] = redis.asyncio.retry.Retry(NoBackoff(), 0)
+        self._redis = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
 
     def _k(self, kind: str, key: str) -> str:
         check_kind(kind)
