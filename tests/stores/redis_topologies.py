@@ -222,6 +222,15 @@ class SentinelSet:
                 continue
         raise AssertionError("no sentinel answers")
 
+    def agreed_primary(self) -> int | None:
+        """The primary's port if every sentinel names the same one, else ``None``."""
+        ports = set()
+        for sentinel in self.sentinels:
+            with sentinel.client() as c:
+                _host, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+                ports.add(int(port))
+        return ports.pop() if len(ports) == 1 else None
+
     def primary(self) -> RedisProcess:
         port = self.primary_address()[1]
         return next(s for s in self.servers if s.port == port)

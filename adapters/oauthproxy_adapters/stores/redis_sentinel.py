@@ -16,12 +16,15 @@ Theory of operation:
 * Replication is asynchronous in Redis: a primary acknowledges a write before its replicas have
   it. A ``take`` of a code acknowledged by a primary that then dies before passing it on would
   leave the code in the replica promoted next, to be redeemed a second time (spec/security.md 8),
-  and the same for a refresh token (spec/security.md 10). So every write (``put``, ``take``,
+  and the same for a refresh token's rotation (spec/security.md 20). So every write (``put``, ``take``,
   ``compare_and_set``, ``delete``) is sent in one round trip with ``WAIT replicas timeout``, and
   reported done only when that many replicas hold it; otherwise the caller gets
   :class:`~.base.StoreUnavailableError`, and the result of the write (a taken code, a won
   compare-and-set) is never used: the response is a 503, and no token is minted from it. Sentinel
   promotes the replica with the most of the primary's stream, so one that acknowledged the write.
+  A write that reaches no replica has still been made on the primary: a ``take`` answered 503
+  has spent the code there, and the client starts again (never a second redemption). Servers
+  configured with ``min-replicas-to-write 1`` refuse such writes before making them.
   ``replicas=0`` in the URL turns the wait off (a primary without replicas; fail-over may then
   lose acknowledged writes).
 * Reads go to the primary only: a replica may lag, and a ``get`` that missed a write just made
