@@ -5,7 +5,8 @@ Every process is a real ``redis-server`` (``--sentinel`` for a sentinel: the ``r
 command is that binary under another name, and Debian ships it in a separate package), bound to
 127.0.0.1 on free ports, in its own directory under the test's temporary directory, and stopped,
 killed, paused or resumed by its PID only. A missing ``redis-server`` or ``redis-cli`` fails the
-test (``sh .ci/dev test`` installs them): a replicated store must not pass CI untested.
+test (``sh .ci/dev test`` installs them): a replicated store must not pass CI untested. No pytest
+here: ``benchmarks/stores_flow.py`` starts the same deployments.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -31,8 +31,9 @@ SERVICE = "mymaster"
 
 def _require(binary: str | None, name: str) -> str:
     if binary is None:
-        pytest.fail(
-            f"{name} is required for the replicated Redis tests (sh .ci/dev test installs it)"
+        raise RuntimeError(
+            f"{name} is required for the replicated Redis stores' tests and benchmark "
+            "(sh .ci/dev test installs it)"
         )
     return binary
 
@@ -75,10 +76,13 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) ->
 class RedisProcess:
     """One ``redis-server`` (or sentinel) on 127.0.0.1:``port``, run from ``workdir``."""
 
-    def __init__(self, port: int, workdir: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, port: int, workdir: Path, args: Sequence[str] = (), password: str | None = None
+    ) -> None:
         self.port = port
         self.workdir = workdir
         self.args = tuple(args)
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -112,6 +116,7 @@ class RedisProcess:
         wait_until(self.pings, f"redis-server on port {self.port}", 15)
 
     def client(self, **kwargs: Any) -> redis.Redis:
+        kwargs.setdefault("password", self.password)
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **kwargs)
 
     def pings(self) -> bool:
@@ -147,13 +152,25 @@ class SentinelSet:
     """A primary, ``replicas`` replicas and three sentinels watching them as ``mymaster``
     (quorum 2, a primary is down after ``down_after_ms`` without answering)."""
 
-    def __init__(self, root: Path, *, replicas: int = 1, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        replicas: int = 1,
+        down_after_ms: int = 1000,
+        password: str | None = None,
+    ) -> None:
         ports = free_ports(1 + replicas + 3)
-        self.servers = [RedisProcess(ports[0], root / "primary")]
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        self.password = password
+        self.servers = [RedisProcess(ports[0], root / "primary", auth, password)]
         for i, port in enumerate(ports[1 : 1 + replicas]):
             self.servers.append(
                 RedisProcess(
-                    port, root / f"replica{i}", ("--replicaof", "127.0.0.1", str(ports[0]))
+                    port,
+                    root / f"replica{i}",
+                    ("--replicaof", "127.0.0.1", str(ports[0]), *auth),
+                    password,
                 )
             )
         self.sentinels = [
@@ -172,6 +189,7 @@ class SentinelSet:
                 f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} 4000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
+                + (f"sentinel auth-pass {SERVICE} {self.password}\n" if self.password else "")
             )
             # Options given after the file are appended to it: the sentinel rewrites the file.
             sentinel.start(head=(str(conf), "--sentinel"))
@@ -208,9 +226,11 @@ class SentinelSet:
     def sentinel_hosts(self) -> str:
         return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
 
-    def url(self, prefix: str, *, db: int = 0, query: str = "") -> str:
+    def url(self, prefix: str, *, db: int = 0, query: str = "", password: bool = True) -> str:
         extra = f"&{query}" if query else ""
-        return f"redis+sentinel://{self.sentinel_hosts()}/{SERVICE}/{db}?prefix={prefix}{extra}"
+        auth = f":{self.password}@" if self.password and password else ""
+        hosts = self.sentinel_hosts()
+        return f"redis+sentinel://{auth}{hosts}/{SERVICE}/{db}?prefix={prefix}{extra}"
 
     def primary_address(self) -> tuple[str, int]:
         for sentinel in self.sentinels:
@@ -244,7 +264,9 @@ class ClusterSet:
     """``primaries`` cluster-enabled ``redis-server`` processes joined into one Cluster by
     ``redis-cli --cluster create`` (every slot covered, no replicas)."""
 
-    def __init__(self, root: Path, *, primaries: int = 3) -> None:
+    def __init__(self, root: Path, *, primaries: int = 3, password: str | None = None) -> None:
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        self.password = password
         self.nodes = [
             RedisProcess(
                 port,
@@ -256,7 +278,9 @@ class ClusterSet:
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    *auth,
                 ),
+                password,
             )
             for i, port in enumerate(free_ports(primaries, bus=True))
         ]
@@ -267,7 +291,8 @@ class ClusterSet:
             node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses, "--cluster-yes"]
+            + (["-a", self.password, "--no-auth-warning"] if self.password else []),
             check=True,
             capture_output=True,
             timeout=60,
@@ -284,9 +309,10 @@ class ClusterSet:
     def hosts(self) -> str:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
-    def url(self, prefix: str, *, query: str = "") -> str:
+    def url(self, prefix: str, *, query: str = "", password: bool = True) -> str:
         extra = f"&{query}" if query else ""
-        return f"redis+cluster://{self.hosts()}/0?prefix={prefix}{extra}"
+        auth = f":{self.password}@" if self.password and password else ""
+        return f"redis+cluster://{auth}{self.hosts()}/0?prefix={prefix}{extra}"
 
     def keyslot(self, key: str | bytes) -> int:
         """The slot the server computes for ``key`` (``CLUSTER KEYSLOT``)."""
