@@ -153,9 +153,16 @@ def store_durability(url: str) -> str:
             f"name, every write acknowledged by {replicas} replica(s), so a fail-over keeps it"
         )
     if scheme == "redis+cluster":
+        replicas = parse_redis_ha_url(url).replicas
+        kept = (
+            f"every write acknowledged by {replicas} replica(s) of its shard, so a fail-over "
+            "keeps it"
+            if replicas
+            else "a fail-over within a shard may lose its last writes (replicas=1 waits for one)"
+        )
         return (
             f"{redact_url(url)}: shared by every instance using it, spread over the Cluster's "
-            "primaries; a fail-over within a shard may lose its last writes"
+            f"primaries; {kept}"
         )
     return (
         f"{redact_url(url)}: shared by every instance using it; held in memory by Redis unless "

@@ -107,6 +107,9 @@ class RedisProcess:
                 "",
                 "--appendonly",
                 "no",
+                # A replica (re)joining syncs at once rather than after the default 5 s.
+                "--repl-diskless-sync-delay",
+                "0",
                 *self.args,
             ],
             cwd=self.workdir,
@@ -262,9 +265,17 @@ class SentinelSet:
 
 class ClusterSet:
     """``primaries`` cluster-enabled ``redis-server`` processes joined into one Cluster by
-    ``redis-cli --cluster create`` (every slot covered, no replicas)."""
+    ``redis-cli --cluster create`` (every slot covered), each with ``replicas`` replicas."""
 
-    def __init__(self, root: Path, *, primaries: int = 3, password: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        primaries: int = 3,
+        replicas: int = 0,
+        password: str | None = None,
+    ) -> None:
+        self.replicas = replicas
         auth = ("--requirepass", password, "--masterauth", password) if password else ()
         self.password = password
         self.nodes = [
@@ -282,7 +293,7 @@ class ClusterSet:
                 ),
                 password,
             )
-            for i, port in enumerate(free_ports(primaries, bus=True))
+            for i, port in enumerate(free_ports(primaries * (1 + replicas), bus=True))
         ]
 
     def start(self) -> ClusterSet:
@@ -292,6 +303,7 @@ class ClusterSet:
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-yes"]
+            + ["--cluster-replicas", str(self.replicas)]
             + (["-a", self.password, "--no-auth-warning"] if self.password else []),
             check=True,
             capture_output=True,
@@ -304,7 +316,48 @@ class ClusterSet:
             ),
             "the cluster to cover every slot",
         )
+        self.wait_replicas()
         return self
+
+    def wait_replicas(self) -> None:
+        """Every primary has its replicas connected (and every node agrees the cluster is ok)."""
+
+        def synced() -> bool:
+            for node in self.nodes:
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                with node.client() as c:
+                    info = c.info("replication")
+                    state = c.execute_command("CLUSTER", "INFO").decode()
+                if "cluster_state:ok" not in state:
+                    return False
+                if info["role"] == "master" and info["connected_slaves"] < self.replicas:
+                    return False
+                if info["role"] == "slave" and info.get("master_link_status") != "up":
+                    return False
+            return True
+
+        wait_until(synced, "every primary's replicas")
+
+    def node_of(self, key: str | bytes) -> RedisProcess:
+        """The node serving ``key``'s slot as a primary now."""
+        slot = self.keyslot(key)
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            with node.client() as c:
+                if c.info("replication")["role"] != "master":
+                    continue
+                for start, end, *_rest in c.execute_command("CLUSTER", "SLOTS"):
+                    master = _rest[0]
+                    if start <= slot <= end and int(master[1]) == node.port:
+                        return node
+        raise AssertionError(f"no primary serves slot {slot}")
+
+    def replica_of(self, primary: RedisProcess) -> RedisProcess:
+        with primary.client() as c:
+            port = int(c.info("replication")["slave0"]["port"])
+        return next(n for n in self.nodes if n.port == port)
 
     def hosts(self) -> str:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
@@ -316,8 +369,11 @@ class ClusterSet:
 
     def keyslot(self, key: str | bytes) -> int:
         """The slot the server computes for ``key`` (``CLUSTER KEYSLOT``)."""
-        with self.nodes[0].client() as c:
-            return int(c.execute_command("CLUSTER", "KEYSLOT", key))
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                with node.client() as c:
+                    return int(c.execute_command("CLUSTER", "KEYSLOT", key))
+        raise AssertionError("no node runs")
 
     def stop(self) -> None:
         for node in self.nodes:

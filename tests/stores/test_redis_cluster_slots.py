@@ -91,11 +91,12 @@ def test_cluster_url_options() -> None:
     parsed = parse_redis_ha_url("redis+cluster://:p%40ss@a:7000,b,[::1]:7002/0?prefix=team:")
     assert parsed.hosts == (("a", 7000), ("b", 6379), ("::1", 7002))
     assert parsed.password == "p@ss" and parsed.prefix == "team:" and parsed.replicas == 0
+    assert parse_redis_ha_url("redis+cluster://a/0?replicas=1&replica_timeout=2").replicas == 1
     assert "p@ss" not in repr(parsed)
     for bad in (
         "redis+cluster://a:7000/1",  # a Cluster has database 0 only
         "redis+cluster://a:7000/0?prefix={team}:",  # would put every key in one slot
-        "redis+cluster://a:7000/0?replicas=1",  # Sentinel only
+        "redis+cluster://a:7000/0?replicas=-1",
         "redis+cluster://a:x/0",
         "redis+cluster:///0",
     ):

@@ -60,6 +60,7 @@ def test_password_env_goes_into_a_url_of_several_hosts() -> None:
 def test_the_summary_says_what_a_fail_over_keeps() -> None:
     assert "acknowledged by 1 replica(s)" in store_durability(SENTINEL)
     assert "may lose its last writes" in store_durability(CLUSTER)
+    assert "acknowledged by 1 replica(s) of its shard" in store_durability(CLUSTER + "&replicas=1")
 
 
 @pytest.fixture(scope="module")

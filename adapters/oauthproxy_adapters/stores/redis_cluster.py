@@ -21,14 +21,19 @@ Theory of operation:
 * Failures: as :mod:`.redis`, every error becomes :class:`~.base.StoreUnavailableError`, and
   connection errors and timeouts are not retried (the cluster client's own retries are turned
   off); a shard whose primary is down answers 503 until the cluster promotes its replica, while
-  the other shards keep serving. A write is acknowledged by the shard's primary alone: a fail-over
-  within a shard may lose the writes of the last moments before it (Redis replicates
-  asynchronously), which the Sentinel store guards against with ``WAIT``; see
-  docs/operations.md, "Choosing a store".
+  the other shards keep serving.
+* Replicas: Redis replicates asynchronously, so by default a write is acknowledged by the shard's
+  primary alone and a fail-over within a shard may lose the writes of the moments before it (and
+  revive a code just redeemed). With ``replicas=N`` in the URL every write is sent, in one round
+  trip, with ``WAIT N`` to the primary of its key's slot (on a client of that node: ``WAIT``
+  counts the writes of its own connection), and is a 503 unless N replicas acknowledged it, as in
+  the Sentinel store. A ``MOVED`` answer there (the slot moved; the command did not run) refreshes
+  the slot map and sends it once more; a connection error refreshes the map for the next call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -37,7 +42,7 @@ import redis.asyncio.cluster
 import redis.asyncio.retry
 import redis.cluster
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import MovedError, RedisClusterException, RedisError
 
 from oauthproxy_core.effects import Stored
 
@@ -53,6 +58,7 @@ from .redis import (
     _unseen,
 )
 from .redis_ha_url import RedisHAURL, parse_redis_ha_url
+from .redis_waits import ReplicaWaits
 
 __all__ = ["TAG_LENGTH", "AsyncRedisClusterStore", "RedisClusterStore", "hash_tag"]
 
@@ -73,8 +79,15 @@ def _parsed(url: str | RedisHAURL) -> RedisHAURL:
     return parsed
 
 
+def _written_key(command: tuple[Any, ...]) -> Any:
+    """The one key a writing command of the store names (``EVAL`` has it after the script)."""
+    return command[3] if command[0] == "EVAL" else command[1]
+
+
 def _options(parsed: RedisHAURL, socket_timeout: float) -> dict[str, Any]:
     options = _client_options(socket_timeout)
+    # A write's read waits for the replicas too.
+    options["socket_timeout"] = socket_timeout + (parsed.replica_timeout if parsed.replicas else 0)
     # ``retry`` is the cluster client's own retry of a whole command (after a connection error or
     # a timeout, when the command may have run): none, as in the single-Redis store.
     options.update(username=parsed.username, password=parsed.password)
@@ -102,6 +115,7 @@ class RedisClusterStore(RedisStore):
     def __init__(self, url: str | RedisHAURL, *, socket_timeout: float = 2.0) -> None:
         parsed = _parsed(url)
         self.prefix = parsed.prefix
+        self._waits = ReplicaWaits(parsed)
         nodes = [
             redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
             for host, port in parsed.hosts
@@ -112,6 +126,33 @@ class RedisClusterStore(RedisStore):
             )
         except self._errors as exc:
             raise _unavailable("open", exc) from exc
+
+    def _write(self, op: str, *command: Any) -> Any:
+        if not self._waits.replicas:
+            return super()._write(op, *command)
+        for attempt in range(2):
+            try:
+                node = self._redis.get_node_from_key(_written_key(command))
+                pipe = self._redis.get_redis_connection(node).pipeline(transaction=False)
+                pipe.execute_command(*command)
+                pipe.execute_command(*self._waits.command())
+                result, acked = pipe.execute()
+            except MovedError as exc:
+                if attempt:
+                    raise _unavailable(op, exc) from exc
+                self._refresh_slots()
+                continue
+            except self._errors as exc:
+                self._refresh_slots()
+                raise _unavailable(op, exc) from exc
+            self._waits.check(op, acked)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _refresh_slots(self) -> None:
+        """Read the slot map again (after a fail-over or a resharding); failing is for later."""
+        with contextlib.suppress(*self._errors):
+            self._redis.nodes_manager.initialize()
 
     def _k(self, kind: str, key: str) -> str:
         check_kind(kind)
@@ -165,8 +206,11 @@ class AsyncRedisClusterStore(AsyncRedisStore):
     def __init__(self, url: str | RedisHAURL, *, socket_timeout: float = 2.0) -> None:
         parsed = _parsed(url)
         self.prefix = parsed.prefix
+        self._waits = ReplicaWaits(parsed)
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.hosts]
         options = _options(parsed, socket_timeout)
+        self._node_options = {**options, "retry": redis.asyncio.retry.Retry(NoBackoff(), 0)}
+        self._nodes: dict[str, redis.asyncio.Redis] = {}
         # The asyncio cluster client takes no retry_on_timeout (its retry object says it all),
         # and an asyncio retry object.
         del options["retry_on_timeout"]
@@ -179,6 +223,46 @@ class AsyncRedisClusterStore(AsyncRedisStore):
 
     def _name_skip(self) -> int:
         return len(self.prefix) + TAG_LENGTH
+
+    async def _write(self, op: str, *command: Any) -> Any:
+        if not self._waits.replicas:
+            return await super()._write(op, *command)
+        for attempt in range(2):
+            try:
+                await self._redis.initialize()  # the slot map, read at the first call
+                node = self._redis.get_node_from_key(_written_key(command))
+                async with self._node(node.host, node.port).pipeline(transaction=False) as pipe:
+                    pipe.execute_command(*command)
+                    pipe.execute_command(*self._waits.command())
+                    result, acked = await pipe.execute()
+            except MovedError as exc:
+                if attempt:
+                    raise _unavailable(op, exc) from exc
+                await self._refresh_slots()
+                continue
+            except self._errors as exc:
+                await self._refresh_slots()
+                raise _unavailable(op, exc) from exc
+            self._waits.check(op, acked)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _node(self, host: str, port: int) -> redis.asyncio.Redis:
+        """A client of one node (the asyncio cluster client lends none)."""
+        name = f"{host}:{port}"
+        if name not in self._nodes:
+            options = {k: v for k, v in self._node_options.items() if k != "retry_on_timeout"}
+            self._nodes[name] = redis.asyncio.Redis(host=host, port=port, **options)
+        return self._nodes[name]
+
+    async def _refresh_slots(self) -> None:
+        with contextlib.suppress(*self._errors):
+            await self._redis.nodes_manager.initialize()
+
+    async def close(self) -> None:
+        await super().close()
+        for client in self._nodes.values():
+            await client.aclose()
 
     def scan(self, kind: str) -> AsyncIterator[tuple[str, Stored]]:
         """:meth:`RedisClusterStore.scan` over ``redis.asyncio.cluster``."""

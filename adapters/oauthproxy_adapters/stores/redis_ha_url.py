@@ -13,10 +13,11 @@ the primary and replicas of a Sentinel service, every node of a Cluster. Options
 * ``prefix=`` starts every key, as with ``redis://`` (default ``oauthproxy:``); in a Cluster it
   may not contain ``{`` or ``}``, which would choose every key's hash slot (spec: the Cluster
   store places each record by its own hash tag);
-* ``replicas=N`` (Sentinel only; default 1): every write is acknowledged only once N replicas
-  have it (``WAIT``), so a fail-over to one of them cannot revive a code already redeemed;
-* ``replica_timeout=S`` (Sentinel only; seconds, default 0.5): how long a write waits for those
-  replicas before the request gets a 503.
+* ``replicas=N`` (Sentinel: default 1; Cluster: default 0): every write is acknowledged only once
+  N replicas have it (``WAIT``), so a fail-over to one of them cannot revive a code already
+  redeemed; a Cluster whose shards have replicas should say ``replicas=1``;
+* ``replica_timeout=S`` (seconds, default 0.5): how long a write waits for those replicas before
+  the request gets a 503.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ __all__ = [
 #: The schemes of the replicated Redis stores.
 HA_SCHEMES = ("redis+sentinel", "redis+cluster")
 
-#: Replicas that must hold a write before it is acknowledged (Sentinel): one, the least that lets
-#: a fail-over keep every acknowledged write, and what a primary-replica pair can always give.
+#: Replicas that must hold a write before it is acknowledged (Sentinel; a Cluster's default is 0,
+#: as a Cluster may have no replicas): one, the least that lets a fail-over keep every
+#: acknowledged write, and what a primary-replica pair can always give.
 DEFAULT_REPLICAS = 1
 #: Seconds a write waits for them: a replica on the same network answers in a millisecond; half a
 #: second rides out a busy replica without holding a request long when it is gone.
@@ -123,7 +125,8 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
         raise _bad(url, f"database {segments[0]!r} is not a number") from None
     if db < 0 or (scheme == "redis+cluster" and db != 0):
         raise _bad(url, "a Redis Cluster has database 0 only" if db else "bad database number")
-    prefix, replicas, timeout = "oauthproxy:", DEFAULT_REPLICAS, DEFAULT_REPLICA_TIMEOUT
+    replicas = DEFAULT_REPLICAS if scheme == "redis+sentinel" else 0
+    prefix, timeout = "oauthproxy:", DEFAULT_REPLICA_TIMEOUT
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "prefix":
             if not value or any(c.isspace() for c in value):
@@ -131,7 +134,7 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
             if scheme == "redis+cluster" and ("{" in value or "}" in value):
                 raise _bad(url, "a Cluster key prefix may not contain { or } (hash tags)")
             prefix = value
-        elif name in ("replicas", "replica_timeout") and scheme == "redis+sentinel":
+        elif name in ("replicas", "replica_timeout"):
             try:
                 number = float(value) if name == "replica_timeout" else int(value)
             except ValueError:
@@ -152,6 +155,6 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
         username=username,
         password=password,
         prefix=prefix,
-        replicas=replicas if scheme == "redis+sentinel" else 0,
+        replicas=replicas,
         replica_timeout=timeout,
     )

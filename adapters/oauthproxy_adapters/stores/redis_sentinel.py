@@ -38,9 +38,9 @@ from typing import Any
 import redis.asyncio.sentinel
 import redis.sentinel
 
-from .base import StoreUnavailableError
 from .redis import AsyncRedisStore, RedisStore, _client_options, _unavailable
 from .redis_ha_url import RedisHAURL, parse_redis_ha_url
+from .redis_waits import ReplicaWaits
 
 __all__ = ["AsyncRedisSentinelStore", "RedisSentinelStore"]
 
@@ -62,22 +62,6 @@ def _options(parsed: RedisHAURL, socket_timeout: float) -> tuple[dict[str, Any],
     return sentinel, data
 
 
-class _Waits:
-    """The replicas every write waits for, and the check of ``WAIT``'s answer."""
-
-    def __init__(self, parsed: RedisHAURL) -> None:
-        self.replicas = parsed.replicas
-        self.timeout = parsed.replica_timeout
-        self.millis = max(1, round(parsed.replica_timeout * 1000))
-
-    def check(self, op: str, acked: Any) -> None:
-        if not isinstance(acked, int) or acked < self.replicas:
-            raise StoreUnavailableError(
-                f"Redis {op}: the write reached {acked} of the {self.replicas} replicas it needs "
-                f"within {self.timeout}s (replicas= in the store URL)"
-            )
-
-
 class RedisSentinelStore(RedisStore):
     """A :class:`~.base.SyncStore` on the primary of a Sentinel-monitored Redis service.
 
@@ -89,7 +73,7 @@ class RedisSentinelStore(RedisStore):
         parsed = _parsed(url)
         self.prefix = parsed.prefix
         self.service = parsed.service
-        self._waits = _Waits(parsed)
+        self._waits = ReplicaWaits(parsed)
         sentinel_options, data_options = _options(parsed, socket_timeout)
         self._sentinel = redis.sentinel.Sentinel(
             list(parsed.hosts), sentinel_kwargs=sentinel_options
@@ -102,7 +86,7 @@ class RedisSentinelStore(RedisStore):
         try:
             pipe = self._redis.pipeline(transaction=False)
             pipe.execute_command(*command)
-            pipe.execute_command("WAIT", self._waits.replicas, self._waits.millis)
+            pipe.execute_command(*self._waits.command())
             result, acked = pipe.execute()
         except self._errors as exc:
             raise _unavailable(op, exc) from exc
@@ -122,7 +106,7 @@ class AsyncRedisSentinelStore(AsyncRedisStore):
         parsed = _parsed(url)
         self.prefix = parsed.prefix
         self.service = parsed.service
-        self._waits = _Waits(parsed)
+        self._waits = ReplicaWaits(parsed)
         sentinel_options, data_options = _options(parsed, socket_timeout)
         self._sentinel = redis.asyncio.sentinel.Sentinel(
             list(parsed.hosts), sentinel_kwargs=sentinel_options
@@ -135,7 +119,7 @@ class AsyncRedisSentinelStore(AsyncRedisStore):
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.execute_command(*command)
-                pipe.execute_command("WAIT", self._waits.replicas, self._waits.millis)
+                pipe.execute_command(*self._waits.command())
                 result, acked = await pipe.execute()
         except self._errors as exc:
             raise _unavailable(op, exc) from exc
