@@ -22,7 +22,8 @@ alike:
     persists nothing); ``redis_sentinel``, a ``RedisSentinelStore`` on a primary with one replica
     and three sentinels, every write waiting for the replica (``WAIT 1``, the default
     ``replicas=1``), and ``redis_cluster``, a ``RedisClusterStore`` on a Cluster of three
-    primaries, both started by this script on free loopback ports (``redis-server`` processes,
+    primaries with a replica each, every write waiting for its shard's replica (``replicas=1``),
+    both started by this script on free loopback ports (``redis-server`` processes,
     ``tests/stores/redis_topologies.py``, stopped by PID at the end).
     ``flow_<store>_in_core`` is the part of that time spent inside the driver (core + driver +
     store); ratios use it, so the identical stand-in cost does not dilute the store's share.
@@ -136,8 +137,8 @@ class Stores:
             return sentinel
         if kind == "redis_cluster":
             if self.cluster_set is None:
-                self.cluster_set = ClusterSet(Path(self.tmpdir) / "cluster").start()
-            cluster = RedisClusterStore(self.cluster_set.url(prefix))
+                self.cluster_set = ClusterSet(Path(self.tmpdir) / "cluster", replicas=1).start()
+            cluster = RedisClusterStore(self.cluster_set.url(prefix, query="replicas=1"))
             self.redis.append(cluster)
             return cluster
         if kind == "memory":
@@ -242,7 +243,8 @@ STORE_WORDS = {
     "redis": "RedisStore (loopback TCP, random prefix)",
     "redis_sentinel": "RedisSentinelStore (loopback TCP, a primary, one replica, three sentinels; "
     "every write waits for the replica)",
-    "redis_cluster": "RedisClusterStore (loopback TCP, a Cluster of three primaries)",
+    "redis_cluster": "RedisClusterStore (loopback TCP, three primaries with a replica each; "
+    "every write waits for its shard's replica)",
     "postgres": "PostgresStore (loopback TCP, the server's synchronous_commit: on)",
     "postgres_async_commit": "PostgresStore (loopback TCP, synchronous_commit=off)",
 }
