@@ -41,7 +41,13 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
         topology.stop()
 
 
+#: The machine running the tests is shared and busy: a replica may take longer than the default
+#: half second to acknowledge, and these tests are about where writes land, not how fast.
+PATIENT = "replica_timeout=2"
+
+
 def _harness(topology: SentinelSet, query: str = "") -> Harness:
+    query = f"{query}&{PATIENT}" if query else PATIENT
     store = RedisSentinelStore(topology.url("failover:", query=query), socket_timeout=1.0)
     return Harness(store=store)
 

@@ -107,9 +107,20 @@ def redis_store() -> Iterator[RedisStore]:
     store.close()
 
 
+#: Sentinel writes wait for the replica: on the shared, busy machine of the tests it may take
+#: longer than the default half second, and these tests are about semantics, not speed.
+PATIENT = "replica_timeout=2"
+
+
+def owner_url(request: pytest.FixtureRequest, backend: str, prefix: str) -> str:
+    """The URL of the replicated store ``backend`` (``sentinel``, ``cluster``) under ``prefix``."""
+    query = PATIENT if backend == "sentinel" else ""
+    return str(request.getfixturevalue(f"{backend}_set").url(prefix, query=query))
+
+
 @pytest.fixture
 def sentinel_store(sentinel_set: SentinelSet) -> Iterator[RedisSentinelStore]:
-    store = RedisSentinelStore(sentinel_set.url(_redis_prefix()))
+    store = RedisSentinelStore(sentinel_set.url(_redis_prefix(), query=PATIENT))
     yield store
     store.clear()
     store.close()
@@ -201,7 +212,7 @@ def async_store_factory(
         cleaner.close()
     elif request.param in REPLICATED:
         owner = request.getfixturevalue(f"{request.param}_store")
-        url = request.getfixturevalue(f"{request.param}_set").url(owner.prefix)
+        url = owner_url(request, request.param, owner.prefix)
         if request.param == "sentinel":
             yield lambda: AsyncRedisSentinelStore(url)
         else:
@@ -512,7 +523,7 @@ def _process_spec(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
         return ("postgres", POSTGRES_URL, pg.prefix), pg
     if backend in REPLICATED:
         owner = request.getfixturevalue(f"{backend}_store")
-        return (backend, request.getfixturevalue(f"{backend}_set").url(owner.prefix)), owner
+        return (backend, owner_url(request, backend, owner.prefix)), owner
     parent = request.getfixturevalue("redis_store")
     return ("redis", REDIS_URL, parent.prefix), parent
 
