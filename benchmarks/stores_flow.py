@@ -1,5 +1,5 @@
 """Benchmark: the complete OAuth flow and bearer verification on each store (memory, SQLite, Redis,
-PostgreSQL).
+Redis behind Sentinel, Redis Cluster, PostgreSQL).
 
 All measurements are taken in one process, interleaved sample by sample (A B C ..., the order
 rotated every round, exactly as ``benchmarks/core_flow.py`` does), so that drift hits every store
@@ -11,14 +11,20 @@ alike:
     driver, with that benchmark's minimal client, browser and upstream stand-ins, on a
     ``MemoryStore``, a ``SQLiteStore`` in a temporary file (WAL, ``synchronous = FULL``: a commit is
     on disk when the call returns) and a ``RedisStore`` under a random key prefix (the Redis server
-    at ``OAUTHPROXY_BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/0``, over loopback TCP), and
+    at ``OAUTHPROXY_BENCH_REDIS_URL`` when set, else a private ``redis-server`` started on a free
+    loopback port like the Sentinel and Cluster ones below, over loopback TCP), and
     two ``PostgresStore`` under a random table prefix (the server at
     ``OAUTHPROXY_BENCH_POSTGRES_URL``, default the ``oauthproxy_test`` database on 127.0.0.1:5432
     that ``sh .ci/dev bench`` creates, over loopback TCP): ``postgres`` with the server's
     ``synchronous_commit`` (``on``: a write returns once its WAL record is flushed to disk) and
     ``postgres_async_commit`` with ``synchronous_commit=off`` (a write returns before that flush,
     the durability of a Redis that persists with ``appendfsync everysec``; the Redis measured here
-    persists nothing).
+    persists nothing); ``redis_sentinel``, a ``RedisSentinelStore`` on a primary with one replica
+    and three sentinels, every write waiting for the replica (``WAIT 1``, the default
+    ``replicas=1``), and ``redis_cluster``, a ``RedisClusterStore`` on a Cluster of three
+    primaries with a replica each, every write waiting for its shard's replica (``replicas=1``),
+    both started by this script on free loopback ports (``redis-server`` processes,
+    ``tests/stores/redis_topologies.py``, stopped by PID at the end).
     ``flow_<store>_in_core`` is the part of that time spent inside the driver (core + driver +
     store); ratios use it, so the identical stand-in cost does not dilute the store's share.
 ``bearer_cached_<store>`` / ``bearer_uncached_<store>``
@@ -33,7 +39,8 @@ Also measured, from ``dump()`` of a fresh store of each kind: the bytes one pend
 occupies (the ``tx`` record right after ``/authorize``, and again after consent, when it holds the
 sealed upstream PKCE verifier) and the bytes of one grant (the ``grant`` record after ``/token``).
 
-Targets: SQLite flow / memory flow <= 2x; each PostgreSQL flow / Redis flow <= 2x. Results go to
+Targets: SQLite flow / memory flow <= 2x; each PostgreSQL, Sentinel and Cluster flow / Redis flow
+<= 2x. Results go to
 ``benchmarks/results/stores_flow.json``; ``benchmarks/render_readme.py`` turns them into
 ``benchmarks/README.md``.
 
@@ -57,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.stores.redis_topologies
 
 import attrs
 import core_flow
@@ -65,20 +73,35 @@ from oauthproxy_adapters.proxy import Proxy as FacadeProxy
 from oauthproxy_adapters.stores.memory import MemoryStore
 from oauthproxy_adapters.stores.postgres import PostgresStore
 from oauthproxy_adapters.stores.redis import RedisStore
+from oauthproxy_adapters.stores.redis_cluster import RedisClusterStore
+from oauthproxy_adapters.stores.redis_sentinel import RedisSentinelStore
 from oauthproxy_adapters.stores.sqlite import SQLiteStore
 from oauthproxy_core import AuthorizationServer, Response
 from oauthproxy_core.bounds import Bounds
 from oauthproxy_core.handlers.bearer import Principal
+from tests.stores.redis_topologies import ClusterSet, RedisProcess, SentinelSet, free_ports
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stores_flow.json"
-REDIS_URL = os.environ.get("OAUTHPROXY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: The single Redis: this URL when set, else a private ``redis-server`` started like the Sentinel and
+#: Cluster ones (same binary, same options), so that the three Redis forms are compared on
+#: identical servers and no other user of a shared Redis skews the ratios.
+REDIS_URL = os.environ.get("OAUTHPROXY_BENCH_REDIS_URL")
 POSTGRES_URL = os.environ.get(
     "OAUTHPROXY_BENCH_POSTGRES_URL",
     "postgresql://oauthproxy_test:oauthproxy_test@127.0.0.1:5432/oauthproxy_test",
 )
-STORES = ("memory", "sqlite", "redis", "postgres", "postgres_async_commit")
+STORES = (
+    "memory",
+    "sqlite",
+    "redis",
+    "redis_sentinel",
+    "redis_cluster",
+    "postgres",
+    "postgres_async_commit",
+)
 TARGET_SQLITE_VS_MEMORY = 2.0
 TARGET_POSTGRES_VS_REDIS = 2.0
+TARGET_REPLICATED_VS_REDIS = 2.0
 #: Bearer verifications per sample: one call takes microseconds, a flow milliseconds; timing single
 #: calls between flows would measure the caches the flow just evicted and the timer itself.
 BEARER_BATCH = 20
@@ -99,8 +122,25 @@ class Stores:
         self.redis: list[RedisStore] = []
         self.sqlite: list[SQLiteStore] = []
         self.postgres: list[PostgresStore] = []
+        self.sentinel_set: SentinelSet | None = None
+        self.redis_server: RedisProcess | None = None
+        self.redis_url = REDIS_URL
+        self.cluster_set: ClusterSet | None = None
 
     def new(self, kind: str) -> Any:
+        prefix = f"oauthproxy-bench-{secrets.token_hex(8)}:"
+        if kind == "redis_sentinel":
+            if self.sentinel_set is None:
+                self.sentinel_set = SentinelSet(Path(self.tmpdir) / "sentinel").start()
+            sentinel = RedisSentinelStore(self.sentinel_set.url(prefix))
+            self.redis.append(sentinel)
+            return sentinel
+        if kind == "redis_cluster":
+            if self.cluster_set is None:
+                self.cluster_set = ClusterSet(Path(self.tmpdir) / "cluster", replicas=1).start()
+            cluster = RedisClusterStore(self.cluster_set.url(prefix, query="replicas=1"))
+            self.redis.append(cluster)
+            return cluster
         if kind == "memory":
             return MemoryStore()
         if kind == "sqlite":
@@ -115,7 +155,12 @@ class Stores:
             )
             self.postgres.append(pg)
             return pg
-        store = RedisStore(REDIS_URL, prefix=f"oauthproxy-bench-{secrets.token_hex(8)}:")
+        if self.redis_url is None:
+            (port,) = free_ports(1)
+            self.redis_server = RedisProcess(port, Path(self.tmpdir) / "redis")
+            self.redis_server.start()
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
+        store = RedisStore(self.redis_url, prefix=prefix)
         store.get("probe", "probe")  # fail now, not mid-run, if Redis is not there
         self.redis.append(store)
         return store
@@ -129,6 +174,9 @@ class Stores:
         for pg in self.postgres:
             pg.drop_tables()
             pg.close()
+        for topology in (self.sentinel_set, self.cluster_set, self.redis_server):
+            if topology is not None:
+                topology.stop()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
@@ -193,6 +241,10 @@ STORE_WORDS = {
     "memory": "MemoryStore",
     "sqlite": "SQLiteStore (temp file, WAL, synchronous=FULL)",
     "redis": "RedisStore (loopback TCP, random prefix)",
+    "redis_sentinel": "RedisSentinelStore (loopback TCP, a primary, one replica, three sentinels; "
+    "every write waits for the replica)",
+    "redis_cluster": "RedisClusterStore (loopback TCP, three primaries with a replica each; "
+    "every write waits for its shard's replica)",
     "postgres": "PostgresStore (loopback TCP, the server's synchronous_commit: on)",
     "postgres_async_commit": "PostgresStore (loopback TCP, synchronous_commit=off)",
 }
@@ -320,6 +372,17 @@ def main(argv: list[str] | None = None) -> int:
                 "the same flow on the in-memory store",
             ),
         }
+        for kind in ("redis_sentinel", "redis_cluster"):
+            ratios[f"{kind}_flow_vs_redis_flow"] = ratio_entry(
+                results,
+                round_medians,
+                f"flow_{kind}_in_core",
+                "flow_redis_in_core",
+                TARGET_REPLICATED_VS_REDIS,
+                f"The complete flow on {STORE_WORDS[kind].partition(' (')[0]} "
+                f"({STORE_WORDS[kind].partition('(')[2].rstrip(')')})",
+                "the same flow on one Redis",
+            )
         for kind in ("postgres", "postgres_async_commit"):
             words = STORE_WORDS[kind].partition("(")[2].rstrip(")")
             ratios[f"{kind}_flow_vs_redis_flow"] = ratio_entry(
@@ -385,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(elapsed, 1),
                 "flows_run": sum(len(samples[f"flow_{k}"]) for k in STORES),
                 "sqlite_directory_filesystem": filesystem_of(stores.tmpdir),
-                "redis_url": REDIS_URL,
+                "redis_url": stores.redis_url or "?",
                 "redis_server_version": _redis_version(stores),
                 "postgres_server_version": _postgres_version(stores),
                 "drift_last_tenth_over_first_tenth": drift,
@@ -399,24 +462,24 @@ def main(argv: list[str] | None = None) -> int:
         stores.close()
 
     print(f"stores_flow: {rounds} rounds x {per_round} samples, interleaved, {elapsed:.1f} s")
-    print(f"{'measurement':<26}{'median µs':>12}{'p10':>10}{'p90':>10}{'per s':>10}")
+    print(f"{'measurement':<40}{'median µs':>12}{'p10':>10}{'p90':>10}{'per s':>10}")
     for name, r in results.items():
         print(
-            f"{name:<26}{r['median_us']:>12.1f}{r['p10_us']:>10.1f}{r['p90_us']:>10.1f}"
+            f"{name:<40}{r['median_us']:>12.1f}{r['p10_us']:>10.1f}{r['p90_us']:>10.1f}"
             f"{r['per_second']:>10,.0f}"
         )
-    print(f"\n{'ratio':<34}{'value':>8}{'round p10':>11}{'round p90':>11}{'target':>9}  verdict")
+    print(f"\n{'ratio':<48}{'value':>8}{'round p10':>11}{'round p90':>11}{'target':>9}  verdict")
     for name, e in ratios.items():
         target_text = f"<= {e['target']:g}x" if e["target"] is not None else "-"
         verdict = ("PASS" if e["pass"] else "MISS") if "pass" in e else "(info)"
         print(
-            f"{name:<34}{e['value']:>7.2f}x{e['per_round_p10']:>10.2f}x"
+            f"{name:<48}{e['value']:>7.2f}x{e['per_round_p10']:>10.2f}x"
             f"{e['per_round_p90']:>10.2f}x{target_text:>9}  {verdict}"
         )
     print("\nbytes stored (record values from dump(); key bytes in parentheses):")
     for kind, entry in sizes.items():
         print(
-            f"  {kind:<8}"
+            f"  {kind:<22}"
             + ", ".join(
                 f"{label} {v['value_bytes']} ({v['key_bytes']})" for label, v in entry.items()
             )

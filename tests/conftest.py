@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 _NEEDS = {
-    "redis": re.compile(r"\bREDIS(?:_DB)?_URL\b|PrivateRedis|redis\.Redis\("),
+    "redis": re.compile(r"\bREDIS(?:_DB)?_URL\b|PrivateRedis|redis\.Redis\(|redis_topologies"),
     "postgres": re.compile(r"\bPOSTGRES_URL\b"),
     "idp": re.compile(r"conftest_idp|upstream_idp"),
     "browser": re.compile(r"chromium", re.IGNORECASE),

@@ -101,6 +101,7 @@ from . import config_schema
 from .config_schema import PROVIDERS, Checked, Problem, Section, Unusable
 from .http_clients import SyncHttpClient
 from .stores import postgres_options
+from .stores.redis_ha_url import HA_SCHEMES, parse_redis_ha_url
 from .stores.sqlite import default_sqlite_path
 
 __all__ = [
@@ -113,9 +114,17 @@ __all__ = [
     "redact_url",
 ]
 
-_STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgresql", "postgres")
+_STORE_SCHEMES = (
+    "memory",
+    "sqlite",
+    "redis",
+    "rediss",
+    *HA_SCHEMES,
+    "postgresql",
+    "postgres",
+)
 #: The stores reached over the network, whose URL may take a password (``[store] password_env``).
-_NETWORK_STORE_SCHEMES = ("redis", "rediss", "postgresql", "postgres")
+_NETWORK_STORE_SCHEMES = ("redis", "rediss", *HA_SCHEMES, "postgresql", "postgres")
 _ENDPOINT_KEYS = ("authorize_url", "token_url", "userinfo_url")
 
 T = TypeVar("T")
@@ -769,21 +778,30 @@ def _store_url(t: Section, p: _Problems, env: Mapping[str, str]) -> str:
         p.fail(
             t,
             "url",
-            "expected memory://, sqlite:///path.db, redis://host:port/db or "
+            "expected memory://, sqlite:///path.db, redis://host:port/db, "
+            "redis+sentinel://host:port/service/db, redis+cluster://host:port/0 or "
             "postgresql://user@host:port/dbname",
         )
     scheme = scheme.lower()
     if scheme not in _STORE_SCHEMES:
         p.fail(
-            t, "url", f"unknown scheme {scheme!r} (expected memory, sqlite, redis or postgresql)"
+            t,
+            "url",
+            f"unknown scheme {scheme!r} (expected memory, sqlite, redis, redis+sentinel, "
+            "redis+cluster or postgresql)",
         )
+    if scheme in HA_SCHEMES:
+        try:
+            parse_redis_ha_url(value)
+        except ValueError as exc:
+            p.fail(t, "url", str(exc))
     if scheme == "sqlite" and rest not in ("", "/") and not rest.startswith("/"):
         p.fail(t, "url", "use sqlite:///relative.db or sqlite:////absolute.db")
     if scheme == "sqlite" and "?" in rest:
         option = rest.partition("?")[2].lower()
         if option not in ("synchronous=normal", "synchronous=full"):
             p.fail(t, "url", "the only SQLite option is ?synchronous=normal|full")
-    if scheme in _NETWORK_STORE_SCHEMES:
+    if scheme in ("redis", "rediss", "postgresql", "postgres"):
         kind = "Redis" if scheme.startswith("redis") else "PostgreSQL"
         try:
             parts = urlsplit(value)

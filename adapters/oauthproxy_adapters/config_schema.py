@@ -715,6 +715,12 @@ KEYS: tuple[Key, ...] = (
         "(relative to the working directory, `sqlite:////abs/path.db` absolute; "
         "`?synchronous=full` to fsync every commit); `redis://host:6379/0?prefix=app:` "
         "(`rediss://` for TLS), shared by several instances; "
+        "`redis+sentinel://host:26379,host2:26379/mymaster/0?prefix=app:`, the primary the "
+        "sentinels name for the service, every write waiting for `replicas` replicas (default 1) "
+        "for up to `replica_timeout` seconds (default 0.5) so that a fail-over keeps it; "
+        "`redis+cluster://host:7000,host2:7001/0?prefix=app:`, a Redis Cluster (a prefix without "
+        "`{` or `}`; `replicas` defaults to 0 there, set `replicas=1` when the shards have "
+        "replicas); "
         "`postgresql://user@host:5432/dbname?prefix=app_`, shared by several instances (tables "
         "`<prefix>records` and `<prefix>schema_version`, default prefix `oauthproxy_`; "
         "`?synchronous_commit=off` for faster writes that a database crash may lose, any libpq "
@@ -722,15 +728,18 @@ KEYS: tuple[Key, ...] = (
         "restart (tests).",
         why="Registrations, grants and sign-ins survive a restart with nothing to install: one "
         "SQLite file, created with its directory private (0600, 0700) as the keys file is. It "
-        "serves one machine; instances on several hosts share a `redis://` or `postgresql://` "
-        "store.",
+        "serves one machine; instances on several hosts share a `redis://` (or Sentinel or "
+        "Cluster) or `postgresql://` store. One replica for Sentinel writes: the least that "
+        "keeps a redeemed code redeemed across a fail-over, and what a primary-replica pair "
+        "always has; half a second rides out a busy replica without holding a request long.",
     ),
     Key(
         table="store",
         name="password_env",
         type=_S,
-        doc="Name of an environment variable holding the password of a `redis://` or "
-        "`postgresql://` store, put into the URL's userinfo (the URL then has none of its own). "
+        doc="Name of an environment variable holding the password of a `redis://` (Sentinel, "
+        "Cluster: the data nodes') or `postgresql://` store, put into the URL's userinfo (the "
+        "URL then has none of its own). "
         "Without it, a PostgreSQL password may also come from libpq's own `PGPASSWORD` or "
         "`~/.pgpass`.",
     ),

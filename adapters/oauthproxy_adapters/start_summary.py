@@ -39,6 +39,7 @@ from oauthproxy_core.url_policy import is_loopback_host
 
 from .config_file import Settings, redact_url
 from .stores import postgres_options, sqlite_file
+from .stores.redis_ha_url import parse_redis_ha_url
 
 __all__ = [
     "Admission",
@@ -146,6 +147,24 @@ def store_durability(url: str) -> str:
         return (
             f"{redact_url(url)}: shared by every instance using it, tables {prefix}records and "
             f"{prefix}schema_version; survives restarts of the proxy and of PostgreSQL{lost}"
+        )
+    if scheme == "redis+sentinel":
+        replicas = parse_redis_ha_url(url).replicas
+        return (
+            f"{redact_url(url)}: shared by every instance using it; the primary the sentinels "
+            f"name, every write acknowledged by {replicas} replica(s), so a fail-over keeps it"
+        )
+    if scheme == "redis+cluster":
+        replicas = parse_redis_ha_url(url).replicas
+        kept = (
+            f"every write acknowledged by {replicas} replica(s) of its shard, so a fail-over "
+            "keeps it"
+            if replicas
+            else "a fail-over within a shard may lose its last writes (replicas=1 waits for one)"
+        )
+        return (
+            f"{redact_url(url)}: shared by every instance using it, spread over the Cluster's "
+            f"primaries; {kept}"
         )
     return (
         f"{redact_url(url)}: shared by every instance using it; held in memory by Redis unless "

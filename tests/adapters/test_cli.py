@@ -135,7 +135,8 @@ EVERY_PROBLEM = [
     "error: [upstream].token_url: http is allowed only on a loopback host",
     "error: [upstream].client_secret_en: unknown key; did you mean `client_secret_env`?",
     "error: [consent].mode: must be one of always, remember",
-    "error: [store].url: unknown scheme 'foo' (expected memory, sqlite, redis or postgresql)",
+    "error: [store].url: unknown scheme 'foo' (expected memory, sqlite, redis, redis+sentinel, "
+    "redis+cluster or postgresql)",
     "error: [limits].registrations_per_address: must be at least 1",
     "error: [limits].registration_windw: unknown key; did you mean `registration_window`?",
 ]

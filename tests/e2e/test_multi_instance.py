@@ -1,8 +1,9 @@
 """Two ``oauthproxy serve`` processes behind one logical issuer, sharing one store (spec/architecture.md,
 "Storage contract": "a flow begun on one instance completes on another").
 
-Setup, once per shared store (one Redis database, one PostgreSQL database, and separately one SQLite
-file):
+Setup, once per shared store (one Redis database, a Redis behind Sentinel and a Redis Cluster started
+for the module on free loopback ports by ``tests/stores/redis_topologies.py``, one PostgreSQL
+database, and separately one SQLite file):
 
 - a GitHub-shaped upstream on loopback (the testing kit's ``FakeProvider`` in an ``AppThread``),
   whose one registered redirect URI is ``<base_url>/auth/callback``;
@@ -50,6 +51,7 @@ import psycopg
 import pytest
 import redis
 
+from oauthproxy_adapters.stores import open_store
 from oauthproxy_adapters.testing import flow as kit
 from oauthproxy_adapters.testing.flow import Call, Reply
 from oauthproxy_adapters.testing.provider import FakeProvider
@@ -59,6 +61,7 @@ from oauthproxy_adapters.testing.serve import (
     free_port,
     oauthproxy_command,
 )
+from tests.stores.redis_topologies import ClusterSet, SentinelSet
 
 REDIS_DB_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_DB_URL", "redis://127.0.0.1:6379/5")
 POSTGRES_URL = os.environ.get(
@@ -383,7 +386,9 @@ def _drop_postgres_tables(prefix: str) -> None:
         db.execute(f'DROP TABLE IF EXISTS "{prefix}records", "{prefix}schema_version"')
 
 
-@pytest.fixture(scope="module", params=["redis", "sqlite", "postgres"])
+@pytest.fixture(
+    scope="module", params=["redis", "redis_sentinel", "redis_cluster", "sqlite", "postgres"]
+)
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
@@ -393,11 +398,18 @@ def cluster(
     upstream = Upstream(base_url + "/auth/callback")
     store_extra, env = "", {}
     prefix = f"multi_{secrets.token_hex(6)}_"
+    topology: SentinelSet | ClusterSet | None = None
     if request.param == "redis":
         _flush_redis_db()
         store_url = REDIS_DB_URL
     elif request.param == "postgres":
         store_url, store_extra, env = _postgres_store(prefix)
+    elif request.param == "redis_sentinel":
+        topology = SentinelSet(workdir / "sentinel").start()
+        store_url = topology.url(prefix)
+    elif request.param == "redis_cluster":
+        topology = ClusterSet(workdir / "cluster").start()
+        store_url = topology.url(prefix)
     else:
         store_url = f"sqlite:///{workdir / 'shared.db'}"
     keys_file = make_keys(workdir / "keys.json")
@@ -426,6 +438,8 @@ def cluster(
             _flush_redis_db()
         if request.param == "postgres":
             _drop_postgres_tables(prefix)
+        if topology is not None:
+            topology.stop()
 
 
 # -- the tests -----------------------------------------------------------------------------------------
@@ -546,7 +560,13 @@ def test_instances_share_nothing_but_the_store(cluster: Cluster) -> None:
         assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant", resp.text
     finally:
         lb.close()
-    if cluster.store_url.startswith("redis"):
+    if cluster.store_url.startswith(("redis+sentinel", "redis+cluster")):
+        shared = open_store(cluster.store_url)
+        try:
+            assert shared.size() > 0  # type: ignore[attr-defined]
+        finally:
+            shared.close()
+    elif cluster.store_url.startswith("redis"):
         client = redis.Redis.from_url(cluster.store_url)
         try:
             assert client.dbsize() > 0

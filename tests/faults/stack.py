@@ -312,7 +312,13 @@ class StoreView:
     """The live records of a store (a SQLite file, or a Redis database through ``redis_url``),
     decoded where the rules need it."""
 
-    def __init__(self, path: Path | None = None, *, redis_url: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        redis_url: str | None = None,
+        store_url: str | None = None,
+    ) -> None:
         rows: list[tuple[str, str, bytes, int | None]] = []
         if path is not None:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
@@ -331,6 +337,14 @@ class StoreView:
                 rows = [(kind, key, value, None) for kind, key, value in store.dump()]
             finally:
                 store.close()
+        if store_url is not None:  # any other store, through its dump() (no versions)
+            from oauthproxy_adapters.stores import open_store  # noqa: PLC0415
+
+            opened: Any = open_store(store_url)
+            try:
+                rows = [(kind, key, value, None) for kind, key, value in opened.dump()]
+            finally:
+                opened.close()
         self.rows: dict[tuple[str, str], tuple[bytes, int | None]] = {
             (kind, key): (bytes(value), version) for kind, key, value, version in rows
         }

@@ -1,10 +1,13 @@
-"""SIGKILL at every store write of a flow, with the SQLite store; restart; retry or continue.
+"""SIGKILL at every store write of a flow, on the SQLite store, on PostgreSQL and on a Redis Cluster;
+restart; retry or continue.
 
 ``crashpoint_serve.py`` runs the real ``oauthproxy serve`` and kills itself with SIGKILL just
-after the N-th SQLite write committed (before the response is sent). A first run traces the writes
-of one complete flow (register, authorize, consent page, consent approval, callback, token, a
-protected request, refresh) and the step each belongs to. Then, for every write N (and once
-before the first write):
+after the N-th store write was acknowledged (before the response is sent). PostgreSQL is the tests'
+server (``OAUTHPROXY_TEST_POSTGRES_URL``) under a fresh table prefix, dropped after; the Cluster is
+three ``redis-server`` processes started for the test (``tests/stores/redis_topologies.py``). A
+first run traces the writes of one complete flow (register, authorize, consent page, consent
+approval, callback, token, a protected request, refresh) and the step each belongs to. Then, for
+every write N (and once before the first write):
 
 1. the proxy is started with the kill point and the flow runs until the connection drops; the
    process must have died of SIGKILL at that step;
@@ -25,6 +28,8 @@ the record expires with the transaction lifetime.
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -33,6 +38,7 @@ from typing import Any
 
 import attrs
 import httpx
+import psycopg
 import pytest
 
 from tests.faults.scripted_upstream import ScriptedUpstream
@@ -45,6 +51,7 @@ from tests.faults.stack import (
     make_keys,
     write_config,
 )
+from tests.stores.redis_topologies import ClusterSet
 
 WRAPPER = Path(__file__).with_name("crashpoint_serve.py")
 STEPS = ("register", "authorize", "consent_page", "approve", "callback", "token", "use", "refresh")
@@ -113,19 +120,35 @@ class Outcome:
     orphans: int
 
 
+POSTGRES_URL = os.environ.get(
+    "OAUTHPROXY_TEST_POSTGRES_URL",
+    "postgresql://oauthproxy_test:oauthproxy_test@127.0.0.1:5432/oauthproxy_test",
+)
+
+
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, store: str) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "state.db"
+        self.store = store
+        self.topology: ClusterSet | None = None
+        self.pg_prefix = f"crash_{secrets.token_hex(6)}_"
+        if store == "sqlite":
+            self.store_url = f"sqlite:///{self.db}"
+        elif store == "postgres":
+            self.store_url = f"{POSTGRES_URL}?prefix={self.pg_prefix}"
+        else:
+            self.topology = ClusterSet(tmp / "cluster").start()
+            self.store_url = self.topology.url("crash:")
         self.upstream = ScriptedUpstream(self.base + "/auth/callback")
         self.config = write_config(
             tmp / "proxy.toml",
             port=self.port,
             base_url=self.base,
             upstream=self.upstream.base,
-            store_url=f"sqlite:///{self.db}",
+            store_url=self.store_url,
             keys_file=make_keys(tmp / "keys.json"),
             limits={"authorizations_per_address": 10_000, "registrations_per_address": 10_000},
         )
@@ -143,6 +166,20 @@ class Rig:
             if p.proc is not None and p.proc.poll() is None:
                 p.stop(signal.SIGKILL)
         self.upstream.stop()
+        if self.topology is not None:
+            self.topology.stop()
+        if self.store == "postgres":
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+                db.execute(
+                    f'DROP TABLE IF EXISTS "{self.pg_prefix}records", '
+                    f'"{self.pg_prefix}schema_version"'
+                )
+
+    def view(self) -> StoreView:
+        """The store as read from outside the proxy."""
+        if self.store == "sqlite":
+            return StoreView(self.db)
+        return StoreView(store_url=self.store_url)
 
     def trace(self) -> list[tuple[int, str, str, str]]:
         """``(n, operation, kind, step)`` of every write of one complete flow."""
@@ -165,7 +202,7 @@ class Rig:
         return writes
 
     def crash_and_recover(self, n: int, when: str, op: str, expected_step: str) -> Outcome:
-        known_orphans = set(StoreView(self.db).orphans())
+        known_orphans = set(self.view().orphans())
         self.crashing.start({"CRASH_AT": str(n), "CRASH_WHEN": when})
         run = Run(Flow(self.base))
         try:
@@ -178,13 +215,13 @@ class Rig:
                     break
             assert failed == expected_step, f"write {n} {when}: died at {failed}"
             assert self.crashing.wait_exit() == -signal.SIGKILL
-            view = StoreView(self.db)
+            view = self.view()
             assert view.problems() == [], f"write {n} {when}: {view.problems()}"
 
             self.plain.start()
             try:
                 retry, completed = _recover(run, failed)
-                after = StoreView(self.db)
+                after = self.view()
                 assert after.problems() == [], f"write {n} {when}: {after.problems()}"
             finally:
                 self.plain.stop(signal.SIGTERM)
@@ -212,9 +249,9 @@ def _recover(run: Run, failed: str) -> tuple[str, bool]:
     return retry, bool(run.refreshed)
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
+@pytest.fixture(params=["sqlite", "postgres", "redis_cluster"])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path, request.param)
     try:
         yield r
     finally:

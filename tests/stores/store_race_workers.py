@@ -10,18 +10,24 @@ from typing import Any
 
 from oauthproxy_adapters.stores.postgres import PostgresStore
 from oauthproxy_adapters.stores.redis import RedisStore
+from oauthproxy_adapters.stores.redis_cluster import RedisClusterStore
+from oauthproxy_adapters.stores.redis_sentinel import RedisSentinelStore
 from oauthproxy_adapters.stores.sqlite import SQLiteStore
 
 
 def open_spec(spec: tuple[str, ...]) -> Any:
-    """Open a store from a picklable ``("sqlite", path)``, ``("redis", url, prefix)`` or
-    ``("postgres", url, prefix)``."""
+    """Open a store from a picklable ``("sqlite", path)``, ``("redis", url, prefix)``,
+    ``("sentinel", url)``, ``("cluster", url)`` or ``("postgres", url, prefix)``."""
     if spec[0] == "sqlite":
         return SQLiteStore(spec[1])
     if spec[0] == "postgres":
         return PostgresStore(spec[1], prefix=spec[2], synchronous_commit="off")
     if spec[0] == "redis":
         return RedisStore(spec[1], prefix=spec[2])
+    if spec[0] == "sentinel":
+        return RedisSentinelStore(spec[1])
+    if spec[0] == "cluster":
+        return RedisClusterStore(spec[1])
     raise ValueError(spec)
 
 

@@ -38,6 +38,8 @@ import pytest
 from oauthproxy_adapters.stores.memory import MemoryStore
 from oauthproxy_adapters.stores.postgres import PostgresStore
 from oauthproxy_adapters.stores.redis import RedisStore
+from oauthproxy_adapters.stores.redis_cluster import RedisClusterStore
+from oauthproxy_adapters.stores.redis_sentinel import RedisSentinelStore
 from oauthproxy_adapters.stores.sqlite import SQLiteStore
 from oauthproxy_adapters.testing.flow import drive, exchange_code
 from oauthproxy_core.handlers.bearer import Principal
@@ -149,7 +151,19 @@ def postgres_row_haystacks(store: PostgresStore) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+def redis_server_haystacks(servers: list[Any], prefix: str) -> dict[str, bytes]:
+    """Every key under ``prefix`` on every server of a replicated deployment (primary and replica,
+    or each Cluster node), name and raw value: what reading any one server shows."""
+    out = {}
+    for server in servers:
+        with server.client() as c:
+            for name in c.scan_iter(match=prefix + "*"):
+                out[f"server {server.port} key {name!r}"] = name + b"\x00" + (c.get(name) or b"")
+    assert out, "no server holds a key"
+    return out
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "sentinel", "cluster", "postgres"])
 def store_and_clock(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, Any, Clock]]:
@@ -169,6 +183,15 @@ def store_and_clock(
         yield "redis", store, clock
         store.clear()
         store.close()
+    elif request.param in ("sentinel", "cluster"):
+        topology = request.getfixturevalue(f"{request.param}_set")
+        url = topology.url(f"at-rest-{secrets.token_hex(8)}:")
+        replicated = (
+            RedisSentinelStore(url) if request.param == "sentinel" else RedisClusterStore(url)
+        )
+        yield request.param, replicated, clock
+        replicated.clear()
+        replicated.close()
     elif request.param == "postgres":
         try:
             pg = PostgresStore(
@@ -322,7 +345,7 @@ def test_invariant_24_detector_finds_a_planted_secret_in_every_encoding() -> Non
 
 
 def test_invariant_24_no_store_holds_a_plaintext_secret_at_any_step(
-    store_and_clock: tuple[str, Any, Clock],
+    store_and_clock: tuple[str, Any, Clock], request: pytest.FixtureRequest
 ) -> None:
     name, store, clock = store_and_clock
     h = Harness(store=store, clock=clock, seed=secrets.randbits(32))
@@ -342,6 +365,11 @@ def test_invariant_24_no_store_holds_a_plaintext_secret_at_any_step(
         haystacks.update(files)
     if name == "postgres":
         haystacks.update(postgres_row_haystacks(store))
+    if name in ("sentinel", "cluster"):
+        topology = request.getfixturevalue(f"{name}_set")
+        # The replica too: every write waited for it, so it holds them all.
+        servers = topology.servers if name == "sentinel" else topology.nodes
+        haystacks.update(redis_server_haystacks(servers, store.prefix))
     leaks = find_leaks(flow.secrets, haystacks)
     assert not leaks, f"{name} store holds secrets in a readable form:\n" + "\n".join(leaks)
 

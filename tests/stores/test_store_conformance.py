@@ -2,7 +2,9 @@
 
 The contract tests run against the memory store, SQLite (a real file), Redis (the real server at
 ``OAUTHPROXY_TEST_REDIS_URL``, default ``redis://127.0.0.1:6379/0``, under a random key prefix per
-test) and PostgreSQL (the real server at ``OAUTHPROXY_TEST_POSTGRES_URL``, default the
+test), Redis behind Sentinel (a primary, a replica and three sentinels) and a Redis Cluster (three
+primaries), both started by the session on free loopback ports (``redis_topologies``), under a
+random key prefix per test, and PostgreSQL (the real server at ``OAUTHPROXY_TEST_POSTGRES_URL``, default the
 ``oauthproxy_test`` database on 127.0.0.1:5432 that ``sh .ci/dev test`` creates, with tables under a
 random prefix per test, dropped after it). A server being unreachable is a test *failure*, never a
 skip: a shared-store deployment must not pass CI untested. Backend-specific sections follow (SQLite
@@ -49,6 +51,8 @@ from oauthproxy_adapters.stores import sqlite as sqlite_module
 from oauthproxy_adapters.stores.memory import PURGE_BATCH, AsyncMemoryStore, MemoryStore
 from oauthproxy_adapters.stores.postgres import AsyncPostgresStore, PostgresStore
 from oauthproxy_adapters.stores.redis import SCAN_COUNT, AsyncRedisStore, RedisStore
+from oauthproxy_adapters.stores.redis_cluster import AsyncRedisClusterStore, RedisClusterStore
+from oauthproxy_adapters.stores.redis_sentinel import AsyncRedisSentinelStore, RedisSentinelStore
 from oauthproxy_adapters.stores.sqlite import (
     SCAN_BATCH,
     AsyncSQLiteStore,
@@ -56,6 +60,7 @@ from oauthproxy_adapters.stores.sqlite import (
     default_sqlite_path,
 )
 from oauthproxy_core.effects import Stored
+from tests.stores.redis_topologies import ClusterSet, SentinelSet
 
 REDIS_URL = os.environ.get("OAUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
@@ -102,6 +107,33 @@ def redis_store() -> Iterator[RedisStore]:
     store.close()
 
 
+#: Sentinel writes wait for the replica: on the shared, busy machine of the tests it may take
+#: longer than the default half second, and these tests are about semantics, not speed.
+PATIENT = "replica_timeout=2"
+
+
+def owner_url(request: pytest.FixtureRequest, backend: str, prefix: str) -> str:
+    """The URL of the replicated store ``backend`` (``sentinel``, ``cluster``) under ``prefix``."""
+    query = PATIENT if backend == "sentinel" else ""
+    return str(request.getfixturevalue(f"{backend}_set").url(prefix, query=query))
+
+
+@pytest.fixture
+def sentinel_store(sentinel_set: SentinelSet) -> Iterator[RedisSentinelStore]:
+    store = RedisSentinelStore(sentinel_set.url(_redis_prefix(), query=PATIENT))
+    yield store
+    store.clear()
+    store.close()
+
+
+@pytest.fixture
+def cluster_store(cluster_set: ClusterSet) -> Iterator[RedisClusterStore]:
+    store = RedisClusterStore(cluster_set.url(_redis_prefix()))
+    yield store
+    store.clear()
+    store.close()
+
+
 def _postgres_prefix() -> str:
     return f"t{uuid.uuid4().hex[:16]}_"
 
@@ -128,7 +160,10 @@ def postgres_store() -> Iterator[PostgresStore]:
     store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+REPLICATED = ["sentinel", "cluster"]
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", *REPLICATED, "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Each store under test, empty."""
     if request.param == "memory":
@@ -159,7 +194,7 @@ def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[An
         pg.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "redis", *REPLICATED, "postgres"])
 def async_store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[], Any]]:
@@ -175,6 +210,13 @@ def async_store_factory(
         yield lambda: AsyncRedisStore(REDIS_URL, prefix=prefix)
         cleaner.clear()
         cleaner.close()
+    elif request.param in REPLICATED:
+        owner = request.getfixturevalue(f"{request.param}_store")
+        url = owner_url(request, request.param, owner.prefix)
+        if request.param == "sentinel":
+            yield lambda: AsyncRedisSentinelStore(url)
+        else:
+            yield lambda: AsyncRedisClusterStore(url)
     else:
         owner = open_postgres()
         yield lambda: AsyncPostgresStore(
@@ -479,12 +521,15 @@ def _process_spec(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
     if backend == "postgres":
         pg = request.getfixturevalue("postgres_store")
         return ("postgres", POSTGRES_URL, pg.prefix), pg
+    if backend in REPLICATED:
+        owner = request.getfixturevalue(f"{backend}_store")
+        return (backend, owner_url(request, backend, owner.prefix)), owner
     parent = request.getfixturevalue("redis_store")
     return ("redis", REDIS_URL, parent.prefix), parent
 
 
 @pytest.mark.parametrize("op", ["take", "cas"])
-@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", "redis", *REPLICATED, "postgres"])
 def test_processes_race_exactly_one_wins(
     backend: str, op: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -10,13 +10,18 @@
   (survives power loss, ~200 us per write), the default ``normal`` survives process crashes;
 * ``redis://host:port/db`` (or ``rediss://`` for TLS) -- :class:`~.redis.RedisStore`, shared by
   several proxy instances;
+* ``redis+sentinel://host:26379,host2:26379/mymaster/0`` --
+  :class:`~.redis_sentinel.RedisSentinelStore`, on the primary the sentinels name, waiting for
+  ``?replicas=1`` replica on every write; ``redis+cluster://host:7000,host2:7001/0`` --
+  :class:`~.redis_cluster.RedisClusterStore`, records spread over a Cluster's slots
+  (:mod:`.redis_ha_url` has both forms and their options);
 * ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``) --
   :class:`~.postgres.PostgresStore`, shared by several proxy instances; ``?prefix=app_`` starts its
   table names (default ``oauthproxy_``), ``?synchronous_commit=off`` trades the durability of the
   last commits before a database crash for write latency, every other query parameter goes to
   libpq (``sslmode=verify-full`` ...).
 
-All four also implement ``base.ScanningStore`` (``scan(kind)``, listing for operators).
+All of them also implement ``base.ScanningStore`` (``scan(kind)``, listing for operators).
 The Redis and PostgreSQL modules are imported only when such a URL is opened, so ``redis`` and
 ``psycopg`` stay optional.
 """
@@ -44,10 +49,14 @@ from .sqlite import AsyncSQLiteStore, SQLiteStore, default_sqlite_path
 if TYPE_CHECKING:
     from .postgres import AsyncPostgresStore, PostgresStore
     from .redis import AsyncRedisStore, RedisStore
+    from .redis_cluster import AsyncRedisClusterStore, RedisClusterStore
+    from .redis_sentinel import AsyncRedisSentinelStore, RedisSentinelStore
 
 __all__ = [
     "AsyncMemoryStore",
     "AsyncPostgresStore",
+    "AsyncRedisClusterStore",
+    "AsyncRedisSentinelStore",
     "AsyncRedisStore",
     "AsyncSQLiteStore",
     "AsyncScanningStore",
@@ -56,6 +65,8 @@ __all__ = [
     "MemoryStore",
     "POSTGRES_SYNCHRONOUS_COMMIT",
     "PostgresStore",
+    "RedisClusterStore",
+    "RedisSentinelStore",
     "RedisStore",
     "SQLiteStore",
     "ScanningStore",
@@ -72,8 +83,9 @@ __all__ = [
 ]
 
 _SCHEMES = (
-    "memory://, sqlite://[/path], redis://host:port/db, rediss://host:port/db or "
-    "postgresql://user@host:port/dbname"
+    "memory://, sqlite://[/path], redis://host:port/db, rediss://host:port/db, "
+    "redis+sentinel://host:port[,host:port]/service/db, redis+cluster://host:port[,host:port]/0 "
+    "or postgresql://user@host:port/dbname"
 )
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _POSTGRES_EXTRA = "the PostgreSQL store needs psycopg: pip install 'oauthproxy[postgres]'"
@@ -195,6 +207,14 @@ def open_store(url: str) -> SyncStore:
 
         redis_url, prefix = _redis_options(url)
         return RedisStore(redis_url, prefix=prefix)
+    if scheme == "redis+sentinel":
+        from .redis_sentinel import RedisSentinelStore  # noqa: PLC0415 (redis is optional)
+
+        return RedisSentinelStore(url)
+    if scheme == "redis+cluster":
+        from .redis_cluster import RedisClusterStore  # noqa: PLC0415 (redis is optional)
+
+        return RedisClusterStore(url)
     if scheme in _POSTGRES_SCHEMES:
         pg_url, prefix, synchronous_commit = postgres_options(url)
         try:
@@ -218,6 +238,14 @@ def open_async_store(url: str) -> AsyncStore:
 
         redis_url, prefix = _redis_options(url)
         return AsyncRedisStore(redis_url, prefix=prefix)
+    if scheme == "redis+sentinel":
+        from .redis_sentinel import AsyncRedisSentinelStore  # noqa: PLC0415 (redis is optional)
+
+        return AsyncRedisSentinelStore(url)
+    if scheme == "redis+cluster":
+        from .redis_cluster import AsyncRedisClusterStore  # noqa: PLC0415 (redis is optional)
+
+        return AsyncRedisClusterStore(url)
     if scheme in _POSTGRES_SCHEMES:
         pg_url, prefix, synchronous_commit = postgres_options(url)
         try:
@@ -235,6 +263,14 @@ def __getattr__(name: str) -> object:
         from . import redis as redis_store  # noqa: PLC0415 (redis is optional)
 
         return getattr(redis_store, name)
+    if name in ("RedisSentinelStore", "AsyncRedisSentinelStore"):
+        from . import redis_sentinel  # noqa: PLC0415 (redis is optional)
+
+        return getattr(redis_sentinel, name)
+    if name in ("RedisClusterStore", "AsyncRedisClusterStore"):
+        from . import redis_cluster  # noqa: PLC0415 (redis is optional)
+
+        return getattr(redis_cluster, name)
     if name in ("PostgresStore", "AsyncPostgresStore"):
         from . import postgres as postgres_store  # noqa: PLC0415 (psycopg is optional)
 

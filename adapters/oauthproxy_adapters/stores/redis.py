@@ -84,6 +84,18 @@ def _client_options(socket_timeout: float) -> dict[str, Any]:
     }
 
 
+def _cas_command(k: str, expected_version: int, value: bytes, ttl: int) -> tuple[Any, ...]:
+    """The one command of ``compare_and_set``: ``SET NX`` for "only if absent", else the script.
+
+    ``EVAL`` rather than ``EVALSHA``: a server that lost its script cache (a restart, a fail-over
+    to a replica) needs no second round trip, and the server hashes the short body in
+    microseconds."""
+    packed = _pack(expected_version + 1, bytes(value))
+    if expected_version == 0:
+        return ("SET", k, packed, "EX", ttl, "NX")
+    return ("EVAL", _CAS_SCRIPT, 1, k, _VERSION.pack(expected_version), packed, ttl)
+
+
 def _unavailable(op: str, exc: Exception) -> StoreUnavailableError:
     return StoreUnavailableError(f"Redis {op} failed: {type(exc).__name__}: {exc}")
 
@@ -99,57 +111,53 @@ class RedisStore:
         self, url: str, *, prefix: str = "oauthproxy:", socket_timeout: float = 2.0
     ) -> None:
         self.prefix = prefix
-        self._redis: redis.Redis = redis.Redis.from_url(url, **_client_options(socket_timeout))
-        self._cas = self._redis.register_script(_CAS_SCRIPT)
+        self._redis: Any = redis.Redis.from_url(url, **_client_options(socket_timeout))
+
+    #: What a failing backend raises (a Cluster client adds its own exceptions).
+    _errors: tuple[type[Exception], ...] = (RedisError,)
 
     def _k(self, kind: str, key: str) -> str:
         check_kind(kind)
         return f"{self.prefix}{kind}:{key}"
 
+    def _name_skip(self) -> int:
+        """How many characters of a key name come before its kind."""
+        return len(self.prefix)
+
     def get(self, kind: str, key: str) -> Stored | None:
         k = self._k(kind, key)
         try:
             raw = self._redis.get(k)
-        except RedisError as exc:
+        except self._errors as exc:
             raise _unavailable("get", exc) from exc
         return _unpack(raw)
 
     def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
         check_put(kind, version, ttl)
-        k = self._k(kind, key)
-        try:
-            self._redis.set(k, _pack(version, bytes(value)), ex=ttl)
-        except RedisError as exc:
-            raise _unavailable("put", exc) from exc
+        self._write("put", "SET", self._k(kind, key), _pack(version, bytes(value)), "EX", ttl)
 
     def take(self, kind: str, key: str) -> Stored | None:
-        k = self._k(kind, key)
-        try:
-            raw = self._redis.getdel(k)
-        except RedisError as exc:
-            raise _unavailable("take", exc) from exc
-        return _unpack(raw)
+        return _unpack(self._write("take", "GETDEL", self._k(kind, key)))
 
     def compare_and_set(
         self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
     ) -> bool:
         check_cas(kind, expected_version, ttl)
-        k = self._k(kind, key)
-        packed = _pack(expected_version + 1, bytes(value))
-        try:
-            if expected_version == 0:
-                return bool(self._redis.set(k, packed, ex=ttl, nx=True))
-            result = self._cas(keys=[k], args=[_VERSION.pack(expected_version), packed, ttl])
-        except RedisError as exc:
-            raise _unavailable("compare_and_set", exc) from exc
-        return bool(result == 1)
+        return bool(
+            self._write(
+                "compare_and_set", *_cas_command(self._k(kind, key), expected_version, value, ttl)
+            )
+        )
 
     def delete(self, kind: str, key: str) -> None:
-        k = self._k(kind, key)
+        self._write("delete", "DEL", self._k(kind, key))
+
+    def _write(self, op: str, *command: Any) -> Any:
+        """Run one writing command; the seam where a replicated store also waits for replicas."""
         try:
-            self._redis.delete(k)
-        except RedisError as exc:
-            raise _unavailable("delete", exc) from exc
+            return self._redis.execute_command(*command)
+        except self._errors as exc:
+            raise _unavailable(op, exc) from exc
 
     def close(self) -> None:
         self._redis.close()
@@ -169,9 +177,9 @@ class RedisStore:
                 cursor, names = self._redis.scan(cursor, match=pattern, count=SCAN_COUNT)
                 fresh = _unseen(names, seen)
                 values = self._redis.mget(fresh) if fresh else []
-            except RedisError as exc:
+            except self._errors as exc:
                 raise _unavailable("scan", exc) from exc
-            yield from _live(fresh, values, self.prefix)
+            yield from _live(fresh, values, self._name_skip())
             if cursor == 0:
                 return
 
@@ -185,7 +193,7 @@ class RedisStore:
                     match=_glob_escape(self.prefix) + "*", count=SCAN_COUNT
                 )
             )
-        except RedisError as exc:
+        except self._errors as exc:
             raise _unavailable("size", exc) from exc
 
     # -- inspection (tests) -----------------------------------------------------------------------
@@ -197,8 +205,8 @@ class RedisStore:
             for name in self._redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500):
                 stored = _unpack(self._redis.get(name))
                 if stored is not None:
-                    out.append((*_split(name, self.prefix), stored.value))
-        except RedisError as exc:
+                    out.append((*_split(name, self._name_skip()), stored.value))
+        except self._errors as exc:
             raise _unavailable("dump", exc) from exc
         return sorted(out)
 
@@ -207,7 +215,7 @@ class RedisStore:
         try:
             names = list(self._redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500))
             return int(self._redis.delete(*names)) if names else 0
-        except RedisError as exc:
+        except self._errors as exc:
             raise _unavailable("clear", exc) from exc
 
 
@@ -221,20 +229,23 @@ class AsyncRedisStore:
         self, url: str, *, prefix: str = "oauthproxy:", socket_timeout: float = 2.0
     ) -> None:
         self.prefix = prefix
-        self._redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            url, **_client_options(socket_timeout)
-        )
-        self._cas = self._redis.register_script(_CAS_SCRIPT)
+        self._redis: Any = redis.asyncio.Redis.from_url(url, **_client_options(socket_timeout))
+
+    #: What a failing backend raises (a Cluster client adds its own exceptions).
+    _errors: tuple[type[Exception], ...] = (RedisError,)
 
     def _k(self, kind: str, key: str) -> str:
         check_kind(kind)
         return f"{self.prefix}{kind}:{key}"
 
-    @staticmethod
-    async def _call(op: str, fn: Callable[[], Awaitable[_T]]) -> _T:
+    def _name_skip(self) -> int:
+        """How many characters of a key name come before its kind."""
+        return len(self.prefix)
+
+    async def _call(self, op: str, fn: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await fn()
-        except RedisError as exc:
+        except self._errors as exc:
             raise _unavailable(op, exc) from exc
 
     async def get(self, kind: str, key: str) -> Stored | None:
@@ -243,34 +254,24 @@ class AsyncRedisStore:
 
     async def put(self, kind: str, key: str, value: bytes, version: int, ttl: int) -> None:
         check_put(kind, version, ttl)
-        k = self._k(kind, key)
-        packed = _pack(version, bytes(value))
-        await self._call("put", lambda: self._redis.set(k, packed, ex=ttl))
+        await self._write("put", "SET", self._k(kind, key), _pack(version, bytes(value)), "EX", ttl)
 
     async def take(self, kind: str, key: str) -> Stored | None:
-        k = self._k(kind, key)
-        return _unpack(await self._call("take", lambda: self._redis.getdel(k)))
+        return _unpack(await self._write("take", "GETDEL", self._k(kind, key)))
 
     async def compare_and_set(
         self, kind: str, key: str, expected_version: int, value: bytes, ttl: int
     ) -> bool:
         check_cas(kind, expected_version, ttl)
-        k = self._k(kind, key)
-        packed = _pack(expected_version + 1, bytes(value))
-        if expected_version == 0:
-            written = await self._call(
-                "compare_and_set", lambda: self._redis.set(k, packed, ex=ttl, nx=True)
-            )
-            return bool(written)
-        expected = _VERSION.pack(expected_version)
-        result = await self._call(
-            "compare_and_set", lambda: self._cas(keys=[k], args=[expected, packed, ttl])
-        )
-        return bool(result == 1)
+        command = _cas_command(self._k(kind, key), expected_version, value, ttl)
+        return bool(await self._write("compare_and_set", *command))
 
     async def delete(self, kind: str, key: str) -> None:
-        k = self._k(kind, key)
-        await self._call("delete", lambda: self._redis.delete(k))
+        await self._write("delete", "DEL", self._k(kind, key))
+
+    async def _write(self, op: str, *command: Any) -> Any:
+        """:meth:`RedisStore._write` over ``redis.asyncio``."""
+        return await self._call(op, lambda: self._redis.execute_command(*command))
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -288,9 +289,9 @@ class AsyncRedisStore:
                 cursor, names = await self._redis.scan(cursor, match=pattern, count=SCAN_COUNT)
                 fresh = _unseen(names, seen)
                 values = await self._redis.mget(fresh) if fresh else []
-            except RedisError as exc:
+            except self._errors as exc:
                 raise _unavailable("scan", exc) from exc
-            for record in _live(fresh, values, self.prefix):
+            for record in _live(fresh, values, self._name_skip()):
                 yield record
             if cursor == 0:
                 return
@@ -303,7 +304,7 @@ class AsyncRedisStore:
                 match=_glob_escape(self.prefix) + "*", count=SCAN_COUNT
             ):
                 count += 1
-        except RedisError as exc:
+        except self._errors as exc:
             raise _unavailable("size", exc) from exc
         return count
 
@@ -316,8 +317,8 @@ class AsyncRedisStore:
             ):
                 stored = _unpack(await self._redis.get(name))
                 if stored is not None:
-                    out.append((*_split(name, self.prefix), stored.value))
-        except RedisError as exc:
+                    out.append((*_split(name, self._name_skip()), stored.value))
+        except self._errors as exc:
             raise _unavailable("dump", exc) from exc
         return sorted(out)
 
@@ -340,14 +341,15 @@ def _unseen(names: list[bytes | str], seen: set[bytes | str]) -> list[bytes | st
     return fresh
 
 
-def _live(names: list[bytes | str], values: list[Any], prefix: str) -> Iterator[tuple[str, Stored]]:
+def _live(names: list[bytes | str], values: list[Any], skip: int) -> Iterator[tuple[str, Stored]]:
     for name, raw in zip(names, values, strict=True):
         stored = _unpack(raw)
         if stored is not None:  # None: expired or deleted since the SCAN saw its name
-            yield _split(name, prefix)[1], stored
+            yield _split(name, skip)[1], stored
 
 
-def _split(name: bytes | str, prefix: str) -> tuple[str, str]:
+def _split(name: bytes | str, skip: int) -> tuple[str, str]:
+    """``(kind, key)`` of a key name whose first ``skip`` characters are the prefix (and tag)."""
     text = name.decode() if isinstance(name, bytes) else name
-    kind, _, key = text[len(prefix) :].partition(":")
+    kind, _, key = text[skip:].partition(":")
     return kind, key

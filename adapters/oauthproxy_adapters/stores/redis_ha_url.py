@@ -1,0 +1,160 @@
+"""The URLs of the replicated Redis stores: ``redis+sentinel://`` and ``redis+cluster://``.
+
+Parsed here, without importing ``redis``, so that the configuration can be checked on a machine
+without it. Both forms take several hosts, comma-separated, since a client must find the
+deployment when any one of them is down::
+
+    redis+sentinel://[[user]:password@]host[:26379][,host[:26379]...]/service[/db][?options]
+    redis+cluster://[[user]:password@]host[:6379][,host[:6379]...][/0][?options]
+
+The password (percent-encoded in the URL, or from ``[store] password_env``) is the data nodes':
+the primary and replicas of a Sentinel service, every node of a Cluster. Options:
+
+* ``prefix=`` starts every key, as with ``redis://`` (default ``oauthproxy:``); in a Cluster it
+  may not contain ``{`` or ``}``, which would choose every key's hash slot (spec: the Cluster
+  store places each record by its own hash tag);
+* ``replicas=N`` (Sentinel: default 1; Cluster: default 0): every write is acknowledged only once
+  N replicas have it (``WAIT``), so a fail-over to one of them cannot revive a code already
+  redeemed; a Cluster whose shards have replicas should say ``replicas=1``;
+* ``replica_timeout=S`` (seconds, default 0.5): how long a write waits for those replicas before
+  the request gets a 503.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, unquote
+
+import attrs
+
+__all__ = [
+    "DEFAULT_REPLICAS",
+    "DEFAULT_REPLICA_TIMEOUT",
+    "HA_SCHEMES",
+    "RedisHAURL",
+    "parse_redis_ha_url",
+]
+
+#: The schemes of the replicated Redis stores.
+HA_SCHEMES = ("redis+sentinel", "redis+cluster")
+
+#: Replicas that must hold a write before it is acknowledged (Sentinel; a Cluster's default is 0,
+#: as a Cluster may have no replicas): one, the least that lets a fail-over keep every
+#: acknowledged write, and what a primary-replica pair can always give.
+DEFAULT_REPLICAS = 1
+#: Seconds a write waits for them: a replica on the same network answers in a millisecond; half a
+#: second rides out a busy replica without holding a request long when it is gone.
+DEFAULT_REPLICA_TIMEOUT = 0.5
+
+_DEFAULT_PORTS = {"redis+sentinel": 26379, "redis+cluster": 6379}
+
+
+@attrs.frozen(repr=False)
+class RedisHAURL:
+    """A parsed ``redis+sentinel://`` or ``redis+cluster://`` URL (its repr shows no password)."""
+
+    scheme: str
+    hosts: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+    prefix: str
+    replicas: int
+    replica_timeout: float
+
+    def __repr__(self) -> str:
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        path = f"/{self.service}/{self.db}" if self.service else f"/{self.db}"
+        return f"RedisHAURL({self.scheme}://{hosts}{path}, prefix={self.prefix!r})"
+
+
+def _bad(url: str, problem: str) -> ValueError:
+    # The URL is never quoted whole: it may hold a password.
+    scheme = url.partition("://")[0]
+    return ValueError(f"bad {scheme}:// store URL: {problem}")
+
+
+def _hosts(url: str, netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    hosts = []
+    for item in (part.strip() for part in netloc.split(",")):
+        if item.startswith("["):  # an IPv6 address: [::1]:26379
+            host, _, after = item[1:].partition("]")
+            if after and not after.startswith(":"):
+                raise _bad(url, f"bad host {item!r}")
+            port = after[1:]
+        else:
+            host, _, port = item.partition(":")
+        if not host:
+            raise _bad(url, f"host {item!r} is empty")
+        try:
+            number = int(port) if port else default_port
+        except ValueError:
+            raise _bad(url, f"port {port!r} is not a number") from None
+        if not 0 < number < 65536:
+            raise _bad(url, f"port {number} is out of range")
+        hosts.append((host, number))
+    return tuple(hosts)
+
+
+def parse_redis_ha_url(url: str) -> RedisHAURL:
+    """Parse ``url`` (module docstring); raise ``ValueError`` naming what is wrong."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in HA_SCHEMES:
+        raise ValueError(f"not a redis+sentinel:// or redis+cluster:// URL: {scheme!r}")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hostpart = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    hosts = _hosts(url, hostpart, _DEFAULT_PORTS[scheme])
+    segments = [s for s in path.split("/") if s] if path else []
+    service = ""
+    if scheme == "redis+sentinel":
+        if not segments:
+            raise _bad(url, "name the monitored service: redis+sentinel://host:26379/mymaster/0")
+        service, segments = unquote(segments[0]), segments[1:]
+    if len(segments) > 1:
+        raise _bad(url, f"unexpected path {path!r}")
+    try:
+        db = int(segments[0]) if segments else 0
+    except ValueError:
+        raise _bad(url, f"database {segments[0]!r} is not a number") from None
+    if db < 0 or (scheme == "redis+cluster" and db != 0):
+        raise _bad(url, "a Redis Cluster has database 0 only" if db else "bad database number")
+    replicas = DEFAULT_REPLICAS if scheme == "redis+sentinel" else 0
+    prefix, timeout = "oauthproxy:", DEFAULT_REPLICA_TIMEOUT
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "prefix":
+            if not value or any(c.isspace() for c in value):
+                raise _bad(url, "the key prefix must be non-empty, no spaces")
+            if scheme == "redis+cluster" and ("{" in value or "}" in value):
+                raise _bad(url, "a Cluster key prefix may not contain { or } (hash tags)")
+            prefix = value
+        elif name in ("replicas", "replica_timeout"):
+            try:
+                number = float(value) if name == "replica_timeout" else int(value)
+            except ValueError:
+                raise _bad(url, f"{name}={value!r} is not a number") from None
+            if number < 0 or (name == "replica_timeout" and not 0 < number <= 60):
+                raise _bad(url, f"{name}={value!r} is out of range")
+            if name == "replicas":
+                replicas = int(number)
+            else:
+                timeout = number
+        else:
+            raise _bad(url, f"unknown option {name!r}")
+    return RedisHAURL(
+        scheme=scheme,
+        hosts=hosts,
+        service=service,
+        db=db,
+        username=username,
+        password=password,
+        prefix=prefix,
+        replicas=replicas,
+        replica_timeout=timeout,
+    )
