@@ -268,7 +268,10 @@ def test_a_trusted_issuer_is_for_the_resource_its_path_names() -> None:
     ), found
 
 
-@pytest.mark.parametrize("path", ["/device", "/token", "/register/abc", "/jwks.json", "/.well-known/oauth-authorization-server"])
+@pytest.mark.parametrize(
+    "path",
+    ["/device", "/token", "/register/abc", "/jwks.json", "/.well-known/oauth-authorization-server"],
+)
 def test_a_resource_at_an_endpoint_of_the_authorization_server_is_refused(path: str) -> None:
     """The front door serves the endpoint first, so such a resource would never reach its MCP
     server: the configuration is refused, naming the path and the endpoint."""
