@@ -269,6 +269,13 @@ class ProxyConfig:
         """The path (below the issuer) of every protected resource, the default first."""
         return tuple(s.path for s in self._resource_by_url.values())
 
+    def resource_for_request(self, path: str) -> str | None:
+        """The resource a bearer check at request path ``path`` is for: with ``[[resources]]`` the
+        one at or above the path (spec/security.md 40), else ``None`` (the default resource). Every
+        adapter's check asks this, so that no adapter checks one resource's path against another's
+        audience."""
+        return self.resource_at(path) if self.resources else None
+
     def resource_at(self, path: str) -> str | None:
         """The canonical URL of the resource protecting the request path ``path`` (its own path
         or below it, as the front door's protected prefixes read it), or ``None``."""

@@ -131,8 +131,7 @@ class OAuthProxyApp:
     def _resource(self, path: str) -> str | None:
         """The protected resource a request path is for (``[[resources]]``: the one whose path it
         is at or below; spec/security.md 40); ``None``, the default one, otherwise."""
-        config = self.proxy.config
-        return config.resource_at(path) if config.resources else None
+        return self.proxy.config.resource_for_request(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -374,7 +374,11 @@ class _Connection:
                 return front_door.PREFLIGHT
             principal: Principal | None = None
             if door is Door.VERIFY:
-                verdict = await s.proxy.verify(bearer_credentials(req.headers), s.required_scopes)
+                verdict = await s.proxy.verify(
+                    bearer_credentials(req.headers),
+                    s.required_scopes,
+                    s.proxy.config.resource_for_request(req.path),
+                )
                 if isinstance(verdict, Challenge):
                     return refusal(verdict)
                 principal = verdict

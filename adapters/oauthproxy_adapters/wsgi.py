@@ -207,6 +207,7 @@ class OAuthProxyWSGI:
                     # of credentials is malformed) or keeps one of them.
                     parse_bearer_value(authorization if isinstance(authorization, str) else None),
                     self.required_scopes,
+                    self.proxy.config.resource_for_request(request_path(environ)),
                 )
                 if isinstance(verdict, Challenge):
                     return start(start_response, refusal(verdict))
