@@ -52,6 +52,7 @@ from oauthproxy_core.grants import revoke_grant
 from oauthproxy_core.keys import Keyring
 from oauthproxy_core.records import Grant
 from oauthproxy_core.states import GrantEvent, GrantState
+from oauthproxy_core.upstream_session import end_sessions
 
 from . import audit
 from .config_file import ConfigError, Settings, load_settings, redact_url
@@ -168,6 +169,11 @@ def active_grants(
 
 
 # -- revocation ------------------------------------------------------------------------------------
+
+
+def end_subject_sessions(store: SyncStore, server: AuthorizationServer, subject: str) -> None:
+    """End every upstream session of ``subject`` begun until now (upstream_session.py)."""
+    drive(end_sessions(server.context(now=int(time.time()), random=os.urandom), subject), store)
 
 
 def revoke(
@@ -325,13 +331,19 @@ def _matching(args: argparse.Namespace) -> str:
     return (" " + " and ".join(parts)) if parts else ""
 
 
-def _targets(args: argparse.Namespace, store: SyncStore) -> list[tuple[str, str]]:
-    """``(grant id, description)`` of each grant to revoke; reports why when there is none."""
+def _targets(
+    args: argparse.Namespace, store: SyncStore, *, none_is_fine: bool = False
+) -> list[tuple[str, str]]:
+    """``(grant id, description)`` of each grant to revoke; reports why when there is none (as an
+    error unless ``none_is_fine``)."""
     if args.grant is None:
         listing = active_grants(store, subject=args.subject, client_id=args.client)
         _warn_skipped(listing.skipped)
         if not listing.grants:
-            _error("no active grant" + _matching(args))
+            if none_is_fine:
+                print("no active grant" + _matching(args))
+            else:
+                _error("no active grant" + _matching(args))
         return [(g.id, _describe(g)) for g in listing.grants]
     name = _printable(args.grant)
     stored = store.get(KIND, args.grant)
@@ -356,9 +368,17 @@ def _revoke(args: argparse.Namespace, settings: Settings, store: SyncStore) -> i
     server = AuthorizationServer(
         settings.proxy, Keyring.from_dict(read_keys_document(settings.keys_file))
     )
-    targets = _targets(args, store)
+    # With several resources, a subject's upstream sessions are ended whatever its grants are:
+    # one just signed in, or whose grants ended otherwise, would still mint grants from a session
+    # (spec/security.md 40).
+    sessions = args.subject is not None and bool(settings.proxy.resources)
+    if sessions and not args.dry_run:
+        end_subject_sessions(store, server, args.subject)
+        print(f"ended the upstream sessions of subject {_printable(args.subject)}")
+    ended = sessions and not args.dry_run
+    targets = _targets(args, store, none_is_fine=ended)
     if not targets:
-        return EXIT_FAILURE
+        return EXIT_OK if ended else EXIT_FAILURE
     if args.dry_run:
         for _grant_id, description in targets:
             print(f"would revoke {description}")

@@ -49,10 +49,12 @@ from oauthproxy_adapters.testing.flow import (
 from oauthproxy_adapters.testing.serve import AppThread, ServeProcess
 from oauthproxy_adapters.wsgi import OAuthProxyWSGI
 from oauthproxy_core import codec
+from oauthproxy_core.crypto import digest
 from oauthproxy_core.effects import Stored
 from oauthproxy_core.handlers.bearer import Challenge, Principal
 from oauthproxy_core.keys import Keyring
 from oauthproxy_core.records import Grant
+from oauthproxy_core.upstream_session import ENDED_KIND
 from tests.adapters.test_cli import run as run_cli
 from tests.e2e.test_multi_instance import (
     Balancer,
@@ -632,3 +634,55 @@ def test_invariant_34_revoke_from_another_process_ends_a_live_session_of_serve(
         serve.stop()
         mcp_thread.stop()
         upstream.stop()
+
+
+def test_invariant_40_revoke_by_subject_ends_the_upstream_sessions_even_without_grants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``[[resources]]``, ``grants revoke --subject`` ends the subject's upstream sessions
+    first, also when no grant of theirs is active (a user who just signed in, or whose grants ended
+    otherwise, could still mint grants from a session). A dry run ends nothing."""
+    keys_file = tmp_path / "keys.json"
+    write_keys_document(str(keys_file), new_keyring_document(), overwrite=False)
+    db = tmp_path / "state.db"
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f"""
+[server]
+base_url = "{BASE}"
+
+[upstream]
+provider = "github"
+client_id = "Iv1.abc"
+client_secret = "never-used-by-the-grants-commands"
+
+[store]
+url = "sqlite:///{db}"
+
+[keys]
+file = "{keys_file}"
+
+[[resources]]
+path = "/tools"
+upstream_url = "http://127.0.0.1:9101/mcp"
+
+[[resources]]
+path = "/wiki"
+upstream_url = "http://127.0.0.1:9102/mcp"
+"""
+    )
+    marker = (ENDED_KIND, digest("subject|github:1001"))
+    args = ["grants", "revoke", "--config", str(config), "--subject", "github:1001"]
+    assert cli.main([*args, "--dry-run"]) == 1
+    store = SQLiteStore(str(db))
+    try:
+        assert store.get(*marker) is None
+        before = int(time.time())
+        assert cli.main(args) == 0
+        out = capsys.readouterr().out
+        assert "ended the upstream sessions of subject github:1001" in out
+        assert "no active grant of subject github:1001" in out
+        stored = store.get(*marker)
+        assert stored is not None and int(stored.value) >= before
+    finally:
+        store.close()
