@@ -35,13 +35,35 @@ def test_replicated_urls_are_accepted_with_their_options() -> None:
         ("redis+sentinel://:hunter2@s1/mymaster/0?replicas=x", "replicas='x' is not a number"),
         ("redis+cluster://:hunter2@c1:7000/3", "database 0 only"),
         ("redis+cluster://:hunter2@c1:7000/0?prefix={mcp}:", "may not contain { or }"),
-        ("redis+cluster://:hunter2@c1:port/0", "port 'port' is not a number"),
+        ("redis+cluster://:hunter2@c1:port/0", "the port of host 1 is not a number"),
     ],
 )
 def test_bad_replicated_urls_are_problems_of_the_url(url: str, why: str) -> None:
     message = problem({"url": url})
     assert message.startswith("[store].url: "), message
     assert why in message and "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://admin:Zx9/kQ2sEcReT@h1:26379/mymaster/0",
+        "redis+cluster://:Zx9kQ2sEc?ReT@h1:7000/0",
+        "redis+cluster://:Zx9kQ2sEc#ReT@h1:7000/0",
+        "redis+sentinel://h1:Zx9kQ2/mymaster/0",
+        "redis+cluster://h1:7000,:Zx9kQ2sEc/0",
+        "redis+sentinel://h1/mymaster/Zx9kQ2sEc",
+        "redis+sentinel://h1/mymaster/0/Zx9kQ2sEc",
+    ],
+)
+def test_no_problem_quotes_a_fragment_of_an_unencoded_password(url: str) -> None:
+    """A password with an unencoded ``/``, ``?`` or ``#`` lands in the host, port or path part;
+    the problem names what is wrong without quoting any of it (spec/security.md: no secret in
+    messages)."""
+    message = problem({"url": url})
+    assert message.startswith("[store].url: "), message
+    for fragment in ("Zx9", "kQ2", "sEc", "ReT"):
+        assert fragment not in message, message
 
 
 def test_password_env_goes_into_a_url_of_several_hosts() -> None:

@@ -75,23 +75,25 @@ def _bad(url: str, problem: str) -> ValueError:
 
 
 def _hosts(url: str, netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    # No problem quotes what it found: a password holding `/`, `?` or `@` unencoded ends up in the
+    # host, port or path part, and must not reach a message.
     hosts = []
-    for item in (part.strip() for part in netloc.split(",")):
+    for n, item in enumerate((part.strip() for part in netloc.split(",")), 1):
         if item.startswith("["):  # an IPv6 address: [::1]:26379
             host, _, after = item[1:].partition("]")
             if after and not after.startswith(":"):
-                raise _bad(url, f"bad host {item!r}")
+                raise _bad(url, f"host {n} is not a bracketed IPv6 address with a port")
             port = after[1:]
         else:
             host, _, port = item.partition(":")
         if not host:
-            raise _bad(url, f"host {item!r} is empty")
+            raise _bad(url, f"host {n} is empty")
         try:
             number = int(port) if port else default_port
         except ValueError:
-            raise _bad(url, f"port {port!r} is not a number") from None
+            raise _bad(url, f"the port of host {n} is not a number") from None
         if not 0 < number < 65536:
-            raise _bad(url, f"port {number} is out of range")
+            raise _bad(url, f"the port of host {n} is out of range")
         hosts.append((host, number))
     return tuple(hosts)
 
@@ -102,6 +104,12 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
     scheme = scheme.lower()
     if not sep or scheme not in HA_SCHEMES:
         raise ValueError(f"not a redis+sentinel:// or redis+cluster:// URL: {scheme!r}")
+    at = rest.rfind("@")
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    if at >= 0 and ends and min(ends) < at:
+        # An `@` after the host part: a password with an unencoded `/`, `?` or `#` (RFC 3986
+        # §3.2.1). Nothing of the URL is quoted: every fragment of it may be the password's.
+        raise _bad(url, "percent-encode the password: a / ? or # in it ends the host part")
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
     userinfo, at, hostpart = netloc.rpartition("@")
@@ -118,11 +126,11 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
             raise _bad(url, "name the monitored service: redis+sentinel://host:26379/mymaster/0")
         service, segments = unquote(segments[0]), segments[1:]
     if len(segments) > 1:
-        raise _bad(url, f"unexpected path {path!r}")
+        raise _bad(url, "unexpected path: more segments than the service and database")
     try:
         db = int(segments[0]) if segments else 0
     except ValueError:
-        raise _bad(url, f"database {segments[0]!r} is not a number") from None
+        raise _bad(url, "the database is not a number") from None
     if db < 0 or (scheme == "redis+cluster" and db != 0):
         raise _bad(url, "a Redis Cluster has database 0 only" if db else "bad database number")
     replicas = DEFAULT_REPLICAS if scheme == "redis+sentinel" else 0
