@@ -104,9 +104,9 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
     scheme = scheme.lower()
     if not sep or scheme not in HA_SCHEMES:
         raise ValueError(f"not a redis+sentinel:// or redis+cluster:// URL: {scheme!r}")
-    at = rest.rfind("@")
+    last_at = rest.rfind("@")
     ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
-    if at >= 0 and ends and min(ends) < at:
+    if last_at >= 0 and ends and min(ends) < last_at:
         # An `@` after the host part: a password with an unencoded `/`, `?` or `#` (RFC 3986
         # §3.2.1). Nothing of the URL is quoted: every fragment of it may be the password's.
         raise _bad(url, "percent-encode the password: a / ? or # in it ends the host part")
