@@ -29,6 +29,7 @@ unknown user code (only its failure counter moves) change no record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import grants, persistence
@@ -66,6 +67,7 @@ from ..states import (
     DeviceEvent,
     DeviceState,
     EventData,
+    Step,
     TxEvent,
     TxState,
     device_step,
@@ -270,13 +272,37 @@ def device_page_post(req: Request, ctx: Context) -> Handler[Response]:
     stored_tx = yield from persistence.create("tx", tx.id, tx, _tx_ttl(ctx, tx))
     if stored_tx is None:
         raise ServerError("could not allocate a transaction")
-    updated = yield from persistence.commit(
-        "device", device.id, device, entered, _device_ttl(ctx, device)
-    )
+    updated = yield from _commit_entry(ctx, device, entered, tx.id)
     if updated is None:
         raise PageError(_USED)
     location = f"{ctx.config.issuer}/consent?txn={tx.id}"
     return Response(status=303, headers=(("Location", location), ("Cache-Control", "no-store")))
+
+
+def _commit_entry(
+    ctx: Context, device: DeviceAuthorization, entered: Step[DeviceAuthorization], txn_id: str
+) -> Handler[DeviceAuthorization | None]:
+    """Store the user code's entry (``pending`` to ``verifying`` for transaction ``txn_id``),
+    applied again if the device's own polls wrote the record meanwhile."""
+    updated = yield from persistence.commit(
+        "device", device.id, device, entered, _device_ttl(ctx, device)
+    )
+    if updated is not None:
+        return updated
+
+    def enter(d: DeviceAuthorization) -> Step[DeviceAuthorization]:
+        return device_step(d, DeviceEvent.user_code_entered, EventData(now=ctx.now), txn_id=txn_id)
+
+    return (
+        yield from _apply_again(
+            ctx,
+            device.id,
+            before=DeviceState.pending,
+            txn_id=None,
+            make=enter,
+            after=DeviceState.verifying,
+        )
+    )
 
 
 def _transaction(ctx: Context, device: DeviceAuthorization) -> Transaction:
@@ -308,6 +334,46 @@ def _tx_ttl(ctx: Context, tx: Transaction) -> int:
 
 def _device_ttl(ctx: Context, device: DeviceAuthorization) -> int:
     return max(device.expires_at - ctx.now, 0) + EXPIRY_NOTICE
+
+
+#: Tries of a sign-in step against the device's own polls (each poll writes the record).
+_ATTEMPTS = 3
+
+
+def _apply_again(
+    ctx: Context,
+    device_id: str,
+    *,
+    before: DeviceState,
+    txn_id: str | None,
+    make: Callable[[DeviceAuthorization], Step[DeviceAuthorization]],
+    after: DeviceState,
+) -> Handler[DeviceAuthorization | None]:
+    """After a lost compare-and-set: reload the device and apply ``make`` again while it is still
+    ``before`` (and, with ``txn_id``, still this sign-in's), at most ``_ATTEMPTS - 1`` times.
+
+    A client polls every few seconds and each poll is a write (RFC 8628 §3.5: its interval lives in
+    the record), so a sign-in step racing a poll is ordinary; failing it would end a sign-in the
+    user completed. A poll never changes the state, the transaction or anything a step reads, so
+    the step applied to the reloaded record is the same decision. ``None``: the device moved on
+    (another step, expiry), which the caller reports as before."""
+    for _ in range(_ATTEMPTS - 1):
+        device = yield from persistence.load("device", device_id, DeviceAuthorization)
+        if (
+            device is None
+            or device.state != before.value
+            or (txn_id is not None and device.txn_id != txn_id)
+        ):
+            return None
+        stepped = make(device)
+        if stepped.state != after.value:
+            return None
+        stored = yield from persistence.commit(
+            "device", device.id, device, stepped, _device_ttl(ctx, device)
+        )
+        if stored is not None:
+            return stored
+    return None
 
 
 def _end(
@@ -352,23 +418,37 @@ def complete_sign_in(
     if device is None:
         raise PageError(_USED)
     grant_id = new_secret(ctx.random, 16)
-    approved = device_step(
-        device,
-        DeviceEvent.sign_in_approved,
-        EventData(now=ctx.now, txn_id=tx.id),
-        grant_id=grant_id,
-        subject=established.subject,
-        claims=established.claims,
-        groups=groups,
-        scopes=tx.scopes,
-        upstream_sealed=seal(
-            ctx.keys, ctx.random, stored_tokens_json(established.tokens), "upstream|" + grant_id
-        ),
+    sealed = seal(
+        ctx.keys, ctx.random, stored_tokens_json(established.tokens), "upstream|" + grant_id
     )
+
+    def approve(d: DeviceAuthorization) -> Step[DeviceAuthorization]:
+        return device_step(
+            d,
+            DeviceEvent.sign_in_approved,
+            EventData(now=ctx.now, txn_id=tx.id),
+            grant_id=grant_id,
+            subject=established.subject,
+            claims=established.claims,
+            groups=groups,
+            scopes=tx.scopes,
+            upstream_sealed=sealed,
+        )
+
+    approved = approve(device)
     stored = yield from persistence.commit(
         "device", device.id, device, approved, _device_ttl(ctx, device)
     )
-    if stored is None or approved.state != DeviceState.approved.value:
+    if stored is None and approved.state == DeviceState.approved.value:
+        stored = yield from _apply_again(
+            ctx,
+            device.id,
+            before=DeviceState.verifying,
+            txn_id=tx.id,
+            make=approve,
+            after=DeviceState.approved,
+        )
+    if stored is None or stored.state != DeviceState.approved.value:
         raise PageError(_USED)
     # The server the device now uses, by name, as its consent page said (spec/security.md 40).
     server = ctx.config.resource_server(tx.resource)

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from oauthproxy_adapters.config_file import ConfigError, load_settings
+from oauthproxy_adapters.driver import execute_sync
 from oauthproxy_adapters.testing.provider import UpstreamUser
 from oauthproxy_core.access import AccessPolicy
 from oauthproxy_core.config import DeviceGrant
+from oauthproxy_core.effects import CompareAndSet
 from oauthproxy_core.user_codes import ALPHABET
 from tests.adapters.test_config_file import GITHUB
-from tests.harness import Browser, Harness, make_config
+from tests.harness import CONSENT_FORM_HEADERS, Browser, Harness, consent_fields, make_config
 from tests.property.test_invariants_stateful import interleave
 from tests.rfc.device_support import (
     DEVICE_GRANT,
@@ -413,3 +415,57 @@ def test_rfc8628_3_5_unknown_missing_or_oversized_device_codes_change_nothing() 
         assert error_of(resp) == error
         assert resp.header("cache-control") == "no-store"
     assert {r for r in h.store.dump() if r[0] != "bound"} == before
+
+
+def _with_a_poll_before_the_device_write(
+    h: Harness, req: Any, client: dict[str, Any], device_code: str
+) -> tuple[Any, list[str]]:
+    """Run ``req`` through the core; just before its first device write, the device polls (as it
+    does every few seconds, on another instance say). The answer, and what the poll got."""
+    handler = h.server.handle(req, now=h.clock.now, random=h.random)
+    polls: list[str] = []
+    sent: Any = None
+    while True:
+        try:
+            effect = handler.send(sent)
+        except StopIteration as stop:
+            return stop.value, polls
+        if isinstance(effect, CompareAndSet) and effect.kind == "device" and not polls:
+            h.clock.advance(6)  # past the interval: an ordinary poll, not a slow_down
+            polls.append(error_of(poll(h, client, device_code)))
+        sent = execute_sync(effect, h.store, h.upstream)
+
+
+def test_rfc8628_3_5_a_poll_racing_the_code_entry_or_the_sign_in_loses_nothing() -> None:
+    """spec/security.md 39: each poll writes the device record (its interval lives there), so a
+    poll between the user's step reading the record and writing it is ordinary. The step applies
+    again to the fresh record: the entry leads to consent and the sign-in approves the device,
+    whose next poll gets the tokens, exactly once."""
+    h = device_harness()
+    client = register_device_client(h)
+    grant = _started(h, client)
+    browser = Browser()
+    entry = h.make_request(
+        "POST",
+        "/device",
+        body=f"user_code={grant['user_code']}".encode(),
+        headers=(("content-type", "application/x-www-form-urlencoded"), *CONSENT_FORM_HEADERS),
+        browser=browser,
+    )
+    entered, polls = _with_a_poll_before_the_device_write(h, entry, client, grant["device_code"])
+    assert polls == ["authorization_pending"]
+    assert entered.status == 303, entered.body
+    page = consent(h, browser, entered)
+    decided = h.form("/consent", {**consent_fields(page), "decision": "approve"}, browser=browser)
+    callback = h.upstream.login(
+        decided.header("location") or "", UpstreamUser(id=42, login="octocat")
+    )
+    back = h.make_request("GET", callback.removeprefix(h.config.issuer), browser=browser)
+    done, polls = _with_a_poll_before_the_device_write(h, back, client, grant["device_code"])
+    assert polls == ["authorization_pending"]
+    assert done.status == 200, done.body
+    h.clock.advance(6)
+    tokens = poll(h, client, grant["device_code"])
+    assert tokens.status == 200, tokens.body
+    h.clock.advance(6)
+    assert error_of(poll(h, client, grant["device_code"])) == "invalid_grant"
