@@ -31,6 +31,7 @@ from oauthproxy_core.config import Lifetimes
 from oauthproxy_core.crypto import digest, unseal
 from oauthproxy_core.handlers.bearer import Challenge, Principal, resource_metadata_url
 from oauthproxy_core.resource_servers import ResourceServer
+from oauthproxy_core.routes import RouteTable
 from oauthproxy_core.states import GrantEvent
 from oauthproxy_core.upstream_session import SESSION_KIND
 from tests.harness import (
@@ -45,7 +46,14 @@ from tests.harness import (
 )
 
 ISSUERS = ("https://proxy.example", "http://127.0.0.1:8080")
-SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=8)
+#: The first path segments of the authorization server's own endpoints: a resource there is
+#: refused by the configuration (routes.RouteTable), so the properties draw other names.
+ENDPOINT_SEGMENTS = frozenset(
+    path.split("/")[1] for path in RouteTable(make_config(issuer=ISSUERS[0])).paths
+) | frozenset(prefix.split("/")[1] for prefix, _ in RouteTable(make_config()).prefixes)
+SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=8).filter(
+    lambda name: name not in ENDPOINT_SEGMENTS
+)
 PATHS = st.lists(SEGMENT, min_size=2, max_size=4, unique=True).map(
     lambda names: tuple("/" + n for n in names)
 )
