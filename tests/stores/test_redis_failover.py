@@ -108,9 +108,14 @@ def _cut_replication(old: RedisProcess, replica: RedisProcess) -> None:
 
 
 def _rejoin(topology: SentinelSet, old: RedisProcess) -> None:
-    """Restart the killed primary, as its supervisor would; the sentinels make it a replica of
-    the new primary, and writes find the replica they wait for again."""
-    old.start()
+    """Restart the killed primary as a replica of the new one, as its supervisor should: a node
+    without persistence that came back as a primary would be empty, and a sentinel that still
+    took it for the primary (seen here: one did, seconds after all had agreed) would make the
+    new primary resynchronise from it and lose every record. Writes then find the replica they
+    wait for again."""
+    new = topology.agreed_primary()
+    assert new is not None and new != old.port
+    old.start(("--replicaof", "127.0.0.1", str(new)))
     topology.wait_ready()
 
 
