@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 
 from oauthproxy_adapters.asgi import OAuthProxyApp
+from oauthproxy_adapters.config_file import parse_settings
 from oauthproxy_adapters.http_clients import AsyncHttpClient
 from oauthproxy_adapters.keygen import new_keyring
 from oauthproxy_adapters.proxy import AsyncProxy
@@ -207,16 +209,7 @@ host = "127.0.0.1"
 port = {port}
 base_url = "http://127.0.0.1:{port}"
 
-[upstream]
-provider = "oauth2"
-client_id = "{provider.client_id}"
-client_secret = "{provider.client_secret}"
-authorize_url = "{provider.authorize_url}"
-token_url = "{provider.token_url}"
-userinfo_url = "{provider.userinfo_url}"
-userinfo_subject_field = "id"
-allow_insecure_http = true
-
+{provider.upstream_toml()}
 [store]
 url = "memory://"
 
@@ -245,3 +238,30 @@ file = "{tmp_path / "keys.json"}"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # gone, and reaped
     assert proc.stop() == code  # stopping a stopped process changes nothing
+
+
+def test_upstream_toml_configures_serve_for_exactly_that_provider() -> None:
+    """What ``upstream_toml`` writes is read back by the configuration loader as the same endpoints,
+    client and scopes, whatever characters the secret holds (TOML basic-string escapes)."""
+    provider = FakeProvider(
+        redirect_uri="http://127.0.0.1:9/auth/callback",
+        base="http://127.0.0.1:9/idp/",
+        client_id="id-with-\u00e9",
+        client_secret='se"cr\\et\n' + "x" * 24,
+        paths=("/a", "/t", "/u"),
+    )
+    text = '[server]\nbase_url = "http://127.0.0.1:9"\n\n' + provider.upstream_toml(
+        scopes=("read:user", "user:email")
+    )
+    upstream = parse_settings(tomllib.loads(text), environ={}).proxy.upstream
+    assert (upstream.authorize_url, upstream.token_url, upstream.userinfo_url) == (
+        "http://127.0.0.1:9/idp/a",
+        "http://127.0.0.1:9/idp/t",
+        "http://127.0.0.1:9/idp/u",
+    )
+    assert (upstream.client_id, upstream.client_secret) == (
+        provider.client_id,
+        provider.client_secret,
+    )
+    assert upstream.scopes == ("read:user", "user:email")
+    assert upstream.subject_field == "id"

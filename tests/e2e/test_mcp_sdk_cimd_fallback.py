@@ -39,7 +39,7 @@ import httpx
 import pytest
 
 from oauthproxy_adapters.demo_mcp import build_demo_mcp_app
-from oauthproxy_adapters.testing.provider import FakeProvider
+from oauthproxy_adapters.testing.provider import FakeProvider, upstream_toml
 from oauthproxy_adapters.testing.serve import AppThread, ServeProcess, free_port
 from oauthproxy_core.admission import (
     CAUSES,
@@ -84,17 +84,7 @@ host = "127.0.0.1"
 port = {port}
 base_url = "http://127.0.0.1:{port}"
 
-[upstream]
-provider = "oauth2"
-client_id = "proxy-client"
-client_secret = "{UPSTREAM_SECRET}"
-authorize_url = "{upstream}/login/oauth/authorize"
-token_url = "{upstream}/login/oauth/access_token"
-userinfo_url = "{upstream}/user"
-userinfo_subject_field = "id"
-scopes = ["read:user"]
-allow_insecure_http = true
-
+{upstream_toml(upstream, client_secret=UPSTREAM_SECRET)}
 [store]
 url = "sqlite:///{tmp / "state.db"}"
 

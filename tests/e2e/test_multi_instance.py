@@ -54,7 +54,7 @@ import redis
 from oauthproxy_adapters.stores import open_store
 from oauthproxy_adapters.testing import flow as kit
 from oauthproxy_adapters.testing.flow import Call, Reply
-from oauthproxy_adapters.testing.provider import FakeProvider
+from oauthproxy_adapters.testing.provider import FakeProvider, upstream_toml
 from oauthproxy_adapters.testing.serve import (
     AppThread,
     ServeProcess,
@@ -122,17 +122,7 @@ base_url = "{base_url}"
 mcp_path = "/mcp"
 service_name = "multi-instance e2e"
 
-[upstream]
-provider = "oauth2"
-client_id = "{UPSTREAM_CLIENT_ID}"
-client_secret = "{UPSTREAM_CLIENT_SECRET}"
-authorize_url = "{upstream}/login/oauth/authorize"
-token_url = "{upstream}/login/oauth/access_token"
-userinfo_url = "{upstream}/user"
-userinfo_subject_field = "id"
-scopes = ["read:user"]
-allow_insecure_http = true
-
+{upstream_toml(upstream, client_id=UPSTREAM_CLIENT_ID, client_secret=UPSTREAM_CLIENT_SECRET)}
 [store]
 url = "{store_url}"
 {store_extra}

@@ -40,7 +40,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 
 from oauthproxy_adapters.demo_mcp import build_demo_mcp_app, token_fingerprint
-from oauthproxy_adapters.testing import FakeProvider
+from oauthproxy_adapters.testing import FakeProvider, upstream_toml
 from oauthproxy_adapters.testing.serve import AppThread, ServeProcess, free_port
 from tests.e2e.mcp_client import (
     HeadlessBrowser,
@@ -63,17 +63,7 @@ scopes_supported = ["mcp", "mcp:admin"]
 default_scopes = ["mcp"]
 service_name = "the proxy"
 
-[upstream]
-provider = "oauth2"
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-authorize_url = "{provider}/login/oauth/authorize"
-token_url = "{provider}/login/oauth/access_token"
-userinfo_url = "{provider}/user"
-userinfo_subject_field = "id"
-scopes = ["read:user"]
-allow_insecure_http = true
-
+{upstream_toml(provider, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)}
 [consent]
 mode = "always"
 

@@ -50,6 +50,7 @@ from oauthproxy_adapters.testing.flow import (
     new_verifier,
     s256,
 )
+from oauthproxy_adapters.testing.provider import upstream_toml
 from oauthproxy_adapters.testing.serve import ServeProcess, free_port, wait_healthy
 from oauthproxy_core import codec
 from oauthproxy_core.records import Grant, Transaction
@@ -96,17 +97,7 @@ port = {port}
 base_url = "{base_url}"
 mcp_path = "/mcp"
 {server_extra}
-[upstream]
-provider = "oauth2"
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-authorize_url = "{upstream}/login/oauth/authorize"
-token_url = "{upstream}/login/oauth/access_token"
-userinfo_url = "{upstream}/user"
-userinfo_subject_field = "id"
-scopes = ["read:user"]
-allow_insecure_http = true
-
+{upstream_toml(upstream, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)}
 [store]
 url = "{store_url}"
 

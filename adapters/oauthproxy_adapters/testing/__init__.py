@@ -6,7 +6,8 @@ Three parts, each its own module:
   authorize with PKCE, approve consent, pass through the upstream provider, redeem the code,
   refresh), driven in process through ``httpx.ASGITransport`` or against a live base URL;
 - ``provider``: ``FakeProvider``, a GitHub-shaped upstream provider that checks what a real one
-  checks, usable as the proxy's HTTP client (no sockets), as an ASGI app, or on loopback;
+  checks, usable as the proxy's HTTP client (no sockets), as an ASGI app, or on loopback, and
+  ``upstream_toml``, the ``[upstream]`` table that points ``oauthproxy serve`` at it;
 - ``serve``: ``ServeProcess``, ``oauthproxy serve`` as a child process on a free loopback port,
   started until healthy and stopped by its PID; ``AppThread``, an ASGI app on loopback in a thread.
 
@@ -40,7 +41,7 @@ from .flow import (
     login,
     refresh,
 )
-from .provider import FakeProvider, ProviderError, UpstreamUser
+from .provider import FakeProvider, ProviderError, UpstreamUser, upstream_toml
 from .serve import AppThread, ServeError, ServeProcess, free_port
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "login",
     "proxy_config",
     "refresh",
+    "upstream_toml",
 ]
 
 

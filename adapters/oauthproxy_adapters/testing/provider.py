@@ -27,7 +27,9 @@ The provider is sans-IO: ``handle`` turns one ``HttpRequest`` into one ``HttpRes
   organization left): every token of theirs answers for the new record from then on;
   ``provider.withdraw(user_id)`` revokes every token of the user (the app's authorization removed);
 - ``provider.app`` is an ASGI application with the same endpoints, for ``httpx.ASGITransport`` or a
-  real server on loopback (``oauthproxy_adapters.testing.serve.AppThread``).
+  real server on loopback (``oauthproxy_adapters.testing.serve.AppThread``);
+- ``provider.upstream_toml()`` (or ``upstream_toml(base, ...)`` before the provider exists) is the
+  ``[upstream]`` table of a ``proxy.toml`` that points ``oauthproxy serve`` at it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import attrs
 
 from oauthproxy_core import HttpFailure, HttpRequest, HttpResponse, UpstreamProfile
 
-__all__ = ["FakeProvider", "ProviderError", "UpstreamUser"]
+__all__ = ["FakeProvider", "ProviderError", "UpstreamUser", "upstream_toml"]
 
 #: An ASGI application (scope, receive, send); typed loosely, as the ASGI servers are.
 ASGIApp = Callable[[Any, Any, Any], Any]
@@ -173,6 +175,16 @@ class FakeProvider:
         }
         fields.update(overrides)
         return UpstreamProfile(**fields)
+
+    def upstream_toml(self, *, scopes: tuple[str, ...] = ("read:user",)) -> str:
+        """The ``[upstream]`` table of a ``proxy.toml`` for this provider (see ``upstream_toml``)."""
+        return upstream_toml(
+            self.base,
+            client_id=self.client_id or "proxy-client",
+            client_secret=self.client_secret,
+            scopes=scopes,
+            paths=(self.authorize_path, self.token_path, self.user_path),
+        )
 
     # -- the ways in ----------------------------------------------------------------------------
 
@@ -319,6 +331,35 @@ class FakeProvider:
             return _json(401, {"message": "Bad credentials"})
         scopes = (("X-OAuth-Scopes", info.scope.replace(" ", ", ")),)
         return _json(200, info.user.as_json(), scopes)
+
+
+def upstream_toml(
+    base: str,
+    *,
+    client_id: str = "proxy-client",
+    client_secret: str = "provider-secret-" + "s" * 24,
+    scopes: tuple[str, ...] = ("read:user",),
+    paths: tuple[str, str, str] = FakeProvider.GITHUB_PATHS,
+) -> str:
+    """The ``[upstream]`` table of a ``proxy.toml`` for a ``FakeProvider`` served at ``base``.
+
+    A generic OAuth 2.0 provider (``provider = "oauth2"``) whose subject is the numeric ``id`` of
+    its user endpoint, over plain HTTP on loopback (``allow_insecure_http``, which a real
+    deployment never sets). Values are written as TOML basic strings (JSON's escapes are TOML's).
+    """
+    authorize, token, user = (base.rstrip("/") + path for path in paths)
+    return (
+        "[upstream]\n"
+        'provider = "oauth2"\n'
+        f"client_id = {json.dumps(client_id)}\n"
+        f"client_secret = {json.dumps(client_secret)}\n"
+        f"authorize_url = {json.dumps(authorize)}\n"
+        f"token_url = {json.dumps(token)}\n"
+        f"userinfo_url = {json.dumps(user)}\n"
+        'userinfo_subject_field = "id"\n'
+        f"scopes = {json.dumps(list(scopes))}\n"
+        "allow_insecure_http = true\n"
+    )
 
 
 class _ProviderApp:
