@@ -270,19 +270,31 @@ TABLES: tuple[Table, ...] = (
 )
 
 
-def _lifetime(key: str, field: str, doc: str, why: str) -> Key:
-    """A ``[lifetimes]`` key: a ``Lifetimes`` field, whose default and bounds the core holds."""
-    meta = attrs.fields_dict(Lifetimes)[field].metadata
+def _core_key(
+    table: str, record: type[Any], field: str, type_: Type, *, doc: str, why: str, name: str = ""
+) -> Key:
+    """A key that sets a field of a core configuration record (``Lifetimes``, ``DeviceGrant``):
+    its default is the field's, its bounds the field's ``minimum``/``maximum`` metadata, so the
+    core stays the one place that holds them. ``name``: the key's name when it is not the field's."""
+    meta = attrs.fields_dict(record)[field].metadata
     return Key(
-        table="lifetimes",
-        name=key,
-        type=Type.INTEGER,
-        default=_core_default(Lifetimes, field),
-        minimum=meta["minimum"],
-        maximum=meta["maximum"],
+        table=table,
+        name=name or field,
+        type=type_,
+        default=_core_default(record, field),
+        minimum=meta.get("minimum"),
+        maximum=meta.get("maximum"),
         doc=doc,
         why=why,
     )
+
+
+def _lifetime(key: str, field: str, doc: str, why: str) -> Key:
+    """A ``[lifetimes]`` key: a ``Lifetimes`` field (every one is bounded)."""
+    made = _core_key("lifetimes", Lifetimes, field, Type.INTEGER, doc=doc, why=why, name=key)
+    if made.minimum is None or made.maximum is None:
+        raise RuntimeError(f"Lifetimes.{field} declares no bounds")
+    return made
 
 
 #: ``[lifetimes]`` key -> ``Lifetimes`` field.
@@ -309,18 +321,8 @@ def _copies(
 
 
 def _device(name: str, type_: Type, doc: str, why: str) -> Key:
-    """A ``[device]`` key: a ``DeviceGrant`` field, whose default and bounds the core holds."""
-    meta = attrs.fields_dict(DeviceGrant)[name].metadata
-    return Key(
-        table="device",
-        name=name,
-        type=type_,
-        default=_core_default(DeviceGrant, name),
-        minimum=meta.get("minimum"),
-        maximum=meta.get("maximum"),
-        doc=doc,
-        why=why,
-    )
+    """A ``[device]`` key: a ``DeviceGrant`` field of the same name."""
+    return _core_key("device", DeviceGrant, name, type_, doc=doc, why=why)
 
 
 def _access_rule(name: str, doc: str, why: str = "") -> Key:
