@@ -39,7 +39,10 @@ TEST_USER = {
     "preferred_username": "tester",
 }
 
-READY_TIMEOUT = 15.0
+#: How long ``start_idp`` waits for the provider's ready line. Node loads oidc-provider in a second or
+#: two on an idle machine; with the suite running on every core (pytest -n 2) a start has been seen
+#: to take over 15 s. A provider that never comes up still fails the test, with its output.
+READY_TIMEOUT = 60.0
 NPM_TIMEOUT = 600.0
 
 _install_lock = threading.Lock()
