@@ -34,7 +34,15 @@ import systems
 from serve_system import STACKS
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SYSTEMS = ("ours_memory", "fastmcp_memory", "fastmcp_memory_reused", "mcp_sdk")
+DEFAULT_SYSTEMS = (
+    "ours_memory",
+    "fastmcp_memory",
+    "fastmcp_memory_reused",
+    "mcp_sdk",
+    "http_floor",
+)
+#: Served on ours' HTTP stack: the MCP endpoint with no authorization (``systems.build_http_floor``).
+ON_OURS_STACK = ("http_floor",)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,7 +76,8 @@ def split_name(name: str, args: argparse.Namespace) -> tuple[str, str]:
     """``system@stack`` -> (system, stack); without ``@``, the default stack for that system."""
     system, _, stack = name.partition("@")
     if not stack:
-        stack = args.ours_stack if system.startswith("ours_") else args.others_stack
+        ours = system.startswith("ours_") or system in ON_OURS_STACK
+        stack = args.ours_stack if ours else args.others_stack
     return system, stack
 
 
@@ -435,6 +444,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for unit, suffix in (("flow", "flow"), ("request", "mcp_request")):
             ratios[f"{name}_vs_{reference}_server_cpu_per_{suffix}"] = cpu_ratio(
                 name, reference, unit, target, words
+            )
+
+    # The HTTP stack's own floor per MCP request (no authorization in front of the endpoint): what
+    # any application served on it pays, against fastmcp and under ours.
+    if "http_floor" in names:
+        floor_words = f"the bare MCP endpoint on ours' HTTP stack ({servers['http_floor'].stack})"
+        if "fastmcp_memory" in names:
+            ratios["http_floor_vs_fastmcp_memory_server_cpu_per_mcp_request"] = cpu_ratio(
+                "http_floor",
+                "fastmcp_memory",
+                "request",
+                None,
+                (floor_words[0].upper() + floor_words[1:], "fastmcp's OAuthProxy"),
+            )
+        if "ours_memory" in names:
+            ratios["ours_memory_vs_http_floor_server_cpu_per_mcp_request"] = cpu_ratio(
+                "ours_memory", "http_floor", "request", None, ("Ours", floor_words)
             )
 
     for name, reference in pairs:

@@ -932,8 +932,29 @@ def build_sdk(*, base: str = BASE) -> System:
     )
 
 
+def build_http_floor(*, base: str = BASE) -> System:
+    """No authorization at all: the MCP endpoint alone, answering every request.
+
+    Served on the HTTP stack of ours, it is what that stack costs per MCP request with nothing
+    in front of the application: the floor under ours' per-request figure. Its "flow" is one
+    MCP request (there is nothing else to do), and its token is never checked.
+    """
+
+    async def flow(c: httpx.AsyncClient) -> Any:
+        await mcp_request(c, "not-checked")
+        return {"access_token": "not-checked"}
+
+    return System(
+        "http_floor",
+        trivial_mcp_app,
+        flow,
+        description="the MCP endpoint alone, no authorization (the HTTP stack's floor)",
+        requests_per_flow=1,
+    )
+
+
 def build(name: str, *, base: str = BASE) -> System:
-    """Build a system by its name: ours_<store>, fastmcp_<variant> or mcp_sdk."""
+    """Build a system by its name: ours_<store>, fastmcp_<variant>, mcp_sdk or http_floor."""
     if name.startswith("ours_"):
         rest = name.removeprefix("ours_")
         cache = not rest.endswith("_nocache")
@@ -942,4 +963,6 @@ def build(name: str, *, base: str = BASE) -> System:
         return build_fastmcp(name.removeprefix("fastmcp_"), base=base)
     if name == "mcp_sdk":
         return build_sdk(base=base)
+    if name == "http_floor":
+        return build_http_floor(base=base)
     raise ValueError(f"unknown system {name!r}")
