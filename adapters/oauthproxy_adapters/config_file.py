@@ -100,7 +100,7 @@ from oauthproxy_core.url_policy import (
 from . import config_schema
 from .config_schema import PROVIDERS, Checked, Problem, Section, Unusable
 from .http_clients import SyncHttpClient
-from .stores import postgres_options
+from .stores import postgres_options, redis_options
 from .stores.redis_ha_url import HA_SCHEMES, parse_redis_ha_url
 from .stores.sqlite import default_sqlite_path
 
@@ -788,7 +788,8 @@ def _store_url(t: Section, p: _Problems, env: Mapping[str, str]) -> str:
             t,
             "url",
             f"unknown scheme {scheme!r} (expected memory, sqlite, redis, redis+sentinel, "
-            "redis+cluster or postgresql)",
+            "redis+cluster, their TLS forms rediss, rediss+sentinel, rediss+cluster, or "
+            "postgresql)",
         )
     if scheme in HA_SCHEMES:
         try:
@@ -810,6 +811,11 @@ def _store_url(t: Section, p: _Problems, env: Mapping[str, str]) -> str:
             p.fail(t, "url", f"not a valid {kind} URL")
         if kind == "Redis" and not parts.hostname:
             p.fail(t, "url", "a Redis URL needs a host")
+    if scheme in ("redis", "rediss"):
+        try:
+            redis_options(value)
+        except ValueError as exc:
+            p.fail(t, "url", str(exc).removeprefix("bad Redis store URL: "))
     if scheme in ("postgresql", "postgres"):
         try:
             postgres_options(value)

@@ -7,7 +7,7 @@ pre-registered clients, redirect hosts); then one ``warning:`` line for each cho
 exposes something:
 
 - an in-memory store (a restart makes every client register and every user sign in again, and no
-  other instance shares it);
+  other instance shares it), or a store whose client package (redis, psycopg) is not installed;
 - a plain-``http`` issuer reachable beyond loopback (codes and tokens cross the network
   unencrypted);
 - no ``[access]`` rule, so any account at the provider may sign in: with open dynamic registration
@@ -28,6 +28,7 @@ rules (spec/security.md 33).
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -148,13 +149,13 @@ def store_durability(url: str) -> str:
             f"{redact_url(url)}: shared by every instance using it, tables {prefix}records and "
             f"{prefix}schema_version; survives restarts of the proxy and of PostgreSQL{lost}"
         )
-    if scheme == "redis+sentinel":
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
         replicas = parse_redis_ha_url(url).replicas
         return (
             f"{redact_url(url)}: shared by every instance using it; the primary the sentinels "
             f"name, every write acknowledged by {replicas} replica(s), so a fail-over keeps it"
         )
-    if scheme == "redis+cluster":
+    if scheme in ("redis+cluster", "rediss+cluster"):
         replicas = parse_redis_ha_url(url).replicas
         kept = (
             f"every write acknowledged by {replicas} replica(s) of its shard, so a fail-over "
@@ -192,6 +193,17 @@ def _trusts_everyone(entries: tuple[str, ...]) -> bool:
     return False
 
 
+def store_driver_missing(url: str) -> str | None:
+    """What to install for a store URL whose client package this installation lacks, else ``None``
+    (a plain ``pip install oauthproxy`` has neither redis nor psycopg)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme.startswith("redis") and importlib.util.find_spec("redis") is None:
+        return "the redis package is not installed: pip install 'oauthproxy[redis]'"
+    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None:
+        return "psycopg is not installed: pip install 'oauthproxy[postgres]'"
+    return None
+
+
 def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
     """One sentence per exposure the configuration makes (see the module docstring)."""
     env = os.environ if environ is None else environ
@@ -202,6 +214,9 @@ def warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> li
             "restart (clients register again, users sign in again) and shares nothing with "
             "other instances; leave [store] out for the SQLite default"
         )
+    missing = store_driver_missing(settings.store_url)
+    if missing is not None:
+        found.append(f"[store].url: {missing}; serve cannot open the store without it")
     issuer = urlsplit(settings.issuer)
     if issuer.scheme == "http" and not is_loopback_host(issuer.hostname):
         found.append(

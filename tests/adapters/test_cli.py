@@ -136,7 +136,7 @@ EVERY_PROBLEM = [
     "error: [upstream].client_secret_en: unknown key; did you mean `client_secret_env`?",
     "error: [consent].mode: must be one of always, remember",
     "error: [store].url: unknown scheme 'foo' (expected memory, sqlite, redis, redis+sentinel, "
-    "redis+cluster or postgresql)",
+    "redis+cluster, their TLS forms rediss, rediss+sentinel, rediss+cluster, or postgresql)",
     "error: [limits].registrations_per_address: must be at least 1",
     "error: [limits].registration_windw: unknown key; did you mean `registration_window`?",
 ]

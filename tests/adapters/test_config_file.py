@@ -191,6 +191,17 @@ def test_bad_store_scheme(tmp_path: Path) -> None:
     assert error(tmp_path, text).startswith("[store].url: unknown scheme 'foo'")
 
 
+@pytest.mark.parametrize("query", ["prefix=", "prefix=two%20words"])
+def test_a_redis_key_prefix_serve_would_refuse_is_refused_by_check_config(
+    tmp_path: Path, query: str
+) -> None:
+    """``check-config`` promises what ``serve`` does: the store's own option check runs at load."""
+    text = GITHUB + f'[store]\nurl = "redis://:pw-{query}@127.0.0.1:6379/0?{query}"\n'
+    message = error(tmp_path, text)
+    assert message.startswith("[store].url: the key prefix must be non-empty, no spaces"), message
+    assert "pw-" not in message
+
+
 def test_client_secret_env_missing(tmp_path: Path) -> None:
     text = GITHUB.replace(f'client_secret = "{SECRET}"', 'client_secret_env = "NOPE_SECRET"')
     message = error(tmp_path, text, environ={})

@@ -3,7 +3,6 @@ document server on loopback, and keys."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 import threading
@@ -12,16 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from oauthproxy_core import HttpFailure, HttpResponse
 from oauthproxy_core.effects import FetchDocument
 from tests.harness import Harness, ScriptedUpstream, make_config
+from tests.tls_material import issue_server_cert, new_authority
 
 CIMD_URL = "https://client.example/oauth/client.json"
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -120,7 +116,7 @@ def assertion(
 class TlsDocumentServer:
     """Client ID Metadata Documents over real TLS on 127.0.0.1, for a host name.
 
-    A self-signed certificate for ``host`` (written to ``cert``, trusted by ``trust`` and by nothing
+    A certificate for ``host`` (written to ``cert``, from a CA trusted by ``trust`` and by nothing
     else) serves ``GET <path>`` with the JSON body given to ``serve``; ``hits`` records the ``Host``
     header of every request. A fetcher reaches it by resolving ``host`` to 127.0.0.1 under the test
     policy (``allow_loopback``), so the fetch runs the production path: address check, pinning to the
@@ -130,8 +126,12 @@ class TlsDocumentServer:
 
     def __init__(self, workdir: Path, host: str) -> None:
         self.host = host
-        self.cert, key = _self_signed(workdir, host)
-        self.trust = ssl.create_default_context(cafile=str(self.cert))
+        # A CA of its own, trusted by ``trust`` and by nothing else, and a certificate it signs for
+        # ``host`` alone.
+        ca = new_authority(workdir, f"{host}-ca")
+        leaf = issue_server_cert(ca, workdir, host, dns_names=(host,), ip_addresses=())
+        self.cert, key = leaf.cert_file, leaf.key_file
+        self.trust = ssl.create_default_context(cafile=str(ca.cert_file))
         self.documents: dict[str, bytes] = {}
         self.hits: list[str] = []
         outer = self
@@ -169,31 +169,3 @@ class TlsDocumentServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
-
-
-def _self_signed(workdir: Path, host: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = workdir / f"{host}.pem", workdir / f"{host}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path

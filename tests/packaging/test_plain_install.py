@@ -162,3 +162,29 @@ def test_demo_without_its_extra_says_which_extra_to_install(venv: Path, tmp_path
     assert demo.returncode == 1
     assert "pip install 'oauthproxy[demo]'" in demo.stderr
     assert "Traceback" not in demo.stderr
+
+
+def test_a_redis_store_without_its_extra_is_named_by_check_config_and_serve(
+    venv: Path, tmp_path: Path
+) -> None:
+    """A plain install has no redis package: ``check-config`` warns, naming the extra to install,
+    and ``serve`` stops with the same advice instead of ``No module named 'redis'``; the store's
+    password appears in neither."""
+    oauthproxy = venv / "bin" / "oauthproxy"
+    config = _minimal_config(tmp_path, free_port())
+    password = "store-password-" + "q" * 12
+    with config.open("a") as out:
+        out.write(f'\n[store]\nurl = "redis://:{password}@127.0.0.1:6379/0?prefix=plain:"\n')
+
+    checked = _run(oauthproxy, "check-config", config, cwd=tmp_path, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert "warning: [store].url: the redis package is not installed: pip install " in (
+        checked.stdout
+    )
+    assert "'oauthproxy[redis]'" in checked.stdout
+
+    served = _run(oauthproxy, "serve", "--config", config, cwd=tmp_path, timeout=60)
+    assert served.returncode != 0
+    assert "pip install 'oauthproxy[redis]'" in served.stderr
+    assert "Traceback" not in served.stderr
+    assert password not in checked.stdout + checked.stderr + served.stdout + served.stderr

@@ -4,7 +4,9 @@ with its replica and three sentinels, and a Cluster of three primaries.
 Every process is a real ``redis-server`` (``--sentinel`` for a sentinel: the ``redis-sentinel``
 command is that binary under another name, and Debian ships it in a separate package), bound to
 127.0.0.1 on free ports, in its own directory under the test's temporary directory, and stopped,
-killed, paused or resumed by its PID only. A missing ``redis-server`` or ``redis-cli`` fails the
+killed, paused or resumed by its PID only. Given ``tls`` (a CA and a certificate for 127.0.0.1),
+every process listens with TLS only, and replication, the sentinels' connections and the Cluster
+bus use TLS too. A missing ``redis-server`` or ``redis-cli`` fails the
 test (``sh .ci/dev test`` installs them): a replicated store must not pass CI untested. No pytest
 here: ``benchmarks/stores_flow.py`` starts the same deployments.
 """
@@ -21,7 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import attrs
 import redis
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -73,16 +77,47 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) ->
         time.sleep(0.1)
 
 
+@attrs.frozen
+class TlsFiles:
+    """What a TLS deployment's servers and clients are given: the CA, and the servers' certificate
+    (one for every process: all of them are 127.0.0.1)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def server_args(self, port: int, *, cluster: bool) -> tuple[str, ...]:
+        args = (
+            *("--port", "0", "--tls-port", str(port)),
+            *("--tls-cert-file", str(self.cert_file), "--tls-key-file", str(self.key_file)),
+            *("--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"),
+            *("--tls-replication", "yes"),
+        )
+        return (*args, "--tls-cluster", "yes") if cluster else args
+
+    def client_options(self) -> dict[str, Any]:
+        return {"ssl": True, "ssl_ca_certs": str(self.ca_file)}
+
+    def query(self) -> str:
+        return "ssl_ca_certs=" + quote(str(self.ca_file), safe="")
+
+
 class RedisProcess:
     """One ``redis-server`` (or sentinel) on 127.0.0.1:``port``, run from ``workdir``."""
 
     def __init__(
-        self, port: int, workdir: Path, args: Sequence[str] = (), password: str | None = None
+        self,
+        port: int,
+        workdir: Path,
+        args: Sequence[str] = (),
+        password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.port = port
         self.workdir = workdir
         self.args = tuple(args)
         self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -93,14 +128,19 @@ class RedisProcess:
 
     def start(self, head: Sequence[str] = ()) -> None:
         binary = _require(REDIS_SERVER, "redis-server")
+        cluster = "--cluster-enabled" in self.args
+        listen = (
+            ("--port", str(self.port))
+            if self.tls is None
+            else self.tls.server_args(self.port, cluster=cluster)
+        )
         self.proc = subprocess.Popen(
             [
                 binary,
                 *head,
                 "--bind",
                 "127.0.0.1",
-                "--port",
-                str(self.port),
+                *listen,
                 "--dir",
                 str(self.workdir),
                 "--save",
@@ -120,6 +160,8 @@ class RedisProcess:
 
     def client(self, **kwargs: Any) -> redis.Redis:
         kwargs.setdefault("password", self.password)
+        if self.tls is not None:
+            kwargs = {**self.tls.client_options(), **kwargs}
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **kwargs)
 
     def pings(self) -> bool:
@@ -162,11 +204,13 @@ class SentinelSet:
         replicas: int = 1,
         down_after_ms: int = 1000,
         password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         ports = free_ports(1 + replicas + 3)
         auth = ("--requirepass", password, "--masterauth", password) if password else ()
         self.password = password
-        self.servers = [RedisProcess(ports[0], root / "primary", auth, password)]
+        self.tls = tls
+        self.servers = [RedisProcess(ports[0], root / "primary", auth, password, tls)]
         for i, port in enumerate(ports[1 : 1 + replicas]):
             self.servers.append(
                 RedisProcess(
@@ -174,10 +218,11 @@ class SentinelSet:
                     root / f"replica{i}",
                     ("--replicaof", "127.0.0.1", str(ports[0]), *auth),
                     password,
+                    tls,
                 )
             )
         self.sentinels = [
-            RedisProcess(port, root / f"sentinel{i}") for i, port in enumerate(ports[-3:])
+            RedisProcess(port, root / f"sentinel{i}", tls=tls) for i, port in enumerate(ports[-3:])
         ]
         self.down_after_ms = down_after_ms
 
@@ -233,7 +278,10 @@ class SentinelSet:
         extra = f"&{query}" if query else ""
         auth = f":{self.password}@" if self.password and password else ""
         hosts = self.sentinel_hosts()
-        return f"redis+sentinel://{auth}{hosts}/{SERVICE}/{db}?prefix={prefix}{extra}"
+        if self.tls is not None:
+            extra += "&" + self.tls.query()
+        scheme = "redis+sentinel" if self.tls is None else "rediss+sentinel"
+        return f"{scheme}://{auth}{hosts}/{SERVICE}/{db}?prefix={prefix}{extra}"
 
     def primary_address(self) -> tuple[str, int]:
         for sentinel in self.sentinels:
@@ -274,10 +322,12 @@ class ClusterSet:
         primaries: int = 3,
         replicas: int = 0,
         password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.replicas = replicas
         auth = ("--requirepass", password, "--masterauth", password) if password else ()
         self.password = password
+        self.tls = tls
         self.nodes = [
             RedisProcess(
                 port,
@@ -292,6 +342,7 @@ class ClusterSet:
                     *auth,
                 ),
                 password,
+                tls,
             )
             for i, port in enumerate(free_ports(primaries * (1 + replicas), bus=True))
         ]
@@ -304,7 +355,8 @@ class ClusterSet:
         subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-yes"]
             + ["--cluster-replicas", str(self.replicas)]
-            + (["-a", self.password, "--no-auth-warning"] if self.password else []),
+            + (["-a", self.password, "--no-auth-warning"] if self.password else [])
+            + (["--tls", "--cacert", str(self.tls.ca_file)] if self.tls is not None else []),
             check=True,
             capture_output=True,
             timeout=60,
@@ -365,7 +417,10 @@ class ClusterSet:
     def url(self, prefix: str, *, query: str = "", password: bool = True) -> str:
         extra = f"&{query}" if query else ""
         auth = f":{self.password}@" if self.password and password else ""
-        return f"redis+cluster://{auth}{self.hosts()}/0?prefix={prefix}{extra}"
+        if self.tls is not None:
+            extra += "&" + self.tls.query()
+        scheme = "redis+cluster" if self.tls is None else "rediss+cluster"
+        return f"{scheme}://{auth}{self.hosts()}/0?prefix={prefix}{extra}"
 
     def keyslot(self, key: str | bytes) -> int:
         """The slot the server computes for ``key`` (``CLUSTER KEYSLOT``)."""

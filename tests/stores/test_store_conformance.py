@@ -1262,6 +1262,26 @@ def test_open_store_rejects_unknown_urls(url: str) -> None:
         open_async_store(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2-store-pw@127.0.0.1:6379/0?prefix=",
+        "rediss://user:hunter2-store-pw@127.0.0.1:6379/0?prefix=with%20space",
+        "memcached://:hunter2-store-pw@127.0.0.1",
+        "hunter2-store-pw",
+        "postgresql://u:hunter2-store-pw@127.0.0.1/db?prefix=Team-A",
+        "redis+sentinel://:hunter2-store-pw@127.0.0.1:26379/",
+    ],
+)
+def test_a_refused_store_url_never_quotes_its_password(url: str) -> None:
+    """spec/security.md 24: secrets stay out of exceptions; an embedder logging the error of
+    ``open_store`` must not log the store's password (or a password pasted as the URL)."""
+    for opener in (open_store, open_async_store):
+        with pytest.raises(ValueError, match="store URL") as caught:
+            opener(url)
+        assert "hunter2" not in str(caught.value)
+
+
 def test_stores_package_exports_redis_and_postgres_lazily() -> None:
     assert stores.RedisStore is RedisStore
     assert stores.AsyncRedisStore is AsyncRedisStore

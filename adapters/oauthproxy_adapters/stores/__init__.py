@@ -14,7 +14,8 @@
   :class:`~.redis_sentinel.RedisSentinelStore`, on the primary the sentinels name, waiting for
   ``?replicas=1`` replica on every write; ``redis+cluster://host:7000,host2:7001/0`` --
   :class:`~.redis_cluster.RedisClusterStore`, records spread over a Cluster's slots
-  (:mod:`.redis_ha_url` has both forms and their options);
+  (:mod:`.redis_ha_url` has both forms and their options); ``rediss+sentinel://`` and
+  ``rediss+cluster://`` are the same over TLS;
 * ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``) --
   :class:`~.postgres.PostgresStore`, shared by several proxy instances; ``?prefix=app_`` starts its
   table names (default ``oauthproxy_``), ``?synchronous_commit=off`` trades the durability of the
@@ -28,6 +29,7 @@ The Redis and PostgreSQL modules are imported only when such a URL is opened, so
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from typing import TYPE_CHECKING
@@ -85,10 +87,12 @@ __all__ = [
 _SCHEMES = (
     "memory://, sqlite://[/path], redis://host:port/db, rediss://host:port/db, "
     "redis+sentinel://host:port[,host:port]/service/db, redis+cluster://host:port[,host:port]/0 "
+    "(rediss+sentinel://, rediss+cluster:// over TLS) "
     "or postgresql://user@host:port/dbname"
 )
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _POSTGRES_EXTRA = "the PostgreSQL store needs psycopg: pip install 'oauthproxy[postgres]'"
+_REDIS_EXTRA = "the Redis stores need the redis package: pip install 'oauthproxy[redis]'"
 
 
 def _sqlite_options(url: str) -> tuple[str, str]:
@@ -120,18 +124,18 @@ def sqlite_file(url: str) -> str:
     return os.path.abspath(_sqlite_options(url)[0])
 
 
-def _redis_options(url: str) -> tuple[str, str]:
+def redis_options(url: str) -> tuple[str, str]:
     """``(url without our option, key prefix)``: ``redis://h:6379/0?prefix=team-a:`` gives each
-    deployment sharing one Redis its own key space (default prefix ``oauthproxy:``)."""
+    deployment sharing one Redis its own key space (default prefix ``oauthproxy:``).
+
+    A bad option raises ``ValueError`` without quoting the URL, which may hold a password."""
     parts = urlsplit(url)
     prefix = "oauthproxy:"
     kept = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name == "prefix":
             if not value or any(c.isspace() for c in value):
-                raise ValueError(
-                    f"bad Redis store URL {url!r}: the key prefix must be non-empty, no spaces"
-                )
+                raise ValueError("bad Redis store URL: the key prefix must be non-empty, no spaces")
             prefix = value
         else:
             kept.append((name, value))
@@ -187,10 +191,17 @@ def check_postgres_prefix(prefix: str) -> str:
     return prefix
 
 
+def _require_redis() -> None:
+    """Raise ``ImportError`` naming the extra to install when the redis package is absent."""
+    if importlib.util.find_spec("redis") is None:
+        raise ImportError(_REDIS_EXTRA)
+
+
 def _scheme(url: str) -> str:
     scheme, sep, _ = url.partition("://")
     if not sep:
-        raise ValueError(f"store URL {url!r} has no scheme; expected one of {_SCHEMES}")
+        # Not quoted: something without a scheme may be a password pasted in the wrong place.
+        raise ValueError(f"the store URL has no scheme; expected one of {_SCHEMES}")
     return scheme.lower()
 
 
@@ -203,15 +214,18 @@ def open_store(url: str) -> SyncStore:
         path, synchronous = _sqlite_options(url)
         return SQLiteStore(path, synchronous=synchronous)
     if scheme in ("redis", "rediss"):
+        _require_redis()
         from .redis import RedisStore  # noqa: PLC0415 (redis is optional)
 
-        redis_url, prefix = _redis_options(url)
+        redis_url, prefix = redis_options(url)
         return RedisStore(redis_url, prefix=prefix)
-    if scheme == "redis+sentinel":
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        _require_redis()
         from .redis_sentinel import RedisSentinelStore  # noqa: PLC0415 (redis is optional)
 
         return RedisSentinelStore(url)
-    if scheme == "redis+cluster":
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        _require_redis()
         from .redis_cluster import RedisClusterStore  # noqa: PLC0415 (redis is optional)
 
         return RedisClusterStore(url)
@@ -222,7 +236,7 @@ def open_store(url: str) -> SyncStore:
         except ImportError as exc:
             raise ImportError(_POSTGRES_EXTRA) from exc
         return PostgresStore(pg_url, prefix=prefix, synchronous_commit=synchronous_commit)
-    raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_SCHEMES}")
+    raise ValueError(f"unknown store URL scheme {scheme!r}; expected one of {_SCHEMES}")
 
 
 def open_async_store(url: str) -> AsyncStore:
@@ -234,15 +248,18 @@ def open_async_store(url: str) -> AsyncStore:
         path, synchronous = _sqlite_options(url)
         return AsyncSQLiteStore(path, synchronous=synchronous)
     if scheme in ("redis", "rediss"):
+        _require_redis()
         from .redis import AsyncRedisStore  # noqa: PLC0415 (redis is optional)
 
-        redis_url, prefix = _redis_options(url)
+        redis_url, prefix = redis_options(url)
         return AsyncRedisStore(redis_url, prefix=prefix)
-    if scheme == "redis+sentinel":
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        _require_redis()
         from .redis_sentinel import AsyncRedisSentinelStore  # noqa: PLC0415 (redis is optional)
 
         return AsyncRedisSentinelStore(url)
-    if scheme == "redis+cluster":
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        _require_redis()
         from .redis_cluster import AsyncRedisClusterStore  # noqa: PLC0415 (redis is optional)
 
         return AsyncRedisClusterStore(url)
@@ -253,7 +270,7 @@ def open_async_store(url: str) -> AsyncStore:
         except ImportError as exc:
             raise ImportError(_POSTGRES_EXTRA) from exc
         return AsyncPostgresStore(pg_url, prefix=prefix, synchronous_commit=synchronous_commit)
-    raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_SCHEMES}")
+    raise ValueError(f"unknown store URL scheme {scheme!r}; expected one of {_SCHEMES}")
 
 
 def __getattr__(name: str) -> object:

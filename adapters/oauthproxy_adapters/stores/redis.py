@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
@@ -73,11 +74,14 @@ def _unpack(raw: Any) -> Stored | None:
     return Stored(value=raw[_VERSION.size :], version=_VERSION.unpack_from(raw)[0])
 
 
-def _client_options(socket_timeout: float) -> dict[str, Any]:
+def _client_options(socket_timeout: float, *, asyncio: bool = False) -> dict[str, Any]:
+    """The connection options of every Redis client here: no retries (a failure is a 503 the
+    client retries), bounded waits. ``asyncio``: for a ``redis.asyncio`` client, which takes
+    its own kind of retry object."""
     return {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": AsyncRetry(NoBackoff(), 0) if asyncio else Retry(NoBackoff(), 0),
         "retry_on_timeout": False,
         "health_check_interval": _HEALTH_CHECK_INTERVAL,
         "decode_responses": False,
@@ -229,7 +233,9 @@ class AsyncRedisStore:
         self, url: str, *, prefix: str = "oauthproxy:", socket_timeout: float = 2.0
     ) -> None:
         self.prefix = prefix
-        self._redis: Any = redis.asyncio.Redis.from_url(url, **_client_options(socket_timeout))
+        self._redis: Any = redis.asyncio.Redis.from_url(
+            url, **_client_options(socket_timeout, asyncio=True)
+        )
 
     #: What a failing backend raises (a Cluster client adds its own exceptions).
     _errors: tuple[type[Exception], ...] = (RedisError,)

@@ -91,6 +91,7 @@ def _options(parsed: RedisHAURL, socket_timeout: float) -> dict[str, Any]:
     # ``retry`` is the cluster client's own retry of a whole command (after a connection error or
     # a timeout, when the command may have run): none, as in the single-Redis store.
     options.update(username=parsed.username, password=parsed.password)
+    options.update(parsed.ssl_options())  # rediss+cluster://: every node over TLS
     return options
 
 

@@ -1,4 +1,5 @@
-"""The URLs of the replicated Redis stores: ``redis+sentinel://`` and ``redis+cluster://``.
+"""The URLs of the replicated Redis stores: ``redis+sentinel://`` and ``redis+cluster://``, and
+their TLS forms ``rediss+sentinel://`` and ``rediss+cluster://``.
 
 Parsed here, without importing ``redis``, so that the configuration can be checked on a machine
 without it. Both forms take several hosts, comma-separated, since a client must find the
@@ -17,7 +18,15 @@ the primary and replicas of a Sentinel service, every node of a Cluster. Options
   N replicas have it (``WAIT``), so a fail-over to one of them cannot revive a code already
   redeemed; a Cluster whose shards have replicas should say ``replicas=1``;
 * ``replica_timeout=S`` (seconds, default 0.5): how long a write waits for those replicas before
-  the request gets a 503.
+  the request gets a 503;
+* with ``rediss+``: ``ssl_ca_certs=FILE`` (the CA that signed the servers' certificates, when not
+  one the system trusts), ``ssl_certfile=FILE`` and ``ssl_keyfile=FILE`` (a client certificate,
+  for servers started with ``tls-auth-clients yes``).
+
+With ``rediss+`` every connection is TLS: to the sentinels and to the data nodes, or to every
+Cluster node. Each server's certificate is verified against the CA and must name the address the
+client connects to (redis-py's defaults, which no option here turns off): a sentinel or a
+Cluster names its nodes by address, so their certificates carry those addresses.
 """
 
 from __future__ import annotations
@@ -34,8 +43,10 @@ __all__ = [
     "parse_redis_ha_url",
 ]
 
-#: The schemes of the replicated Redis stores.
-HA_SCHEMES = ("redis+sentinel", "redis+cluster")
+#: The schemes of the replicated Redis stores (``rediss+``: the same over TLS).
+HA_SCHEMES = ("redis+sentinel", "redis+cluster", "rediss+sentinel", "rediss+cluster")
+#: The TLS options a ``rediss+`` URL may carry (redis-py's names): files, read when connecting.
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 #: Replicas that must hold a write before it is acknowledged (Sentinel; a Cluster's default is 0,
 #: as a Cluster may have no replicas): one, the least that lets a fail-over keep every
@@ -50,7 +61,10 @@ _DEFAULT_PORTS = {"redis+sentinel": 26379, "redis+cluster": 6379}
 
 @attrs.frozen(repr=False)
 class RedisHAURL:
-    """A parsed ``redis+sentinel://`` or ``redis+cluster://`` URL (its repr shows no password)."""
+    """A parsed ``redis+sentinel://`` or ``redis+cluster://`` URL (its repr shows no password).
+
+    ``scheme`` names the topology (``redis+sentinel`` or ``redis+cluster``) whether or not the
+    URL said ``rediss+``; ``tls`` says it did, and ``tls_files`` holds its TLS options."""
 
     scheme: str
     hosts: tuple[tuple[str, int], ...]
@@ -61,11 +75,18 @@ class RedisHAURL:
     prefix: str
     replicas: int
     replica_timeout: float
+    tls: bool = False
+    tls_files: tuple[tuple[str, str], ...] = ()
+
+    def ssl_options(self) -> dict[str, object]:
+        """redis-py's connection options for TLS (none without it)."""
+        return {"ssl": True, **dict(self.tls_files)} if self.tls else {}
 
     def __repr__(self) -> str:
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
         path = f"/{self.service}/{self.db}" if self.service else f"/{self.db}"
-        return f"RedisHAURL({self.scheme}://{hosts}{path}, prefix={self.prefix!r})"
+        scheme = self.scheme.replace("redis+", "rediss+") if self.tls else self.scheme
+        return f"RedisHAURL({scheme}://{hosts}{path}, prefix={self.prefix!r})"
 
 
 def _bad(url: str, problem: str) -> ValueError:
@@ -104,6 +125,8 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
     scheme = scheme.lower()
     if not sep or scheme not in HA_SCHEMES:
         raise ValueError(f"not a redis+sentinel:// or redis+cluster:// URL: {scheme!r}")
+    tls = scheme.startswith("rediss+")
+    scheme = scheme.replace("rediss+", "redis+")
     last_at = rest.rfind("@")
     ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
     if last_at >= 0 and ends and min(ends) < last_at:
@@ -135,6 +158,7 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
         raise _bad(url, "a Redis Cluster has database 0 only" if db else "bad database number")
     replicas = DEFAULT_REPLICAS if scheme == "redis+sentinel" else 0
     prefix, timeout = "oauthproxy:", DEFAULT_REPLICA_TIMEOUT
+    tls_files: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "prefix":
             if not value or any(c.isspace() for c in value):
@@ -153,6 +177,12 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
                 replicas = int(number)
             else:
                 timeout = number
+        elif name in TLS_OPTIONS:
+            if not tls:
+                raise _bad(url, f"{name} is a TLS option: use rediss+{scheme[6:]}://")
+            if not value or name in tls_files:
+                raise _bad(url, f"{name} must name one file")
+            tls_files[name] = value
         else:
             raise _bad(url, f"unknown option {name!r}")
     return RedisHAURL(
@@ -165,4 +195,6 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
         prefix=prefix,
         replicas=replicas,
         replica_timeout=timeout,
+        tls=tls,
+        tls_files=tuple(sorted(tls_files.items())),
     )

@@ -52,13 +52,17 @@ def _parsed(url: str | RedisHAURL) -> RedisHAURL:
     return parsed
 
 
-def _options(parsed: RedisHAURL, socket_timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def _options(
+    parsed: RedisHAURL, socket_timeout: float, *, asyncio: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(sentinel connections' options, data connections' options)``."""
-    sentinel = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
-    data = _client_options(socket_timeout)
+    # rediss+sentinel://: the sentinels and the data nodes alike are reached over TLS.
+    tls = parsed.ssl_options()
+    sentinel = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, **tls}
+    data = _client_options(socket_timeout, asyncio=asyncio)
     # A write's read waits for the replicas too.
     data["socket_timeout"] = socket_timeout + parsed.replica_timeout
-    data.update(db=parsed.db, username=parsed.username, password=parsed.password)
+    data.update(db=parsed.db, username=parsed.username, password=parsed.password, **tls)
     return sentinel, data
 
 
@@ -107,7 +111,7 @@ class AsyncRedisSentinelStore(AsyncRedisStore):
         self.prefix = parsed.prefix
         self.service = parsed.service
         self._waits = ReplicaWaits(parsed)
-        sentinel_options, data_options = _options(parsed, socket_timeout)
+        sentinel_options, data_options = _options(parsed, socket_timeout, asyncio=True)
         self._sentinel = redis.asyncio.sentinel.Sentinel(
             list(parsed.hosts), sentinel_kwargs=sentinel_options
         )
