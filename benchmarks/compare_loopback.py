@@ -535,6 +535,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "measured) and then sends `tools/list` requests with its bearer token back to back, "
             "in bursts taken in turn like the flows'; `server CPU µs/request` is the server "
             "process's CPU time over the requests it answered.",
+            *_floor_notes(measurements),
         ],
         "measurements": measurements,
         "ratios": ratios,
@@ -594,6 +595,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{key}: {e['value']:.3f}x (rounds {e['per_round_p10']:.3f}-{e['per_round_p90']:.3f})"
         )
     return report
+
+
+def _floor_notes(m: dict[str, dict[str, Any]]) -> list[str]:
+    """What the HTTP stack's own floor says about the per-request target, in this run's numbers."""
+    needed = {"http_floor", "ours_memory", "fastmcp_memory"}
+    if not needed <= m.keys():
+        return []
+    field = "server_cpu_us_per_mcp_request"
+    floor, ours, fast = (m[n][field] for n in ("http_floor", "ours_memory", "fastmcp_memory"))
+    return [
+        "`http_floor` is the same MCP endpoint with nothing in front of it, on ours' HTTP stack: "
+        "its `flows` are single MCP requests, so only its per-request figures mean anything. "
+        f"That stack alone spends {floor:,.1f} µs of server CPU per MCP request, "
+        f"{floor / fast:.3f} times fastmcp's {fast:,.1f} µs; ours spends {ours:,.1f} µs, so "
+        f"authorization adds {ours - floor:,.1f} µs. A per-request target below "
+        f"{floor / fast:.3f} times fastmcp cannot be met by any application served on this "
+        "stack: it would need a cheaper HTTP server than uvicorn.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,8 +116,8 @@ def assertion(
 class TlsDocumentServer:
     """Client ID Metadata Documents over real TLS on 127.0.0.1, for a host name.
 
-    A certificate for ``host`` (written to ``cert``, from a CA trusted by ``trust`` and by nothing
-    else) serves ``GET <path>`` with the JSON body given to ``serve``; ``hits`` records the ``Host``
+    A certificate for ``host`` (written to ``cert``, signed by the CA in ``ca_file``, which ``trust``
+    and nothing else trusts) serves ``GET <path>`` with the JSON body given to ``serve``; ``hits`` records the ``Host``
     header of every request. A fetcher reaches it by resolving ``host`` to 127.0.0.1 under the test
     policy (``allow_loopback``), so the fetch runs the production path: address check, pinning to the
     IP literal, SNI and certificate verification for the name, the size cap and the content-type
@@ -131,6 +131,8 @@ class TlsDocumentServer:
         ca = new_authority(workdir, f"{host}-ca")
         leaf = issue_server_cert(ca, workdir, host, dns_names=(host,), ip_addresses=())
         self.cert, key = leaf.cert_file, leaf.key_file
+        #: The CA file a client of this server trusts (``trust`` in process, a file for another).
+        self.ca_file = ca.cert_file
         self.trust = ssl.create_default_context(cafile=str(ca.cert_file))
         self.documents: dict[str, bytes] = {}
         self.hits: list[str] = []

@@ -137,7 +137,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     command = [sys.executable, str(WRAPPER), "serve", "--config", str(config)]
     serve = ServeProcess(config, port, tmp_path, "serve", command=command)
     try:
-        serve.start(env={"TEST_DOCUMENT_HOST": DOC_HOST, "TEST_DOCUMENT_CA": str(docs.cert)})
+        serve.start(env={"TEST_DOCUMENT_HOST": DOC_HOST, "TEST_DOCUMENT_CA": str(docs.ca_file)})
         yield Stack(base, url, docs, serve, tmp_path / "state.db")
     finally:
         serve.stop()
