@@ -117,11 +117,11 @@ class TlsDocumentServer:
     """Client ID Metadata Documents over real TLS on 127.0.0.1, for a host name.
 
     A certificate for ``host`` (written to ``cert``, signed by the CA in ``ca_file``, which ``trust``
-    and nothing else trusts) serves ``GET <path>`` with the JSON body given to ``serve``; ``hits`` records the ``Host``
-    header of every request. A fetcher reaches it by resolving ``host`` to 127.0.0.1 under the test
-    policy (``allow_loopback``), so the fetch runs the production path: address check, pinning to the
-    IP literal, SNI and certificate verification for the name, the size cap and the content-type
-    check. Stop it with ``stop``.
+    and nothing else trusts) serves ``GET <path>`` with the JSON body given to ``serve``; ``hits``
+    records the ``Host`` header of every request. A fetcher reaches it by resolving ``host`` to
+    127.0.0.1 under the test policy (``allow_loopback``), so the fetch runs the production path:
+    address check, pinning to the IP literal, SNI and certificate verification for the name, the
+    size cap and the content-type check. Stop it with ``stop``.
     """
 
     def __init__(self, workdir: Path, host: str) -> None:
