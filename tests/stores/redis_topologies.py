@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import attrs
 import redis
+from redis.crc import key_slot
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -205,8 +206,11 @@ class SentinelSet:
         down_after_ms: int = 1000,
         password: str | None = None,
         tls: TlsFiles | None = None,
+        sentinel_auth: bool = False,
     ) -> None:
         ports = free_ports(1 + replicas + 3)
+        #: The sentinels require ``password`` too (and give it to each other).
+        self.sentinel_auth = sentinel_auth and password is not None
         auth = ("--requirepass", password, "--masterauth", password) if password else ()
         self.password = password
         self.tls = tls
@@ -221,8 +225,10 @@ class SentinelSet:
                     tls,
                 )
             )
+        sentinel_password = password if self.sentinel_auth else None
         self.sentinels = [
-            RedisProcess(port, root / f"sentinel{i}", tls=tls) for i, port in enumerate(ports[-3:])
+            RedisProcess(port, root / f"sentinel{i}", password=sentinel_password, tls=tls)
+            for i, port in enumerate(ports[-3:])
         ]
         self.down_after_ms = down_after_ms
 
@@ -238,6 +244,11 @@ class SentinelSet:
                 f"sentinel failover-timeout {SERVICE} 4000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
                 + (f"sentinel auth-pass {SERVICE} {self.password}\n" if self.password else "")
+                + (
+                    f"requirepass {self.password}\nsentinel sentinel-pass {self.password}\n"
+                    if self.sentinel_auth
+                    else ""
+                )
             )
             # Options given after the file are appended to it: the sentinel rewrites the file.
             sentinel.start(head=(str(conf), "--sentinel"))
@@ -259,6 +270,15 @@ class SentinelSet:
             ),
             "replicas in sync",
         )
+
+        def acknowledged() -> bool:
+            # A replica whose link is up may take most of a second to acknowledge its primary's
+            # first write: a write and WAIT here, so that a store's first write does not.
+            with self.primary().client() as c:
+                c.set("probe", b"1", ex=60)
+                return int(c.execute_command("WAIT", replicas, 2000)) >= replicas
+
+        wait_until(acknowledged, "the replicas to acknowledge a write")
 
         def sentinels_agree() -> bool:
             for sentinel in self.sentinels:
@@ -372,7 +392,9 @@ class ClusterSet:
         return self
 
     def wait_replicas(self) -> None:
-        """Every primary has its replicas connected (and every node agrees the cluster is ok)."""
+        """Every primary has its replicas connected and acknowledging (and every node agrees the
+        cluster is ok). A replica whose link is up may still take most of a second to acknowledge
+        its primary's first write: ``WAIT`` here, so that a store's first write does not."""
 
         def synced() -> bool:
             for node in self.nodes:
@@ -381,6 +403,12 @@ class ClusterSet:
                 with node.client() as c:
                     info = c.info("replication")
                     state = c.execute_command("CLUSTER", "INFO").decode()
+                    primary = info["role"] == "master"
+                    if primary and self.replicas and info["connected_slaves"] >= self.replicas:
+                        c.set(self._probe_key(c, node.port), b"1", ex=60)
+                        acked = int(c.execute_command("WAIT", self.replicas, 2000))
+                        if acked < self.replicas:
+                            return False
                 if "cluster_state:ok" not in state:
                     return False
                 if info["role"] == "master" and info["connected_slaves"] < self.replicas:
@@ -390,6 +418,17 @@ class ClusterSet:
             return True
 
         wait_until(synced, "every primary's replicas")
+
+    @staticmethod
+    def _probe_key(c: redis.Redis, port: int) -> str:
+        """A key in a slot the primary on ``port`` serves (``c`` is connected to it)."""
+        for start, end, master, *_rest in c.execute_command("CLUSTER", "SLOTS"):
+            if int(master[1]) == port:
+                n = 0
+                while not start <= key_slot(f"probe-{n}".encode()) <= end:
+                    n += 1
+                return f"probe-{n}"
+        raise AssertionError(f"the primary on port {port} serves no slot")
 
     def node_of(self, key: str | bytes) -> RedisProcess:
         """The node serving ``key``'s slot as a primary now."""

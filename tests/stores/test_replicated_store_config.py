@@ -125,3 +125,60 @@ def test_a_store_without_the_password_is_unavailable_and_says_so_without_secrets
     with pytest.raises(StoreUnavailableError) as opening:
         open_store(cluster.url("cfg:", password=False))
     assert "pw-S3cret" not in str(opening.value)
+
+
+# -- sentinels that require the password too (sentinel_auth=yes) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    topology = SentinelSet(
+        tmp_path_factory.mktemp("guarded-sentinels"), password="pw-S3cret", sentinel_auth=True
+    )
+    try:
+        yield topology.start()
+    finally:
+        topology.stop()
+
+
+def test_sentinels_that_require_the_password_are_reached_with_sentinel_auth(
+    guarded_sentinels: SentinelSet,
+) -> None:
+    url = settings(
+        {
+            "url": guarded_sentinels.url("sa:", password=False, query="sentinel_auth=yes"),
+            "password_env": "R",
+        },
+        {"R": "pw-S3cret"},
+    )
+    assert parse_redis_ha_url(url).sentinel_auth
+    store = open_store(url)
+    try:
+        store.put("code", "k", b"v", 1, 60)
+        assert store.take("code", "k") is not None
+    finally:
+        store.close()
+
+
+def test_without_sentinel_auth_such_sentinels_refuse_and_nothing_secret_is_said(
+    guarded_sentinels: SentinelSet,
+) -> None:
+    store = open_store(guarded_sentinels.url("sa:"))  # the data nodes' password, not for sentinels
+    try:
+        with pytest.raises(StoreUnavailableError) as failure:
+            store.put("code", "k", b"v", 1, 60)
+        assert "pw-S3cret" not in str(failure.value)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+cluster://:hunter2@c1:7000/0?sentinel_auth=yes", "redis+sentinel:// only"),
+        ("redis+sentinel://:hunter2@s1/mymaster/0?sentinel_auth=1", "use yes or no"),
+    ],
+)
+def test_bad_sentinel_auth_is_a_problem_of_the_url(url: str, why: str) -> None:
+    message = problem({"url": url})
+    assert why in message and "hunter2" not in message

@@ -9,7 +9,8 @@ deployment when any one of them is down::
     redis+cluster://[[user]:password@]host[:6379][,host[:6379]...][/0][?options]
 
 The password (percent-encoded in the URL, or from ``[store] password_env``) is the data nodes':
-the primary and replicas of a Sentinel service, every node of a Cluster. Options:
+the primary and replicas of a Sentinel service, every node of a Cluster; sentinels are reached
+without one unless ``sentinel_auth=yes``. Options:
 
 * ``prefix=`` starts every key, as with ``redis://`` (default ``oauthproxy:``); in a Cluster it
   may not contain ``{`` or ``}``, which would choose every key's hash slot (spec: the Cluster
@@ -19,6 +20,8 @@ the primary and replicas of a Sentinel service, every node of a Cluster. Options
   redeemed; a Cluster whose shards have replicas should say ``replicas=1``;
 * ``replica_timeout=S`` (seconds, default 0.5): how long a write waits for those replicas before
   the request gets a 503;
+* ``sentinel_auth=yes`` (Sentinel only; default ``no``): the sentinels require the same user and
+  password as the data nodes (``requirepass`` on the sentinels too, as many deployments set it);
 * with ``rediss+``: ``ssl_ca_certs=FILE`` (the CA that signed the servers' certificates, when not
   one the system trusts), ``ssl_certfile=FILE`` and ``ssl_keyfile=FILE`` (a client certificate,
   for servers started with ``tls-auth-clients yes``).
@@ -77,6 +80,8 @@ class RedisHAURL:
     replica_timeout: float
     tls: bool = False
     tls_files: tuple[tuple[str, str], ...] = ()
+    #: The sentinels take the data nodes' user and password (``sentinel_auth=yes``).
+    sentinel_auth: bool = False
 
     def ssl_options(self) -> dict[str, object]:
         """redis-py's connection options for TLS (none without it)."""
@@ -159,6 +164,7 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
     replicas = DEFAULT_REPLICAS if scheme == "redis+sentinel" else 0
     prefix, timeout = "oauthproxy:", DEFAULT_REPLICA_TIMEOUT
     tls_files: dict[str, str] = {}
+    sentinel_auth = False
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "prefix":
             if not value or any(c.isspace() for c in value):
@@ -177,6 +183,12 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
                 replicas = int(number)
             else:
                 timeout = number
+        elif name == "sentinel_auth":
+            if scheme != "redis+sentinel":
+                raise _bad(url, "sentinel_auth is an option of redis+sentinel:// only")
+            if value not in ("yes", "no"):
+                raise _bad(url, f"sentinel_auth={value!r}: use yes or no")
+            sentinel_auth = value == "yes"
         elif name in TLS_OPTIONS:
             if not tls:
                 raise _bad(url, f"{name} is a TLS option: use rediss+{scheme[6:]}://")
@@ -197,4 +209,5 @@ def parse_redis_ha_url(url: str) -> RedisHAURL:
         replica_timeout=timeout,
         tls=tls,
         tls_files=tuple(sorted(tls_files.items())),
+        sentinel_auth=sentinel_auth,
     )

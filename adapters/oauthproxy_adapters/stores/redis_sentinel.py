@@ -63,6 +63,8 @@ def _options(
     # A write's read waits for the replicas too.
     data["socket_timeout"] = socket_timeout + parsed.replica_timeout
     data.update(db=parsed.db, username=parsed.username, password=parsed.password, **tls)
+    if parsed.sentinel_auth:
+        sentinel.update(username=parsed.username, password=parsed.password)
     return sentinel, data
 
 
