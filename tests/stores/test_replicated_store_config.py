@@ -85,6 +85,16 @@ def test_the_summary_says_what_a_fail_over_keeps() -> None:
     assert "acknowledged by 1 replica(s) of its shard" in store_durability(CLUSTER + "&replicas=1")
 
 
+def _put_and_take(url: str) -> None:
+    """A record written and taken back through a store opened from ``url``."""
+    store = open_store(url)
+    try:
+        store.put("code", "k", b"v", 1, 60)
+        assert store.take("code", "k") is not None
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SentinelSet, ClusterSet]]:
     sentinels = SentinelSet(tmp_path_factory.mktemp("guarded-sentinel"), password="pw-S3cret")
@@ -103,12 +113,7 @@ def test_a_store_from_password_env_reaches_servers_that_require_it(
         url = settings(
             {"url": topology.url("cfg:", password=False), "password_env": "R"}, {"R": "pw-S3cret"}
         )
-        store = open_store(url)
-        try:
-            store.put("code", "k", b"v", 1, 60)
-            assert store.take("code", "k") is not None
-        finally:
-            store.close()
+        _put_and_take(url)
 
 
 def test_a_store_without_the_password_is_unavailable_and_says_so_without_secrets(
@@ -152,12 +157,7 @@ def test_sentinels_that_require_the_password_are_reached_with_sentinel_auth(
         {"R": "pw-S3cret"},
     )
     assert parse_redis_ha_url(url).sentinel_auth
-    store = open_store(url)
-    try:
-        store.put("code", "k", b"v", 1, 60)
-        assert store.take("code", "k") is not None
-    finally:
-        store.close()
+    _put_and_take(url)
 
 
 def test_without_sentinel_auth_such_sentinels_refuse_and_nothing_secret_is_said(
