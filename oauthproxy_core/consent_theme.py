@@ -67,6 +67,8 @@ TEMPLATE_PLACEHOLDERS: dict[str, str] = {
     "logo": "an <img> element for [consent].logo_url, or nothing",
     "details": "the built-in <dl> of everything the user must see (client, host, scopes, ...)",
     "form": "the decision form: hidden transaction id and CSRF token, Approve and Deny buttons",
+    "signout": "when the browser already holds a sign-in for several servers, a note saying so "
+    "with a link to the sign-out page; otherwise nothing",
 }
 #: A template must show these (``details`` may stand in for the four facts it contains).
 _REQUIRED = ("form",)

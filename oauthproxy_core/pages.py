@@ -119,6 +119,7 @@ def consent_page(
     theme: ConsentTheme = DEFAULT_THEME,
     fixed_scopes: tuple[str, ...] | None = None,
     device_sign_in: bool = False,
+    signout_url: str | None = None,
 ) -> Response:
     """The consent page. ``device_sign_in``: the request comes from a device authorization (RFC
     8628): the page says so first, since the application runs elsewhere, not in this browser.
@@ -169,6 +170,15 @@ def consent_page(
         '<button class="deny" type="submit" name="decision" value="deny">Deny</button>'
         "</div></form>"
     )
+    # spec/security.md 40: a browser that already holds a sign-in for several servers is told so,
+    # with the way to end it (handlers/signout.py).
+    signout = (
+        f'<p class="note">This browser is already signed in with {escape(upstream_name)} here: '
+        f'approving uses that sign-in. Not you, or a shared computer? <a href="'
+        f'{escape(signout_url)}">Sign out</a>.</p>'
+        if signout_url
+        else ""
+    )
     product = theme.product_name or service_name
     logo = f'<img src="{escape(theme.logo_url)}" alt="" height="40">' if theme.logo_url else ""
     title = f"Authorize {name}"
@@ -189,6 +199,7 @@ def consent_page(
             "logo": logo,
             "details": details,
             "form": form,
+            "signout": signout,
         }
         body = string.Template(theme.template).substitute(values)
         return Response(status=200, headers=headers, body=body.encode())
@@ -200,7 +211,7 @@ def consent_page(
         f"{details}"
         f"<p>If you approve, you will sign in with {escape(upstream_name)}. Only approve if you "
         "started this connection yourself.</p>"
-        f"{form}</main>"
+        f"{form}{signout}</main>"
         f"{f'<footer>{footer}</footer>' if footer else ''}"
     )
     return Response(status=200, headers=headers, body=_page(title, body, theme))
@@ -254,6 +265,39 @@ def device_done_page(*, service_name: str, theme: ConsentTheme = DEFAULT_THEME) 
         "own.</p></main>"
     )
     return Response(status=200, headers=page_headers(theme), body=_page("Signed in", body, theme))
+
+
+def signout_page(
+    *, service_name: str, held: bool, done: bool, theme: ConsentTheme = DEFAULT_THEME
+) -> Response:
+    """The sign-out page of the upstream session (handlers/signout.py): one button while the
+    browser holds a session cookie (``held``), what happened once it was pressed (``done``)."""
+    name = escape(service_name)
+    if done:
+        body = (
+            '<main aria-labelledby="t"><h1 id="t">You are signed out</h1>'
+            f"<p>This browser no longer holds a sign-in for {name}: the next connection from "
+            "it asks the provider again.</p>"
+            "<p>MCP clients that were already connected keep their access until it ends or is "
+            "revoked. On a shared computer, also sign out at the provider itself.</p></main>"
+        )
+    elif held:
+        body = (
+            '<main aria-labelledby="t">'
+            f'<h1 id="t">Sign out of {name}</h1>'
+            f"<p>After you sign in at the provider, this browser can connect your MCP clients to "
+            f"every server of {name} without signing in again, for a limited time. Sign out "
+            "to end that now, for example on a shared computer.</p>"
+            '<form method="post" action="" aria-label="Sign out"><div class="actions">'
+            '<button class="deny" type="submit">Sign out</button></div></form></main>'
+        )
+    else:
+        body = (
+            '<main aria-labelledby="t"><h1 id="t">Not signed in</h1>'
+            f"<p>This browser holds no sign-in for {name}.</p></main>"
+        )
+    title = "Signed out" if done else "Sign out"
+    return Response(status=200, headers=page_headers(theme), body=_page(title, body, theme))
 
 
 def _scope_choice(scopes: tuple[str, ...], fixed: tuple[str, ...] | None) -> str:

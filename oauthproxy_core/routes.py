@@ -36,6 +36,7 @@ from .handlers.device import device_authorization_endpoint, device_page_get, dev
 from .handlers.metadata import CORS, as_metadata_endpoint, jwks_endpoint, prm_endpoint
 from .handlers.registration import client_configuration_endpoint, register_endpoint
 from .handlers.revocation import revocation_endpoint
+from .handlers.signout import signout_get, signout_post
 from .handlers.token import token_endpoint
 from .http import Request, Response
 
@@ -191,6 +192,8 @@ ROUTES: tuple[Route, ...] = (
         "device", "{issuer_path}/device", ("GET", device_page_get), ("POST", device_page_post)
     ),
     _browser("callback", "{issuer_path}{callback_path}", ("GET", callback_endpoint)),
+    # spec/security.md 40: the user ends the upstream session of their browser.
+    _browser("signout", "{issuer_path}/signout", ("GET", signout_get), ("POST", signout_post)),
 )
 
 

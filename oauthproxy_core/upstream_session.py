@@ -25,7 +25,9 @@ spec/security.md 40 bounds it:
   and no identity (spec/security.md 24).
 - **Revocable.** Revoking a user's grant because the provider refused it, because the rules no
   longer admit the user, or by an operator (``oauthproxy grants revoke``) ends every session of that
-  subject begun before (``end_sessions``): a marker per subject, read at each use.
+  subject begun before (``end_sessions``): a marker per subject, read at each use. The user ends
+  the session of their own browser at the sign-out page (``end_browser_session``,
+  handlers/signout.py).
 
 A grant made from a session gets its own sealed copy of the provider's tokens. A provider that
 rotates refresh tokens lets only the first grant to refresh keep the chain; another grant's copy is
@@ -51,7 +53,14 @@ from .http import Request
 from .upstream import UpstreamTokens, stored_tokens_json
 from .upstream_identity import Established
 
-__all__ = ["UpstreamSession", "end_sessions", "open_session", "presented_session"]
+__all__ = [
+    "UpstreamSession",
+    "browser_holds_session",
+    "end_browser_session",
+    "end_sessions",
+    "open_session",
+    "presented_session",
+]
 
 #: Store kinds: the sealed session by the hash of its cookie secret; the end marker per subject.
 SESSION_KIND = "usession"
@@ -126,6 +135,24 @@ def presented_session(req: Request, ctx: Context) -> Handler[UpstreamSession | N
     if ended is not None and _int(ended) >= session.created_at:
         return None
     return session
+
+
+def browser_holds_session(req: Request, ctx: Context) -> bool:
+    """Whether sessions are on and this browser sends a well-formed session cookie (unread: the
+    consent page offers the sign-out link on this alone)."""
+    secret = req.cookie(cookie_name(SESSION, ctx.config.secure_cookies))
+    return _enabled(ctx) and secret is not None and _SECRET_RE.fullmatch(secret) is not None
+
+
+def end_browser_session(req: Request, ctx: Context) -> Handler[bool]:
+    """Delete the session this browser's cookie names, whatever its state (live, expired, ended,
+    damaged); whether the cookie named one at all. Nothing is read first: a deleted key is gone
+    for every instance sharing the store, and deleting an absent key is harmless."""
+    secret = req.cookie(cookie_name(SESSION, ctx.config.secure_cookies))
+    if secret is None or not _SECRET_RE.fullmatch(secret):
+        return False
+    yield from persistence.delete(SESSION_KIND, digest(secret))
+    return True
 
 
 def end_sessions(ctx: Context, subject: str) -> Handler[None]:

@@ -25,7 +25,8 @@ binding itself is ``browser_binding.py``:
   every other port of the host is same-site there and sees the browser's cookies.
 - With several resources (spec/security.md 40) the page names the resource's server, and an
   approval (given here, or remembered) from a browser holding a live upstream session completes
-  from that session instead of the provider (``start_upstream``, upstream_session.py).
+  from that session instead of the provider (``start_upstream``, upstream_session.py); the page of
+  a browser that sends a session cookie says so and links to the sign-out page (signout.py).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from ..redirects import error_redirect
 from ..scopes import fixed_scopes, granted_scopes
 from ..states import EXPIRY_NOTICE, Absorbed, EventData, TxEvent, TxState, step
 from ..upstream import build_authorize_url
-from ..upstream_session import presented_session
+from ..upstream_session import browser_holds_session, presented_session
 from . import device
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
@@ -144,6 +145,7 @@ def consent_get(req: Request, ctx: Context) -> Handler[Response]:
         theme=ctx.config.consent_theme,
         fixed_scopes=fixed_scopes(tx.scopes, ctx.config.baseline_scopes(tx.resource)),
         device_sign_in=tx.device_id is not None,
+        signout_url=ctx.config.issuer + "/signout" if browser_holds_session(req, ctx) else None,
     )
 
 

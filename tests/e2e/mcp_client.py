@@ -523,6 +523,21 @@ class HeadlessBrowser:
         parser.feed(response.text)
         return parser.hrefs[0] if len(parser.hrefs) == 1 else None
 
+    async def submit_page_form(self, url: str) -> httpx.Response:
+        """The user opening ``url`` and pressing the one button of its one form (a sign-out
+        page): the form is sent as a browser sends it, with this browser's cookies."""
+        async with httpx.AsyncClient(follow_redirects=False, timeout=self.timeout) as client:
+            page = await self._send(client, "GET", url, None)
+            if page.status_code != 200:
+                raise BrowserFlowError(f"{redact_url(url)}: HTTP {page.status_code}")
+            form = self._pick_form(page.text, url)
+            target = urljoin(str(page.url), form.action) if form.action else str(page.url)
+            self._submitted_from = page
+            try:
+                return await self._send(client, form.method, target, form.fields)
+            finally:
+                self._submitted_from = None
+
     def _pick_form(self, html: str, url: str) -> _Form:
         parser = _FormParser()
         parser.feed(html)

@@ -314,6 +314,15 @@ async def scenario(base: str, provider: FakeProvider) -> dict[str, Any]:
         seen["ops_refused"] = None
     seen["ops_refusal_page"] = browser.refusal_page
     seen["sign_ins_after_ops"] = provider.authorize_requests
+    # The user signs out of this browser's session (spec/security.md 40): the next server the
+    # client connects to sends the browser to the provider again.
+    browser.follow_refusal_links = False
+    seen["signout"] = await browser.submit_page_form(base + "/signout")
+    seen["session_cookie_after_signout"] = [c.name for c in browser.cookies if "session" in c.name]
+    seen["tools_after_signout"], _token = await connect(
+        base + "/github-tools", browser, redirect_uri, _listing_and_provider_token
+    )
+    seen["sign_ins_after_signout"] = provider.authorize_requests
     return seen
 
 
@@ -378,3 +387,12 @@ def test_invariant_40_two_mcp_servers_one_sign_in_one_audience_each_with_the_mcp
     assert seen["ops_refused"] is not None, trail
     assert seen["ops_refusal_page"] and "Operations" in seen["ops_refusal_page"], trail
     assert seen["sign_ins_after_ops"] == 1, trail
+
+    # The consent pages that used the session said so, with the way out; after signing out (the
+    # form sent from the page itself, as a browser sends it), the provider is asked again.
+    assert "Sign out" not in pages[0] and "Sign out" in pages[1], pages
+    signout = seen["signout"]
+    assert signout.status_code == 200 and "You are signed out" in signout.text, signout.text
+    assert seen["session_cookie_after_signout"] == [], seen["session_cookie_after_signout"]
+    assert seen["tools_after_signout"][0] == ["provider_token", "whoami"], trail
+    assert seen["sign_ins_after_signout"] == 2, trail

@@ -295,3 +295,52 @@ def test_invariant_40_any_session_cookie_but_the_minted_one_goes_to_the_provider
     decided = h.form("/consent", {**consent_fields(page), "decision": "approve"}, browser=other)
     assert decided.status == 303, decided.body
     assert (decided.header("location") or "").startswith(UPSTREAM + "/authorize")
+
+
+def _approve_for(h: Harness, resource: str, browser: Browser) -> tuple[str, str]:
+    """A new client's authorization for ``resource`` in ``browser``, approved at the consent page:
+    ``(where the 303 goes, the client's redirect URI)``: to the provider, or, from a live
+    session, back to the client."""
+    client = h.register()
+    resp = h.request("GET", h.authorize_url(client, VERIFIER, resource=resource), browser=browser)
+    consent = (resp.header("location") or "").removeprefix(h.config.issuer_origin)
+    page = h.request("GET", consent, browser=browser)
+    decided = h.form("/consent", {**consent_fields(page), "decision": "approve"}, browser=browser)
+    assert decided.status == 303, decided.body
+    return decided.header("location") or "", client["redirect_uris"][0]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    issuer=st.sampled_from(ISSUERS),
+    paths=PATHS,
+    origin=st.sampled_from(["same-origin", "none", "cross-site", "same-site", "absent"]),
+)
+def test_invariant_40_a_session_the_browser_signed_out_of_never_signs_anyone_in(
+    issuer: str, paths: tuple[str, ...], origin: str
+) -> None:
+    """spec/security.md 40 and 31: ``POST /signout`` from the proxy's own page deletes the session
+    its cookie names and clears the cookie; the next approval in that browser, even one that
+    replays the old cookie, goes to the provider. From anywhere else it is a 403 that deletes
+    nothing, and the session still serves the browser."""
+    h = Harness(config_for(issuer, paths))
+    first, second = h.config.resource_urls[:2]
+    browser = Browser()
+    sign_in(h, browser, first)
+    name, secret = next((k, v) for k, v in browser.cookies.items() if k.endswith("_session"))
+    headers = () if origin == "absent" else (("sec-fetch-site", origin),)
+    resp = h.request("POST", "/signout", headers=headers, browser=browser)
+    own = origin in ("same-origin", "none")
+    if not own:
+        assert resp.status == 403, resp.body
+        assert name in browser.cookies
+        assert [k for k, _, _ in h.store.dump() if k == SESSION_KIND]
+        location, redirect_uri = _approve_for(h, second, browser)
+        assert location.startswith(redirect_uri + "?"), location  # served from the session
+        return
+    assert resp.status == 200 and b"You are signed out" in resp.body
+    assert name not in browser.cookies  # cleared by the response (Max-Age=0)
+    assert not [k for k, _, _ in h.store.dump() if k == SESSION_KIND]
+    browser.cookies[name] = secret  # kept, or put back: it names nothing any more
+    location, _redirect_uri = _approve_for(h, second, browser)
+    assert location.startswith(UPSTREAM + "/authorize"), location
