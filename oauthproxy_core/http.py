@@ -56,6 +56,19 @@ class Request:
                 return v
         return None
 
+    def cookie_values(self, name: str) -> list[str]:
+        """Every value the request sends for cookie ``name``, in order: a browser sends several
+        when cookies of one name were set for different paths (RFC 6265 §5.4), and on an http
+        loopback issuer any port of the host may set one."""
+        found = []
+        for k, v in self.headers:
+            if k == "cookie":
+                for part in v.split(";"):
+                    n, sep, value = part.strip().partition("=")
+                    if sep and n == name:
+                        found.append(value)
+        return found
+
 
 @attrs.frozen(kw_only=True)
 class Response:

@@ -144,15 +144,25 @@ def browser_holds_session(req: Request, ctx: Context) -> bool:
     return _enabled(ctx) and secret is not None and _SECRET_RE.fullmatch(secret) is not None
 
 
-def end_browser_session(req: Request, ctx: Context) -> Handler[bool]:
-    """Delete the session this browser's cookie names, whatever its state (live, expired, ended,
-    damaged); whether the cookie named one at all. Nothing is read first: a deleted key is gone
-    for every instance sharing the store, and deleting an absent key is harmless."""
-    secret = req.cookie(cookie_name(SESSION, ctx.config.secure_cookies))
-    if secret is None or not _SECRET_RE.fullmatch(secret):
-        return False
-    yield from persistence.delete(SESSION_KIND, digest(secret))
-    return True
+#: Session cookies one sign-out deletes at most (each a store write): a browser holds one; more
+#: come only from cookies of the same name set for other paths or, on http loopback, other ports.
+MAX_SIGNOUT_COOKIES = 4
+
+
+def end_browser_session(req: Request, ctx: Context) -> Handler[int]:
+    """Delete the sessions this browser's cookies name, whatever their state (live, expired,
+    ended, damaged); how many well-formed cookies it sent. Every value of the cookie's name
+    counts, not the first only: a planted cookie of the same name for another path would
+    otherwise be deleted in place of the real one, which the response then clears from the
+    browser while its record lives on. Nothing is read first: a deleted key is gone for every
+    instance sharing the store, and deleting an absent key is harmless."""
+    values = req.cookie_values(cookie_name(SESSION, ctx.config.secure_cookies))
+    named = [v for v in dict.fromkeys(values) if _SECRET_RE.fullmatch(v)]
+    # Browsers send cookies with longer paths first (RFC 6265 §5.4): ours, set for Path=/, is
+    # among the last, so those are the ones kept when there are too many.
+    for secret in named[-MAX_SIGNOUT_COOKIES:]:
+        yield from persistence.delete(SESSION_KIND, digest(secret))
+    return len(named)
 
 
 def end_sessions(ctx: Context, subject: str) -> Handler[None]:

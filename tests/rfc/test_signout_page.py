@@ -14,6 +14,7 @@ import pytest
 
 from oauthproxy_adapters.testing.flow import VERIFIER
 from oauthproxy_core.cookies import SESSION, cookie_name
+from oauthproxy_core.crypto import digest
 from oauthproxy_core.resource_servers import ResourceServer
 from oauthproxy_core.upstream_session import SESSION_KIND
 from tests.harness import Browser, Harness, make_config
@@ -101,3 +102,27 @@ def test_the_consent_page_links_to_the_sign_out_page_when_a_session_would_be_use
     assert page.status == 200
     link = f'href="{h.config.issuer}/signout"'.encode()
     assert (link in page.body) is shown
+
+
+def test_a_planted_cookie_of_the_same_name_does_not_shield_the_real_session() -> None:
+    """On an http loopback issuer any port of the host can set a cookie of our name, for a longer
+    path, which the browser then sends first: a sign-out deletes the session of every value sent,
+    not only the first one's (else the real record would live on while its cookie is cleared)."""
+    h = Harness(
+        make_config(
+            issuer="http://127.0.0.1:8080",
+            resources=[
+                ResourceServer(path=f"/srv{n}", name=f"server {n}", scopes=("mcp",))
+                for n in range(2)
+            ],
+        )
+    )
+    assert not h.config.secure_cookies
+    planted, real = "P" * 43, "R" * 43
+    for secret in (planted, real):
+        h.store.put(SESSION_KIND, digest(secret), b"sealed", 1, 60)
+    name = _session_cookie(h)
+    headers = (*OWN_PAGE, ("cookie", f"{name}={planted}; {name}={real}"))
+    resp = h.request("POST", "/signout", headers=headers)
+    assert resp.status == 200, resp.body
+    assert not [key for kind, key, _ in h.store.dump() if kind == SESSION_KIND]

@@ -172,6 +172,8 @@ def test_tls_forms_parse_with_their_files_and_show_their_scheme() -> None:
     )
     assert parsed.ssl_options() == {
         "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
         "ssl_ca_certs": "/etc/ca.pem",
         "ssl_certfile": "/etc/client.crt",
         "ssl_keyfile": "/etc/client.key",
@@ -180,7 +182,11 @@ def test_tls_forms_parse_with_their_files_and_show_their_scheme() -> None:
     assert "pw" not in repr(parsed)
     plain = parse_redis_ha_url("redis+cluster://c1:7000/0")
     assert (plain.tls, plain.ssl_options()) == (False, {})
-    assert parse_redis_ha_url("rediss+cluster://c1:7000/0").ssl_options() == {"ssl": True}
+    assert parse_redis_ha_url("rediss+cluster://c1:7000/0").ssl_options() == {
+        "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -211,3 +217,47 @@ def test_tls_urls_pass_the_configuration_and_the_summary_names_them() -> None:
     ):
         assert settings({"url": url}) == url
         assert "replica" in store_durability(url)
+
+
+def test_every_tls_connection_asks_for_a_verified_certificate_and_name() -> None:
+    """Whatever redis-py's defaults (before 6.0 it checked no host name), the options every TLS
+    client is built with say it: the single store's pool, the sentinels' and the data nodes'
+    connections, and every Cluster node's."""
+    from oauthproxy_adapters.stores.redis_cluster import _options as cluster_options  # noqa: PLC0415
+    from oauthproxy_adapters.stores.redis_sentinel import _options as sentinel_options  # noqa: PLC0415
+
+    wanted = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    for opener in (open_store, open_async_store):
+        store = opener("rediss://127.0.0.1:1/0?ssl_ca_certs=/nonexistent/ca.pem")
+        kwargs = store._redis.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+        assert {k: kwargs.get(k) for k in wanted} == wanted
+    parsed = parse_redis_ha_url("rediss+sentinel://s1/mymaster/0")
+    for flavour in (False, True):
+        for options in sentinel_options(parsed, 1.0, asyncio=flavour):
+            assert {k: options.get(k) for k in wanted} == wanted
+    options = cluster_options(parse_redis_ha_url("rediss+cluster://c1:7000/0"), 1.0)
+    assert {k: options.get(k) for k in wanted} == wanted
+    plain = open_store("redis://127.0.0.1:1/0")
+    assert "ssl_check_hostname" not in plain._redis.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("ssl_cert_reqs=none", "always checked over TLS (no ssl_cert_reqs)"),
+        ("ssl_check_hostname=false", "always checked over TLS (no ssl_check_hostname)"),
+        ("password=hunter2", "not as a query option"),
+        ("ssl_password=hunter2", "ssl_password) is not supported"),
+    ],
+)
+def test_a_rediss_url_cannot_weaken_tls_or_hide_a_password_in_its_query(
+    query: str, why: str
+) -> None:
+    url = f"rediss://127.0.0.1:6380/0?{query}"
+    message = problem({"url": url})
+    assert message.startswith("[store].url: ") and why in message, message
+    assert "hunter2" not in message
+    for opener in (open_store, open_async_store):
+        with pytest.raises(ValueError, match="store URL") as caught:
+            opener(url)
+        assert why in str(caught.value) and "hunter2" not in str(caught.value)

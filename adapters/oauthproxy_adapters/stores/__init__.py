@@ -128,7 +128,11 @@ def redis_options(url: str) -> tuple[str, str]:
     """``(url without our option, key prefix)``: ``redis://h:6379/0?prefix=team-a:`` gives each
     deployment sharing one Redis its own key space (default prefix ``oauthproxy:``).
 
-    A bad option raises ``ValueError`` without quoting the URL, which may hold a password."""
+    Other options go to redis-py, except those that would weaken the connection or hide a
+    secret where the start summary shows it: ``ssl_cert_reqs`` and ``ssl_check_hostname`` (over
+    TLS the server's certificate and name are always checked), ``password`` and ``ssl_password``
+    (the password belongs in the userinfo or ``[store] password_env``, which are redacted). A bad
+    option raises ``ValueError`` without quoting the URL, which may hold a password."""
     parts = urlsplit(url)
     prefix = "oauthproxy:"
     kept = []
@@ -137,9 +141,21 @@ def redis_options(url: str) -> tuple[str, str]:
             if not value or any(c.isspace() for c in value):
                 raise ValueError("bad Redis store URL: the key prefix must be non-empty, no spaces")
             prefix = value
+        elif name in _REFUSED_REDIS_OPTIONS:
+            raise ValueError(f"bad Redis store URL: {_REFUSED_REDIS_OPTIONS[name]}")
         else:
             kept.append((name, value))
     return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+
+
+_VERIFIED = "the server's certificate and name are always checked over TLS"
+_REFUSED_REDIS_OPTIONS = {
+    "ssl_cert_reqs": f"{_VERIFIED} (no ssl_cert_reqs)",
+    "ssl_check_hostname": f"{_VERIFIED} (no ssl_check_hostname)",
+    "password": "give the password in the URL before the host or in [store] password_env, "
+    "not as a query option",
+    "ssl_password": "an encrypted client key (ssl_password) is not supported",
+}
 
 
 #: ``synchronous_commit`` values a PostgreSQL store URL may ask for (PostgreSQL's own names).

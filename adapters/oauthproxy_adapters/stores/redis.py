@@ -88,6 +88,16 @@ def _client_options(socket_timeout: float, *, asyncio: bool = False) -> dict[str
     }
 
 
+#: What every TLS connection of the stores asks for, whatever redis-py's defaults (before 6.0
+#: it did not check the host name): the server's certificate, verified, for the host connected to.
+TLS_VERIFICATION: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+
+
+def tls_verification(url: str) -> dict[str, Any]:
+    """``TLS_VERIFICATION`` for a ``rediss://`` URL, nothing for ``redis://``."""
+    return dict(TLS_VERIFICATION) if url.lower().startswith("rediss://") else {}
+
+
 def _cas_command(k: str, expected_version: int, value: bytes, ttl: int) -> tuple[Any, ...]:
     """The one command of ``compare_and_set``: ``SET NX`` for "only if absent", else the script.
 
@@ -115,7 +125,9 @@ class RedisStore:
         self, url: str, *, prefix: str = "oauthproxy:", socket_timeout: float = 2.0
     ) -> None:
         self.prefix = prefix
-        self._redis: Any = redis.Redis.from_url(url, **_client_options(socket_timeout))
+        self._redis: Any = redis.Redis.from_url(
+            url, **_client_options(socket_timeout), **tls_verification(url)
+        )
 
     #: What a failing backend raises (a Cluster client adds its own exceptions).
     _errors: tuple[type[Exception], ...] = (RedisError,)
@@ -234,7 +246,7 @@ class AsyncRedisStore:
     ) -> None:
         self.prefix = prefix
         self._redis: Any = redis.asyncio.Redis.from_url(
-            url, **_client_options(socket_timeout, asyncio=True)
+            url, **_client_options(socket_timeout, asyncio=True), **tls_verification(url)
         )
 
     #: What a failing backend raises (a Cluster client adds its own exceptions).

@@ -28,7 +28,7 @@ without one unless ``sentinel_auth=yes``. Options:
 
 With ``rediss+`` every connection is TLS: to the sentinels and to the data nodes, or to every
 Cluster node. Each server's certificate is verified against the CA and must name the address the
-client connects to (redis-py's defaults, which no option here turns off): a sentinel or a
+client connects to (asked of redis-py explicitly; no option here turns it off): a sentinel or a
 Cluster names its nodes by address, so their certificates carry those addresses.
 """
 
@@ -84,8 +84,16 @@ class RedisHAURL:
     sentinel_auth: bool = False
 
     def ssl_options(self) -> dict[str, object]:
-        """redis-py's connection options for TLS (none without it)."""
-        return {"ssl": True, **dict(self.tls_files)} if self.tls else {}
+        """redis-py's connection options for TLS (none without it): the certificate verified and
+        its name checked, said explicitly (redis-py before 6.0 did not check the name)."""
+        if not self.tls:
+            return {}
+        return {
+            "ssl": True,
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+            **dict(self.tls_files),
+        }
 
     def __repr__(self) -> str:
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
