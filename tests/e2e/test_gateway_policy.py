@@ -30,9 +30,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 from mcp_types import TextContent
 
-from oauthproxy_adapters.demo_mcp import build_demo_mcp_app, token_fingerprint
+from oauthproxy_adapters.demo_mcp import token_fingerprint
 from oauthproxy_adapters.testing import FakeProvider, upstream_toml
-from oauthproxy_adapters.testing.serve import AppThread, ServeProcess, free_port
+from tests.e2e.demo_stack import CLIENT_ID, CLIENT_SECRET, demo_stack
 from tests.e2e.mcp_client import (
     HeadlessBrowser,
     InMemoryTokenStorage,
@@ -40,9 +40,6 @@ from tests.e2e.mcp_client import (
     _StorageExpiryAwareProvider,
     free_loopback_port,
 )
-
-CLIENT_ID = "proxy-client"
-CLIENT_SECRET = "provider-secret-" + "e" * 24
 
 
 def proxy_toml(base: str, port: int, provider: str, mcp: str, tmp: Path) -> str:
@@ -77,33 +74,11 @@ scopes = ["mcp:admin"]
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    made: dict[str, FakeProvider] = {}
+    def config(base: str, port: int, provider: str, mcp: list[str]) -> str:
+        return proxy_toml(base, port, provider, mcp[0], tmp_path)
 
-    def provider_app(provider_base: str) -> Any:
-        made["provider"] = FakeProvider(
-            redirect_uri=base + "/auth/callback",
-            base=provider_base,
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-        )
-        return made["provider"].app
-
-    provider_thread = AppThread(provider_app)
-    mcp_thread = AppThread(lambda _base: build_demo_mcp_app(), lifespan="on")
-    config = tmp_path / "proxy.toml"
-    config.write_text(
-        proxy_toml(base, port, provider_thread.base, mcp_thread.base + "/mcp", tmp_path)
-    )
-    serve = ServeProcess(config, port, tmp_path)
-    try:
-        serve.start(env={"PYTHONUNBUFFERED": "1"})
-        yield {"base": base, "provider": made["provider"], "serve": serve}
-    finally:
-        serve.stop()
-        mcp_thread.stop()
-        provider_thread.stop()
+    with demo_stack(tmp_path, 1, config) as started:
+        yield started
 
 
 def _text(result: Any) -> str:

@@ -39,9 +39,9 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 
-from oauthproxy_adapters.demo_mcp import build_demo_mcp_app, token_fingerprint
+from oauthproxy_adapters.demo_mcp import token_fingerprint
 from oauthproxy_adapters.testing import FakeProvider, upstream_toml
-from oauthproxy_adapters.testing.serve import AppThread, ServeProcess, free_port
+from tests.e2e.demo_stack import CLIENT_ID, CLIENT_SECRET, demo_stack
 from tests.e2e.mcp_client import (
     HeadlessBrowser,
     InMemoryTokenStorage,
@@ -49,7 +49,7 @@ from tests.e2e.mcp_client import (
     _StorageExpiryAwareProvider,
     free_loopback_port,
 )
-from tests.e2e.test_gateway_policy import CLIENT_ID, CLIENT_SECRET, _text
+from tests.e2e.test_gateway_policy import _text
 from tests.e2e.test_mcp_sdk_cimd_fallback import _ts_client_installed
 
 
@@ -122,42 +122,11 @@ class ConsentReadingBrowser(HeadlessBrowser):
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    made: dict[str, FakeProvider] = {}
+    def config(base: str, port: int, provider: str, mcp: list[str]) -> str:
+        return proxy_toml(base, port, provider, mcp[0], mcp[1], tmp_path)
 
-    def provider_app(provider_base: str) -> Any:
-        made["provider"] = FakeProvider(
-            redirect_uri=base + "/auth/callback",
-            base=provider_base,
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-        )
-        return made["provider"].app
-
-    provider_thread = AppThread(provider_app)
-    tools_thread = AppThread(lambda _base: build_demo_mcp_app(), lifespan="on")
-    wiki_thread = AppThread(lambda _base: build_demo_mcp_app(), lifespan="on")
-    config = tmp_path / "proxy.toml"
-    config.write_text(
-        proxy_toml(
-            base,
-            port,
-            provider_thread.base,
-            tools_thread.base + "/mcp",
-            wiki_thread.base + "/mcp",
-            tmp_path,
-        )
-    )
-    serve = ServeProcess(config, port, tmp_path)
-    try:
-        serve.start(env={"PYTHONUNBUFFERED": "1"})
-        yield {"base": base, "provider": made["provider"], "serve": serve}
-    finally:
-        serve.stop()
-        wiki_thread.stop()
-        tools_thread.stop()
-        provider_thread.stop()
+    with demo_stack(tmp_path, 2, config) as started:
+        yield started
 
 
 def _audience(token: str) -> Any:
