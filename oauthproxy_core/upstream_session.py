@@ -91,6 +91,12 @@ def _enabled(ctx: Context) -> bool:
     return ctx.config.lifetimes.upstream_session > 0 and len(ctx.config.resource_urls) > 1
 
 
+def _cookie_secret(req: Request, ctx: Context) -> str | None:
+    """The secret of the (first) session cookie the browser sends, if it has the shape we mint."""
+    secret = req.cookie(cookie_name(SESSION, ctx.config.secure_cookies))
+    return secret if secret is not None and _SECRET_RE.fullmatch(secret) else None
+
+
 def _ended_key(subject: str) -> str:
     return digest("subject|" + subject)
 
@@ -121,8 +127,8 @@ def presented_session(req: Request, ctx: Context) -> Handler[UpstreamSession | N
     unknown, damaged, expired or ended session, or sessions turned off)."""
     if not _enabled(ctx):
         return None
-    secret = req.cookie(cookie_name(SESSION, ctx.config.secure_cookies))
-    if secret is None or not _SECRET_RE.fullmatch(secret):
+    secret = _cookie_secret(req, ctx)
+    if secret is None:
         return None
     key = digest(secret)
     raw = yield from persistence.get_raw(SESSION_KIND, key)
@@ -140,8 +146,7 @@ def presented_session(req: Request, ctx: Context) -> Handler[UpstreamSession | N
 def browser_holds_session(req: Request, ctx: Context) -> bool:
     """Whether sessions are on and this browser sends a well-formed session cookie (unread: the
     consent page offers the sign-out link on this alone)."""
-    secret = req.cookie(cookie_name(SESSION, ctx.config.secure_cookies))
-    return _enabled(ctx) and secret is not None and _SECRET_RE.fullmatch(secret) is not None
+    return _enabled(ctx) and _cookie_secret(req, ctx) is not None
 
 
 #: Session cookies one sign-out deletes at most (each a store write): a browser holds one; more

@@ -38,6 +38,7 @@ from redis.retry import Retry
 from oauthproxy_core.effects import Stored
 
 from .base import StoreUnavailableError, check_cas, check_kind, check_put
+from .redis_ha_url import TLS_VERIFICATION
 
 __all__ = ["SCAN_COUNT", "AsyncRedisStore", "RedisStore"]
 
@@ -86,11 +87,6 @@ def _client_options(socket_timeout: float, *, asyncio: bool = False) -> dict[str
         "health_check_interval": _HEALTH_CHECK_INTERVAL,
         "decode_responses": False,
     }
-
-
-#: What every TLS connection of the stores asks for, whatever redis-py's defaults (before 6.0
-#: it did not check the host name): the server's certificate, verified, for the host connected to.
-TLS_VERIFICATION: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
 
 
 def tls_verification(url: str) -> dict[str, Any]:

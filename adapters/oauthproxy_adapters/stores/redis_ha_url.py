@@ -42,12 +42,17 @@ __all__ = [
     "DEFAULT_REPLICAS",
     "DEFAULT_REPLICA_TIMEOUT",
     "HA_SCHEMES",
+    "TLS_VERIFICATION",
     "RedisHAURL",
     "parse_redis_ha_url",
 ]
 
 #: The schemes of the replicated Redis stores (``rediss+``: the same over TLS).
 HA_SCHEMES = ("redis+sentinel", "redis+cluster", "rediss+sentinel", "rediss+cluster")
+#: What every TLS connection of the Redis stores asks of redis-py, whatever its defaults (before
+#: 6.0 it did not check the host name): the server's certificate, verified, for the host connected
+#: to. No store URL may change either.
+TLS_VERIFICATION: dict[str, object] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
 #: The TLS options a ``rediss+`` URL may carry (redis-py's names): files, read when connecting.
 TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
@@ -88,12 +93,7 @@ class RedisHAURL:
         its name checked, said explicitly (redis-py before 6.0 did not check the name)."""
         if not self.tls:
             return {}
-        return {
-            "ssl": True,
-            "ssl_cert_reqs": "required",
-            "ssl_check_hostname": True,
-            **dict(self.tls_files),
-        }
+        return {"ssl": True, **TLS_VERIFICATION, **dict(self.tls_files)}
 
     def __repr__(self) -> str:
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
