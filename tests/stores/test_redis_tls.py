@@ -11,7 +11,6 @@ never appears in what is raised.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from oauthproxy_adapters.stores.base import StoreUnavailableError
 from oauthproxy_adapters.testing import FakeProvider, UpstreamUser, proxy_config
 from oauthproxy_adapters.testing.flow import adrive_httpx, asgi_client, login
 from oauthproxy_core.handlers.bearer import Principal
-from tests.stores.redis_topologies import REDIS_SERVER, _require, free_ports, wait_until
+from tests.stores.redis_topologies import RedisProcess, TlsFiles, free_ports
 from tests.tls_material import Authority, issue_server_cert, new_authority
 
 PASSWORD = "tls-store-password-" + "z" * 12
@@ -39,10 +38,13 @@ BASE = "https://proxy.example"
 
 @attrs.frozen
 class TlsRedis:
-    port: int
+    process: RedisProcess
     ca: Authority
     other_ca: Authority
-    proc: subprocess.Popen[bytes]
+
+    @property
+    def port(self) -> int:
+        return self.process.port
 
     def url(self, *, ca: Path | None = None, host: str = "127.0.0.1", prefix: str = "") -> str:
         prefix = prefix or f"tls-{uuid.uuid4().hex[:8]}:"
@@ -52,20 +54,13 @@ class TlsRedis:
             f"?ssl_ca_certs={ca_file}&prefix={quote(prefix, safe='')}"
         )
 
-    def client(self, *, check_hostname: bool = True) -> redis.Redis:
-        """The test's own client (its readiness probe takes any name the CA signed)."""
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            password=PASSWORD,
-            ssl=True,
-            ssl_ca_certs=str(self.ca.cert_file),
-            ssl_check_hostname=check_hostname,
-            socket_timeout=2,
-        )
+    def client(self) -> redis.Redis:
+        """The test's own client, over TLS with the deployment's CA."""
+        return self.process.client()
 
 
 def _start(tmp: Path, server_names: dict[str, tuple[str, ...]]) -> TlsRedis:
+    """A TLS-only redis-server (no plain-text port) whose certificate names ``server_names``."""
     ca = new_authority(tmp / "pki", "test-ca")
     other = new_authority(tmp / "pki", "other-ca")
     cert = issue_server_cert(
@@ -76,60 +71,14 @@ def _start(tmp: Path, server_names: dict[str, tuple[str, ...]]) -> TlsRedis:
         ip_addresses=server_names.get("ip", ("127.0.0.1",)),
     )
     (port,) = free_ports(1)
-    workdir = tmp / "redis"
-    workdir.mkdir()
-    proc = subprocess.Popen(
-        [
-            _require(REDIS_SERVER, "redis-server"),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",  # no plain-text listener at all
-            "--tls-port",
-            str(port),
-            "--tls-cert-file",
-            str(cert.cert_file),
-            "--tls-key-file",
-            str(cert.key_file),
-            "--tls-ca-cert-file",
-            str(ca.cert_file),
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            PASSWORD,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        cwd=workdir,
-        stdout=(workdir / "out.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    server = TlsRedis(port, ca, other, proc)
-
-    def pings() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"redis-server with TLS exited: {(workdir / 'out.log').read_text()}"
-            )
-        with server.client(check_hostname=False) as c:
-            return bool(c.ping())
-
-    try:
-        wait_until(pings, f"redis-server with TLS on port {port}", 15)
-    except BaseException:
-        _stop(server)  # by its PID: a server that never answered is not left behind
-        raise
-    return server
+    files = TlsFiles(ca.cert_file, cert.cert_file, cert.key_file)
+    process = RedisProcess(port, tmp / "redis", ("--requirepass", PASSWORD), PASSWORD, files)
+    process.start()
+    return TlsRedis(process, ca, other)
 
 
 def _stop(server: TlsRedis) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        server.proc.wait(10)
+    server.process.stop()
 
 
 @pytest.fixture
